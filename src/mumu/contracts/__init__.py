@@ -1,0 +1,1 @@
+"""Public contracts: subjects, headers and event models (see DESIGN.md)."""

@@ -1,0 +1,227 @@
+"""Event models: the JSON bodies on mumu's subjects (schema version 1).
+
+Every event carries ``event_id``, ``request_id``, ``workspace_id``, ``session_id``,
+``occurred_at`` and ``schema_version``. Event ids are derived from the request id,
+the stage and the output's position, so a retried or replayed stage produces the
+same ids (and the same ``Nats-Msg-Id``), and duplicates are dropped.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+SCHEMA_VERSION: Literal[1] = 1
+_ID_NAMESPACE = uuid.UUID("6d1f3c1e-8a8e-4b1b-9a55-6d756d750001")
+
+Token = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+"""An id that is safe as a NATS subject token and a header value."""
+
+
+def derive_id(request_id: str, stage: str, *parts: str | int) -> str:
+    """A deterministic id for the output ``parts`` of ``stage`` for ``request_id``."""
+    name = ":".join([request_id, stage, *map(str, parts)])
+    return str(uuid.uuid5(_ID_NAMESPACE, name))
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """Fields every event carries."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: Token
+    request_id: Token
+    workspace_id: Token
+    session_id: Token
+    occurred_at: datetime = Field(default_factory=utcnow)
+
+
+class TranscribeOptions(BaseModel):
+    """Per-request transcription options (headers ``Mumu-*`` on ingest audio)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    language: str | None = Field(default=None, description="ISO 639-1 code; unset: detect")
+    task: Literal["transcribe", "translate"] = "transcribe"
+    initial_prompt: str | None = None
+    word_timestamps: bool = False
+    vad_filter: bool = False
+    beam_size: int = Field(default=5, ge=1, le=20)
+
+
+class IngestAudioHeaders(BaseModel):
+    """Headers of ``mumu.ingest.audio.<ws>``; the body is the raw audio file.
+
+    With ``Mumu-Audio-Object`` set the body is empty and the audio is the named
+    object in the ``mumu-audio`` Object Store bucket (for files over the payload limit).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    content_type: str = Field(alias="Content-Type", description="e.g. audio/wav, audio/webm")
+    session_id: Token = Field(alias="Mumu-Session")
+    request_id: Token = Field(alias="Mumu-Request-Id")
+    language: str | None = Field(default=None, alias="Mumu-Language")
+    task: Literal["transcribe", "translate"] = Field(default="transcribe", alias="Mumu-Task")
+    prompt: str | None = Field(default=None, alias="Mumu-Prompt")
+    word_timestamps: bool = Field(default=False, alias="Mumu-Word-Timestamps")
+    vad: bool = Field(default=False, alias="Mumu-Vad")
+    beam_size: int = Field(default=5, ge=1, le=20, alias="Mumu-Beam-Size")
+    audio_object: str | None = Field(default=None, alias="Mumu-Audio-Object")
+
+
+class TextAsk(Event):
+    """``mumu.ingest.text.<ws>``: a question asked as text (skips ingest and transcribe)."""
+
+    text: str = Field(max_length=32_000)
+    language: str | None = None
+
+
+class AudioReady(Event):
+    """``mumu.audio.ready.<ws>``: normalised 16 kHz mono audio is in the Object Store."""
+
+    object_name: str
+    duration: float = Field(ge=0)
+    sample_rate: int = 16_000
+    source_content_type: str
+    options: TranscribeOptions = Field(default_factory=TranscribeOptions)
+
+
+class Word(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+class Segment(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: int
+    start: float
+    end: float
+    text: str
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    words: list[Word] | None = None
+
+
+class TranscriptPartial(Event):
+    """``mumu.transcript.partial.<ws>``: one segment, as soon as it is decoded."""
+
+    segment: Segment
+    language: str | None = None
+
+
+class TranscriptFinal(Event):
+    """``mumu.transcript.final.<ws>``: the whole transcript."""
+
+    text: str
+    segments: list[Segment]
+    language: str
+    language_probability: float
+    duration: float
+    model: str
+    compute_seconds: float
+    task: Literal["transcribe", "translate"] = "transcribe"
+
+
+class AnswerDelta(Event):
+    """``mumu.answer.delta.<ws>``: a chunk of the streamed answer.
+
+    ``restart`` marks the first delta of a retried attempt: the client drops what it
+    showed of earlier attempts.
+    """
+
+    index: int = Field(ge=0)
+    attempt: int = Field(default=1, ge=1)
+    text: str
+    restart: bool = False
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class AnswerFinal(Event):
+    """``mumu.answer.final.<ws>``: the whole answer, once."""
+
+    question: str
+    text: str
+    model: str
+    language: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    time_to_first_token: float | None = None
+    total_seconds: float
+    cancelled: bool = False
+
+
+class Persisted(Event):
+    """``mumu.persisted.<ws>``: a transcript or answer is committed (encrypted)."""
+
+    kind: Literal["transcript", "answer"]
+    source_event_id: Token
+
+
+ErrorCode = Literal[
+    "schema_violation",
+    "unsupported_audio",
+    "empty_audio",
+    "too_long",
+    "too_large",
+    "missing_header",
+    "unknown_workspace",
+    "no_speech",
+    "reason_unavailable",
+    "transcribe_failed",
+    "persist_failed",
+    "max_deliver_exceeded",
+    "internal",
+]
+
+
+class PipelineError(Event):
+    """``mumu.error.<ws>``: a request failed; shown to the client."""
+
+    stage: str
+    code: ErrorCode
+    message: str
+    subject: str
+
+
+class CancelRequest(Event):
+    """``mumu.control.cancel.<ws>``: stop the answer for ``request_id``."""
+
+
+class DeadLetterHeaders(BaseModel):
+    """Headers of ``mumu.dlq.<stage>``; the body is the original payload, unchanged.
+
+    The original headers follow, each prefixed with ``Mumu-Orig-``.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+    stage: str = Field(alias="Mumu-Dlq-Stage")
+    code: ErrorCode = Field(alias="Mumu-Dlq-Code")
+    reason: str = Field(alias="Mumu-Dlq-Reason")
+    subject: str = Field(alias="Mumu-Dlq-Subject")
+    stream: str = Field(alias="Mumu-Dlq-Stream")
+    sequence: int = Field(alias="Mumu-Dlq-Sequence")
+    deliveries: int = Field(alias="Mumu-Dlq-Deliveries")

@@ -1,0 +1,31 @@
+"""NATS header names of the contracts."""
+
+from typing import Final
+
+MSG_ID: Final = "Nats-Msg-Id"
+TRACEPARENT: Final = "traceparent"
+TRACESTATE: Final = "tracestate"
+CONTENT_TYPE: Final = "Content-Type"
+
+# ingest audio (raw bytes in the body)
+SESSION: Final = "Mumu-Session"
+REQUEST_ID: Final = "Mumu-Request-Id"
+LANGUAGE: Final = "Mumu-Language"
+TASK: Final = "Mumu-Task"
+PROMPT: Final = "Mumu-Prompt"
+WORD_TIMESTAMPS: Final = "Mumu-Word-Timestamps"
+VAD: Final = "Mumu-Vad"
+BEAM_SIZE: Final = "Mumu-Beam-Size"
+AUDIO_OBJECT: Final = "Mumu-Audio-Object"
+"""Names an object in the ``mumu-audio`` bucket instead of carrying bytes in the body."""
+
+# dead letters (the body is the original payload, unchanged)
+DLQ_STAGE: Final = "Mumu-Dlq-Stage"
+DLQ_CODE: Final = "Mumu-Dlq-Code"
+DLQ_REASON: Final = "Mumu-Dlq-Reason"
+DLQ_SUBJECT: Final = "Mumu-Dlq-Subject"
+DLQ_STREAM: Final = "Mumu-Dlq-Stream"
+DLQ_SEQUENCE: Final = "Mumu-Dlq-Sequence"
+DLQ_DELIVERIES: Final = "Mumu-Dlq-Deliveries"
+DLQ_ORIGINAL_PREFIX: Final = "Mumu-Orig-"
+"""Original headers are kept under this prefix (``Mumu-Orig-Nats-Msg-Id`` ...)."""

@@ -1,0 +1,85 @@
+"""Every NATS subject, stream and bucket name mumu uses, as typed constants.
+
+Nothing else in the code base spells a subject as a string literal. Subjects that
+carry workspace data end with the workspace id, so NATS permissions can confine a
+producer to ``mumu.ingest.*.<its workspace>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectPattern:
+    """A family of subjects ``<prefix>.<last token>``; the last token is usually a workspace."""
+
+    prefix: str
+
+    def for_workspace(self, workspace_id: str) -> str:
+        return self.token(workspace_id)
+
+    def token(self, last: str) -> str:
+        if not last or "." in last or "*" in last or ">" in last or " " in last:
+            raise ValueError(f"invalid subject token: {last!r}")
+        return f"{self.prefix}.{last}"
+
+    @property
+    def wildcard(self) -> str:
+        """The filter matching every subject of the family."""
+        return f"{self.prefix}.*"
+
+    def matches(self, subject: str) -> bool:
+        head, _, last = subject.rpartition(".")
+        return head == self.prefix and bool(last)
+
+
+def last_token(subject: str) -> str:
+    """The workspace (or stage) a subject belongs to."""
+    return subject.rpartition(".")[2]
+
+
+INGEST_AUDIO: Final = SubjectPattern("mumu.ingest.audio")
+INGEST_TEXT: Final = SubjectPattern("mumu.ingest.text")
+AUDIO_READY: Final = SubjectPattern("mumu.audio.ready")
+TRANSCRIPT_PARTIAL: Final = SubjectPattern("mumu.transcript.partial")
+TRANSCRIPT_FINAL: Final = SubjectPattern("mumu.transcript.final")
+ANSWER_DELTA: Final = SubjectPattern("mumu.answer.delta")
+ANSWER_FINAL: Final = SubjectPattern("mumu.answer.final")
+PERSISTED: Final = SubjectPattern("mumu.persisted")
+ERROR: Final = SubjectPattern("mumu.error")
+CONTROL_CANCEL: Final = SubjectPattern("mumu.control.cancel")
+DLQ: Final = SubjectPattern("mumu.dlq")
+"""Dead letters: the last token is the stage name, not a workspace."""
+
+BENCH_HOPS: Final = tuple(SubjectPattern(f"mumu.bench.hop{n}") for n in range(4))
+"""Subjects of `mumu bench runtime` (hop0 is the source, hop3 the sink)."""
+
+ALL_PATTERNS: Final[tuple[SubjectPattern, ...]] = (
+    INGEST_AUDIO,
+    INGEST_TEXT,
+    AUDIO_READY,
+    TRANSCRIPT_PARTIAL,
+    TRANSCRIPT_FINAL,
+    ANSWER_DELTA,
+    ANSWER_FINAL,
+    PERSISTED,
+    ERROR,
+    CONTROL_CANCEL,
+    DLQ,
+    *BENCH_HOPS,
+)
+
+# Streams (their configs live in streams/<name>.json)
+STREAM_INGEST: Final = "MUMU_INGEST"
+STREAM_AUDIO: Final = "MUMU_AUDIO"
+STREAM_RESULTS: Final = "MUMU_RESULTS"
+STREAM_PERSISTED: Final = "MUMU_PERSISTED"
+STREAM_CONTROL: Final = "MUMU_CONTROL"
+STREAM_DLQ: Final = "MUMU_DLQ"
+STREAM_BENCH: Final = "MUMU_BENCH"
+
+# Buckets (streams/buckets.json)
+BUCKET_AUDIO: Final = "mumu-audio"
+BUCKET_SESSIONS: Final = "mumu-sessions"

@@ -1,0 +1,292 @@
+"""The consume loop of one route: fetch, handle with bounded concurrency, map to acks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from pydantic import BaseModel, ValidationError
+
+from mumu.contracts import headers as h
+from mumu.contracts.events import ErrorCode
+from mumu.contracts.subjects import last_token
+from mumu.runtime import tracing
+from mumu.runtime.deadletter import dead_letter, error_event
+from mumu.runtime.errors import Disposition, PermanentError, StageError, TransientError, nak_delay
+from mumu.runtime.messages import Inbound, Outbound
+from mumu.runtime.stage import Route, StageContext
+
+PUBLISH_TIMEOUT = 10.0
+
+
+class Publisher:
+    """Publishes outputs with their deterministic ``Nats-Msg-Id`` and waits for the PubAck."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+
+    async def publish(self, out: Outbound, trace_headers: Mapping[str, str]) -> None:
+        headers = {**out.headers, **trace_headers, h.MSG_ID: out.msg_id}
+        try:
+            await self._js.publish(
+                out.subject, out.payload, headers=headers, timeout=PUBLISH_TIMEOUT
+            )
+        except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError) as exc:
+            raise TransientError("internal", f"publish to {out.subject} failed: {exc!r}") from exc
+
+
+class RouteWorker:
+    def __init__(self, ctx: StageContext, route: Route, publisher: Publisher) -> None:
+        rt = ctx.settings.stage
+        self.ctx = ctx
+        self.route = route
+        self.publisher = publisher
+        self.durable = route.durable or f"{ctx.name}-{route.stream.lower().replace('_', '-')}"
+        self.concurrency = route.concurrency or rt.concurrency
+        self.batch = rt.batch
+        self.fetch_timeout = rt.fetch_timeout
+        self.ack_wait = route.ack_wait or rt.ack_wait
+        self.max_deliver = rt.max_deliver
+        self.backoff = rt.backoff
+        self.drain_timeout = rt.drain_timeout
+        self.name = route.stream.lower()
+        self._inflight: dict[int, tuple[Msg, float]] = {}
+        self._slot_freed = asyncio.Event()
+        self._log = ctx.log
+
+    def consumer_config(self) -> ConsumerConfig:
+        subjects = list(self.route.subjects)
+        return ConsumerConfig(
+            durable_name=self.durable,
+            description=f"mumu stage {self.ctx.name}",
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self.ack_wait,
+            # one more than ours: the runtime dead-letters on the last delivery itself,
+            # and a message that crashed the process every time is caught on the extra one
+            max_deliver=self.max_deliver + 1,
+            filter_subject=subjects[0] if len(subjects) == 1 else None,
+            filter_subjects=subjects if len(subjects) > 1 else None,
+            max_ack_pending=10_000,
+            max_waiting=512,
+        )
+
+    async def ensure_consumer(self) -> None:
+        js = self.ctx.js
+        try:
+            await js.stream_info(self.route.stream)
+        except nats.js.errors.NotFoundError as exc:
+            raise RuntimeError(
+                f"stream {self.route.stream} does not exist: run `mumu streams apply`"
+            ) from exc
+        await js.add_consumer(self.route.stream, config=self.consumer_config())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        js = self.ctx.js
+        psub = await js.pull_subscribe_bind(durable=self.durable, stream=self.route.stream)
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._heartbeat(stop))
+                tg.create_task(self._watch_lag(stop))
+                while not stop.is_set():
+                    free = self.concurrency - len(tasks)
+                    if free <= 0:
+                        self._slot_freed.clear()
+                        await _wait_any(self._slot_freed, stop)
+                        continue
+                    try:
+                        msgs = await psub.fetch(
+                            batch=min(self.batch, free), timeout=self.fetch_timeout
+                        )
+                    except (nats.errors.TimeoutError, TimeoutError):
+                        continue
+                    except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
+                        break
+                    for msg in msgs:
+                        task = tg.create_task(self._handle(msg))
+                        tasks.add(task)
+                        task.add_done_callback(self._done(tasks))
+                await self._drain(tasks)
+        finally:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+
+    def _done(self, tasks: set[asyncio.Task[None]]) -> Any:
+        def callback(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            self._slot_freed.set()
+
+        return callback
+
+    async def _drain(self, tasks: set[asyncio.Task[None]]) -> None:
+        """Stop fetching; give in-flight work ``drain_timeout``, then nak what is left."""
+        if not tasks:
+            return
+        self._log.info("draining %d in-flight messages", len(tasks), extra={"stage": self.ctx.name})
+        _, pending = await asyncio.wait(set(tasks), timeout=self.drain_timeout)
+        for task in pending:
+            task.cancel()
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        """``in_progress()`` for messages handled longer than a third of ack_wait."""
+        period = max(self.ack_wait / 3, 0.05)
+        while not stop.is_set():
+            await _sleep_or(stop, period)
+            now = time.monotonic()
+            for msg, started in list(self._inflight.values()):
+                if now - started >= period:
+                    with contextlib.suppress(Exception):
+                        await msg.in_progress()
+
+    async def _watch_lag(self, stop: asyncio.Event) -> None:
+        m = self.ctx.metrics
+        while not stop.is_set():
+            with contextlib.suppress(Exception):
+                info = await self.ctx.js.consumer_info(self.route.stream, self.durable)
+                m.consumer_lag.labels(m.stage, self.durable).set(info.num_pending or 0)
+                m.ack_pending.labels(m.stage, self.durable).set(info.num_ack_pending or 0)
+            await _sleep_or(stop, 5.0)
+
+    def _parse(self, msg: Msg) -> BaseModel | None:
+        if self.route.model is None:
+            return None
+        try:
+            return self.route.model.model_validate_json(msg.data)
+        except ValidationError as exc:
+            detail = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or '<body>'}: {e['msg']}" for e in exc.errors()[:5]
+            )
+            raise PermanentError(
+                "schema_violation", f"not a valid {self.route.model.__name__}: {detail}"
+            ) from exc
+
+    async def _handle(self, msg: Msg) -> None:
+        m = self.ctx.metrics
+        started = time.perf_counter()
+        meta = msg.metadata
+        deliveries = meta.num_delivered or 1
+        sequence = meta.sequence.stream
+        workspace = last_token(msg.subject)
+        log_ctx = {"stage": self.ctx.name, "subject": msg.subject, "seq": sequence}
+        if deliveries > 1:
+            m.redeliveries.labels(m.stage, self.name).inc()
+        self._inflight[id(msg)] = (msg, time.monotonic())
+        m.inflight.labels(m.stage).inc()
+        event: BaseModel | None = None
+        outcome = Disposition.ACK
+        parent = tracing.extract(msg.headers or {})
+        with self.ctx.tracer.start_as_current_span(
+            f"{self.ctx.name} {self.route.stream}", context=parent, kind=SpanKind.CONSUMER
+        ) as span:
+            trace_headers = tracing.inject()
+
+            async def emit(out: Outbound) -> None:
+                await self.publisher.publish(out, trace_headers)
+
+            try:
+                if deliveries > self.max_deliver:
+                    raise PermanentError(
+                        "max_deliver_exceeded",
+                        f"delivered {deliveries} times (limit {self.max_deliver})",
+                    )
+                event = self._parse(msg)
+                inbound: Inbound[Any] = Inbound(
+                    msg=msg, event=event, subject=msg.subject, workspace_id=workspace,
+                    stream=self.route.stream, sequence=sequence, deliveries=deliveries, emit=emit,
+                )
+                for out in await self.route.handler(inbound):
+                    await emit(out)
+                await msg.ack()
+            except PermanentError as exc:
+                outcome = await self._reject(msg, event, exc.code, exc.message, trace_headers)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+                outcome = Disposition.NAK
+                raise
+            except Exception as exc:  # noqa: BLE001 - anything else is worth a retry
+                code: ErrorCode = exc.code if isinstance(exc, StageError) else "internal"
+                message = exc.message if isinstance(exc, StageError) else repr(exc)
+                if deliveries >= self.max_deliver:
+                    outcome = await self._reject(
+                        msg, event, code, f"gave up after {deliveries} deliveries: {message}",
+                        trace_headers,
+                    )
+                else:
+                    delay = exc.delay if isinstance(exc, TransientError) and exc.delay else None
+                    delay = delay if delay is not None else nak_delay(self.backoff, deliveries)
+                    self._log.warning(
+                        "retrying in %.2fs (delivery %d): %s", delay, deliveries, message,
+                        extra={**log_ctx, "code": code},
+                    )
+                    await msg.nak(delay=delay)
+                    outcome = Disposition.NAK
+            finally:
+                self._inflight.pop(id(msg), None)
+                m.inflight.labels(m.stage).dec()
+                m.messages.labels(m.stage, self.name, outcome.value).inc()
+                m.latency.labels(m.stage, self.name).observe(time.perf_counter() - started)
+                if outcome is not Disposition.ACK:
+                    span.set_status(Status(StatusCode.ERROR, outcome.value))
+
+    async def _reject(
+        self, msg: Msg, event: BaseModel | None, code: ErrorCode, message: str,
+        trace_headers: Mapping[str, str],
+    ) -> Disposition:
+        """Dead-letter once, tell the client, then ``term``; if that fails, ``nak``."""
+        meta = msg.metadata
+        sequence = meta.sequence.stream
+        workspace = last_token(msg.subject)
+        m = self.ctx.metrics
+        letter = dead_letter(
+            msg, stage=self.ctx.name, code=code, reason=message, stream=self.route.stream,
+            sequence=sequence, deliveries=meta.num_delivered,
+        )
+        err = error_event(
+            msg, event, stage=self.ctx.name, code=code, message=message,
+            workspace_id=workspace, sequence=sequence,
+        )
+        try:
+            await self.publisher.publish(letter, trace_headers)
+            if err is not None:
+                await self.publisher.publish(err, trace_headers)
+        except TransientError:
+            self._log.exception("could not dead-letter; will retry", extra={"stage": self.ctx.name})
+            await msg.nak(delay=nak_delay(self.backoff, meta.num_delivered))
+            return Disposition.NAK
+        await msg.term()
+        m.dead_letters.labels(m.stage, code).inc()
+        self._log.warning(
+            "dead-lettered: %s", message,
+            extra={"stage": self.ctx.name, "subject": msg.subject, "seq": sequence, "code": code},
+        )
+        return Disposition.TERM
+
+
+async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def _wait_any(a: asyncio.Event, b: asyncio.Event) -> None:
+    waiters = {asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())}
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

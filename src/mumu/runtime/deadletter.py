@@ -1,0 +1,87 @@
+"""Dead letters (``mumu.dlq.<stage>``) and the client-facing error event."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+
+from nats.aio.msg import Msg
+from pydantic import BaseModel
+
+from mumu.contracts import headers as h
+from mumu.contracts import subjects
+from mumu.contracts.events import ErrorCode, Event, PipelineError, derive_id
+from mumu.runtime.messages import Outbound
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+UNKNOWN = "unknown"
+
+
+def _token(value: object) -> str | None:
+    return value if isinstance(value, str) and _TOKEN.match(value) else None
+
+
+def request_identity(msg: Msg, event: BaseModel | None) -> tuple[str, str]:
+    """(request_id, session_id) of a message, from its event, headers or raw JSON."""
+    if isinstance(event, Event):
+        return event.request_id, event.session_id
+    hdrs = msg.headers or {}
+    request_id = _token(hdrs.get(h.REQUEST_ID))
+    session_id = _token(hdrs.get(h.SESSION))
+    if request_id is None or session_id is None:
+        try:
+            raw = json.loads(msg.data)
+        except (ValueError, UnicodeDecodeError):
+            raw = None
+        if isinstance(raw, dict):
+            request_id = request_id or _token(raw.get("request_id"))
+            session_id = session_id or _token(raw.get("session_id"))
+    return request_id or UNKNOWN, session_id or UNKNOWN
+
+
+def dead_letter(
+    msg: Msg, *, stage: str, code: ErrorCode, reason: str, stream: str, sequence: int,
+    deliveries: int,
+) -> Outbound:
+    """The original payload with its headers kept under ``Mumu-Orig-`` and the reason added."""
+    original: Mapping[str, str] = msg.headers or {}
+    headers = {f"{h.DLQ_ORIGINAL_PREFIX}{k}": v for k, v in original.items()}
+    headers.update(
+        {
+            h.DLQ_STAGE: stage,
+            h.DLQ_CODE: code,
+            h.DLQ_REASON: reason[:1024],
+            h.DLQ_SUBJECT: msg.subject,
+            h.DLQ_STREAM: stream,
+            h.DLQ_SEQUENCE: str(sequence),
+            h.DLQ_DELIVERIES: str(deliveries),
+        }
+    )
+    return Outbound(
+        subject=subjects.DLQ.token(stage),
+        payload=msg.data,
+        msg_id=f"dlq:{stage}:{stream}:{sequence}",
+        headers=headers,
+    )
+
+
+def error_event(
+    msg: Msg, event: BaseModel | None, *, stage: str, code: ErrorCode, message: str,
+    workspace_id: str, sequence: int,
+) -> Outbound | None:
+    """The ``mumu.error.<ws>`` event, or None when the subject names no valid workspace."""
+    if _token(workspace_id) is None:
+        return None
+    request_id, session_id = request_identity(msg, event)
+    err = PipelineError(
+        event_id=derive_id(request_id, stage, "error", sequence),
+        request_id=request_id,
+        workspace_id=workspace_id,
+        session_id=session_id,
+        stage=stage,
+        code=code,
+        message=message[:1024],
+        subject=msg.subject,
+    )
+    return Outbound.of(subjects.ERROR.for_workspace(workspace_id), err)

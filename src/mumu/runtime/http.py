@@ -1,0 +1,66 @@
+"""The ``/health``, ``/ready`` and ``/metrics`` server of a stage process."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from mumu import __version__
+
+
+def health_payload(started: float) -> dict[str, Any]:
+    """The seed shape: exactly status, version, uptime, hostname."""
+    return {
+        "status": "ok",
+        "version": __version__,
+        "uptime": round(time.monotonic() - started, 3),
+        "hostname": socket.gethostname(),
+    }
+
+
+def metrics_response(registry: CollectorRegistry) -> web.Response:
+    return web.Response(
+        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+def build_probe_app(
+    registry: CollectorRegistry, ready: Callable[[], list[str]]
+) -> web.Application:
+    """``ready`` returns the reasons the stage is not ready (empty: ready)."""
+    started = time.monotonic()
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response(health_payload(started))
+
+    async def readiness(_: web.Request) -> web.Response:
+        reasons = ready()
+        if reasons:
+            return web.json_response({"status": "unavailable", "reasons": reasons}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def metrics(_: web.Request) -> web.Response:
+        return metrics_response(registry)
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", readiness)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start ``app``; returns the runner (to clean up) and the bound port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return runner, int(bound)

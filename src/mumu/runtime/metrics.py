@@ -1,0 +1,42 @@
+"""Prometheus metrics of one stage process (own registry, no globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class StageMetrics:
+    def __init__(self, stage: str, registry: CollectorRegistry | None = None) -> None:
+        self.stage = stage
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.messages = Counter(
+            "mumu_stage_messages", "Messages handled, by outcome", ["stage", "route", "outcome"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "mumu_stage_latency_seconds", "Handling time per message (receive to ack)",
+            ["stage", "route"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.inflight = Gauge("mumu_stage_inflight", "Messages being handled", ["stage"], registry=r)
+        self.redeliveries = Counter(
+            "mumu_stage_redeliveries", "Deliveries after the first", ["stage", "route"], registry=r
+        )
+        self.dead_letters = Counter(
+            "mumu_stage_dead_letters", "Messages dead-lettered, by code", ["stage", "code"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "mumu_consumer_lag", "Messages pending on the durable consumer", ["stage", "consumer"],
+            registry=r,
+        )
+        self.ack_pending = Gauge(
+            "mumu_consumer_ack_pending", "Delivered but not yet acknowledged",
+            ["stage", "consumer"], registry=r,
+        )
+        self.model_seconds = Counter(
+            "mumu_model_seconds", "Seconds spent inside a model (inference)", ["stage", "model"],
+            registry=r,
+        )

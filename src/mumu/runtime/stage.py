@@ -1,0 +1,63 @@
+"""What a stage declares: its routes and its resources."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from opentelemetry.trace import Tracer
+from pydantic import BaseModel
+
+from mumu.runtime.messages import Inbound, Outbound
+from mumu.runtime.metrics import StageMetrics
+from mumu.settings import Settings
+
+Handler = Callable[[Inbound[Any]], Awaitable[Sequence[Outbound]]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One durable pull consumer: a stream, its filter subjects, a model and a handler.
+
+    ``model=None`` hands the raw payload to the handler (ingest audio).
+    ``durable`` defaults to ``<stage>-<stream>`` (lower case); replicas of a stage
+    share it and so share the work.
+    """
+
+    stream: str
+    subjects: tuple[str, ...]
+    handler: Handler
+    model: type[BaseModel] | None = None
+    durable: str | None = None
+    concurrency: int | None = None
+    ack_wait: float | None = None
+
+
+@dataclass
+class StageContext:
+    """What a running stage gets from the runtime."""
+
+    name: str
+    settings: Settings
+    nc: NATS
+    js: JetStreamContext
+    metrics: StageMetrics
+    tracer: Tracer
+    log: logging.Logger
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Stage(Protocol):
+    """A stage: ``start`` opens its resources (model, pool) before the stage is ready."""
+
+    name: str
+
+    def routes(self) -> Sequence[Route]: ...
+
+    async def start(self, ctx: StageContext) -> None: ...
+
+    async def stop(self) -> None: ...

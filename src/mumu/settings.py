@@ -1,0 +1,99 @@
+"""The one settings object: built once in the entry point and passed down.
+
+Environment variables use the ``MUMU_`` prefix and ``__`` for nesting, for example
+``MUMU_NATS__URL=nats://nats:4222`` or ``MUMU_STAGE__CONCURRENCY=8``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mumu.gateway.settings import GatewaySettings
+from mumu.stages.ingest.settings import IngestSettings
+from mumu.stages.persist.settings import PersistSettings
+from mumu.stages.reason.settings import ReasonSettings
+from mumu.stages.transcribe.settings import TranscribeSettings
+
+
+class NatsSettings(BaseModel):
+    """How to reach NATS. Unset ``url`` means ``mumu up`` starts an embedded server."""
+
+    url: str | None = Field(
+        default=None,
+        description="NATS server URL; unset lets `mumu up` start its own nats-server",
+    )
+    user: str | None = Field(default=None, description="NATS user name")
+    password: SecretStr | None = Field(default=None, description="NATS password")
+    creds_file: Path | None = Field(default=None, description="NATS .creds file (JWT + NKey)")
+    connect_timeout: float = Field(default=5.0, description="seconds to wait for a connection")
+    max_payload: int = Field(
+        default=1_048_576,
+        description="largest message the embedded server accepts (bytes); bigger audio "
+        "goes through the Object Store",
+    )
+
+
+class StageRuntimeSettings(BaseModel):
+    """How every stage consumes its durable pull consumer."""
+
+    concurrency: int = Field(default=16, ge=1, description="messages handled at once")
+    batch: int = Field(default=64, ge=1, description="messages asked for per fetch")
+    fetch_timeout: float = Field(default=1.0, gt=0, description="seconds a fetch waits")
+    ack_wait: float = Field(
+        default=30.0, gt=0, description="seconds before an unacked message is redelivered"
+    )
+    max_deliver: int = Field(default=5, ge=1, description="deliveries before dead-lettering")
+    backoff: list[float] = Field(
+        default=[0.5, 2.0, 5.0, 15.0],
+        description="nak delays (seconds) by delivery attempt; the last repeats",
+    )
+    drain_timeout: float = Field(
+        default=20.0, gt=0, description="seconds in-flight work may take after SIGTERM"
+    )
+    http_host: str = Field(default="127.0.0.1", description="bind address of /health and /metrics")
+    http_port: int = Field(default=0, ge=0, description="port of /health and /metrics (0: any)")
+    replicas: int = Field(default=1, ge=1, description="processes per stage started by `mumu up`")
+
+
+class Settings(BaseSettings):
+    """Everything mumu reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MUMU_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    data_dir: Path = Field(
+        default=Path(".mumu"),
+        description="where `mumu up` keeps NATS, PostgreSQL and the development keyring",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="log level of every process"
+    )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL URL of the application role; unset lets `mumu up` start "
+        "an embedded PostgreSQL",
+    )
+    database_admin_url: SecretStr | None = Field(
+        default=None, description="PostgreSQL URL of the owner role, for migrations"
+    )
+    master_keys: SecretStr | None = Field(
+        default=None,
+        description="master keyring: `id:base64key,...`, first is primary (see Persistence)",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP traces endpoint; unset keeps traces in-process"
+    )
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    stage: StageRuntimeSettings = Field(default_factory=StageRuntimeSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    transcribe: TranscribeSettings = Field(default_factory=TranscribeSettings)
+    reason: ReasonSettings = Field(default_factory=ReasonSettings)
+    persist: PersistSettings = Field(default_factory=PersistSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)

@@ -1,0 +1,55 @@
+"""A pass-through stage used only by tests: hop1 → hop2, with scriptable faults."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Literal
+
+from mumu.contracts import subjects
+from mumu.contracts.events import Event, derive_id
+from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
+
+
+class Ping(Event):
+    behaviour: Literal["ok", "transient", "permanent", "flaky", "slow"] = "ok"
+    seconds: float = 0.0
+    hop: int = 1
+
+
+class PassThrough:
+    """Forwards ``mumu.bench.hop1.<ws>`` to ``mumu.bench.hop2.<ws>``.
+
+    ``flaky`` fails the first delivery only; ``transient`` always fails (dead letter
+    after max_deliver); ``slow`` sleeps ``seconds`` before publishing.
+    """
+
+    name = "passthrough"
+
+    def __init__(self, inp: int = 1, out: int = 2) -> None:
+        self.inp = subjects.BENCH_HOPS[inp]
+        self.out = subjects.BENCH_HOPS[out]
+        self.calls: list[tuple[str, int]] = []
+
+    def routes(self) -> Sequence[Route]:
+        return [Route(subjects.STREAM_BENCH, (self.inp.wildcard,), self.handle, model=Ping)]
+
+    async def start(self, ctx: StageContext) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def handle(self, inbound: Inbound[Ping]) -> Sequence[Outbound]:
+        ping = inbound.body()
+        self.calls.append((ping.request_id, inbound.deliveries))
+        if ping.behaviour == "transient" or (ping.behaviour == "flaky" and inbound.deliveries == 1):
+            raise TransientError("internal", "backend unavailable")
+        if ping.behaviour == "permanent":
+            raise PermanentError("unsupported_audio", "this payload can never work")
+        if ping.behaviour == "slow":
+            await asyncio.sleep(ping.seconds)
+        out = ping.model_copy(
+            update={"event_id": derive_id(ping.request_id, self.name), "hop": ping.hop + 1}
+        )
+        return [Outbound.of(self.out.for_workspace(inbound.workspace_id), out)]

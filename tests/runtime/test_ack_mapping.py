@@ -1,0 +1,110 @@
+"""Ack mapping of the stage runtime, on a real nats-server."""
+
+from __future__ import annotations
+
+import time
+
+from nats.aio.client import Client as NATS
+
+from mumu.contracts import headers as h
+from mumu.contracts import subjects
+from mumu.contracts.events import PipelineError, new_id
+from mumu.settings import Settings
+from tests.harness import Collector, running
+from tests.passthrough import PassThrough, Ping
+
+WS = "ws-test"
+
+
+def ping(behaviour: str = "ok", **kw: object) -> Ping:
+    rid = new_id()
+    return Ping(event_id=rid, request_id=rid, workspace_id=WS, session_id="s1", behaviour=behaviour, **kw)  # type: ignore[arg-type]
+
+
+async def publish(nc: NATS, p: Ping) -> None:
+    js = nc.jetstream()
+    await js.publish(
+        subjects.BENCH_HOPS[1].for_workspace(WS), p.model_dump_json().encode(),
+        headers={h.MSG_ID: p.event_id},
+    )
+
+
+async def test_ok_message_is_forwarded_once(nc: NATS, streams: None, settings: Settings) -> None:
+    stage = PassThrough()
+    async with running(stage, settings), Collector(nc) as seen:
+        p = ping()
+        await publish(nc, p)
+        out = await seen.wait_count("mumu.bench.hop2.", 1)
+        assert Ping.model_validate_json(out[0].data).request_id == p.request_id
+        assert out[0].headers[h.MSG_ID]  # deterministic id set by the runtime
+        assert "traceparent" in out[0].headers
+
+
+async def test_transient_error_is_redelivered_with_delay(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    stage = PassThrough()
+    async with running(stage, settings), Collector(nc) as seen:
+        t0 = time.monotonic()
+        await publish(nc, ping("flaky"))
+        await seen.wait_count("mumu.bench.hop2.", 1)
+        elapsed = time.monotonic() - t0
+    assert [d for _, d in stage.calls] == [1, 2]
+    assert elapsed >= settings.stage.backoff[0]  # nak'ed with a delay, not at once
+    assert not seen.on("mumu.dlq.")
+
+
+async def test_permanent_error_gives_one_dead_letter_with_reason(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    stage = PassThrough()
+    async with running(stage, settings), Collector(nc) as seen:
+        bad = ping("permanent")
+        await publish(nc, bad)
+        good = ping()
+        await publish(nc, good)
+        letters = await seen.wait_count("mumu.dlq.", 1)
+        await seen.wait_count("mumu.bench.hop2.", 1)  # the consumer keeps flowing
+        errors = await seen.wait_count("mumu.error.", 1)
+    assert len(letters) == 1
+    letter = letters[0]
+    assert letter.subject == "mumu.dlq.passthrough"
+    assert letter.headers[h.DLQ_CODE] == "unsupported_audio"
+    assert "never work" in letter.headers[h.DLQ_REASON]
+    assert letter.headers[f"{h.DLQ_ORIGINAL_PREFIX}{h.MSG_ID}"] == bad.event_id
+    assert letter.data == bad.model_dump_json().encode()
+    err = PipelineError.model_validate_json(errors[0].data)
+    assert err.code == "unsupported_audio"
+    assert err.request_id == bad.request_id
+    assert errors[0].subject == f"mumu.error.{WS}"
+    assert [r for r, _ in stage.calls].count(bad.request_id) == 1
+
+
+async def test_schema_violation_is_dead_lettered_without_calling_the_handler(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    stage = PassThrough()
+    async with running(stage, settings), Collector(nc) as seen:
+        js = nc.jetstream()
+        await js.publish(
+            subjects.BENCH_HOPS[1].for_workspace(WS),
+            b'{"request_id": "r-1", "session_id": "s-1", "hop": "not a number"}',
+        )
+        letters = await seen.wait_count("mumu.dlq.", 1)
+        errors = await seen.wait_count("mumu.error.", 1)
+    assert letters[0].headers[h.DLQ_CODE] == "schema_violation"
+    assert "hop" in letters[0].headers[h.DLQ_REASON]
+    assert PipelineError.model_validate_json(errors[0].data).request_id == "r-1"
+    assert stage.calls == []
+
+
+async def test_handler_failing_every_time_is_dead_lettered_after_max_deliver(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    stage = PassThrough()
+    async with running(stage, settings), Collector(nc) as seen:
+        await publish(nc, ping("transient"))
+        letters = await seen.wait_count("mumu.dlq.", 1, timeout=15)
+    assert [d for _, d in stage.calls] == [1, 2, 3]
+    assert letters[0].headers[h.DLQ_DELIVERIES] == "3"
+    assert "gave up after 3 deliveries" in letters[0].headers[h.DLQ_REASON]
