@@ -1,0 +1,1 @@
+"""Benchmarks: mumu against a raw baseline, same run, ratios recorded."""

@@ -1,0 +1,1 @@
+"""The ``mumu`` command line."""
