@@ -20,6 +20,9 @@ from mumu.settings import Settings
 COMMAND_MODULES = (
     "mumu.cli.gateway",
     "mumu.cli.stage",
+    "mumu.cli.streams",
+    "mumu.cli.schemas",
+    "mumu.cli.config",
     "mumu.cli.bench",
 )
 

@@ -1,0 +1,50 @@
+"""``mumu streams apply|status``: declare JetStream streams and buckets, and watch them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nats.aio.client import Client as NATS
+
+from mumu.broker.streams import apply_all, status
+from mumu.cli.common import table, with_nats
+from mumu.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("streams", help="apply or inspect JetStream streams and buckets")
+    verbs = p.add_subparsers(dest="verb", required=True)
+    apply = verbs.add_parser("apply", help="create or update streams from streams/*.json")
+    apply.add_argument("--dir", type=Path, default=None, help="folder of stream configs")
+    apply.add_argument(
+        "--check", action="store_true",
+        help="only report drift (exit 3 when the server differs from the files)",
+    )
+    apply.set_defaults(func=run_apply)
+    st = verbs.add_parser("status", help="messages, bytes, consumers, pending per stream")
+    st.set_defaults(func=run_status)
+
+
+def run_apply(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(nc: NATS) -> int:
+        changes = await apply_all(nc, args.dir, dry_run=args.check)
+        for change in changes:
+            print(change.describe())
+        drifted = [c for c in changes if c.action in ("drift", "missing")]
+        return 3 if drifted else 0
+
+    return with_nats(settings, "streams", work)
+
+
+def run_status(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(nc: NATS) -> int:
+        rows = await status(nc)
+        print(table(
+            ["stream", "messages", "bytes", "consumers", "pending", "ack pending", "redelivered"],
+            [[r.name, r.messages, r.bytes, r.consumers, r.pending, r.ack_pending, r.redelivered]
+             for r in rows],
+        ))
+        return 0
+
+    return with_nats(settings, "streams", work)

@@ -1,0 +1,39 @@
+"""Which event travels on which subject: the source of the AsyncAPI document."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from mumu.contracts import events as ev
+from mumu.contracts import subjects as s
+
+
+@dataclass(frozen=True)
+class Channel:
+    pattern: s.SubjectPattern
+    model: type[BaseModel]
+    summary: str
+    binary: bool = False
+    """True when the body is raw bytes and ``model`` describes the headers."""
+    last_token: str = "workspace"
+
+
+CHANNELS: tuple[Channel, ...] = (
+    Channel(s.INGEST_AUDIO, ev.IngestAudioHeaders,
+            "Raw audio (wav, flac, ogg/opus, mp3, webm, m4a) with headers; or headers naming "
+            "an object in the mumu-audio bucket", binary=True),
+    Channel(s.INGEST_TEXT, ev.TextAsk, "A question asked as text"),
+    Channel(s.AUDIO_READY, ev.AudioReady, "Normalised 16 kHz mono audio is ready"),
+    Channel(s.TRANSCRIPT_PARTIAL, ev.TranscriptPartial, "One decoded segment, as it is decoded"),
+    Channel(s.TRANSCRIPT_FINAL, ev.TranscriptFinal, "The whole transcript"),
+    Channel(s.ANSWER_DELTA, ev.AnswerDelta, "A chunk of the streamed answer"),
+    Channel(s.ANSWER_FINAL, ev.AnswerFinal, "The whole answer"),
+    Channel(s.PERSISTED, ev.Persisted, "A transcript or answer is stored, encrypted"),
+    Channel(s.ERROR, ev.PipelineError, "A request failed; shown to the client"),
+    Channel(s.CONTROL_CANCEL, ev.CancelRequest, "Stop the answer of a request"),
+    Channel(s.DLQ, ev.DeadLetterHeaders,
+            "Dead letters: the original payload, its headers (prefixed Mumu-Orig-) and the "
+            "reason", binary=True, last_token="stage"),
+)

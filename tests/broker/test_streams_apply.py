@@ -1,0 +1,77 @@
+"""`mumu streams apply` is idempotent, applies changes and reports drift (real server)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from nats.aio.client import Client as NATS
+
+from mumu.broker.embedded import EmbeddedNats
+from mumu.broker.streams import apply_all, status, stream_config
+
+ROOT = Path(__file__).parents[2]
+
+
+async def test_apply_creates_then_is_a_noop(nc: NATS) -> None:
+    first = await apply_all(nc)
+    assert {c.action for c in first} == {"created"}
+    assert {c.name for c in first} >= {"MUMU_INGEST", "MUMU_RESULTS", "OBJ_mumu-audio", "KV_mumu-sessions"}
+    second = await apply_all(nc)
+    assert {c.action for c in second} == {"unchanged"}
+
+
+async def test_changed_config_is_applied_and_drift_reported(nc: NATS, tmp_path: Path) -> None:
+    await apply_all(nc)
+    changed = tmp_path / "streams"
+    shutil.copytree(ROOT / "streams", changed)
+    path = changed / "mumu_results.json"
+    config = json.loads(path.read_text())
+    config["max_age"] = 2 * 3600 * 1_000_000_000
+    path.write_text(json.dumps(config))
+
+    drift = [c for c in await apply_all(nc, changed, dry_run=True) if c.action != "unchanged"]
+    assert [(c.name, c.action) for c in drift] == [("MUMU_RESULTS", "drift")]
+    assert drift[0].diff["max_age"] == (24 * 3600 * 1_000_000_000, 2 * 3600 * 1_000_000_000)
+    live = await stream_config(nc, "MUMU_RESULTS")
+    assert live is not None and live["max_age"] == 24 * 3600 * 1_000_000_000  # dry run changed nothing
+
+    applied = [c for c in await apply_all(nc, changed) if c.action != "unchanged"]
+    assert [(c.name, c.action) for c in applied] == [("MUMU_RESULTS", "updated")]
+    live = await stream_config(nc, "MUMU_RESULTS")
+    assert live is not None and live["max_age"] == 2 * 3600 * 1_000_000_000
+    assert {c.action for c in await apply_all(nc, changed)} == {"unchanged"}
+
+
+async def test_status_counts_messages(nc: NATS) -> None:
+    await apply_all(nc)
+    js = nc.jetstream()
+    await js.publish("mumu.error.ws1", b"{}")
+    rows = {r.name: r for r in await status(nc)}
+    assert rows["MUMU_RESULTS"].messages == 1
+    assert rows["MUMU_RESULTS"].bytes > 0
+
+
+async def test_cli_apply_check_exit_codes(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    env = {**os.environ, "MUMU_NATS__URL": nats_server.url}
+
+    async def mumu(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mumu", *args, env=env, cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode()
+
+    code, out = await mumu("streams", "apply", "--check")
+    assert code == 3 and "MUMU_INGEST: missing" in out
+    code, out = await mumu("streams", "apply")
+    assert code == 0 and "MUMU_INGEST: created" in out
+    code, out = await mumu("streams", "apply")
+    assert code == 0 and "created" not in out and "updated" not in out
+    code, out = await mumu("streams", "status")
+    assert code == 0 and "MUMU_RESULTS" in out and "redelivered" in out

@@ -1,0 +1,79 @@
+"""Checked-in schemas and stream configs must match the code."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from pydantic import Field
+
+from mumu.broker.streams import load_stream_configs
+from mumu.contracts import catalog, events, subjects
+from mumu.contracts.schemas import schema_drift
+from mumu.contracts.subject_check import subject_problems
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_checked_in_schemas_match_the_models() -> None:
+    assert schema_drift(ROOT / "schemas") == []
+
+
+def test_schema_drift_is_detected_on_a_mutated_copy(tmp_path: Path) -> None:
+    copy = tmp_path / "schemas"
+    shutil.copytree(ROOT / "schemas", copy)
+    # 1) a file edited by hand
+    path = copy / "TextAsk.json"
+    doc = json.loads(path.read_text())
+    doc["properties"]["text"]["maxLength"] = 1
+    path.write_text(json.dumps(doc))
+    # 2) a model that changed without re-exporting
+    class TranscriptFinal(events.TranscriptFinal):
+        extra_field: int = Field(default=0)
+
+    channels = tuple(
+        catalog.Channel(c.pattern, TranscriptFinal, c.summary) if c.model is events.TranscriptFinal
+        else c
+        for c in catalog.CHANNELS
+    )
+    problems = schema_drift(copy, channels)
+    assert "TextAsk.json: differs from the models" in problems
+    assert "TranscriptFinal.json: differs from the models" in problems
+    assert "asyncapi.json: differs from the models" in problems
+    (copy / "AudioReady.json").unlink()
+    assert "AudioReady.json: missing" in schema_drift(copy)
+
+
+def test_asyncapi_names_every_subject_constant() -> None:
+    doc = json.loads((ROOT / "schemas" / "asyncapi.json").read_text())
+    assert doc["asyncapi"] == "3.0.0"
+    addresses = {c["address"].rsplit(".", 1)[0] for c in doc["channels"].values()}
+    assert {ch.pattern.prefix for ch in catalog.CHANNELS} == addresses
+    wire = set(addresses) | {p.prefix for p in subjects.BENCH_HOPS}
+    assert wire == {p.prefix for p in subjects.ALL_PATTERNS}
+
+
+def test_every_subject_constant_is_stored_by_exactly_one_stream() -> None:
+    assert subject_problems(load_stream_configs(ROOT / "streams")) == []
+
+
+def test_subject_drift_is_detected_on_a_mutated_copy(tmp_path: Path) -> None:
+    configs = load_stream_configs(ROOT / "streams")
+    results = next(c for c in configs if c["name"] == subjects.STREAM_RESULTS)
+    results["subjects"].remove("mumu.answer.delta.*")
+    results["subjects"].append("mumu.answer.typo.*")
+    problems = subject_problems(configs)
+    assert "mumu.answer.delta: stored by no stream (want exactly one)" in problems
+    assert "MUMU_RESULTS: subject mumu.answer.typo.* matches no constant" in problems
+    # a subject stored twice is as wrong as a subject stored nowhere
+    configs.append({"name": "MUMU_EXTRA", "subjects": ["mumu.transcript.final.*"]})
+    assert any(p.startswith("mumu.transcript.final: stored by") for p in subject_problems(configs))
+
+
+def test_stream_files_are_jetstream_stream_configs() -> None:
+    for config in load_stream_configs(ROOT / "streams"):
+        assert config["storage"] in {"file", "memory"}
+        assert config["duplicate_window"] > 0
+        assert config["max_age"] > 0
+        assert config["retention"] == "limits"
