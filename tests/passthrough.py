@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Sequence
 from typing import Literal
 
@@ -12,7 +14,7 @@ from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext,
 
 
 class Ping(Event):
-    behaviour: Literal["ok", "transient", "permanent", "flaky", "slow"] = "ok"
+    behaviour: Literal["ok", "transient", "permanent", "flaky", "slow", "die_after_publish"] = "ok"
     seconds: float = 0.0
     hop: int = 1
 
@@ -21,7 +23,9 @@ class PassThrough:
     """Forwards ``mumu.bench.hop1.<ws>`` to ``mumu.bench.hop2.<ws>``.
 
     ``flaky`` fails the first delivery only; ``transient`` always fails (dead letter
-    after max_deliver); ``slow`` sleeps ``seconds`` before publishing.
+    after max_deliver); ``slow`` sleeps ``seconds`` before publishing;
+    ``die_after_publish`` publishes its output, then SIGKILLs its own process before
+    the ack (first delivery only).
     """
 
     name = "passthrough"
@@ -52,4 +56,28 @@ class PassThrough:
         out = ping.model_copy(
             update={"event_id": derive_id(ping.request_id, self.name), "hop": ping.hop + 1}
         )
-        return [Outbound.of(self.out.for_workspace(inbound.workspace_id), out)]
+        outbound = Outbound.of(self.out.for_workspace(inbound.workspace_id), out)
+        if ping.behaviour == "die_after_publish" and inbound.deliveries == 1:
+            await inbound.emit(outbound)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return [outbound]
+
+
+async def _main() -> None:
+    from mumu.logs import configure_logging
+    from mumu.runtime.process import install_signal_handlers, run_stage
+    from mumu.settings import Settings
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    started = asyncio.Event()
+    task = asyncio.create_task(run_stage(PassThrough(), settings, stop, started=started))
+    await started.wait()
+    print("consuming", flush=True)
+    await task
+
+
+if __name__ == "__main__":
+    asyncio.run(_main())
