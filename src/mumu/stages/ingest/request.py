@@ -1,0 +1,56 @@
+"""Reading an ingest message's headers into the ``IngestAudioHeaders`` contract."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic import ValidationError
+
+from mumu.contracts.events import IngestAudioHeaders, TranscribeOptions
+from mumu.runtime import PermanentError
+
+_ALIASES = {
+    (field.alias or name).lower(): field.alias or name
+    for name, field in IngestAudioHeaders.model_fields.items()
+}
+
+
+def parse_headers(headers: Mapping[str, str]) -> IngestAudioHeaders:
+    """The contract headers (names matched case-insensitively), or a ``PermanentError``.
+
+    A required header that is absent is ``missing_header``; one with a bad value is
+    ``schema_violation``. Headers mumu does not know (``traceparent``, ``Nats-Msg-Id``)
+    are ignored.
+    """
+    known = {_ALIASES[k.lower()]: v for k, v in headers.items() if k.lower() in _ALIASES}
+    try:
+        return IngestAudioHeaders.model_validate(known)
+    except ValidationError as exc:
+        missing = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "missing"]
+        if missing:
+            raise PermanentError(
+                "missing_header", f"required header(s) missing: {', '.join(missing)}"
+            ) from exc
+        detail = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors()[:5])
+        raise PermanentError("schema_violation", f"invalid header(s): {detail}") from exc
+
+
+def options_of(hdrs: IngestAudioHeaders) -> TranscribeOptions:
+    return TranscribeOptions(
+        language=hdrs.language or None,
+        task=hdrs.task,
+        initial_prompt=hdrs.prompt or None,
+        word_timestamps=hdrs.word_timestamps,
+        vad_filter=hdrs.vad,
+        beam_size=hdrs.beam_size,
+    )
+
+
+def check_object_name(name: str, workspace_id: str) -> None:
+    """A producer's upload must live under ``<workspace>/`` so tenants never read each other."""
+    if not name.startswith(f"{workspace_id}/") or ".." in name.split("/"):
+        raise PermanentError(
+            "schema_violation",
+            f"Mumu-Audio-Object must name an object under '{workspace_id}/' in the "
+            f"mumu-audio bucket (got {name!r})",
+        )

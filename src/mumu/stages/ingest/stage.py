@@ -1,0 +1,173 @@
+"""The ingest stage: producer audio → normalised 16 kHz mono WAV in the Object Store.
+
+Consumes ``mumu.ingest.audio.<ws>`` (raw bytes with headers, or headers naming an
+object a producer uploaded to ``mumu-audio``), decodes with PyAV in a thread pool,
+validates, stores ``norm/<ws>/<request id>.wav`` and publishes ``mumu.audio.ready.<ws>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import nats.js.errors
+from nats.js.object_store import ObjectStore
+
+from mumu.contracts import subjects
+from mumu.contracts.events import AudioReady, IngestAudioHeaders, derive_id
+from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
+from mumu.settings import Settings
+from mumu.stages.ingest.decode import SAMPLE_RATE, AudioRejectedError, Decoded, Limits, decode
+from mumu.stages.ingest.request import check_object_name, options_of, parse_headers
+from mumu.stages.ingest.workspaces import WorkspaceGate
+
+log = logging.getLogger(__name__)
+
+NAME = "ingest"
+_WORKSPACE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def normalised_object(workspace_id: str, request_id: str) -> str:
+    return f"norm/{workspace_id}/{request_id}.wav"
+
+
+class IngestStage:
+    name = NAME
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings.ingest
+        self.limits = Limits(
+            max_duration=self.settings.max_duration,
+            min_duration=self.settings.min_duration,
+            silence_dbfs=self.settings.silence_dbfs,
+        )
+        self.workspaces = WorkspaceGate(settings)
+        self._executor: ThreadPoolExecutor | None = None
+        self._store: ObjectStore | None = None
+
+    def routes(self) -> Sequence[Route]:
+        return [
+            Route(subjects.STREAM_INGEST, (subjects.INGEST_AUDIO.wildcard,), self.handle,
+                  model=None, durable="ingest-audio")
+        ]
+
+    async def start(self, ctx: StageContext) -> None:
+        try:
+            self._store = await ctx.js.object_store(subjects.BUCKET_AUDIO)
+        except nats.js.errors.BucketNotFoundError as exc:
+            raise RuntimeError(
+                f"Object Store bucket {subjects.BUCKET_AUDIO} does not exist: "
+                "run `mumu streams apply`"
+            ) from exc
+        status = await self._store.status()
+        ttl = status.ttl or 0.0
+        if abs(ttl - self.settings.audio_ttl) > 1:
+            log.warning(
+                "bucket %s keeps objects %.0f s but MUMU_INGEST__AUDIO_TTL is %.0f s; "
+                "change streams/buckets.json and run `mumu streams apply`",
+                subjects.BUCKET_AUDIO, ttl, self.settings.audio_ttl, extra={"stage": NAME},
+            )
+        await self.workspaces.open()
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.settings.decode_workers, thread_name_prefix="mumu-decode"
+        )
+
+    async def stop(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        await self.workspaces.close()
+
+    async def handle(self, inbound: Inbound[Any]) -> Sequence[Outbound]:
+        ws = inbound.workspace_id
+        if not _WORKSPACE.match(ws):
+            raise PermanentError("schema_violation", f"invalid workspace token {ws!r}")
+        hdrs = parse_headers(inbound.headers)
+        await self.workspaces.check(ws)
+        data = await self._audio_bytes(inbound, hdrs)
+        decoded = await self._decode(data)
+        name = normalised_object(ws, hdrs.request_id)
+        await self._put(name, decoded)
+        ready = AudioReady(
+            event_id=derive_id(hdrs.request_id, NAME),
+            request_id=hdrs.request_id,
+            workspace_id=ws,
+            session_id=hdrs.session_id,
+            object_name=name,
+            duration=round(decoded.duration, 3),
+            sample_rate=SAMPLE_RATE,
+            source_content_type=hdrs.content_type,
+            options=options_of(hdrs),
+        )
+        log.info(
+            "audio ready: %.2f s from %s (%s, %d Hz, %d ch)", decoded.duration,
+            hdrs.content_type, decoded.source_format, decoded.source_rate,
+            decoded.source_channels,
+            extra={"stage": NAME, "request_id": hdrs.request_id, "subject": inbound.subject,
+                   "seq": inbound.sequence},
+        )
+        return [Outbound.of(subjects.AUDIO_READY.for_workspace(ws), ready)]
+
+    async def _audio_bytes(self, inbound: Inbound[Any], hdrs: IngestAudioHeaders) -> bytes:
+        limit = self.settings.max_bytes
+        if hdrs.audio_object is None:
+            if len(inbound.data) > limit:
+                raise PermanentError(
+                    "too_large", f"the audio is {len(inbound.data)} bytes (limit {limit})"
+                )
+            return inbound.data
+        if inbound.data:
+            raise PermanentError(
+                "schema_violation", "a message with Mumu-Audio-Object must have an empty body"
+            )
+        check_object_name(hdrs.audio_object, inbound.workspace_id)
+        store = self._require_store()
+        try:
+            info = await store.get_info(hdrs.audio_object)
+            if info.size is not None and info.size > limit:
+                raise PermanentError(
+                    "too_large", f"object {hdrs.audio_object} is {info.size} bytes (limit {limit})"
+                )
+            result = await store.get(hdrs.audio_object)
+        except nats.js.errors.ObjectNotFoundError as exc:
+            raise PermanentError(
+                "unsupported_audio",
+                f"object {hdrs.audio_object!r} is not in bucket {subjects.BUCKET_AUDIO} "
+                "(never uploaded, deleted or expired)",
+            ) from exc
+        except nats.js.errors.ObjectDeletedError as exc:
+            raise PermanentError(
+                "unsupported_audio", f"object {hdrs.audio_object!r} was deleted"
+            ) from exc
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            raise TransientError("internal", f"reading {hdrs.audio_object}: {exc!r}") from exc
+        return result.data or b""
+
+    async def _decode(self, data: bytes) -> Decoded:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, decode, data, self.limits)
+        except AudioRejectedError as exc:
+            raise PermanentError(exc.code, exc.message) from exc
+
+    async def _put(self, name: str, decoded: Decoded) -> None:
+        store = self._require_store()
+        loop = asyncio.get_running_loop()
+        wav = await loop.run_in_executor(self._executor, decoded.wav_bytes)
+        try:
+            await store.put(name, wav)
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            raise TransientError("internal", f"storing {name}: {exc!r}") from exc
+
+    def _require_store(self) -> ObjectStore:
+        if self._store is None:
+            raise RuntimeError("ingest stage used before start()")
+        return self._store
+
+
+def build_stage(settings: Settings) -> IngestStage:
+    return IngestStage(settings)
