@@ -1,0 +1,81 @@
+"""The narrow interface every language-model backend implements.
+
+A backend turns a chat (system, earlier turns, the question) into an ``async``
+iterator of text chunks. It raises ``BackendUnavailableError`` when it cannot be
+reached or fails, and ``BackendInterruptedError`` when a stream stops before the model
+finished: the stage then retries the whole request from the start.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """One generation. The backend fills ``prompt_tokens``/``completion_tokens`` as it goes."""
+
+    messages: list[ChatMessage]
+    max_tokens: int
+    temperature: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = field(default=None)
+
+
+class BackendError(Exception):
+    """Base of backend failures; ``retry_after`` is a server's hint in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BackendUnavailableError(BackendError):
+    """The backend cannot be reached or answered with an error."""
+
+
+class BackendInterruptedError(BackendError):
+    """The stream stopped before the model finished (the server died mid-answer)."""
+
+
+class Backend(Protocol):
+    """A language model behind one call: ``stream``."""
+
+    @property
+    def model(self) -> str:
+        """The model name reported in ``AnswerFinal.model``."""
+        ...
+
+    async def start(self) -> None:
+        """Open connections or load the model (before the stage is ready)."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes in a prompt (exact or a safe over-estimate)."""
+        ...
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[str]:
+        """Text chunks of the answer, as the model produces them."""
+        ...
+
+
+def estimate_tokens(text: str) -> int:
+    """A conservative token estimate for backends that cannot tokenize locally."""
+    return math.ceil(len(text.encode()) / 3) + 4

@@ -1,0 +1,189 @@
+"""``openai`` backend: any OpenAI-compatible ``/v1/chat/completions`` with ``stream: true``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+
+from mumu.stages.reason.backend import (
+    BackendInterruptedError,
+    BackendUnavailableError,
+    ChatRequest,
+    estimate_tokens,
+)
+from mumu.stages.reason.settings import OpenAIBackendSettings
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({408, 409, 425, 429})
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: a number, or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+class OpenAIBackend:
+    """Streams chat completions over aiohttp, retrying 429/5xx and refused connections."""
+
+    def __init__(self, settings: OpenAIBackendSettings) -> None:
+        self._settings = settings
+        self._url = settings.base_url.rstrip("/") + "/chat/completions"
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def model(self) -> str:
+        return self._settings.model
+
+    async def start(self) -> None:
+        s = self._settings
+        headers = {"Accept": "text/event-stream"}
+        if s.api_key is not None:
+            headers["Authorization"] = f"Bearer {s.api_key.get_secret_value()}"
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=s.connect_timeout,
+            sock_connect=s.connect_timeout,
+            sock_read=s.read_timeout,
+        )
+        self._session = aiohttp.ClientSession(headers=headers, timeout=timeout)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def count_tokens(self, text: str) -> int:
+        return estimate_tokens(text)
+
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
+        return {
+            "model": self._settings.model,
+            "messages": [m.as_dict() for m in request.messages],
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[str]:
+        if self._session is None:
+            raise RuntimeError("OpenAIBackend.start() was not called")
+        s = self._settings
+        delay = s.retry_backoff
+        for attempt in range(s.retries + 1):
+            last = attempt == s.retries
+            try:
+                async with self._session.post(self._url, json=self._body(request)) as resp:
+                    await self._check_status(resp, last=last)
+                    async for chunk in self._read_events(resp, request):
+                        yield chunk
+                    return
+            except _Retry as retry:
+                wait = retry.retry_after if retry.retry_after is not None else delay
+                log.warning(
+                    "backend %s: %s; retry %d/%d in %.2fs",
+                    self._url,
+                    retry,
+                    attempt + 1,
+                    s.retries,
+                    wait,
+                )
+                await asyncio.sleep(wait)
+                delay *= 2
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                if request.completion_tokens:
+                    raise BackendInterruptedError(
+                        f"stream from {self._url} broke: {exc!r}"
+                    ) from exc
+                if last:
+                    raise BackendUnavailableError(f"cannot reach {self._url}: {exc!r}") from exc
+                log.warning("backend %s unreachable (%r); retry in %.2fs", self._url, exc, delay)
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise BackendUnavailableError(f"{self._url} failed after {s.retries + 1} attempts")
+
+    async def _check_status(self, resp: aiohttp.ClientResponse, *, last: bool) -> None:
+        if resp.status < 400:
+            return
+        detail = (await resp.text())[:300]
+        message = f"{self._url} answered {resp.status}: {detail}"
+        if resp.status in RETRY_STATUSES or resp.status >= 500:
+            retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
+            too_long = retry_after is not None and retry_after > self._settings.max_retry_after
+            if last or too_long:
+                raise BackendUnavailableError(message, retry_after=retry_after)
+            raise _Retry(message, retry_after)
+        raise BackendUnavailableError(message)
+
+    async def _read_events(
+        self, resp: aiohttp.ClientResponse, request: ChatRequest
+    ) -> AsyncIterator[str]:
+        """Server-sent events ``data: {...}`` until ``[DONE]`` (or a finish reason)."""
+        finished = False
+        try:
+            async for raw in resp.content:
+                line = raw.strip()
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    finished = True
+                    break
+                event = json.loads(data)
+                if "error" in event:
+                    raise BackendInterruptedError(f"{self._url} sent an error: {event['error']}")
+                text = self._take(event, request)
+                if request.finish_reason is not None:
+                    finished = True
+                if text:
+                    request.completion_tokens += 1
+                    yield text
+        except aiohttp.ClientPayloadError as exc:
+            raise BackendInterruptedError(f"stream from {self._url} broke: {exc!r}") from exc
+        except json.JSONDecodeError as exc:
+            raise BackendInterruptedError(f"{self._url} sent a malformed chunk: {exc}") from exc
+        if not finished:
+            raise BackendInterruptedError(
+                f"stream from {self._url} ended before the model finished"
+            )
+        if not request.prompt_tokens:
+            request.prompt_tokens = sum(self.count_tokens(m.content) for m in request.messages)
+
+    @staticmethod
+    def _take(event: dict[str, Any], request: ChatRequest) -> str:
+        usage = event.get("usage")
+        if isinstance(usage, dict):
+            request.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            request.completion_tokens = int(usage.get("completion_tokens") or 0)
+        choices = event.get("choices") or []
+        if not choices:
+            return ""
+        choice = choices[0]
+        if choice.get("finish_reason"):
+            request.finish_reason = str(choice["finish_reason"])
+        content = (choice.get("delta") or {}).get("content")
+        return content if isinstance(content, str) else ""
+
+
+class _Retry(Exception):  # noqa: N818 - control flow inside stream(), never escapes
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

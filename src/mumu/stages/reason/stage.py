@@ -1,0 +1,209 @@
+"""The reason stage: a transcript or a text ask in, a streamed answer out.
+
+Consumes ``mumu.transcript.final.*`` (stream MUMU_RESULTS) and
+``mumu.ingest.text.*`` (stream MUMU_INGEST) on two durable consumers; publishes
+``mumu.answer.delta.<ws>`` while the model writes and one ``mumu.answer.final.<ws>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from mumu.contracts import subjects
+from mumu.contracts.events import (
+    AnswerDelta,
+    AnswerFinal,
+    TextAsk,
+    TranscriptFinal,
+    Usage,
+    derive_id,
+)
+from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
+from mumu.settings import Settings
+from mumu.stages.reason.backend import Backend, BackendError, BackendInterruptedError, ChatRequest
+from mumu.stages.reason.cancel import CancelRegistry
+from mumu.stages.reason.prompt import PromptTooLong, build_messages
+from mumu.stages.reason.sessions import SessionStore, SessionStoreError
+from mumu.stages.reason.settings import ReasonSettings
+from mumu.stages.reason.streaming import Answer, DeltaStream, generate
+
+NAME = "reason"
+log = logging.getLogger("mumu.stage.reason")
+
+
+def build_backend(settings: ReasonSettings) -> Backend:
+    if settings.backend == "openai":
+        from mumu.stages.reason.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(settings.openai)
+    from mumu.stages.reason.llama_backend import LlamaCppBackend
+
+    return LlamaCppBackend(settings.llama_cpp, n_ctx=settings.context_tokens)
+
+
+class ReasonStage:
+    name = NAME
+
+    def __init__(self, settings: ReasonSettings, backend: Backend | None = None) -> None:
+        self.settings = settings
+        self.backend = backend or build_backend(settings)
+        self.cancels = CancelRegistry(settings.cancel_memory)
+        self._sessions: SessionStore | None = None
+        self._ctx: StageContext | None = None
+
+    def routes(self) -> Sequence[Route]:
+        return [
+            Route(
+                subjects.STREAM_RESULTS,
+                (subjects.TRANSCRIPT_FINAL.wildcard,),
+                self.handle,
+                model=TranscriptFinal,
+            ),
+            Route(
+                subjects.STREAM_INGEST, (subjects.INGEST_TEXT.wildcard,), self.handle, model=TextAsk
+            ),
+        ]
+
+    async def start(self, ctx: StageContext) -> None:
+        self._ctx = ctx
+        await self.backend.start()
+        kv = await ctx.js.key_value(subjects.BUCKET_SESSIONS)
+        s = self.settings
+        self._sessions = SessionStore(
+            kv, max_turns=s.max_turns, turn_ttl=s.turn_ttl, cas_attempts=s.session_cas_attempts
+        )
+        await self.cancels.subscribe(ctx.nc)
+        log.info(
+            "answering with %s (%s backend)", self.backend.model, s.backend, extra={"stage": NAME}
+        )
+
+    async def stop(self) -> None:
+        await self.cancels.close()
+        await self.backend.close()
+
+    @property
+    def sessions(self) -> SessionStore:
+        if self._sessions is None:
+            raise RuntimeError("the reason stage is not started")
+        return self._sessions
+
+    async def handle(self, inbound: Inbound[Any]) -> Sequence[Outbound]:
+        event: TranscriptFinal | TextAsk = inbound.body()
+        started = time.perf_counter()
+        ws, rid = inbound.workspace_id, event.request_id
+        question = event.text.strip()
+        if not question:
+            raise PermanentError("no_speech", "nothing to answer: the question is empty")
+        final_subject = subjects.ANSWER_FINAL.for_workspace(ws)
+        with self.cancels.watch(ws, rid) as cancelled:
+            try:
+                history = await self.sessions.turns(ws, event.session_id)
+            except SessionStoreError as exc:
+                raise TransientError("internal", str(exc)) from exc
+            done = next((t for t in history if t.request_id == rid), None)
+            if done is not None:  # redelivered after its answer was recorded
+                return [Outbound.of(final_subject, done)]
+            request = self._request(event, history)
+            answer = await self._answer(inbound, event, request, cancelled, started)
+        final = AnswerFinal(
+            event_id=derive_id(rid, NAME, "final"),
+            request_id=rid,
+            workspace_id=ws,
+            session_id=event.session_id,
+            question=question,
+            text=answer.text,
+            model=self.backend.model,
+            language=event.language,
+            usage=Usage(
+                prompt_tokens=request.prompt_tokens, completion_tokens=request.completion_tokens
+            ),
+            time_to_first_token=answer.time_to_first_token,
+            total_seconds=time.perf_counter() - started,
+            cancelled=answer.cancelled,
+        )
+        try:
+            await self.sessions.record(final)
+        except SessionStoreError as exc:
+            raise TransientError("internal", str(exc)) from exc
+        log.info(
+            "answered %s in %.3fs (%d tokens%s)",
+            rid,
+            final.total_seconds,
+            request.completion_tokens,
+            ", cancelled" if answer.cancelled else "",
+            extra={
+                "stage": NAME,
+                "request_id": rid,
+                "subject": inbound.subject,
+                "seq": inbound.sequence,
+            },
+        )
+        return [Outbound.of(final_subject, final)]
+
+    def _request(self, event: TranscriptFinal | TextAsk, history: list[AnswerFinal]) -> ChatRequest:
+        s = self.settings
+        try:
+            messages, _ = build_messages(
+                system_prompt=s.system_prompt,
+                language=event.language,
+                history=history,
+                question=event.text.strip(),
+                count_tokens=self.backend.count_tokens,
+                budget=s.context_tokens - s.max_tokens,
+            )
+        except PromptTooLong as exc:
+            raise PermanentError("too_long", str(exc)) from exc
+        return ChatRequest(messages=messages, max_tokens=s.max_tokens, temperature=s.temperature)
+
+    async def _answer(
+        self,
+        inbound: Inbound[Any],
+        event: TranscriptFinal | TextAsk,
+        request: ChatRequest,
+        cancelled: asyncio.Event,
+        started: float,
+    ) -> Answer:
+        attempt = inbound.deliveries
+        ws, rid = inbound.workspace_id, event.request_id
+        delta_subject = subjects.ANSWER_DELTA.for_workspace(ws)
+
+        def make_delta(index: int, text: str) -> Outbound:
+            delta = AnswerDelta(
+                event_id=derive_id(rid, NAME, "delta", attempt, index),
+                request_id=rid,
+                workspace_id=ws,
+                session_id=event.session_id,
+                index=index,
+                attempt=attempt,
+                text=text,
+                restart=attempt > 1 and index == 0,
+            )
+            return Outbound.of(delta_subject, delta)
+
+        s = self.settings
+        deltas = DeltaStream(
+            inbound.emit, make_delta, interval=s.delta_interval, max_chunks=s.delta_max_chunks
+        )
+        t0 = time.perf_counter()
+        try:
+            answer = await generate(self.backend, request, deltas, cancelled, started)
+        except BackendError as exc:
+            what = (
+                "stopped mid-answer" if isinstance(exc, BackendInterruptedError) else "unavailable"
+            )
+            raise TransientError(
+                "reason_unavailable", f"model backend {what}: {exc}", delay=exc.retry_after
+            ) from exc
+        finally:
+            if self._ctx is not None:
+                m = self._ctx.metrics
+                m.model_seconds.labels(m.stage, self.backend.model).inc(time.perf_counter() - t0)
+        return answer
+
+
+def build_stage(settings: Settings) -> ReasonStage:
+    return ReasonStage(settings.reason)

@@ -1,0 +1,140 @@
+"""One answer: read the backend, publish coalesced deltas, stop on cancel.
+
+The backend is read in one task and deltas are published from another, so a slow
+PubAck never slows reading the model. The first delta goes out as soon as the
+first token arrives; after that text is coalesced for ``interval`` seconds or
+``max_chunks`` chunks. Every delta of a retried attempt has the attempt in its
+id (its ``Nats-Msg-Id``), so it is not dropped as a duplicate of the failed
+attempt's, and the first one carries ``restart=True``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mumu.runtime.messages import Emit, Outbound
+from mumu.stages.reason.backend import Backend, ChatRequest
+
+MakeDelta = Callable[[int, str], Outbound]
+"""(index, text) -> the delta to publish."""
+
+
+class DeltaStream:
+    """Buffers text chunks and publishes them as deltas from its own task (``run``)."""
+
+    def __init__(self, emit: Emit, make: MakeDelta, *, interval: float, max_chunks: int) -> None:
+        self._emit = emit
+        self._make = make
+        self._interval = interval
+        self._max_chunks = max_chunks
+        self._buffer: list[str] = []
+        self._closed = False
+        self._wake = asyncio.Event()
+        self._last = 0.0
+        self.index = 0
+        self.published = ""
+
+    def add(self, text: str) -> None:
+        self._buffer.append(text)
+        self._wake.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            if not self._buffer:
+                if self._closed:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self.index > 0:
+                await self._coalesce()
+            await self._flush()
+
+    async def _coalesce(self) -> None:
+        deadline = self._last + self._interval
+        while not self._closed and len(self._buffer) < self._max_chunks:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining)
+
+    async def _flush(self) -> None:
+        text = "".join(self._buffer)
+        self._buffer.clear()
+        await self._emit(self._make(self.index, text))
+        self.index += 1
+        self.published += text
+        self._last = time.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    text: str
+    time_to_first_token: float | None
+    model_seconds: float
+    cancelled: bool
+
+
+async def generate(
+    backend: Backend,
+    request: ChatRequest,
+    deltas: DeltaStream,
+    cancelled: asyncio.Event,
+    started: float,
+) -> Answer:
+    """Stream ``request`` into ``deltas`` until the model ends or ``cancelled`` is set.
+
+    A backend error ends the attempt at once (the deltas still buffered are dropped:
+    the retry starts over with a ``restart`` delta) and propagates to the caller.
+    """
+    first: list[float] = []
+    publisher = asyncio.create_task(deltas.run(), name="reason-deltas")
+
+    async def read() -> None:
+        stream = backend.stream(request)
+        async with contextlib.aclosing(stream):  # type: ignore[type-var]
+            async for chunk in stream:
+                if not first:
+                    first.append(time.perf_counter())
+                if publisher.done():
+                    publisher.result()  # a failed publish ends the answer
+                deltas.add(chunk)
+
+    t0 = time.perf_counter()
+    reader = asyncio.create_task(read(), name="reason-backend")
+    waiter = asyncio.create_task(cancelled.wait(), name="reason-cancel")
+    try:
+        await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        was_cancelled = not reader.done()
+        if was_cancelled:
+            reader.cancel()
+            await asyncio.wait({reader})
+        if not reader.cancelled():
+            reader.result()  # raises the backend's error
+    except BaseException:
+        for task in (publisher, reader):
+            task.cancel()
+        await asyncio.gather(publisher, reader, return_exceptions=True)
+        raise
+    finally:
+        model_seconds = time.perf_counter() - t0
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+        deltas.close()
+    await publisher
+    return Answer(
+        text=deltas.published,
+        time_to_first_token=(first[0] - started) if first else None,
+        model_seconds=model_seconds,
+        cancelled=was_cancelled,
+    )
