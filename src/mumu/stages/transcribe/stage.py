@@ -1,0 +1,165 @@
+"""The transcribe stage: ``mumu.audio.ready.<ws>`` → partial segments and the final transcript.
+
+The model is loaded in ``start`` (before the stage reports ready) and runs in a dedicated
+thread pool. Each decoded segment is published at once on
+``mumu.transcript.partial.<ws>``; the whole transcript on ``mumu.transcript.final.<ws>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import nats.errors
+import nats.js.errors
+import numpy as np
+from nats.js.object_store import ObjectStore
+
+from mumu.contracts import subjects
+from mumu.contracts.events import AudioReady, Segment, TranscriptFinal, TranscriptPartial, derive_id
+from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
+from mumu.settings import Settings
+from mumu.stages.transcribe.batcher import MicroBatcher, stop_task
+from mumu.stages.transcribe.engine import Engine, Job, Result, wav_to_float
+from mumu.stages.transcribe.model import cuda_device_count, select_placement
+
+log = logging.getLogger(__name__)
+
+NAME = "transcribe"
+
+
+class TranscribeStage:
+    name = NAME
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings.transcribe
+        self.cache_dir = self.settings.model_cache_dir or settings.data_dir / "models"
+        self.engine: Engine | None = None
+        self.batcher: MicroBatcher | None = None
+        self._batch_task: asyncio.Task[None] | None = None
+        self._store: ObjectStore | None = None
+        self._ctx: StageContext | None = None
+
+    @property
+    def inflight(self) -> int:
+        s = self.settings
+        if s.max_inflight is not None:
+            return s.max_inflight
+        return s.max_batch * s.num_workers if s.batch_window_ms > 0 else s.num_workers
+
+    def routes(self) -> Sequence[Route]:
+        return [
+            Route(subjects.STREAM_AUDIO, (subjects.AUDIO_READY.wildcard,), self.handle,
+                  model=AudioReady, durable="transcribe-audio", concurrency=self.inflight)
+        ]
+
+    async def start(self, ctx: StageContext) -> None:
+        self._ctx = ctx
+        try:
+            self._store = await ctx.js.object_store(subjects.BUCKET_AUDIO)
+        except nats.js.errors.BucketNotFoundError as exc:
+            raise RuntimeError(
+                f"Object Store bucket {subjects.BUCKET_AUDIO} does not exist: "
+                "run `mumu streams apply`"
+            ) from exc
+        placement = select_placement(
+            self.settings.device, self.settings.compute_type, cuda_device_count()
+        )
+        self.engine = Engine(self.settings, self.cache_dir, placement)
+        await self.engine.start()
+        if self.settings.batch_window_ms > 0:
+            self.batcher = MicroBatcher(
+                self.engine, self.settings.batch_window_ms, self.settings.max_batch,
+                self.settings.batch_size,
+            )
+            self._batch_task = asyncio.create_task(self.batcher.run(), name="mumu-microbatch")
+
+    async def stop(self) -> None:
+        await stop_task(self._batch_task)
+        self._batch_task = None
+        if self.engine is not None:
+            engine, self.engine = self.engine, None
+            await asyncio.get_running_loop().run_in_executor(None, engine.close)
+
+    async def handle(self, inbound: Inbound[AudioReady]) -> Sequence[Outbound]:
+        ready = inbound.body()
+        engine = self._require_engine()
+        audio = await self._load(ready)
+        ws = inbound.workspace_id
+        partial_subject = subjects.TRANSCRIPT_PARTIAL.for_workspace(ws)
+
+        async def on_segment(segment: Segment, language: str) -> None:
+            partial = TranscriptPartial(
+                event_id=derive_id(ready.request_id, NAME, "partial", segment.id),
+                request_id=ready.request_id, workspace_id=ws, session_id=ready.session_id,
+                segment=segment, language=language,
+            )
+            await inbound.emit(Outbound.of(partial_subject, partial))
+
+        job = Job(audio=audio, options=ready.options)
+        try:
+            if self.batcher is not None:
+                result = await self.batcher.transcribe(job, on_segment)
+            else:
+                result = await engine.transcribe(job, on_segment)
+        except (TransientError, PermanentError):
+            raise
+        except (RuntimeError, ValueError, MemoryError) as exc:
+            raise TransientError("transcribe_failed", f"inference failed: {exc!r}") from exc
+        self._observe(result)
+        log.info(
+            "transcribed %.2f s (%s, p=%.2f) in %.2f s: %d segments", result.duration,
+            result.language, result.language_probability, result.compute_seconds,
+            len(result.segments),
+            extra={"stage": NAME, "request_id": ready.request_id, "subject": inbound.subject,
+                   "seq": inbound.sequence},
+        )
+        final = self._final(ready, result)
+        return [Outbound.of(subjects.TRANSCRIPT_FINAL.for_workspace(ws), final)]
+
+    def _final(self, ready: AudioReady, result: Result) -> TranscriptFinal:
+        return TranscriptFinal(
+            event_id=derive_id(ready.request_id, NAME, "final"),
+            request_id=ready.request_id, workspace_id=ready.workspace_id,
+            session_id=ready.session_id, text=result.text, segments=result.segments,
+            language=result.language, language_probability=result.language_probability,
+            duration=result.duration, model=self.settings.model,
+            compute_seconds=result.compute_seconds, task=ready.options.task,
+        )
+
+    def _observe(self, result: Result) -> None:
+        if self._ctx is not None:
+            m = self._ctx.metrics
+            m.model_seconds.labels(m.stage, self.settings.model).inc(result.compute_seconds)
+
+    async def _load(self, ready: AudioReady) -> np.ndarray:
+        store = self._require_store()
+        try:
+            obj = await store.get(ready.object_name)
+        except nats.js.errors.ObjectNotFoundError as exc:
+            raise PermanentError(
+                "transcribe_failed",
+                f"normalised audio {ready.object_name} is gone (expired or deleted)",
+            ) from exc
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            raise TransientError("internal", f"reading {ready.object_name}: {exc!r}") from exc
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(None, wav_to_float, obj.data or b"")
+        except (ValueError, EOFError) as exc:
+            raise PermanentError("transcribe_failed", f"{ready.object_name}: {exc}") from exc
+
+    def _require_engine(self) -> Engine:
+        if self.engine is None:
+            raise RuntimeError("transcribe stage used before start()")
+        return self.engine
+
+    def _require_store(self) -> ObjectStore:
+        if self._store is None:
+            raise RuntimeError("transcribe stage used before start()")
+        return self._store
+
+
+def build_stage(settings: Settings) -> TranscribeStage:
+    return TranscribeStage(settings)

@@ -1,0 +1,133 @@
+"""Ingest on a real nats-server: every container decodes, every bad file gets its code."""
+
+from __future__ import annotations
+
+import io
+import json
+import wave
+
+from nats.aio.client import Client as NATS
+
+from mumu.contracts import headers as h
+from mumu.contracts import subjects
+from mumu.contracts.events import AudioReady, PipelineError
+from mumu.settings import Settings
+from mumu.stages.ingest.stage import IngestStage
+from tests.audio.conftest import DATA, WS, publish_audio
+from tests.harness import Collector, running
+
+FORMATS = {
+    "en01.flac": "audio/flac",
+    "en01.mp3": "audio/mpeg",
+    "en01.ogg": "audio/ogg",
+    "en01.webm": "audio/webm",
+    "en01.m4a": "audio/mp4",
+    "en01_8k.wav": "audio/wav",
+}
+
+
+async def read_object(nc: NATS, name: str) -> bytes:
+    store = await nc.jetstream().object_store(subjects.BUCKET_AUDIO)
+    return (await store.get(name)).data or b""
+
+
+async def test_every_container_becomes_16k_mono_audio_in_the_object_store(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    async with running(IngestStage(settings), settings), Collector(nc) as seen:
+        sent = {
+            await publish_audio(nc, (DATA / "formats" / name).read_bytes(), content_type=ct,
+                                extra={h.LANGUAGE: "en", h.WORD_TIMESTAMPS: "true"}): name
+            for name, ct in FORMATS.items()
+        }
+        out = await seen.wait_count("mumu.audio.ready.", len(FORMATS), timeout=30)
+        for msg in out:
+            ready = AudioReady.model_validate_json(msg.data)
+            assert msg.subject == f"mumu.audio.ready.{WS}"
+            assert ready.request_id in sent
+            assert ready.sample_rate == 16_000
+            assert 3.9 < ready.duration < 4.3, sent[ready.request_id]
+            assert ready.options.language == "en"
+            assert ready.options.word_timestamps is True
+            assert ready.source_content_type == FORMATS[sent[ready.request_id]]
+            with wave.open(io.BytesIO(await read_object(nc, ready.object_name))) as w:
+                assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16_000, 1, 2)
+                assert abs(w.getnframes() / 16_000 - ready.duration) < 0.01
+    assert not seen.on("mumu.dlq.")
+
+
+async def test_bad_files_get_their_code_one_dead_letter_and_the_consumer_keeps_flowing(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    expected: dict[str, str] = json.loads((DATA / "bad" / "expected.json").read_text())
+    good = (DATA / "speech" / "en01.wav").read_bytes()
+    async with running(IngestStage(settings), settings), Collector(nc) as seen:
+        codes = {}
+        for name, code in expected.items():
+            rid = await publish_audio(nc, (DATA / "bad" / name).read_bytes())
+            codes[rid] = code
+        good_id = await publish_audio(nc, good)
+        await seen.wait_count("mumu.audio.ready.", 1, timeout=30)
+        errors = await seen.wait_count("mumu.error.", len(expected), timeout=30)
+        letters = await seen.wait_count("mumu.dlq.", len(expected), timeout=30)
+    got = {e.request_id: e.code for e in (PipelineError.model_validate_json(m.data) for m in errors)}
+    assert got == codes
+    assert len(letters) == len(expected)  # exactly one dead letter each
+    assert {m.headers[h.DLQ_CODE] for m in letters} == set(expected.values())
+    assert all(m.subject == "mumu.dlq.ingest" for m in letters)
+    ready = AudioReady.model_validate_json(seen.on("mumu.audio.ready.")[0].data)
+    assert ready.request_id == good_id
+
+
+async def test_missing_and_invalid_headers(nc: NATS, streams: None, settings: Settings) -> None:
+    audio = (DATA / "speech" / "en01.wav").read_bytes()
+    async with running(IngestStage(settings), settings), Collector(nc) as seen:
+        no_session = await publish_audio(nc, audio, omit=(h.SESSION,))
+        no_type = await publish_audio(nc, audio, omit=(h.CONTENT_TYPE,))
+        bad_beam = await publish_audio(nc, audio, extra={h.BEAM_SIZE: "99"})
+        errors = await seen.wait_count("mumu.error.", 3)
+        await seen.wait_count("mumu.dlq.", 3)
+    by_id = {e.request_id: e for e in (PipelineError.model_validate_json(m.data) for m in errors)}
+    assert by_id[no_session].code == "missing_header"
+    assert "Mumu-Session" in by_id[no_session].message
+    assert by_id[no_type].code == "missing_header"
+    assert "Content-Type" in by_id[no_type].message
+    assert by_id[bad_beam].code == "schema_violation"
+
+
+async def test_size_and_duration_limits(nc: NATS, streams: None, settings: Settings) -> None:
+    limited = settings.model_copy(
+        update={"ingest": settings.ingest.model_copy(update={"max_bytes": 100_000,
+                                                             "max_duration": 4.5})}
+    )
+    async with running(IngestStage(limited), limited), Collector(nc) as seen:
+        big = await publish_audio(nc, (DATA / "speech" / "en04.wav").read_bytes())  # 167 kB
+        long = await publish_audio(nc, (DATA / "formats" / "en01.m4a").read_bytes())  # 4.1 s ok
+        too_long = await publish_audio(nc, (DATA / "speech" / "long_en.flac").read_bytes()[:90_000])
+        errors = await seen.wait_count("mumu.error.", 2, timeout=20)
+        await seen.wait_count("mumu.audio.ready.", 1, timeout=20)
+    by_id = {e.request_id: e.code for e in (PipelineError.model_validate_json(m.data) for m in errors)}
+    assert by_id == {big: "too_large", too_long: "too_long"}
+    assert AudioReady.model_validate_json(seen.on("mumu.audio.ready.")[0].data).request_id == long
+
+
+async def test_producer_upload_through_the_object_store(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    store = await nc.jetstream().object_store(subjects.BUCKET_AUDIO)
+    await store.put(f"{WS}/upload-1.flac", (DATA / "speech" / "long_en.flac").read_bytes())
+    await store.put("other-ws/secret.flac", (DATA / "speech" / "en01.wav").read_bytes())
+    async with running(IngestStage(settings), settings), Collector(nc) as seen:
+        ok = await publish_audio(nc, b"", content_type="audio/flac",
+                                 extra={h.AUDIO_OBJECT: f"{WS}/upload-1.flac"})
+        foreign = await publish_audio(nc, b"", extra={h.AUDIO_OBJECT: "other-ws/secret.flac"})
+        missing = await publish_audio(nc, b"", extra={h.AUDIO_OBJECT: f"{WS}/never-uploaded"})
+        ready_msgs = await seen.wait_count("mumu.audio.ready.", 1, timeout=30)
+        errors = await seen.wait_count("mumu.error.", 2, timeout=30)
+    ready = AudioReady.model_validate_json(ready_msgs[0].data)
+    assert ready.request_id == ok
+    assert 63 < ready.duration < 64
+    by_id = {e.request_id: e for e in (PipelineError.model_validate_json(m.data) for m in errors)}
+    assert by_id[foreign].code == "schema_violation"
+    assert by_id[missing].code == "unsupported_audio"
+    assert "not in bucket" in by_id[missing].message
