@@ -1,0 +1,111 @@
+"""The reason stage against a real OpenAI-compatible server (llama.cpp, default GGUF)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from nats.aio.client import Client as NATS
+
+from mumu.contracts import subjects
+from mumu.contracts.events import PipelineError
+from mumu.settings import Settings
+from mumu.stages.reason.stage import build_stage
+from tests.harness import Collector, running
+from tests.reason.asks import WS, ask_text, deltas_of, finals_of, transcript, wait_final
+from tests.reason.conftest import ModelServer, reason_settings
+
+
+async def test_text_ask_streams_deltas_then_one_final(
+    nc: NATS, streams: None, settings: Settings, model_server: ModelServer
+) -> None:
+    cfg = reason_settings(settings, model_server.base_url, max_tokens=64)
+    async with running(build_stage(cfg), cfg), Collector(nc) as seen:
+        ask = await ask_text(nc, "What is the capital of France?")
+        final = await wait_final(seen, ask.request_id)
+    deltas = deltas_of(seen, ask.request_id)
+    assert deltas, "no delta before the final"
+    assert [d.index for d in deltas] == list(range(len(deltas)))
+    assert "".join(d.text for d in deltas) == final.text
+    assert "Paris" in final.text
+    assert len(finals_of(seen, ask.request_id)) == 1
+    # deltas come before the final on the wire
+    order = [m.subject for m in seen.messages if m.subject.startswith("mumu.answer.")]
+    assert order[-1] == f"mumu.answer.final.{WS}"
+    assert all(s == f"mumu.answer.delta.{WS}" for s in order[:-1])
+    # coalesced: fewer deltas than tokens
+    assert len(deltas) < final.usage.completion_tokens
+    assert final.model == "smollm2"
+    assert final.question == "What is the capital of France?"
+    assert final.time_to_first_token is not None
+    assert 0 < final.time_to_first_token <= final.total_seconds
+    assert not final.cancelled
+    assert all(not d.restart and d.attempt == 1 for d in deltas)
+
+
+async def test_second_turn_carries_the_first_and_the_transcript_language(
+    nc: NATS, streams: None, settings: Settings, model_server: ModelServer
+) -> None:
+    cfg = reason_settings(settings, model_server.base_url)
+    before = len(model_server.requests())
+    async with running(build_stage(cfg), cfg), Collector(nc) as seen:
+        first = await transcript(
+            nc, "Wie heisst die Hauptstadt von Deutschland?", "de", session="s-two"
+        )
+        one = await wait_final(seen, first.request_id)
+        second = await ask_text(nc, "And what about Italy?", session="s-two")
+        await wait_final(seen, second.request_id)
+    received = model_server.requests()[before:]
+    assert len(received) == 2
+    first_prompt, second_prompt = received[0]["messages"], received[1]["messages"]
+    assert first_prompt[0]["role"] == "system"
+    assert "German" in first_prompt[0]["content"]
+    assert [m["role"] for m in first_prompt] == ["system", "user"]
+    assert second_prompt[1:] == [
+        {"role": "user", "content": first.text},
+        {"role": "assistant", "content": one.text},
+        {"role": "user", "content": "And what about Italy?"},
+    ]
+    assert one.language == "de"
+    kv = await nc.jetstream().key_value(subjects.BUCKET_SESSIONS)
+    entry = await kv.get(f"{WS}.s-two")
+    assert entry.value is not None
+    assert [first.request_id, second.request_id] == [
+        t["request_id"] for t in json.loads(entry.value)["turns"]
+    ]
+
+
+async def test_empty_transcript_is_no_speech_without_a_model_call(
+    nc: NATS, streams: None, settings: Settings, model_server: ModelServer
+) -> None:
+    cfg = reason_settings(settings, model_server.base_url)
+    before = len(model_server.requests())
+    async with running(build_stage(cfg), cfg), Collector(nc) as seen:
+        silent = await transcript(nc, "   \n ", "en")
+        errors = await seen.wait_count("mumu.error.", 1)
+        await seen.wait_count("mumu.dlq.", 1)
+    err = PipelineError.model_validate_json(errors[0].data)
+    assert (err.code, err.request_id, err.stage) == ("no_speech", silent.request_id, "reason")
+    assert errors[0].subject == f"mumu.error.{WS}"
+    assert not seen.on("mumu.answer.")
+    assert len(model_server.requests()) == before
+
+
+async def test_unreachable_backend_is_retried_then_dead_lettered(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    from tests.reason.conftest import free_port
+
+    cfg = reason_settings(settings, f"http://127.0.0.1:{free_port()}/v1")
+    async with running(build_stage(cfg), cfg), Collector(nc) as seen:
+        t0 = time.monotonic()
+        ask = await ask_text(nc, "Anyone there?")
+        errors = await seen.wait_count("mumu.error.", 1, timeout=20)
+        letters = await seen.wait_count("mumu.dlq.", 1)
+        elapsed = time.monotonic() - t0
+    err = PipelineError.model_validate_json(errors[0].data)
+    assert (err.code, err.request_id) == ("reason_unavailable", ask.request_id)
+    assert letters[0].headers["Mumu-Dlq-Deliveries"] == str(cfg.stage.max_deliver)
+    assert letters[0].subject == "mumu.dlq.reason"
+    assert elapsed >= sum(cfg.stage.backoff[: cfg.stage.max_deliver - 1])  # growing naks
+    assert not seen.on("mumu.answer.")
