@@ -2,29 +2,91 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
-from nats.aio.client import Client as NATS
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
 from mumu.broker.connect import connect
 from mumu.broker.streams import load_stream_configs, stream_config
+from mumu.gateway import api, openai_compat
+from mumu.gateway.asks import Asker
+from mumu.gateway.auth import ApiKeys
+from mumu.gateway.deps import DEPS, GatewayDeps
+from mumu.gateway.errors import json_errors
+from mumu.gateway.feed import LiveFeed
+from mumu.gateway.hub import Hub
+from mumu.gateway.limits import LagMonitor, RateLimiter
+from mumu.gateway.metrics import GatewayMetrics
+from mumu.gateway.openapi import openapi_document
+from mumu.gateway.tokens import TokenSigner
+from mumu.gateway.websocket import SOCKETS, close_all, websocket
 from mumu.runtime.http import health_payload, metrics_response
 from mumu.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
-NC = web.AppKey("nc", NATS)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 STARTED = web.AppKey("started", float)
+METRICS = web.AppKey("metrics", GatewayMetrics)
+SIGNER = web.AppKey("signer", TokenSigner)
+API_KEYS = web.AppKey("api_keys", ApiKeys)
+STATIC = Path(__file__).parent / "static"
+
+
+async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
+    keys = app[API_KEYS]
+    await keys.open()
+    yield
+    await keys.close()
 
 
 async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
-    nc = await connect(app[SETTINGS].nats, name="mumu-gateway")
-    app[NC] = nc
-    yield
-    await nc.drain()
+    """NATS, the live results feed and the lag monitor: opened before serving, closed after."""
+    settings = app[SETTINGS]
+    gw = settings.gateway
+    nc = await connect(settings.nats, name="mumu-gateway")
+    hub = Hub()
+    feed = LiveFeed(nc, hub.on_message)
+    lag = LagMonitor(nc, gw.lag_threshold, gw.lag_check_interval)
+    stop = asyncio.Event()
+    try:
+        await feed.start()
+        await lag.check_once()
+        app[DEPS] = GatewayDeps(
+            settings=settings, signer=app[SIGNER], metrics=app[METRICS],
+            limiter=RateLimiter(gw.rate_limit_per_second, gw.rate_limit_burst),
+            api_keys=app[API_KEYS], hub=hub, nc=nc, asker=Asker(nc), feed=feed, lag=lag,
+            session_history=api.history_loader(),
+        )
+        tasks = [asyncio.create_task(feed.run(stop)), asyncio.create_task(lag.run(stop))]
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+    finally:
+        await nc.drain()
+
+
+@web.middleware
+async def _count(request: web.Request, handler: Handler) -> web.StreamResponse:
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        m = request.app[METRICS]
+        m.requests.labels(name, str(status)).inc()
+        m.request_seconds.labels(name).observe(time.perf_counter() - started)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -33,13 +95,19 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     reasons: list[str] = []
-    nc = request.app[NC]
+    deps = request.app[DEPS]
+    nc = deps.nc
     if not nc.is_connected:
         reasons.append("nats: not connected")
     else:
         for cfg in load_stream_configs():
             if await stream_config(nc, cfg["name"]) is None:
                 reasons.append(f"stream {cfg['name']}: missing (run `mumu streams apply`)")
+        await deps.lag.check_once()
+        reasons.extend(deps.lag.reasons)
+    database = await deps.api_keys.ping()
+    if database is not None:
+        reasons.append(database)
     if reasons:
         return web.json_response({"status": "unavailable", "reasons": reasons}, status=503)
     return web.json_response({"status": "ready"})
@@ -49,13 +117,38 @@ async def metrics(request: web.Request) -> web.Response:
     return metrics_response(request.app[REGISTRY])
 
 
+async def openapi(_: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+async def index(_: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application()
+    """The gateway; raises ``RuntimeError`` at once when the session secret is missing."""
+    gw = settings.gateway
+    app = web.Application(client_max_size=gw.max_body_bytes, middlewares=[_count, json_errors])
     app[SETTINGS] = settings
-    app[REGISTRY] = CollectorRegistry()
+    app[SIGNER] = TokenSigner(gw.session_secret, gw.session_ttl)
+    app[METRICS] = GatewayMetrics()
+    app[REGISTRY] = app[METRICS].registry
     app[STARTED] = time.monotonic()
+    app[API_KEYS] = ApiKeys(settings)
+    app[SOCKETS] = weakref.WeakSet()
+    app.cleanup_ctx.append(_database_ctx)
     app.cleanup_ctx.append(_nats_ctx)
-    app.router.add_get("/api/health", health)
-    app.router.add_get("/api/ready", ready)
-    app.router.add_get("/metrics", metrics)
+    app.on_shutdown.append(close_all)
+    r = app.router
+    r.add_get("/", index)
+    r.add_static("/static", STATIC)
+    r.add_get("/api/health", health)
+    r.add_get("/api/ready", ready)
+    r.add_get("/metrics", metrics)
+    r.add_get("/api/openapi.json", openapi)
+    r.add_post("/api/session", api.create_session)
+    r.add_post("/api/ask", api.ask)
+    r.add_get("/api/ws", websocket)
+    r.add_get("/api/sessions/{id}/history", api.history)
+    r.add_post("/v1/audio/transcriptions", openai_compat.transcriptions)
     return app

@@ -7,5 +7,45 @@ class GatewaySettings(BaseModel):
     host: str = Field(default="127.0.0.1", description="bind address of the gateway")
     port: int = Field(default=8080, ge=0, description="port of the gateway (0: any free port)")
     session_secret: SecretStr | None = Field(
-        default=None, description="HMAC secret signing session tokens"
+        default=None,
+        description="HMAC secret signing session tokens (required; `mumu up` generates one)",
     )
+    session_ttl: float = Field(
+        default=86_400.0, gt=0, description="seconds a session token stays valid"
+    )
+    max_body_bytes: int = Field(
+        default=25 * 1024 * 1024, ge=1024,
+        description="largest HTTP request body (audio uploads included); larger gets 413",
+    )
+    max_frame_bytes: int = Field(
+        default=1024 * 1024, ge=1024,
+        description="largest websocket frame; a larger one closes the socket with 1009",
+    )
+    max_ws_audio_bytes: int = Field(
+        default=25 * 1024 * 1024, ge=1024,
+        description="audio one websocket may buffer before `audio.end`",
+    )
+    max_text_chars: int = Field(default=32_000, ge=1, description="longest text question")
+    wait_timeout: float = Field(
+        default=120.0, gt=0,
+        description="seconds `?wait=true` and /v1/audio/transcriptions wait before a 504",
+    )
+    rate_limit_per_second: float = Field(
+        default=20.0, gt=0, description="requests per second per workspace (sustained)"
+    )
+    rate_limit_burst: int = Field(
+        default=60, ge=1, description="requests a workspace may make at once before 429"
+    )
+    lag_threshold: int = Field(
+        default=1_000, ge=1,
+        description="pending messages on a stage consumer above which new asks get 503",
+    )
+    lag_check_interval: float = Field(
+        default=2.0, gt=0, description="seconds between two looks at stage consumer lag"
+    )
+    client_queue: int = Field(
+        default=1_024, ge=1,
+        description="events buffered per websocket; a client that falls further behind is "
+        "closed (1013) and can resume from its cursor",
+    )
+    heartbeat: float = Field(default=20.0, gt=0, description="websocket ping interval (seconds)")

@@ -1,0 +1,137 @@
+"""Who is asking: workspace API keys (Postgres) and session tokens (HMAC, no lookup)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from mumu.gateway.errors import ApiError
+from mumu.gateway.tokens import InvalidTokenError, SessionClaims, TokenSigner
+from mumu.settings import Settings
+
+log = logging.getLogger("mumu.gateway.auth")
+
+
+def bearer(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise ApiError(
+            401, "unauthorized", "missing `Authorization: Bearer <key or token>` header",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return value.strip()
+
+
+def session_claims(request: web.Request, signer: TokenSigner) -> SessionClaims:
+    """The session a request is bound to, from its bearer session token."""
+    try:
+        return signer.verify(bearer(request))
+    except InvalidTokenError as exc:
+        raise ApiError(
+            401, "invalid_token", str(exc), headers={"WWW-Authenticate": "Bearer"}
+        ) from exc
+
+
+class ApiKeys:
+    """Resolves workspace API keys (stored hashed by the persistence layer) to workspaces."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._pool: Any = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def configured(self) -> bool:
+        return self._settings.database_url is not None
+
+    @property
+    def pool(self) -> Any:
+        return self._pool
+
+    async def open(self) -> None:
+        if not self.configured:
+            log.warning("no MUMU_DATABASE_URL: API keys cannot be checked, /api/session is 503")
+            return
+        try:
+            await self._connect()
+        except Exception as exc:  # noqa: BLE001 - the gateway starts; ready says why not
+            log.warning("database not reachable at start-up: %r", exc)
+
+    async def _connect(self) -> Any:
+        async with self._lock:
+            if self._pool is None:
+                from mumu.db.pool import create_app_pool
+
+                self._pool = await create_app_pool(self._settings, min_size=1, max_size=8)
+            return self._pool
+
+    async def resolve_pool(self) -> Any:
+        """The pool, connecting if needed; 503 when there is no reachable database."""
+        if not self.configured:
+            raise ApiError(503, "unavailable", "MUMU_DATABASE_URL is not set")
+        try:
+            return await self._connect()
+        except Exception as exc:
+            log.warning("database not reachable: %r", exc)
+            raise ApiError(
+                503, "unavailable", "the database is not reachable; retry",
+                headers={"Retry-After": "2"},
+            ) from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def resolve(self, key: str) -> str:
+        """The workspace of ``key``; 401 when unknown, 503 when the database cannot say."""
+        if not self.configured:
+            raise ApiError(
+                503, "unavailable",
+                "API keys live in PostgreSQL and MUMU_DATABASE_URL is not set",
+            )
+        try:
+            module = importlib.import_module("mumu.db.workspaces")
+        except ImportError as exc:
+            raise ApiError(
+                503, "unavailable", "this build has no workspace store (mumu.db.workspaces)"
+            ) from exc
+        import asyncpg  # type: ignore[import-untyped]
+
+        try:
+            pool = await self._connect()
+            workspace: str | None = await module.resolve_api_key(pool, key)
+        except asyncpg.UndefinedTableError as exc:
+            raise ApiError(
+                503, "unavailable",
+                "the workspace tables are missing: run `mumu migrate` on this database",
+            ) from exc
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("API key lookup failed: %r", exc)
+            raise ApiError(
+                503, "unavailable", "the workspace database is not reachable; retry",
+                headers={"Retry-After": "2"},
+            ) from exc
+        if workspace is None:
+            raise ApiError(
+                401, "invalid_api_key", "unknown or revoked API key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return str(workspace)
+
+    async def ping(self) -> str | None:
+        """None when the database answers, else the reason."""
+        if not self.configured:
+            return "database: MUMU_DATABASE_URL is not set"
+        try:
+            pool = await self._connect()
+            async with asyncio.timeout(2.0):
+                await pool.fetchval("SELECT 1")
+        except Exception as exc:  # noqa: BLE001 - a readiness reason, not a crash
+            return f"database: {exc!r}"
+        return None

@@ -1,0 +1,186 @@
+"""Reading ``MUMU_RESULTS`` in stream order: the live feed and the bounded replay.
+
+Both use an ephemeral push consumer without acks. We keep the last stream sequence
+we saw ourselves, so a gap (a slow-consumer drop, a reconnect, a lost heartbeat)
+recreates the consumer at ``last + 1``: nothing is lost and nothing is replayed twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from mumu.contracts import subjects
+
+log = logging.getLogger("mumu.gateway.feed")
+
+RESULT_PATTERNS = (
+    subjects.TRANSCRIPT_PARTIAL,
+    subjects.TRANSCRIPT_FINAL,
+    subjects.ANSWER_DELTA,
+    subjects.ANSWER_FINAL,
+    subjects.ERROR,
+)
+HEARTBEAT = 2.0
+
+
+def result_filters(workspace_id: str | None = None) -> list[str]:
+    """Filter subjects of every client-visible event (of one workspace, or all)."""
+    if workspace_id is None:
+        return [p.wildcard for p in RESULT_PATTERNS]
+    return [p.for_workspace(workspace_id) for p in RESULT_PATTERNS]
+
+
+def _config(inbox: str, start: int, filters: list[str]) -> ConsumerConfig:
+    return ConsumerConfig(
+        description="mumu gateway results feed",
+        deliver_subject=inbox,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=max(start, 1),
+        ack_policy=AckPolicy.NONE,
+        max_deliver=1,
+        filter_subjects=filters,
+        idle_heartbeat=HEARTBEAT,
+        flow_control=False,
+        inactive_threshold=60.0,
+        mem_storage=True,
+        num_replicas=1,
+    )
+
+
+def _is_status(msg: Msg) -> bool:
+    return not msg.reply or not msg.reply.startswith("$JS.ACK.")
+
+
+async def last_sequence(nc: NatsClient) -> int:
+    info = await nc.jetstream().stream_info(subjects.STREAM_RESULTS)
+    return int(info.state.last_seq)
+
+
+class LiveFeed:
+    """Every new result, in order, handed to ``on_message(sequence, msg)``."""
+
+    def __init__(self, nc: NatsClient, on_message: Callable[[int, Msg], None]) -> None:
+        self._nc = nc
+        self._on_message = on_message
+        self.last_seq = 0
+        self._expect_cseq = 1
+        self._consumer: str | None = None
+        self._sub: Any = None
+        self._seen = time.monotonic()
+        self._resetting = asyncio.Lock()
+        self._needs_reset = asyncio.Event()
+
+    async def start(self) -> None:
+        self.last_seq = await last_sequence(self._nc)
+        await self._create()
+
+    async def _create(self) -> None:
+        js = self._nc.jetstream()
+        inbox = self._nc.new_inbox()
+        self._expect_cseq = 1
+        self._sub = await self._nc.subscribe(
+            inbox, cb=self._receive, pending_msgs_limit=1_000_000, pending_bytes_limit=1 << 30
+        )
+        info = await js.add_consumer(
+            subjects.STREAM_RESULTS, config=_config(inbox, self.last_seq + 1, result_filters())
+        )
+        self._consumer = info.name
+        self._seen = time.monotonic()
+
+    async def _drop(self) -> None:
+        sub, consumer, self._sub, self._consumer = self._sub, self._consumer, None, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.jetstream().delete_consumer(subjects.STREAM_RESULTS, consumer)
+
+    async def _receive(self, msg: Msg) -> None:
+        self._seen = time.monotonic()
+        if _is_status(msg):
+            return
+        meta = msg.metadata
+        if meta.sequence.consumer != self._expect_cseq:
+            log.warning("results feed gap after %d; re-subscribing", self.last_seq)
+            self._needs_reset.set()
+            return
+        self._expect_cseq += 1
+        seq = meta.sequence.stream
+        if seq <= self.last_seq:
+            return
+        self.last_seq = seq
+        try:
+            self._on_message(seq, msg)
+        except Exception:
+            log.exception("dispatching result %d failed", seq)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Watch for gaps and silence; recreate the consumer at ``last_seq + 1``."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._needs_reset.wait(), timeout=HEARTBEAT)
+            if stop.is_set():
+                break
+            silent = time.monotonic() - self._seen > 3 * HEARTBEAT
+            if (self._needs_reset.is_set() or silent) and self._nc.is_connected:
+                self._needs_reset.clear()
+                await self._drop()
+                try:
+                    await self._create()
+                except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+                    log.warning("results feed: could not re-subscribe: %r", exc)
+                    self._needs_reset.set()
+                    await asyncio.sleep(0.5)
+        await self._drop()
+
+
+async def replay(
+    nc: NatsClient, workspace_id: str, after: int, idle: float = 5.0
+) -> AsyncIterator[tuple[int, Msg]]:
+    """The workspace's results with sequence > ``after`` that exist now, in order."""
+    js = nc.jetstream()
+    queue: asyncio.Queue[Msg] = asyncio.Queue()
+    inbox = nc.new_inbox()
+
+    async def put(msg: Msg) -> None:
+        queue.put_nowait(msg)
+
+    sub = await nc.subscribe(inbox, cb=put)
+    consumer: str | None = None
+    try:
+        info = await js.add_consumer(
+            subjects.STREAM_RESULTS, config=_config(inbox, after + 1, result_filters(workspace_id))
+        )
+        consumer = info.name
+        if not info.num_pending:
+            return
+        expect = 1
+        while True:
+            msg = await asyncio.wait_for(queue.get(), idle)
+            if _is_status(msg):
+                continue
+            meta = msg.metadata
+            if meta.sequence.consumer != expect:
+                raise RuntimeError("replay lost messages (slow connection); resume again")
+            expect += 1
+            yield meta.sequence.stream, msg
+            if meta.num_pending == 0:
+                return
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(subjects.STREAM_RESULTS, consumer)

@@ -1,0 +1,100 @@
+"""Protection: per-workspace rate limits (429) and backpressure on stage lag (503)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+
+from mumu.contracts import subjects
+from mumu.gateway.errors import ApiError
+
+log = logging.getLogger("mumu.gateway.limits")
+
+WATCHED_STREAMS = (subjects.STREAM_INGEST, subjects.STREAM_AUDIO, subjects.STREAM_RESULTS)
+MAX_TRACKED = 10_000
+
+
+class RateLimiter:
+    """A token bucket per workspace (this process; each replica enforces its own share)."""
+
+    def __init__(self, per_second: float, burst: int) -> None:
+        self.rate = per_second
+        self.burst = float(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, workspace_id: str, cost: float = 1.0, now: float | None = None) -> None:
+        """Spend ``cost`` tokens or raise a 429 saying when to retry."""
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.get(workspace_id, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < cost:
+            retry = max(1, math.ceil((cost - tokens) / self.rate))
+            self._buckets[workspace_id] = (tokens, now)
+            raise ApiError(
+                429, "rate_limited",
+                f"workspace rate limit ({self.rate:g}/s, burst {self.burst:g}); retry in {retry} s",
+                headers={"Retry-After": str(retry)},
+            )
+        self._buckets[workspace_id] = (tokens - cost, now)
+        if len(self._buckets) > MAX_TRACKED:
+            self._forget_full(now)
+
+    def _forget_full(self, now: float) -> None:
+        """Buckets refilled to the brim carry no information; drop them."""
+        full = [
+            ws for ws, (tokens, last) in self._buckets.items()
+            if tokens + (now - last) * self.rate >= self.burst
+        ]
+        for ws in full:
+            del self._buckets[ws]
+
+
+class LagMonitor:
+    """Looks at the stages' durable consumers; asks are refused while one lags too far."""
+
+    def __init__(self, nc: NatsClient, threshold: int, interval: float) -> None:
+        self._nc = nc
+        self.threshold = threshold
+        self.interval = interval
+        self.reasons: list[str] = []
+        self.lag: dict[str, int] = {}
+
+    async def check_once(self) -> None:
+        js = self._nc.jetstream()
+        lag: dict[str, int] = {}
+        for stream in WATCHED_STREAMS:
+            try:
+                consumers = await js.consumers_info(stream)
+            except (nats.errors.Error, nats.js.errors.Error, TimeoutError):
+                continue
+            for info in consumers:
+                durable = info.config.durable_name
+                if durable:  # ephemeral consumers are gateways and replays, not stages
+                    lag[durable] = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+        self.lag = lag
+        self.reasons = [
+            f"stage consumer {name} is {pending} messages behind (limit {self.threshold})"
+            for name, pending in sorted(lag.items()) if pending > self.threshold
+        ]
+
+    def guard(self) -> None:
+        if self.reasons:
+            raise ApiError(
+                503, "overloaded", "; ".join(self.reasons), headers={"Retry-After": "5"}
+            )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.check_once()
+            except Exception:
+                log.exception("lag check failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval)

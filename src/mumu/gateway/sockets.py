@@ -1,0 +1,206 @@
+"""One websocket client: auth, asks, audio frames, resume, and its ordered outgoing queue.
+
+Every server message carries ``request_id`` and ``cursor``. Results are the
+``MUMU_RESULTS`` events of the socket's (workspace, session); ``resume`` replays
+from JetStream what the client missed, and a cursor is never sent twice on one socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from typing import Any
+
+from aiohttp import WSCloseCode, web
+
+from mumu.gateway.asks import FORMATS, audio_content_type
+from mumu.gateway.deps import GatewayDeps
+from mumu.gateway.errors import ApiError
+from mumu.gateway.feed import replay
+from mumu.gateway.hub import ResultEvent, parse
+from mumu.gateway.tokens import SessionClaims
+
+log = logging.getLogger("mumu.gateway.ws")
+
+CLOSE_UNAUTHORIZED = 4401
+MAX_SENT_MEMORY = 50_000
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ClientSocket:
+    """A hub sink for one socket; a writer task sends its queue in order."""
+
+    def __init__(self, ws: web.WebSocketResponse, claims: SessionClaims, deps: GatewayDeps) -> None:
+        self.ws = ws
+        self.claims = claims
+        self.deps = deps
+        self.queue: asyncio.Queue[ResultEvent | str | None] = asyncio.Queue(
+            deps.settings.gateway.client_queue
+        )
+        self.cursor = 0
+        self._sent: set[int] = set()
+        self._held: list[ResultEvent] | None = None
+        self._audio = bytearray()
+        self._overflowed = False
+
+    # --- outgoing -------------------------------------------------------------------
+
+    def push(self, event: ResultEvent) -> None:
+        if self._overflowed:
+            return
+        if self._held is not None:  # a resume is replaying: keep live events for after it
+            self._held.append(event)
+            if len(self._held) <= self.queue.maxsize:
+                return
+        else:
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.put_nowait(event)
+                return
+        self._overflowed = True
+        self.deps.metrics.slow_clients.inc()
+        log.warning("websocket fell %d events behind; closing", self.queue.maxsize)
+        self.queue = asyncio.Queue()  # unblock the writer, which then closes the socket
+        self.queue.put_nowait(None)
+
+    def control(self, kind: str, request_id: str | None = None, **fields: Any) -> None:
+        frame = json.dumps(
+            {"type": kind, "request_id": request_id, "cursor": self.cursor, **fields}
+        )
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(frame)
+
+    def error(self, code: str, message: str, request_id: str | None = None) -> None:
+        self.control("error", request_id, code=code, message=message, stage="gateway")
+
+    async def writer(self) -> None:
+        while True:
+            item = await self.queue.get()
+            if item is None:
+                await self.ws.close(
+                    code=WSCloseCode.TRY_AGAIN_LATER,
+                    message=b"client too slow: reconnect and resume from your cursor",
+                )
+                return
+            if isinstance(item, str):
+                await self.ws.send_str(item)
+                continue
+            if item.cursor in self._sent:
+                continue
+            await self.ws.send_str(item.frame())
+            self._remember(item.cursor)
+            self.deps.metrics.sent(item)
+
+    def _remember(self, cursor: int) -> None:
+        self._sent.add(cursor)
+        self.cursor = max(self.cursor, cursor)
+        if len(self._sent) > MAX_SENT_MEMORY:
+            keep = sorted(self._sent)[MAX_SENT_MEMORY // 2 :]
+            self._sent = set(keep)
+
+    # --- incoming -------------------------------------------------------------------
+
+    async def on_binary(self, data: bytes) -> None:
+        limit = self.deps.settings.gateway.max_ws_audio_bytes
+        if len(self._audio) + len(data) > limit:
+            self._audio.clear()
+            self.error("too_large", f"audio over {limit} bytes before audio.end; discarded")
+            return
+        self._audio.extend(data)
+
+    async def on_text(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            self.error("bad_message", "not JSON")
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            self.error("bad_message", 'a message is a JSON object with a string "type"')
+            return
+        handler = {
+            "ask": self._ask,
+            "audio.end": self._audio_end,
+            "resume": self._resume,
+            "cancel": self._cancel,
+            "ping": self._ping,
+            "auth": self._auth_again,
+        }.get(message["type"])
+        if handler is None:
+            self.error("unknown_type", f"unknown message type {message['type'][:64]!r}")
+            return
+        try:
+            await handler(message)
+        except ApiError as exc:
+            self.error(exc.code, exc.message)
+
+    def _admit(self) -> None:
+        self.deps.limiter.take(self.claims.workspace_id)
+        self.deps.lag.guard()
+
+    async def _ask(self, message: dict[str, Any]) -> None:
+        text, language = message.get("text"), message.get("language")
+        limit = self.deps.settings.gateway.max_text_chars
+        if not isinstance(text, str) or not text.strip():
+            raise ApiError(400, "bad_message", 'ask needs a non-empty "text"')
+        if len(text) > limit:
+            raise ApiError(413, "too_large", f"text longer than {limit} characters")
+        if language is not None and not isinstance(language, str):
+            raise ApiError(400, "bad_message", '"language" is a string')
+        self._admit()
+        self.deps.metrics.asks.labels("text").inc()
+        rid = await self.deps.asker.ask_text(
+            self.claims.workspace_id, self.claims.session_id, text, language
+        )
+        self.control("accepted", rid, session_id=self.claims.session_id)
+
+    async def _audio_end(self, message: dict[str, Any]) -> None:
+        audio, self._audio = bytes(self._audio), bytearray()
+        fmt = message.get("format")
+        declared = FORMATS.get(fmt.lower()) if isinstance(fmt, str) else None
+        content_type = audio_content_type(audio, declared)
+        self._admit()
+        self.deps.metrics.asks.labels("audio").inc()
+        rid = await self.deps.asker.ask_audio(
+            self.claims.workspace_id, self.claims.session_id, audio, content_type
+        )
+        self.control("accepted", rid, session_id=self.claims.session_id, bytes=len(audio))
+
+    async def _resume(self, message: dict[str, Any]) -> None:
+        after = message.get("after")
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise ApiError(400, "bad_message", 'resume needs "after": a cursor (integer >= 0)')
+        await self.resume(after)
+
+    async def resume(self, after: int) -> None:
+        """Replay this session's events after ``after``, then what arrived meanwhile."""
+        ws_id, session = self.claims.workspace_id, self.claims.session_id
+        self._held = []
+        replayed = 0
+        try:
+            async for sequence, msg in replay(self.deps.nc, ws_id, after):
+                event = parse(sequence, msg)
+                if event is not None and event.session_id == session:
+                    await self.queue.put(event)
+                    replayed += 1
+        except (TimeoutError, RuntimeError) as exc:
+            self.error("resume_failed", f"could not replay: {exc}; resume again")
+        finally:
+            held, self._held = self._held, None
+            for event in held or ():
+                self.push(event)
+        self.control("resumed", None, after=after, replayed=replayed)
+
+    async def _cancel(self, message: dict[str, Any]) -> None:
+        rid = message.get("request_id")
+        if not isinstance(rid, str) or not _ID.match(rid):
+            raise ApiError(400, "bad_message", 'cancel needs "request_id" (an id from "accepted")')
+        await self.deps.asker.cancel(self.claims.workspace_id, self.claims.session_id, rid)
+        self.control("cancelling", rid)
+
+    async def _ping(self, _: dict[str, Any]) -> None:
+        self.control("pong")
+
+    async def _auth_again(self, _: dict[str, Any]) -> None:
+        self.error("bad_message", "this socket is already authenticated")

@@ -1,0 +1,130 @@
+"""Waiting for the whole result of one request (``?wait=true``, the OpenAI route).
+
+The waiter is registered with the hub *before* the request is published, so it
+cannot miss a result. On timeout it names the first stage that did not answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from mumu.contracts import subjects
+from mumu.gateway.errors import ApiError
+from mumu.gateway.hub import Hub, ResultEvent
+
+
+@dataclass
+class RequestWaiter:
+    """A hub sink collecting the events of one request until a terminal one."""
+
+    terminal: frozenset[str]
+    request_id: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    events: list[ResultEvent] = field(default_factory=list)
+    arrived: dict[str, float] = field(default_factory=dict)
+    audio_ready: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    _early: list[ResultEvent] = field(default_factory=list)
+
+    def push(self, event: ResultEvent) -> None:
+        if self.request_id is None:  # published but the id not known yet: keep for later
+            self._early.append(event)
+            return
+        if event.request_id != self.request_id:
+            return
+        self.events.append(event)
+        self.arrived.setdefault(event.type, time.monotonic() - self.started)
+        if event.type in self.terminal:
+            self.done.set()
+
+    def bind(self, request_id: str) -> None:
+        self.request_id = request_id
+        early, self._early = self._early, []
+        for event in early:
+            self.push(event)
+
+    def first(self, kind: str) -> ResultEvent | None:
+        return next((e for e in self.events if e.type == kind), None)
+
+    def missing_stage(self, audio: bool) -> str:
+        if self.first("transcript.final") is None and audio:
+            return "transcribe" if self.audio_ready else "ingest"
+        return "reason"
+
+
+@contextlib.asynccontextmanager
+async def waiting(
+    hub: Hub, nc: NatsClient, workspace_id: str, session_id: str, terminal: frozenset[str],
+    *, audio: bool,
+) -> AsyncIterator[RequestWaiter]:
+    """Register a waiter for (workspace, session); watch ``audio.ready`` for attribution."""
+    waiter = RequestWaiter(terminal=terminal)
+    hub.subscribe(workspace_id, session_id, waiter)
+    sub = None
+    if audio:
+
+        async def on_ready(msg: Msg) -> None:
+            with contextlib.suppress(ValueError, UnicodeDecodeError, AttributeError):
+                if json.loads(msg.data).get("request_id") == waiter.request_id:
+                    waiter.audio_ready = True
+
+        sub = await nc.subscribe(subjects.AUDIO_READY.for_workspace(workspace_id), cb=on_ready)
+    try:
+        yield waiter
+    finally:
+        hub.unsubscribe(workspace_id, session_id, waiter)
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+async def run_and_wait(
+    hub: Hub, nc: NatsClient, workspace_id: str, session_id: str, *,
+    terminal: frozenset[str], publish: Callable[[], Awaitable[str]], seconds: float, audio: bool,
+) -> RequestWaiter:
+    """Publish (via ``publish``, which returns the request id) and wait for a terminal event.
+
+    A pipeline error becomes the client's error; silence becomes a 504 naming the stage.
+    """
+    async with waiting(hub, nc, workspace_id, session_id, terminal, audio=audio) as waiter:
+        waiter.bind(await publish())
+        try:
+            await asyncio.wait_for(waiter.done.wait(), seconds)
+        except TimeoutError:
+            stage = waiter.missing_stage(audio)
+            raise ApiError(
+                504, "timeout",
+                f"the {stage} stage did not answer within {seconds:g} s "
+                f"(request {waiter.request_id}); is `mumu stage {stage}` running?",
+            ) from None
+    error = waiter.first("error")
+    if error is not None:
+        raise pipeline_error(error)
+    return waiter
+
+
+_ERROR_STATUS = {
+    "unsupported_audio": 415,
+    "too_large": 413,
+    "empty_audio": 400,
+    "too_long": 400,
+    "no_speech": 422,
+    "schema_violation": 400,
+    "missing_header": 400,
+    "unknown_workspace": 403,
+}
+
+
+def pipeline_error(event: ResultEvent) -> ApiError:
+    code = str(event.body.get("code", "internal"))
+    status = _ERROR_STATUS.get(code, 502)
+    stage = event.body.get("stage", "pipeline")
+    return ApiError(status, code, f"{stage}: {event.body.get('message', 'failed')}")

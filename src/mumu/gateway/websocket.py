@@ -1,0 +1,126 @@
+"""``GET /api/ws``: authenticate, subscribe the socket to its session, read until closed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import weakref
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from mumu.gateway.deps import DEPS, GatewayDeps
+from mumu.gateway.errors import ApiError
+from mumu.gateway.sockets import CLOSE_UNAUTHORIZED, ClientSocket
+from mumu.gateway.tokens import InvalidTokenError, SessionClaims, TokenSigner
+
+log = logging.getLogger("mumu.gateway.ws")
+
+AUTH_TIMEOUT = 10.0
+SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
+
+
+async def _first_message_auth(
+    ws: web.WebSocketResponse, signer: TokenSigner
+) -> SessionClaims | None:
+    """Without ``?token=`` the first message must be ``{"type":"auth","token":...}``."""
+    reason = "the first message must be {\"type\":\"auth\",\"token\":...}"
+    try:
+        msg = await ws.receive(timeout=AUTH_TIMEOUT)
+    except TimeoutError:
+        msg = None
+        reason = f"no auth message within {AUTH_TIMEOUT:g} s"
+    if msg is not None and msg.type == WSMsgType.TEXT:
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            data = json.loads(msg.data)
+            if data.get("type") == "auth" and isinstance(data.get("token"), str):
+                try:
+                    return signer.verify(data["token"])
+                except InvalidTokenError as exc:
+                    reason = str(exc)
+    if not ws.closed:
+        await ws.send_json(
+            {"type": "error", "code": "unauthorized", "message": reason, "request_id": None,
+             "cursor": 0, "stage": "gateway"}
+        )
+        await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unauthorized")
+    return None
+
+
+def _after(request: web.Request) -> int | None:
+    raw = request.query.get("after")
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise ApiError(400, "bad_request", "after is a cursor: a non-negative integer")
+    return int(raw)
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    deps = request.app[DEPS]
+    signer = deps.signer
+    gw = deps.settings.gateway
+    claims: SessionClaims | None = None
+    token = request.query.get("token")
+    if token is not None:
+        try:
+            claims = signer.verify(token)
+        except InvalidTokenError as exc:
+            raise ApiError(401, "invalid_token", str(exc)) from exc
+    after = _after(request)
+    ws = web.WebSocketResponse(max_msg_size=gw.max_frame_bytes, heartbeat=gw.heartbeat)
+    await ws.prepare(request)
+    sockets = request.app[SOCKETS]
+    sockets.add(ws)
+    deps.metrics.sockets.inc()
+    try:
+        if claims is None:
+            claims = await _first_message_auth(ws, signer)
+            if claims is None:
+                return ws
+        await _serve(ws, claims, deps, after)
+    finally:
+        deps.metrics.sockets.dec()
+        sockets.discard(ws)
+    return ws
+
+
+async def _serve(
+    ws: web.WebSocketResponse, claims: SessionClaims, deps: GatewayDeps, after: int | None
+) -> None:
+    client = ClientSocket(ws, claims, deps)
+    client.cursor = deps.feed_position()
+    deps.hub.subscribe(claims.workspace_id, claims.session_id, client)
+    writer = asyncio.create_task(client.writer())
+    try:
+        client.control(
+            "ready", None, workspace_id=claims.workspace_id, session_id=claims.session_id
+        )
+        if after is not None:
+            await client.resume(after)
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await client.on_text(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                await client.on_binary(msg.data)
+            elif msg.type == WSMsgType.ERROR:
+                log.info("websocket error: %r", ws.exception())
+                break
+            if writer.done():
+                break
+    finally:
+        deps.hub.unsubscribe(claims.workspace_id, claims.session_id, client)
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
+            await writer
+        if not ws.closed:
+            await ws.close(code=WSCloseCode.OK)
+
+
+async def close_all(app: web.Application) -> None:
+    """On shutdown: tell every client we are going away (it reconnects to another replica)."""
+    sockets = app[SOCKETS]
+    for ws in list(sockets):
+        with contextlib.suppress(Exception):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"gateway shutting down")
