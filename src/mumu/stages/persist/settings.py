@@ -1,7 +1,31 @@
-"""Settings of the persist stage (``MUMU_PERSIST__*``)."""
+"""Settings of the persist stage and the application pool (``MUMU_PERSIST__*``)."""
 
 from pydantic import BaseModel, Field
 
 
 class PersistSettings(BaseModel):
     batch_rows: int = Field(default=256, ge=1, description="rows written per transaction")
+    batch_window: float = Field(
+        default=0.005, ge=0, description="seconds a batch waits to fill before it is written"
+    )
+    concurrency: int = Field(
+        default=512, ge=1,
+        description="messages the persist stage handles at once (fills batches; "
+        "should be at least 2 x batch_rows)",
+    )
+    writers: int = Field(
+        default=4, ge=1, description="batches written at the same time (one connection each)"
+    )
+    pool_min: int = Field(default=1, ge=0, description="connections the application pool keeps")
+    pool_max: int = Field(default=8, ge=1, description="connections the application pool opens")
+    connect_timeout: float = Field(
+        default=5.0, gt=0, description="seconds to wait for a PostgreSQL connection"
+    )
+    command_timeout: float = Field(
+        default=30.0, gt=0, description="seconds a single SQL statement may take"
+    )
+    retry_max_delay: float = Field(
+        default=5.0, gt=0,
+        description="longest wait between database checks while a message is held on its "
+        "last delivery (the database is down; it is never dead-lettered for that)",
+    )

@@ -1,0 +1,105 @@
+"""Per-workspace data keys: created on demand, unwrapped with the master keyring.
+
+Reads go through row-level security (the caller passes a connection inside
+:func:`mumu.db.pool.workspace_tx`). Unwrapped keys are cached per wrapped blob, so a
+rewrap or a new version is picked up by the next transaction and a shredded key is
+never used again once its row is gone.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import asyncpg
+
+from mumu.crypto import DataKey, Keyring
+from mumu.crypto.errors import CryptoError
+from mumu.crypto.keyring import KEY_BYTES
+
+
+class DataKeyShredded(CryptoError):
+    """The data key a row needs was destroyed (crypto-erasure): it can never be read."""
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    version: int
+    wrapped: bytes | None
+
+
+class DataKeys:
+    """Finds, creates and unwraps a workspace's data keys; bounded cache of unwrapped keys."""
+
+    def __init__(self, keyring: Keyring, cache_size: int = 4096) -> None:
+        self.keyring = keyring
+        self._cache: OrderedDict[tuple[str, int, bytes], DataKey] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _unwrap(self, workspace_id: str, version: int, wrapped: bytes) -> DataKey:
+        cache_key = (workspace_id, version, wrapped)
+        key = self._cache.get(cache_key)
+        if key is None:
+            material = self.keyring.unwrap(wrapped, workspace_id, version)
+            key = DataKey.from_bytes(workspace_id, version, material)
+            self._cache[cache_key] = key
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(cache_key)
+        return key
+
+    async def active(self, conn: asyncpg.Connection, workspace_id: str) -> DataKey:
+        """The newest usable data key of the workspace; the first one is made on demand."""
+        row = await conn.fetchrow(
+            "SELECT version, wrapped FROM mumu.data_keys WHERE workspace_id = $1 "
+            "AND wrapped IS NOT NULL ORDER BY version DESC LIMIT 1",
+            workspace_id,
+        )
+        if row is None:
+            return await self.create(conn, workspace_id)
+        return self._unwrap(workspace_id, row["version"], row["wrapped"])
+
+    async def create(self, conn: asyncpg.Connection, workspace_id: str) -> DataKey:
+        """Add a data key version (the next one); concurrent creators agree on one."""
+        version = await conn.fetchval(
+            "SELECT coalesce(max(version), 0) + 1 FROM mumu.data_keys WHERE workspace_id = $1",
+            workspace_id,
+        )
+        material = secrets.token_bytes(KEY_BYTES)
+        kid, wrapped = self.keyring.wrap(material, workspace_id, version)
+        inserted = await conn.fetchval(
+            "INSERT INTO mumu.data_keys (workspace_id, version, master_key_id, wrapped) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING version",
+            workspace_id, version, kid, wrapped,
+        )
+        if inserted is None:  # another transaction made this version first: use theirs
+            return await self.active(conn, workspace_id)
+        return self._unwrap(workspace_id, version, wrapped)
+
+    async def versions(
+        self, conn: asyncpg.Connection, workspace_id: str, versions: set[int]
+    ) -> dict[int, DataKey | DataKeyShredded]:
+        """The keys of ``versions``; a shredded (or missing) one maps to its error."""
+        rows = await conn.fetch(
+            "SELECT version, wrapped, shredded_at FROM mumu.data_keys "
+            "WHERE workspace_id = $1 AND version = ANY($2::int[])",
+            workspace_id, sorted(versions),
+        )
+        found: dict[int, DataKey | DataKeyShredded] = {}
+        for row in rows:
+            if row["wrapped"] is None:
+                found[row["version"]] = DataKeyShredded(
+                    f"data key v{row['version']} of workspace {workspace_id} was shredded at "
+                    f"{row['shredded_at']:%Y-%m-%d %H:%M:%S %Z}; this data can never be "
+                    "decrypted"
+                )
+            else:
+                found[row["version"]] = self._unwrap(workspace_id, row["version"], row["wrapped"])
+        for version in versions - found.keys():
+            found[version] = DataKeyShredded(
+                f"data key v{version} of workspace {workspace_id} does not exist; "
+                "this data can never be decrypted"
+            )
+        return found

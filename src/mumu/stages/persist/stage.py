@@ -1,0 +1,139 @@
+"""The persist stage: final transcripts and answers → encrypted rows → ``mumu.persisted``.
+
+Handlers hand their record to a :class:`BatchWriter`; it writes one transaction per
+batch per workspace and wakes each handler after the commit, so ``mumu.persisted.<ws>``
+is published, and the input acked, only for committed rows.
+
+Database down: the message is nak'ed with the runtime's growing delay; on its last
+allowed delivery it is held (heart-beaten by the runtime) until the database answers
+again, so an outage never dead-letters anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import asyncpg
+
+from mumu.contracts import subjects
+from mumu.contracts.events import Persisted, derive_id
+from mumu.crypto import Keyring
+from mumu.db.datakeys import DataKeys
+from mumu.db.pool import UNAVAILABLE, create_app_pool
+from mumu.db.records import Record, UnknownWorkspace, write_records
+from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
+from mumu.settings import Settings
+from mumu.stages.persist.batcher import BatchWriter
+from mumu.stages.persist.records import check_workspace, parse_event, to_record
+
+log = logging.getLogger(__name__)
+
+NAME = "persist"
+
+
+class DatabaseUnavailable(Exception):
+    """The batch could not be written because PostgreSQL is not reachable."""
+
+
+class PersistStage:
+    name = NAME
+
+    def __init__(self, settings: Settings, keyring: Keyring) -> None:
+        self.settings = settings
+        self.data_keys = DataKeys(keyring)
+        self.pool: asyncpg.Pool | None = None
+        self.max_deliver = settings.stage.max_deliver
+        p = settings.persist
+        self.writer: BatchWriter[Record] = BatchWriter(
+            self._flush, max_rows=p.batch_rows, window=p.batch_window, writers=p.writers
+        )
+        self._writer_task: asyncio.Task[None] | None = None
+
+    def routes(self) -> Sequence[Route]:
+        return [
+            Route(
+                subjects.STREAM_RESULTS,
+                (subjects.TRANSCRIPT_FINAL.wildcard, subjects.ANSWER_FINAL.wildcard),
+                self.handle,
+                concurrency=self.settings.persist.concurrency,
+            )
+        ]
+
+    async def start(self, ctx: StageContext) -> None:
+        self.max_deliver = ctx.settings.stage.max_deliver
+        self.pool = await create_app_pool(
+            ctx.settings, max_size=max(ctx.settings.persist.pool_max, ctx.settings.persist.writers)
+        )
+        self._writer_task = asyncio.create_task(self.writer.run())
+
+    async def stop(self) -> None:
+        self.writer.close()
+        if self._writer_task is not None:
+            await self._writer_task
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def handle(self, inbound: Inbound[None]) -> Sequence[Outbound]:
+        event = parse_event(inbound.subject, inbound.data)
+        ws = check_workspace(event, inbound.workspace_id)
+        record = to_record(event)
+        delay = 0.25
+        while True:
+            try:
+                await self.writer.submit(ws, record)
+                break
+            except DatabaseUnavailable as exc:
+                if inbound.deliveries < self.max_deliver:
+                    raise TransientError("persist_failed", f"database unavailable: {exc}") from exc
+                log.warning(
+                    "database unavailable on the last delivery; holding the message",
+                    extra={"stage": NAME, "subject": inbound.subject, "seq": inbound.sequence},
+                )
+                await self._wait_for_database(delay)
+                delay = min(delay * 2, self.settings.persist.retry_max_delay)
+        persisted = Persisted(
+            event_id=derive_id(event.request_id, NAME, record.kind, event.event_id),
+            request_id=event.request_id,
+            workspace_id=inbound.workspace_id,
+            session_id=event.session_id,
+            kind="transcript" if record.kind == "transcript" else "answer",
+            source_event_id=event.event_id,
+        )
+        return [Outbound.of(subjects.PERSISTED.for_workspace(inbound.workspace_id), persisted)]
+
+    async def _wait_for_database(self, delay: float) -> None:
+        assert self.pool is not None
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.pool.fetchval("SELECT 1")
+                return
+            except UNAVAILABLE:
+                delay = min(delay * 2, self.settings.persist.retry_max_delay)
+
+    async def _flush(self, ws: str, records: list[Record]) -> list[BaseException | None]:
+        """Write a batch; on a bad row, write one by one so only that row fails."""
+        assert self.pool is not None
+        try:
+            await write_records(self.pool, self.data_keys, ws, records)
+            return [None] * len(records)
+        except UNAVAILABLE as exc:
+            return [DatabaseUnavailable(f"{type(exc).__name__}: {exc}")] * len(records)
+        except UnknownWorkspace as exc:
+            return [PermanentError("unknown_workspace", str(exc))] * len(records)
+        except asyncpg.PostgresError as exc:
+            if len(records) == 1:
+                log.warning("row rejected by the database: %s", exc,
+                            extra={"stage": NAME, "workspace_id": ws})
+                return [PermanentError("persist_failed", f"rejected by the database: {exc}")]
+        outcomes: list[BaseException | None] = []
+        for record in records:
+            outcomes.extend(await self._flush(ws, [record]))
+        return outcomes
+
+
+def build_stage(settings: Settings) -> PersistStage:
+    """The persist stage; a missing or malformed ``MUMU_MASTER_KEYS`` fails here, clearly."""
+    return PersistStage(settings, Keyring.from_settings(settings))

@@ -1,0 +1,202 @@
+"""Tenant attack suite, connected as the application role (NOSUPERUSER NOBYPASSRLS)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from mumu.crypto import Keyring
+from mumu.db.datakeys import DataKeys
+from mumu.db.migrate import apply_migrations
+from mumu.db.pool import workspace_tx
+from mumu.db.records import TranscriptRecord, write_records
+from mumu.db.workspaces import resolve_api_key, workspace_exists
+from tests.pg_fixtures import WorkspaceFactory
+
+TABLES = ("workspaces", "api_keys", "data_keys", "sessions", "requests", "transcripts", "answers")
+
+
+def _record(text: str, session: str = "s1") -> TranscriptRecord:
+    return TranscriptRecord(
+        event_id=uuid.uuid4(), request_id=f"r-{uuid.uuid4().hex[:8]}", session_id=session,
+        text=text, language="en", duration=1.0, model="tiny", occurred_at=datetime.now(UTC),
+    )
+
+
+@pytest.fixture
+async def two_tenants(
+    app_pool: asyncpg.Pool, keyring: Keyring, workspace: WorkspaceFactory
+) -> tuple[str, str]:
+    a, _ = await workspace("A")
+    b, _ = await workspace("B")
+    keys = DataKeys(keyring)
+    await write_records(app_pool, keys, a, [_record("alpha secret")])
+    await write_records(app_pool, keys, b, [_record("bravo secret"), _record("bravo two")])
+    return a, b
+
+
+async def test_the_app_role_is_not_superuser_and_cannot_bypass_rls(app_pool: asyncpg.Pool) -> None:
+    row = await app_pool.fetchrow(
+        "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
+    )
+    assert row is not None
+    assert (row["rolsuper"], row["rolbypassrls"]) == (False, False)
+
+
+async def test_with_a_set_b_rows_are_invisible(
+    app_pool: asyncpg.Pool, two_tenants: tuple[str, str]
+) -> None:
+    a, b = two_tenants
+    async with workspace_tx(app_pool, a) as conn:
+        for table in TABLES:
+            ws_col = "id" if table == "workspaces" else "workspace_id"
+            seen = await conn.fetch(f"SELECT DISTINCT {ws_col}::text AS ws FROM mumu.{table}")
+            assert {r["ws"] for r in seen} <= {a}, table
+            hidden = await conn.fetchval(
+                f"SELECT count(*) FROM mumu.{table} WHERE {ws_col} = $1", b
+            )
+            assert hidden == 0, table
+        assert await conn.fetchval("SELECT count(*) FROM mumu.transcripts") == 1
+
+
+async def test_with_a_set_updating_or_deleting_b_rows_affects_nothing(
+    app_pool: asyncpg.Pool, admin_conn: asyncpg.Connection, two_tenants: tuple[str, str]
+) -> None:
+    a, b = two_tenants
+    async with workspace_tx(app_pool, a) as conn:
+        assert await conn.execute(
+            "UPDATE mumu.transcripts SET language = 'xx' WHERE workspace_id = $1", b
+        ) == "UPDATE 0"
+        assert await conn.execute("UPDATE mumu.transcripts SET language = 'xx'") == "UPDATE 1"
+        assert await conn.execute(
+            "DELETE FROM mumu.transcripts WHERE workspace_id = $1", b
+        ) == "DELETE 0"
+        assert await conn.execute(
+            "UPDATE mumu.api_keys SET revoked_at = now() WHERE workspace_id = $1", b
+        ) == "UPDATE 0"
+        # moving one's own row into B is refused by the policy's WITH CHECK
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+            await conn.execute("UPDATE mumu.sessions SET workspace_id = $1", b)
+    assert await admin_conn.fetchval(
+        "SELECT count(*) FROM mumu.transcripts WHERE workspace_id = $1 AND language = 'en'", b
+    ) == 2
+
+
+@pytest.mark.parametrize(
+    ("table", "sql"),
+    [
+        ("sessions", "INSERT INTO mumu.sessions (workspace_id, id) VALUES ($1, 'evil')"),
+        ("data_keys", "INSERT INTO mumu.data_keys (workspace_id, version, master_key_id, wrapped)"
+                      " VALUES ($1, 99, 'k1', '\\x00')"),
+        ("api_keys", "INSERT INTO mumu.api_keys (workspace_id, key_hash, prefix) "
+                     "VALUES ($1, sha256('x'), 'x')"),
+    ],
+)
+async def test_with_a_set_inserting_into_b_is_refused(
+    app_pool: asyncpg.Pool, two_tenants: tuple[str, str], table: str, sql: str
+) -> None:
+    a, b = two_tenants
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+        async with workspace_tx(app_pool, a) as conn:
+            await conn.execute(sql, b)
+
+
+async def test_with_no_workspace_set_nothing_is_visible_or_writable(
+    app_pool: asyncpg.Pool, two_tenants: tuple[str, str]
+) -> None:
+    a, _ = two_tenants
+    async with app_pool.acquire() as conn:
+        for table in TABLES:
+            assert await conn.fetchval(f"SELECT count(*) FROM mumu.{table}") == 0, table
+        # an empty setting (what a pooled connection holds after a transaction) is the same
+        await conn.execute("SELECT set_config('app.workspace_id', '', false)")
+        assert await conn.fetchval("SELECT count(*) FROM mumu.transcripts") == 0
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("INSERT INTO mumu.sessions (workspace_id, id) VALUES ($1, 'x')", a)
+
+
+async def test_workspace_setting_does_not_leak_out_of_the_transaction(
+    app_pool: asyncpg.Pool, two_tenants: tuple[str, str]
+) -> None:
+    a, _ = two_tenants
+    async with app_pool.acquire() as conn:
+        async with workspace_tx(conn, a):
+            assert await conn.fetchval("SELECT count(*) FROM mumu.transcripts") == 1
+        assert await conn.fetchval("SELECT count(*) FROM mumu.transcripts") == 0
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "ALTER TABLE mumu.transcripts DISABLE ROW LEVEL SECURITY",
+        "ALTER TABLE mumu.transcripts NO FORCE ROW LEVEL SECURITY",
+        "DROP POLICY tenant_isolation ON mumu.transcripts",
+        "CREATE POLICY open ON mumu.transcripts USING (true)",
+        "ALTER ROLE CURRENT_USER BYPASSRLS",
+        "SET row_security = off",
+    ],
+)
+async def test_the_app_role_cannot_switch_rls_off(
+    app_pool: asyncpg.Pool, two_tenants: tuple[str, str], sql: str
+) -> None:
+    a, _ = two_tenants
+    async with app_pool.acquire() as conn:
+        try:
+            await conn.execute(sql)
+        except asyncpg.PostgresError:
+            pass  # refused: good
+        # whatever the statement did, another workspace's rows stay invisible: the query
+        # sees A's row only, or (row_security = off) is refused outright
+        try:
+            async with workspace_tx(conn, a):
+                assert await conn.fetchval("SELECT count(*) FROM mumu.transcripts") == 1
+        except asyncpg.InsufficientPrivilegeError as exc:
+            assert "row-level security" in str(exc)
+
+
+async def test_the_app_role_cannot_read_another_workspaces_keys(
+    app_pool: asyncpg.Pool, two_tenants: tuple[str, str]
+) -> None:
+    a, b = two_tenants
+    async with workspace_tx(app_pool, a) as conn:
+        assert await conn.fetchval(
+            "SELECT count(*) FROM mumu.data_keys WHERE workspace_id = $1", b
+        ) == 0
+        assert await conn.fetchval("SELECT count(*) FROM mumu.data_keys") == 1
+        assert await conn.fetchval("SELECT count(*) FROM mumu.api_keys") == 1
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await app_pool.fetch("SELECT * FROM mumu.schema_migrations")
+
+
+async def test_api_keys_resolve_to_their_workspace_only(
+    app_pool: asyncpg.Pool, admin_conn: asyncpg.Connection, workspace: WorkspaceFactory
+) -> None:
+    a, key_a = await workspace("A")
+    b, key_b = await workspace("B")
+    assert await resolve_api_key(app_pool, key_a) == a
+    assert await resolve_api_key(app_pool, key_b) == b
+    assert await resolve_api_key(app_pool, key_a + "x") is None
+    assert await resolve_api_key(app_pool, "not-a-key") is None
+    stored = await admin_conn.fetch("SELECT key_hash, prefix FROM mumu.api_keys")
+    for row in stored:
+        assert key_a.encode() not in bytes(row["key_hash"])
+        assert row["prefix"] not in (key_a, key_b)
+    assert await workspace_exists(app_pool, a)
+    assert not await workspace_exists(app_pool, str(uuid.uuid4()))
+    assert not await workspace_exists(app_pool, "not-a-uuid")
+
+
+async def test_migrations_are_idempotent(admin_conn: asyncpg.Connection) -> None:
+    assert await apply_migrations(admin_conn) == []
+    names = await admin_conn.fetch("SELECT name FROM mumu.schema_migrations ORDER BY name")
+    assert [r["name"] for r in names] == ["0001_schema", "0002_row_level_security"]
+    for table in TABLES:
+        row = await admin_conn.fetchrow(
+            "SELECT relrowsecurity, relforcerowsecurity FROM pg_class "
+            "WHERE oid = ('mumu.' || $1)::regclass", table,
+        )
+        assert row is not None
+        assert (row["relrowsecurity"], row["relforcerowsecurity"]) == (True, True), table
