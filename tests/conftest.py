@@ -13,6 +13,8 @@ from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.streams import apply_all
 from mumu.settings import NatsSettings, Settings, StageRuntimeSettings
 
+pytest_plugins = ["tests.pg_fixtures"]
+
 DATA = Path(__file__).parent / "data"
 
 
