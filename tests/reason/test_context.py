@@ -1,0 +1,109 @@
+"""Session context in the real ``mumu-sessions`` KV bucket, and prompt trimming."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from mumu.contracts import subjects
+from mumu.contracts.events import AnswerFinal, derive_id, new_id
+from mumu.stages.reason.prompt import PromptTooLong, build_messages
+from mumu.stages.reason.sessions import SessionStore
+
+WS = "ws-ctx"
+
+
+def turn(question: str, answer: str, session: str = "s1", **kw: object) -> AnswerFinal:
+    rid = str(kw.pop("request_id", new_id()))
+    return AnswerFinal(
+        event_id=derive_id(rid, "reason", "final"),
+        request_id=rid,
+        workspace_id=WS,
+        session_id=session,
+        question=question,
+        text=answer,
+        model="m",
+        total_seconds=0.1,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def store(nc: NATS, max_turns: int = 50, ttl: float = 3600) -> SessionStore:
+    kv = await nc.jetstream().key_value(subjects.BUCKET_SESSIONS)
+    return SessionStore(kv, max_turns=max_turns, turn_ttl=ttl, cas_attempts=50)
+
+
+async def test_concurrent_turns_of_one_session_are_all_kept(
+    nc: NATS, streams: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    sessions = await store(nc)
+    turns = [turn(f"q{n}", f"a{n}") for n in range(12)]
+    with caplog.at_level(logging.INFO, logger="mumu.stages.reason.sessions"):
+        await asyncio.gather(*(sessions.record(t) for t in turns))
+    kept = await sessions.turns(WS, "s1")
+    assert {t.request_id for t in kept} == {t.request_id for t in turns}
+    assert any("changed under us" in r.getMessage() for r in caplog.records), (
+        "no compare-and-set conflict happened, so the test proved nothing"
+    )
+
+
+async def test_last_n_turns_a_retry_replaces_its_own_and_old_turns_expire(
+    nc: NATS, streams: None
+) -> None:
+    sessions = await store(nc, max_turns=3, ttl=600)
+    stale = turn("old", "old", occurred_at=datetime.now(UTC) - timedelta(seconds=700))
+    await sessions.record(stale)
+    assert await sessions.turns(WS, "s1") == []
+    recorded = [turn(f"q{n}", f"a{n}") for n in range(4)]
+    for t in recorded:
+        await sessions.record(t)
+    again = turn("q3", "a3 (retried)", request_id=recorded[3].request_id)
+    await sessions.record(again)
+    kept = await sessions.turns(WS, "s1")
+    assert [t.question for t in kept] == ["q1", "q2", "q3"]
+    assert kept[-1].text == "a3 (retried)"
+    assert await sessions.turns(WS, "other-session") == []
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def test_prompt_drops_the_oldest_turns_first_to_fit_the_budget() -> None:
+    history = [turn(f"question {n} " + "x " * 10, f"answer {n}") for n in range(5)]
+    messages, kept = build_messages(
+        system_prompt="Be brief.",
+        language="fr",
+        history=history,
+        question="last one?",
+        count_tokens=words,
+        budget=60,
+    )
+    assert messages[0].role == "system"
+    assert "French" in messages[0].content
+    assert kept == 3  # system + question: 12 words, each turn 14: 12 + 3 * 14 <= 60
+    assert [m.content for m in messages[1::2][:-1]] == [h.question for h in history[2:]]
+    assert messages[-1].content == "last one?"
+    full, all_kept = build_messages(
+        system_prompt="Be brief.",
+        language=None,
+        history=history,
+        question="last one?",
+        count_tokens=words,
+        budget=1000,
+    )
+    assert all_kept == 5
+    assert "language of the question" in full[0].content
+    with pytest.raises(PromptTooLong):
+        build_messages(
+            system_prompt="Be brief.",
+            language="en",
+            history=[],
+            question="word " * 100,
+            count_tokens=words,
+            budget=60,
+        )
