@@ -106,8 +106,7 @@ def assemble_bundled(cache_dir: Path) -> Path:
     fingerprint = hashlib.sha256("".join(s[1] for s in sources).encode()).hexdigest()[:16]
     target = cache_dir / f"whisper-base-ct2-{fingerprint}"
     expected_size = sources[0][2] + sources[1][2]
-    manifest = target / _MANIFEST
-    if manifest.exists() and (target / "model.bin").stat().st_size == expected_size:
+    if _complete(target, expected_size):
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".assemble-", dir=cache_dir))
@@ -127,15 +126,27 @@ def assemble_bundled(cache_dir: Path) -> Path:
             json.dumps({"sources": [[str(p), d, s] for p, d, s in sources],
                         "model.bin": _digest(tmp / "model.bin")}, indent=2)
         )
+        if target.exists() and not _complete(target, expected_size):
+            stale = Path(tempfile.mkdtemp(prefix=".stale-", dir=cache_dir))
+            os.rename(target, stale / "damaged")
+            shutil.rmtree(stale, ignore_errors=True)
+            log.warning("replaced a damaged model cache at %s", target)
         try:
             os.rename(tmp, target)  # atomic; another process may have won the race
         except OSError:
-            if not (target / _MANIFEST).exists():
+            if not _complete(target, expected_size):
                 raise
         log.info("reassembled the bundled Whisper base model in %s", target)
         return target
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _complete(target: Path, expected_size: int) -> bool:
+    model = target / "model.bin"
+    return (
+        (target / _MANIFEST).exists() and model.exists() and model.stat().st_size == expected_size
+    )
 
 
 def resolve_model(name: str, cache_dir: Path) -> str:

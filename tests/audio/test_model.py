@@ -1,0 +1,84 @@
+"""Device selection, the bundled model's reassembly, and clear start-up errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mumu.settings import Settings
+from mumu.stages.transcribe.engine import Engine
+from mumu.stages.transcribe.model import (
+    ModelError,
+    Placement,
+    assemble_bundled,
+    resolve_model,
+    select_placement,
+)
+from mumu.stages.transcribe.settings import TranscribeSettings
+from mumu.stages.transcribe.stage import TranscribeStage
+from tests.harness import running
+
+
+@pytest.mark.parametrize(
+    ("device", "compute", "gpus", "expected"),
+    [
+        ("auto", "auto", 1, Placement("cuda", "float16")),
+        ("auto", "auto", 0, Placement("cpu", "int8")),
+        ("auto", "int8_float16", 2, Placement("cuda", "int8_float16")),
+        ("cuda", "auto", 1, Placement("cuda", "float16")),
+        ("cpu", "auto", 4, Placement("cpu", "int8")),
+        ("cpu", "float32", 0, Placement("cpu", "float32")),
+        ("auto", "default", 0, Placement("cpu", "int8")),
+    ],
+)
+def test_device_selection(device: str, compute: str, gpus: int, expected: Placement) -> None:
+    assert select_placement(device, compute, gpus) == expected
+
+
+def test_cuda_without_a_gpu_is_a_clear_error() -> None:
+    with pytest.raises(ModelError, match="MUMU_TRANSCRIBE__DEVICE=cuda"):
+        select_placement("cuda", "auto", 0)
+
+
+def test_bundled_model_is_reassembled_once_then_reused(model_cache: Path) -> None:
+    first = assemble_bundled(model_cache)
+    size = (first / "model.bin").stat().st_size
+    assert size == 2 * 72_608_766
+    assert {p.name for p in first.iterdir()} >= {"model.bin", "config.json", "tokenizer.json",
+                                                  "vocabulary.txt"}
+    mtime = os.stat(first / "model.bin").st_mtime_ns
+    assert assemble_bundled(model_cache) == first
+    assert os.stat(first / "model.bin").st_mtime_ns == mtime  # reused, not rebuilt
+    assert not [p for p in model_cache.iterdir() if p.name.startswith(".assemble-")]
+
+
+def test_a_damaged_cache_is_rebuilt(tmp_path: Path) -> None:
+    target = assemble_bundled(tmp_path)
+    with (target / "model.bin").open("r+b") as fh:
+        fh.truncate(1000)
+    rebuilt = assemble_bundled(tmp_path)
+    assert (rebuilt / "model.bin").stat().st_size == 2 * 72_608_766
+
+
+def test_a_missing_model_names_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="MUMU_TRANSCRIBE__MODEL"):
+        (tmp_path / "nomodel").mkdir()
+        resolve_model(str(tmp_path / "nomodel"), tmp_path)
+    engine = Engine(TranscribeSettings(model="large-v3"), tmp_path, Placement("cpu", "int8"))
+    try:
+        with pytest.raises(ModelError, match=r"MUMU_TRANSCRIBE__MODEL=large-v3.*never downloads"):
+            engine.load()  # not in the local cache, and nothing is downloaded
+    finally:
+        engine.close()
+
+
+async def test_stage_does_not_start_without_its_model(
+    streams: None, settings: Settings, tmp_path: Path
+) -> None:
+    broken = settings.model_copy(update={"transcribe": TranscribeSettings(
+        model=str(tmp_path / "missing-model"), model_cache_dir=tmp_path)})
+    with pytest.raises(ModelError, match="MUMU_TRANSCRIBE__MODEL"):
+        async with running(TranscribeStage(broken), broken):
+            pass

@@ -1,0 +1,161 @@
+"""Audio in, transcript out: ingest + transcribe with the real model on a real nats-server."""
+
+from __future__ import annotations
+
+import io
+import wave
+
+import av
+import jiwer
+import pytest
+from nats.aio.client import Client as NATS
+
+from mumu.contracts import headers as h
+from mumu.contracts import subjects
+from mumu.contracts.events import PipelineError, TranscriptFinal, TranscriptPartial
+from mumu.stages.ingest.stage import IngestStage
+from mumu.stages.transcribe.stage import TranscribeStage
+from tests.audio.conftest import SPEECH, WS, publish_audio, references, words
+from tests.harness import Collector, Seen
+
+Stages = tuple[IngestStage, TranscribeStage]
+
+
+def finals(seen: Collector) -> dict[str, TranscriptFinal]:
+    out = (TranscriptFinal.model_validate_json(m.data) for m in seen.on("mumu.transcript.final."))
+    return {f.request_id: f for f in out}
+
+
+def partials_of(seen: Collector, request_id: str) -> list[tuple[int, TranscriptPartial]]:
+    """(position among everything seen, partial) of one request."""
+    return [
+        (i, p) for i, m in enumerate(seen.messages) if m.subject.startswith("mumu.transcript.partial.")
+        for p in [TranscriptPartial.model_validate_json(m.data)] if p.request_id == request_id
+    ]
+
+
+def position_of_final(seen: Collector, request_id: str) -> int:
+    return next(
+        i for i, m in enumerate(seen.messages)
+        if m.subject.startswith("mumu.transcript.final.")
+        and TranscriptFinal.model_validate_json(m.data).request_id == request_id
+    )
+
+
+async def wait_finals(seen: Collector, count: int, timeout: float) -> list[Seen]:
+    return await seen.wait_count("mumu.transcript.final.", count, timeout=timeout)
+
+
+async def test_english_clips_stream_partials_then_a_final_within_the_wer_bound(
+    nc: NATS, pipeline: Stages
+) -> None:
+    refs = {k: v for k, v in references().items() if v["language"] == "en" and k != "long_en.flac"}
+    assert len(refs) >= 8
+    async with Collector(nc) as seen:
+        sent = {await publish_audio(nc, (SPEECH / name).read_bytes()): name for name in refs}
+        await wait_finals(seen, len(sent), timeout=120)
+    got = finals(seen)
+    assert set(got) == set(sent)
+    hyps, truths = [], []
+    for rid, name in sent.items():
+        final = got[rid]
+        parts = partials_of(seen, rid)
+        assert parts, f"{name}: no transcript.partial before the final"
+        assert max(i for i, _ in parts) < position_of_final(seen, rid)
+        assert [p.segment.id for _, p in parts] == [s.id for s in final.segments]
+        assert final.language == "en"
+        assert final.model == "base"
+        assert final.compute_seconds > 0
+        assert 3.5 < final.duration < 6
+        assert final.workspace_id == WS and final.session_id == "sess-1"
+        hyps.append(words(final.text))
+        truths.append(words(refs[name]["text"]))
+    error = jiwer.wer(truths, hyps)
+    assert error <= 0.15, f"WER {error:.3f}: {list(zip(truths, hyps, strict=True))}"
+    assert not seen.on("mumu.error.")
+
+
+async def test_language_detection_names_german_and_french(nc: NATS, pipeline: Stages) -> None:
+    others = {k: v for k, v in references().items() if v["language"] != "en"}
+    assert {v["language"] for v in others.values()} == {"de", "fr"}
+    async with Collector(nc) as seen:
+        sent = {await publish_audio(nc, (SPEECH / name).read_bytes()): name for name in others}
+        await wait_finals(seen, len(sent), timeout=60)
+    for rid, final in finals(seen).items():
+        assert final.language == others[sent[rid]]["language"]
+        assert final.language_probability > 0.3
+        assert all(p.language == final.language for _, p in partials_of(seen, rid))
+
+
+async def test_per_request_options_word_timestamps_forced_language_and_vad(
+    nc: NATS, pipeline: Stages
+) -> None:
+    audio = (SPEECH / "en05.wav").read_bytes()
+    async with Collector(nc) as seen:
+        rid = await publish_audio(nc, audio, extra={
+            h.WORD_TIMESTAMPS: "true", h.LANGUAGE: "en", h.VAD: "true", h.BEAM_SIZE: "2",
+            h.PROMPT: "A question about a capital city.",
+        })
+        await wait_finals(seen, 1, timeout=60)
+    final = finals(seen)[rid]
+    assert final.language_probability == 1.0  # given, not detected
+    segment_words = [w for s in final.segments for w in s.words or []]
+    assert len(segment_words) >= 8
+    assert all(w.start <= w.end for w in segment_words)
+    assert segment_words[-1].end <= final.duration + 0.01
+    assert "capital" in words(final.text)
+
+
+def flac_to_wav(data: bytes) -> bytes:
+    """The 64 s clip as a 16 kHz WAV file: about 2 MB, over the 1 MB payload limit."""
+    samples = bytearray()
+    with av.open(io.BytesIO(data)) as container:
+        for frame in container.decode(audio=0):
+            samples += frame.to_ndarray().astype("<i2").tobytes()
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16_000)
+        w.writeframes(bytes(samples))
+    return buf.getvalue()
+
+
+async def test_audio_over_the_payload_limit_goes_through_the_object_store(
+    nc: NATS, pipeline: Stages
+) -> None:
+    big = flac_to_wav((SPEECH / "long_en.flac").read_bytes())
+    assert len(big) > nc.max_payload
+    with pytest.raises(Exception, match="payload"):  # too big for a message: the reason for the bucket
+        await publish_audio(nc, big)
+    store = await nc.jetstream().object_store(subjects.BUCKET_AUDIO)
+    await store.put(f"{WS}/meeting.wav", big)
+    async with Collector(nc) as seen:
+        rid = await publish_audio(nc, b"", extra={h.AUDIO_OBJECT: f"{WS}/meeting.wav"})
+        await wait_finals(seen, 1, timeout=120)
+    final = finals(seen)[rid]
+    assert 63 < final.duration < 64
+    assert len(partials_of(seen, rid)) >= 3  # a long file streams several segments
+    truth = words(references()["long_en.flac"]["text"])
+    assert jiwer.wer(truth, words(final.text)) <= 0.15
+
+
+async def test_bad_files_are_dead_lettered_and_an_8khz_file_sent_after_transcribes(
+    nc: NATS, pipeline: Stages
+) -> None:
+    import json
+
+    bad_dir = SPEECH.parent / "bad"
+    expected: dict[str, str] = json.loads((bad_dir / "expected.json").read_text())
+    async with Collector(nc) as seen:
+        codes = {await publish_audio(nc, (bad_dir / n).read_bytes()): c for n, c in expected.items()}
+        good = await publish_audio(nc, (SPEECH.parent / "formats" / "en01_8k.wav").read_bytes())
+        await wait_finals(seen, 1, timeout=60)
+        errors = await seen.wait_count("mumu.error.", len(codes), timeout=30)
+    got = {e.request_id: e.code
+           for e in (PipelineError.model_validate_json(m.data) for m in errors)}
+    assert got == codes
+    assert len(seen.on("mumu.dlq.ingest")) == len(codes)
+    assert not seen.on("mumu.dlq.transcribe")
+    final = finals(seen)[good]
+    assert jiwer.wer(words(references()["en01.wav"]["text"]), words(final.text)) <= 0.25
