@@ -13,8 +13,11 @@ Fixtures for everyone: ``pg_admin_url`` (owner/superuser, migrated database),
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -54,24 +57,44 @@ async def _prepare(url: str, template: str, app_url: str) -> None:
         await conn.close()
 
 
-async def _drop(url: str, database: str) -> None:
+async def _drop(url: str, database: str, role: str | None = None) -> None:
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        if role is not None:
+            await conn.execute(f'DROP ROLE IF EXISTS "{role}"')
     finally:
         await conn.close()
 
 
+@contextlib.contextmanager
+def pgdata_dir() -> Iterator[Path]:
+    """A private folder for an embedded cluster, outside pytest's basetemp: pytest
+    re-chmods that to 0700 whenever a session starts, which would lock out the
+    ``pgserver`` user the cluster runs as."""
+    folder = Path(tempfile.mkdtemp(prefix="mumu-test-pg-"))
+    try:
+        yield folder / "data"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
+def pg_cluster() -> Iterator[PgCluster]:
     external = os.environ.get("MUMU_TEST_DATABASE_URL")
-    server: EmbeddedPostgres | None = None
-    if external:
-        url = external
-    else:
-        server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
-        asyncio.run(server.start())
-        url = server.url()
+    with contextlib.ExitStack() as stack:
+        server: EmbeddedPostgres | None = None
+        if external:
+            url = external
+        else:
+            server = EmbeddedPostgres(stack.enter_context(pgdata_dir()))
+            asyncio.run(server.start())
+            stack.callback(lambda: asyncio.run(server.stop()))
+            url = server.url()
+        yield from _cluster(url)
+
+
+def _cluster(url: str) -> Iterator[PgCluster]:
     suffix = secrets.token_hex(4)
     cluster = PgCluster(url, f"mumu_tmpl_{suffix}", f"mumu_test_app_{suffix}",
                         secrets.token_urlsafe(16))
@@ -80,9 +103,7 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
     try:
         yield cluster
     finally:
-        asyncio.run(_drop(url, cluster.template))
-        if server is not None:
-            asyncio.run(server.stop())
+        asyncio.run(_drop(url, cluster.template, role=cluster.app_user))
 
 
 @pytest.fixture
