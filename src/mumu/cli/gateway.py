@@ -1,4 +1,4 @@
-"""``mumu gateway``: run the HTTP/websocket gateway."""
+"""``mumu gateway``: run the HTTP/websocket gateway (``--openapi``: print its OpenAPI document)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 
 from mumu.gateway.app import create_app
+from mumu.gateway.openapi import openapi_text
 from mumu.runtime.http import serve
 from mumu.runtime.process import install_signal_handlers
 from mumu.settings import Settings
@@ -13,6 +14,10 @@ from mumu.settings import Settings
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("gateway", help="run the HTTP and websocket gateway")
+    p.add_argument(
+        "--openapi", action="store_true",
+        help="print the OpenAPI document (schemas/openapi.json) and exit",
+    )
     p.set_defaults(func=run)
 
 
@@ -26,6 +31,10 @@ async def run_gateway(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.openapi:
+        print(openapi_text(), end="")
+        return 0
+
     async def main() -> None:
         stop = asyncio.Event()
         install_signal_handlers(stop)

@@ -1,0 +1,154 @@
+"""Fixtures of the gateway tests: a gateway on the test nats-server, clients, result events."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from nats.aio.client import Client as NATS
+from pydantic import SecretStr
+
+from mumu.contracts import headers as h
+from mumu.contracts import subjects
+from mumu.contracts.events import (
+    AnswerDelta,
+    AnswerFinal,
+    Event,
+    Segment,
+    TranscriptFinal,
+    TranscriptPartial,
+    derive_id,
+    new_id,
+)
+from mumu.gateway.app import create_app
+from mumu.gateway.settings import GatewaySettings
+from mumu.gateway.tokens import TokenSigner
+from mumu.runtime.http import serve
+from mumu.settings import Settings
+
+SECRET = "gateway-test-secret-0123456789"
+WS_A = "11111111-1111-4111-8111-111111111111"
+WS_B = "22222222-2222-4222-8222-222222222222"
+
+
+@dataclass
+class Gateway:
+    url: str
+    app: web.Application
+    signer: TokenSigner
+
+    def token(self, workspace: str = WS_A, session: str = "s1") -> str:
+        return self.signer.issue(workspace, session)[0]
+
+    def ws_url(self, token: str | None = None, after: int | None = None) -> str:
+        base = self.url.replace("http://", "ws://") + "/api/ws"
+        params = []
+        if token is not None:
+            params.append(f"token={token}")
+        if after is not None:
+            params.append(f"after={after}")
+        return base + ("?" + "&".join(params) if params else "")
+
+
+def gateway_settings(settings: Settings, **overrides: Any) -> Settings:
+    gw = GatewaySettings(port=0, session_secret=SecretStr(SECRET), heartbeat=5.0, **overrides)
+    return settings.model_copy(update={"gateway": gw})
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[Gateway]:
+    app = create_app(settings)
+    runner, port = await serve(app, "127.0.0.1", 0)
+    try:
+        yield Gateway(
+            f"http://127.0.0.1:{port}", app,
+            TokenSigner(settings.gateway.session_secret, settings.gateway.session_ttl),
+        )
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+def gw_settings(settings: Settings) -> Settings:
+    return gateway_settings(settings, wait_timeout=5.0)
+
+
+@pytest.fixture
+async def gateway(nc: NATS, streams: None, gw_settings: Settings) -> AsyncIterator[Gateway]:
+    async with serving(gw_settings) as gw:
+        yield gw
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+class Results:
+    """Publishes client-visible events as the stages do (same subjects, ids, headers)."""
+
+    def __init__(self, nc: NATS) -> None:
+        self.js = nc.jetstream()
+
+    async def _pub(self, pattern: subjects.SubjectPattern, event: Event) -> int:
+        ack = await self.js.publish(
+            pattern.for_workspace(event.workspace_id), event.model_dump_json().encode(),
+            headers={h.MSG_ID: event.event_id},
+        )
+        return int(ack.seq)
+
+    def _ids(self, request_id: str, stage: str, *parts: str | int) -> dict[str, str]:
+        return {"event_id": derive_id(request_id, stage, *parts), "request_id": request_id}
+
+    async def partial(self, ws: str, session: str, rid: str, n: int, text: str) -> int:
+        seg = Segment(id=n, start=float(n), end=n + 1.0, text=text)
+        return await self._pub(subjects.TRANSCRIPT_PARTIAL, TranscriptPartial(
+            **self._ids(rid, "transcribe", "partial", n), workspace_id=ws, session_id=session,
+            segment=seg, language="en"))
+
+    async def transcript(self, ws: str, session: str, rid: str, text: str) -> int:
+        seg = Segment(id=0, start=0.0, end=1.0, text=text)
+        return await self._pub(subjects.TRANSCRIPT_FINAL, TranscriptFinal(
+            **self._ids(rid, "transcribe", "final"), workspace_id=ws, session_id=session,
+            text=text, segments=[seg], language="en", language_probability=0.99, duration=1.0,
+            model="test", compute_seconds=0.1))
+
+    async def delta(self, ws: str, session: str, rid: str, n: int, text: str) -> int:
+        return await self._pub(subjects.ANSWER_DELTA, AnswerDelta(
+            **self._ids(rid, "reason", "delta", n), workspace_id=ws, session_id=session,
+            index=n, text=text))
+
+    async def final(self, ws: str, session: str, rid: str, text: str) -> int:
+        return await self._pub(subjects.ANSWER_FINAL, AnswerFinal(
+            **self._ids(rid, "reason", "final"), workspace_id=ws, session_id=session,
+            question="q", text=text, model="test", total_seconds=0.1))
+
+
+@pytest.fixture
+def results(nc: NATS) -> Results:
+    return Results(nc)
+
+
+async def receive_until(
+    ws: aiohttp.ClientWebSocketResponse, stop: Any, timeout: float = 10.0
+) -> list[dict[str, Any]]:
+    """Messages until ``stop(message)`` is true (inclusive)."""
+    got: list[dict[str, Any]] = []
+    while True:
+        msg = await ws.receive(timeout=timeout)
+        assert msg.type == aiohttp.WSMsgType.TEXT, f"unexpected {msg.type}: {msg.data!r}"
+        data = json.loads(msg.data)
+        got.append(data)
+        if stop(data):
+            return got
+
+
+def rid() -> str:
+    return new_id()

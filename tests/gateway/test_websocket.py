@@ -1,0 +1,165 @@
+"""The websocket: ordered results with cursors, resume without loss or duplicates, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+from nats.aio.client import Client as NATS
+
+from mumu.contracts.events import TextAsk
+from mumu.gateway.app import SETTINGS
+from tests.gateway.conftest import WS_A, WS_B, Gateway, Results, receive_until, rid
+from tests.harness import Collector
+
+
+def is_type(kind: str):  # type: ignore[no-untyped-def]
+    return lambda m: m["type"] == kind
+
+
+async def test_ask_is_published_and_results_stream_back_in_order(
+    gateway: Gateway, http: aiohttp.ClientSession, nc: NATS, results: Results
+) -> None:
+    async with Collector(nc, "mumu.ingest.text.>") as seen, http.ws_connect(
+        gateway.ws_url(gateway.token(WS_A, "s1"))
+    ) as ws:
+        ready = await receive_until(ws, is_type("ready"))
+        assert ready[-1]["session_id"] == "s1"
+        await ws.send_json({"type": "ask", "text": "What colour is the sky?"})
+        accepted = (await receive_until(ws, is_type("accepted")))[-1]
+        request_id = accepted["request_id"]
+        published = TextAsk.model_validate_json((await seen.wait_count("mumu.ingest.text.", 1))[0].data)
+        assert seen.on("mumu.ingest.text.")[0].subject == f"mumu.ingest.text.{WS_A}"
+        assert (published.request_id, published.session_id, published.text) == (
+            request_id, "s1", "What colour is the sky?")
+
+        await results.delta(WS_A, "s1", request_id, 0, "It is ")
+        await results.delta(WS_A, "s1", request_id, 1, "blue.")
+        await results.final(WS_A, "s1", request_id, "It is blue.")
+        got = await receive_until(ws, is_type("answer.final"))
+    assert [m["type"] for m in got] == ["answer.delta", "answer.delta", "answer.final"]
+    assert all(m["request_id"] == request_id for m in got)
+    cursors = [m["cursor"] for m in got]
+    assert cursors == sorted(cursors) and len(set(cursors)) == 3
+    assert "".join(m["text"] for m in got[:2]) == got[2]["text"]
+
+
+async def test_resume_replays_exactly_what_was_missed(
+    gateway: Gateway, http: aiohttp.ClientSession, results: Results
+) -> None:
+    token = gateway.token(WS_A, "s1")
+    r = rid()
+    async with http.ws_connect(gateway.ws_url(token)) as ws:
+        await receive_until(ws, is_type("ready"))
+        for n in range(3):
+            await results.delta(WS_A, "s1", r, n, f"d{n} ")
+        seen = await receive_until(ws, lambda m: m.get("index") == 2)
+    last_seen = seen[-1]["cursor"]
+    # while disconnected: the rest of the answer, and events that are not ours
+    await results.delta(WS_A, "s1", r, 3, "d3 ")
+    await results.delta(WS_A, "s2", rid(), 0, "other session")
+    await results.delta(WS_B, "s1", rid(), 0, "other workspace")
+    await results.delta(WS_A, "s1", r, 4, "d4")
+    await results.final(WS_A, "s1", r, "d0 d1 d2 d3 d4")
+
+    async with http.ws_connect(gateway.ws_url(token)) as ws:
+        await receive_until(ws, is_type("ready"))
+        await ws.send_json({"type": "resume", "after": last_seen})
+        replayed = await receive_until(ws, is_type("resumed"))
+        await results.delta(WS_A, "s1", r, 5, "late")  # live after the resume: once
+        live = await receive_until(ws, is_type("answer.delta"))
+    missed = [m for m in replayed if m["type"].startswith("answer.")]
+    assert [(m["type"], m.get("index")) for m in missed] == [
+        ("answer.delta", 3), ("answer.delta", 4), ("answer.final", None)]
+    assert all(m["cursor"] > last_seen for m in missed)
+    assert replayed[-1]["replayed"] == 3
+    assert [m["index"] for m in live] == [5]
+    seen_text = "".join(m["text"] for m in seen if m["type"] == "answer.delta")
+    assert seen_text + "".join(m["text"] for m in missed[:2]) == missed[2]["text"]
+
+
+async def test_resume_on_connect_and_no_event_twice_when_live_ones_came_first(
+    gateway: Gateway, http: aiohttp.ClientSession, results: Results
+) -> None:
+    token = gateway.token(WS_A, "s9")
+    r = rid()
+    first = await results.delta(WS_A, "s9", r, 0, "a")
+    await results.delta(WS_A, "s9", r, 1, "b")
+    async with http.ws_connect(gateway.ws_url(token, after=first)) as ws:
+        got = await receive_until(ws, is_type("resumed"))
+        assert [m.get("index") for m in got if m["type"] == "answer.delta"] == [1]
+        await results.delta(WS_A, "s9", r, 2, "c")
+        await receive_until(ws, lambda m: m.get("index") == 2)
+        # resuming again from the start sends only what this socket never sent (index 0)
+        await ws.send_json({"type": "resume", "after": 0})
+        again = await receive_until(ws, is_type("resumed"))
+    assert [m.get("index") for m in again if m["type"] == "answer.delta"] == [0]
+
+
+async def test_bad_messages_get_errors_and_other_clients_keep_being_served(
+    gateway: Gateway, http: aiohttp.ClientSession, results: Results
+) -> None:
+    async with http.ws_connect(gateway.ws_url(gateway.token(WS_A, "calm"))) as calm:
+        await receive_until(calm, is_type("ready"))
+        async with http.ws_connect(gateway.ws_url(gateway.token(WS_A, "noisy"))) as ws:
+            await receive_until(ws, is_type("ready"))
+            cases = [
+                ("{not json", "bad_message"),
+                ("[1, 2]", "bad_message"),
+                (json.dumps({"type": "launch"}), "unknown_type"),
+                (json.dumps({"type": "ask"}), "bad_message"),
+                (json.dumps({"type": "ask", "text": "x" * 40_000}), "too_large"),
+                (json.dumps({"type": "resume", "after": "yesterday"}), "bad_message"),
+                (json.dumps({"type": "audio.end", "format": "wav"}), "empty_audio"),
+                (json.dumps({"type": "cancel", "request_id": "../../x"}), "bad_message"),
+            ]
+            for raw, code in cases:
+                await ws.send_str(raw)
+                error = (await receive_until(ws, is_type("error")))[-1]
+                assert error["code"] == code, raw
+                assert "cursor" in error and "request_id" in error
+            await ws.send_bytes(b"this is not audio")
+            await ws.send_json({"type": "audio.end", "format": "wav"})
+            assert (await receive_until(ws, is_type("error")))[-1]["code"] == "unsupported_audio"
+            await ws.send_bytes(b"\0" * (gateway.app[SETTINGS].gateway.max_frame_bytes + 1))
+            closing = await ws.receive(timeout=5)
+            assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            assert ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+        await calm.send_json({"type": "ping"})
+        assert (await receive_until(calm, is_type("pong")))[-1]["type"] == "pong"
+        r = rid()
+        await results.delta(WS_A, "calm", r, 0, "still here")
+        assert (await receive_until(calm, is_type("answer.delta")))[-1]["text"] == "still here"
+
+
+async def test_bad_tokens_are_refused(gateway: Gateway, http: aiohttp.ClientSession) -> None:
+    forged = gateway.token(WS_A, "s1")[:-4] + "AAAA"
+    async with http.get(gateway.ws_url(forged)) as resp:
+        assert resp.status == 401
+        assert (await resp.json())["error"]["code"] == "invalid_token"
+    expired = gateway.signer.issue(WS_A, "s1", now=0)[0]
+    async with http.ws_connect(gateway.ws_url()) as ws:
+        await ws.send_json({"type": "auth", "token": expired})
+        error = (await receive_until(ws, is_type("error")))[-1]
+        assert "expired" in error["message"]
+        await ws.receive(timeout=5)
+        assert ws.close_code == 4401
+    async with http.ws_connect(gateway.ws_url()) as ws:  # the token as the first message
+        await ws.send_json({"type": "auth", "token": gateway.token(WS_A, "s1")})
+        assert (await receive_until(ws, is_type("ready")))[-1]["session_id"] == "s1"
+
+
+async def test_a_socket_never_sees_another_workspace_or_session(
+    gateway: Gateway, http: aiohttp.ClientSession, results: Results
+) -> None:
+    async with http.ws_connect(gateway.ws_url(gateway.token(WS_A, "same"))) as a:
+        start = (await receive_until(a, is_type("ready")))[-1]["cursor"]
+        await results.delta(WS_B, "same", rid(), 0, "B's secret")
+        await results.delta(WS_A, "other", rid(), 0, "another session")
+        mine = rid()
+        await results.final(WS_A, "same", mine, "mine")
+        got = await receive_until(a, is_type("answer.final"))
+        assert [m["request_id"] for m in got if m["type"].startswith("answer")] == [mine]
+        await a.send_json({"type": "resume", "after": start})
+        replay = await receive_until(a, is_type("resumed"))
+    assert not [m for m in replay if m["type"].startswith("answer")]
