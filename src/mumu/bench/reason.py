@@ -196,8 +196,11 @@ class _Client:
             ask.model_dump_json().encode(),
             headers={h.MSG_ID: rid},
         )
-        arrived = await asyncio.wait_for(self.first_delta.pop(rid), 30)
-        await asyncio.wait_for(self.final.pop(rid), 30)
+        try:
+            arrived = await asyncio.wait_for(self.first_delta[rid], 30)
+            await asyncio.wait_for(self.final[rid], 30)
+        finally:
+            del self.first_delta[rid], self.final[rid]
         return arrived - t0
 
 
