@@ -21,7 +21,7 @@ from mumu.gateway.errors import ApiError
 from mumu.gateway.hub import Hub, ResultEvent
 
 
-@dataclass
+@dataclass(eq=False)
 class RequestWaiter:
     """A hub sink collecting the events of one request until a terminal one."""
 

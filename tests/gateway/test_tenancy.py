@@ -1,0 +1,99 @@
+"""Workspace API keys (real PostgreSQL) → session tokens; nothing crosses workspaces."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+from nats.aio.client import Client as NATS
+
+from mumu.settings import Settings
+from mumu.stages.persist.stage import build_stage as build_persist
+from tests.gateway.conftest import Results, gateway_settings, receive_until, rid, serving
+from tests.harness import Collector, running
+from tests.pg_fixtures import WorkspaceFactory
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def session(http: aiohttp.ClientSession, url: str, key: str, **body: Any) -> dict[str, Any]:
+    async with http.post(f"{url}/api/session", headers=auth(key), json=body or None) as resp:
+        assert resp.status == 200, await resp.text()
+        created: dict[str, Any] = await resp.json()
+        return created
+
+
+async def test_api_keys_sessions_history_and_streams_stay_in_their_workspace(
+    nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
+    workspace: WorkspaceFactory, results: Results,
+) -> None:
+    cfg = gateway_settings(settings).model_copy(update={
+        "database_url": pg_settings.database_url, "master_keys": pg_settings.master_keys,
+    })
+    ws_a, key_a = await workspace("a")
+    ws_b, key_b = await workspace("b")
+    async with serving(cfg) as gw, aiohttp.ClientSession() as http, running(
+        build_persist(cfg), cfg
+    ):
+        async with http.get(f"{gw.url}/api/ready") as resp:
+            assert resp.status == 200, await resp.text()
+        async with http.post(f"{gw.url}/api/session", headers=auth("mumu_wrong")) as resp:
+            assert resp.status == 401
+            assert (await resp.json())["error"]["code"] == "invalid_api_key"
+        a = await session(http, gw.url, key_a)
+        # B asks for A's session id: it gets a session of the same name in *its* workspace
+        b = await session(http, gw.url, key_b, session_id=a["session_id"])
+        assert b["session_id"] == a["session_id"]
+        sid = a["session_id"]
+
+        # asks land on each workspace's own subject
+        async with Collector(nc, "mumu.ingest.text.>") as seen:
+            for token in (a["token"], b["token"]):
+                async with http.post(f"{gw.url}/api/ask", json={"text": "hi"},
+                                     headers=auth(token)) as resp:
+                    assert resp.status == 202
+            await seen.wait_count("mumu.ingest.text.", 2)
+        assert sorted(m.subject for m in seen.messages) == sorted(
+            [f"mumu.ingest.text.{ws_a}", f"mumu.ingest.text.{ws_b}"])
+
+        # A's conversation, stored encrypted by the persist stage
+        async with http.ws_connect(gw.ws_url(b["token"])) as sock_b, http.ws_connect(
+            gw.ws_url(a["token"])
+        ) as sock_a:
+            start_b = (await receive_until(sock_b, lambda m: m["type"] == "ready"))[-1]["cursor"]
+            await receive_until(sock_a, lambda m: m["type"] == "ready")
+            r = rid()
+            await results.transcript(ws_a, sid, r, "what is the capital of France")
+            await results.final(ws_a, sid, r, "Paris.")
+            got = await receive_until(sock_a, lambda m: m["type"] == "answer.final")
+            assert [m["type"] for m in got] == ["transcript.final", "answer.final"]
+            mine = rid()
+            await results.final(ws_b, sid, mine, "B's own answer")
+            only = await receive_until(sock_b, lambda m: m["type"] == "answer.final")
+            assert [m["request_id"] for m in only] == [mine]
+            await sock_b.send_json({"type": "resume", "after": start_b})
+            replay = await receive_until(sock_b, lambda m: m["type"] == "resumed")
+            assert not [m for m in replay if m.get("request_id") == r]
+
+        history_a: list[dict[str, Any]] = []
+        for _ in range(100):
+            async with http.get(f"{gw.url}/api/sessions/{sid}/history",
+                                headers=auth(a["token"])) as resp:
+                assert resp.status == 200
+                history_a = (await resp.json())["items"]
+            if len(history_a) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert [(i["kind"], i["text"]) for i in history_a] == [
+            ("transcript", "what is the capital of France"), ("answer", "Paris.")]
+        async with http.get(f"{gw.url}/api/sessions/{sid}/history",
+                            headers=auth(b["token"])) as resp:
+            items_b = (await resp.json())["items"]
+        assert [i["text"] for i in items_b] == ["B's own answer"]
+        other = await session(http, gw.url, key_a)
+        async with http.get(f"{gw.url}/api/sessions/{sid}/history",
+                            headers=auth(other["token"])) as resp:
+            assert resp.status == 403
