@@ -1,0 +1,165 @@
+"""The database side of ``mumu up``: PostgreSQL, migrations, app role, keyring, workspace.
+
+``bootstrap(settings, data_dir)`` uses ``MUMU_DATABASE_ADMIN_URL``/``MUMU_DATABASE_URL``
+when set, otherwise runs an embedded PostgreSQL in ``data_dir/postgres``. Without
+``MUMU_MASTER_KEYS`` it creates a development keyring file (0600). On the very first
+start it creates the workspace ``default`` and announces its id and API key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from mumu.crypto import Keyring, MasterKey
+from mumu.db.datakeys import DataKeys
+from mumu.db.embedded import EmbeddedPostgres
+from mumu.db.migrate import APP_GROUP_ROLE, apply_migrations, ensure_app_login
+from mumu.db.workspaces import create_workspace, workspace_ids
+from mumu.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DATABASE = "mumu"
+KEYRING_FILE = "master-keys"
+PASSWORD_FILE = "postgres-app-password"
+STATE_FILE = "database.json"
+"""Where the embedded database's URLs are kept (0600), for ``mumu migrate|workspace|keys``."""
+
+
+@dataclass
+class DevDatabase:
+    """What ``mumu up`` needs: env for child processes, lines to print, and a stop."""
+
+    env: dict[str, str]
+    announce: list[str] = field(default_factory=list)
+    server: EmbeddedPostgres | None = None
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    path.chmod(0o600)
+
+
+def _secret_file(path: Path, make: str) -> str:
+    """The content of ``path``; written (0600) with ``make`` when missing."""
+    if path.exists():
+        return path.read_text().strip()
+    _write_private(path, make + "\n")
+    return make
+
+
+def dev_keyring_text(data_dir: Path) -> str:
+    """The development keyring (created on first use), with a warning."""
+    path = data_dir / KEYRING_FILE
+    if not path.exists():
+        log.warning(
+            "MUMU_MASTER_KEYS is not set: created a DEVELOPMENT ONLY keyring file %s "
+            "(mode 0600). Anyone who can read it can decrypt the data; set "
+            "MUMU_MASTER_KEYS from a secret store in production.", path,
+        )
+    else:
+        log.warning("using the DEVELOPMENT ONLY keyring file %s", path)
+    return _secret_file(path, MasterKey.generate("dev1").encoded())
+
+
+def keyring_text(settings: Settings, data_dir: Path) -> str:
+    if settings.master_keys is not None:
+        return settings.master_keys.get_secret_value()
+    return dev_keyring_text(data_dir)
+
+
+async def _embedded(data_dir: Path) -> tuple[EmbeddedPostgres, str, str]:
+    server = EmbeddedPostgres(data_dir / "postgres")
+    await server.start()
+    conn = await asyncpg.connect(server.url())
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
+            await conn.execute(f"CREATE DATABASE {DATABASE}")
+    finally:
+        await conn.close()
+    password = _secret_file(data_dir / PASSWORD_FILE, secrets.token_urlsafe(24))
+    app_url = server.url(DATABASE, user=APP_GROUP_ROLE, password=password)
+    return server, server.url(DATABASE), app_url
+
+
+async def bootstrap(settings: Settings, data_dir: Path) -> DevDatabase:
+    """Make the database ready for ``mumu up`` (fast on a second start: data is reused)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server: EmbeddedPostgres | None = None
+    if settings.database_admin_url is None and settings.database_url is None:
+        server, admin_url, app_url = await _embedded(data_dir)
+    else:
+        admin_url = (settings.database_admin_url.get_secret_value()
+                     if settings.database_admin_url else None)
+        if settings.database_url is None:
+            raise RuntimeError("MUMU_DATABASE_ADMIN_URL is set but MUMU_DATABASE_URL is not")
+        app_url = settings.database_url.get_secret_value()
+    keys = keyring_text(settings, data_dir)
+    keyring = Keyring.parse(keys)
+    announce: list[str] = []
+    try:
+        if admin_url is not None:
+            announce = await _prepare(admin_url, app_url, keyring)
+        if server is not None:
+            server.allow_password_only(APP_GROUP_ROLE)
+            conn = await asyncpg.connect(admin_url or server.url())
+            try:
+                await conn.execute("SELECT pg_reload_conf()")
+            finally:
+                await conn.close()
+            _write_private(data_dir / STATE_FILE,
+                           json.dumps({"admin_url": admin_url, "app_url": app_url}))
+    except BaseException:
+        if server is not None:
+            await server.stop()
+        raise
+    env = {"MUMU_DATABASE_URL": app_url, "MUMU_MASTER_KEYS": keys}
+    return DevDatabase(env=env, announce=announce, server=server)
+
+
+async def _prepare(admin_url: str, app_url: str, keyring: Keyring) -> list[str]:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await apply_migrations(conn)
+        await ensure_app_login(conn, app_url)
+        if await workspace_ids(conn):
+            return []
+        created = await create_workspace(conn, DataKeys(keyring), "default")
+    finally:
+        await conn.close()
+    log.info("created workspace 'default' %s", created.workspace_id)
+    return [f"workspace: {created.workspace_id}", f"api key: {created.api_key}"]
+
+
+def admin_url_of(settings: Settings) -> str:
+    """The owner URL: ``MUMU_DATABASE_ADMIN_URL``, else the embedded one of ``mumu up``."""
+    if settings.database_admin_url is not None:
+        return settings.database_admin_url.get_secret_value()
+    state = settings.data_dir / STATE_FILE
+    if state.exists():
+        return str(json.loads(state.read_text())["admin_url"])
+    raise RuntimeError(
+        "MUMU_DATABASE_ADMIN_URL is not set and there is no embedded database in "
+        f"{settings.data_dir} (start `mumu up` once, or set the URL)"
+    )
+
+
+def keyring_of(settings: Settings) -> Keyring:
+    """``MUMU_MASTER_KEYS``, else the development keyring file of ``mumu up``."""
+    if settings.master_keys is None and (settings.data_dir / KEYRING_FILE).exists():
+        return Keyring.parse(dev_keyring_text(settings.data_dir))
+    return Keyring.from_settings(settings)
+
