@@ -1,0 +1,103 @@
+"""End to end with the real stages: websocket asks by text and audio, resume mid-answer."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from nats.aio.client import Client as NATS
+
+from mumu.settings import Settings
+from tests.gateway.conftest import WS_A, gateway_settings, receive_until, serving
+from tests.gateway.pipeline import SPEECH, pipeline_settings, stages
+from tests.harness import Collector
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("gateway-models")
+
+
+def words(text: str) -> list[str]:
+    return re.sub(r"[^\w\s]", " ", text.lower()).split()
+
+
+def of(request_id: str, got: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in got if m.get("request_id") == request_id and "cursor" in m
+            and m["type"] not in ("accepted",)]
+
+
+async def test_websocket_asks_by_text_and_audio_then_resumes_mid_answer(
+    nc: NATS, streams: None, settings: Settings, model_cache: Path
+) -> None:
+    cfg = gateway_settings(pipeline_settings(settings, model_cache), wait_timeout=120.0)
+    async with stages(cfg), serving(cfg) as gw, aiohttp.ClientSession() as http:
+        token = gw.token(WS_A, "e2e")
+        async with http.ws_connect(gw.ws_url(token)) as ws:
+            await receive_until(ws, lambda m: m["type"] == "ready")
+            # by audio: binary frames, then audio.end
+            clip = (SPEECH / "en01.wav").read_bytes()
+            for start in range(0, len(clip), 32_000):
+                await ws.send_bytes(clip[start:start + 32_000])
+            await ws.send_json({"type": "audio.end", "format": "wav"})
+            audio_rid = (await receive_until(ws, lambda m: m["type"] == "accepted"))[-1][
+                "request_id"]
+            got = await receive_until(
+                ws, lambda m: m["type"] in ("answer.final", "error"), timeout=120)
+            events = of(audio_rid, got)
+            kinds = [m["type"] for m in events]
+            assert kinds[-1] == "answer.final", kinds
+            assert kinds.count("transcript.final") == 1 and kinds.count("answer.final") == 1
+            first_final = kinds.index("transcript.final")
+            assert set(kinds[:first_final]) == {"transcript.partial"}
+            assert set(kinds[first_final + 1:-1]) == {"answer.delta"}
+            assert [m["cursor"] for m in events] == sorted(m["cursor"] for m in events)
+            transcript = events[first_final]["text"]
+            assert words(transcript)[:4] == ["the", "quick", "brown", "fox"]
+            answer = events[-1]
+            assert "".join(m["text"] for m in events if m["type"] == "answer.delta") == answer[
+                "text"]
+
+            # by text, and the socket goes away after a couple of deltas
+            async with Collector(nc, "mumu.answer.final.>") as finals:
+                await ws.send_json(
+                    {"type": "ask", "text": "Count from 1 to 40, separated by commas."})
+                text_rid = (await receive_until(ws, lambda m: m["type"] == "accepted"))[-1][
+                    "request_id"]
+                before = await receive_until(ws, lambda m: m["type"] == "answer.delta"
+                                             and m["request_id"] == text_rid, timeout=60)
+                await ws.close()
+                await finals.wait_for(lambda ms: any(text_rid.encode() in m.data for m in ms),
+                                      timeout=120)
+        seen = of(text_rid, before)
+        async with http.ws_connect(gw.ws_url(token)) as ws:
+            await receive_until(ws, lambda m: m["type"] == "ready")
+            await ws.send_json({"type": "resume", "after": seen[-1]["cursor"]})
+            rest = of(text_rid, await receive_until(ws, lambda m: m["type"] == "resumed"))
+    assert rest and rest[-1]["type"] == "answer.final"
+    assert not {m["cursor"] for m in seen} & {m["cursor"] for m in rest}
+    deltas = [m for m in seen + rest if m["type"] == "answer.delta"]
+    assert [m["index"] for m in deltas] == list(range(len(deltas)))
+    assert "".join(m["text"] for m in deltas) == rest[-1]["text"]
+
+
+async def test_ask_and_wait_returns_transcript_and_answer(
+    nc: NATS, streams: None, settings: Settings, model_cache: Path
+) -> None:
+    cfg = gateway_settings(pipeline_settings(settings, model_cache), wait_timeout=120.0)
+    async with stages(cfg), serving(cfg) as gw, aiohttp.ClientSession() as http:
+        form = aiohttp.FormData()
+        form.add_field("audio", (SPEECH / "en03.wav").read_bytes(), filename="q.wav")
+        async with http.post(f"{gw.url}/api/ask?wait=true", data=form,
+                             headers={"Authorization": f"Bearer {gw.token(WS_A, 'w')}"}) as resp:
+            body = await resp.json()
+    assert resp.status == 200, body
+    assert "sunny" in words(body["transcript"])
+    assert body["language"] == "en"
+    assert body["answer"]
+    assert body["timings"]["transcript"] <= body["timings"]["answer"]
