@@ -109,3 +109,29 @@ async def test_unreachable_backend_is_retried_then_dead_lettered(
     assert letters[0].subject == "mumu.dlq.reason"
     assert elapsed >= sum(cfg.stage.backoff[: cfg.stage.max_deliver - 1])  # growing naks
     assert not seen.on("mumu.answer.")
+
+
+async def test_a_request_seen_twice_is_answered_once(
+    nc: NATS, streams: None, settings: Settings, model_server: ModelServer
+) -> None:
+    """A replay (or a redelivery after the answer was recorded) re-publishes the same final."""
+    cfg = reason_settings(settings, model_server.base_url)
+    before = len(model_server.requests())
+    async with running(build_stage(cfg), cfg), Collector(nc) as seen:
+        ask = await ask_text(nc, "What colour is grass?", session="s-replay")
+        first = await wait_final(seen, ask.request_id)
+        # the same request again, under another Nats-Msg-Id (a replay from the ingest stream)
+        await nc.jetstream().publish(
+            subjects.INGEST_TEXT.for_workspace(WS),
+            ask.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": "replayed-" + ask.event_id},
+        )
+        await seen.wait_for(lambda _: len(finals_of(seen, ask.request_id)) == 2)
+    assert len(model_server.requests()) == before + 1  # the model answered once
+    again = finals_of(seen, ask.request_id)[1]
+    assert again == first
+    info = await nc.jetstream().stream_info(
+        subjects.STREAM_RESULTS, subjects_filter=subjects.ANSWER_FINAL.for_workspace(WS)
+    )
+    final_subject = subjects.ANSWER_FINAL.for_workspace(WS)
+    assert info.state.subjects == {final_subject: 1}  # stored once: JetStream dropped the same Nats-Msg-Id

@@ -68,6 +68,8 @@ class LlamaCppBackendSettings(BaseModel):
 
 
 class ReasonSettings(BaseModel):
+    """The reason stage: language model backend, prompt, session context, streaming."""
+
     backend: Literal["llama_cpp", "openai"] = Field(
         default="llama_cpp", description="`llama_cpp` (embedded GGUF) or `openai` (HTTP server)"
     )
@@ -114,5 +116,11 @@ class ReasonSettings(BaseModel):
         gt=0,
         description="seconds a cancel is remembered for a request not yet being answered",
     )
-    openai: OpenAIBackendSettings = Field(default_factory=OpenAIBackendSettings)
-    llama_cpp: LlamaCppBackendSettings = Field(default_factory=LlamaCppBackendSettings)
+    openai: OpenAIBackendSettings = Field(
+        default_factory=OpenAIBackendSettings,
+        description="the `openai` backend (`MUMU_REASON__OPENAI__*`)",
+    )
+    llama_cpp: LlamaCppBackendSettings = Field(
+        default_factory=LlamaCppBackendSettings,
+        description="the embedded `llama_cpp` backend (`MUMU_REASON__LLAMA_CPP__*`)",
+    )

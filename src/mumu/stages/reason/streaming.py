@@ -97,6 +97,9 @@ async def generate(
     A backend error ends the attempt at once (the deltas still buffered are dropped:
     the retry starts over with a ``restart`` delta) and propagates to the caller.
     """
+    if cancelled.is_set():  # cancelled before it started: no model call at all
+        deltas.close()
+        return Answer(text="", time_to_first_token=None, model_seconds=0.0, cancelled=True)
     first: list[float] = []
     publisher = asyncio.create_task(deltas.run(), name="reason-deltas")
 
