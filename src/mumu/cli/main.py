@@ -24,6 +24,9 @@ COMMAND_MODULES = (
     "mumu.cli.schemas",
     "mumu.cli.config",
     "mumu.cli.bench",
+    "mumu.cli.migrate",
+    "mumu.cli.workspace",
+    "mumu.cli.keys",
 )
 
 
