@@ -35,6 +35,7 @@ async def test_requests_in_one_window_are_batched_and_transcribed_correctly(
         final = TranscriptFinal.model_validate_json(m.data)
         ref = refs[sent[final.request_id]]
         assert final.language == ref["language"]
-        assert final.segments and final.segments[-1].end <= final.duration + 0.01
+        assert final.segments
+        assert final.segments[-1].end <= final.duration + 0.01
         if ref["language"] == "en":
             assert jiwer.wer(words(ref["text"]), words(final.text)) <= 0.15

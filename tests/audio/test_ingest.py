@@ -14,7 +14,7 @@ from mumu.contracts.events import AudioReady, PipelineError
 from mumu.settings import Settings
 from mumu.stages.ingest.stage import IngestStage
 from tests.audio.conftest import DATA, WS, publish_audio
-from tests.harness import Collector, running
+from tests.harness import Collector, Seen, running
 
 FORMATS = {
     "en01.flac": "audio/flac",
@@ -24,6 +24,10 @@ FORMATS = {
     "en01.m4a": "audio/mp4",
     "en01_8k.wav": "audio/wav",
 }
+
+
+def error_of(seen: Seen) -> PipelineError:
+    return PipelineError.model_validate_json(seen.data)
 
 
 async def read_object(nc: NATS, name: str) -> bytes:
@@ -70,7 +74,7 @@ async def test_bad_files_get_their_code_one_dead_letter_and_the_consumer_keeps_f
         await seen.wait_count("mumu.audio.ready.", 1, timeout=30)
         errors = await seen.wait_count("mumu.error.", len(expected), timeout=30)
         letters = await seen.wait_count("mumu.dlq.", len(expected), timeout=30)
-    got = {e.request_id: e.code for e in (PipelineError.model_validate_json(m.data) for m in errors)}
+    got = {e.request_id: e.code for e in map(error_of, errors)}
     assert got == codes
     assert len(letters) == len(expected)  # exactly one dead letter each
     assert {m.headers[h.DLQ_CODE] for m in letters} == set(expected.values())
@@ -106,7 +110,7 @@ async def test_size_and_duration_limits(nc: NATS, streams: None, settings: Setti
         too_long = await publish_audio(nc, (DATA / "speech" / "long_en.flac").read_bytes()[:90_000])
         errors = await seen.wait_count("mumu.error.", 2, timeout=20)
         await seen.wait_count("mumu.audio.ready.", 1, timeout=20)
-    by_id = {e.request_id: e.code for e in (PipelineError.model_validate_json(m.data) for m in errors)}
+    by_id = {e.request_id: e.code for e in map(error_of, errors)}
     assert by_id == {big: "too_large", too_long: "too_long"}
     assert AudioReady.model_validate_json(seen.on("mumu.audio.ready.")[0].data).request_id == long
 

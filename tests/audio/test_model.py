@@ -63,8 +63,8 @@ def test_a_damaged_cache_is_rebuilt(tmp_path: Path) -> None:
 
 
 def test_a_missing_model_names_the_setting(tmp_path: Path) -> None:
+    (tmp_path / "nomodel").mkdir()
     with pytest.raises(ModelError, match="MUMU_TRANSCRIBE__MODEL"):
-        (tmp_path / "nomodel").mkdir()
         resolve_model(str(tmp_path / "nomodel"), tmp_path)
     engine = Engine(TranscribeSettings(model="large-v3"), tmp_path, Placement("cpu", "int8"))
     try:

@@ -29,7 +29,8 @@ def finals(seen: Collector) -> dict[str, TranscriptFinal]:
 def partials_of(seen: Collector, request_id: str) -> list[tuple[int, TranscriptPartial]]:
     """(position among everything seen, partial) of one request."""
     return [
-        (i, p) for i, m in enumerate(seen.messages) if m.subject.startswith("mumu.transcript.partial.")
+        (i, p) for i, m in enumerate(seen.messages)
+        if m.subject.startswith("mumu.transcript.partial.")
         for p in [TranscriptPartial.model_validate_json(m.data)] if p.request_id == request_id
     ]
 
@@ -67,7 +68,8 @@ async def test_english_clips_stream_partials_then_a_final_within_the_wer_bound(
         assert final.model == "base"
         assert final.compute_seconds > 0
         assert 3.5 < final.duration < 6
-        assert final.workspace_id == WS and final.session_id == "sess-1"
+        assert final.workspace_id == WS
+        assert final.session_id == "sess-1"
         hyps.append(words(final.text))
         truths.append(words(refs[name]["text"]))
     error = jiwer.wer(truths, hyps)
@@ -126,7 +128,7 @@ async def test_audio_over_the_payload_limit_goes_through_the_object_store(
 ) -> None:
     big = flac_to_wav((SPEECH / "long_en.flac").read_bytes())
     assert len(big) > nc.max_payload
-    with pytest.raises(Exception, match="payload"):  # too big for a message: the reason for the bucket
+    with pytest.raises(Exception, match="payload"):  # too big for a message: use the bucket
         await publish_audio(nc, big)
     store = await nc.jetstream().object_store(subjects.BUCKET_AUDIO)
     await store.put(f"{WS}/meeting.wav", big)
@@ -148,7 +150,9 @@ async def test_bad_files_are_dead_lettered_and_an_8khz_file_sent_after_transcrib
     bad_dir = SPEECH.parent / "bad"
     expected: dict[str, str] = json.loads((bad_dir / "expected.json").read_text())
     async with Collector(nc) as seen:
-        codes = {await publish_audio(nc, (bad_dir / n).read_bytes()): c for n, c in expected.items()}
+        codes = {
+            await publish_audio(nc, (bad_dir / n).read_bytes()): c for n, c in expected.items()
+        }
         good = await publish_audio(nc, (SPEECH.parent / "formats" / "en01_8k.wav").read_bytes())
         await wait_finals(seen, 1, timeout=60)
         errors = await seen.wait_count("mumu.error.", len(codes), timeout=30)

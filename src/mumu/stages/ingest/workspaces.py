@@ -68,7 +68,7 @@ class WorkspaceGate:
         except (OSError, TimeoutError) as exc:
             raise TransientError("internal", f"workspace lookup failed: {exc!r}") from exc
         except Exception as exc:
-            import asyncpg  # type: ignore[import-untyped]
+            import asyncpg
 
             if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
                 raise TransientError("internal", f"workspace lookup failed: {exc!r}") from exc

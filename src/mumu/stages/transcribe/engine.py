@@ -84,14 +84,19 @@ def transcribe_kwargs(options: TranscribeOptions) -> dict[str, Any]:
 class Engine:
     """Loads the model (``load``) and runs requests in its own thread pool."""
 
-    def __init__(self, settings: TranscribeSettings, cache_dir: Path, placement: Placement):
+    def __init__(
+        self, settings: TranscribeSettings, cache_dir: Path, placement: Placement,
+        threads: int | None = None,
+    ) -> None:
         self.settings = settings
         self.cache_dir = cache_dir
         self.placement = placement
         self.model: Any = None
-        self.model_name = settings.model
+        # more threads than model workers overlap one request's decoding and features with
+        # another's inference; CTranslate2 queues the inference calls themselves
         self.executor = ThreadPoolExecutor(
-            max_workers=settings.num_workers, thread_name_prefix="mumu-whisper"
+            max_workers=max(threads or settings.num_workers, settings.num_workers),
+            thread_name_prefix="mumu-whisper",
         )
 
     def load(self) -> None:

@@ -47,6 +47,7 @@ class TranscribeSettings(BaseModel):
     )
     max_inflight: int | None = Field(
         default=None, ge=1,
-        description="messages this replica takes from the consumer at once; unset: "
-        "num_workers, or max_batch when batching (keeps the rest for other replicas)",
+        description="messages this replica works on at once (and threads of its pool); "
+        "unset: num_workers + 1 (one request is prepared while another is inferred), or "
+        "max_batch x num_workers when batching; the rest stays for other replicas",
     )

@@ -46,7 +46,7 @@ class TranscribeStage:
         s = self.settings
         if s.max_inflight is not None:
             return s.max_inflight
-        return s.max_batch * s.num_workers if s.batch_window_ms > 0 else s.num_workers
+        return s.max_batch * s.num_workers if s.batch_window_ms > 0 else s.num_workers + 1
 
     def routes(self) -> Sequence[Route]:
         return [
@@ -66,7 +66,7 @@ class TranscribeStage:
         placement = select_placement(
             self.settings.device, self.settings.compute_type, cuda_device_count()
         )
-        self.engine = Engine(self.settings, self.cache_dir, placement)
+        self.engine = Engine(self.settings, self.cache_dir, placement, threads=self.inflight)
         await self.engine.start()
         if self.settings.batch_window_ms > 0:
             self.batcher = MicroBatcher(

@@ -1,0 +1,247 @@
+"""Transcription through mumu (publish → transcript.final) vs faster-whisper in-process.
+
+Same clips, same model, same device and threads, same run. Four measurements plus one:
+direct and pipeline sequentially (latency overhead per clip = pipeline - direct, paired),
+direct and pipeline at ``--concurrency`` requests in flight (throughput), and the pipeline
+again with cross-request micro-batching on. The pipeline runs ingest and transcribe on an
+embedded nats-server in this process; the direct baseline decodes with PyAV and calls
+``WhisperModel.transcribe`` in a thread pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from mumu.bench.results import write_result
+from mumu.broker.embedded import EmbeddedNats
+from mumu.broker.streams import apply_all
+from mumu.contracts import headers as h
+from mumu.contracts import subjects
+from mumu.contracts.events import TranscriptFinal
+from mumu.runtime.process import run_stage
+from mumu.settings import NatsSettings, Settings, StageRuntimeSettings
+from mumu.stages.ingest.stage import IngestStage
+from mumu.stages.transcribe.model import cuda_device_count, select_placement
+from mumu.stages.transcribe.settings import TranscribeSettings
+from mumu.stages.transcribe.stage import TranscribeStage
+
+WS = "bench"
+FLOOR_THROUGHPUT_RATIO = 0.95
+TARGET_OVERHEAD_P50_MS = 30.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clips", type=Path, default=Path("tests/data/speech"),
+                        help="directory of clips (default: the English test clips)")
+    parser.add_argument("--pattern", default="en0*.wav", help="which clips in --clips")
+    parser.add_argument("--repeat", type=int, default=2, help="passes over the clips per mode")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--cpu-threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1, help="num_workers of the model")
+    parser.add_argument("--batch-window-ms", type=float, default=100.0)
+    parser.add_argument("--model", default="base")
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _summary(wall: float, audio: float, latencies: list[float]) -> dict[str, float]:
+    return {
+        "wall_s": round(wall, 3),
+        "throughput_audio_s_per_s": round(audio / wall, 3),
+        "real_time_factor": round(wall / audio, 4),
+        "latency_p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "latency_p99_ms": round(_pct(latencies, 0.99) * 1000, 1),
+    }
+
+
+class Direct:
+    """faster-whisper in-process, the way an application would call it."""
+
+    def __init__(self, model: Any, concurrency: int) -> None:
+        self.model = model  # the very WhisperModel the stage loaded: same weights, same threads
+        self.pool = ThreadPoolExecutor(max_workers=concurrency)
+
+    def one(self, data: bytes) -> str:
+        from faster_whisper import decode_audio
+
+        segments, _ = self.model.transcribe(decode_audio(io.BytesIO(data)), beam_size=5)
+        return " ".join(s.text for s in segments)
+
+    async def timed(self, data: bytes) -> float:
+        started = time.perf_counter()
+        await asyncio.get_running_loop().run_in_executor(self.pool, self.one, data)
+        return time.perf_counter() - started
+
+
+class Pipeline:
+    """Publishes like a producer and waits for ``transcript.final``."""
+
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self.waiting: dict[str, asyncio.Future[TranscriptFinal]] = {}
+        self.count = 0
+
+    async def __aenter__(self) -> Pipeline:
+        async def on_final(msg: Msg) -> None:
+            final = TranscriptFinal.model_validate_json(msg.data)
+            fut = self.waiting.pop(final.request_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(final)
+
+        self.sub = await self.nc.subscribe(subjects.TRANSCRIPT_FINAL.for_workspace(WS), cb=on_final)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.sub.unsubscribe()
+
+    async def timed(self, data: bytes) -> float:
+        self.count += 1
+        rid = f"b{self.count:06d}-{time.monotonic_ns()}"
+        fut: asyncio.Future[TranscriptFinal] = asyncio.get_running_loop().create_future()
+        self.waiting[rid] = fut
+        started = time.perf_counter()
+        await self.nc.jetstream().publish(
+            subjects.INGEST_AUDIO.for_workspace(WS), data,
+            headers={h.CONTENT_TYPE: "audio/wav", h.SESSION: "bench", h.REQUEST_ID: rid,
+                     h.MSG_ID: rid},
+        )
+        await asyncio.wait_for(fut, 600)
+        return time.perf_counter() - started
+
+
+@contextlib.asynccontextmanager
+async def _stages(settings: Settings) -> AsyncIterator[TranscribeStage]:
+    stop = asyncio.Event()
+    transcribe = TranscribeStage(settings)
+    started = [asyncio.Event(), asyncio.Event()]
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(run_stage(IngestStage(settings), settings, stop, started=started[0]))
+        tg.create_task(run_stage(transcribe, settings, stop, started=started[1]))
+        for event in started:
+            await event.wait()
+        try:
+            yield transcribe
+        finally:
+            stop.set()
+
+
+async def _concurrent(timed: Callable[[bytes], Any], items: list[bytes], n: int) -> float:
+    sem = asyncio.Semaphore(n)
+
+    async def one(data: bytes) -> None:
+        async with sem:
+            await timed(data)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(d) for d in items))
+    return time.perf_counter() - started
+
+
+async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    files = sorted(args.clips.glob(args.pattern))
+    if not files:
+        raise RuntimeError(f"no clips matching {args.pattern} in {args.clips}")
+    clips = [f.read_bytes() for f in files]
+    from mumu.stages.ingest.decode import Limits, decode
+
+    audio_per_pass = sum(decode(c, Limits(3600, 0, -100)).duration for c in clips)
+    items = clips * args.repeat
+    audio = audio_per_pass * args.repeat
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp) / "models"
+        async with EmbeddedNats(Path(tmp) / "nats") as server:
+            nc = await nats.connect(server.url)
+            await apply_all(nc)
+
+            def settings(window: float, inflight: int) -> Settings:
+                return Settings(
+                    data_dir=Path(tmp) / "mumu", log_level="WARNING",
+                    nats=NatsSettings(url=server.url),
+                    stage=StageRuntimeSettings(fetch_timeout=1.0),
+                    transcribe=TranscribeSettings(
+                        model=args.model, model_cache_dir=cache, cpu_threads=args.cpu_threads,
+                        num_workers=args.workers, batch_window_ms=window,
+                        max_batch=args.concurrency, max_inflight=inflight),
+                )
+
+            async with _stages(settings(0.0, args.concurrency)) as stage, Pipeline(nc) as pipe:
+                assert stage.engine is not None
+                direct = Direct(stage.engine.model, args.concurrency)
+                await direct.timed(clips[0])  # warm-up of both paths
+                await pipe.timed(clips[0])
+                seq_d, seq_p = [], []
+                for data in items:  # paired, alternating: drift hits both alike
+                    seq_d.append(await direct.timed(data))
+                    seq_p.append(await pipe.timed(data))
+                t_direct, t_pipe = sum(seq_d), sum(seq_p)
+                conc_direct = await _concurrent(direct.timed, items, args.concurrency)
+                conc_pipe = await _concurrent(pipe.timed, items, args.concurrency)
+            batched_settings = settings(args.batch_window_ms, args.concurrency)
+            async with _stages(batched_settings) as batched, Pipeline(nc) as pipe:
+                await pipe.timed(clips[0])
+                batcher = batched.batcher
+                assert batcher is not None
+                batcher.batches.clear()
+                conc_batched = await _concurrent(pipe.timed, items, args.concurrency)
+                batch_sizes = list(batcher.batches)
+            await nc.drain()
+    overhead = [(p - d) * 1000 for p, d in zip(seq_p, seq_d, strict=True)]
+    seq_ratio = t_direct / t_pipe
+    conc_ratio = conc_direct / conc_pipe
+    p50 = statistics.median(overhead)
+    return {
+        "clips": [f.name for f in files],
+        "audio_seconds": round(audio, 2),
+        "repeat": args.repeat,
+        "concurrency": args.concurrency,
+        "model": args.model,
+        "placement": vars(select_placement("auto", "auto", cuda_device_count())),
+        "cpu_threads": args.cpu_threads,
+        "workers": args.workers,
+        "sequential": {
+            "direct": _summary(t_direct, audio, seq_d),
+            "pipeline": _summary(t_pipe, audio, seq_p),
+            "throughput_ratio": round(seq_ratio, 3),
+            "overhead_ms": {"p50": round(p50, 1), "p99": round(_pct(overhead, 0.99), 1),
+                            "mean": round(statistics.mean(overhead), 1)},
+        },
+        "concurrent": {
+            "direct": _summary(conc_direct, audio, [conc_direct / len(items)]),
+            "pipeline": _summary(conc_pipe, audio, [conc_pipe / len(items)]),
+            "throughput_ratio": round(conc_ratio, 3),
+        },
+        "micro_batching": {
+            "window_ms": args.batch_window_ms,
+            "pipeline": _summary(conc_batched, audio, [conc_batched / len(items)]),
+            "speedup_vs_unbatched_pipeline": round(conc_pipe / conc_batched, 3),
+            "batch_sizes": batch_sizes,
+        },
+        "floor": {"throughput_ratio": FLOOR_THROUGHPUT_RATIO,
+                  "overhead_p50_ms_target": TARGET_OVERHEAD_P50_MS},
+        "meets_floor": seq_ratio >= FLOOR_THROUGHPUT_RATIO
+        and conc_ratio >= FLOOR_THROUGHPUT_RATIO,
+        "meets_overhead_target": p50 <= TARGET_OVERHEAD_P50_MS,
+    }
+
+
+def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    result = asyncio.run(_run(args))
+    result["file"] = str(write_result("transcribe", result))
+    return result
