@@ -6,6 +6,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -72,6 +73,12 @@ async def serving(settings: Settings) -> AsyncIterator[Gateway]:
         )
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One reassembled Whisper model for every gateway test of the run."""
+    return tmp_path_factory.mktemp("gateway-models")
 
 
 @pytest.fixture

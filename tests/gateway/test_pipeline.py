@@ -18,11 +18,6 @@ from tests.harness import Collector
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("gateway-models")
-
-
 def words(text: str) -> list[str]:
     return re.sub(r"[^\w\s]", " ", text.lower()).split()
 

@@ -1,0 +1,65 @@
+"""The official ``openai`` client against /v1/audio/transcriptions (ingest → transcribe)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import openai
+import pytest
+from nats.aio.client import Client as NATS
+
+from mumu.settings import Settings
+from tests.gateway.conftest import gateway_settings, serving
+from tests.gateway.pipeline import SPEECH, pipeline_settings, stages
+from tests.pg_fixtures import WorkspaceFactory
+
+pytestmark = pytest.mark.timeout(240)
+TIMESTAMP = re.compile(r"(\d\d):(\d\d):(\d\d)[,.](\d{3}) --> (\d\d):(\d\d):(\d\d)[,.](\d{3})")
+
+
+def words(text: str) -> list[str]:
+    return re.sub(r"[^\w\s]", " ", text.lower()).split()
+
+
+async def test_openai_client_gets_the_transcript_in_every_format(
+    nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
+    workspace: WorkspaceFactory, model_cache: Path,
+) -> None:
+    cfg = gateway_settings(pipeline_settings(settings, model_cache), wait_timeout=120.0)
+    cfg = cfg.model_copy(update={"database_url": pg_settings.database_url})
+    _, api_key = await workspace("openai")
+    clip = SPEECH / "en02.wav"
+    expected = words("Please send the quarterly report to the finance team by Friday.")
+    async with stages(cfg, reason=False), serving(cfg) as gw:
+        client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=api_key, max_retries=0)
+        tx = client.audio.transcriptions
+        as_json = await tx.create(model="whisper-1", file=clip.open("rb"))
+        as_text = await tx.create(model="whisper-1", file=clip.open("rb"), response_format="text")
+        as_srt = await tx.create(model="whisper-1", file=clip.open("rb"), response_format="srt")
+        as_vtt = await tx.create(model="whisper-1", file=clip.open("rb"), response_format="vtt")
+        verbose = await tx.create(
+            model="whisper-1", file=clip.open("rb"), response_format="verbose_json",
+            timestamp_granularities=["segment"], language="en",
+        )
+        with pytest.raises(openai.AuthenticationError):
+            await openai.AsyncOpenAI(
+                base_url=f"{gw.url}/v1", api_key="mumu_not_a_key", max_retries=0
+            ).audio.transcriptions.create(model="whisper-1", file=clip.open("rb"))
+        with pytest.raises(openai.APIStatusError) as bad:
+            await tx.create(model="whisper-1", file=("x.wav", b"not audio at all"))
+        assert bad.value.status_code == 415
+    assert words(as_json.text) == expected
+    assert words(str(as_text)) == expected
+    srt, vtt = str(as_srt), str(as_vtt)
+    assert srt.startswith("1\n") and TIMESTAMP.search(srt) and "," in TIMESTAMP.search(srt)[0]
+    assert vtt.startswith("WEBVTT") and "." in TIMESTAMP.search(vtt)[0]  # type: ignore[index]
+    assert words(" ".join(line for line in srt.splitlines()
+                          if line and not line.isdigit() and "-->" not in line)) == expected
+    assert words(verbose.text) == expected
+    assert verbose.language == "en"
+    assert verbose.duration and verbose.duration > 1.0
+    assert verbose.segments
+    assert verbose.segments[0].start >= 0.0
+    assert verbose.segments[-1].end <= verbose.duration + 0.5
+    assert all(s.end > s.start for s in verbose.segments)
