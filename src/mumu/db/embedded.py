@@ -7,6 +7,7 @@ It listens on a Unix socket only (in or next to ``pgdata``); the superuser
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 from pathlib import Path
 from urllib.parse import quote
@@ -33,6 +34,8 @@ class EmbeddedPostgres:
         if self._server is None:
             server = pgs.PostgresServer(self.pgdata, cleanup_mode=None)
             server.start()
+            # we stop it ourselves; its exit hook would only log into closed streams
+            atexit.unregister(server._cleanup)
             self._server = server
         else:
             self._server.ensure_postgres_running()  # type: ignore[attr-defined]

@@ -29,10 +29,10 @@ class HistoryItem(BaseModel):
 _QUERY = """
 SELECT 'transcript' AS kind, event_id, request_id, key_version, NULL::bytea AS question,
        text, language, occurred_at
-  FROM mumu.transcripts WHERE session_id = $1
+  FROM mumu.transcripts WHERE workspace_id = $2 AND session_id = $1
 UNION ALL
 SELECT 'answer', event_id, request_id, key_version, question, text, language, occurred_at
-  FROM mumu.answers WHERE session_id = $1
+  FROM mumu.answers WHERE workspace_id = $2 AND session_id = $1
 ORDER BY occurred_at, kind DESC, event_id
 """
 
@@ -72,7 +72,7 @@ async def session_history(
     """
     data_keys = keyring if isinstance(keyring, DataKeys) else DataKeys(keyring)
     async with workspace_tx(pool, workspace_id) as conn:
-        rows = [dict(r) for r in await conn.fetch(_QUERY, session_id)]
+        rows = [dict(r) for r in await conn.fetch(_QUERY, session_id, workspace_id)]
         versions = {int(str(r["key_version"])) for r in rows}
         keys = await data_keys.versions(conn, workspace_id, versions) if versions else {}
     return await asyncio.to_thread(_decrypt, rows, keys)

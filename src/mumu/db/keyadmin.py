@@ -106,8 +106,8 @@ async def _reencrypt_batch(conn: asyncpg.Connection, data_keys: DataKeys, ws: st
         f"SELECT t.event_id, t.key_version, {cols} FROM mumu.{table} t "  # noqa: S608
         "JOIN mumu.data_keys k ON k.workspace_id = t.workspace_id "
         "AND k.version = t.key_version AND k.wrapped IS NOT NULL "
-        "WHERE t.key_version < $1 LIMIT $2 FOR UPDATE OF t SKIP LOCKED",
-        active.version, batch,
+        "WHERE t.workspace_id = $1 AND t.key_version < $2 LIMIT $3 FOR UPDATE OF t SKIP LOCKED",
+        ws, active.version, batch,
     )
     if not rows:
         return 0
@@ -122,10 +122,11 @@ async def _reencrypt_batch(conn: asyncpg.Connection, data_keys: DataKeys, ws: st
                  table=table, column=c, row_id=row_id)
             for c in columns
         ]
-        updates.append((row["event_id"], active.version, *sealed))
-    sets = ", ".join(f"{c} = ${i + 3}" for i, c in enumerate(columns))
+        updates.append((ws, row["event_id"], active.version, *sealed))
+    sets = ", ".join(f"{c} = ${i + 4}" for i, c in enumerate(columns))
     await conn.executemany(
-        f"UPDATE mumu.{table} SET key_version = $2, {sets} WHERE event_id = $1",  # noqa: S608
+        f"UPDATE mumu.{table} SET key_version = $3, {sets} "  # noqa: S608
+        "WHERE workspace_id = $1 AND event_id = $2",
         updates,
     )
     return len(updates)
@@ -144,9 +145,11 @@ async def shred(admin: asyncpg.Connection, workspace_id: str) -> ShredReport:
         )
         versions = [r["version"] for r in rows]
         transcripts = await conn.fetchval(
-            "SELECT count(*) FROM mumu.transcripts WHERE key_version = ANY($1::int[])", versions
+            "SELECT count(*) FROM mumu.transcripts WHERE workspace_id = $1 "
+            "AND key_version = ANY($2::int[])", workspace_id, versions,
         )
         answers = await conn.fetchval(
-            "SELECT count(*) FROM mumu.answers WHERE key_version = ANY($1::int[])", versions
+            "SELECT count(*) FROM mumu.answers WHERE workspace_id = $1 "
+            "AND key_version = ANY($2::int[])", workspace_id, versions,
         )
     return ShredReport(workspace_id, len(versions), transcripts, answers)

@@ -78,8 +78,10 @@ async def list_workspaces(admin: asyncpg.Connection) -> list[WorkspaceInfo]:
         async with workspace_tx(admin, ws) as conn:
             row = await conn.fetchrow(
                 "SELECT w.name, w.created_at, "
-                "(SELECT count(*) FROM mumu.api_keys WHERE revoked_at IS NULL) AS keys, "
-                "(SELECT count(*) FROM mumu.data_keys WHERE wrapped IS NOT NULL) AS dks "
+                "(SELECT count(*) FROM mumu.api_keys k WHERE k.workspace_id = w.id "
+                "AND revoked_at IS NULL) AS keys, "
+                "(SELECT count(*) FROM mumu.data_keys d WHERE d.workspace_id = w.id "
+                "AND wrapped IS NOT NULL) AS dks "
                 "FROM mumu.workspaces w WHERE w.id = $1",
                 ws,
             )

@@ -1,0 +1,77 @@
+"""``mumu workspace create|ls|key``: tenants and their API keys (owner role)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from mumu.cli.common import table
+from mumu.db.bootstrap import admin_url_of, keyring_of
+from mumu.db.datakeys import DataKeys
+from mumu.db.workspaces import add_api_key, create_workspace, list_workspaces
+from mumu.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("workspace", help="create and list workspaces (tenants)")
+    verbs = p.add_subparsers(dest="verb", required=True)
+    create = verbs.add_parser(
+        "create", help="a new workspace; prints its id and an API key (shown once)"
+    )
+    create.add_argument("name")
+    create.set_defaults(func=run_create)
+    ls = verbs.add_parser("ls", help="every workspace with its key counts")
+    ls.set_defaults(func=run_ls)
+    key = verbs.add_parser("key", help="a new API key for a workspace (shown once)")
+    key.add_argument("workspace_id")
+    key.set_defaults(func=run_key)
+
+
+def with_admin(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
+    async def main() -> int:
+        conn = await asyncpg.connect(admin_url_of(settings))
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(main())
+
+
+def run_create(args: argparse.Namespace, settings: Settings) -> int:
+    keys = DataKeys(keyring_of(settings))
+
+    async def work(conn: asyncpg.Connection) -> int:
+        created = await create_workspace(conn, keys, args.name)
+        print(f"workspace: {created.workspace_id}")
+        print(f"api key: {created.api_key}")
+        print("(the API key is shown only now; only its hash is stored)")
+        return 0
+
+    return with_admin(settings, work)
+
+
+def run_ls(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        rows = await list_workspaces(conn)
+        print(table(
+            ["workspace", "name", "created", "api keys", "data keys"],
+            [[w.workspace_id, w.name, f"{w.created_at:%Y-%m-%d %H:%M}", w.api_keys,
+              w.data_key_versions] for w in rows],
+        ))
+        return 0
+
+    return with_admin(settings, work)
+
+
+def run_key(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        if not await conn.fetchval("SELECT mumu.workspace_exists($1::uuid)", args.workspace_id):
+            raise RuntimeError(f"workspace {args.workspace_id} does not exist")
+        print(f"api key: {await add_api_key(conn, args.workspace_id)}")
+        return 0
+
+    return with_admin(settings, work)

@@ -1,0 +1,150 @@
+"""Master-key rotation, data-key rotation, re-encryption and crypto-shredding."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from mumu.cli.main import main
+from mumu.crypto import Keyring, MasterKey
+from mumu.db import keyadmin
+from mumu.db.datakeys import DataKeys, DataKeyShredded
+from mumu.db.history import session_history
+from mumu.db.records import AnswerRecord, TranscriptRecord, write_records
+from tests.pg_fixtures import WorkspaceFactory
+
+
+def said(text: str) -> TranscriptRecord:
+    return TranscriptRecord(
+        event_id=uuid.uuid4(), request_id=uuid.uuid4().hex, session_id="s", text=text,
+        language="en", duration=1.0, model="tiny", occurred_at=datetime.now(UTC),
+    )
+
+
+def answered(question: str, text: str) -> AnswerRecord:
+    return AnswerRecord(
+        event_id=uuid.uuid4(), request_id=uuid.uuid4().hex, session_id="s", question=question,
+        text=text, language="en", model="smol", cancelled=False, prompt_tokens=1,
+        completion_tokens=2, total_seconds=0.1, occurred_at=datetime.now(UTC),
+    )
+
+
+async def texts(pool: asyncpg.Pool, keys: Keyring | DataKeys, ws: str) -> list[str]:
+    return sorted(i.text for i in await session_history(pool, keys, ws, "s"))
+
+
+async def test_rows_before_and_after_rotation_decrypt(
+    app_pool: asyncpg.Pool, admin_conn: asyncpg.Connection, keyring: Keyring,
+    master_keys: str, workspace: WorkspaceFactory,
+) -> None:
+    ws, _ = await workspace()
+    await write_records(app_pool, DataKeys(keyring), ws, [said("before"), answered("q", "a1")])
+
+    # a new master key becomes primary, the old one stays in the ring for now
+    new_master = MasterKey.generate("k2")
+    rotated = Keyring.parse(f"{new_master.encoded()},{master_keys}")
+    report = await keyadmin.rotate(admin_conn, DataKeys(rotated), new_data_keys=True)
+    assert (report.rewrapped, report.new_data_keys, report.primary) == (1, 1, "k2")
+    await write_records(app_pool, DataKeys(rotated), ws, [said("after"), answered("q", "a2")])
+
+    # after the rewrap the old master key is no longer needed at all
+    only_new = Keyring([new_master])
+    assert await texts(app_pool, only_new, ws) == ["a1", "a2", "after", "before"]
+    wrapped_by = await admin_conn.fetch("SELECT DISTINCT master_key_id FROM mumu.data_keys")
+    assert [r["master_key_id"] for r in wrapped_by] == ["k2"]
+    versions = await admin_conn.fetch(
+        "SELECT key_version, count(*) AS n FROM mumu.transcripts GROUP BY 1 ORDER BY 1"
+    )
+    assert [(r["key_version"], r["n"]) for r in versions] == [(1, 1), (2, 1)]
+
+    # re-encryption moves old rows to the newest data key; a second run has nothing to do
+    progress: list[tuple[str, int]] = []
+    moved = await keyadmin.reencrypt(admin_conn, DataKeys(only_new), batch=1,
+                                     progress=lambda w, n: progress.append((w, n)))
+    assert moved == 2  # one transcript, one answer
+    assert progress[-1] == (ws, 2)
+    assert await keyadmin.reencrypt(admin_conn, DataKeys(only_new)) == 0
+    assert await texts(app_pool, only_new, ws) == ["a1", "a2", "after", "before"]
+    assert await admin_conn.fetchval("SELECT min(key_version) FROM mumu.answers") == 2
+
+
+async def test_shred_makes_exactly_that_workspace_unreadable(
+    app_pool: asyncpg.Pool, admin_conn: asyncpg.Connection, keyring: Keyring,
+    workspace: WorkspaceFactory,
+) -> None:
+    a, _ = await workspace("A")
+    b, _ = await workspace("B")
+    keys = DataKeys(keyring)
+    await write_records(app_pool, keys, a, [said("a secret"), answered("a q", "a answer")])
+    await write_records(app_pool, keys, b, [said("b secret")])
+
+    report = await keyadmin.shred(admin_conn, a)
+    assert (report.data_keys, report.transcripts, report.answers, report.rows) == (1, 1, 1, 2)
+
+    with pytest.raises(DataKeyShredded, match=f"data key v1 of workspace {a} was shredded"):
+        await session_history(app_pool, keys, a, "s")  # even with the key cached in memory
+    assert await texts(app_pool, keyring, b) == ["b secret"]
+
+    # the workspace lives on with a new data key; only what was shredded is gone
+    await write_records(app_pool, keys, a, [said("after shred")])
+    assert await admin_conn.fetchval(
+        "SELECT max(version) FROM mumu.data_keys WHERE workspace_id = $1", a) == 2
+    with pytest.raises(DataKeyShredded):
+        await session_history(app_pool, keys, a, "s")
+    with pytest.raises(LookupError):
+        await keyadmin.shred(admin_conn, str(uuid.uuid4()))
+
+
+def test_cli_workspace_and_keys_commands(
+    pg_admin_url: str, pg_app_url: str, master_keys: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("MUMU_DATABASE_ADMIN_URL", pg_admin_url)
+    monkeypatch.setenv("MUMU_DATABASE_URL", pg_app_url)
+    monkeypatch.setenv("MUMU_MASTER_KEYS", master_keys)
+
+    assert main(["migrate"]) == 0
+    assert "database is up to date" in capsys.readouterr().out
+
+    assert main(["workspace", "create", "acme"]) == 0
+    out = capsys.readouterr().out
+    ws = re.search(r"^workspace: (\S+)$", out, re.M).group(1)  # type: ignore[union-attr]
+    api_key = re.search(r"^api key: (\S+)$", out, re.M).group(1)  # type: ignore[union-attr]
+    assert api_key.startswith("mumu_")
+
+    assert main(["workspace", "ls"]) == 0
+    listing = capsys.readouterr().out
+    assert ws in listing
+    assert "acme" in listing
+    assert api_key not in listing
+
+    async def store() -> None:
+        pool = await asyncpg.create_pool(pg_app_url, min_size=1, max_size=2)
+        assert pool is not None
+        try:
+            await write_records(pool, DataKeys(Keyring.parse(master_keys)), ws,
+                                [said("one"), said("two"), answered("q", "three")])
+        finally:
+            await pool.close()
+
+    asyncio.run(store())
+
+    second = MasterKey.generate("k2").encoded()
+    monkeypatch.setenv("MUMU_MASTER_KEYS", f"{second},{master_keys}")
+    assert main(["keys", "rotate", "--data-keys"]) == 0
+    assert "rewrapped 1 data keys of 1 workspaces under master key k2" in capsys.readouterr().out
+    assert main(["keys", "reencrypt"]) == 0
+    assert "re-encrypted 3 rows" in capsys.readouterr().out
+    assert main(["keys", "status"]) == 0
+    status = capsys.readouterr().out
+    assert "k1" not in status
+    assert status.count("k2") == 2
+
+    assert main(["keys", "shred", ws, "--yes"]) == 0
+    assert "3 rows (2 transcripts, 1 answers) can never be decrypted" in capsys.readouterr().out
+    assert main(["keys", "shred", str(uuid.uuid4()), "--yes"]) == 1
