@@ -45,6 +45,13 @@ def build_backend(settings: ReasonSettings) -> Backend:
     return LlamaCppBackend(settings.llama_cpp, n_ctx=settings.context_tokens)
 
 
+def answer_language(event: TranscriptFinal | TextAsk) -> str | None:
+    """The language to answer in: the question's (English for a translated transcript)."""
+    if isinstance(event, TranscriptFinal) and event.task == "translate":
+        return "en"
+    return event.language
+
+
 class ReasonStage:
     name = NAME
 
@@ -117,7 +124,7 @@ class ReasonStage:
             question=question,
             text=answer.text,
             model=self.backend.model,
-            language=event.language,
+            language=answer_language(event),
             usage=Usage(
                 prompt_tokens=request.prompt_tokens, completion_tokens=request.completion_tokens
             ),
@@ -149,7 +156,7 @@ class ReasonStage:
         try:
             messages, _ = build_messages(
                 system_prompt=s.system_prompt,
-                language=event.language,
+                language=answer_language(event),
                 history=history,
                 question=event.text.strip(),
                 count_tokens=self.backend.count_tokens,
