@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mumu.crypto import DataKey, DecryptionError, Keyring, KeyringError, MasterKey, seal, unseal
-from mumu.crypto.errors import UnknownMasterKey
+from mumu.crypto.errors import UnknownMasterKeyError
 from mumu.settings import Settings
 
 WS_A = str(uuid.UUID(int=1))
@@ -89,7 +89,7 @@ def test_rotation_keeps_old_wraps_readable() -> None:
     rotated = Keyring([new, old])
     assert rotated.unwrap(wrapped, WS_A, 1) == b"d" * 32
     assert rotated.wrap(b"d" * 32, WS_A, 1)[0] == "new"
-    with pytest.raises(UnknownMasterKey, match="'old'"):
+    with pytest.raises(UnknownMasterKeyError, match="'old'"):
         Keyring([new]).unwrap(wrapped, WS_A, 1)
 
 

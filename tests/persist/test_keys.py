@@ -13,7 +13,7 @@ import pytest
 from mumu.cli.main import main
 from mumu.crypto import Keyring, MasterKey
 from mumu.db import keyadmin
-from mumu.db.datakeys import DataKeys, DataKeyShredded
+from mumu.db.datakeys import DataKeys, DataKeyShreddedError
 from mumu.db.history import session_history
 from mumu.db.records import AnswerRecord, TranscriptRecord, write_records
 from tests.pg_fixtures import WorkspaceFactory
@@ -86,7 +86,7 @@ async def test_shred_makes_exactly_that_workspace_unreadable(
     report = await keyadmin.shred(admin_conn, a)
     assert (report.data_keys, report.transcripts, report.answers, report.rows) == (1, 1, 1, 2)
 
-    with pytest.raises(DataKeyShredded, match=f"data key v1 of workspace {a} was shredded"):
+    with pytest.raises(DataKeyShreddedError, match=f"data key v1 of workspace {a} was shredded"):
         await session_history(app_pool, keys, a, "s")  # even with the key cached in memory
     assert await texts(app_pool, keyring, b) == ["b secret"]
 
@@ -94,7 +94,7 @@ async def test_shred_makes_exactly_that_workspace_unreadable(
     await write_records(app_pool, keys, a, [said("after shred")])
     assert await admin_conn.fetchval(
         "SELECT max(version) FROM mumu.data_keys WHERE workspace_id = $1", a) == 2
-    with pytest.raises(DataKeyShredded):
+    with pytest.raises(DataKeyShreddedError):
         await session_history(app_pool, keys, a, "s")
     with pytest.raises(LookupError):
         await keyadmin.shred(admin_conn, str(uuid.uuid4()))

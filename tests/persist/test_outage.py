@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from pydantic import SecretStr
 from nats.aio.client import Client as NATS
+from pydantic import SecretStr
 
 from mumu.contracts.events import Persisted
 from mumu.crypto import Keyring, MasterKey
@@ -94,7 +94,7 @@ async def test_postgres_down_for_20s_mid_load_loses_and_duplicates_nothing(
             timeout=90,
         )
         await drained(nc, timeout=30)
-        retried = [m for m in seen.on("mumu.error.")]
+        retried = list(seen.on("mumu.error."))
 
     assert up_after >= OUTAGE
     assert not seen.on("mumu.dlq."), "a database outage must never dead-letter"

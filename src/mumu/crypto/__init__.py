@@ -5,7 +5,7 @@ from mumu.crypto.errors import (
     CryptoError,
     DecryptionError,
     KeyringError,
-    UnknownMasterKey,
+    UnknownMasterKeyError,
 )
 from mumu.crypto.keyring import Keyring, MasterKey
 
@@ -16,7 +16,7 @@ __all__ = [
     "Keyring",
     "KeyringError",
     "MasterKey",
-    "UnknownMasterKey",
+    "UnknownMasterKeyError",
     "seal",
     "unseal",
 ]

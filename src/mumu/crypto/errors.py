@@ -11,7 +11,7 @@ class KeyringError(CryptoError, RuntimeError):
     """``MUMU_MASTER_KEYS`` is missing or malformed (a start-up error for the operator)."""
 
 
-class UnknownMasterKey(CryptoError):
+class UnknownMasterKeyError(CryptoError):
     """A data key is wrapped by a master key that is not in this keyring."""
 
 

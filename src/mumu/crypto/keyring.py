@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from mumu.crypto.errors import DecryptionError, KeyringError, UnknownMasterKey
+from mumu.crypto.errors import DecryptionError, KeyringError, UnknownMasterKeyError
 from mumu.settings import Settings
 
 KEY_BYTES = 32
@@ -139,7 +139,7 @@ class Keyring:
         kid = self.wrapped_key_id(blob)
         aead = self._keys.get(kid)
         if aead is None:
-            raise UnknownMasterKey(
+            raise UnknownMasterKeyError(
                 f"data key v{version} of workspace {workspace_id} is wrapped by master key "
                 f"{kid!r}, which is not in MUMU_MASTER_KEYS (have: {', '.join(self._ids)})"
             )

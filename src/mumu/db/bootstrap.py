@@ -8,6 +8,7 @@ start it creates the workspace ``default`` and announces its id and API key.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 DATABASE = "mumu"
 KEYRING_FILE = "master-keys"
-PASSWORD_FILE = "postgres-app-password"
+PASSWORD_FILE = "postgres-app-password"  # noqa: S105 - a file name
 STATE_FILE = "database.json"
 """Where the embedded database's URLs are kept (0600), for ``mumu migrate|workspace|keys``."""
 
@@ -97,8 +98,9 @@ async def _embedded(data_dir: Path) -> tuple[EmbeddedPostgres, str, str]:
 
 async def bootstrap(settings: Settings, data_dir: Path) -> DevDatabase:
     """Make the database ready for ``mumu up`` (fast on a second start: data is reused)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     server: EmbeddedPostgres | None = None
+    admin_url: str | None
     if settings.database_admin_url is None and settings.database_url is None:
         server, admin_url, app_url = await _embedded(data_dir)
     else:

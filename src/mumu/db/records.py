@@ -19,7 +19,7 @@ from mumu.db.datakeys import DataKeys
 from mumu.db.pool import Db, workspace_tx
 
 
-class UnknownWorkspace(Exception):
+class UnknownWorkspaceError(Exception):
     """The workspace of a batch does not exist."""
 
 
@@ -112,7 +112,7 @@ async def write_records(
         try:
             key = await data_keys.active(conn, workspace_id)
         except asyncpg.ForeignKeyViolationError as exc:
-            raise UnknownWorkspace(f"workspace {workspace_id} does not exist") from exc
+            raise UnknownWorkspaceError(f"workspace {workspace_id} does not exist") from exc
         transcripts, answers = await asyncio.to_thread(encrypt_rows, key, records)
         sessions = sorted({r.session_id for r in records})
         requests = sorted({(r.request_id, r.session_id) for r in records})

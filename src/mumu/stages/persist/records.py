@@ -38,7 +38,7 @@ def check_workspace(event: Event, subject_workspace: str) -> str:
         raise PermanentError(
             "unknown_workspace", f"workspace {subject_workspace!r} is not a UUID"
         ) from None
-    if event.workspace_id != subject_workspace and event.workspace_id != ws:
+    if event.workspace_id not in (subject_workspace, ws):
         raise PermanentError(
             "schema_violation",
             f"event names workspace {event.workspace_id}, its subject {subject_workspace}",

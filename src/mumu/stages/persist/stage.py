@@ -16,13 +16,14 @@ import logging
 from collections.abc import Sequence
 
 import asyncpg
+from pydantic import BaseModel
 
 from mumu.contracts import subjects
 from mumu.contracts.events import Persisted, derive_id
 from mumu.crypto import Keyring
 from mumu.db.datakeys import DataKeys
 from mumu.db.pool import UNAVAILABLE, create_app_pool
-from mumu.db.records import Record, UnknownWorkspace, write_records
+from mumu.db.records import Record, UnknownWorkspaceError, write_records
 from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
 from mumu.settings import Settings
 from mumu.stages.persist.batcher import BatchWriter
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 NAME = "persist"
 
 
-class DatabaseUnavailable(Exception):
+class DatabaseUnavailableError(Exception):
     """The batch could not be written because PostgreSQL is not reachable."""
 
 
@@ -75,7 +76,7 @@ class PersistStage:
         if self.pool is not None:
             await self.pool.close()
 
-    async def handle(self, inbound: Inbound[None]) -> Sequence[Outbound]:
+    async def handle(self, inbound: Inbound[BaseModel]) -> Sequence[Outbound]:
         event = parse_event(inbound.subject, inbound.data)
         ws = check_workspace(event, inbound.workspace_id)
         record = to_record(event)
@@ -84,7 +85,7 @@ class PersistStage:
             try:
                 await self.writer.submit(ws, record)
                 break
-            except DatabaseUnavailable as exc:
+            except DatabaseUnavailableError as exc:
                 if inbound.deliveries < self.max_deliver:
                     raise TransientError("persist_failed", f"database unavailable: {exc}") from exc
                 log.warning(
@@ -120,8 +121,8 @@ class PersistStage:
             await write_records(self.pool, self.data_keys, ws, records)
             return [None] * len(records)
         except UNAVAILABLE as exc:
-            return [DatabaseUnavailable(f"{type(exc).__name__}: {exc}")] * len(records)
-        except UnknownWorkspace as exc:
+            return [DatabaseUnavailableError(f"{type(exc).__name__}: {exc}")] * len(records)
+        except UnknownWorkspaceError as exc:
             return [PermanentError("unknown_workspace", str(exc))] * len(records)
         except asyncpg.PostgresError as exc:
             if len(records) == 1:
