@@ -62,6 +62,13 @@ class LlamaCppBackendSettings(BaseModel):
     n_threads: int | None = Field(
         default=None, ge=1, description="CPU threads for generation; unset: llama.cpp's default"
     )
+    concurrency: int = Field(
+        default=2,
+        ge=1,
+        description="requests one stage process takes at once per route: one model "
+        "generates one answer at a time, so the rest stay on the durable consumer for "
+        "other replicas",
+    )
     chat_format: str | None = Field(
         default=None, description="llama-cpp-python chat format; unset: the GGUF's template"
     )

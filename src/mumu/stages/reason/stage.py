@@ -63,15 +63,24 @@ class ReasonStage:
         self._ctx: StageContext | None = None
 
     def routes(self) -> Sequence[Route]:
+        # the embedded model answers one request at a time; an HTTP server batches
+        concurrency = (
+            self.settings.llama_cpp.concurrency if self.settings.backend == "llama_cpp" else None
+        )
         return [
             Route(
                 subjects.STREAM_RESULTS,
                 (subjects.TRANSCRIPT_FINAL.wildcard,),
                 self.handle,
                 model=TranscriptFinal,
+                concurrency=concurrency,
             ),
             Route(
-                subjects.STREAM_INGEST, (subjects.INGEST_TEXT.wildcard,), self.handle, model=TextAsk
+                subjects.STREAM_INGEST,
+                (subjects.INGEST_TEXT.wildcard,),
+                self.handle,
+                model=TextAsk,
+                concurrency=concurrency,
             ),
         ]
 
