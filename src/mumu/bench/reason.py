@@ -231,7 +231,8 @@ async def _measure(args: argparse.Namespace, nats_url: str, url: str, model: str
     nc = await nats.connect(nats_url)
     await apply_all(nc)
     client = _Client(nc)
-    await nc.subscribe("mumu.answer.>", cb=client.on_msg)
+    for pattern in (subjects.ANSWER_DELTA, subjects.ANSWER_FINAL):
+        await nc.subscribe(pattern.wildcard, cb=client.on_msg)
     stop, started = asyncio.Event(), asyncio.Event()
     stage = asyncio.create_task(
         run_stage(
