@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import logging
 import statistics
 import tempfile
 import time
@@ -77,11 +78,15 @@ class Direct:
     def __init__(self, model: Any, concurrency: int) -> None:
         self.model = model  # the very WhisperModel the stage loaded: same weights, same threads
         self.pool = ThreadPoolExecutor(max_workers=concurrency)
+        self.decode_seconds: list[float] = []
 
     def one(self, data: bytes) -> str:
         from faster_whisper import decode_audio
 
-        segments, _ = self.model.transcribe(decode_audio(io.BytesIO(data)), beam_size=5)
+        started = time.perf_counter()
+        audio = decode_audio(io.BytesIO(data))
+        self.decode_seconds.append(time.perf_counter() - started)
+        segments, _ = self.model.transcribe(audio, beam_size=5)
         return " ".join(s.text for s in segments)
 
     async def timed(self, data: bytes) -> float:
@@ -97,6 +102,8 @@ class Pipeline:
         self.nc = nc
         self.waiting: dict[str, asyncio.Future[TranscriptFinal]] = {}
         self.count = 0
+        self.outside_model: list[float] = []
+        """Per request: publish → final received, minus the seconds spent in the model."""
 
     async def __aenter__(self) -> Pipeline:
         async def on_final(msg: Msg) -> None:
@@ -122,8 +129,10 @@ class Pipeline:
             headers={h.CONTENT_TYPE: "audio/wav", h.SESSION: "bench", h.REQUEST_ID: rid,
                      h.MSG_ID: rid},
         )
-        await asyncio.wait_for(fut, 600)
-        return time.perf_counter() - started
+        final = await asyncio.wait_for(fut, 600)
+        latency = time.perf_counter() - started
+        self.outside_model.append(latency - final.compute_seconds)
+        return latency
 
 
 @contextlib.asynccontextmanager
@@ -191,8 +200,12 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                     seq_d.append(await direct.timed(data))
                     seq_p.append(await pipe.timed(data))
                 t_direct, t_pipe = sum(seq_d), sum(seq_p)
-                conc_direct = await _concurrent(direct.timed, items, args.concurrency)
-                conc_pipe = await _concurrent(pipe.timed, items, args.concurrency)
+                outside = list(pipe.outside_model[1:])  # sequential requests only
+                decoding = list(direct.decode_seconds[1:])
+                conc_direct = conc_pipe = 0.0
+                for _ in range(args.repeat):  # alternating blocks, as above
+                    conc_direct += await _concurrent(direct.timed, clips, args.concurrency)
+                    conc_pipe += await _concurrent(pipe.timed, clips, args.concurrency)
             batched_settings = settings(args.batch_window_ms, args.concurrency)
             async with _stages(batched_settings) as batched, Pipeline(nc) as pipe:
                 await pipe.timed(clips[0])
@@ -202,7 +215,11 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 conc_batched = await _concurrent(pipe.timed, items, args.concurrency)
                 batch_sizes = list(batcher.batches)
             await nc.drain()
-    overhead = [(p - d) * 1000 for p, d in zip(seq_p, seq_d, strict=True)]
+    paired = [(p - d) * 1000 for p, d in zip(seq_p, seq_d, strict=True)]
+    # what the pipeline adds: its time outside the model, minus the decoding the direct
+    # path does too (immune to the model's own run-to-run noise)
+    direct_decode = statistics.median(decoding)
+    overhead = [(o - direct_decode) * 1000 for o in outside]
     seq_ratio = t_direct / t_pipe
     conc_ratio = conc_direct / conc_pipe
     p50 = statistics.median(overhead)
@@ -220,7 +237,12 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             "pipeline": _summary(t_pipe, audio, seq_p),
             "throughput_ratio": round(seq_ratio, 3),
             "overhead_ms": {"p50": round(p50, 1), "p99": round(_pct(overhead, 0.99), 1),
-                            "mean": round(statistics.mean(overhead), 1)},
+                            "mean": round(statistics.mean(overhead), 1),
+                            "method": "pipeline latency - model seconds - direct decode time"},
+            "direct_decode_ms_p50": round(direct_decode * 1000, 1),
+            "paired_latency_difference_ms": {"p50": round(statistics.median(paired), 1),
+                                             "p99": round(_pct(paired, 0.99), 1),
+                                             "note": "dominated by model run-to-run noise"},
         },
         "concurrent": {
             "direct": _summary(conc_direct, audio, [conc_direct / len(items)]),
@@ -242,6 +264,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
     result = asyncio.run(_run(args))
     result["file"] = str(write_result("transcribe", result))
     return result

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Send an audio file to mumu with plain nats-py and print the transcript as it arrives.
+
+Nothing from mumu is imported: this is what any upstream producer does.
+
+    python examples/producer_nats_py.py --server nats://127.0.0.1:4222 --workspace acme \
+        meeting.m4a
+
+Files that fit in one NATS message (the server's max_payload, 1 MiB by default) travel
+as the message body. Bigger files (or ``--object``) are put into the ``mumu-audio``
+Object Store bucket under ``<workspace>/`` first, and the message carries only headers,
+``Mumu-Audio-Object`` naming the object.
+"""
+
+# ruff: noqa: T201 - a command-line example prints its results
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import mimetypes
+import sys
+import uuid
+from pathlib import Path
+
+import nats
+
+HEADER_ROOM = 4096  # headers travel in the same message as the body
+
+
+async def main(args: argparse.Namespace) -> int:
+    nc = await nats.connect(args.server)
+    js = nc.jetstream()
+    ws, request_id = args.workspace, args.request_id or str(uuid.uuid4())
+    data = args.file.read_bytes()
+    headers = {
+        "Content-Type": mimetypes.guess_type(args.file.name)[0] or "application/octet-stream",
+        "Mumu-Session": args.session,
+        "Mumu-Request-Id": request_id,
+        "Nats-Msg-Id": request_id,  # JetStream drops a re-sent duplicate
+    }
+    if args.language:
+        headers["Mumu-Language"] = args.language
+    if args.word_timestamps:
+        headers["Mumu-Word-Timestamps"] = "true"
+
+    done = asyncio.get_running_loop().create_future()
+
+    async def on_result(msg: nats.aio.msg.Msg) -> None:
+        event = json.loads(msg.data)
+        if event.get("request_id") != request_id:
+            return
+        kind = msg.subject.split(".")[1:3]
+        if kind == ["transcript", "partial"]:
+            seg = event["segment"]
+            print(f"[{seg['start']:7.2f} → {seg['end']:7.2f}] {seg['text']}", flush=True)
+        elif not done.done() and (kind == ["transcript", "final"] or kind[0] == "error"):
+            done.set_result(event)
+
+    # subscribe before publishing so nothing is missed
+    for prefix in ("mumu.transcript.partial", "mumu.transcript.final", "mumu.error"):
+        await nc.subscribe(f"{prefix}.{ws}", cb=on_result)
+
+    subject = f"mumu.ingest.audio.{ws}"
+    if args.object or len(data) + HEADER_ROOM > nc.max_payload:
+        store = await js.object_store("mumu-audio")
+        name = f"{ws}/{request_id}{args.file.suffix}"
+        await store.put(name, data)
+        headers["Mumu-Audio-Object"] = name
+        ack = await js.publish(subject, b"", headers=headers)
+        print(f"uploaded {len(data)} bytes as object {name}; stream seq {ack.seq}", flush=True)
+    else:
+        ack = await js.publish(subject, data, headers=headers)
+        print(f"published {len(data)} bytes; stream seq {ack.seq}", flush=True)
+
+    try:
+        result = await asyncio.wait_for(done, args.timeout)
+    except TimeoutError:
+        print("no result in time: is `mumu up` (or ingest + transcribe) running?", file=sys.stderr)
+        return 1
+    finally:
+        await nc.drain()
+    if "code" in result:
+        print(f"error {result['code']}: {result['message']}", file=sys.stderr)
+        return 2
+    print(f"language {result['language']} (p={result['language_probability']:.2f}), "
+          f"{result['duration']:.1f} s of audio in {result['compute_seconds']:.2f} s")
+    print(result["text"])
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("file", type=Path)
+    parser.add_argument("--server", default="nats://127.0.0.1:4222")
+    parser.add_argument("--workspace", default="demo")
+    parser.add_argument("--session", default="cli")
+    parser.add_argument("--request-id")
+    parser.add_argument("--language", help="ISO 639-1 code; unset: detect")
+    parser.add_argument("--word-timestamps", action="store_true")
+    parser.add_argument("--object", action="store_true", help="always go through the bucket")
+    parser.add_argument("--timeout", type=float, default=600)
+    sys.exit(asyncio.run(main(parser.parse_args())))

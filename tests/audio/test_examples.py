@@ -1,0 +1,50 @@
+"""The nats-py producer example works against a running pipeline, both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from mumu.broker.embedded import EmbeddedNats
+from mumu.stages.ingest.stage import IngestStage
+from mumu.stages.transcribe.stage import TranscribeStage
+from tests.audio.conftest import SPEECH
+
+ROOT = Path(__file__).parents[2]
+EXAMPLE = ROOT / "examples" / "producer_nats_py.py"
+
+
+async def run_example(server: EmbeddedNats, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(EXAMPLE), "--server", server.url, "--workspace", "acme",
+        "--timeout", "90", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize("mode", ["body", "object"])
+async def test_producer_example_prints_partials_and_the_transcript(
+    nats_server: EmbeddedNats, nc: NATS, pipeline: tuple[IngestStage, TranscribeStage], mode: str
+) -> None:
+    extra = ["--object"] if mode == "object" else []
+    code, out, err = await run_example(nats_server, str(SPEECH / "en05.wav"), *extra)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("uploaded" if mode == "object" else "published")
+    assert any("→" in line for line in lines)  # a partial segment was printed
+    assert "language en" in out
+    assert "capital city" in lines[-1].lower()
+
+
+async def test_producer_example_reports_the_error_code(
+    nats_server: EmbeddedNats, nc: NATS, pipeline: tuple[IngestStage, TranscribeStage]
+) -> None:
+    code, _, err = await run_example(nats_server, str(SPEECH.parent / "bad" / "random.wav"))
+    assert code == 2
+    assert "unsupported_audio" in err
