@@ -17,7 +17,7 @@ from mumu.contracts.events import new_id
 from mumu.gateway.asks import audio_content_type
 from mumu.gateway.auth import bearer, session_claims
 from mumu.gateway.deps import DEPS, GatewayDeps
-from mumu.gateway.errors import ApiError
+from mumu.gateway.errors import ApiError, read_form
 from mumu.gateway.hub import TERMINAL_FOR_ASK
 from mumu.gateway.waiter import RequestWaiter, run_and_wait
 
@@ -72,7 +72,7 @@ async def _read_ask(request: web.Request) -> tuple[str | None, bytes | None, str
             raise ApiError(400, "bad_request", '"language" is a string')
         return text, None, language
     if request.content_type == "multipart/form-data":
-        form = await request.post()
+        form = await read_form(request)
         audio = form.get("audio")
         if not isinstance(audio, web.FileField):
             raise ApiError(400, "bad_request", 'multipart asks need an "audio" file field')

@@ -101,7 +101,7 @@ class ApiKeys:
             raise ApiError(
                 503, "unavailable", "this build has no workspace store (mumu.db.workspaces)"
             ) from exc
-        import asyncpg  # type: ignore[import-untyped]
+        import asyncpg
 
         try:
             pool = await self._connect()

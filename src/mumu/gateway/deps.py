@@ -56,14 +56,14 @@ class GatewayDeps:
                 self._keyring = Keyring.from_settings(self.settings)
             except (RuntimeError, ValueError) as exc:
                 raise ApiError(503, "unavailable", f"no master keyring: {exc}") from exc
-        from mumu.db.datakeys import DataKeyShredded
+        from mumu.db.datakeys import DataKeyShreddedError
         from mumu.db.pool import UNAVAILABLE
 
         try:
             items: Sequence[Any] = await self.session_history(
                 pool, self._keyring, workspace_id, session_id
             )
-        except DataKeyShredded as exc:
+        except DataKeyShreddedError as exc:
             raise ApiError(410, "shredded", "this workspace's data was crypto-erased") from exc
         except UNAVAILABLE as exc:
             log.warning("history read failed: %r", exc)

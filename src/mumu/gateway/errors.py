@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
+from multidict import MultiDictProxy
 
 log = logging.getLogger("mumu.gateway")
 
@@ -46,6 +49,16 @@ def error_response(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> web.Response:
     return web.json_response(error_body(code, message), status=status, headers=headers)
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[Any]:
+    """The multipart form; a malformed one is the client's 400, not our 500."""
+    try:
+        return await request.post()
+    except web.HTTPException:
+        raise
+    except (ValueError, TypeError, AssertionError, UnicodeError, HttpProcessingError) as exc:
+        raise ApiError(400, "bad_request", f"malformed multipart body: {exc}"[:300]) from exc
 
 
 @web.middleware

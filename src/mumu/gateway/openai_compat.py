@@ -15,7 +15,7 @@ from mumu.contracts.events import new_id
 from mumu.gateway.asks import AudioOptions, audio_content_type
 from mumu.gateway.auth import bearer
 from mumu.gateway.deps import DEPS
-from mumu.gateway.errors import ApiError
+from mumu.gateway.errors import ApiError, read_form
 from mumu.gateway.hub import TERMINAL_FOR_TRANSCRIPT
 from mumu.gateway.waiter import run_and_wait
 
@@ -82,7 +82,7 @@ async def transcriptions(request: web.Request) -> web.Response:
     workspace_id = await deps.api_keys.resolve(bearer(request))
     if request.content_type != "multipart/form-data":
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data with a `file`")
-    form = await request.post()
+    form = await read_form(request)
     upload = form.get("file")
     if not isinstance(upload, web.FileField):
         raise ApiError(400, "invalid_request_error", "`file` (the audio file) is required")

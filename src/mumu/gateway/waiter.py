@@ -120,6 +120,7 @@ _ERROR_STATUS = {
     "schema_violation": 400,
     "missing_header": 400,
     "unknown_workspace": 403,
+    "reason_unavailable": 503,
 }
 
 
