@@ -52,13 +52,17 @@ async def test_openai_client_gets_the_transcript_in_every_format(
     assert words(as_json.text) == expected
     assert words(str(as_text)) == expected
     srt, vtt = str(as_srt), str(as_vtt)
-    assert srt.startswith("1\n") and TIMESTAMP.search(srt) and "," in TIMESTAMP.search(srt)[0]
-    assert vtt.startswith("WEBVTT") and "." in TIMESTAMP.search(vtt)[0]  # type: ignore[index]
+    assert srt.startswith("1\n")
+    assert TIMESTAMP.search(srt)
+    assert "," in TIMESTAMP.search(srt)[0]
+    assert vtt.startswith("WEBVTT")
+    assert "." in TIMESTAMP.search(vtt)[0]
     assert words(" ".join(line for line in srt.splitlines()
                           if line and not line.isdigit() and "-->" not in line)) == expected
     assert words(verbose.text) == expected
     assert verbose.language == "en"
-    assert verbose.duration and verbose.duration > 1.0
+    assert verbose.duration
+    assert verbose.duration > 1.0
     assert verbose.segments
     assert verbose.segments[0].start >= 0.0
     assert verbose.segments[-1].end <= verbose.duration + 0.5

@@ -47,7 +47,8 @@ async def test_websocket_asks_by_text_and_audio_then_resumes_mid_answer(
             events = of(audio_rid, got)
             kinds = [m["type"] for m in events]
             assert kinds[-1] == "answer.final", kinds
-            assert kinds.count("transcript.final") == 1 and kinds.count("answer.final") == 1
+            assert kinds.count("transcript.final") == 1
+            assert kinds.count("answer.final") == 1
             first_final = kinds.index("transcript.final")
             assert set(kinds[:first_final]) == {"transcript.partial"}
             assert set(kinds[first_final + 1:-1]) == {"answer.delta"}
@@ -74,7 +75,8 @@ async def test_websocket_asks_by_text_and_audio_then_resumes_mid_answer(
             await receive_until(ws, lambda m: m["type"] == "ready")
             await ws.send_json({"type": "resume", "after": seen[-1]["cursor"]})
             rest = of(text_rid, await receive_until(ws, lambda m: m["type"] == "resumed"))
-    assert rest and rest[-1]["type"] == "answer.final"
+    assert rest
+    assert rest[-1]["type"] == "answer.final"
     assert not {m["cursor"] for m in seen} & {m["cursor"] for m in rest}
     deltas = [m for m in seen + rest if m["type"] == "answer.delta"]
     assert [m["index"] for m in deltas] == list(range(len(deltas)))
