@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import os
 
 
 def results_dir() -> Path:

@@ -65,7 +65,9 @@ async def _api(nc: NATS, subject: str, body: dict[str, Any] | None = None) -> di
     data: dict[str, Any] = json.loads(reply.data)
     if "error" in data:
         err = data["error"]
-        raise JetStreamApiError(err.get("code", 0), err.get("err_code", 0), err.get("description", ""))
+        raise JetStreamApiError(
+            err.get("code", 0), err.get("err_code", 0), err.get("description", "")
+        )
     return data
 
 
@@ -145,18 +147,24 @@ async def apply_buckets(
                 await js.create_object_store(
                     spec["bucket"],
                     config=ObjectStoreConfig(
-                        bucket=spec["bucket"], description=spec.get("description"),
-                        ttl=spec.get("ttl_seconds"), max_bytes=spec.get("max_bytes", -1),
-                        storage=storage, replicas=spec.get("replicas", 1),
+                        bucket=spec["bucket"],
+                        description=spec.get("description"),
+                        ttl=spec.get("ttl_seconds"),
+                        max_bytes=spec.get("max_bytes", -1),
+                        storage=storage,
+                        replicas=spec.get("replicas", 1),
                     ),
                 )
             else:
                 await js.create_key_value(
                     config=KeyValueConfig(
-                        bucket=spec["bucket"], description=spec.get("description"),
-                        ttl=spec.get("ttl_seconds"), history=spec.get("history", 1),
+                        bucket=spec["bucket"],
+                        description=spec.get("description"),
+                        ttl=spec.get("ttl_seconds"),
+                        history=spec.get("history", 1),
                         max_value_size=spec.get("max_value_size", -1),
-                        max_bytes=spec.get("max_bytes", -1), storage=storage,
+                        max_bytes=spec.get("max_bytes", -1),
+                        storage=storage,
                         replicas=spec.get("replicas", 1),
                     )
                 )
@@ -168,7 +176,9 @@ async def apply_buckets(
         elif dry_run:
             changes.append(StreamChange(stream, "drift", diff))
         else:
-            await _api(nc, f"STREAM.UPDATE.{stream}", {**actual, **{k: v[1] for k, v in diff.items()}})
+            await _api(
+                nc, f"STREAM.UPDATE.{stream}", {**actual, **{k: v[1] for k, v in diff.items()}}
+            )
             changes.append(StreamChange(stream, "updated", diff))
     return changes
 

@@ -38,7 +38,9 @@ def _default(field: FieldInfo) -> str:
 
 def settings_table() -> str:
     lines = ["| variable | default | meaning |", "|---|---|---|"]
-    lines += [f"| `{env}` | {default} | {desc} |" for env, default, desc in _rows(Settings, "MUMU_")]
+    lines += [
+        f"| `{env}` | {default} | {desc} |" for env, default, desc in _rows(Settings, "MUMU_")
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -46,9 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("config", help="print the settings table or the effective settings")
     verbs = p.add_subparsers(dest="verb", required=True)
     verbs.add_parser("docs", help="Markdown table of every setting").set_defaults(func=run_docs)
-    verbs.add_parser("show", help="effective settings (secrets hidden)").set_defaults(
-        func=run_show
-    )
+    verbs.add_parser("show", help="effective settings (secrets hidden)").set_defaults(func=run_show)
 
 
 def run_docs(args: argparse.Namespace, settings: Settings) -> int:

@@ -25,7 +25,9 @@ def subject_problems(
         sample = pattern.token("x")
         owners = [c["name"] for c in configs for f in c.get("subjects", []) if _covers(f, sample)]
         if len(owners) != 1:
-            problems.append(f"{pattern.prefix}: stored by {owners or 'no stream'} (want exactly one)")
+            problems.append(
+                f"{pattern.prefix}: stored by {owners or 'no stream'} (want exactly one)"
+            )
     known = {p.wildcard for p in patterns}
     for config in configs:
         for f in config.get("subjects", []):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -14,13 +13,11 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import BaseModel, ValidationError
 
 from mumu.contracts import headers as h
 from mumu.contracts.events import ErrorCode
 from mumu.contracts.subjects import last_token
-from mumu.runtime import tracing
 from mumu.runtime.deadletter import dead_letter, error_event
 from mumu.runtime.errors import Disposition, PermanentError, StageError, TransientError, nak_delay
 from mumu.runtime.messages import Inbound, Outbound
@@ -41,7 +38,7 @@ class Publisher:
             await self._js.publish(
                 out.subject, out.payload, headers=headers, timeout=PUBLISH_TIMEOUT
             )
-        except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             raise TransientError("internal", f"publish to {out.subject} failed: {exc!r}") from exc
 
 
@@ -60,8 +57,16 @@ class RouteWorker:
         self.backoff = rt.backoff
         self.drain_timeout = rt.drain_timeout
         self.name = route.stream.lower()
+        m = ctx.metrics
+        self._m_outcome = {d: m.messages.labels(m.stage, self.name, d.value) for d in Disposition}
+        self._m_latency = m.latency.labels(m.stage, self.name)
+        self._m_inflight = m.inflight.labels(m.stage)
+        self._m_redelivered = m.redeliveries.labels(m.stage, self.name)
         self._inflight: dict[int, tuple[Msg, float]] = {}
-        self._slot_freed = asyncio.Event()
+        # refill in batches: waiting for half the slots to free up keeps each pull
+        # request worth its round trip instead of fetching one message at a time
+        self._refill = max(1, min(self.batch, self.concurrency) // 2)
+        self._room = asyncio.Event()
         self._log = ctx.log
 
     def consumer_config(self) -> ConsumerConfig:
@@ -99,11 +104,12 @@ class RouteWorker:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._heartbeat(stop))
                 tg.create_task(self._watch_lag(stop))
+                tg.create_task(self._wake_on(stop))
                 while not stop.is_set():
                     free = self.concurrency - len(tasks)
-                    if free <= 0:
-                        self._slot_freed.clear()
-                        await _wait_any(self._slot_freed, stop)
+                    if free < self._refill:
+                        self._room.clear()
+                        await self._room.wait()
                         continue
                     try:
                         msgs = await psub.fetch(
@@ -125,9 +131,14 @@ class RouteWorker:
     def _done(self, tasks: set[asyncio.Task[None]]) -> Any:
         def callback(task: asyncio.Task[None]) -> None:
             tasks.discard(task)
-            self._slot_freed.set()
+            if self.concurrency - len(tasks) >= self._refill:
+                self._room.set()
 
         return callback
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._room.set()
 
     async def _drain(self, tasks: set[asyncio.Task[None]]) -> None:
         """Stop fetching; give in-flight work ``drain_timeout``, then nak what is left."""
@@ -172,7 +183,6 @@ class RouteWorker:
             ) from exc
 
     async def _handle(self, msg: Msg) -> None:
-        m = self.ctx.metrics
         started = time.perf_counter()
         meta = msg.metadata
         deliveries = meta.num_delivered or 1
@@ -180,16 +190,14 @@ class RouteWorker:
         workspace = last_token(msg.subject)
         log_ctx = {"stage": self.ctx.name, "subject": msg.subject, "seq": sequence}
         if deliveries > 1:
-            m.redeliveries.labels(m.stage, self.name).inc()
+            self._m_redelivered.inc()
         self._inflight[id(msg)] = (msg, time.monotonic())
-        m.inflight.labels(m.stage).inc()
+        self._m_inflight.inc()
         event: BaseModel | None = None
         outcome = Disposition.ACK
-        parent = tracing.extract(msg.headers or {})
-        with self.ctx.tracer.start_as_current_span(
-            f"{self.ctx.name} {self.route.stream}", context=parent, kind=SpanKind.CONSUMER
-        ) as span:
-            trace_headers = tracing.inject()
+        with self.ctx.tracing.span(
+            f"{self.ctx.name} {self.route.stream}", msg.headers or {}
+        ) as trace_headers:
 
             async def emit(out: Outbound) -> None:
                 await self.publisher.publish(out, trace_headers)
@@ -234,11 +242,11 @@ class RouteWorker:
                     outcome = Disposition.NAK
             finally:
                 self._inflight.pop(id(msg), None)
-                m.inflight.labels(m.stage).dec()
-                m.messages.labels(m.stage, self.name, outcome.value).inc()
-                m.latency.labels(m.stage, self.name).observe(time.perf_counter() - started)
+                self._m_inflight.dec()
+                self._m_outcome[outcome].inc()
+                self._m_latency.observe(time.perf_counter() - started)
                 if outcome is not Disposition.ACK:
-                    span.set_status(Status(StatusCode.ERROR, outcome.value))
+                    trace_headers.failed = outcome.value
 
     async def _reject(
         self, msg: Msg, event: BaseModel | None, code: ErrorCode, message: str,
@@ -277,16 +285,3 @@ class RouteWorker:
 async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-
-
-async def _wait_any(a: asyncio.Event, b: asyncio.Event) -> None:
-    waiters = {asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())}
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
-
-
-logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -13,30 +13,45 @@ class StageMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.messages = Counter(
-            "mumu_stage_messages", "Messages handled, by outcome", ["stage", "route", "outcome"],
+            "mumu_stage_messages",
+            "Messages handled, by outcome",
+            ["stage", "route", "outcome"],
             registry=r,
         )
         self.latency = Histogram(
-            "mumu_stage_latency_seconds", "Handling time per message (receive to ack)",
-            ["stage", "route"], buckets=LATENCY_BUCKETS, registry=r,
+            "mumu_stage_latency_seconds",
+            "Handling time per message (receive to ack)",
+            ["stage", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
-        self.inflight = Gauge("mumu_stage_inflight", "Messages being handled", ["stage"], registry=r)
+        self.inflight = Gauge(
+            "mumu_stage_inflight", "Messages being handled", ["stage"], registry=r
+        )
         self.redeliveries = Counter(
             "mumu_stage_redeliveries", "Deliveries after the first", ["stage", "route"], registry=r
         )
         self.dead_letters = Counter(
-            "mumu_stage_dead_letters", "Messages dead-lettered, by code", ["stage", "code"],
+            "mumu_stage_dead_letters",
+            "Messages dead-lettered, by code",
+            ["stage", "code"],
             registry=r,
         )
         self.consumer_lag = Gauge(
-            "mumu_consumer_lag", "Messages pending on the durable consumer", ["stage", "consumer"],
+            "mumu_consumer_lag",
+            "Messages pending on the durable consumer",
+            ["stage", "consumer"],
             registry=r,
         )
         self.ack_pending = Gauge(
-            "mumu_consumer_ack_pending", "Delivered but not yet acknowledged",
-            ["stage", "consumer"], registry=r,
+            "mumu_consumer_ack_pending",
+            "Delivered but not yet acknowledged",
+            ["stage", "consumer"],
+            registry=r,
         )
         self.model_seconds = Counter(
-            "mumu_model_seconds", "Seconds spent inside a model (inference)", ["stage", "model"],
+            "mumu_model_seconds",
+            "Seconds spent inside a model (inference)",
+            ["stage", "model"],
             registry=r,
         )

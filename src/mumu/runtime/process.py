@@ -12,7 +12,7 @@ from mumu.runtime.consumer import Publisher, RouteWorker
 from mumu.runtime.http import build_probe_app, serve
 from mumu.runtime.metrics import StageMetrics
 from mumu.runtime.stage import Stage, StageContext
-from mumu.runtime.tracing import build_tracer
+from mumu.runtime.tracing import Tracing
 from mumu.settings import Settings
 
 log = logging.getLogger("mumu.stage")
@@ -36,10 +36,10 @@ async def run_stage(
     """Run ``stage`` until ``stop`` is set. ``started`` is set once it consumes."""
     name = stage.name
     nc = await connect(settings.nats, name=f"mumu-{name}")
-    provider, tracer = build_tracer(name, settings.otlp_endpoint)
+    tracing = Tracing(name, settings.otlp_endpoint)
     metrics = StageMetrics(name)
     ctx = StageContext(
-        name=name, settings=settings, nc=nc, js=nc.jetstream(), metrics=metrics, tracer=tracer,
+        name=name, settings=settings, nc=nc, js=nc.jetstream(), metrics=metrics, tracing=tracing,
         log=log,
     )
     state = {"loaded": False}
@@ -78,5 +78,5 @@ async def run_stage(
         with contextlib.suppress(Exception):
             await nc.drain()
         await runner.cleanup()
-        provider.shutdown()
+        tracing.shutdown()
         log.info("stopped", extra={"stage": name})

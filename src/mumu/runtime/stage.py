@@ -9,11 +9,11 @@ from typing import Any, Protocol
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from opentelemetry.trace import Tracer
 from pydantic import BaseModel
 
 from mumu.runtime.messages import Inbound, Outbound
 from mumu.runtime.metrics import StageMetrics
+from mumu.runtime.tracing import Tracing
 from mumu.settings import Settings
 
 Handler = Callable[[Inbound[Any]], Awaitable[Sequence[Outbound]]]
@@ -46,7 +46,7 @@ class StageContext:
     nc: NATS
     js: JetStreamContext
     metrics: StageMetrics
-    tracer: Tracer
+    tracing: Tracing
     log: logging.Logger
     extra: dict[str, Any] = field(default_factory=dict)
 

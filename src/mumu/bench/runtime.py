@@ -1,0 +1,245 @@
+"""Stage runtime vs a raw nats-py chain: 3 pass-through hops, same server, same run.
+
+Throughput: N events pushed through hop0 → hop1 → hop2 → hop3, measured from the
+server's own timestamps (first hop0 message stored to last hop3 message stored).
+Latency: a second load paced at half the measured peak rate of that chain; per-hop
+latency is the time between a message being stored on hop k and its successor
+being stored on hop k+1 (server timestamps, so the measuring client adds nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from mumu.bench.relay import BenchEvent, Relay
+from mumu.bench.results import write_result
+from mumu.broker.embedded import EmbeddedNats
+from mumu.broker.streams import apply_all
+from mumu.contracts import headers as h
+from mumu.contracts import subjects
+from mumu.runtime.process import run_stage
+from mumu.settings import NatsSettings, Settings, StageRuntimeSettings
+
+WS = "bench"
+HOPS = 3
+FLOOR_THROUGHPUT_RATIO = 0.7
+FLOOR_P99_MS = 20.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--latency-events", type=int, default=3_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+
+
+async def _publish(nc: NATS, count: int, rate: float | None, tag: str) -> None:
+    """Publish ``count`` events on hop0, paced at ``rate`` events/s (None: at once)."""
+    js = nc.jetstream()
+    src = subjects.BENCH_HOPS[0].for_workspace(WS)
+    started = time.perf_counter()
+    pending: list[Any] = []
+    for i in range(count):
+        rid = f"{tag}-{i}"
+        body = BenchEvent(
+            event_id=rid,
+            request_id=rid,
+            workspace_id=WS,
+            session_id="bench",
+            seq=i,
+            padding="x" * 128,
+        )
+        pending.append(js.publish(src, body.model_dump_json().encode(), headers={h.MSG_ID: rid}))
+        if rate is not None:
+            await asyncio.gather(*pending)
+            pending.clear()
+            delay = started + (i + 1) / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        elif len(pending) >= 500:
+            await asyncio.gather(*pending)
+            pending.clear()
+    await asyncio.gather(*pending)
+
+
+async def _wait_done(nc: NATS, count: int, timeout: float = 600.0) -> None:
+    js = nc.jetstream()
+    sink = subjects.BENCH_HOPS[HOPS].for_workspace(WS)
+    async with asyncio.timeout(timeout):
+        while True:
+            info = await js.stream_info(subjects.STREAM_BENCH, subjects_filter=sink)
+            if sum((info.state.subjects or {}).values()) >= count:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def _timestamps(nc: NATS) -> dict[tuple[str, int], float]:
+    """(request id, hop) → server store time (s) of every message in the bench stream."""
+    js = nc.jetstream()
+    info = await js.stream_info(subjects.STREAM_BENCH)
+    total = info.state.messages
+    stamps: dict[tuple[str, int], float] = {}
+    sub = await js.subscribe("mumu.bench.>", ordered_consumer=True)
+    for _ in range(total):
+        msg = await sub.next_msg(timeout=10)
+        event = BenchEvent.model_validate_json(msg.data)
+        stamps[(event.request_id, event.hop)] = msg.metadata.timestamp.timestamp()
+    await sub.unsubscribe()
+    return stamps
+
+
+async def _reset(nc: NATS) -> None:
+    js = nc.jetstream()
+    await js.purge_stream(subjects.STREAM_BENCH)
+    for consumer in await js.consumers_info(subjects.STREAM_BENCH):
+        await js.delete_consumer(subjects.STREAM_BENCH, consumer.name)
+
+
+@contextlib.asynccontextmanager
+async def _runtime_chain(url: str, concurrency: int) -> AsyncIterator[None]:
+    settings = Settings(
+        nats=NatsSettings(url=url),
+        log_level="WARNING",
+        stage=StageRuntimeSettings(concurrency=concurrency, batch=concurrency, fetch_timeout=0.5),
+    )
+    stop = asyncio.Event()
+    events = [asyncio.Event() for _ in range(HOPS)]
+    async with asyncio.TaskGroup() as tg:
+        for hop in range(HOPS):
+            tg.create_task(run_stage(Relay(hop), settings, stop, started=events[hop]))
+        for started in events:
+            await started.wait()
+        try:
+            yield
+        finally:
+            stop.set()
+
+
+@contextlib.asynccontextmanager
+async def _raw_chain(url: str, concurrency: int) -> AsyncIterator[None]:
+    """The baseline: plain nats-py pull consumers that publish (await PubAck), then ack."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    stop = asyncio.Event()
+
+    async def relay(hop: int) -> None:
+        durable = f"raw-relay{hop}"
+        await js.add_consumer(
+            subjects.STREAM_BENCH,
+            ConsumerConfig(
+                durable_name=durable,
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                filter_subject=subjects.BENCH_HOPS[hop].wildcard,
+                max_ack_pending=10_000,
+            ),
+        )
+        psub = await js.pull_subscribe_bind(durable=durable, stream=subjects.STREAM_BENCH)
+        dst = subjects.BENCH_HOPS[hop + 1]
+
+        async def forward(msg: Msg) -> None:
+            event = BenchEvent.model_validate_json(msg.data)  # the same decode/encode work
+            out = event.model_copy(update={"hop": event.hop + 1})
+            await js.publish(
+                dst.for_workspace(WS),
+                out.model_dump_json().encode(),
+                headers={h.MSG_ID: f"{event.event_id}:{dst.prefix}"},
+            )
+            await msg.ack()
+
+        while not stop.is_set():
+            try:
+                msgs = await psub.fetch(batch=concurrency, timeout=0.5)
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue
+            await asyncio.gather(*(forward(m) for m in msgs))
+
+    async with asyncio.TaskGroup() as tg:
+        for hop in range(HOPS):
+            tg.create_task(relay(hop))
+        try:
+            yield
+        finally:
+            stop.set()
+    await nc.drain()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def _measure(
+    nc: NATS, chain: Any, url: str, args: argparse.Namespace, name: str
+) -> dict[str, Any]:
+    await _reset(nc)
+    async with chain(url, args.concurrency):
+        await _publish(nc, args.events, None, f"{name}-tp")
+        await _wait_done(nc, args.events)
+        stamps = await _timestamps(nc)
+        first = min(t for (_, hop), t in stamps.items() if hop == 0)
+        last = max(t for (_, hop), t in stamps.items() if hop == HOPS)
+        throughput = args.events / (last - first)
+        await _reset_stream_only(nc)
+        rate = throughput / 2
+        await _publish(nc, args.latency_events, rate, f"{name}-lat")
+        await _wait_done(nc, args.latency_events)
+        stamps = await _timestamps(nc)
+    per_hop = [
+        (stamps[(rid, hop + 1)] - t) * 1000
+        for (rid, hop), t in stamps.items()
+        if hop < HOPS and (rid, hop + 1) in stamps
+    ]
+    return {
+        "throughput_events_per_s": round(throughput, 1),
+        "latency_rate_events_per_s": round(rate, 1),
+        "per_hop_ms": {
+            "p50": round(statistics.median(per_hop), 3),
+            "p99": round(_percentile(per_hop, 0.99), 3),
+            "max": round(max(per_hop), 3),
+        },
+    }
+
+
+async def _reset_stream_only(nc: NATS) -> None:
+    await nc.jetstream().purge_stream(subjects.STREAM_BENCH)
+
+
+async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        async with EmbeddedNats(Path(tmp) / "nats") as server:
+            nc = await nats.connect(server.url)
+            await apply_all(nc)
+            raw = await _measure(nc, _raw_chain, server.url, args, "raw")
+            mumu = await _measure(nc, _runtime_chain, server.url, args, "mumu")
+            await nc.drain()
+    ratio = mumu["throughput_events_per_s"] / raw["throughput_events_per_s"]
+    return {
+        "events": args.events,
+        "hops": HOPS,
+        "concurrency": args.concurrency,
+        "raw_nats_py": raw,
+        "mumu_runtime": mumu,
+        "throughput_ratio": round(ratio, 3),
+        "floor": {"throughput_ratio": FLOOR_THROUGHPUT_RATIO, "p99_per_hop_ms": FLOOR_P99_MS},
+        "meets_floor": ratio >= FLOOR_THROUGHPUT_RATIO
+        and mumu["per_hop_ms"]["p99"] <= FLOOR_P99_MS,
+    }
+
+
+def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    result = asyncio.run(_run(args))
+    result["file"] = str(write_result("runtime", result))
+    return result
