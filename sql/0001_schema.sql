@@ -45,6 +45,8 @@ CREATE TABLE IF NOT EXISTS mumu.data_keys (
     CHECK ((wrapped IS NULL) = (master_key_id IS NULL))
 );
 
+-- Sessions and requests index what is stored; the persist stage upserts them in the same
+-- transaction as the rows that name them (no per-row foreign-key triggers on the hot path).
 CREATE TABLE IF NOT EXISTS mumu.sessions (
     workspace_id uuid NOT NULL REFERENCES mumu.workspaces (id) ON DELETE CASCADE,
     id           text NOT NULL,
@@ -57,9 +59,7 @@ CREATE TABLE IF NOT EXISTS mumu.requests (
     id           text NOT NULL,
     session_id   text NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (workspace_id, id),
-    FOREIGN KEY (workspace_id, session_id)
-        REFERENCES mumu.sessions (workspace_id, id) ON DELETE CASCADE
+    PRIMARY KEY (workspace_id, id)
 );
 
 -- Text columns are AES-256-GCM ciphertexts (see mumu.crypto.envelope); key_version
@@ -76,9 +76,7 @@ CREATE TABLE IF NOT EXISTS mumu.transcripts (
     model        text,
     occurred_at  timestamptz NOT NULL,
     stored_at    timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (workspace_id, event_id),
-    FOREIGN KEY (workspace_id, request_id)
-        REFERENCES mumu.requests (workspace_id, id) ON DELETE CASCADE
+    PRIMARY KEY (workspace_id, event_id)
 );
 CREATE INDEX IF NOT EXISTS transcripts_by_session
     ON mumu.transcripts (workspace_id, session_id, occurred_at);
@@ -99,9 +97,7 @@ CREATE TABLE IF NOT EXISTS mumu.answers (
     total_seconds     double precision,
     occurred_at       timestamptz NOT NULL,
     stored_at         timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (workspace_id, event_id),
-    FOREIGN KEY (workspace_id, request_id)
-        REFERENCES mumu.requests (workspace_id, id) ON DELETE CASCADE
+    PRIMARY KEY (workspace_id, event_id)
 );
 CREATE INDEX IF NOT EXISTS answers_by_session
     ON mumu.answers (workspace_id, session_id, occurred_at);

@@ -23,7 +23,7 @@ from mumu.contracts.events import Persisted, derive_id
 from mumu.crypto import Keyring
 from mumu.db.datakeys import DataKeys
 from mumu.db.pool import UNAVAILABLE, create_app_pool
-from mumu.db.records import Record, UnknownWorkspaceError, write_records
+from mumu.db.records import KnownIndex, Record, UnknownWorkspaceError, write_records
 from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
 from mumu.settings import Settings
 from mumu.stages.persist.batcher import BatchWriter
@@ -44,6 +44,8 @@ class PersistStage:
     def __init__(self, settings: Settings, keyring: Keyring) -> None:
         self.settings = settings
         self.data_keys = DataKeys(keyring)
+        self.known = KnownIndex()
+        self._workspaces: dict[str, str] = {}  # subject token -> canonical UUID
         self.pool: asyncpg.Pool | None = None
         self.max_deliver = settings.stage.max_deliver
         p = settings.persist
@@ -78,7 +80,12 @@ class PersistStage:
 
     async def handle(self, inbound: Inbound[BaseModel]) -> Sequence[Outbound]:
         event = parse_event(inbound.subject, inbound.data)
-        ws = check_workspace(event, inbound.workspace_id)
+        ws = self._workspaces.get(inbound.workspace_id) or check_workspace(
+            event, inbound.workspace_id)
+        if event.workspace_id not in (inbound.workspace_id, ws):
+            check_workspace(event, inbound.workspace_id)  # raises: body and subject disagree
+        if len(self._workspaces) < 100_000:
+            self._workspaces[inbound.workspace_id] = ws
         record = to_record(event)
         delay = 0.25
         while True:
@@ -94,7 +101,8 @@ class PersistStage:
                 )
                 await self._wait_for_database(delay)
                 delay = min(delay * 2, self.settings.persist.retry_max_delay)
-        persisted = Persisted(
+        # fields come from a validated event: construct without validating again
+        persisted = Persisted.model_construct(
             event_id=derive_id(event.request_id, NAME, record.kind, event.event_id),
             request_id=event.request_id,
             workspace_id=inbound.workspace_id,
@@ -118,7 +126,7 @@ class PersistStage:
         """Write a batch; on a bad row, write one by one so only that row fails."""
         assert self.pool is not None
         try:
-            await write_records(self.pool, self.data_keys, ws, records)
+            await write_records(self.pool, self.data_keys, ws, records, self.known)
             return [None] * len(records)
         except UNAVAILABLE as exc:
             return [DatabaseUnavailableError(f"{type(exc).__name__}: {exc}")] * len(records)
