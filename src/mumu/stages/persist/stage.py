@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from mumu.contracts import subjects
 from mumu.contracts.events import Persisted, derive_id
-from mumu.crypto import Keyring
+from mumu.crypto import CryptoError, Keyring
 from mumu.db.datakeys import DataKeys
 from mumu.db.pool import UNAVAILABLE, create_app_pool
 from mumu.db.records import KnownIndex, Record, UnknownWorkspaceError, write_records
@@ -132,6 +132,10 @@ class PersistStage:
             return [DatabaseUnavailableError(f"{type(exc).__name__}: {exc}")] * len(records)
         except UnknownWorkspaceError as exc:
             return [PermanentError("unknown_workspace", str(exc))] * len(records)
+        except CryptoError as exc:  # e.g. a data key wrapped by a master key we lack
+            log.warning("cannot use the data key: %s", exc,
+                        extra={"stage": NAME, "workspace_id": ws})
+            return [TransientError("persist_failed", f"keyring: {exc}")] * len(records)
         except asyncpg.PostgresError as exc:
             if len(records) == 1:
                 log.warning("row rejected by the database: %s", exc,
