@@ -134,11 +134,14 @@ async def _plain_insert(conn: asyncpg.Connection, ws: str, records: list[Record]
 
 
 async def _plain_consumer(nc: NatsClient, pool: asyncpg.Pool, count: int, batch: int,
-                          writers: int) -> float:
-    """A raw nats-py consumer inserting plaintext rows; returns rows/s."""
+                          writers: int, *, confirm: bool) -> float:
+    """A raw nats-py consumer inserting plaintext rows; returns rows/s. ``confirm`` also
+    publishes a ``mumu.persisted`` confirmation per row (awaiting its PubAck) before the ack,
+    as the contract asks of the persist stage."""
     js = nc.jetstream()
+    durable = "bench-plain-confirm" if confirm else "bench-plain"
     await js.add_consumer(subjects.STREAM_RESULTS, config=ConsumerConfig(
-        durable_name="bench-plain", ack_policy=AckPolicy.EXPLICIT,
+        durable_name=durable, ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL, max_ack_pending=10_000,
         filter_subjects=[subjects.TRANSCRIPT_FINAL.wildcard, subjects.ANSWER_FINAL.wildcard]))
     done = 0
@@ -146,7 +149,7 @@ async def _plain_consumer(nc: NatsClient, pool: asyncpg.Pool, count: int, batch:
 
     async def loop() -> None:
         nonlocal done
-        psub = await js.pull_subscribe_bind(durable="bench-plain", stream=subjects.STREAM_RESULTS)
+        psub = await js.pull_subscribe_bind(durable=durable, stream=subjects.STREAM_RESULTS)
         try:
             await _drain_plain(psub)
         finally:
@@ -168,6 +171,12 @@ async def _plain_consumer(nc: NatsClient, pool: asyncpg.Pool, count: int, batch:
             async with pool.acquire() as conn:
                 for ws, records in by_ws.items():
                     await _plain_insert(conn, ws, records)  # type: ignore[arg-type]
+            if confirm:
+                await asyncio.gather(*(
+                    js.publish(subjects.PERSISTED.for_workspace(ws),
+                               json.dumps({"source_event_id": str(r.event_id)}).encode(),
+                               headers={h.MSG_ID: f"plain:{r.event_id}"})
+                    for ws, records in by_ws.items() for r in records))
             await asyncio.gather(*(m.ack() for m in msgs))
             done += len(msgs)
 
@@ -255,6 +264,14 @@ async def _database(settings: Settings, scratch: Path) -> AsyncIterator[str]:
             await server.stop()
 
 
+async def _truncate_plain(admin_url: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute("TRUNCATE bench_plain.transcripts, bench_plain.answers")
+    finally:
+        await conn.close()
+
+
 async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="mumu-bench-persist-"))
     nats_server = EmbeddedNats(scratch / "nats")
@@ -296,15 +313,20 @@ async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
                 await _publish(nc, events)
                 cpu = time.process_time()
                 plain_rate = await _plain_consumer(nc, pool, len(events), args.batch_rows,
-                                                   args.writers)
+                                                   args.writers, confirm=False)
                 plain_cpu = time.process_time() - cpu
+                await _truncate_plain(admin_url)
+                cpu = time.process_time()
+                confirm_rate = await _plain_consumer(nc, pool, len(events), args.batch_rows,
+                                                     args.writers, confirm=True)
+                confirm_cpu = time.process_time() - cpu
+                await _truncate_plain(admin_url)
                 cpu = time.process_time()
                 mumu_rate = await _mumu_stage(stage_settings, nc, len(events))
                 mumu_cpu = time.process_time() - cpu
                 check = await asyncpg.connect(admin_url)
                 stored = (await check.fetchval("SELECT count(*) FROM mumu.transcripts")
                           + await check.fetchval("SELECT count(*) FROM mumu.answers"))
-                await check.execute("TRUNCATE bench_plain.transcripts, bench_plain.answers")
                 await check.close()
                 plain_path, mumu_path = await _write_paths(pool, data_keys, workspaces, args)
             finally:
@@ -323,8 +345,11 @@ async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         "ratio": round(ratio, 3),
         "floor": FLOOR,
         "floor_met": ratio >= FLOOR,
+        "plain_consumer_with_confirmations_rows_per_s": round(confirm_rate, 1),
+        "ratio_vs_plain_with_confirmations": round(mumu_rate / confirm_rate, 3),
         "python_cpu_us_per_row": {
             "plain_consumer": round(plain_cpu / args.events * 1e6, 1),
+            "plain_consumer_with_confirmations": round(confirm_cpu / args.events * 1e6, 1),
             "persist_stage": round(mumu_cpu / args.events * 1e6, 1),
         },
         "write_path": {
