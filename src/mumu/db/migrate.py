@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import logging
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -75,6 +78,19 @@ async def apply_migrations(conn: asyncpg.Connection, directory: Path | None = No
     return applied_now
 
 
+def scram_verifier(password: str, iterations: int = 4096) -> str:
+    """A SCRAM-SHA-256 verifier (RFC 5802/7677): PostgreSQL stores it as is, so the
+    plaintext password never reaches the server (or its statement log)."""
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = base64.b64encode
+    return (f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}$"
+            f"{b64(stored_key).decode()}:{b64(server_key).decode()}")
+
+
 def login_of(dsn: str) -> tuple[str, str | None]:
     """(user, password) named by a PostgreSQL URL."""
     parts = urlsplit(dsn)
@@ -104,7 +120,7 @@ async def ensure_app_login(conn: asyncpg.Connection, app_dsn: str) -> str:
     if password is not None:
         statement = await conn.fetchval(
             f"SELECT format('{verb} ROLE %I WITH {options} PASSWORD %L', $1::text, $2::text)",
-            user, password,
+            user, scram_verifier(password),
         )
     else:
         statement = await conn.fetchval(
