@@ -219,10 +219,11 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     # what the pipeline adds: its time outside the model, minus the decoding the direct
     # path does too (immune to the model's own run-to-run noise)
     direct_decode = statistics.median(decoding)
-    overhead = [(o - direct_decode) * 1000 for o in outside]
+    outside_ms = [o * 1000 for o in outside]
+    overhead = [o - direct_decode * 1000 for o in outside_ms]
     seq_ratio = t_direct / t_pipe
     conc_ratio = conc_direct / conc_pipe
-    p50 = statistics.median(overhead)
+    p50 = statistics.median(outside_ms)  # the conservative figure: all time outside the model
     return {
         "clips": [f.name for f in files],
         "audio_seconds": round(audio, 2),
@@ -236,9 +237,16 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             "direct": _summary(t_direct, audio, seq_d),
             "pipeline": _summary(t_pipe, audio, seq_p),
             "throughput_ratio": round(seq_ratio, 3),
-            "overhead_ms": {"p50": round(p50, 1), "p99": round(_pct(overhead, 0.99), 1),
-                            "mean": round(statistics.mean(overhead), 1),
-                            "method": "pipeline latency - model seconds - direct decode time"},
+            "outside_model_ms": {
+                "p50": round(p50, 1), "p99": round(_pct(outside_ms, 0.99), 1),
+                "method": "publish -> final received, minus the seconds inside WhisperModel: "
+                "publish, ingest decode, Object Store, fetches, partials, final",
+            },
+            "overhead_vs_direct_ms": {
+                "p50": round(statistics.median(overhead), 1),
+                "p99": round(_pct(overhead, 0.99), 1),
+                "method": "outside_model minus the direct path's own decoding (decode_audio)",
+            },
             "direct_decode_ms_p50": round(direct_decode * 1000, 1),
             "paired_latency_difference_ms": {"p50": round(statistics.median(paired), 1),
                                              "p99": round(_pct(paired, 0.99), 1),
@@ -256,7 +264,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             "batch_sizes": batch_sizes,
         },
         "floor": {"throughput_ratio": FLOOR_THROUGHPUT_RATIO,
-                  "overhead_p50_ms_target": TARGET_OVERHEAD_P50_MS},
+                  "overhead_p50_ms_target": TARGET_OVERHEAD_P50_MS,
+                  "overhead_checked_on": "sequential.outside_model_ms.p50"},
         "meets_floor": seq_ratio >= FLOOR_THROUGHPUT_RATIO
         and conc_ratio >= FLOOR_THROUGHPUT_RATIO,
         "meets_overhead_target": p50 <= TARGET_OVERHEAD_P50_MS,

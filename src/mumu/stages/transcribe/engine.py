@@ -168,6 +168,7 @@ class Engine:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
         future = loop.run_in_executor(self.executor, work)
+        future.add_done_callback(_retrieve)  # an abandoned job's error is not "never retrieved"
         try:
             while (item := await queue.get()) is not None:
                 await on_segment(*item)
@@ -175,6 +176,11 @@ class Engine:
         except BaseException:
             job.cancelled.set()  # the worker stops after its current segment
             raise
+
+
+def _retrieve(future: asyncio.Future[Result]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def wav_to_float(data: bytes) -> np.ndarray:
