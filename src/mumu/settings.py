@@ -30,6 +30,10 @@ class NatsSettings(BaseModel):
     password: SecretStr | None = Field(default=None, description="NATS password")
     creds_file: Path | None = Field(default=None, description="NATS .creds file (JWT + NKey)")
     connect_timeout: float = Field(default=5.0, description="seconds to wait for a connection")
+    embedded_port: int = Field(
+        default=4222, ge=0,
+        description="port of the nats-server `mumu up` starts (taken or 0: any free port)",
+    )
     max_payload: int = Field(
         default=1_048_576,
         description="largest message the embedded server accepts (bytes); bigger audio "

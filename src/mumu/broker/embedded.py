@@ -77,6 +77,9 @@ class EmbeddedNats:
             str(nats_server_binary()), "-c", str(config),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=(self.data_dir / "nats-server.log").open("ab"),
+            # its own session: Ctrl-C reaches `mumu up`, which stops the stages first
+            # and the server last, instead of the terminal killing the server under them
+            start_new_session=True,
         )
         ports_dir = self.data_dir / "ports"
         async with asyncio.timeout(timeout):

@@ -18,6 +18,7 @@ from mumu.logs import configure_logging
 from mumu.settings import Settings
 
 COMMAND_MODULES = (
+    "mumu.cli.up",
     "mumu.cli.gateway",
     "mumu.cli.stage",
     "mumu.cli.streams",

@@ -1,0 +1,27 @@
+"""``mumu up``: NATS, PostgreSQL, every stage and the gateway, on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from mumu.runtime.process import install_signal_handlers
+from mumu.settings import Settings
+from mumu.up.launch import up
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "up", help="run everything locally (embedded NATS and PostgreSQL unless configured)"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+        await up(settings, stop, lambda line: print(line, flush=True))
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,127 @@
+"""What ``mumu up`` does: NATS, streams, database, children, and where to go."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import nats
+
+from mumu.broker.embedded import EmbeddedNats
+from mumu.broker.streams import apply_all
+from mumu.cli.stage import available_stages
+from mumu.db.bootstrap import bootstrap
+from mumu.settings import Settings
+from mumu.up.supervisor import Child, Supervisor, child_env
+
+log = logging.getLogger(__name__)
+SESSION_SECRET_FILE = "session-secret"  # noqa: S105 - a file name
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_or_free(host: str, wanted: int) -> int:
+    """``wanted`` if it can be bound, else any free port (said in the log)."""
+    if wanted == 0:
+        return _free_port(host)
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, wanted))
+        except OSError:
+            port = _free_port(host)
+            log.warning("port %d is taken; using %d instead", wanted, port)
+            return port
+    return wanted
+
+
+def _session_secret(settings: Settings, data_dir: Path) -> str:
+    if settings.gateway.session_secret is not None:
+        return settings.gateway.session_secret.get_secret_value()
+    path = data_dir / SESSION_SECRET_FILE
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+async def _wait_ready(url: str, timeout: float) -> None:
+    async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(f"{url}/api/ready") as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+
+
+async def up(
+    settings: Settings,
+    stop: asyncio.Event,
+    announce: Callable[[str], None],
+    ready_timeout: float = 60.0,
+) -> None:
+    """Run everything until ``stop``; ``announce`` gets the lines a user needs to start."""
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    async with contextlib.AsyncExitStack() as stack:
+        nats_url = settings.nats.url
+        if nats_url is None:
+            server = EmbeddedNats(
+                data_dir / "nats",
+                port=_port_or_free("127.0.0.1", settings.nats.embedded_port),
+                max_payload=settings.nats.max_payload,
+            )
+            await server.start()
+            stack.push_async_callback(server.stop)
+            nats_url = server.url
+        nc = await nats.connect(nats_url)
+        try:
+            for change in await apply_all(nc):
+                if change.action != "unchanged":
+                    log.info("streams: %s", change.describe())
+        finally:
+            await nc.drain()
+        database = await bootstrap(settings, data_dir)
+        stack.push_async_callback(database.stop)
+
+        host = settings.gateway.host
+        port = _port_or_free(host, settings.gateway.port)
+        env = child_env({
+            **database.env,
+            "MUMU_NATS__URL": nats_url,
+            "MUMU_DATA_DIR": str(data_dir),
+            "MUMU_GATEWAY__PORT": str(port),
+            "MUMU_GATEWAY__SESSION_SECRET": _session_secret(settings, data_dir),
+        })
+        logs = data_dir / "logs"
+        children = [
+            Child(f"{name}-{i}" if settings.stage.replicas > 1 else name, ["stage", name], env,
+                  logs / f"{name}-{i}.log")
+            for name in available_stages()
+            for i in range(settings.stage.replicas)
+        ]
+        children.append(Child("gateway", ["gateway"], env, logs / "gateway.log"))
+        supervisor = Supervisor(children, settings.stage.drain_timeout)
+        running = asyncio.create_task(supervisor.run(stop))
+        gateway_url = f"http://{host}:{port}"
+        try:
+            await _wait_ready(gateway_url, ready_timeout)
+        except TimeoutError:
+            log.warning("the gateway is not ready after %.0fs; logs are in %s", ready_timeout, logs)
+        announce(f"gateway: {gateway_url}")
+        announce(f"nats: {nats_url}")
+        for line in database.announce:
+            announce(line)
+        announce(f"logs: {logs}  (Ctrl-C stops everything)")
+        await running
