@@ -67,7 +67,12 @@ class TranscribeStage:
             self.settings.device, self.settings.compute_type, cuda_device_count()
         )
         self.engine = Engine(self.settings, self.cache_dir, placement, threads=self.inflight)
-        await self.engine.start()
+        try:
+            await self.engine.start()
+        except BaseException:
+            self.engine.close()  # the runtime calls stop() only after a successful start
+            self.engine = None
+            raise
         if self.settings.batch_window_ms > 0:
             self.batcher = MicroBatcher(
                 self.engine, self.settings.batch_window_ms, self.settings.max_batch,
