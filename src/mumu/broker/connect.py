@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import nats
 from nats.aio.client import Client as NATS
 
 from mumu.settings import NatsSettings
@@ -35,8 +34,11 @@ async def connect(settings: NatsSettings, name: str, url: str | None = None) -> 
     if settings.creds_file:
         options["user_credentials"] = str(settings.creds_file)
 
+    nc = NATS()
+
     async def disconnected() -> None:
-        log.warning("NATS disconnected", extra={"stage": name})
+        if not (nc.is_closed or nc.is_draining):
+            log.warning("NATS disconnected", extra={"stage": name})
 
     async def reconnected() -> None:
         log.info("NATS reconnected", extra={"stage": name})
@@ -44,9 +46,10 @@ async def connect(settings: NatsSettings, name: str, url: str | None = None) -> 
     async def error(exc: Exception) -> None:
         log.warning("NATS error: %r", exc, extra={"stage": name})
 
-    return await nats.connect(
+    await nc.connect(
         **options,
         disconnected_cb=disconnected,
         reconnected_cb=reconnected,
         error_cb=error,
     )
+    return nc

@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "mumu.cli.streams",
     "mumu.cli.schemas",
     "mumu.cli.config",
+    "mumu.cli.dlq",
+    "mumu.cli.replay",
     "mumu.cli.bench",
     "mumu.cli.migrate",
     "mumu.cli.workspace",

@@ -7,7 +7,7 @@ from typing import Any
 from mumu.contracts.subjects import ALL_PATTERNS, SubjectPattern
 
 
-def _covers(filter_subject: str, subject: str) -> bool:
+def covers(filter_subject: str, subject: str) -> bool:
     f, s = filter_subject.split("."), subject.split(".")
     for i, token in enumerate(f):
         if token == ">":
@@ -23,7 +23,7 @@ def subject_problems(
     problems = []
     for pattern in patterns:
         sample = pattern.token("x")
-        owners = [c["name"] for c in configs for f in c.get("subjects", []) if _covers(f, sample)]
+        owners = [c["name"] for c in configs for f in c.get("subjects", []) if covers(f, sample)]
         if len(owners) != 1:
             problems.append(
                 f"{pattern.prefix}: stored by {owners or 'no stream'} (want exactly one)"

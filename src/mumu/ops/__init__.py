@@ -1,0 +1,1 @@
+"""Operator tools: dead letters and replays."""

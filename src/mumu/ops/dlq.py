@@ -1,0 +1,57 @@
+"""Dead letters on ``mumu.dlq.<stage>``: list, show, replay to the original subject, purge."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from nats.aio.client import Client as NATS
+
+from mumu.contracts import headers as h
+from mumu.contracts import subjects
+from mumu.ops.reader import Stored, read_range
+
+
+def dlq_subject(stage: str | None) -> str:
+    return subjects.DLQ.token(stage) if stage else subjects.DLQ.wildcard
+
+
+async def letters(
+    nc: NATS, stage: str | None = None, limit: int | None = None
+) -> AsyncIterator[Stored]:
+    async for stored in read_range(nc, subjects.STREAM_DLQ, dlq_subject(stage), limit=limit):
+        yield stored
+
+
+async def letter(nc: NATS, seq: int) -> Stored:
+    msg = await nc.jetstream().get_msg(subjects.STREAM_DLQ, seq)
+    return Stored(msg.seq or seq, msg.subject or "", msg.data or b"", dict(msg.headers or {}),
+                  msg.time)  # type: ignore[arg-type]
+
+
+def original_headers(stored: Stored) -> dict[str, str]:
+    """The headers the message had before it was dead-lettered."""
+    prefix = h.DLQ_ORIGINAL_PREFIX
+    return {k[len(prefix):]: v for k, v in stored.headers.items() if k.startswith(prefix)}
+
+
+async def replay(nc: NATS, stored: Stored) -> str:
+    """Publish the original payload to its original subject, then delete the dead letter.
+
+    The replay gets a new ``Nats-Msg-Id`` (the original one may still be inside the
+    stream's duplicate window, which would drop it silently).
+    """
+    subject = stored.headers[h.DLQ_SUBJECT]
+    headers = original_headers(stored)
+    headers[h.MSG_ID] = f"{headers.get(h.MSG_ID, 'dlq')}:replay:{stored.seq}"
+    js = nc.jetstream()
+    await js.publish(subject, stored.data, headers=headers)
+    await js.delete_msg(subjects.STREAM_DLQ, stored.seq)
+    return subject
+
+
+async def purge(nc: NATS, stage: str | None = None) -> int:
+    js = nc.jetstream()
+    info = await js.stream_info(subjects.STREAM_DLQ, subjects_filter=dlq_subject(stage))
+    count = sum((info.state.subjects or {}).values())
+    await js.purge_stream(subjects.STREAM_DLQ, subject=dlq_subject(stage))
+    return count
