@@ -184,13 +184,21 @@ async def apply_buckets(
 
 
 async def apply_all(
-    nc: NATS, directory: Path | None = None, *, dry_run: bool = False
+    nc: NATS, directory: Path | None = None, *, dry_run: bool = False,
+    replicas: int | None = None,
 ) -> list[StreamChange]:
-    """Create missing streams and buckets, update changed ones; ``dry_run`` only reports."""
-    changes = [
-        await apply_stream(nc, cfg, dry_run=dry_run) for cfg in load_stream_configs(directory)
-    ]
-    changes += await apply_buckets(nc, load_bucket_configs(directory), dry_run=dry_run)
+    """Create missing streams and buckets, update changed ones; ``dry_run`` only reports.
+
+    ``replicas`` overrides the files' replica count (3 on a NATS cluster).
+    """
+    configs = load_stream_configs(directory)
+    buckets = load_bucket_configs(directory)
+    if replicas is not None:
+        configs = [{**c, "num_replicas": replicas} for c in configs]
+        buckets = {kind: [{**b, "replicas": replicas} for b in specs]
+                   for kind, specs in buckets.items()}
+    changes = [await apply_stream(nc, cfg, dry_run=dry_run) for cfg in configs]
+    changes += await apply_buckets(nc, buckets, dry_run=dry_run)
     return changes
 
 

@@ -21,6 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--check", action="store_true",
         help="only report drift (exit 3 when the server differs from the files)",
     )
+    apply.add_argument(
+        "--replicas", type=int, default=None,
+        help="replicas of every stream and bucket (3 on a NATS cluster; default: the files)",
+    )
     apply.set_defaults(func=run_apply)
     st = verbs.add_parser("status", help="messages, bytes, consumers, pending per stream")
     st.set_defaults(func=run_status)
@@ -28,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run_apply(args: argparse.Namespace, settings: Settings) -> int:
     async def work(nc: NATS) -> int:
-        changes = await apply_all(nc, args.dir, dry_run=args.check)
+        changes = await apply_all(nc, args.dir, dry_run=args.check, replicas=args.replicas)
         for change in changes:
             print(change.describe())
         drifted = [c for c in changes if c.action in ("drift", "missing")]

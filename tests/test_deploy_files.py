@@ -1,0 +1,67 @@
+"""Deployment files are checked here, since no Docker engine runs on this machine."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mumu.cli.stage import STAGE_NAMES
+from mumu.runtime.metrics import StageMetrics
+
+ROOT = Path(__file__).parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cuda"])
+def test_dockerfiles_are_hadolint_clean(dockerfile: str) -> None:
+    result = subprocess.run([BIN / "hadolint", ROOT / dockerfile], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = (ROOT / dockerfile).read_text()
+    assert re.search(r"^USER ", text, re.M), "runs as a non-root user"
+    assert "HEALTHCHECK" in text
+    for folder in ("streams", "sql", "schemas"):  # the package's resources must be copied
+        assert f"COPY {folder} ./{folder}" in text
+
+
+def test_cuda_image_is_pinned_to_cuda12_cudnn9() -> None:
+    text = (ROOT / "Dockerfile.cuda").read_text()
+    assert re.search(r"nvidia/cuda:12\.\d+\.\d+-cudnn-runtime", text)
+
+
+def test_compose_runs_every_stage_the_gateway_and_prometheus_without_inline_secrets() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {*STAGE_NAMES, "gateway", "nats", "postgres", "prometheus"} <= set(services)
+    for name in STAGE_NAMES:
+        assert services[name]["command"] == ["stage", name]
+    text = (ROOT / "docker-compose.yml").read_text()
+    for secret in ("MUMU_MASTER_KEYS", "POSTGRES_PASSWORD", "MUMU_GATEWAY__SESSION_SECRET"):
+        assert re.search(rf"\${{{secret}:\?", text), f"{secret} must come from the environment"
+
+
+@pytest.mark.parametrize("node", [1, 2, 3])
+def test_nats_cluster_configs_are_valid(node: int) -> None:
+    conf = ROOT / "infra" / "nats" / f"nats-{node}.conf"
+    result = subprocess.run(
+        [BIN / "nats-server", "-c", conf, "-t"], capture_output=True, text=True,
+        env={**os.environ, "JS_KEY": "test-key"},
+    )
+    assert result.returncode == 0, result.stderr
+    text = conf.read_text()
+    assert "cipher: chachapoly" in text and "cluster {" in text
+
+
+def test_prometheus_rules_use_metrics_that_exist() -> None:
+    rules = yaml.safe_load((ROOT / "infra" / "prometheus" / "rules.yml").read_text())
+    families = {m.name for m in StageMetrics("x").registry.collect()}
+    counters = {f"{name}_total" for name in families}
+    exprs = " ".join(r["expr"] for g in rules["groups"] for r in g["rules"])
+    used = set(re.findall(r"\b(mumu_[a-z_]+?)(?:_bucket)?\b", exprs))
+    assert used, "rules refer to mumu metrics"
+    assert used <= families | counters, used - families - counters
