@@ -6,6 +6,7 @@ import asyncio
 import re
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -102,7 +103,7 @@ async def test_shred_makes_exactly_that_workspace_unreadable(
 
 def test_cli_workspace_and_keys_commands(
     pg_admin_url: str, pg_app_url: str, master_keys: str, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("MUMU_DATABASE_ADMIN_URL", pg_admin_url)
     monkeypatch.setenv("MUMU_DATABASE_URL", pg_app_url)
@@ -144,6 +145,31 @@ def test_cli_workspace_and_keys_commands(
     status = capsys.readouterr().out
     assert "k1" not in status
     assert status.count("k2") == 2
+
+    # promote an existing key of the ring; `--add` with an env keyring only prints the key
+    assert main(["keys", "rotate", "--promote", "k1"]) == 0
+    out = capsys.readouterr().out
+    assert "rewrapped 2 data keys of 1 workspaces under master key k1" in out
+    assert "now list k1 first in MUMU_MASTER_KEYS" in out
+    assert main(["keys", "rotate", "--add", "k3"]) == 0
+    assert "MUMU_MASTER_KEYS=<current keys>,k3:" in capsys.readouterr().out
+    assert main(["keys", "status"]) == 0
+    status = capsys.readouterr().out
+    assert status.count("k1") == 2
+    assert "k3" not in status
+
+    # the development keyring file of `mumu up`: `--add` makes a new primary and uses it
+    monkeypatch.delenv("MUMU_MASTER_KEYS")
+    data_dir = tmp_path / "mumu"
+    data_dir.mkdir()
+    monkeypatch.setenv("MUMU_DATA_DIR", str(data_dir))
+    (data_dir / "master-keys").write_text(f"{second},{master_keys}\n")
+    assert main(["keys", "rotate", "--add", "dev2"]) == 0
+    assert "rewrapped 2 data keys of 1 workspaces under master key dev2" in (
+        capsys.readouterr().out)
+    assert (data_dir / "master-keys").read_text().startswith("dev2:")
+    assert main(["keys", "reencrypt"]) == 0  # readable with the updated file
+    capsys.readouterr()
 
     assert main(["keys", "shred", ws, "--yes"]) == 0
     assert "3 rows (2 transcripts, 1 answers) can never be decrypted" in capsys.readouterr().out

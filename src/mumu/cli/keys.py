@@ -17,7 +17,7 @@ from mumu.cli.common import table
 from mumu.cli.workspace import with_admin
 from mumu.crypto import MasterKey
 from mumu.db import keyadmin
-from mumu.db.bootstrap import keyring_of
+from mumu.db.bootstrap import KEYRING_FILE, add_dev_master_key, keyring_of, uses_dev_keyring
 from mumu.db.datakeys import DataKeys
 from mumu.db.pool import workspace_tx
 from mumu.db.workspaces import workspace_ids
@@ -38,6 +38,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rot.add_argument(
         "--data-keys", action="store_true",
         help="also start a new data-key version per workspace (old rows stay readable)",
+    )
+    which = rot.add_mutually_exclusive_group()
+    which.add_argument(
+        "--promote", metavar="ID",
+        help="rewrap under this key of MUMU_MASTER_KEYS (then list it first everywhere)",
+    )
+    which.add_argument(
+        "--add", metavar="ID",
+        help="generate a new master key: with the development keyring file of `mumu up` "
+        "it is added there as primary and used at once; with MUMU_MASTER_KEYS it is "
+        "printed for you to deploy first (nothing is rewrapped)",
     )
     rot.set_defaults(func=run_rotate)
     re = verbs.add_parser(
@@ -76,12 +87,28 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_rotate(args: argparse.Namespace, settings: Settings) -> int:
-    keys = DataKeys(keyring_of(settings))
+    keyring = keyring_of(settings)
+    if args.add:
+        new = MasterKey.generate(args.add)
+        if not uses_dev_keyring(settings):
+            print(f"new master key {new.key_id} (not used yet). Deploy it on every process:")
+            print(f"  1. append it:  MUMU_MASTER_KEYS=<current keys>,{new.encoded()}")
+            print(f"  2. then move it first, and run `mumu keys rotate --promote {new.key_id}`")
+            return 0
+        keyring = keyring.with_primary(new)
+        add_dev_master_key(settings, new)
+        print(f"added master key {new.key_id} to {settings.data_dir / KEYRING_FILE} as primary "
+              "(restart `mumu up` so every process has it)")
+    elif args.promote:
+        keyring = keyring.promoted(args.promote)
+    keys = DataKeys(keyring)
 
     async def work(conn: asyncpg.Connection) -> int:
         report = await keyadmin.rotate(conn, keys, new_data_keys=args.data_keys)
         print(f"rewrapped {report.rewrapped} data keys of {report.workspaces} workspaces "
               f"under master key {report.primary}")
+        if report.primary != keyring_of(settings).primary_id and not args.add:
+            print(f"now list {report.primary} first in MUMU_MASTER_KEYS on every process")
         if args.data_keys:
             print(f"new data-key versions: {report.new_data_keys} (new rows use them; "
                   "`mumu keys reencrypt` moves old rows)")

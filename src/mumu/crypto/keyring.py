@@ -72,6 +72,7 @@ class Keyring:
         if duplicates:
             raise KeyringError(f"duplicate master key ids: {', '.join(duplicates)}")
         self._keys = {k.key_id: AESGCM(k.material) for k in keys}
+        self._masters = {k.key_id: k for k in keys}
         self._ids = ids
 
     def __repr__(self) -> str:
@@ -84,6 +85,19 @@ class Keyring:
     @property
     def key_ids(self) -> list[str]:
         return list(self._ids)
+
+    def promoted(self, key_id: str) -> Keyring:
+        """The same keys with ``key_id`` primary."""
+        if key_id not in self._masters:
+            raise KeyringError(
+                f"master key {key_id!r} is not in MUMU_MASTER_KEYS (have: {', '.join(self._ids)})"
+            )
+        return Keyring([self._masters[key_id],
+                        *(self._masters[i] for i in self._ids if i != key_id)])
+
+    def with_primary(self, key: MasterKey) -> Keyring:
+        """These keys plus ``key``, which becomes primary."""
+        return Keyring([key, *(self._masters[i] for i in self._ids)])
 
     @classmethod
     def parse(cls, text: str) -> Keyring:

@@ -159,9 +159,19 @@ def admin_url_of(settings: Settings) -> str:
     )
 
 
+def uses_dev_keyring(settings: Settings) -> bool:
+    return settings.master_keys is None and (settings.data_dir / KEYRING_FILE).exists()
+
+
 def keyring_of(settings: Settings) -> Keyring:
     """``MUMU_MASTER_KEYS``, else the development keyring file of ``mumu up``."""
-    if settings.master_keys is None and (settings.data_dir / KEYRING_FILE).exists():
+    if uses_dev_keyring(settings):
         return Keyring.parse(dev_keyring_text(settings.data_dir))
     return Keyring.from_settings(settings)
+
+
+def add_dev_master_key(settings: Settings, key: MasterKey) -> None:
+    """Put ``key`` first (primary) in the development keyring file, keeping the others."""
+    path = settings.data_dir / KEYRING_FILE
+    _write_private(path, f"{key.encoded()},{path.read_text().strip()}\n")
 
