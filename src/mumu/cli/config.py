@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, SecretStr
@@ -36,6 +37,17 @@ def _default(field: FieldInfo) -> str:
     return f"`{json.dumps(value) if isinstance(value, list | bool) else value}`"
 
 
+README_MARKERS = ("<!-- settings -->\n", "<!-- /settings -->")
+
+
+def with_settings_table(readme: str) -> str:
+    """``readme`` with the text between the settings markers replaced by the table."""
+    start, end = README_MARKERS
+    head, _, rest = readme.partition(start)
+    _, _, tail = rest.partition(end)
+    return f"{head}{start}{settings_table()}{end}{tail}"
+
+
 def settings_table() -> str:
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     lines += [
@@ -47,12 +59,17 @@ def settings_table() -> str:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("config", help="print the settings table or the effective settings")
     verbs = p.add_subparsers(dest="verb", required=True)
-    verbs.add_parser("docs", help="Markdown table of every setting").set_defaults(func=run_docs)
+    docs = verbs.add_parser("docs", help="Markdown table of every setting")
+    docs.add_argument("--readme", type=Path, help="rewrite the table inside this README")
+    docs.set_defaults(func=run_docs)
     verbs.add_parser("show", help="effective settings (secrets hidden)").set_defaults(func=run_show)
 
 
 def run_docs(args: argparse.Namespace, settings: Settings) -> int:
-    print(settings_table(), end="")
+    if args.readme:
+        args.readme.write_text(with_settings_table(args.readme.read_text()))
+    else:
+        print(settings_table(), end="")
     return 0
 
 
