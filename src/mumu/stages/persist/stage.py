@@ -101,8 +101,7 @@ class PersistStage:
                 )
                 await self._wait_for_database(delay)
                 delay = min(delay * 2, self.settings.persist.retry_max_delay)
-        # fields come from a validated event: construct without validating again
-        persisted = Persisted.model_construct(
+        persisted = Persisted(
             event_id=derive_id(event.request_id, NAME, record.kind, event.event_id),
             request_id=event.request_id,
             workspace_id=inbound.workspace_id,
