@@ -115,3 +115,22 @@ async def test_body_naming_another_workspace_is_refused(
 def test_standalone_stage_without_keyring_is_a_clear_error(stage_settings: Settings) -> None:
     with pytest.raises(RuntimeError, match="MUMU_MASTER_KEYS is not set"):
         build_stage(stage_settings.model_copy(update={"master_keys": None}))
+
+
+async def test_a_row_the_database_refuses_fails_alone(
+    nc: NATS, streams: None, stage_settings: Settings, workspace: WorkspaceFactory,
+    admin_conn: asyncpg.Connection,
+) -> None:
+    ws, _ = await workspace()
+    good = [transcript(ws, f"fine {i}") for i in range(5)]
+    bad = transcript(ws, "fine text").model_copy(update={"language": "e\u0000n"})  # NUL: no text
+    async with running(build_stage(stage_settings), stage_settings), Collector(nc) as seen:
+        for event in [*good[:3], bad, *good[3:]]:
+            await publish(nc, event)
+        await seen.wait_count("mumu.persisted.", 5)
+        letters = await seen.wait_count("mumu.dlq.", 1)
+        await drained(nc)
+    assert letters[0].headers[h.DLQ_CODE] == "persist_failed"
+    assert "rejected by the database" in letters[0].headers[h.DLQ_REASON]
+    rows = await admin_conn.fetch("SELECT event_id FROM mumu.transcripts")
+    assert {str(r["event_id"]) for r in rows} == {e.event_id for e in good}

@@ -19,7 +19,7 @@ import asyncpg
 from pydantic import BaseModel
 
 from mumu.contracts import subjects
-from mumu.contracts.events import Persisted, derive_id
+from mumu.contracts.events import AnswerFinal, Persisted, TranscriptFinal, derive_id
 from mumu.crypto import CryptoError, Keyring
 from mumu.db.datakeys import DataKeys
 from mumu.db.pool import UNAVAILABLE, create_app_pool
@@ -80,12 +80,7 @@ class PersistStage:
 
     async def handle(self, inbound: Inbound[BaseModel]) -> Sequence[Outbound]:
         event = parse_event(inbound.subject, inbound.data)
-        ws = self._workspaces.get(inbound.workspace_id) or check_workspace(
-            event, inbound.workspace_id)
-        if event.workspace_id not in (inbound.workspace_id, ws):
-            check_workspace(event, inbound.workspace_id)  # raises: body and subject disagree
-        if len(self._workspaces) < 100_000:
-            self._workspaces[inbound.workspace_id] = ws
+        ws = self._workspace(event, inbound.workspace_id)
         record = to_record(event)
         delay = 0.25
         while True:
@@ -111,6 +106,15 @@ class PersistStage:
         )
         return [Outbound.of(subjects.PERSISTED.for_workspace(inbound.workspace_id), persisted)]
 
+    def _workspace(self, event: TranscriptFinal | AnswerFinal, token: str) -> str:
+        """The canonical workspace UUID of the subject (memoised: parsed once per token)."""
+        ws = self._workspaces.get(token)
+        if ws is None or event.workspace_id not in (token, ws):
+            ws = check_workspace(event, token)  # raises for a bad token or a foreign body
+            if len(self._workspaces) < 100_000:
+                self._workspaces[token] = ws
+        return ws
+
     async def _wait_for_database(self, delay: float) -> None:
         assert self.pool is not None
         while True:
@@ -122,28 +126,38 @@ class PersistStage:
                 delay = min(delay * 2, self.settings.persist.retry_max_delay)
 
     async def _flush(self, ws: str, records: list[Record]) -> list[BaseException | None]:
-        """Write a batch; on a bad row, write one by one so only that row fails."""
+        """Write a batch; when the database refuses some row's data, write one by one so
+        only that row fails."""
         assert self.pool is not None
         try:
             await write_records(self.pool, self.data_keys, ws, records, self.known)
             return [None] * len(records)
-        except UNAVAILABLE as exc:
-            return [DatabaseUnavailableError(f"{type(exc).__name__}: {exc}")] * len(records)
-        except UnknownWorkspaceError as exc:
-            return [PermanentError("unknown_workspace", str(exc))] * len(records)
-        except CryptoError as exc:  # e.g. a data key wrapped by a master key we lack
-            log.warning("cannot use the data key: %s", exc,
-                        extra={"stage": NAME, "workspace_id": ws})
-            return [TransientError("persist_failed", f"keyring: {exc}")] * len(records)
-        except asyncpg.PostgresError as exc:
-            if len(records) == 1:
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+            if len(records) == 1:  # this row's data is what the database refuses
                 log.warning("row rejected by the database: %s", exc,
                             extra={"stage": NAME, "workspace_id": ws})
                 return [PermanentError("persist_failed", f"rejected by the database: {exc}")]
+        except Exception as exc:  # noqa: BLE001 - classified and handed to every handler
+            return [_failure(exc, ws)] * len(records)
         outcomes: list[BaseException | None] = []
         for record in records:
             outcomes.extend(await self._flush(ws, [record]))
         return outcomes
+
+
+def _failure(exc: Exception, ws: str) -> Exception:
+    """What a failed batch means for each of its messages."""
+    if isinstance(exc, UNAVAILABLE):
+        return DatabaseUnavailableError(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, UnknownWorkspaceError):
+        return PermanentError("unknown_workspace", str(exc))
+    if isinstance(exc, CryptoError):  # e.g. a data key wrapped by a master key we lack
+        log.warning("cannot use the data key: %s", exc, extra={"stage": NAME, "workspace_id": ws})
+        return TransientError("persist_failed", f"keyring: {exc}")
+    if isinstance(exc, asyncpg.PostgresError):  # schema missing, privileges...: not the data
+        log.warning("batch failed: %r", exc, extra={"stage": NAME, "workspace_id": ws})
+        return TransientError("persist_failed", f"database error: {exc}")
+    return exc
 
 
 def build_stage(settings: Settings) -> PersistStage:
