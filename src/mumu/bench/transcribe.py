@@ -151,12 +151,15 @@ async def _stages(settings: Settings) -> AsyncIterator[TranscribeStage]:
             stop.set()
 
 
-async def _concurrent(timed: Callable[[bytes], Any], items: list[bytes], n: int) -> float:
+async def _concurrent(
+    timed: Callable[[bytes], Any], items: list[bytes], n: int, latencies: list[float]
+) -> float:
+    """Wall time of ``items`` with ``n`` in flight; each request's latency is appended."""
     sem = asyncio.Semaphore(n)
 
     async def one(data: bytes) -> None:
         async with sem:
-            await timed(data)
+            latencies.append(await timed(data))
 
     started = time.perf_counter()
     await asyncio.gather(*(one(d) for d in items))
@@ -203,16 +206,19 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 outside = list(pipe.outside_model[1:])  # sequential requests only
                 decoding = list(direct.decode_seconds[1:])
                 conc_direct = conc_pipe = 0.0
+                lat_d: list[float] = []
+                lat_p: list[float] = []
                 for _ in range(args.repeat):  # alternating blocks, as above
-                    conc_direct += await _concurrent(direct.timed, clips, args.concurrency)
-                    conc_pipe += await _concurrent(pipe.timed, clips, args.concurrency)
+                    conc_direct += await _concurrent(direct.timed, clips, args.concurrency, lat_d)
+                    conc_pipe += await _concurrent(pipe.timed, clips, args.concurrency, lat_p)
             batched_settings = settings(args.batch_window_ms, args.concurrency)
             async with _stages(batched_settings) as batched, Pipeline(nc) as pipe:
                 await pipe.timed(clips[0])
                 batcher = batched.batcher
                 assert batcher is not None
                 batcher.batches.clear()
-                conc_batched = await _concurrent(pipe.timed, items, args.concurrency)
+                lat_b: list[float] = []
+                conc_batched = await _concurrent(pipe.timed, items, args.concurrency, lat_b)
                 batch_sizes = list(batcher.batches)
             await nc.drain()
     paired = [(p - d) * 1000 for p, d in zip(seq_p, seq_d, strict=True)]
@@ -253,13 +259,13 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                                              "note": "dominated by model run-to-run noise"},
         },
         "concurrent": {
-            "direct": _summary(conc_direct, audio, [conc_direct / len(items)]),
-            "pipeline": _summary(conc_pipe, audio, [conc_pipe / len(items)]),
+            "direct": _summary(conc_direct, audio, lat_d),
+            "pipeline": _summary(conc_pipe, audio, lat_p),
             "throughput_ratio": round(conc_ratio, 3),
         },
         "micro_batching": {
             "window_ms": args.batch_window_ms,
-            "pipeline": _summary(conc_batched, audio, [conc_batched / len(items)]),
+            "pipeline": _summary(conc_batched, audio, lat_b),
             "speedup_vs_unbatched_pipeline": round(conc_pipe / conc_batched, 3),
             "batch_sizes": batch_sizes,
         },
