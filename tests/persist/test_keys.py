@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from mumu.cli.main import main
-from mumu.crypto import Keyring, MasterKey
+from mumu.crypto import DecryptionError, Keyring, MasterKey
 from mumu.db import keyadmin
 from mumu.db.datakeys import DataKeys, DataKeyShreddedError
 from mumu.db.history import session_history
@@ -174,3 +174,27 @@ def test_cli_workspace_and_keys_commands(
     assert main(["keys", "shred", ws, "--yes"]) == 0
     assert "3 rows (2 transcripts, 1 answers) can never be decrypted" in capsys.readouterr().out
     assert main(["keys", "shred", str(uuid.uuid4()), "--yes"]) == 1
+
+
+async def test_ciphertext_moved_between_rows_or_workspaces_in_the_database_fails(
+    app_pool: asyncpg.Pool, admin_conn: asyncpg.Connection, keyring: Keyring,
+    workspace: WorkspaceFactory,
+) -> None:
+    a, _ = await workspace("A")
+    b, _ = await workspace("B")
+    keys = DataKeys(keyring)
+    first, second = said("first"), said("second")
+    await write_records(app_pool, keys, a, [first, second])
+    await write_records(app_pool, keys, b, [said("bravo")])
+    # an attacker with write access to the table swaps ciphertexts between rows
+    await admin_conn.execute(
+        "UPDATE mumu.transcripts SET text = (SELECT text FROM mumu.transcripts "
+        "WHERE event_id = $2) WHERE event_id = $1", first.event_id, second.event_id)
+    with pytest.raises(DecryptionError, match="moved from another row"):
+        await session_history(app_pool, keys, a, "s")
+    # ... or copies another workspace's ciphertext into B's row
+    await admin_conn.execute(
+        "UPDATE mumu.transcripts SET text = (SELECT text FROM mumu.transcripts "
+        "WHERE event_id = $1) WHERE workspace_id = $2", second.event_id, b)
+    with pytest.raises(DecryptionError):
+        await session_history(app_pool, keys, b, "s")
