@@ -74,9 +74,8 @@ async def test_postgres_down_for_20s_mid_load_loses_and_duplicates_nothing(
             if i % 50 == 49:
                 await asyncio.sleep(0.2)
 
-    async with running(build_stage(stage_settings), stage_settings), Collector(
-        nc, "mumu.>"
-    ) as seen:
+    stage = build_stage(stage_settings)
+    async with running(stage, stage_settings), Collector(nc, "mumu.>") as seen:
         producer = asyncio.create_task(produce())
         await seen.wait_count("mumu.persisted.", 300, timeout=30)
         await own_postgres.stop()
@@ -102,6 +101,9 @@ async def test_postgres_down_for_20s_mid_load_loses_and_duplicates_nothing(
     # the outage really hit in-flight work: nak'ed with a delay, then held, never termed
     messages = [r.getMessage() for r in caplog.records]
     assert any("retrying in" in m and "database unavailable" in m for m in messages)
+    assert stage.metrics is not None
+    assert (stage.metrics.registry.get_sample_value(
+        "mumu_persist_failed_batches_total", {"reason": "database_unavailable"}) or 0) > 0
     admin = await asyncpg.connect(admin_url)
     try:
         rows = await admin.fetchval("SELECT count(*) FROM mumu.transcripts")

@@ -78,7 +78,8 @@ async def test_same_event_three_times_gives_one_row_and_one_confirmation(
 ) -> None:
     ws, _ = await workspace()
     said = transcript(ws, "once only")
-    async with running(build_stage(stage_settings), stage_settings), Collector(nc) as seen:
+    stage = build_stage(stage_settings)
+    async with running(stage, stage_settings), Collector(nc) as seen:
         for attempt in range(3):  # distinct Nats-Msg-Ids: JetStream keeps all three
             await publish(nc, said, msg_id=f"{said.event_id}-{attempt}")
         await seen.wait_count("mumu.persisted.", 3)
@@ -87,6 +88,10 @@ async def test_same_event_three_times_gives_one_row_and_one_confirmation(
     assert [str(r["event_id"]) for r in rows] == [said.event_id]
     stream = await nc.jetstream().stream_info(subjects.STREAM_PERSISTED)
     assert stream.state.messages == 1  # the confirmations share one Nats-Msg-Id
+    assert stage.metrics is not None
+    sample = stage.metrics.registry.get_sample_value
+    assert sample("mumu_persist_rows_total", {"kind": "transcript"}) == 3  # upserts, 1 row
+    assert (sample("mumu_persist_batch_rows_count") or 0) >= 1
 
 
 async def test_unknown_or_malformed_workspace_is_dead_lettered(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 
 import asyncpg
@@ -27,6 +28,7 @@ from mumu.db.records import KnownIndex, Record, UnknownWorkspaceError, write_rec
 from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
 from mumu.settings import Settings
 from mumu.stages.persist.batcher import BatchWriter
+from mumu.stages.persist.metrics import PersistMetrics
 from mumu.stages.persist.records import check_workspace, parse_event, to_record
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class PersistStage:
             self._flush, max_rows=p.batch_rows, window=p.batch_window, writers=p.writers
         )
         self._writer_task: asyncio.Task[None] | None = None
+        self.metrics: PersistMetrics | None = None
 
     def routes(self) -> Sequence[Route]:
         return [
@@ -66,6 +69,7 @@ class PersistStage:
 
     async def start(self, ctx: StageContext) -> None:
         self.max_deliver = ctx.settings.stage.max_deliver
+        self.metrics = PersistMetrics(ctx.metrics.registry)
         self.pool = await create_app_pool(
             ctx.settings, max_size=max(ctx.settings.persist.pool_max, ctx.settings.persist.writers)
         )
@@ -125,39 +129,57 @@ class PersistStage:
             except UNAVAILABLE:
                 delay = min(delay * 2, self.settings.persist.retry_max_delay)
 
+    def _observe(self, records: list[Record], seconds: float) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.batch_rows.observe(len(records))
+        self.metrics.batch_seconds.observe(seconds)
+        answers = sum(1 for r in records if r.kind == "answer")
+        self.metrics.rows.labels("answer").inc(answers)
+        self.metrics.rows.labels("transcript").inc(len(records) - answers)
+
+    def _failed(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.failed_batches.labels(reason).inc()
+
     async def _flush(self, ws: str, records: list[Record]) -> list[BaseException | None]:
         """Write a batch; when the database refuses some row's data, write one by one so
         only that row fails."""
         assert self.pool is not None
+        started = time.perf_counter()
         try:
             await write_records(self.pool, self.data_keys, ws, records, self.known)
+            self._observe(records, time.perf_counter() - started)
             return [None] * len(records)
         except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+            self._failed("rejected_row")
             if len(records) == 1:  # this row's data is what the database refuses
                 log.warning("row rejected by the database: %s", exc,
                             extra={"stage": NAME, "workspace_id": ws})
                 return [PermanentError("persist_failed", f"rejected by the database: {exc}")]
         except Exception as exc:  # noqa: BLE001 - classified and handed to every handler
-            return [_failure(exc, ws)] * len(records)
+            reason, failure = _failure(exc, ws)
+            self._failed(reason)
+            return [failure] * len(records)
         outcomes: list[BaseException | None] = []
         for record in records:
             outcomes.extend(await self._flush(ws, [record]))
         return outcomes
 
 
-def _failure(exc: Exception, ws: str) -> Exception:
-    """What a failed batch means for each of its messages."""
+def _failure(exc: Exception, ws: str) -> tuple[str, Exception]:
+    """(metric reason, what a failed batch means for each of its messages)."""
     if isinstance(exc, UNAVAILABLE):
-        return DatabaseUnavailableError(f"{type(exc).__name__}: {exc}")
+        return "database_unavailable", DatabaseUnavailableError(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, UnknownWorkspaceError):
-        return PermanentError("unknown_workspace", str(exc))
+        return "unknown_workspace", PermanentError("unknown_workspace", str(exc))
     if isinstance(exc, CryptoError):  # e.g. a data key wrapped by a master key we lack
         log.warning("cannot use the data key: %s", exc, extra={"stage": NAME, "workspace_id": ws})
-        return TransientError("persist_failed", f"keyring: {exc}")
+        return "keyring", TransientError("persist_failed", f"keyring: {exc}")
     if isinstance(exc, asyncpg.PostgresError):  # schema missing, privileges...: not the data
         log.warning("batch failed: %r", exc, extra={"stage": NAME, "workspace_id": ws})
-        return TransientError("persist_failed", f"database error: {exc}")
-    return exc
+        return "database_error", TransientError("persist_failed", f"database error: {exc}")
+    return "other", exc
 
 
 def build_stage(settings: Settings) -> PersistStage:
