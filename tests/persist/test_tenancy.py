@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -201,3 +202,22 @@ async def test_migrations_are_idempotent(admin_conn: asyncpg.Connection) -> None
         )
         assert row is not None
         assert (row["relrowsecurity"], row["relforcerowsecurity"]) == (True, True), table
+
+
+async def test_an_edited_applied_migration_is_refused(
+    admin_conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    from mumu.db.migrate import MigrationError, migrations
+
+    for m in migrations():
+        (tmp_path / f"{m.name}.sql").write_text(m.sql)
+    first = tmp_path / "0001_schema.sql"
+    first.write_text(first.read_text() + "\n-- edited\n")
+    with pytest.raises(MigrationError, match="0001_schema changed after it was applied"):
+        await apply_migrations(admin_conn, tmp_path)
+
+
+async def test_workspace_must_be_a_uuid(app_pool: asyncpg.Pool) -> None:
+    with pytest.raises(ValueError, match="is not a UUID"):
+        async with workspace_tx(app_pool, "'; DROP TABLE mumu.transcripts; --"):
+            pass

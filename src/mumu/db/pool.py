@@ -77,7 +77,10 @@ async def create_app_pool(
 
 def workspace_uuid(workspace_id: str) -> str:
     """The canonical UUID text of a workspace id; ``ValueError`` when it is not a UUID."""
-    return str(uuid.UUID(workspace_id))
+    try:
+        return str(uuid.UUID(workspace_id))
+    except (ValueError, TypeError, AttributeError):
+        raise ValueError(f"workspace id {workspace_id!r} is not a UUID") from None
 
 
 @asynccontextmanager
