@@ -13,10 +13,11 @@ from nats.aio.client import Client as NATS
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import PipelineError, TranscriptFinal, TranscriptPartial
+from mumu.settings import Settings
 from mumu.stages.ingest.stage import IngestStage
 from mumu.stages.transcribe.stage import TranscribeStage
 from tests.audio.conftest import SPEECH, WS, publish_audio, references, words
-from tests.harness import Collector, Seen
+from tests.harness import Collector, Seen, running
 
 Stages = tuple[IngestStage, TranscribeStage]
 
@@ -124,18 +125,27 @@ def flac_to_wav(data: bytes) -> bytes:
 
 
 async def test_audio_over_the_payload_limit_goes_through_the_object_store(
-    nc: NATS, pipeline: Stages
+    nc: NATS, streams: None, audio_settings: Settings
 ) -> None:
+    # ack_wait far below the transcription time: only in_progress() heartbeats keep the
+    # message from being redelivered while it is worked on
+    quick = audio_settings.model_copy(
+        update={"stage": audio_settings.stage.model_copy(update={"ack_wait": 1.0})})
     big = flac_to_wav((SPEECH / "long_en.flac").read_bytes())
     assert len(big) > nc.max_payload
     with pytest.raises(Exception, match="payload"):  # too big for a message: use the bucket
         await publish_audio(nc, big)
     store = await nc.jetstream().object_store(subjects.BUCKET_AUDIO)
     await store.put(f"{WS}/meeting.wav", big)
-    async with Collector(nc) as seen:
+    async with (running(IngestStage(quick), quick), running(TranscribeStage(quick), quick),
+                Collector(nc) as seen):
         rid = await publish_audio(nc, b"", extra={h.AUDIO_OBJECT: f"{WS}/meeting.wav"})
         await wait_finals(seen, 1, timeout=120)
     final = finals(seen)[rid]
+    assert final.compute_seconds > 2 * quick.stage.ack_wait
+    info = await nc.jetstream().consumer_info(subjects.STREAM_AUDIO, "transcribe-audio")
+    assert info.num_redelivered == 0
+    assert len(seen.on("mumu.transcript.final.")) == 1
     assert 63 < final.duration < 64
     assert len(partials_of(seen, rid)) >= 3  # a long file streams several segments
     truth = words(references()["long_en.flac"]["text"])
