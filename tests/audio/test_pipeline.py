@@ -173,3 +173,15 @@ async def test_bad_files_are_dead_lettered_and_an_8khz_file_sent_after_transcrib
     assert not seen.on("mumu.dlq.transcribe")
     final = finals(seen)[good]
     assert jiwer.wer(words(references()["en01.wav"]["text"]), words(final.text)) <= 0.25
+
+
+async def test_an_unknown_language_is_refused_without_retries(nc: NATS, pipeline: Stages) -> None:
+    async with Collector(nc) as seen:
+        rid = await publish_audio(nc, (SPEECH / "en01.wav").read_bytes(),
+                                  extra={h.LANGUAGE: "xx"})
+        errors = await seen.wait_count("mumu.error.", 1, timeout=30)
+        letters = await seen.wait_count("mumu.dlq.transcribe", 1, timeout=30)
+    err = PipelineError.model_validate_json(errors[0].data)
+    assert (err.request_id, err.code, err.stage) == (rid, "schema_violation", "transcribe")
+    assert letters[0].headers[h.DLQ_DELIVERIES] == "1"
+    assert not seen.on("mumu.transcript.")

@@ -128,6 +128,11 @@ class Engine:
             extra={"stage": "transcribe"},
         )
 
+    @property
+    def languages(self) -> frozenset[str]:
+        """ISO 639-1 codes the loaded model knows (``en`` only for English-only models)."""
+        return frozenset(self.model.supported_languages) if self.model is not None else frozenset()
+
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self.executor, self.load)
 

@@ -90,6 +90,11 @@ class TranscribeStage:
     async def handle(self, inbound: Inbound[AudioReady]) -> Sequence[Outbound]:
         ready = inbound.body()
         engine = self._require_engine()
+        language = ready.options.language
+        if language is not None and language not in engine.languages:
+            raise PermanentError(
+                "schema_violation", f"Mumu-Language {language!r} is not a language of the model"
+            )
         audio = await self._load(ready)
         ws = inbound.workspace_id
         partial_subject = subjects.TRANSCRIPT_PARTIAL.for_workspace(ws)
