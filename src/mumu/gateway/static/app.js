@@ -1,0 +1,161 @@
+// mumu demo page: a session token, one websocket (resumed by cursor), asks by voice or text.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  token: null, sessionId: null, ws: null, cursor: 0, recorder: null, cards: {}, log: [],
+};
+
+function setStatus(text) { $("status").textContent = text; }
+
+async function startSession() {
+  const key = $("api-key").value.trim();
+  if (!key) { setStatus("Enter a workspace API key first."); return; }
+  const resp = await fetch("/api/session", {
+    method: "POST", headers: { Authorization: "Bearer " + key },
+  });
+  const body = await resp.json();
+  if (!resp.ok) { setStatus("Session refused: " + body.error.message); return; }
+  state.token = body.token;
+  state.sessionId = body.session_id;
+  $("ask").hidden = false;
+  connect();
+}
+
+function connect() {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  let url = `${proto}//${location.host}/api/ws?token=${encodeURIComponent(state.token)}`;
+  if (state.cursor) url += `&after=${state.cursor}`;
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  state.ws = ws;
+  ws.onopen = () => setStatus(`Connected — session ${state.sessionId}`);
+  ws.onmessage = (ev) => onMessage(JSON.parse(ev.data));
+  ws.onclose = (ev) => {
+    if (state.ws !== ws) return;
+    setStatus(`Disconnected (${ev.code}); reconnecting and resuming…`);
+    setTimeout(connect, 1000);
+  };
+}
+
+function card(requestId) {
+  if (state.cards[requestId]) return state.cards[requestId];
+  const el = document.createElement("article");
+  el.className = "request";
+  el.dataset.requestId = requestId;
+  el.innerHTML = `<div class="meta"></div>
+    <div class="label">Transcript</div><div class="transcript partial"></div>
+    <div class="label">Answer</div><div class="answer"></div><div class="error"></div>`;
+  el.querySelector(".meta").textContent = "request " + requestId;
+  $("requests").prepend(el);
+  const c = { el, partial: [], answer: "" };
+  state.cards[requestId] = c;
+  return c;
+}
+
+function onMessage(m) {
+  state.log.push(`${m.cursor} ${m.type}`);
+  if (state.log.length > 100) state.log.shift();
+  if (typeof m.cursor === "number" && m.cursor > state.cursor) state.cursor = m.cursor;
+  if (!m.request_id) {
+    if (m.type === "error") setStatus("Error: " + m.message);
+    return;
+  }
+  const c = card(m.request_id);
+  const transcript = c.el.querySelector(".transcript");
+  const answer = c.el.querySelector(".answer");
+  switch (m.type) {
+    case "accepted":
+      transcript.textContent = m.bytes ? "(listening to your audio…)" : "";
+      break;
+    case "transcript.partial":
+      c.partial[m.segment.id] = m.segment.text;
+      transcript.textContent = c.partial.join("");
+      break;
+    case "transcript.final":
+      transcript.classList.remove("partial");
+      transcript.textContent = m.text;
+      break;
+    case "answer.delta":
+      if (m.restart) c.answer = "";
+      c.answer += m.text;
+      answer.textContent = c.answer;
+      break;
+    case "answer.final":
+      if (!c.el.querySelector(".transcript").textContent) transcript.textContent = m.question;
+      transcript.classList.remove("partial");
+      answer.textContent = m.text;
+      c.el.classList.add("done");
+      break;
+    case "error":
+      c.el.querySelector(".error").textContent = `${m.stage || "gateway"}: ${m.message}`;
+      break;
+  }
+}
+
+function send(obj) { state.ws.send(JSON.stringify(obj)); }
+
+async function toggleRecording() {
+  const button = $("record");
+  if (state.recorder) {
+    state.recorder.stop();
+    return;
+  }
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  const mime = MediaRecorder.isTypeSupported("audio/webm;codecs=opus") ? "audio/webm;codecs=opus" : "";
+  const recorder = new MediaRecorder(stream, mime ? { mimeType: mime } : {});
+  state.recorder = recorder;
+  recorder.ondataavailable = async (ev) => {
+    if (ev.data.size) state.ws.send(await ev.data.arrayBuffer());
+  };
+  recorder.onstop = () => {
+    stream.getTracks().forEach((t) => t.stop());
+    // the last dataavailable fires before stop; give its send a tick
+    setTimeout(() => send({ type: "audio.end", format: "webm" }), 50);
+    state.recorder = null;
+    button.classList.remove("on");
+    button.textContent = "● Record";
+  };
+  recorder.start(250);
+  button.classList.add("on");
+  button.textContent = "■ Stop";
+}
+
+async function uploadFile(file) {
+  const data = await file.arrayBuffer();
+  const chunk = 256 * 1024;
+  for (let i = 0; i < data.byteLength; i += chunk) state.ws.send(data.slice(i, i + chunk));
+  const ext = (file.name.split(".").pop() || "").toLowerCase();
+  send({ type: "audio.end", format: ext });
+}
+
+async function loadHistory() {
+  const resp = await fetch(`/api/sessions/${state.sessionId}/history`, {
+    headers: { Authorization: "Bearer " + state.token },
+  });
+  const body = await resp.json();
+  const list = $("history-items");
+  list.replaceChildren();
+  $("history").hidden = false;
+  if (!resp.ok) { list.textContent = body.error.message; return; }
+  for (const item of body.items) {
+    const li = document.createElement("li");
+    const kind = document.createElement("span");
+    kind.className = "kind";
+    kind.textContent = item.kind;
+    const text = item.kind === "answer" && item.question
+      ? `${item.question} → ${item.text}` : item.text;
+    li.append(kind, document.createTextNode(text));
+    list.append(li);
+  }
+}
+
+$("start").onclick = startSession;
+$("record").onclick = toggleRecording;
+$("upload").onchange = (ev) => { if (ev.target.files[0]) uploadFile(ev.target.files[0]); };
+$("load-history").onclick = loadHistory;
+$("text-form").onsubmit = (ev) => {
+  ev.preventDefault();
+  const text = $("text").value.trim();
+  if (text) { send({ type: "ask", text }); $("text").value = ""; }
+};

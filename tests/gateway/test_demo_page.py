@@ -1,0 +1,87 @@
+"""The demo page in headless Debian Chromium: record from a fake microphone, see the answer."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import wave
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from mumu.settings import Settings
+from mumu.stages.persist.stage import build_stage as build_persist
+from tests.gateway.cdp import CHROMIUM, chromium
+from tests.gateway.conftest import gateway_settings, serving
+from tests.gateway.pipeline import SPEECH, pipeline_settings, stages
+from tests.harness import running
+from tests.pg_fixtures import WorkspaceFactory
+
+pytestmark = [
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian chromium"),
+]
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "demo.png"
+
+
+def padded(clip: Path, out: Path, before: float = 0.5, after: float = 1.0) -> float:
+    """The clip with silence around it (the fake microphone plays it once); its duration."""
+    with wave.open(str(clip)) as src:
+        params, frames = src.getparams(), src.readframes(src.getnframes())
+    silence = b"\0" * params.sampwidth * params.nchannels
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as dst:
+        dst.setparams(params)
+        dst.writeframes(silence * int(before * params.framerate) + frames
+                        + silence * int(after * params.framerate))
+    out.write_bytes(buf.getvalue())
+    return before + after + params.nframes / params.framerate
+
+
+async def test_recording_on_the_demo_page_shows_transcript_and_answer(
+    nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
+    workspace: WorkspaceFactory, model_cache: Path, tmp_path: Path,
+) -> None:
+    cfg = gateway_settings(pipeline_settings(settings, model_cache), wait_timeout=120.0)
+    cfg = cfg.model_copy(update={
+        "database_url": pg_settings.database_url, "master_keys": pg_settings.master_keys,
+    })
+    _, api_key = await workspace("demo")
+    fake_mic = tmp_path / "mic.wav"
+    seconds = padded(SPEECH / "en01.wav", fake_mic)
+    async with stages(cfg), running(build_persist(cfg), cfg), serving(cfg) as gw, chromium(
+        gw.url + "/", tmp_path / "profile", fake_mic
+    ) as page:
+        await page.call("Emulation.setDeviceMetricsOverride", width=900, height=1000,
+                        deviceScaleFactor=1, mobile=False)
+        await page.js(f"document.getElementById('api-key').value = {json.dumps(api_key)};"
+                      "document.getElementById('start').click()")
+        await page.wait_for("document.getElementById('status').textContent"
+                            ".startsWith('Connected')")
+        await page.js("document.getElementById('record').click()")
+        await page.wait_for("document.getElementById('record').classList.contains('on')")
+        await page.js(f"new Promise(r => setTimeout(r, {int(seconds * 1000)}))")
+        await page.js("document.getElementById('record').click()")
+        try:
+            await page.wait_for("!!document.querySelector('.request.done')", timeout=120)
+        except TimeoutError:
+            raise AssertionError(await page.js("JSON.stringify(state.log)")) from None
+        transcript = await page.js("document.querySelector('.request .transcript').textContent")
+        answer = await page.js("document.querySelector('.request .answer').textContent")
+        await page.js("document.getElementById('text').value = 'What colour is the sky?';"
+                      "document.querySelector('#text-form button').click()")
+        await page.wait_for("document.querySelectorAll('.request.done').length === 2", 60)
+        await page.wait_for(  # stored by the persist stage a moment after the answers
+            "document.getElementById('load-history').click() ||"
+            " document.querySelectorAll('#history-items li').length >= 3", 30)
+        history = await page.js("document.getElementById('history-items').innerText")
+        await page.screenshot(SCREENSHOT)
+    words = re.sub(r"[^\w\s]", " ", transcript.lower()).split()
+    assert {"quick", "brown", "fox"} <= set(words), transcript
+    assert answer.strip()
+    assert "fox" in history.lower()
+    assert "sky" in history.lower()
+    assert SCREENSHOT.stat().st_size > 10_000
