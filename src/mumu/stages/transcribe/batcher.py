@@ -92,6 +92,12 @@ class MicroBatcher:
                 )
             except Exception as exc:  # noqa: BLE001 - every waiter gets the error
                 results = [exc] * len(batch)
+            except asyncio.CancelledError:
+                for pending in batch:  # nobody may wait forever on a stopped batcher
+                    pending.job.cancelled.set()
+                    if not pending.future.done():
+                        pending.future.cancel()
+                raise
             for pending, result in zip(batch, results, strict=True):
                 if pending.future.done():
                     continue
