@@ -185,3 +185,16 @@ async def test_an_unknown_language_is_refused_without_retries(nc: NATS, pipeline
     assert (err.request_id, err.code, err.stage) == (rid, "schema_violation", "transcribe")
     assert letters[0].headers[h.DLQ_DELIVERIES] == "1"
     assert not seen.on("mumu.transcript.")
+
+
+async def test_translate_task_gives_english_text(nc: NATS, pipeline: Stages) -> None:
+    async with Collector(nc) as seen:
+        rid = await publish_audio(nc, (SPEECH / "de01.wav").read_bytes(),
+                                  extra={h.TASK: "translate"})
+        await wait_finals(seen, 1, timeout=60)
+    final = finals(seen)[rid]
+    assert final.task == "translate"
+    assert final.language == "de"  # the spoken language, detected
+    text = words(final.text)
+    assert "morning" in text
+    assert "guten" not in text
