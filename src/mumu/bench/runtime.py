@@ -1,4 +1,4 @@
-"""Stage runtime vs a raw nats-py chain: 3 pass-through hops, same server, same run.
+"""Stage runtime vs a raw nats-py chain (and FastStream): 3 pass-through hops, same run.
 
 Throughput: N events pushed through hop0 → hop1 → hop2 → hop3, measured from the
 server's own timestamps (first hop0 message stored to last hop3 message stored).
@@ -176,6 +176,41 @@ async def _raw_chain(url: str, concurrency: int) -> AsyncIterator[None]:
     await nc.drain()
 
 
+@contextlib.asynccontextmanager
+async def _faststream_chain(url: str, concurrency: int) -> AsyncIterator[None]:
+    """The same relays as FastStream subscribers (pull, nack on error, same batch and workers).
+
+    Measured to decide what the runtime is built on (see the README).
+    """
+    from faststream import AckPolicy
+    from faststream.nats import JStream, NatsBroker, PullSub
+
+    broker = NatsBroker(url, logger=None)
+    stream = JStream(subjects.STREAM_BENCH, declare=False)
+
+    def relay_to(dst: subjects.SubjectPattern) -> Any:
+        async def relay(event: BenchEvent) -> None:
+            out = event.model_copy(update={"hop": event.hop + 1})
+            await broker.publish(
+                out.model_dump_json().encode(), dst.for_workspace(WS),
+                stream=subjects.STREAM_BENCH, headers={h.MSG_ID: f"{event.event_id}:{dst.prefix}"},
+            )
+
+        return relay
+
+    for hop in range(HOPS):
+        broker.subscriber(
+            subjects.BENCH_HOPS[hop].wildcard, stream=stream, durable=f"fs-relay{hop}",
+            pull_sub=PullSub(batch_size=concurrency, timeout=0.5),
+            ack_policy=AckPolicy.NACK_ON_ERROR, max_workers=concurrency,
+        )(relay_to(subjects.BENCH_HOPS[hop + 1]))
+    await broker.start()
+    try:
+        yield
+    finally:
+        await broker.stop()
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -224,6 +259,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             await apply_all(nc)
             raw = await _measure(nc, _raw_chain, server.url, args, "raw")
             mumu = await _measure(nc, _runtime_chain, server.url, args, "mumu")
+            fast = await _measure(nc, _faststream_chain, server.url, args, "faststream")
             await nc.drain()
     ratio = mumu["throughput_events_per_s"] / raw["throughput_events_per_s"]
     return {
@@ -232,7 +268,11 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "raw_nats_py": raw,
         "mumu_runtime": mumu,
+        "faststream": fast,
         "throughput_ratio": round(ratio, 3),
+        "faststream_throughput_ratio": round(
+            fast["throughput_events_per_s"] / raw["throughput_events_per_s"], 3
+        ),
         "floor": {"throughput_ratio": FLOOR_THROUGHPUT_RATIO, "p99_per_hop_ms": FLOOR_P99_MS},
         "meets_floor": ratio >= FLOOR_THROUGHPUT_RATIO
         and mumu["per_hop_ms"]["p99"] <= FLOOR_P99_MS,

@@ -1,0 +1,59 @@
+"""A stage process's probes, and long work that is never redelivered while running."""
+
+from __future__ import annotations
+
+import aiohttp
+from nats.aio.client import Client as NATS
+
+from mumu.contracts import headers as h
+from mumu.contracts import subjects
+from mumu.contracts.events import new_id
+from mumu.runtime.http import build_probe_app, serve
+from mumu.runtime.metrics import StageMetrics
+from mumu.settings import Settings
+from tests.harness import Collector, running
+from tests.passthrough import PassThrough, Ping
+
+WS = "ws-probe"
+
+
+async def test_health_is_seed_shaped_ready_reports_reasons_and_metrics_are_exposed() -> None:
+    metrics = StageMetrics("probe")
+    reasons: list[str] = ["nats: not connected"]
+    runner, port = await serve(build_probe_app(metrics.registry, lambda: reasons), "127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/health") as resp:
+                body = await resp.json()
+            assert resp.status == 200
+            assert set(body) == {"status", "version", "uptime", "hostname"}
+            assert body["status"] == "ok" and isinstance(body["uptime"], float)
+            async with http.get(f"http://127.0.0.1:{port}/ready") as resp:
+                assert resp.status == 503
+                assert (await resp.json())["reasons"] == ["nats: not connected"]
+            reasons.clear()
+            async with http.get(f"http://127.0.0.1:{port}/ready") as resp:
+                assert resp.status == 200
+            metrics.dead_letters.labels("probe", "too_large").inc()
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                text = await resp.text()
+            assert 'mumu_stage_dead_letters_total{code="too_large",stage="probe"} 1.0' in text
+    finally:
+        await runner.cleanup()
+
+
+async def test_work_longer_than_ack_wait_is_heartbeaten_not_redelivered(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    settings = settings.model_copy(
+        update={"stage": settings.stage.model_copy(update={"ack_wait": 1.0})}
+    )
+    stage = PassThrough()
+    async with running(stage, settings), Collector(nc) as seen:
+        rid = new_id()
+        slow = Ping(event_id=rid, request_id=rid, workspace_id=WS, session_id="s",
+                    behaviour="slow", seconds=3.5)
+        await nc.jetstream().publish(subjects.BENCH_HOPS[1].for_workspace(WS),
+                                     slow.model_dump_json().encode(), headers={h.MSG_ID: rid})
+        await seen.wait_count("mumu.bench.hop2.", 1, timeout=15)
+    assert stage.calls == [(rid, 1)], "delivered once although it took 3.5x ack_wait"
