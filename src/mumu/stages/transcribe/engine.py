@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,11 @@ SAMPLE_RATE = 16_000
 OnSegment = Callable[[Segment, str], Awaitable[None]]
 """Called with each decoded segment and the request's language."""
 
+
+
+def default_cpu_threads() -> int:
+    """The cores this process may run on, at most 4 (CTranslate2's own default)."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 class JobCancelledError(Exception):
     """The request was abandoned (shutdown, publish failure); stop decoding it."""
@@ -111,7 +117,7 @@ class Engine:
                 device=self.placement.device,
                 device_index=self.settings.device_index,
                 compute_type=self.placement.compute_type,
-                cpu_threads=self.settings.cpu_threads,
+                cpu_threads=self.settings.cpu_threads or default_cpu_threads(),
                 num_workers=self.settings.num_workers,
                 download_root=str(self.cache_dir),
                 local_files_only=True,

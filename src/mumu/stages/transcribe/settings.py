@@ -27,7 +27,9 @@ class TranscribeSettings(BaseModel):
         "auto: float16 on CUDA, int8 on CPU",
     )
     cpu_threads: int = Field(
-        default=0, ge=0, description="threads per CPU inference (0: CTranslate2's default)"
+        default=0, ge=0,
+        description="threads per CPU inference (0: the cores this process may use, at most 4; "
+        "CTranslate2's own default of 4 oversubscribes small machines)",
     )
     num_workers: int = Field(
         default=1, ge=1,
