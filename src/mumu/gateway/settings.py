@@ -48,4 +48,7 @@ class GatewaySettings(BaseModel):
         description="events buffered per websocket; a client that falls further behind is "
         "closed (1013) and can resume from its cursor",
     )
+    client_api_key: SecretStr | None = Field(
+        default=None, description="workspace API key `mumu ask` sends (client side only)"
+    )
     heartbeat: float = Field(default=20.0, gt=0, description="websocket ping interval (seconds)")

@@ -1,0 +1,49 @@
+"""``mumu ask`` against a running gateway: text and audio, streamed to the terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from mumu.settings import Settings
+from tests.gateway.conftest import gateway_settings, serving
+from tests.gateway.pipeline import SPEECH, pipeline_settings, stages
+from tests.pg_fixtures import WorkspaceFactory
+
+pytestmark = pytest.mark.timeout(240)
+
+
+async def mumu_ask(url: str, key: str, *args: str) -> tuple[int, str, str]:
+    env = {**os.environ, "MUMU_GATEWAY__CLIENT_API_KEY": key, "MUMU_LOG_LEVEL": "WARNING"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mumu", "ask", "--url", url, *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 180)
+    return int(proc.returncode or 0), out.decode(), err.decode()
+
+
+async def test_mumu_ask_streams_the_answer_for_text_and_audio(
+    nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
+    workspace: WorkspaceFactory, model_cache: Path,
+) -> None:
+    cfg = gateway_settings(pipeline_settings(settings, model_cache))
+    cfg = cfg.model_copy(update={"database_url": pg_settings.database_url})
+    _, key = await workspace("cli")
+    async with stages(cfg), serving(cfg) as gw:
+        code, out, err = await mumu_ask(gw.url, key, "What colour is the sky on a clear day?")
+        assert code == 0, err
+        assert out.strip()
+        audio_code, audio_out, audio_err = await mumu_ask(
+            gw.url, key, "--audio", str(SPEECH / "en01.wav"))
+        bad_code, _, bad_err = await mumu_ask(gw.url, "mumu_wrong", "hello?")
+    assert audio_code == 0, audio_err
+    assert "quick brown fox" in audio_err.lower()  # the transcript, on stderr
+    assert audio_out.strip()  # the answer, on stdout
+    assert bad_code == 1
+    assert "unknown or revoked API key" in bad_err
