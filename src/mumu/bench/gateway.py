@@ -34,7 +34,7 @@ from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.streams import apply_all
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
-from mumu.contracts.events import AnswerDelta, derive_id
+from mumu.contracts.events import AnswerDelta
 from mumu.gateway.tokens import TokenSigner
 from mumu.settings import NatsSettings, Settings
 
@@ -189,7 +189,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                    "MUMU_GATEWAY__PORT": "0", "MUMU_LOG_LEVEL": "WARNING",
                    "MUMU_GATEWAY__CLIENT_QUEUE": str(max(1024, args.burst * 4))}
             results: dict[str, Any] = {}
-            async with aiohttp.ClientSession() as http:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
                 async with child(["-m", "mumu", "gateway"], env) as (pid, url):
                     results["mumu"] = await _mumu(http, nc, pid, url, signer=signer, args=args,
                                                   padding=padding)
@@ -228,14 +228,18 @@ async def _mumu(http: aiohttp.ClientSession, nc: Any, pid: int, url: str, *,
     subject = subjects.ANSWER_DELTA.for_workspace(WORKSPACE)
 
     serial = itertools.count()
+    # what a stage publishes, serialised once per session (the model's cost is the stage's)
+    templates = [
+        AnswerDelta(event_id="EVENTID", request_id=f"r{i}", workspace_id=WORKSPACE,
+                    session_id=f"s{i}", index=0, text=f"SENTAT {padding}").model_dump_json()
+        for i in range(n)
+    ]
 
     async def send(k: int) -> None:
-        rid = f"r{k % n}"
-        event = AnswerDelta(event_id=derive_id(rid, "bench", next(serial)), request_id=rid,
-                            workspace_id=WORKSPACE, session_id=f"s{k % n}", index=k // n,
-                            text=f"{time.time():.6f} {padding}")
-        await nc.publish(subject, event.model_dump_json().encode(),
-                         headers={h.MSG_ID: event.event_id})
+        event_id = f"b{next(serial)}"
+        payload = templates[k % n].replace("EVENTID", event_id, 1).replace(
+            "SENTAT", f"{time.time():.6f}", 1)
+        await nc.publish(subject, payload.encode(), headers={h.MSG_ID: event_id})
 
     latency = await measure(clients, int(args.rate * args.seconds), send, flush=nc.flush,
                             rate=args.rate, seconds=args.seconds)

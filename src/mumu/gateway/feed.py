@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mumu.contracts import subjects
+from mumu.gateway.hub import ack_fields
 
 log = logging.getLogger("mumu.gateway.feed")
 
@@ -70,7 +71,7 @@ async def last_sequence(nc: NatsClient) -> int:
 class LiveFeed:
     """Every new result, in order, handed to ``on_message(sequence, msg)``."""
 
-    def __init__(self, nc: NatsClient, on_message: Callable[[int, Msg], None]) -> None:
+    def __init__(self, nc: NatsClient, on_message: Callable[[int, Msg, float], None]) -> None:
         self._nc = nc
         self._on_message = on_message
         self.last_seq = 0
@@ -111,18 +112,17 @@ class LiveFeed:
         self._seen = time.monotonic()
         if _is_status(msg):
             return
-        meta = msg.metadata
-        if meta.sequence.consumer != self._expect_cseq:
+        seq, cseq, stamp, _ = ack_fields(msg.reply)
+        if cseq != self._expect_cseq:
             log.warning("results feed gap after %d; re-subscribing", self.last_seq)
             self._needs_reset.set()
             return
         self._expect_cseq += 1
-        seq = meta.sequence.stream
         if seq <= self.last_seq:
             return
         self.last_seq = seq
         try:
-            self._on_message(seq, msg)
+            self._on_message(seq, msg, stamp)
         except Exception:
             log.exception("dispatching result %d failed", seq)
 
@@ -171,12 +171,12 @@ async def replay(
             msg = await asyncio.wait_for(queue.get(), idle)
             if _is_status(msg):
                 continue
-            meta = msg.metadata
-            if meta.sequence.consumer != expect:
+            seq, cseq, _, pending = ack_fields(msg.reply)
+            if cseq != expect:
                 raise RuntimeError("replay lost messages (slow connection); resume again")
             expect += 1
-            yield meta.sequence.stream, msg
-            if meta.num_pending == 0:
+            yield seq, msg
+            if pending == 0:
                 return
     finally:
         with contextlib.suppress(Exception):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -22,25 +23,39 @@ TERMINAL_FOR_ASK = frozenset({"answer.final", "error"})
 TERMINAL_FOR_TRANSCRIPT = frozenset({"transcript.final", "error"})
 
 
+_SESSION = re.compile(rb'"session_id":"([A-Za-z0-9_-]{1,64})"')
+_REQUEST = re.compile(rb'"request_id":"([A-Za-z0-9_-]{1,64})"')
+
+
 @dataclass(slots=True)
 class ResultEvent:
-    """One client-visible event and its cursor (its ``MUMU_RESULTS`` sequence)."""
+    """One client-visible event and its cursor (its ``MUMU_RESULTS`` sequence).
+
+    The body is parsed only when someone needs its fields (waiters, the demo's
+    history); sockets send the raw JSON with ``type`` and ``cursor`` spliced in.
+    """
 
     cursor: int
     type: str
     workspace_id: str
     session_id: str
     request_id: str
-    body: dict[str, Any]
     raw: bytes
     published_at: float
-    _frame: str | None = field(default=None, repr=False)
+    _frame: bytes | None = field(default=None, repr=False)
+    _body: dict[str, Any] | None = field(default=None, repr=False)
 
-    def frame(self) -> str:
-        """The websocket text: ``{"type", "cursor", ...every event field}``."""
+    @property
+    def body(self) -> dict[str, Any]:
+        if self._body is None:
+            self._body = json.loads(self.raw)
+        return self._body
+
+    def frame(self) -> bytes:
+        """The websocket text: ``{"type", "cursor", ...every event field}``, UTF-8."""
         if self._frame is None:
-            head = f'{{"type":"{self.type}","cursor":{self.cursor},'
-            self._frame = head + self.raw.decode()[1:]
+            head = f'{{"type":"{self.type}","cursor":{self.cursor},'.encode()
+            self._frame = head + self.raw[1:]
         return self._frame
 
 
@@ -50,25 +65,32 @@ def event_type(subject: str) -> str:
     return head.removeprefix("mumu.")
 
 
-def parse(sequence: int, msg: Msg) -> ResultEvent | None:
-    try:
-        body = json.loads(msg.data)
-    except (ValueError, UnicodeDecodeError):
-        body = None
-    if not isinstance(body, dict) or not msg.data.startswith(b"{"):
-        log.warning("result %d on %s is not a JSON object; skipped", sequence, msg.subject)
+def ack_fields(reply: str) -> tuple[int, int, float, int]:
+    """(stream seq, consumer seq, unix time, pending) from a JetStream ``$JS.ACK`` subject.
+
+    v1: ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``; v2 adds
+    domain and account hash after ``ACK`` and a random token at the end.
+    """
+    t = reply.split(".")
+    i = 5 if len(t) == 9 else 7
+    return int(t[i]), int(t[i + 1]), int(t[i + 2]) / 1e9, int(t[i + 3])
+
+
+def parse(sequence: int, msg: Msg, published_at: float = 0.0) -> ResultEvent | None:
+    data = msg.data
+    session = _SESSION.search(data)
+    request = _REQUEST.search(data)
+    if not data.startswith(b"{") or session is None or request is None:
+        log.warning("result %d on %s is not an event; skipped", sequence, msg.subject)
         return None
-    workspace = subjects.last_token(msg.subject)
-    published = msg.metadata.timestamp.timestamp() if msg.reply else 0.0
     return ResultEvent(
         cursor=sequence,
         type=event_type(msg.subject),
-        workspace_id=workspace,
-        session_id=str(body.get("session_id", "")),
-        request_id=str(body.get("request_id", "")),
-        body=body,
-        raw=msg.data,
-        published_at=published,
+        workspace_id=subjects.last_token(msg.subject),
+        session_id=session[1].decode(),
+        request_id=request[1].decode(),
+        raw=data,
+        published_at=published_at,
     )
 
 
@@ -98,9 +120,9 @@ class Hub:
     def sessions(self) -> int:
         return len(self._sinks)
 
-    def on_message(self, sequence: int, msg: Msg) -> None:
+    def on_message(self, sequence: int, msg: Msg, published_at: float) -> None:
         """Called by the feed for each result, in stream order."""
-        event = parse(sequence, msg)
+        event = parse(sequence, msg, published_at)
         if event is None:
             return
         sinks = self._sinks.get((event.workspace_id, event.session_id))

@@ -41,7 +41,12 @@ class GatewayMetrics:
             "mumu_gateway_rejected", "Requests refused, by reason", ["reason"], registry=r
         )
 
+        self._sent_by_type: dict[str, Counter] = {}
+
     def sent(self, event: ResultEvent) -> None:
-        self.events_sent.labels(event.type).inc()
+        counter = self._sent_by_type.get(event.type)
+        if counter is None:
+            counter = self._sent_by_type[event.type] = self.events_sent.labels(event.type)
+        counter.inc()
         if event.published_at:
             self.delivery_seconds.observe(max(0.0, time.time() - event.published_at))

@@ -14,7 +14,7 @@ import logging
 import re
 from typing import Any
 
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from mumu.gateway.asks import FORMATS, audio_content_type
 from mumu.gateway.deps import GatewayDeps
@@ -89,7 +89,7 @@ class ClientSocket:
                 continue
             if item.cursor in self._sent:
                 continue
-            await self.ws.send_str(item.frame())
+            await self.ws.send_frame(item.frame(), WSMsgType.TEXT)
             self._remember(item.cursor)
             self.deps.metrics.sent(item)
 

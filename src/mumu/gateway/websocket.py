@@ -69,7 +69,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         except InvalidTokenError as exc:
             raise ApiError(401, "invalid_token", str(exc)) from exc
     after = _after(request)
-    ws = web.WebSocketResponse(max_msg_size=gw.max_frame_bytes, heartbeat=gw.heartbeat)
+    ws = web.WebSocketResponse(
+        max_msg_size=gw.max_frame_bytes, heartbeat=gw.heartbeat, compress=False
+    )
     await ws.prepare(request)
     sockets = request.app[SOCKETS]
     sockets.add(ws)
