@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -9,7 +10,16 @@ from nats.aio.client import Client as NATS
 
 from mumu.contracts.events import TextAsk
 from mumu.gateway.app import SETTINGS
-from tests.gateway.conftest import WS_A, WS_B, Gateway, Results, receive_until, rid
+from mumu.settings import Settings
+from tests.gateway.conftest import (
+    WS_A,
+    WS_B,
+    Gateway,
+    Results,
+    receive_until,
+    rid,
+    serving,
+)
 from tests.harness import Collector
 
 
@@ -166,3 +176,16 @@ async def test_a_socket_never_sees_another_workspace_or_session(
         await a.send_json({"type": "resume", "after": start})
         replay = await receive_until(a, is_type("resumed"))
     assert not [m for m in replay if m["type"].startswith("answer")]
+
+
+async def test_shutdown_closes_sockets_with_going_away(
+    nc: NATS, streams: None, gw_settings: Settings, http: aiohttp.ClientSession
+) -> None:
+    async with serving(gw_settings) as gw:
+        ws = await http.ws_connect(gw.ws_url(gw.token(WS_A, "bye")))
+        await receive_until(ws, is_type("ready"))
+        closing = asyncio.create_task(ws.receive(timeout=10))  # a client keeps reading
+    msg = await closing
+    assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert ws.close_code == aiohttp.WSCloseCode.GOING_AWAY
+    await ws.close()
