@@ -129,8 +129,14 @@ class LiveFeed:
     async def run(self, stop: asyncio.Event) -> None:
         """Watch for gaps and silence; recreate the consumer at ``last_seq + 1``."""
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._needs_reset.wait(), timeout=HEARTBEAT)
+            waiters = {asyncio.ensure_future(self._needs_reset.wait()),
+                       asyncio.ensure_future(stop.wait())}
+            _, pending = await asyncio.wait(
+                waiters, timeout=HEARTBEAT, return_when=asyncio.FIRST_COMPLETED
+            )
+            for waiter in pending:
+                waiter.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
             if stop.is_set():
                 break
             silent = time.monotonic() - self._seen > 3 * HEARTBEAT
