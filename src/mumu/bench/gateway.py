@@ -176,6 +176,19 @@ async def measure(
     return stats(clients, count, time.perf_counter() - start)
 
 
+async def phases(
+    clients: Clients, send: Callable[[int], Awaitable[None]], *,
+    flush: Callable[[], Awaitable[None]], args: argparse.Namespace, before: int, per_conn: float,
+) -> dict[str, Any]:
+    latency = await measure(clients, int(args.rate * args.seconds), send, flush=flush,
+                            rate=args.rate, seconds=args.seconds)
+    throughput = await measure(clients, args.sessions * args.burst, send, flush=flush,
+                               rate=None, seconds=0)
+    await clients.close()
+    return {"rss_before_kib": before, "memory_per_connection_kib": round(per_conn, 1),
+            "latency": latency, "throughput": throughput}
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     n = args.sessions
     padding = "x" * 200
@@ -241,13 +254,8 @@ async def _mumu(http: aiohttp.ClientSession, nc: Any, pid: int, url: str, *,
             "SENTAT", f"{time.time():.6f}", 1)
         await nc.publish(subject, payload.encode(), headers={h.MSG_ID: event_id})
 
-    latency = await measure(clients, int(args.rate * args.seconds), send, flush=nc.flush,
-                            rate=args.rate, seconds=args.seconds)
-    throughput = await measure(clients, n * args.burst, send, flush=nc.flush, rate=None,
-                               seconds=0)
-    await clients.close()
-    return {"rss_before_kib": before, "memory_per_connection_kib": round(per_conn, 1),
-            "latency": latency, "throughput": throughput}
+    return await phases(clients, send, flush=nc.flush, args=args, before=before,
+                        per_conn=per_conn)
 
 
 async def _echo(http: aiohttp.ClientSession, pid: int, url: str, args: argparse.Namespace,
@@ -269,12 +277,7 @@ async def _echo(http: aiohttp.ClientSession, pid: int, url: str, args: argparse.
     async def flush() -> None:
         await asyncio.sleep(0)
 
-    latency = await measure(clients, int(args.rate * args.seconds), send, flush=flush,
-                            rate=args.rate, seconds=args.seconds)
-    throughput = await measure(clients, n * args.burst, send, flush=flush, rate=None, seconds=0)
-    await clients.close()
-    return {"rss_before_kib": before, "memory_per_connection_kib": round(per_conn, 1),
-            "latency": latency, "throughput": throughput}
+    return await phases(clients, send, flush=flush, args=args, before=before, per_conn=per_conn)
 
 
 async def echo_server() -> None:
