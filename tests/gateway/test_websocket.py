@@ -16,6 +16,7 @@ from tests.gateway.conftest import (
     WS_B,
     Gateway,
     Results,
+    gateway_settings,
     receive_until,
     rid,
     serving,
@@ -189,3 +190,23 @@ async def test_shutdown_closes_sockets_with_going_away(
     assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     assert ws.close_code == aiohttp.WSCloseCode.GOING_AWAY
     await ws.close()
+
+
+async def test_a_client_that_falls_behind_is_closed_and_resumes_without_loss(
+    nc: NATS, streams: None, settings: Settings, http: aiohttp.ClientSession, results: Results
+) -> None:
+    async with serving(gateway_settings(settings, client_queue=2)) as gw:
+        token = gw.token(WS_A, "slow")
+        r = rid()
+        ws = await http.ws_connect(gw.ws_url(token))
+        await receive_until(ws, is_type("ready"))
+        await asyncio.gather(*(results.delta(WS_A, "slow", r, n, f"{n},") for n in range(300)))
+        seen: list[dict[str, object]] = []
+        while (msg := await ws.receive(timeout=10)).type == aiohttp.WSMsgType.TEXT:
+            seen.append(json.loads(msg.data))
+        assert ws.close_code == aiohttp.WSCloseCode.TRY_AGAIN_LATER
+        after = max((int(m["cursor"]) for m in seen if "index" in m), default=0)  # type: ignore[call-overload]
+        async with http.ws_connect(gw.ws_url(token, after=after)) as again:
+            rest = await receive_until(again, is_type("resumed"))
+    indexes = [m["index"] for m in seen + rest if m["type"] == "answer.delta"]
+    assert sorted(indexes) == list(range(300))

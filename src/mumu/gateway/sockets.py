@@ -14,7 +14,7 @@ import logging
 import re
 from typing import Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSMsgType, web
 
 from mumu.gateway.asks import FORMATS, audio_content_type
 from mumu.gateway.deps import GatewayDeps
@@ -45,6 +45,8 @@ class ClientSocket:
         self._held: list[ResultEvent] | None = None
         self._audio = bytearray()
         self._overflowed = False
+        self.closing = False
+        """The writer is closing the socket itself (the client fell behind)."""
 
     # --- outgoing -------------------------------------------------------------------
 
@@ -62,8 +64,9 @@ class ClientSocket:
         self._overflowed = True
         self.deps.metrics.slow_clients.inc()
         log.warning("websocket fell %d events behind; closing", self.queue.maxsize)
-        self.queue = asyncio.Queue()  # unblock the writer, which then closes the socket
-        self.queue.put_nowait(None)
+        while not self.queue.empty():  # what is queued will not be sent; the client resumes
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)  # the writer closes the socket (1013)
 
     def control(self, kind: str, request_id: str | None = None, **fields: Any) -> None:
         frame = json.dumps(
@@ -78,11 +81,8 @@ class ClientSocket:
     async def writer(self) -> None:
         while True:
             item = await self.queue.get()
-            if item is None:
-                await self.ws.close(
-                    code=WSCloseCode.TRY_AGAIN_LATER,
-                    message=b"client too slow: reconnect and resume from your cursor",
-                )
+            if item is None:  # fell behind: the socket's owner closes it with 1013
+                self.closing = True
                 return
             if isinstance(item, str):
                 await self.ws.send_str(item)

@@ -88,35 +88,48 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+async def _read(ws: web.WebSocketResponse, client: ClientSocket) -> None:
+    async for msg in ws:
+        if msg.type == WSMsgType.TEXT:
+            await client.on_text(msg.data)
+        elif msg.type == WSMsgType.BINARY:
+            await client.on_binary(msg.data)
+        elif msg.type == WSMsgType.ERROR:
+            log.info("websocket error: %r", ws.exception())
+            return
+
+
 async def _serve(
     ws: web.WebSocketResponse, claims: SessionClaims, deps: GatewayDeps, after: int | None
 ) -> None:
+    """Reader and writer run until either ends; then this task alone closes the socket."""
     client = ClientSocket(ws, claims, deps)
     client.cursor = deps.feed_position()
     deps.hub.subscribe(claims.workspace_id, claims.session_id, client)
     writer = asyncio.create_task(client.writer())
+    reader: asyncio.Task[None] | None = None
     try:
         client.control(
             "ready", None, workspace_id=claims.workspace_id, session_id=claims.session_id
         )
         if after is not None:
             await client.resume(after)
-        async for msg in ws:
-            if msg.type == WSMsgType.TEXT:
-                await client.on_text(msg.data)
-            elif msg.type == WSMsgType.BINARY:
-                await client.on_binary(msg.data)
-            elif msg.type == WSMsgType.ERROR:
-                log.info("websocket error: %r", ws.exception())
-                break
-            if writer.done():
-                break
+        reader = asyncio.create_task(_read(ws, client))
+        await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         deps.hub.unsubscribe(claims.workspace_id, claims.session_id, client)
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
-            await writer
-        if not ws.closed:
+        tasks = [t for t in (reader, writer) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(outcome, Exception) and not isinstance(outcome, ConnectionError):
+                log.error("websocket task failed: %r", outcome)
+        if client.closing:
+            await ws.close(
+                code=WSCloseCode.TRY_AGAIN_LATER,
+                message=b"client too slow: reconnect and resume from your cursor",
+            )
+        elif not ws.closed:
             await ws.close(code=WSCloseCode.OK)
 
 
