@@ -42,6 +42,10 @@ async def test_openai_client_gets_the_transcript_in_every_format(
             model="whisper-1", file=clip.open("rb"), response_format="verbose_json",
             timestamp_granularities=["segment"], language="en",
         )
+        worded = await tx.create(
+            model="whisper-1", file=clip.open("rb"), response_format="verbose_json",
+            timestamp_granularities=["word", "segment"],
+        )
         with pytest.raises(openai.AuthenticationError):
             await openai.AsyncOpenAI(
                 base_url=f"{gw.url}/v1", api_key="mumu_not_a_key", max_retries=0
@@ -67,3 +71,6 @@ async def test_openai_client_gets_the_transcript_in_every_format(
     assert verbose.segments[0].start >= 0.0
     assert verbose.segments[-1].end <= verbose.duration + 0.5
     assert all(s.end > s.start for s in verbose.segments)
+    assert worded.words
+    assert [w.word.strip(" .,").lower() for w in worded.words][:3] == ["please", "send", "the"]
+    assert all(w.end >= w.start for w in worded.words)
