@@ -79,7 +79,6 @@ async def test_recording_on_the_demo_page_shows_transcript_and_answer(
             "document.getElementById('load-history').click() ||"
             " document.querySelectorAll('#history-items li').length >= 3", 30)
         history = await page.js("document.getElementById('history-items').innerText")
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         await page.screenshot(SCREENSHOT)
     words = re.sub(r"[^\w\s]", " ", transcript.lower()).split()
     assert {"quick", "brown", "fox"} <= set(words), transcript
