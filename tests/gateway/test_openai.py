@@ -9,9 +9,11 @@ import openai
 import pytest
 from nats.aio.client import Client as NATS
 
+from mumu.contracts.events import TranscriptFinal
 from mumu.settings import Settings
 from tests.gateway.conftest import gateway_settings, serving
 from tests.gateway.pipeline import SPEECH, pipeline_settings, stages
+from tests.harness import Collector
 from tests.pg_fixtures import WorkspaceFactory
 
 pytestmark = pytest.mark.timeout(240)
@@ -31,7 +33,7 @@ async def test_openai_client_gets_the_transcript_in_every_format(
     _, api_key = await workspace("openai")
     clip = SPEECH / "en02.wav"
     expected = words("Please send the quarterly report to the finance team by Friday.")
-    async with stages(cfg, reason=False), serving(cfg) as gw:
+    async with stages(cfg, reason=False), serving(cfg) as gw, Collector(nc, "mumu.transcript.final.>") as finals:
         client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=api_key, max_retries=0)
         tx = client.audio.transcriptions
         as_json = await tx.create(model="whisper-1", file=clip.open("rb"))
@@ -53,6 +55,9 @@ async def test_openai_client_gets_the_transcript_in_every_format(
         with pytest.raises(openai.APIStatusError) as bad:
             await tx.create(model="whisper-1", file=("x.wav", b"not audio at all"))
         assert bad.value.status_code == 415
+    # transcriptions are marked transcribe-only: the reason stage will not answer them
+    assert finals.messages
+    assert all(TranscriptFinal.model_validate_json(m.data).answer is False for m in finals.messages)
     assert words(as_json.text) == expected
     assert words(str(as_text)) == expected
     srt, vtt = str(as_srt), str(as_vtt)

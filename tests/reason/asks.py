@@ -41,7 +41,9 @@ async def ask_text(
     return ask
 
 
-async def transcript(nc: NATS, text: str, language: str, session: str = "s1") -> TranscriptFinal:
+async def transcript(
+    nc: NATS, text: str, language: str, session: str = "s1", answer: bool = True
+) -> TranscriptFinal:
     rid = new_id()
     event = TranscriptFinal(
         event_id=derive_id(rid, "transcribe", "final"),
@@ -55,6 +57,7 @@ async def transcript(nc: NATS, text: str, language: str, session: str = "s1") ->
         duration=2.0,
         model="base",
         compute_seconds=0.3,
+        answer=answer,
     )
     await nc.jetstream().publish(
         subjects.TRANSCRIPT_FINAL.for_workspace(WS),

@@ -136,3 +136,19 @@ async def test_a_request_seen_twice_is_answered_once(
     final_subject = subjects.ANSWER_FINAL.for_workspace(WS)
     # stored once: JetStream dropped the second publish with the same Nats-Msg-Id
     assert info.state.subjects == {final_subject: 1}
+
+
+async def test_transcribe_only_request_is_not_answered(
+    nc: NATS, streams: None, settings: Settings, model_server: ModelServer
+) -> None:
+    cfg = reason_settings(settings, model_server.base_url)
+    before = len(model_server.requests())
+    async with running(build_stage(cfg), cfg), Collector(nc) as seen:
+        only = await transcript(nc, "Just write this down.", "en", answer=False)
+        asked = await ask_text(nc, "What colour is the sky?")
+        await wait_final(seen, asked.request_id)  # handled after the transcribe-only one
+        info = await nc.jetstream().consumer_info(subjects.STREAM_RESULTS, "reason-mumu-results")
+    assert info.num_ack_pending == 0 and info.num_pending == 0  # acked, not left behind
+    assert not finals_of(seen, only.request_id)
+    assert not deltas_of(seen, only.request_id)
+    assert len(model_server.requests()) - before == 1  # only the text ask reached the model

@@ -59,6 +59,7 @@ class TranscribeOptions(BaseModel):
     word_timestamps: bool = False
     vad_filter: bool = False
     beam_size: int = Field(default=5, ge=1, le=20)
+    answer: bool = Field(default=True, description="false: transcribe only, no answer")
 
 
 class IngestAudioHeaders(BaseModel):
@@ -79,6 +80,10 @@ class IngestAudioHeaders(BaseModel):
     word_timestamps: bool = Field(default=False, alias="Mumu-Word-Timestamps")
     vad: bool = Field(default=False, alias="Mumu-Vad")
     beam_size: int = Field(default=5, ge=1, le=20, alias="Mumu-Beam-Size")
+    answer: bool = Field(
+        default=True, alias="Mumu-Answer",
+        description="false: transcribe only; the reason stage does not answer",
+    )
     audio_object: str | None = Field(default=None, alias="Mumu-Audio-Object")
 
 
@@ -138,6 +143,7 @@ class TranscriptFinal(Event):
     model: str
     compute_seconds: float
     task: Literal["transcribe", "translate"] = "transcribe"
+    answer: bool = Field(default=True, description="false: transcribe only, no answer")
 
 
 class AnswerDelta(Event):

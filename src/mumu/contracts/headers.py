@@ -16,6 +16,8 @@ PROMPT: Final = "Mumu-Prompt"
 WORD_TIMESTAMPS: Final = "Mumu-Word-Timestamps"
 VAD: Final = "Mumu-Vad"
 BEAM_SIZE: Final = "Mumu-Beam-Size"
+ANSWER: Final = "Mumu-Answer"
+"""``false``: transcribe only; the reason stage does not answer (OpenAI transcription route)."""
 AUDIO_OBJECT: Final = "Mumu-Audio-Object"
 """Names an object in the ``mumu-audio`` bucket instead of carrying bytes in the body."""
 

@@ -80,6 +80,7 @@ class AudioOptions:
     prompt: str | None = None
     task: str = "transcribe"
     word_timestamps: bool = False
+    answer: bool = True
 
 
 class Asker:
@@ -132,6 +133,8 @@ class Asker:
             headers[h.PROMPT] = _header_safe(options.prompt)
         if options.word_timestamps:
             headers[h.WORD_TIMESTAMPS] = "true"
+        if not options.answer:
+            headers[h.ANSWER] = "false"
         body = audio
         if len(audio) + HEADER_ROOM > self._nc.max_payload:
             name = f"{workspace_id}/{request_id}"

@@ -107,7 +107,8 @@ async def transcriptions(request: web.Request) -> web.Response:
     deps.limiter.take(workspace_id)
     deps.lag.guard()
     options = AudioOptions(
-        language=_field(form, "language"), prompt=_field(form, "prompt"), word_timestamps=words
+        language=_field(form, "language"), prompt=_field(form, "prompt"), word_timestamps=words,
+        answer=False,  # a transcription: the reason stage does not answer it
     )
     session_id = f"oai-{new_id()}"
 

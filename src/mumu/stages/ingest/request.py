@@ -43,6 +43,7 @@ def options_of(hdrs: IngestAudioHeaders) -> TranscribeOptions:
         word_timestamps=hdrs.word_timestamps,
         vad_filter=hdrs.vad,
         beam_size=hdrs.beam_size,
+        answer=hdrs.answer,
     )
 
 

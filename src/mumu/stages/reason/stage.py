@@ -109,6 +109,8 @@ class ReasonStage:
 
     async def handle(self, inbound: Inbound[Any]) -> Sequence[Outbound]:
         event: TranscriptFinal | TextAsk = inbound.body()
+        if isinstance(event, TranscriptFinal) and not event.answer:
+            return []  # transcribe-only request (e.g. /v1/audio/transcriptions)
         started = time.perf_counter()
         ws, rid = inbound.workspace_id, event.request_id
         question = event.text.strip()

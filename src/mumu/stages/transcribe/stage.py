@@ -136,6 +136,7 @@ class TranscribeStage:
             language=result.language, language_probability=result.language_probability,
             duration=result.duration, model=self.settings.model,
             compute_seconds=result.compute_seconds, task=ready.options.task,
+            answer=ready.options.answer,
         )
 
     def _observe(self, result: Result) -> None:
