@@ -31,3 +31,11 @@ def test_exactly_two_setup_commands_one_runs_mumu_up_one_runs_the_tests() -> Non
 def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert "test-command" in ci  # .ci/run extracts and runs the README's block verbatim
+
+
+def test_benchmark_table_quotes_the_result_files() -> None:
+    from mumu.bench.report import with_table
+
+    assert with_table(README, ROOT / "benchmarks" / "results") == README, (
+        "run `mumu bench report --readme README.md`"
+    )

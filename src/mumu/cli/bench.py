@@ -10,7 +10,9 @@ import argparse
 import importlib
 import importlib.util
 import json
+from pathlib import Path
 
+from mumu.bench.report import table, with_table
 from mumu.settings import Settings
 
 BENCHMARKS = ("runtime", "transcribe", "reason", "persist", "gateway")
@@ -23,6 +25,10 @@ def available() -> list[str]:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("bench", help="run a benchmark against its raw baseline")
     names = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    report = names.add_parser("report", help="the README's table from benchmarks/results/")
+    report.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    report.add_argument("--readme", type=Path, help="rewrite the table inside this README")
+    report.set_defaults(func=run_report)
     for name in BENCHMARKS:
         if name not in available():
             continue
@@ -30,6 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         bp = names.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0])
         module.add_arguments(bp)
         bp.set_defaults(func=run, bench_module=module)
+
+
+def run_report(args: argparse.Namespace, settings: Settings) -> int:
+    if args.readme:
+        args.readme.write_text(with_table(args.readme.read_text(), args.results))
+    else:
+        print(table(args.results), end="")
+    return 0
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -8,14 +8,13 @@ none): building SDK spans costs about as much as the rest of the hop.
 
 from __future__ import annotations
 
-import contextlib
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from mumu import __version__
@@ -32,48 +31,55 @@ def new_traceparent() -> str:
 class Tracing:
     """Spans of one process; call ``shutdown`` on exit to flush them."""
 
-    def __init__(self, service: str, otlp_endpoint: str | None) -> None:
+    def __init__(
+        self, service: str, otlp_endpoint: str | None, exporter: SpanExporter | None = None
+    ) -> None:
+        """Spans go to ``exporter`` if given, else to the OTLP/HTTP ``otlp_endpoint``."""
         self.provider: TracerProvider | None = None
-        if otlp_endpoint:
+        if exporter is None and otlp_endpoint:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
+            exporter = OTLPSpanExporter(endpoint=otlp_endpoint)
+        if exporter is not None:
             self.provider = TracerProvider(
                 resource=Resource.create(
                     {"service.name": f"mumu-{service}", "service.version": __version__}
                 )
             )
-            self.provider.add_span_processor(
-                BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint))
-            )
+            self.provider.add_span_processor(BatchSpanProcessor(exporter))
             self._tracer = self.provider.get_tracer("mumu.runtime", __version__)
 
-    @contextlib.contextmanager
-    def span(self, name: str, incoming: Mapping[str, str]) -> Iterator[SpanHeaders]:
-        """A span for one message; yields the trace headers to put on its outputs."""
+    def start(self, name: str, incoming: Mapping[str, str]) -> MessageSpan:
+        """A span for one message; ``headers`` go on its outputs, ``end`` closes it."""
         if self.provider is None:
             parent = incoming.get(h.TRACEPARENT) or new_traceparent()
             out = {h.TRACEPARENT: parent}
             if h.TRACESTATE in incoming:
                 out[h.TRACESTATE] = incoming[h.TRACESTATE]
-            yield SpanHeaders(out)
-            return
+            return MessageSpan(out)
         context = _PROPAGATOR.extract(carrier=dict(incoming))
-        with self._tracer.start_as_current_span(
-            name, context=context, kind=SpanKind.CONSUMER
-        ) as sp:
-            carrier: dict[str, str] = {}
-            _PROPAGATOR.inject(carrier)
-            result = SpanHeaders(carrier)
-            yield result
-            if result.failed:
-                sp.set_status(Status(StatusCode.ERROR, result.failed))
+        span = self._tracer.start_span(name, context=context, kind=SpanKind.CONSUMER)
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier, context=set_span_in_context(span))
+        return MessageSpan(carrier, span)
 
     def shutdown(self) -> None:
         if self.provider is not None:
             self.provider.shutdown()
 
 
-class SpanHeaders(dict[str, str]):
-    """Trace headers of a span's outputs; set ``failed`` to mark the span as an error."""
+class MessageSpan:
+    """The trace headers of one message's outputs, and its span when traces are exported."""
 
-    failed: str | None = None
+    __slots__ = ("headers", "span")
+
+    def __init__(self, headers: dict[str, str], span: Span | None = None) -> None:
+        self.headers = headers
+        self.span = span
+
+    def end(self, failed: str | None = None) -> None:
+        if self.span is None:
+            return
+        if failed:
+            self.span.set_status(Status(StatusCode.ERROR, failed))
+        self.span.end()

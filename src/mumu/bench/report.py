@@ -1,0 +1,156 @@
+"""The README's benchmark table, rendered from ``benchmarks/results/*.json``.
+
+``mumu bench report --readme README.md`` rewrites the section between the
+``<!-- benchmarks -->`` markers; a test fails when the README and the files disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+MARKERS = ("<!-- benchmarks -->\n", "<!-- /benchmarks -->")
+Row = tuple[str, str, str, str]
+
+
+def _yes(ok: object) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def _runtime(d: dict[str, Any]) -> list[Row]:
+    m, r, f = d["mumu_runtime"], d["raw_nats_py"], d["faststream"]
+    return [
+        (
+            "runtime: 3-hop pass-through, 20k events",
+            f"{m['throughput_events_per_s']:.0f} ev/s vs raw nats-py "
+            f"{r['throughput_events_per_s']:.0f} (FastStream "
+            f"{f['throughput_events_per_s']:.0f}, {d['faststream_throughput_ratio']}x)",
+            f"{d['throughput_ratio']}x (floor 0.7)",
+            _yes(d["throughput_ratio"] >= d["floor"]["throughput_ratio"]),
+        ),
+        (
+            "runtime: p99 per hop at half peak",
+            f"{m['per_hop_ms']['p99']} ms (p50 {m['per_hop_ms']['p50']} ms; raw "
+            f"{r['per_hop_ms']['p99']} ms)",
+            "≤ 20 ms",
+            _yes(m["per_hop_ms"]["p99"] <= d["floor"]["p99_per_hop_ms"]),
+        ),
+    ]
+
+
+def _transcribe(d: dict[str, Any]) -> list[Row]:
+    seq, conc = d["sequential"], d["concurrent"]
+    mb = d.get("micro_batching", {})
+    return [
+        (
+            "transcribe: pipeline vs faster-whisper in-process, sequential",
+            f"RTF {seq['pipeline']['real_time_factor']} vs {seq['direct']['real_time_factor']}",
+            f"{seq['throughput_ratio']}x (floor 0.95)",
+            _yes(seq["throughput_ratio"] >= 0.95),
+        ),
+        (
+            "transcribe: same, concurrency 4",
+            f"RTF {conc['pipeline']['real_time_factor']} vs {conc['direct']['real_time_factor']}",
+            f"{conc['throughput_ratio']}x (floor 0.95)",
+            _yes(conc["throughput_ratio"] >= 0.95),
+        ),
+        (
+            "transcribe: time the pipeline adds outside the model",
+            f"p50 {seq['outside_model_ms']['p50']} ms, p99 {seq['outside_model_ms']['p99']} ms",
+            "p50 ≤ 30 ms",
+            _yes(seq["outside_model_ms"]["p50"] <= 30),
+        ),
+        (
+            "transcribe: micro-batching (CPU, concurrency 4)",
+            f"{mb.get('speedup_vs_unbatched_pipeline', '—')}x the unbatched pipeline",
+            "—",
+            "measured",
+        ),
+    ]
+
+
+def _reason(d: dict[str, Any]) -> list[Row]:
+    return [
+        (
+            "reason: first delta at the client vs first token from the backend",
+            f"{d['mumu_first_delta_ms']['p50']} ms vs {d['direct_first_token_ms']['p50']} ms (p50)",
+            f"overhead p50 {d['overhead_ms']['p50']} ms (≤ 15 ms)",
+            _yes(d["met"]),
+        ),
+    ]
+
+
+def _persist(d: dict[str, Any]) -> list[Row]:
+    wp = d["write_path"]
+    return [
+        (
+            "persist: stage end to end vs plain nats-py + asyncpg consumer",
+            f"{d['persist_stage_rows_per_s']:.0f} vs {d['plain_consumer_rows_per_s']:.0f} rows/s "
+            f"({d['ratio_vs_plain_with_confirmations']}x a plain consumer that also publishes the "
+            "confirmations)",
+            f"{d['ratio']}x (floor 0.8)",
+            _yes(d["floor_met"]),
+        ),
+        (
+            "persist: encrypted + RLS writes vs plain asyncpg inserts",
+            f"{wp['encrypted_rls_rows_per_s']:.0f} vs "
+            f"{wp['plain_executemany_rows_per_s']:.0f} rows/s",
+            f"{wp['ratio']}x (floor 0.8; runs ranged {wp['ratio_min_max'][0]}-"
+            f"{wp['ratio_min_max'][1]})",
+            _yes(wp["floor_met"]),
+        ),
+    ]
+
+
+def _gateway(d: dict[str, Any]) -> list[Row]:
+    m, b = d["mumu"], d["baseline"]
+    return [
+        (
+            f"gateway: {d['sessions']} websockets, publish → client",
+            f"p50 {m['latency']['p50_ms']} ms, p99 {m['latency']['p99_ms']} ms at "
+            f"{d['rate']:.0f} msg/s",
+            "p99 ≤ 50 ms",
+            _yes(d["met"]["p99"]),
+        ),
+        (
+            "gateway: message rate vs bare aiohttp echo",
+            f"{m['throughput']['rate_per_s']:.0f} vs {b['throughput']['rate_per_s']:.0f} msg/s; "
+            f"{m['memory_per_connection_kib']} vs {b['memory_per_connection_kib']} KiB/connection",
+            f"{d['rate_ratio']}x (floor 0.7)",
+            _yes(d["met"]["rate"]),
+        ),
+    ]
+
+
+SUMMARIES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "runtime": _runtime,
+    "transcribe": _transcribe,
+    "reason": _reason,
+    "persist": _persist,
+    "gateway": _gateway,
+}
+
+
+def table(results: Path) -> str:
+    lines = [
+        "| benchmark | mumu vs baseline (same run) | ratio / bound | floor |",
+        "|---|---|---|---|",
+    ]
+    for name, summarise in SUMMARIES.items():
+        path = results / f"{name}.json"
+        if not path.exists():
+            lines.append(f"| {name} | not run yet (`mumu bench {name}`) | — | — |")
+            continue
+        data = json.loads(path.read_text())
+        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in summarise(data)]
+        lines.append(f"| | *benchmarks/results/{path.name}, {data['when']}* | | |")
+    return "\n".join(lines) + "\n"
+
+
+def with_table(readme: str, results: Path) -> str:
+    start, end = MARKERS
+    head, _, rest = readme.partition(start)
+    _, _, tail = rest.partition(end)
+    return f"{head}{start}{table(results)}{end}{tail}"
