@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--latency-events", type=int, default=3_000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="paired raw/mumu rounds")
 
 
 async def _publish(nc: NATS, count: int, rate: float | None, tag: str) -> None:
@@ -200,17 +201,22 @@ async def _faststream_chain(url: str, concurrency: int) -> AsyncIterator[None]:
         async def relay(event: BenchEvent) -> None:
             out = event.model_copy(update={"hop": event.hop + 1})
             await broker.publish(
-                out.model_dump_json().encode(), dst.for_workspace(WS),
-                stream=subjects.STREAM_BENCH, headers={h.MSG_ID: f"{event.event_id}:{dst.prefix}"},
+                out.model_dump_json().encode(),
+                dst.for_workspace(WS),
+                stream=subjects.STREAM_BENCH,
+                headers={h.MSG_ID: f"{event.event_id}:{dst.prefix}"},
             )
 
         return relay
 
     for hop in range(HOPS):
         broker.subscriber(
-            subjects.BENCH_HOPS[hop].wildcard, stream=stream, durable=f"fs-relay{hop}",
+            subjects.BENCH_HOPS[hop].wildcard,
+            stream=stream,
+            durable=f"fs-relay{hop}",
             pull_sub=PullSub(batch_size=concurrency, timeout=0.5),
-            ack_policy=AckPolicy.NACK_ON_ERROR, max_workers=concurrency,
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            max_workers=concurrency,
         )(relay_to(subjects.BENCH_HOPS[hop + 1]))
     await broker.start()
     try:
@@ -224,64 +230,84 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def _measure(
-    nc: NATS, chain: Any, url: str, args: argparse.Namespace, name: str
-) -> dict[str, Any]:
+async def _throughput(nc: NATS, chain: Any, url: str, args: argparse.Namespace, tag: str) -> float:
+    """Events/s of ``chain`` over a load stored before it starts (first hop1 → last hop3).
+
+    Storing the load first keeps the publisher from competing with the chain for the CPU.
+    """
     await _reset(nc)
-    # the load is stored before the chain starts, so the publisher does not compete with
-    # the chain for the CPU: throughput is the chain's own (first hop1 → last hop3 stored)
-    await _publish(nc, args.events, None, f"{name}-tp")
+    await _publish(nc, args.events, None, tag)
     async with chain(url, args.concurrency):
         await _wait_done(nc, args.events)
-        stamps = await _timestamps(nc)
-        first = min(t for (_, hop), t in stamps.items() if hop == 1)
-        last = max(t for (_, hop), t in stamps.items() if hop == HOPS)
-        throughput = args.events / (last - first)
-        await _reset_stream_only(nc)
-        rate = throughput / 2
-        await _publish(nc, args.latency_events, rate, f"{name}-lat")
+    stamps = await _timestamps(nc)
+    first = min(t for (_, hop), t in stamps.items() if hop == 1)
+    last = max(t for (_, hop), t in stamps.items() if hop == HOPS)
+    return float(args.events / (last - first))
+
+
+async def _latency(
+    nc: NATS, chain: Any, url: str, args: argparse.Namespace, tag: str, *, rate: float
+) -> dict[str, float]:
+    """Per-hop latency (server store times) with the load paced at ``rate`` events/s."""
+    await _reset(nc)
+    async with chain(url, args.concurrency):
+        await _publish(nc, args.latency_events, rate, tag)
         await _wait_done(nc, args.latency_events)
-        stamps = await _timestamps(nc)
+    stamps = await _timestamps(nc)
     per_hop = [
         (stamps[(rid, hop + 1)] - t) * 1000
         for (rid, hop), t in stamps.items()
         if hop < HOPS and (rid, hop + 1) in stamps
     ]
     return {
-        "throughput_events_per_s": round(throughput, 1),
-        "latency_rate_events_per_s": round(rate, 1),
-        "per_hop_ms": {
-            "p50": round(statistics.median(per_hop), 3),
-            "p99": round(_percentile(per_hop, 0.99), 3),
-            "max": round(max(per_hop), 3),
-        },
+        "p50": round(statistics.median(per_hop), 3),
+        "p99": round(_percentile(per_hop, 0.99), 3),
+        "max": round(max(per_hop), 3),
     }
 
 
-async def _reset_stream_only(nc: NATS) -> None:
-    await nc.jetstream().purge_stream(subjects.STREAM_BENCH)
-
-
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    """Paired rounds (raw, then mumu, order alternating); the median ratio is reported."""
+    chains = {"raw_nats_py": _raw_chain, "mumu_runtime": _runtime_chain}
+    rates: dict[str, list[float]] = {name: [] for name in chains}
+    ratios = []
     with tempfile.TemporaryDirectory() as tmp:
         async with EmbeddedNats(Path(tmp) / "nats") as server:
             nc = await nats.connect(server.url)
             await apply_all(nc)
-            raw = await _measure(nc, _raw_chain, server.url, args, "raw")
-            mumu = await _measure(nc, _runtime_chain, server.url, args, "mumu")
-            fast = await _measure(nc, _faststream_chain, server.url, args, "faststream")
+            for n in range(args.rounds):
+                order = list(chains) if n % 2 == 0 else list(reversed(chains))
+                for name in order:
+                    rates[name].append(
+                        await _throughput(nc, chains[name], server.url, args, f"{name}-{n}")
+                    )
+                ratios.append(rates["mumu_runtime"][-1] / rates["raw_nats_py"][-1])
+            fast = await _throughput(nc, _faststream_chain, server.url, args, "faststream")
+            result: dict[str, Any] = {}
+            for name, chain in chains.items():
+                peak = statistics.median(rates[name])
+                result[name] = {
+                    "throughput_events_per_s": round(peak, 1),
+                    "rounds_events_per_s": [round(r, 1) for r in rates[name]],
+                    "latency_rate_events_per_s": round(peak / 2, 1),
+                    "per_hop_ms": await _latency(
+                        nc, chain, server.url, args, f"{name}-lat", rate=peak / 2
+                    ),
+                }
             await nc.drain()
-    ratio = mumu["throughput_events_per_s"] / raw["throughput_events_per_s"]
+    ratio = statistics.median(ratios)
+    mumu = result["mumu_runtime"]
     return {
         "events": args.events,
         "hops": HOPS,
         "concurrency": args.concurrency,
-        "raw_nats_py": raw,
-        "mumu_runtime": mumu,
-        "faststream": fast,
+        "rounds": args.rounds,
+        **result,
+        "faststream": {"throughput_events_per_s": round(fast, 1)},
         "throughput_ratio": round(ratio, 3),
+        "round_ratios": [round(r, 3) for r in ratios],
         "faststream_throughput_ratio": round(
-            fast["throughput_events_per_s"] / raw["throughput_events_per_s"], 3
+            fast / result["raw_nats_py"]["throughput_events_per_s"], 3
         ),
         "floor": {"throughput_ratio": FLOOR_THROUGHPUT_RATIO, "p99_per_hop_ms": FLOOR_P99_MS},
         "meets_floor": ratio >= FLOOR_THROUGHPUT_RATIO
