@@ -30,8 +30,12 @@ class EmbeddedNats:
     The store lives in ``data_dir/jetstream``, so a second start reuses the streams.
     """
 
-    def __init__(self, data_dir: Path, *, port: int = 0, max_payload: int = 1_048_576) -> None:
+    def __init__(
+        self, data_dir: Path, *, port: int = 0, max_payload: int = 1_048_576,
+        max_file_store: int = 16 * 1024**3,
+    ) -> None:
         self.data_dir = data_dir
+        self.max_file_store = max_file_store
         self.requested_port = port
         self.max_payload = max_payload
         self.port: int | None = None
@@ -64,6 +68,9 @@ class EmbeddedNats:
                     f"ports_file_dir: {json.dumps(str(ports_dir))}",
                     "jetstream {",
                     f"  store_dir: {json.dumps(str(self.data_dir / 'jetstream'))}",
+                    # explicit, so stream limits are reserved against this and not against
+                    # 75% of whatever disk happens to be free when the server starts
+                    f"  max_file_store: {self.max_file_store}",
                     "}",
                     "",
                 ]
