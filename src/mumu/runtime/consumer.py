@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import nats.errors
@@ -129,7 +129,7 @@ class RouteWorker:
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
 
-    def _done(self, tasks: set[asyncio.Task[None]]) -> Any:
+    def _done(self, tasks: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
         def callback(task: asyncio.Task[None]) -> None:
             tasks.discard(task)
             if self.concurrency - len(tasks) >= self._refill:

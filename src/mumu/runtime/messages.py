@@ -75,7 +75,3 @@ class Inbound(Generic[E]):
         if self.event is None:
             raise TypeError("this route takes raw payloads")
         return self.event
-
-    async def progress(self) -> None:
-        """Tell JetStream the message is still being worked on (resets ack_wait)."""
-        await self.msg.in_progress()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from nats.aio.client import Client as NATS
@@ -48,7 +48,6 @@ class StageContext:
     metrics: StageMetrics
     tracing: Tracing
     log: logging.Logger
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Stage(Protocol):

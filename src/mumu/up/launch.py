@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import socket
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from mumu.broker.streams import apply_all
 from mumu.cli.stage import available_stages
 from mumu.db.bootstrap import bootstrap
 from mumu.settings import Settings
-from mumu.up.supervisor import Child, Supervisor, child_env
+from mumu.up.supervisor import Child, Supervisor
 
 log = logging.getLogger(__name__)
 SESSION_SECRET_FILE = "session-secret"  # noqa: S105 - a file name
@@ -97,13 +98,13 @@ async def up(
 
         host = settings.gateway.host
         port = _port_or_free(host, settings.gateway.port)
-        env = child_env({
+        env = os.environ | {
             **database.env,
             "MUMU_NATS__URL": nats_url,
             "MUMU_DATA_DIR": str(data_dir),
             "MUMU_GATEWAY__PORT": str(port),
             "MUMU_GATEWAY__SESSION_SECRET": _session_secret(settings, data_dir),
-        })
+        }
         logs = data_dir / "logs"
         children = [
             Child(f"{name}-{i}" if settings.stage.replicas > 1 else name, ["stage", name], env,
