@@ -18,7 +18,9 @@ from mumu.db.records import TranscriptRecord, write_records
 from mumu.db.workspaces import resolve_api_key, workspace_exists
 from tests.pg_fixtures import WorkspaceFactory
 
-TABLES = ("workspaces", "api_keys", "data_keys", "sessions", "requests", "transcripts", "answers")
+TABLES = ("workspaces", "api_keys", "data_keys", "sessions", "transcripts", "answers")
+VIEWS = ("requests",)
+"""Views run as the caller (security_invoker) over tables of TABLES, so their RLS holds."""
 
 
 def _record(text: str, session: str = "s1") -> TranscriptRecord:
@@ -53,7 +55,7 @@ async def test_with_a_set_b_rows_are_invisible(
 ) -> None:
     a, b = two_tenants
     async with workspace_tx(app_pool, a) as conn:
-        for table in TABLES:
+        for table in TABLES + VIEWS:
             ws_col = "id" if table == "workspaces" else "workspace_id"
             seen = await conn.fetch(f"SELECT DISTINCT {ws_col}::text AS ws FROM mumu.{table}")
             assert {r["ws"] for r in seen} <= {a}, table
@@ -62,6 +64,7 @@ async def test_with_a_set_b_rows_are_invisible(
             )
             assert hidden == 0, table
         assert await conn.fetchval("SELECT count(*) FROM mumu.transcripts") == 1
+        assert await conn.fetchval("SELECT count(*) FROM mumu.requests") == 1
 
 
 async def test_with_a_set_updating_or_deleting_b_rows_affects_nothing(
@@ -111,7 +114,7 @@ async def test_with_no_workspace_set_nothing_is_visible_or_writable(
 ) -> None:
     a, _ = two_tenants
     async with app_pool.acquire() as conn:
-        for table in TABLES:
+        for table in TABLES + VIEWS:
             assert await conn.fetchval(f"SELECT count(*) FROM mumu.{table}") == 0, table
         # an empty setting (what a pooled connection holds after a transaction) is the same
         await conn.execute("SELECT set_config('app.workspace_id', '', false)")
@@ -194,7 +197,8 @@ async def test_api_keys_resolve_to_their_workspace_only(
 async def test_migrations_are_idempotent(admin_conn: asyncpg.Connection) -> None:
     assert await apply_migrations(admin_conn) == []
     names = await admin_conn.fetch("SELECT name FROM mumu.schema_migrations ORDER BY name")
-    assert [r["name"] for r in names] == ["0001_schema", "0002_row_level_security"]
+    assert [r["name"] for r in names] == [
+        "0001_schema", "0002_row_level_security", "0003_requests_view"]
     for table in TABLES:
         row = await admin_conn.fetchrow(
             "SELECT relrowsecurity, relforcerowsecurity FROM pg_class "
@@ -202,6 +206,21 @@ async def test_migrations_are_idempotent(admin_conn: asyncpg.Connection) -> None
         )
         assert row is not None
         assert (row["relrowsecurity"], row["relforcerowsecurity"]) == (True, True), table
+    for view in VIEWS:
+        options = await admin_conn.fetchval(
+            "SELECT reloptions FROM pg_class WHERE oid = ('mumu.' || $1)::regclass", view)
+        assert "security_invoker=true" in options, view
+
+
+async def test_the_requests_view_cannot_be_written(
+    app_pool: asyncpg.Pool, two_tenants: tuple[str, str]
+) -> None:
+    a, b = two_tenants
+    for sql in ("INSERT INTO mumu.requests (workspace_id, id, session_id) VALUES ($1, 'x', 's')",
+                "DELETE FROM mumu.requests WHERE workspace_id = $1"):
+        with pytest.raises(asyncpg.PostgresError, match="cannot|not updatable|permission"):
+            async with workspace_tx(app_pool, a) as conn:
+                await conn.execute(sql, b)
 
 
 async def test_an_edited_applied_migration_is_refused(

@@ -26,7 +26,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +41,17 @@ from mumu.broker.streams import apply_all
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import AnswerFinal, TranscriptFinal, derive_id
-from mumu.crypto import Keyring, MasterKey
+from mumu.crypto import Field, Keyring, MasterKey
 from mumu.db.datakeys import DataKeys
 from mumu.db.embedded import EmbeddedPostgres
 from mumu.db.migrate import apply_migrations, ensure_app_login
 from mumu.db.records import (
-    INSERT_ANSWER,
-    INSERT_TRANSCRIPT,
-    KnownIndex,
+    INSERT_ANSWERS,
+    INSERT_TRANSCRIPTS,
+    Columns,
+    KnownSessions,
     Record,
-    table_rows,
+    table_columns,
     write_records,
 )
 from mumu.db.urls import with_database, with_user
@@ -70,8 +71,25 @@ ALTER TABLE bench_plain.answers ALTER COLUMN text TYPE text USING '',
                                 ALTER COLUMN question TYPE text USING '';
 """
 """Same columns, keys and indexes as the real tables; plaintext, no RLS, no encryption."""
-PLAIN_TRANSCRIPT = INSERT_TRANSCRIPT.replace("mumu.", "bench_plain.")
-PLAIN_ANSWER = INSERT_ANSWER.replace("mumu.", "bench_plain.")
+PLAIN_TRANSCRIPT = """
+INSERT INTO bench_plain.transcripts (workspace_id, key_version, event_id, request_id,
+                                     session_id, text, language, duration, model, occurred_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (workspace_id, event_id) DO NOTHING
+"""
+PLAIN_ANSWER = """
+INSERT INTO bench_plain.answers (workspace_id, key_version, event_id, request_id, session_id,
+                                 question, text, language, model, cancelled, prompt_tokens,
+                                 completion_tokens, total_seconds, occurred_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+ON CONFLICT (workspace_id, event_id) DO NOTHING
+"""
+"""The plain baseline: a row-wise INSERT, executemany'd (asyncpg's plain bulk insert)."""
+PLAIN_UNNEST_TRANSCRIPTS = INSERT_TRANSCRIPTS.replace("mumu.", "bench_plain.").replace(
+    "::bytea[]", "::text[]")
+PLAIN_UNNEST_ANSWERS = INSERT_ANSWERS.replace("mumu.", "bench_plain.").replace(
+    "::bytea[]", "::text[]")
+"""The same ``unnest`` statements the persist stage runs, into the plaintext tables."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -121,17 +139,29 @@ async def _publish(nc: NatsClient, events: list[TranscriptFinal | AnswerFinal]) 
         ))
 
 
-def _plaintext(table: str, column: str, row_id: str, text: str) -> str:
-    return text
+def _plaintext(fields: Sequence[Field]) -> list[str]:
+    return [text for *_, text in fields]
 
 
-async def _plain_insert(conn: asyncpg.Connection, ws: str, records: list[Record]) -> None:
-    transcripts, answers = table_rows(ws, 0, records, _plaintext)
+def _rows(ws: str, columns: Columns) -> list[tuple[object, ...]]:
+    return [(ws, 0, *row) for row in zip(*columns, strict=True)]
+
+
+async def _plain_insert(conn: asyncpg.Connection, ws: str, records: list[Record], *,
+                        unnest: bool = False) -> None:
+    """Plaintext rows, no RLS, no encryption: row-wise executemany, or ``unnest``."""
+    transcripts, answers = table_columns(records, _plaintext)
     async with conn.transaction():
-        if transcripts:
-            await conn.executemany(PLAIN_TRANSCRIPT, transcripts)
-        if answers:
-            await conn.executemany(PLAIN_ANSWER, answers)
+        if unnest:
+            if transcripts[0]:
+                await conn.execute(PLAIN_UNNEST_TRANSCRIPTS, ws, 0, *transcripts)
+            if answers[0]:
+                await conn.execute(PLAIN_UNNEST_ANSWERS, ws, 0, *answers)
+            return
+        if transcripts[0]:
+            await conn.executemany(PLAIN_TRANSCRIPT, _rows(ws, transcripts))
+        if answers[0]:
+            await conn.executemany(PLAIN_ANSWER, _rows(ws, answers))
 
 
 async def _plain_consumer(nc: NatsClient, pool: asyncpg.Pool, count: int, batch: int,
@@ -221,7 +251,7 @@ async def _write_paths(pool: asyncpg.Pool, data_keys: DataKeys, workspaces: list
     """Plain executemany vs ``write_records`` over alternating rounds of fresh rows (no
     NATS); the ratio is the median of the rounds' paired ratios (the machine is shared)."""
     sem = asyncio.Semaphore(args.writers)
-    known = KnownIndex()
+    known = KnownSessions()
 
     async def plain(ws: str, records: list[Record]) -> None:
         async with sem, pool.acquire() as conn:

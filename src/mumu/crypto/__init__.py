@@ -1,6 +1,6 @@
 """Envelope encryption: a master keyring wraps per-workspace data keys (AES-256-GCM)."""
 
-from mumu.crypto.envelope import DataKey, seal, unseal
+from mumu.crypto.envelope import DataKey, Field, seal, seal_all, unseal
 from mumu.crypto.errors import (
     CryptoError,
     DecryptionError,
@@ -13,10 +13,12 @@ __all__ = [
     "CryptoError",
     "DataKey",
     "DecryptionError",
+    "Field",
     "Keyring",
     "KeyringError",
     "MasterKey",
     "UnknownMasterKeyError",
     "seal",
+    "seal_all",
     "unseal",
 ]

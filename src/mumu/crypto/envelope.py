@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
@@ -38,6 +39,10 @@ class DataKey:
     def from_bytes(cls, workspace_id: str, version: int, material: bytes) -> DataKey:
         return cls(workspace_id, version, AESGCM(material))
 
+    @property
+    def header(self) -> bytes:
+        return _HEADER.pack(FORMAT, self.version)
+
 
 def _aad(header: bytes, workspace_id: str, table: str, column: str, row_id: str) -> bytes:
     return header + f"|{workspace_id}|{table}|{column}|{row_id}".encode()
@@ -51,10 +56,26 @@ def key_version(blob: bytes) -> int:
 
 
 def seal(key: DataKey, plaintext: str, *, table: str, column: str, row_id: str) -> bytes:
-    header = _HEADER.pack(FORMAT, key.version)
-    nonce = os.urandom(NONCE_BYTES)
-    aad = _aad(header, key.workspace_id, table, column, row_id)
-    return header + nonce + key.aead.encrypt(nonce, plaintext.encode(), aad)
+    return seal_all(key, [(table, column, row_id, plaintext)])[0]
+
+
+Field = tuple[str, str, str, str]
+"""(table, column, row id, plaintext) of one value to seal."""
+
+
+def seal_all(key: DataKey, fields: Sequence[Field]) -> list[bytes]:
+    """Seal many values under ``key``; their random nonces come from one read of the
+    operating system's random source (a batch of rows costs one call, not one each)."""
+    header = key.header
+    nonces = os.urandom(NONCE_BYTES * len(fields))
+    encrypt = key.aead.encrypt
+    ws = key.workspace_id
+    out = []
+    for i, (table, column, row_id, plaintext) in enumerate(fields):
+        nonce = nonces[i * NONCE_BYTES : (i + 1) * NONCE_BYTES]
+        aad = _aad(header, ws, table, column, row_id)
+        out.append(header + nonce + encrypt(nonce, plaintext.encode(), aad))
+    return out
 
 
 def unseal(key: DataKey, blob: bytes, *, table: str, column: str, row_id: str) -> str:

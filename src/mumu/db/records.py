@@ -1,7 +1,8 @@
 """Writing transcripts and answers: encrypted, workspace-scoped, one transaction per batch.
 
 Rows are upserted on ``(workspace_id, event_id)`` (``ON CONFLICT DO NOTHING``): a
-redelivered or replayed event never makes a second row.
+redelivered or replayed event never makes a second row. Sessions are upserted in the
+same transaction; requests are a view over the stored rows (``sql/0003``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import datetime
 
 import asyncpg
 
-from mumu.crypto import DataKey, seal
+from mumu.crypto import DataKey, Field, seal_all
 from mumu.db.datakeys import DataKeys
 from mumu.db.pool import Db, workspace_tx
 
@@ -58,48 +59,49 @@ class AnswerRecord:
 
 Record = TranscriptRecord | AnswerRecord
 
-INSERT_TRANSCRIPT = """
-INSERT INTO mumu.transcripts (workspace_id, event_id, request_id, session_id, key_version,
+INSERT_TRANSCRIPTS = """
+INSERT INTO mumu.transcripts (workspace_id, key_version, event_id, request_id, session_id,
                               text, language, duration, model, occurred_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+SELECT $1, $2, * FROM unnest($3::uuid[], $4::text[], $5::text[], $6::bytea[], $7::text[],
+                             $8::float8[], $9::text[], $10::timestamptz[])
 ON CONFLICT (workspace_id, event_id) DO NOTHING
 """
-INSERT_ANSWER = """
-INSERT INTO mumu.answers (workspace_id, event_id, request_id, session_id, key_version,
+INSERT_ANSWERS = """
+INSERT INTO mumu.answers (workspace_id, key_version, event_id, request_id, session_id,
                           question, text, language, model, cancelled, prompt_tokens,
                           completion_tokens, total_seconds, occurred_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+SELECT $1, $2, * FROM unnest($3::uuid[], $4::text[], $5::text[], $6::bytea[], $7::bytea[],
+                             $8::text[], $9::text[], $10::bool[], $11::int[], $12::int[],
+                             $13::float8[], $14::timestamptz[])
 ON CONFLICT (workspace_id, event_id) DO NOTHING
 """
-INSERT_SESSIONS_AND_REQUESTS = """
-WITH sessions AS (
-    INSERT INTO mumu.sessions (workspace_id, id)
-    SELECT $1, s FROM unnest($2::text[]) AS s
-    ON CONFLICT DO NOTHING
-)
-INSERT INTO mumu.requests (workspace_id, id, session_id)
-SELECT $1, r, s FROM unnest($3::text[], $4::text[]) AS u(r, s)
+"""One statement per table and batch: every column goes as one array (``unnest``), which
+costs both asyncpg and PostgreSQL far less than a statement execution per row."""
+INSERT_SESSIONS = """
+INSERT INTO mumu.sessions (workspace_id, id) SELECT $1, unnest($2::text[])
 ON CONFLICT DO NOTHING
 """
+ENCRYPT_IN_THREAD_CHARS = 256 * 1024
+"""Batches with more text than this are encrypted in a worker thread, off the loop."""
 
-Row = tuple[object, ...]
+Columns = list[list[object]]
 
 
-class KnownIndex:
-    """Sessions and requests already committed by this process (bounded, oldest out).
+class KnownSessions:
+    """Sessions already committed by this process (bounded, oldest out).
 
     Only filled after a commit, so a rolled-back batch never hides a missing row; a
     miss only costs an ``ON CONFLICT DO NOTHING`` upsert.
     """
 
     def __init__(self, size: int = 65_536) -> None:
-        self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._size = size
 
-    def __contains__(self, key: tuple[str, str, str]) -> bool:
+    def __contains__(self, key: tuple[str, str]) -> bool:
         return key in self._seen
 
-    def add(self, keys: Iterable[tuple[str, str, str]]) -> None:
+    def add(self, keys: Iterable[tuple[str, str]]) -> None:
         for key in keys:
             self._seen[key] = None
             self._seen.move_to_end(key)
@@ -107,68 +109,66 @@ class KnownIndex:
             self._seen.popitem(last=False)
 
 
-Protect = Callable[[str, str, str, str], object]
-"""(table, column, row id, plaintext) → the stored value of a text column."""
+ProtectAll = Callable[[Sequence[Field]], Sequence[object]]
+"""The stored values of many text fields, in order."""
 
 
-def table_rows(workspace_id: str, version: int, records: Sequence[Record], protect: Protect
-               ) -> tuple[list[Row], list[Row]]:
-    """(transcript rows, answer rows) in the column order of the INSERT statements."""
-    ws = workspace_id
-    transcripts: list[Row] = []
-    answers: list[Row] = []
-    for r in records:
-        row_id = str(r.event_id)
-        if isinstance(r, TranscriptRecord):
-            text = protect("transcripts", "text", row_id, r.text)
-            transcripts.append((ws, r.event_id, r.request_id, r.session_id, version, text,
-                                r.language, r.duration, r.model, r.occurred_at))
-        else:
-            question = protect("answers", "question", row_id, r.question)
-            text = protect("answers", "text", row_id, r.text)
-            answers.append((ws, r.event_id, r.request_id, r.session_id, version, question, text,
-                            r.language, r.model, r.cancelled, r.prompt_tokens,
-                            r.completion_tokens, r.total_seconds, r.occurred_at))
-    return transcripts, answers
+def table_columns(records: Sequence[Record], protect_all: ProtectAll) -> tuple[Columns, Columns]:
+    """(transcript columns, answer columns), each a list per column in the order of the
+    INSERT statements' arrays; text columns go through ``protect_all`` in one call."""
+    transcripts = [r for r in records if isinstance(r, TranscriptRecord)]
+    answers = [r for r in records if isinstance(r, AnswerRecord)]
+    fields: list[Field] = [("transcripts", "text", str(r.event_id), r.text) for r in transcripts]
+    for a in answers:
+        row_id = str(a.event_id)
+        fields.append(("answers", "question", row_id, a.question))
+        fields.append(("answers", "text", row_id, a.text))
+    stored = list(protect_all(fields))
+    n = len(transcripts)
+    t_cols: Columns = [
+        [r.event_id for r in transcripts], [r.request_id for r in transcripts],
+        [r.session_id for r in transcripts], stored[:n], [r.language for r in transcripts],
+        [r.duration for r in transcripts], [r.model for r in transcripts],
+        [r.occurred_at for r in transcripts],
+    ]
+    a_cols: Columns = [
+        [a.event_id for a in answers], [a.request_id for a in answers],
+        [a.session_id for a in answers], stored[n::2], stored[n + 1 :: 2],
+        [a.language for a in answers], [a.model for a in answers],
+        [a.cancelled for a in answers], [a.prompt_tokens for a in answers],
+        [a.completion_tokens for a in answers], [a.total_seconds for a in answers],
+        [a.occurred_at for a in answers],
+    ]
+    return t_cols, a_cols
 
 
-def encrypt_rows(key: DataKey, records: Sequence[Record]) -> tuple[list[Row], list[Row]]:
-    """Rows with every text column sealed under ``key`` (bound to its table/column/row)."""
-
-    def sealed(table: str, column: str, row_id: str, text: str) -> bytes:
-        return seal(key, text, table=table, column=column, row_id=row_id)
-
-    return table_rows(key.workspace_id, key.version, records, sealed)
+def encrypt_columns(key: DataKey, records: Sequence[Record]) -> tuple[Columns, Columns]:
+    """Columns with every text field sealed under ``key`` (bound to its table/column/row)."""
+    return table_columns(records, lambda fields: seal_all(key, fields))
 
 
 async def write_records(
     db: Db, data_keys: DataKeys, workspace_id: str, records: Sequence[Record],
-    known: KnownIndex | None = None,
+    known: KnownSessions | None = None,
 ) -> None:
     """Encrypt and upsert ``records`` of one workspace in one transaction."""
     sessions = sorted(s for s in {r.session_id for r in records}
-                      if known is None or (workspace_id, "s", s) not in known)
-    requests = sorted({(r.request_id, r.session_id) for r in records
-                       if known is None or (workspace_id, "r", r.request_id) not in known})
+                      if known is None or (workspace_id, s) not in known)
+    chars = sum(len(r.text) + len(getattr(r, "question", "")) for r in records)
     async with workspace_tx(db, workspace_id) as conn:
         try:
             key = await data_keys.active(conn, workspace_id)
         except asyncpg.ForeignKeyViolationError as exc:
             raise UnknownWorkspaceError(f"workspace {workspace_id} does not exist") from exc
-        # encryption runs in a thread while the database indexes sessions and requests
-        encrypting = asyncio.ensure_future(asyncio.to_thread(encrypt_rows, key, records))
-        try:
-            if sessions or requests:
-                await conn.execute(
-                    INSERT_SESSIONS_AND_REQUESTS, workspace_id, sessions,
-                    [r for r, _ in requests], [s for _, s in requests],
-                )
-        finally:
-            transcripts, answers = await encrypting
-        if transcripts:
-            await conn.executemany(INSERT_TRANSCRIPT, transcripts)
-        if answers:
-            await conn.executemany(INSERT_ANSWER, answers)
+        if chars > ENCRYPT_IN_THREAD_CHARS:
+            transcripts, answers = await asyncio.to_thread(encrypt_columns, key, records)
+        else:  # a few hundred microseconds: cheaper than a thread hand-off
+            transcripts, answers = encrypt_columns(key, records)
+        if sessions:
+            await conn.execute(INSERT_SESSIONS, workspace_id, sessions)
+        if transcripts[0]:
+            await conn.execute(INSERT_TRANSCRIPTS, workspace_id, key.version, *transcripts)
+        if answers[0]:
+            await conn.execute(INSERT_ANSWERS, workspace_id, key.version, *answers)
     if known is not None:  # committed
-        known.add((workspace_id, "s", s) for s in sessions)
-        known.add((workspace_id, "r", r) for r, _ in requests)
+        known.add((workspace_id, s) for s in sessions)

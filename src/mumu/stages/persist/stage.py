@@ -24,7 +24,7 @@ from mumu.contracts.events import AnswerFinal, Persisted, TranscriptFinal, deriv
 from mumu.crypto import CryptoError, Keyring
 from mumu.db.datakeys import DataKeys
 from mumu.db.pool import UNAVAILABLE, create_app_pool
-from mumu.db.records import KnownIndex, Record, UnknownWorkspaceError, write_records
+from mumu.db.records import KnownSessions, Record, UnknownWorkspaceError, write_records
 from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
 from mumu.settings import Settings
 from mumu.stages.persist.batcher import BatchWriter
@@ -46,7 +46,7 @@ class PersistStage:
     def __init__(self, settings: Settings, keyring: Keyring) -> None:
         self.settings = settings
         self.data_keys = DataKeys(keyring)
-        self.known = KnownIndex()
+        self.known = KnownSessions()
         self._workspaces: dict[str, str] = {}  # subject token -> canonical UUID
         self.pool: asyncpg.Pool | None = None
         self.max_deliver = settings.stage.max_deliver
