@@ -30,13 +30,30 @@ class PassThrough:
 
     name = "passthrough"
 
-    def __init__(self, inp: int = 1, out: int = 2) -> None:
+    def __init__(self, inp: int = 1, out: int = 2, *, batched: bool = False) -> None:
         self.inp = subjects.BENCH_HOPS[inp]
         self.out = subjects.BENCH_HOPS[out]
+        self.batched = batched
         self.calls: list[tuple[str, int]] = []
+        self.batches: list[int] = []
 
     def routes(self) -> Sequence[Route]:
+        if self.batched:  # the same behaviours through a batch route
+            return [Route(subjects.STREAM_BENCH, (self.inp.wildcard,),
+                          batch_handler=self.handle_batch, model=Ping, batch=64)]
         return [Route(subjects.STREAM_BENCH, (self.inp.wildcard,), self.handle, model=Ping)]
+
+    async def handle_batch(
+        self, inbounds: Sequence[Inbound[Ping]]
+    ) -> list[Sequence[Outbound] | BaseException]:
+        self.batches.append(len(inbounds))
+        results: list[Sequence[Outbound] | BaseException] = []
+        for inbound in inbounds:
+            try:
+                results.append(await self.handle(inbound))
+            except (TransientError, PermanentError) as exc:
+                results.append(exc)
+        return results
 
     async def start(self, ctx: StageContext) -> None:
         return None

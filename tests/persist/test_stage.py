@@ -24,7 +24,7 @@ from tests.pg_fixtures import WorkspaceFactory
 
 @pytest.fixture
 def stage_settings(settings: Settings, pg_settings: Settings) -> Settings:
-    return merged(settings, pg_settings, batch_rows=64, concurrency=128, pool_max=4)
+    return merged(settings, pg_settings, batch_rows=64, pool_max=4)
 
 
 async def test_transcript_and_answer_are_stored_encrypted_and_confirmed(
@@ -150,3 +150,28 @@ async def test_a_row_the_database_refuses_fails_alone(
     assert "rejected by the database" in letters[0].headers[h.DLQ_REASON]
     rows = await admin_conn.fetch("SELECT event_id FROM mumu.transcripts")
     assert {str(r["event_id"]) for r in rows} == {e.event_id for e in good}
+
+
+async def test_a_waiting_batch_is_written_together_and_confirmed_atomically(
+    nc: NATS, streams: None, stage_settings: Settings, workspace: WorkspaceFactory,
+    admin_conn: asyncpg.Connection,
+) -> None:
+    a, _ = await workspace("A")
+    b, _ = await workspace("B")
+    events = [transcript(ws, f"line {i}") for i in range(10) for ws in (a, b)]
+    for event in events:  # waiting before the stage starts: fetched as one batch
+        await publish(nc, event)
+    stage = build_stage(stage_settings)
+    async with running(stage, stage_settings), Collector(nc) as seen:
+        await seen.wait_count("mumu.persisted.", len(events))
+        await drained(nc)
+    assert await admin_conn.fetchval("SELECT count(*) FROM mumu.transcripts") == 20
+    assert stage.metrics is not None
+    sample = stage.metrics.registry.get_sample_value
+    assert sample("mumu_persist_batch_rows_count") == 2  # one transaction per workspace
+    js = nc.jetstream()
+    info = await js.stream_info(subjects.STREAM_PERSISTED)
+    batch_ids = {(await js.get_msg(subjects.STREAM_PERSISTED, seq)).headers[h.BATCH_ID]
+                 for seq in range(info.state.first_seq, info.state.last_seq + 1)}
+    assert info.state.messages == 20
+    assert len(batch_ids) == 1  # the 20 confirmations: one JetStream atomic batch

@@ -344,10 +344,8 @@ def _stage_settings(settings: Settings, args: argparse.Namespace, nats_url: str,
         "database_url": SecretStr(app_url), "master_keys": SecretStr(master),
         "log_level": "WARNING",
         "persist": settings.persist.model_copy(update={
-            "batch_rows": args.batch_rows, "writers": args.writers,
-            "pool_max": args.writers, "concurrency": args.batch_rows * args.writers}),
-        "stage": settings.stage.model_copy(update={
-            "batch": args.batch_rows, "fetch_timeout": 0.5}),
+            "batch_rows": args.batch_rows, "writers": args.writers, "pool_max": args.writers}),
+        "stage": settings.stage.model_copy(update={"fetch_timeout": 0.5}),
     })
 
 

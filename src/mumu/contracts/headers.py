@@ -7,6 +7,11 @@ TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"
 CONTENT_TYPE: Final = "Content-Type"
 
+# JetStream atomic batch publish (nats-server 2.12+, ADR-50)
+BATCH_ID: Final = "Nats-Batch-Id"
+BATCH_SEQUENCE: Final = "Nats-Batch-Sequence"
+BATCH_COMMIT: Final = "Nats-Batch-Commit"
+
 # ingest audio (raw bytes in the body)
 SESSION: Final = "Mumu-Session"
 REQUEST_ID: Final = "Mumu-Request-Id"

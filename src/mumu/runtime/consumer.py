@@ -5,41 +5,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import BaseModel, ValidationError
 
-from mumu.contracts import headers as h
 from mumu.contracts.events import ErrorCode
 from mumu.contracts.subjects import last_token
 from mumu.runtime.deadletter import dead_letter, error_event
 from mumu.runtime.errors import Disposition, PermanentError, StageError, TransientError, nak_delay
 from mumu.runtime.messages import Inbound, Outbound
+from mumu.runtime.publisher import Publisher, Traced
 from mumu.runtime.stage import Route, StageContext
+from mumu.runtime.tracing import MessageSpan
 
-PUBLISH_TIMEOUT = 10.0
 
+@dataclass(slots=True)
+class _Delivery:
+    """One delivery being handled; ``outcome`` is None until it is settled."""
 
-class Publisher:
-    """Publishes outputs with their deterministic ``Nats-Msg-Id`` and waits for the PubAck."""
-
-    def __init__(self, js: JetStreamContext) -> None:
-        self._js = js
-
-    async def publish(self, out: Outbound, trace_headers: Mapping[str, str]) -> None:
-        headers = {**out.headers, **trace_headers, h.MSG_ID: out.msg_id}
-        try:
-            await self._js.publish(
-                out.subject, out.payload, headers=headers, timeout=PUBLISH_TIMEOUT
-            )
-        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-            raise TransientError("internal", f"publish to {out.subject} failed: {exc!r}") from exc
+    msg: Msg
+    deliveries: int
+    sequence: int
+    span: MessageSpan
+    inbound: Inbound[Any] | None = None
+    outcome: Disposition | None = None
 
 
 class RouteWorker:
@@ -50,7 +45,7 @@ class RouteWorker:
         self.publisher = publisher
         self.durable = route.durable or f"{ctx.name}-{route.stream.lower().replace('_', '-')}"
         self.concurrency = route.concurrency or rt.concurrency
-        self.batch = rt.batch
+        self.batch = route.batch or rt.batch
         self.fetch_timeout = rt.fetch_timeout
         self.ack_wait = route.ack_wait or rt.ack_wait
         self.max_deliver = rt.max_deliver
@@ -68,6 +63,7 @@ class RouteWorker:
         # request worth its round trip instead of fetching one message at a time
         self._refill = max(1, min(self.batch, self.concurrency) // 2)
         self._room = asyncio.Event()
+        self._busy = 0  # messages being handled
         self._log = ctx.log
 
     def consumer_config(self) -> ConsumerConfig:
@@ -107,7 +103,7 @@ class RouteWorker:
                 tg.create_task(self._watch_lag(stop))
                 tg.create_task(self._wake_on(stop))
                 while not stop.is_set():
-                    free = self.concurrency - len(tasks)
+                    free = self.concurrency - self._busy
                     if free < self._refill:
                         self._room.clear()
                         await self._room.wait()
@@ -120,22 +116,30 @@ class RouteWorker:
                         continue
                     except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
                         break
-                    for msg in msgs:
-                        task = tg.create_task(self._handle(msg))
-                        tasks.add(task)
-                        task.add_done_callback(self._done(tasks))
+                    if self.route.batch_handler is not None:
+                        self._spawn(tg, tasks, self._handle_batch(msgs), len(msgs))
+                    else:
+                        for msg in msgs:
+                            self._spawn(tg, tasks, self._handle(msg), 1)
                 await self._drain(tasks)
         finally:
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
 
-    def _done(self, tasks: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
-        def callback(task: asyncio.Task[None]) -> None:
+    def _spawn(self, tg: asyncio.TaskGroup, tasks: set[asyncio.Task[None]],
+               work: Coroutine[Any, Any, None], messages: int) -> None:
+        """Run ``work`` (handling ``messages`` messages) as a task of the worker."""
+        task = tg.create_task(work)
+        tasks.add(task)
+        self._busy += messages
+
+        def done(task: asyncio.Task[None]) -> None:
             tasks.discard(task)
-            if self.concurrency - len(tasks) >= self._refill:
+            self._busy -= messages
+            if self.concurrency - self._busy >= self._refill:
                 self._room.set()
 
-        return callback
+        task.add_done_callback(done)
 
     async def _wake_on(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -183,72 +187,137 @@ class RouteWorker:
                 "schema_violation", f"not a valid {self.route.model.__name__}: {detail}"
             ) from exc
 
-    async def _handle(self, msg: Msg) -> None:
-        started = time.perf_counter()
+    def _begin(self, msg: Msg) -> _Delivery:
+        """Bookkeeping as a message starts."""
         deliveries, sequence = delivery_of(msg)
-        workspace = last_token(msg.subject)
         if deliveries > 1:
             self._m_redelivered.inc()
         self._inflight[id(msg)] = (msg, time.monotonic())
         self._m_inflight.inc()
-        event: BaseModel | None = None
-        outcome = Disposition.ACK
         span = self.ctx.tracing.start(self._span_name, msg.headers or {})
-        trace_headers = span.headers
+        return _Delivery(msg, deliveries, sequence, span)
+
+    def _end(self, d: _Delivery, started: float) -> None:
+        outcome = d.outcome or Disposition.NAK
+        self._inflight.pop(id(d.msg), None)
+        self._m_inflight.dec()
+        self._m_outcome[outcome].inc()
+        self._m_latency.observe(time.perf_counter() - started)
+        d.span.end(None if outcome is Disposition.ACK else outcome.value)
+
+    def _inbound(self, d: _Delivery) -> Inbound[Any]:
+        """Checks the delivery count, validates the body; raises ``PermanentError``."""
+        if d.deliveries > self.max_deliver:
+            raise PermanentError(
+                "max_deliver_exceeded",
+                f"delivered {d.deliveries} times (limit {self.max_deliver})",
+            )
+        trace_headers = d.span.headers
 
         async def emit(out: Outbound) -> None:
             await self.publisher.publish(out, trace_headers)
 
+        d.inbound = Inbound(
+            msg=d.msg, event=self._parse(d.msg), subject=d.msg.subject,
+            workspace_id=last_token(d.msg.subject), stream=self.route.stream,
+            sequence=d.sequence, deliveries=d.deliveries, emit=emit,
+        )
+        return d.inbound
+
+    async def _handle(self, msg: Msg) -> None:
+        assert self.route.handler is not None
+        started = time.perf_counter()
+        d = self._begin(msg)
         try:
-            if deliveries > self.max_deliver:
-                raise PermanentError(
-                    "max_deliver_exceeded",
-                    f"delivered {deliveries} times (limit {self.max_deliver})",
-                )
-            event = self._parse(msg)
-            inbound: Inbound[Any] = Inbound(
-                msg=msg, event=event, subject=msg.subject, workspace_id=workspace,
-                stream=self.route.stream, sequence=sequence, deliveries=deliveries, emit=emit,
-            )
-            for out in await self.route.handler(inbound):
-                await emit(out)
+            for out in await self.route.handler(self._inbound(d)):
+                await self.publisher.publish(out, d.span.headers)
             await msg.ack()
-        except PermanentError as exc:
-            outcome = await self._reject(
-                msg, event, exc.code, exc.message, trace_headers=trace_headers,
-                deliveries=deliveries, sequence=sequence,
-            )
+            d.outcome = Disposition.ACK
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await msg.nak()
-            outcome = Disposition.NAK
             raise
-        except Exception as exc:  # noqa: BLE001 - anything else is worth a retry
-            code: ErrorCode = exc.code if isinstance(exc, StageError) else "internal"
-            message = exc.message if isinstance(exc, StageError) else repr(exc)
-            if deliveries >= self.max_deliver:
-                outcome = await self._reject(
-                    msg, event, code, f"gave up after {deliveries} deliveries: {message}",
-                    trace_headers=trace_headers, deliveries=deliveries, sequence=sequence,
-                )
-            else:
-                delay = exc.delay if isinstance(exc, TransientError) and exc.delay else None
-                delay = delay if delay is not None else nak_delay(self.backoff, deliveries)
-                self._log.warning(
-                    "retrying in %.2fs (delivery %d): %s", delay, deliveries, message,
-                    extra={
-                        "stage": self.ctx.name, "subject": msg.subject, "seq": sequence,
-                        "code": code,
-                    },
-                )
-                await msg.nak(delay=delay)
-                outcome = Disposition.NAK
+        except Exception as exc:  # noqa: BLE001 - mapped to an ack outcome on purpose
+            await self._settle(d, exc)
         finally:
-            self._inflight.pop(id(msg), None)
-            self._m_inflight.dec()
-            self._m_outcome[outcome].inc()
-            self._m_latency.observe(time.perf_counter() - started)
-            span.end(None if outcome is Disposition.ACK else outcome.value)
+            self._end(d, started)
+
+    async def _handle_batch(self, msgs: Sequence[Msg]) -> None:
+        """A batch route: one handler call for the fetched batch, its outputs published
+        together (atomic batches), then each input acked; failures settle one by one."""
+        started = time.perf_counter()
+        batch = [self._begin(msg) for msg in msgs]
+        try:
+            for d in batch:
+                try:
+                    self._inbound(d)
+                except PermanentError as exc:
+                    await self._settle(d, exc)
+            ready = [d for d in batch if d.outcome is None]
+            outputs: list[Traced] = []
+            for d, result in zip(ready, await self._call_batch(ready), strict=True):
+                if isinstance(result, BaseException):
+                    await self._settle(d, result)
+                else:
+                    outputs.extend((out, d.span.headers) for out in result)
+            await self._publish_then_ack([d for d in ready if d.outcome is None], outputs)
+        except asyncio.CancelledError:
+            for d in batch:
+                if d.outcome is None:
+                    with contextlib.suppress(Exception):
+                        await d.msg.nak()
+            raise
+        finally:
+            for d in batch:
+                self._end(d, started)
+
+    async def _publish_then_ack(self, done: list[_Delivery], outputs: list[Traced]) -> None:
+        try:
+            await self.publisher.publish_all(outputs)
+        except Exception as exc:  # noqa: BLE001 - then nothing of the batch is acked
+            for d in done:
+                await self._settle(d, exc)
+            return
+        for d in done:
+            await d.msg.ack()
+            d.outcome = Disposition.ACK
+
+    async def _call_batch(self, ready: list[_Delivery]
+                          ) -> Sequence[Sequence[Outbound] | BaseException]:
+        assert self.route.batch_handler is not None
+        if not ready:
+            return []
+        try:
+            return await self.route.batch_handler([d.inbound for d in ready if d.inbound])
+        except Exception as exc:  # noqa: BLE001 - the whole batch shares the failure
+            return [exc] * len(ready)
+
+    async def _settle(self, d: _Delivery, exc: BaseException) -> None:
+        """What a failure means for the message: ``term`` + dead letter, or ``nak``."""
+        event = d.inbound.event if d.inbound is not None else None
+        if isinstance(exc, PermanentError):
+            d.outcome = await self._reject(
+                d.msg, event, exc.code, exc.message, trace_headers=d.span.headers,
+                deliveries=d.deliveries, sequence=d.sequence,
+            )
+            return
+        code: ErrorCode = exc.code if isinstance(exc, StageError) else "internal"
+        message = exc.message if isinstance(exc, StageError) else repr(exc)
+        if d.deliveries >= self.max_deliver:
+            d.outcome = await self._reject(
+                d.msg, event, code, f"gave up after {d.deliveries} deliveries: {message}",
+                trace_headers=d.span.headers, deliveries=d.deliveries, sequence=d.sequence,
+            )
+            return
+        delay = exc.delay if isinstance(exc, TransientError) and exc.delay else None
+        delay = delay if delay is not None else nak_delay(self.backoff, d.deliveries)
+        self._log.warning(
+            "retrying in %.2fs (delivery %d): %s", delay, d.deliveries, message,
+            extra={"stage": self.ctx.name, "subject": d.msg.subject, "seq": d.sequence,
+                   "code": code},
+        )
+        d.outcome = Disposition.NAK
+        await d.msg.nak(delay=delay)
 
     async def _reject(
         self, msg: Msg, event: BaseModel | None, code: ErrorCode, message: str, *,

@@ -49,6 +49,13 @@ class StageMetrics:
             ["stage", "consumer"],
             registry=r,
         )
+        self.output_batches = Counter(
+            "mumu_stage_output_batches",
+            "Output batches of batch routes: stored as one JetStream atomic batch, or "
+            "published one by one after the server refused the batch",
+            ["stage", "mode"],
+            registry=r,
+        )
         self.model_seconds = Counter(
             "mumu_model_seconds",
             "Seconds spent inside a model (inference)",

@@ -8,9 +8,10 @@ import logging
 import signal
 
 from mumu.broker.connect import connect
-from mumu.runtime.consumer import Publisher, RouteWorker
+from mumu.runtime.consumer import RouteWorker
 from mumu.runtime.http import build_probe_app, serve
 from mumu.runtime.metrics import StageMetrics
+from mumu.runtime.publisher import Publisher
 from mumu.runtime.stage import Stage, StageContext
 from mumu.runtime.tracing import Tracing
 from mumu.settings import Settings
@@ -61,7 +62,7 @@ async def run_stage(
     try:
         await stage.start(ctx)
         try:
-            publisher = Publisher(ctx.js)
+            publisher = Publisher(nc, metrics)
             workers = [RouteWorker(ctx, route, publisher) for route in stage.routes()]
             for worker in workers:
                 await worker.ensure_consumer()

@@ -17,6 +17,10 @@ from mumu.runtime.tracing import Tracing
 from mumu.settings import Settings
 
 Handler = Callable[[Inbound[Any]], Awaitable[Sequence[Outbound]]]
+BatchHandler = Callable[
+    [Sequence[Inbound[Any]]], Awaitable[Sequence[Sequence[Outbound] | BaseException]]
+]
+"""Handles a fetched batch at once: per inbound, its outputs or what went wrong with it."""
 
 
 @dataclass(frozen=True)
@@ -26,15 +30,26 @@ class Route:
     ``model=None`` hands the raw payload to the handler (ingest audio).
     ``durable`` defaults to ``<stage>-<stream>`` (lower case); replicas of a stage
     share it and so share the work.
+
+    A ``batch_handler`` instead of a ``handler`` gets each fetched batch (up to
+    ``batch`` messages) in one call; the outputs of the batch are published together
+    (JetStream atomic batches) before its inputs are acked. ``concurrency`` counts
+    messages either way.
     """
 
     stream: str
     subjects: tuple[str, ...]
-    handler: Handler
+    handler: Handler | None = None
     model: type[BaseModel] | None = None
     durable: str | None = None
     concurrency: int | None = None
     ack_wait: float | None = None
+    batch_handler: BatchHandler | None = None
+    batch: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.handler is None) == (self.batch_handler is None):
+            raise ValueError("a route takes exactly one of handler and batch_handler")
 
 
 @dataclass

@@ -4,17 +4,15 @@ from pydantic import BaseModel, Field
 
 
 class PersistSettings(BaseModel):
-    batch_rows: int = Field(default=256, ge=1, description="rows written per transaction")
-    batch_window: float = Field(
-        default=0.005, ge=0, description="seconds a batch waits to fill before it is written"
-    )
-    concurrency: int = Field(
-        default=512, ge=1,
-        description="messages the persist stage handles at once (fills batches; "
-        "should be at least 2 x batch_rows)",
+    batch_rows: int = Field(
+        default=256, ge=1, le=1000,
+        description="most messages fetched and written as one batch (one transaction per "
+        "workspace in it); a quiet stage writes what is waiting without waiting to fill one",
     )
     writers: int = Field(
-        default=4, ge=1, description="batches written at the same time (one connection each)"
+        default=4, ge=1,
+        description="transactions written at the same time (one connection each); "
+        "batch_rows x writers messages are in flight at most",
     )
     pool_min: int = Field(default=1, ge=0, description="connections the application pool keeps")
     pool_max: int = Field(default=8, ge=1, description="connections the application pool opens")

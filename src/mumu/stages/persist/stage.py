@@ -1,12 +1,15 @@
 """The persist stage: final transcripts and answers → encrypted rows → ``mumu.persisted``.
 
-Handlers hand their record to a :class:`BatchWriter`; it writes one transaction per
-batch per workspace and wakes each handler after the commit, so ``mumu.persisted.<ws>``
-is published, and the input acked, only for committed rows.
+A batch route: the runtime hands over each fetched batch (up to ``batch_rows``
+messages; fewer when fewer are waiting, so a quiet stage never waits to fill one).
+The batch is written as one transaction per workspace, concurrently over up to
+``writers`` connections; the ``mumu.persisted.<ws>`` confirmations of the committed
+rows are published together (one JetStream atomic batch) and only then are the
+inputs acked.
 
-Database down: the message is nak'ed with the runtime's growing delay; on its last
-allowed delivery it is held (heart-beaten by the runtime) until the database answers
-again, so an outage never dead-letters anything.
+Database down: the messages are nak'ed with the runtime's growing delay; a group
+holding a message on its last allowed delivery is held instead (heart-beaten by the
+runtime) until the database answers again, so an outage never dead-letters anything.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
-from pydantic import BaseModel
 
 from mumu.contracts import subjects
 from mumu.contracts.events import AnswerFinal, Persisted, TranscriptFinal, derive_id
@@ -27,7 +30,6 @@ from mumu.db.pool import UNAVAILABLE, create_app_pool
 from mumu.db.records import KnownSessions, Record, UnknownWorkspaceError, write_records
 from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
 from mumu.settings import Settings
-from mumu.stages.persist.batcher import BatchWriter
 from mumu.stages.persist.metrics import PersistMetrics
 from mumu.stages.persist.records import check_workspace, parse_event, to_record
 
@@ -35,9 +37,21 @@ log = logging.getLogger(__name__)
 
 NAME = "persist"
 
+Outcome = Sequence[Outbound] | BaseException
+
 
 class DatabaseUnavailableError(Exception):
     """The batch could not be written because PostgreSQL is not reachable."""
+
+
+class _Item:
+    """One message of a batch on its way to a row."""
+
+    __slots__ = ("event", "inbound", "index", "record")
+
+    def __init__(self, index: int, inbound: Inbound[Any], event: TranscriptFinal | AnswerFinal,
+                 record: Record) -> None:
+        self.index, self.inbound, self.event, self.record = index, inbound, event, record
 
 
 class PersistStage:
@@ -50,20 +64,18 @@ class PersistStage:
         self._workspaces: dict[str, str] = {}  # subject token -> canonical UUID
         self.pool: asyncpg.Pool | None = None
         self.max_deliver = settings.stage.max_deliver
-        p = settings.persist
-        self.writer: BatchWriter[Record] = BatchWriter(
-            self._flush, max_rows=p.batch_rows, window=p.batch_window, writers=p.writers
-        )
-        self._writer_task: asyncio.Task[None] | None = None
+        self._writers = asyncio.Semaphore(settings.persist.writers)
         self.metrics: PersistMetrics | None = None
 
     def routes(self) -> Sequence[Route]:
+        p = self.settings.persist
         return [
             Route(
                 subjects.STREAM_RESULTS,
                 (subjects.TRANSCRIPT_FINAL.wildcard, subjects.ANSWER_FINAL.wildcard),
-                self.handle,
-                concurrency=self.settings.persist.concurrency,
+                batch_handler=self.handle_batch,
+                batch=p.batch_rows,
+                concurrency=p.batch_rows * p.writers,
             )
         ]
 
@@ -73,42 +85,47 @@ class PersistStage:
         self.pool = await create_app_pool(
             ctx.settings, max_size=max(ctx.settings.persist.pool_max, ctx.settings.persist.writers)
         )
-        self._writer_task = asyncio.create_task(self.writer.run())
 
     async def stop(self) -> None:
-        self.writer.close()
-        if self._writer_task is not None:
-            await self._writer_task
         if self.pool is not None:
             await self.pool.close()
 
-    async def handle(self, inbound: Inbound[BaseModel]) -> Sequence[Outbound]:
-        event = parse_event(inbound.subject, inbound.data)
-        ws = self._workspace(event, inbound.workspace_id)
-        record = to_record(event)
+    async def handle_batch(self, inbounds: Sequence[Inbound[Any]]) -> list[Outcome]:
+        """Validate each message, write the rows per workspace, confirm what committed."""
+        outcomes: list[Outcome] = [()] * len(inbounds)
+        groups: dict[str, list[_Item]] = {}
+        for i, inbound in enumerate(inbounds):
+            try:
+                event = parse_event(inbound.subject, inbound.data)
+                ws = self._workspace(event, inbound.workspace_id)
+                groups.setdefault(ws, []).append(_Item(i, inbound, event, to_record(event)))
+            except PermanentError as exc:
+                outcomes[i] = exc
+        written = await asyncio.gather(*(self._write_group(ws, items)
+                                         for ws, items in groups.items()))
+        for items, results in zip(groups.values(), written, strict=True):
+            for item, result in zip(items, results, strict=True):
+                outcomes[item.index] = result if result is not None else [_confirmation(item)]
+        return outcomes
+
+    async def _write_group(self, ws: str, items: list[_Item]) -> list[BaseException | None]:
+        """One workspace's rows of the batch; holds them while the database is down if
+        one of them is on its last delivery."""
         delay = 0.25
         while True:
-            try:
-                await self.writer.submit(ws, record)
-                break
-            except DatabaseUnavailableError as exc:
-                if inbound.deliveries < self.max_deliver:
-                    raise TransientError("persist_failed", f"database unavailable: {exc}") from exc
-                log.warning(
-                    "database unavailable on the last delivery; holding the message",
-                    extra={"stage": NAME, "subject": inbound.subject, "seq": inbound.sequence},
-                )
-                await self._wait_for_database(delay)
-                delay = min(delay * 2, self.settings.persist.retry_max_delay)
-        persisted = Persisted(
-            event_id=derive_id(event.request_id, NAME, record.kind, event.event_id),
-            request_id=event.request_id,
-            workspace_id=inbound.workspace_id,
-            session_id=event.session_id,
-            kind="transcript" if record.kind == "transcript" else "answer",
-            source_event_id=event.event_id,
-        )
-        return [Outbound.of(subjects.PERSISTED.for_workspace(inbound.workspace_id), persisted)]
+            async with self._writers:
+                results = await self._flush(ws, [item.record for item in items])
+            if not any(isinstance(r, DatabaseUnavailableError) for r in results):
+                return results
+            if all(item.inbound.deliveries < self.max_deliver for item in items):
+                return [TransientError("persist_failed", f"database unavailable: {r}")
+                        if isinstance(r, DatabaseUnavailableError) else r for r in results]
+            log.warning(
+                "database unavailable on a last delivery; holding %d messages", len(items),
+                extra={"stage": NAME, "workspace_id": ws},
+            )
+            await self._wait_for_database(delay)
+            delay = min(delay * 2, self.settings.persist.retry_max_delay)
 
     def _workspace(self, event: TranscriptFinal | AnswerFinal, token: str) -> str:
         """The canonical workspace UUID of the subject (memoised: parsed once per token)."""
@@ -157,7 +174,7 @@ class PersistStage:
                 log.warning("row rejected by the database: %s", exc,
                             extra={"stage": NAME, "workspace_id": ws})
                 return [PermanentError("persist_failed", f"rejected by the database: {exc}")]
-        except Exception as exc:  # noqa: BLE001 - classified and handed to every handler
+        except Exception as exc:  # noqa: BLE001 - classified and handed to every message
             reason, failure = _failure(exc, ws)
             self._failed(reason)
             return [failure] * len(records)
@@ -165,6 +182,20 @@ class PersistStage:
         for record in records:
             outcomes.extend(await self._flush(ws, [record]))
         return outcomes
+
+
+def _confirmation(item: _Item) -> Outbound:
+    """``mumu.persisted.<ws>`` for a committed row; its id derives from the source event."""
+    event, record, ws = item.event, item.record, item.inbound.workspace_id
+    persisted = Persisted(
+        event_id=derive_id(event.request_id, NAME, record.kind, event.event_id),
+        request_id=event.request_id,
+        workspace_id=ws,
+        session_id=event.session_id,
+        kind="transcript" if record.kind == "transcript" else "answer",
+        source_event_id=event.event_id,
+    )
+    return Outbound.of(subjects.PERSISTED.for_workspace(ws), persisted)
 
 
 def _failure(exc: Exception, ws: str) -> tuple[str, Exception]:
