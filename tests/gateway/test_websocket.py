@@ -198,15 +198,20 @@ async def test_a_client_that_falls_behind_is_closed_and_resumes_without_loss(
     async with serving(gateway_settings(settings, client_queue=2)) as gw:
         token = gw.token(WS_A, "slow")
         r = rid()
-        ws = await http.ws_connect(gw.ws_url(token))
+        ws = await http.ws_connect(gw.ws_url(token), max_msg_size=0)
         await receive_until(ws, is_type("ready"))
-        await asyncio.gather(*(results.delta(WS_A, "slow", r, n, f"{n},") for n in range(300)))
+        # 300 x 64 KB while the client reads nothing: more than the socket buffers hold,
+        # past the gateway's high-water mark, then past its 2-frame queue
+        padding = "x" * 64_000
+        for chunk in range(0, 300, 50):
+            await asyncio.gather(*(results.delta(WS_A, "slow", r, n, f"{n},{padding}")
+                                   for n in range(chunk, chunk + 50)))
         seen: list[dict[str, object]] = []
         while (msg := await ws.receive(timeout=10)).type == aiohttp.WSMsgType.TEXT:
             seen.append(json.loads(msg.data))
         assert ws.close_code == aiohttp.WSCloseCode.TRY_AGAIN_LATER
         after = max((int(m["cursor"]) for m in seen if "index" in m), default=0)  # type: ignore[call-overload]
-        async with http.ws_connect(gw.ws_url(token, after=after)) as again:
+        async with http.ws_connect(gw.ws_url(token, after=after), max_msg_size=0) as again:
             rest = await receive_until(again, is_type("resumed"))
     indexes = [m["index"] for m in seen + rest if m["type"] == "answer.delta"]
     assert sorted(indexes) == list(range(300))

@@ -1,11 +1,13 @@
 """Gateway websocket fan-out: N sessions receiving answer deltas vs a bare aiohttp echo server.
 
-Both servers run as child processes on this machine, in the same run. Phase 1 (latency):
-deltas are published to ``MUMU_RESULTS`` at a steady total rate, each carrying its publish
-time; every session's websocket receives its own. The echo baseline sends the same
-payload size at the same rate and times the round trip. Phase 2 (throughput): as many
-messages as possible, all at once; the message rate each side delivers to its clients.
-Memory per connection is the server's RSS growth divided by the connections.
+Both servers run as child processes on this machine, at the same time, in the same run.
+Phase 1 (latency): deltas are published to ``MUMU_RESULTS`` at a steady total rate, each
+carrying its publish time; every session's websocket receives its own. The echo baseline
+sends the same payload size at the same rate and times the round trip. Phase 2
+(throughput, paired rounds with alternating order): as many messages as possible, all at
+once; the message rate each side delivers to its clients; the ratio is the median of the
+rounds' ratios. Memory per connection is the server's RSS growth divided by the
+connections.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import itertools
 import json
 import os
 import secrets
+import statistics
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="deltas per second, all sessions together (latency phase)")
     parser.add_argument("--seconds", type=float, default=10.0, help="latency phase length")
     parser.add_argument("--burst", type=int, default=20,
-                        help="messages per session in the throughput phase")
+                        help="messages per session in each throughput round")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="paired throughput rounds (the ratio is their median)")
     parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -58,6 +64,12 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -176,20 +188,42 @@ async def measure(
     return stats(clients, count, time.perf_counter() - start)
 
 
-async def phases(
-    clients: Clients, send: Callable[[int], Awaitable[None]], *,
-    flush: Callable[[], Awaitable[None]], args: argparse.Namespace, before: int, per_conn: float,
-) -> dict[str, Any]:
-    latency = await measure(clients, int(args.rate * args.seconds), send, flush=flush,
-                            rate=args.rate, seconds=args.seconds)
-    throughput = await measure(clients, args.sessions * args.burst, send, flush=flush,
-                               rate=None, seconds=0)
-    await clients.close()
-    return {"rss_before_kib": before, "memory_per_connection_kib": round(per_conn, 1),
-            "latency": latency, "throughput": throughput}
+@dataclass
+class Side:
+    """One server under test: its clients, how to send one message, its memory figures."""
+
+    clients: Clients
+    send: Callable[[int], Awaitable[None]]
+    flush: Callable[[], Awaitable[None]]
+    rss_before_kib: int
+    memory_per_connection_kib: float
+    pids: dict[str, int] = field(default_factory=dict)
+    """The processes working for this side (CPU per message is reported for each)."""
+    throughput: list[dict[str, float]] = field(default_factory=list)
+    latency: dict[str, float] = field(default_factory=dict)
+
+    async def measure(self, count: int, rate: float | None, seconds: float) -> dict[str, float]:
+        before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        result = await measure(self.clients, count, self.send, flush=self.flush, rate=rate,
+                               seconds=seconds)
+        for name, pid in self.pids.items():
+            used = cpu_seconds(pid) - before[name]
+            result[f"cpu_us_per_message_{name}"] = round(used / max(count, 1) * 1e6, 1)
+        return result
+
+    def summary(self) -> dict[str, Any]:
+        rates = [t["rate_per_s"] for t in self.throughput]
+        middle = self.throughput[rates.index(statistics.median_low(rates))]
+        return {"rss_before_kib": self.rss_before_kib,
+                "memory_per_connection_kib": round(self.memory_per_connection_kib, 1),
+                "latency": self.latency, "throughput": middle,
+                "throughput_rates_per_s": rates}
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    """Both servers up at once; latency once each, then paired throughput rounds with
+    the order alternating, so both sides see the same machine (the ratio is the median
+    of the rounds' ratios)."""
     n = args.sessions
     padding = "x" * 200
     with tempfile.TemporaryDirectory() as tmp:
@@ -201,28 +235,50 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             env = {"MUMU_NATS__URL": server.url, "MUMU_GATEWAY__SESSION_SECRET": secret,
                    "MUMU_GATEWAY__PORT": "0", "MUMU_LOG_LEVEL": "WARNING",
                    "MUMU_GATEWAY__CLIENT_QUEUE": str(max(1024, args.burst * 4))}
-            results: dict[str, Any] = {}
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-                async with child(["-m", "mumu", "gateway"], env) as (pid, url):
-                    results["mumu"] = await _mumu(http, nc, pid, url, signer=signer, args=args,
-                                                  padding=padding)
-                async with child(["-m", "mumu.bench.gateway", "--echo-server"], {}) as (pid, url):
-                    results["baseline"] = await _echo(http, pid, url, args, padding)
+            connector = aiohttp.TCPConnector(limit=0)
+            async with (aiohttp.ClientSession(connector=connector) as http,
+                        child(["-m", "mumu", "gateway"], env) as (gw_pid, gw_url),
+                        child(["-m", "mumu.bench.gateway", "--echo-server"], {}) as (e_pid, e_url)):
+                sides = {
+                    "mumu": await _mumu(http, nc, gw_pid, gw_url, signer=signer, args=args,
+                                        padding=padding),
+                    "baseline": await _echo(http, e_pid, e_url, args, padding),
+                }
+                me = os.getpid()
+                sides["mumu"].pids = {"gateway": gw_pid, "nats_server": server.pid or me,
+                                      "load_generator": me}
+                sides["baseline"].pids = {"echo_server": e_pid, "load_generator": me}
+                for side in sides.values():
+                    side.latency = await side.measure(int(args.rate * args.seconds), args.rate,
+                                                      args.seconds)
+                ratios = []
+                for round_ in range(args.rounds):
+                    order = ["mumu", "baseline"] if round_ % 2 == 0 else ["baseline", "mumu"]
+                    for name in order:
+                        sides[name].throughput.append(
+                            await sides[name].measure(n * args.burst, None, 0))
+                    ratios.append(sides["mumu"].throughput[-1]["rate_per_s"]
+                                  / sides["baseline"].throughput[-1]["rate_per_s"])
+                for side in sides.values():
+                    await side.clients.close()
             await nc.drain()
-    m, b = results["mumu"], results["baseline"]
-    ratio = m["throughput"]["rate_per_s"] / b["throughput"]["rate_per_s"]
+    m, b = sides["mumu"].summary(), sides["baseline"].summary()
+    ratio = statistics.median(ratios)
+    delivered = all(t["received"] == t["messages"]
+                    for t in (m["latency"], *sides["mumu"].throughput))
     return {
-        "sessions": n, "rate": args.rate, "seconds": args.seconds, **results,
+        "sessions": n, "rate": args.rate, "seconds": args.seconds, "burst": args.burst,
+        "rounds": args.rounds, "mumu": m, "baseline": b,
         "rate_ratio": round(ratio, 3),
+        "rate_ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
         "floor": {"p99_ms": P99_FLOOR_MS, "rate_ratio": RATE_FLOOR},
         "met": {"p99": m["latency"]["p99_ms"] <= P99_FLOOR_MS, "rate": ratio >= RATE_FLOOR,
-                "all_delivered": m["latency"]["received"] == m["latency"]["messages"]
-                and m["throughput"]["received"] == m["throughput"]["messages"]},
+                "all_delivered": delivered},
     }
 
 
 async def _mumu(http: aiohttp.ClientSession, nc: Any, pid: int, url: str, *,
-                signer: TokenSigner, args: argparse.Namespace, padding: str) -> dict[str, Any]:
+                signer: TokenSigner, args: argparse.Namespace, padding: str) -> Side:
     n = args.sessions
     before = rss_kib(pid)
 
@@ -254,12 +310,11 @@ async def _mumu(http: aiohttp.ClientSession, nc: Any, pid: int, url: str, *,
             "SENTAT", f"{time.time():.6f}", 1)
         await nc.publish(subject, payload.encode(), headers={h.MSG_ID: event_id})
 
-    return await phases(clients, send, flush=nc.flush, args=args, before=before,
-                        per_conn=per_conn)
+    return Side(clients, send, nc.flush, before, per_conn)
 
 
 async def _echo(http: aiohttp.ClientSession, pid: int, url: str, args: argparse.Namespace,
-                padding: str) -> dict[str, Any]:
+                padding: str) -> Side:
     n = args.sessions
     before = rss_kib(pid)
 
@@ -277,7 +332,7 @@ async def _echo(http: aiohttp.ClientSession, pid: int, url: str, args: argparse.
     async def flush() -> None:
         await asyncio.sleep(0)
 
-    return await phases(clients, send, flush=flush, args=args, before=before, per_conn=per_conn)
+    return Side(clients, send, flush, before, per_conn)
 
 
 async def echo_server() -> None:

@@ -8,19 +8,19 @@ from JetStream what the client missed, and a cursor is never sent twice on one s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from mumu.gateway.asks import FORMATS, audio_content_type
 from mumu.gateway.deps import GatewayDeps
 from mumu.gateway.errors import ApiError
 from mumu.gateway.feed import replay
 from mumu.gateway.hub import ResultEvent, parse
+from mumu.gateway.outbox import Outbox
 from mumu.gateway.tokens import SessionClaims
 
 log = logging.getLogger("mumu.gateway.ws")
@@ -33,20 +33,17 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 class ClientSocket:
     """A hub sink for one socket; a writer task sends its queue in order."""
 
-    def __init__(self, ws: web.WebSocketResponse, claims: SessionClaims, deps: GatewayDeps) -> None:
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None,
+                 claims: SessionClaims, deps: GatewayDeps) -> None:
         self.ws = ws
         self.claims = claims
         self.deps = deps
-        self.queue: asyncio.Queue[ResultEvent | str | None] = asyncio.Queue(
-            deps.settings.gateway.client_queue
-        )
+        self.outbox = Outbox(transport, deps.settings.gateway.client_queue)
         self.cursor = 0
         self._sent: set[int] = set()
         self._held: list[ResultEvent] | None = None
         self._audio = bytearray()
         self._overflowed = False
-        self.closing = False
-        """The writer is closing the socket itself (the client fell behind)."""
 
     # --- outgoing -------------------------------------------------------------------
 
@@ -55,43 +52,42 @@ class ClientSocket:
             return
         if self._held is not None:  # a resume is replaying: keep live events for after it
             self._held.append(event)
-            if len(self._held) <= self.queue.maxsize:
+            if len(self._held) <= self.outbox.limit:
                 return
         else:
-            with contextlib.suppress(asyncio.QueueFull):
-                self.queue.put_nowait(event)
+            payload = self._payload(event)
+            if payload is None or self.outbox.send(payload):
                 return
         self._overflowed = True
         self.deps.metrics.slow_clients.inc()
-        log.warning("websocket fell %d events behind; closing", self.queue.maxsize)
-        while not self.queue.empty():  # what is queued will not be sent; the client resumes
-            self.queue.get_nowait()
-        self.queue.put_nowait(None)  # the writer closes the socket (1013)
+        log.warning("websocket fell %d events behind; closing", self.outbox.limit)
+        self.outbox.stop(too_slow=True)  # the socket closes (1013); the client resumes
+
+    def _payload(self, event: ResultEvent) -> bytes | None:
+        """The frame text of ``event``, or None if this socket already sent it."""
+        if event.cursor in self._sent:
+            return None
+        self._remember(event.cursor)
+        self.deps.metrics.sent(event)
+        return event.frame()
+
+    @property
+    def closing(self) -> bool:
+        """The socket is to be closed because the client fell behind."""
+        return self.outbox.too_slow
 
     def control(self, kind: str, request_id: str | None = None, **fields: Any) -> None:
         frame = json.dumps(
             {"type": kind, "request_id": request_id, "cursor": self.cursor, **fields}
         )
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(frame)
+        self.outbox.send(frame.encode())
 
     def error(self, code: str, message: str, request_id: str | None = None) -> None:
         self.control("error", request_id, code=code, message=message, stage="gateway")
 
     async def writer(self) -> None:
-        while True:
-            item = await self.queue.get()
-            if item is None:  # fell behind: the socket's owner closes it with 1013
-                self.closing = True
-                return
-            if isinstance(item, str):
-                await self.ws.send_str(item)
-                continue
-            if item.cursor in self._sent:
-                continue
-            await self.ws.send_frame(item.frame(), WSMsgType.TEXT)
-            self._remember(item.cursor)
-            self.deps.metrics.sent(item)
+        """Writes what queued while the client was behind; ends when the socket stops."""
+        await self.outbox.run()
 
     def _remember(self, cursor: int) -> None:
         self._sent.add(cursor)
@@ -182,7 +178,9 @@ class ClientSocket:
             async for sequence, msg in replay(self.deps.nc, ws_id, after):
                 event = parse(sequence, msg)
                 if event is not None and event.session_id == session:
-                    await self.queue.put(event)
+                    payload = self._payload(event)
+                    if payload is not None:
+                        await self.outbox.put(payload)
                     replayed += 1
         except (TimeoutError, RuntimeError) as exc:
             self.error("resume_failed", f"could not replay: {exc}; resume again")

@@ -81,7 +81,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             claims = await _first_message_auth(ws, signer)
             if claims is None:
                 return ws
-        await _serve(ws, claims, deps, after)
+        await _serve(ws, request.transport, claims, deps, after)
     finally:
         deps.metrics.sockets.dec()
         sockets.discard(ws)
@@ -100,10 +100,11 @@ async def _read(ws: web.WebSocketResponse, client: ClientSocket) -> None:
 
 
 async def _serve(
-    ws: web.WebSocketResponse, claims: SessionClaims, deps: GatewayDeps, after: int | None
+    ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None, claims: SessionClaims,
+    deps: GatewayDeps, after: int | None,
 ) -> None:
     """Reader and writer run until either ends; then this task alone closes the socket."""
-    client = ClientSocket(ws, claims, deps)
+    client = ClientSocket(ws, transport, claims, deps)
     client.cursor = deps.feed_position()
     deps.hub.subscribe(claims.workspace_id, claims.session_id, client)
     writer = asyncio.create_task(client.writer())
