@@ -109,7 +109,11 @@ class Outbox:
         if self._transport.is_closing():
             self.stop()
             return
-        self._transport.write(b"".join(text_frame(p) for p in payloads))
+        try:
+            self._transport.write(b"".join(text_frame(p) for p in payloads))
+        except RuntimeError:  # the transport was shut for writing underneath us
+            self.stop()
+            return
         if self._transport.get_write_buffer_size() > HIGH_WATER:
             self._congested = True
             self._ready.set()

@@ -45,8 +45,9 @@ class GatewaySettings(BaseModel):
     )
     client_queue: int = Field(
         default=1_024, ge=1,
-        description="events buffered per websocket; a client that falls further behind is "
-        "closed (1013) and can resume from its cursor",
+        description="events queued per websocket once 1 MiB is waiting unsent in its socket "
+        "(the client is not reading); a client that falls further behind is closed (1013) "
+        "and can resume from its cursor",
     )
     client_api_key: SecretStr | None = Field(
         default=None, description="workspace API key `mumu ask` sends (client side only)"
