@@ -288,9 +288,13 @@ class RouteWorker:
         if not ready:
             return []
         try:
-            return await self.route.batch_handler([d.inbound for d in ready if d.inbound])
+            results = await self.route.batch_handler([d.inbound for d in ready if d.inbound])
         except Exception as exc:  # noqa: BLE001 - the whole batch shares the failure
             return [exc] * len(ready)
+        if len(results) != len(ready):  # a handler bug: retried, never half-acked
+            bug = RuntimeError(f"batch handler gave {len(results)} results for {len(ready)}")
+            return [bug] * len(ready)
+        return results
 
     async def _settle(self, d: _Delivery, exc: BaseException) -> None:
         """What a failure means for the message: ``term`` + dead letter, or ``nak``."""

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -44,14 +45,14 @@ class DatabaseUnavailableError(Exception):
     """The batch could not be written because PostgreSQL is not reachable."""
 
 
+@dataclass(slots=True)
 class _Item:
     """One message of a batch on its way to a row."""
 
-    __slots__ = ("event", "inbound", "index", "record")
-
-    def __init__(self, index: int, inbound: Inbound[Any], event: TranscriptFinal | AnswerFinal,
-                 record: Record) -> None:
-        self.index, self.inbound, self.event, self.record = index, inbound, event, record
+    index: int
+    inbound: Inbound[Any]
+    event: TranscriptFinal | AnswerFinal
+    record: Record
 
 
 class PersistStage:
