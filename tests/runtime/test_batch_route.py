@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -10,13 +11,13 @@ from nats.aio.client import Client as NATS
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import new_id
-from mumu.runtime.messages import Outbound
+from mumu.runtime.messages import Inbound, Outbound
 from mumu.runtime.metrics import StageMetrics
 from mumu.runtime.publisher import Publisher
 from mumu.runtime.stage import Route
 from mumu.settings import Settings
 from tests.harness import Collector, running
-from tests.passthrough import PassThrough
+from tests.passthrough import PassThrough, Ping
 from tests.runtime.test_ack_mapping import WS, ping, publish
 
 
@@ -88,3 +89,27 @@ async def test_publish_all_stores_each_output_once_even_on_redelivery(
 def test_a_route_takes_exactly_one_handler() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         Route("S", ("a.>",))
+
+
+class _Miscounting(PassThrough):
+    """A buggy batch handler: one result short."""
+
+    async def handle_batch(
+        self, inbounds: Sequence[Inbound[Ping]]
+    ) -> list[Sequence[Outbound] | BaseException]:
+        self.batches.append(len(inbounds))
+        return [[] for _ in inbounds[1:]]
+
+
+async def test_a_batch_handler_with_the_wrong_result_count_retries_then_dead_letters(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    for _ in range(2):
+        await publish(nc, ping())
+    stage = _Miscounting(batched=True)
+    async with Collector(nc) as seen, running(stage, settings) as task:
+        letters = await seen.wait_count("mumu.dlq.", 2)
+        assert not task.done()  # the worker survived the bug
+    assert len(stage.batches) >= settings.stage.max_deliver  # retried, never half-acked
+    assert "results for" in letters[0].headers[h.DLQ_REASON]
+    assert not seen.on("mumu.bench.hop2.")
