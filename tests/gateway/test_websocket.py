@@ -106,7 +106,11 @@ async def test_resume_on_connect_and_no_event_twice_when_live_ones_came_first(
         # resuming again from the start sends only what this socket never sent (index 0)
         await ws.send_json({"type": "resume", "after": 0})
         again = await receive_until(ws, is_type("resumed"))
+        await ws.send_json({"type": "resume", "after": 0})  # all of it was sent by now
+        third = await receive_until(ws, is_type("resumed"))
     assert [m.get("index") for m in again if m["type"] == "answer.delta"] == [0]
+    assert [m for m in third if m["type"] == "answer.delta"] == []
+    assert third[-1]["replayed"] == 0
 
 
 async def test_bad_messages_get_errors_and_other_clients_keep_being_served(

@@ -2,7 +2,8 @@
 
 Every server message carries ``request_id`` and ``cursor``. Results are the
 ``MUMU_RESULTS`` events of the socket's (workspace, session); ``resume`` replays
-from JetStream what the client missed, and a cursor is never sent twice on one socket.
+from JetStream what the client missed, and a cursor is never sent twice on one socket
+(without remembering what was sent: see ``resume``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from mumu.gateway.tokens import SessionClaims
 log = logging.getLogger("mumu.gateway.ws")
 
 CLOSE_UNAUTHORIZED = 4401
-MAX_SENT_MEMORY = 50_000
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -40,34 +40,40 @@ class ClientSocket:
         self.deps = deps
         self.outbox = Outbox(transport, deps.settings.gateway.client_queue)
         self.cursor = 0
-        self._sent: set[int] = set()
+        """The highest cursor sent (the feed's position before the first event)."""
+        self.live_from = 0
+        """Every event of the session after this cursor reaches the socket live."""
+        self._claimed = 0
+        """The highest ``after`` the client resumed from: it has everything up to it."""
+        self._replayed: list[tuple[int, int]] = []
+        """Cursor ranges ``(after, upto]`` replays sent in full (the session's events)."""
         self._held: list[ResultEvent] | None = None
         self._audio = bytearray()
         self._overflowed = False
 
     # --- outgoing -------------------------------------------------------------------
 
+    def go_live(self, position: int) -> None:
+        """The feed has dispatched up to ``position``; later events are pushed here."""
+        self.cursor = self.live_from = position
+
     def push(self, event: ResultEvent) -> None:
-        if self._overflowed:
+        if self._overflowed or event.cursor <= self._claimed:
             return
         if self._held is not None:  # a resume is replaying: keep live events for after it
             self._held.append(event)
             if len(self._held) <= self.outbox.limit:
                 return
-        else:
-            payload = self._payload(event)
-            if payload is None or self.outbox.send(payload):
-                return
+        elif self.outbox.send(self._payload(event)):
+            return
         self._overflowed = True
         self.deps.metrics.slow_clients.inc()
         log.warning("websocket fell %d events behind; closing", self.outbox.limit)
         self.outbox.stop(too_slow=True)  # the socket closes (1013); the client resumes
 
-    def _payload(self, event: ResultEvent) -> bytes | None:
-        """The frame text of ``event``, or None if this socket already sent it."""
-        if event.cursor in self._sent:
-            return None
-        self._remember(event.cursor)
+    def _payload(self, event: ResultEvent) -> bytes:
+        """The frame text of ``event``, counted as sent."""
+        self.cursor = max(self.cursor, event.cursor)
         self.deps.metrics.sent(event)
         return event.frame()
 
@@ -88,13 +94,6 @@ class ClientSocket:
     async def writer(self) -> None:
         """Writes what queued while the client was behind; ends when the socket stops."""
         await self.outbox.run()
-
-    def _remember(self, cursor: int) -> None:
-        self._sent.add(cursor)
-        self.cursor = max(self.cursor, cursor)
-        if len(self._sent) > MAX_SENT_MEMORY:
-            keep = sorted(self._sent)[MAX_SENT_MEMORY // 2 :]
-            self._sent = set(keep)
 
     # --- incoming -------------------------------------------------------------------
 
@@ -170,25 +169,48 @@ class ClientSocket:
         await self.resume(after)
 
     async def resume(self, after: int) -> None:
-        """Replay this session's events after ``after``, then what arrived meanwhile."""
+        """Replay this session's events after ``after``, then what arrived meanwhile.
+
+        Exactly once per socket, in order, remembering ranges rather than every cursor
+        sent: events after ``live_from`` come live (held while the replay runs, then
+        sent), so a replay sends only events up to it, skipping the ranges earlier
+        replays on this socket already sent.
+        """
         ws_id, session = self.claims.workspace_id, self.claims.session_id
+        self._claimed = max(self._claimed, after)
         self._held = []
-        replayed = 0
+        replayed, covered = 0, after
         try:
-            async for sequence, msg in replay(self.deps.nc, ws_id, after):
+            async for sequence, msg in replay(self.deps.nc, ws_id, after, self.live_from):
                 event = parse(sequence, msg)
-                if event is not None and event.session_id == session:
-                    payload = self._payload(event)
-                    if payload is not None:
-                        await self.outbox.put(payload)
+                if (event is not None and event.session_id == session
+                        and not self._was_replayed(sequence)):
+                    await self.outbox.put(self._payload(event))
                     replayed += 1
+                covered = sequence
+            covered = max(covered, self.live_from)
         except (TimeoutError, RuntimeError) as exc:
             self.error("resume_failed", f"could not replay: {exc}; resume again")
         finally:
+            self._add_replayed(after, covered)
             held, self._held = self._held, None
             for event in held or ():
                 self.push(event)
         self.control("resumed", None, after=after, replayed=replayed)
+
+    def _was_replayed(self, cursor: int) -> bool:
+        return any(lo < cursor <= hi for lo, hi in self._replayed)
+
+    def _add_replayed(self, lo: int, hi: int) -> None:
+        if hi <= lo:
+            return
+        merged: list[tuple[int, int]] = []
+        for a, b in sorted([*self._replayed, (lo, hi)]):
+            if merged and a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        self._replayed = merged
 
     async def _cancel(self, message: dict[str, Any]) -> None:
         rid = message.get("request_id")

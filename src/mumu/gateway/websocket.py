@@ -105,7 +105,7 @@ async def _serve(
 ) -> None:
     """Reader and writer run until either ends; then this task alone closes the socket."""
     client = ClientSocket(ws, transport, claims, deps)
-    client.cursor = deps.feed_position()
+    client.go_live(deps.feed_position())
     deps.hub.subscribe(claims.workspace_id, claims.session_id, client)
     writer = asyncio.create_task(client.writer())
     reader: asyncio.Task[None] | None = None
