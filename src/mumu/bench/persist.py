@@ -223,15 +223,14 @@ async def _plain_consumer(nc: NatsClient, pool: asyncpg.Pool, part: _Slice,
     return count / (time.perf_counter() - started)
 
 
-async def _mumu_stage(settings: Settings, nc: NatsClient, total: int) -> float:
-    """The persist stage until it has acked ``total`` messages (its durable consumer
-    carries on from earlier rounds); rows/s of this round's ``count``."""
+async def _mumu_stage(settings: Settings, nc: NatsClient, total: int, count: int) -> float:
+    """rows/s of the persist stage over this round's ``count`` messages: from ready until
+    its durable consumer (which carries on from earlier rounds) has acked ``total``."""
     stop, ready = asyncio.Event(), asyncio.Event()
     js = nc.jetstream()
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(run_stage(build_stage(settings), settings, stop, started=ready))
         await ready.wait()
-        before = await _acked(js)
         started = time.perf_counter()
         while not task.done():
             info = await js.consumer_info(subjects.STREAM_RESULTS, "persist-mumu-results")
@@ -240,14 +239,7 @@ async def _mumu_stage(settings: Settings, nc: NatsClient, total: int) -> float:
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - started
         stop.set()
-    return (total - before) / elapsed
-
-
-async def _acked(js: Any) -> int:
-    with contextlib.suppress(Exception):
-        info = await js.consumer_info(subjects.STREAM_RESULTS, "persist-mumu-results")
-        return int(info.ack_floor.consumer_seq)
-    return 0
+    return count / elapsed
 
 
 def _chunks(events: list[TranscriptFinal | AnswerFinal], batch: int
@@ -422,7 +414,7 @@ async def _measure(args: argparse.Namespace, settings: Settings, nats_url: str,
             for name in names[round_ % 3 :] + names[: round_ % 3]:
                 await _truncate(admin_url)
                 if name == "mumu":
-                    work = _mumu_stage(stage_settings, nc, total)
+                    work = _mumu_stage(stage_settings, nc, total, n)
                 else:
                     work = _plain_consumer(nc, pool, _Slice(f"bench-{name}-{round_}", start_seq,
                                                             n), args, unnest=name != "plain")
