@@ -82,8 +82,11 @@ async def test_publish_all_stores_each_output_once_even_on_redelivery(
              for s in m.samples if s.name.endswith("_total")}
     if allow_atomic:  # first batch atomic; the redelivery falls back to one by one
         assert modes == {"atomic": 1.0, "one_by_one": 1.0}
-    else:
+        await publisher.publish_all(outputs(5, f"atomic.{allow_atomic}.y"))
+        assert metrics.output_batches.labels("t", "atomic")._value.get() == 2.0  # still on
+    else:  # refused for the stream's config: not tried again for a while
         assert modes == {"atomic": 0.0, "one_by_one": 2.0}
+        assert publisher._atomic_off_until > 0
 
 
 def test_a_route_takes_exactly_one_handler() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT = 10.0
 ATOMIC_BATCH_MAX = 500
 """Messages per atomic batch (nats-server allows 1,000 by default)."""
+ATOMIC_RETRY_AFTER = 60.0
+"""Seconds without trying atomic batches after the server refused one for a reason other
+than a duplicate (a stream without ``allow_atomic``, a server before 2.12): otherwise
+every batch would be published twice."""
+DUPLICATE_IN_BATCH = 10201
 
 Traced = tuple[Outbound, Mapping[str, str]]
 """An output and the trace headers of the input it answers."""
@@ -43,6 +49,7 @@ class Publisher:
         self._js = nc.jetstream()
         self._m_atomic = metrics.output_batches.labels(metrics.stage, "atomic")
         self._m_one_by_one = metrics.output_batches.labels(metrics.stage, "one_by_one")
+        self._atomic_off_until = 0.0
 
     async def publish(self, out: Outbound, trace_headers: Mapping[str, str]) -> None:
         """Publish one output and wait for its PubAck."""
@@ -59,7 +66,7 @@ class Publisher:
         for start in range(0, len(outputs), ATOMIC_BATCH_MAX):
             chunk = outputs[start : start + ATOMIC_BATCH_MAX]
             if len(chunk) > 1:
-                if await self._atomic(chunk):
+                if time.monotonic() >= self._atomic_off_until and await self._atomic(chunk):
                     self._m_atomic.inc()
                     continue
                 self._m_one_by_one.inc()
@@ -84,7 +91,12 @@ class Publisher:
         except (TimeoutError, ValueError, nats.errors.Error) as exc:
             log.debug("atomic batch not committed: %r", exc)
             return False
-        if not isinstance(ack, dict) or "error" in ack:
-            log.debug("atomic batch refused: %s", ack)
-            return False
-        return bool(ack.get("batch") == batch_id and ack.get("count") == last)
+        if isinstance(ack, dict) and ack.get("batch") == batch_id and ack.get("count") == last:
+            return True
+        error = ack.get("error") if isinstance(ack, dict) else None
+        if isinstance(error, dict) and error.get("err_code") == DUPLICATE_IN_BATCH:
+            return False  # a redelivery: this batch goes one by one, the next one atomic
+        log.info("no atomic batches for %.0fs: the server stored none (%s)",
+                 ATOMIC_RETRY_AFTER, error or ack)
+        self._atomic_off_until = time.monotonic() + ATOMIC_RETRY_AFTER
+        return False
