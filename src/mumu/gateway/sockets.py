@@ -31,7 +31,8 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class ClientSocket:
-    """A hub sink for one socket; a writer task sends its queue in order."""
+    """A hub sink for one socket: events go straight out while its client keeps up; its
+    outbox queues them, in order, while it does not."""
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None,
                  claims: SessionClaims, deps: GatewayDeps) -> None:
@@ -64,18 +65,17 @@ class ClientSocket:
             self._held.append(event)
             if len(self._held) <= self.outbox.limit:
                 return
-        elif self.outbox.send(self._payload(event)):
+        elif self.outbox.send(event.frame()):
+            self._sent(event)
             return
         self._overflowed = True
         self.deps.metrics.slow_clients.inc()
         log.warning("websocket fell %d events behind; closing", self.outbox.limit)
         self.outbox.stop(too_slow=True)  # the socket closes (1013); the client resumes
 
-    def _payload(self, event: ResultEvent) -> bytes:
-        """The frame text of ``event``, counted as sent."""
+    def _sent(self, event: ResultEvent) -> None:
         self.cursor = max(self.cursor, event.cursor)
         self.deps.metrics.sent(event)
-        return event.frame()
 
     @property
     def closing(self) -> bool:
@@ -185,7 +185,8 @@ class ClientSocket:
                 event = parse(sequence, msg)
                 if (event is not None and event.session_id == session
                         and not self._was_replayed(sequence)):
-                    await self.outbox.put(self._payload(event))
+                    await self.outbox.put(event.frame())
+                    self._sent(event)
                     replayed += 1
                 covered = sequence
             covered = max(covered, self.live_from)
