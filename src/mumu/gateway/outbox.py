@@ -46,7 +46,7 @@ def text_frame(payload: bytes) -> bytes:
 class Outbox:
     """The frames of one socket; ``run`` is its writer task."""
 
-    def __init__(self, transport: asyncio.BaseTransport | None, limit: int) -> None:
+    def __init__(self, transport: asyncio.BaseTransport, limit: int) -> None:
         if not isinstance(transport, asyncio.WriteTransport):
             raise TypeError("a websocket needs a writable transport")
         self._transport = transport

@@ -34,7 +34,7 @@ class ClientSocket:
     """A hub sink for one socket: events go straight out while its client keeps up; its
     outbox queues them, in order, while it does not."""
 
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None,
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport,
                  claims: SessionClaims, deps: GatewayDeps) -> None:
         self.ws = ws
         self.claims = claims

@@ -81,6 +81,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             claims = await _first_message_auth(ws, signer)
             if claims is None:
                 return ws
+        if request.transport is None:  # the client went away during the handshake
+            return ws
         await _serve(ws, request.transport, claims, deps, after)
     finally:
         deps.metrics.sockets.dec()
@@ -100,7 +102,7 @@ async def _read(ws: web.WebSocketResponse, client: ClientSocket) -> None:
 
 
 async def _serve(
-    ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None, claims: SessionClaims,
+    ws: web.WebSocketResponse, transport: asyncio.BaseTransport, claims: SessionClaims,
     deps: GatewayDeps, after: int | None,
 ) -> None:
     """Reader and writer run until either ends; then this task alone closes the socket."""
