@@ -19,4 +19,4 @@ def test_bench_gateway_smoke(tmp_path: Path) -> None:
     assert result["floor"] == {"p99_ms": 50.0, "rate_ratio": 0.7}
     assert result["rate_ratio"] > 0
     assert len(result["mumu"]["throughput_rates_per_s"]) == 2  # paired rounds
-    assert result["mumu"]["throughput"]["cpu_us_per_message_gateway"] > 0
+    assert result["mumu"]["throughput"]["cpu_us_per_message_gateway"] >= 0  # clock ticks

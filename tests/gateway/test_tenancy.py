@@ -26,6 +26,20 @@ async def session(http: aiohttp.ClientSession, url: str, key: str, **body: Any) 
         return created
 
 
+async def history(http: aiohttp.ClientSession, url: str, sid: str, token: str, *, rows: int
+                  ) -> list[dict[str, Any]]:
+    """The session's history once the persist stage stored ``rows`` rows (or after 10 s)."""
+    items: list[dict[str, Any]] = []
+    for _ in range(100):
+        async with http.get(f"{url}/api/sessions/{sid}/history", headers=auth(token)) as resp:
+            assert resp.status == 200
+            items = (await resp.json())["items"]
+        if len(items) >= rows:
+            break
+        await asyncio.sleep(0.1)
+    return items
+
+
 async def test_api_keys_sessions_history_and_streams_stay_in_their_workspace(
     nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
     workspace: WorkspaceFactory, results: Results,
@@ -78,20 +92,10 @@ async def test_api_keys_sessions_history_and_streams_stay_in_their_workspace(
             replay = await receive_until(sock_b, lambda m: m["type"] == "resumed")
             assert not [m for m in replay if m.get("request_id") == r]
 
-        history_a: list[dict[str, Any]] = []
-        for _ in range(100):
-            async with http.get(f"{gw.url}/api/sessions/{sid}/history",
-                                headers=auth(a["token"])) as resp:
-                assert resp.status == 200
-                history_a = (await resp.json())["items"]
-            if len(history_a) == 2:
-                break
-            await asyncio.sleep(0.1)
+        history_a = await history(http, gw.url, sid, a["token"], rows=2)
         assert [(i["kind"], i["text"]) for i in history_a] == [
             ("transcript", "what is the capital of France"), ("answer", "Paris.")]
-        async with http.get(f"{gw.url}/api/sessions/{sid}/history",
-                            headers=auth(b["token"])) as resp:
-            items_b = (await resp.json())["items"]
+        items_b = await history(http, gw.url, sid, b["token"], rows=1)
         assert [i["text"] for i in items_b] == ["B's own answer"]
         other = await session(http, gw.url, key_a)
         async with http.get(f"{gw.url}/api/sessions/{sid}/history",

@@ -153,10 +153,9 @@ class LiveFeed:
 
 
 async def replay(
-    nc: NatsClient, workspace_id: str, after: int, until: int | None = None, idle: float = 5.0
+    nc: NatsClient, workspace_id: str, after: int, idle: float = 5.0
 ) -> AsyncIterator[tuple[int, Msg]]:
-    """The workspace's results with ``after`` < sequence (≤ ``until``) that exist now,
-    in order."""
+    """The workspace's results with sequence > ``after`` that exist now, in order."""
     js = nc.jetstream()
     queue: asyncio.Queue[Msg] = asyncio.Queue()
     inbox = nc.new_inbox()
@@ -182,8 +181,6 @@ async def replay(
             if cseq != expect:
                 raise RuntimeError("replay lost messages (slow connection); resume again")
             expect += 1
-            if until is not None and seq > until:
-                return
             yield seq, msg
             if pending == 0:
                 return

@@ -44,6 +44,8 @@ class ClientSocket:
         """The highest cursor sent (the feed's position before the first event)."""
         self.live_from = 0
         """Every event of the session after this cursor reaches the socket live."""
+        self._live_upto = 0
+        """The highest cursor the feed has pushed to this socket."""
         self._claimed = 0
         """The highest ``after`` the client resumed from: it has everything up to it."""
         self._replayed: list[tuple[int, int]] = []
@@ -56,10 +58,11 @@ class ClientSocket:
 
     def go_live(self, position: int) -> None:
         """The feed has dispatched up to ``position``; later events are pushed here."""
-        self.cursor = self.live_from = position
+        self.cursor = self.live_from = self._live_upto = position
 
     def push(self, event: ResultEvent) -> None:
-        if self._overflowed or event.cursor <= self._claimed:
+        self._live_upto = max(self._live_upto, event.cursor)
+        if self._overflowed or event.cursor <= self._claimed or self._was_replayed(event.cursor):
             return
         if self._held is not None:  # a resume is replaying: keep live events for after it
             self._held.append(event)
@@ -171,25 +174,27 @@ class ClientSocket:
     async def resume(self, after: int) -> None:
         """Replay this session's events after ``after``, then what arrived meanwhile.
 
-        Exactly once per socket, in order, remembering ranges rather than every cursor
-        sent: events after ``live_from`` come live (held while the replay runs, then
-        sent), so a replay sends only events up to it, skipping the ranges earlier
-        replays on this socket already sent.
+        Exactly once per socket and in order, remembering ranges rather than every
+        cursor sent: the replay skips what the feed already pushed here (after
+        ``live_from``) and what earlier replays sent; live events it overtook are
+        skipped when they arrive. Everything in the stream when the resume started is
+        sent before ``resumed``.
         """
         ws_id, session = self.claims.workspace_id, self.claims.session_id
         self._claimed = max(self._claimed, after)
+        live_done = self._live_upto  # (live_from, live_done]: already sent live
         self._held = []
         replayed, covered = 0, after
         try:
-            async for sequence, msg in replay(self.deps.nc, ws_id, after, self.live_from):
+            async for sequence, msg in replay(self.deps.nc, ws_id, after):
+                covered = sequence
+                if self.live_from < sequence <= live_done or self._was_replayed(sequence):
+                    continue
                 event = parse(sequence, msg)
-                if (event is not None and event.session_id == session
-                        and not self._was_replayed(sequence)):
+                if event is not None and event.session_id == session:
                     await self.outbox.put(event.frame())
                     self._sent(event)
                     replayed += 1
-                covered = sequence
-            covered = max(covered, self.live_from)
         except (TimeoutError, RuntimeError) as exc:
             self.error("resume_failed", f"could not replay: {exc}; resume again")
         finally:
