@@ -14,7 +14,7 @@ number of connections:
   session rows, a ``mumu.persisted`` confirmation per row, then the ack).
 
 The ratio is the median of the rounds' paired ratios (the machine is shared and
-noisy). The write-path figures leave NATS out: ``write_records`` vs the two plain
+noisy). The write-path figures (``persist_rows``) leave NATS out: ``write_records`` vs the two plain
 inserts over the same fresh rows.
 """
 
@@ -29,8 +29,7 @@ import shutil
 import statistics
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,24 +39,27 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import SecretStr
 
+from mumu.bench.persist_rows import (
+    FLOOR,
+    PLAIN_SCHEMA,
+    make_events,
+    medians,
+    paired_ratio,
+    plain_insert,
+    write_paths,
+)
 from mumu.bench.results import write_result
 from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.streams import apply_all
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
-from mumu.contracts.events import AnswerFinal, TranscriptFinal, derive_id
-from mumu.crypto import Field, Keyring, MasterKey
+from mumu.contracts.events import AnswerFinal, TranscriptFinal
+from mumu.crypto import Keyring, MasterKey
 from mumu.db.datakeys import DataKeys
 from mumu.db.embedded import EmbeddedPostgres
 from mumu.db.migrate import apply_migrations, ensure_app_login
 from mumu.db.records import (
-    INSERT_ANSWERS,
-    INSERT_TRANSCRIPTS,
-    Columns,
-    KnownSessions,
     Record,
-    table_columns,
-    write_records,
 )
 from mumu.db.urls import with_database, with_user
 from mumu.db.workspaces import create_workspace
@@ -65,36 +67,6 @@ from mumu.runtime.process import run_stage
 from mumu.settings import NatsSettings, Settings
 from mumu.stages.persist.records import to_record
 from mumu.stages.persist.stage import build_stage
-
-FLOOR = 0.8
-PLAIN_SCHEMA = """
-CREATE SCHEMA bench_plain;
-CREATE TABLE bench_plain.transcripts (LIKE mumu.transcripts INCLUDING ALL);
-CREATE TABLE bench_plain.answers (LIKE mumu.answers INCLUDING ALL);
-ALTER TABLE bench_plain.transcripts ALTER COLUMN text TYPE text USING '';
-ALTER TABLE bench_plain.answers ALTER COLUMN text TYPE text USING '',
-                                ALTER COLUMN question TYPE text USING '';
-"""
-"""Same columns, keys and indexes as the real tables; plaintext, no RLS, no encryption."""
-PLAIN_TRANSCRIPT = """
-INSERT INTO bench_plain.transcripts (workspace_id, key_version, event_id, request_id,
-                                     session_id, text, language, duration, model, occurred_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-ON CONFLICT (workspace_id, event_id) DO NOTHING
-"""
-PLAIN_ANSWER = """
-INSERT INTO bench_plain.answers (workspace_id, key_version, event_id, request_id, session_id,
-                                 question, text, language, model, cancelled, prompt_tokens,
-                                 completion_tokens, total_seconds, occurred_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-ON CONFLICT (workspace_id, event_id) DO NOTHING
-"""
-"""The plain baseline: a row-wise INSERT, executemany'd (asyncpg's plain bulk insert)."""
-PLAIN_UNNEST_TRANSCRIPTS = INSERT_TRANSCRIPTS.replace("mumu.", "bench_plain.").replace(
-    "::bytea[]", "::text[]")
-PLAIN_UNNEST_ANSWERS = INSERT_ANSWERS.replace("mumu.", "bench_plain.").replace(
-    "::bytea[]", "::text[]")
-"""The same ``unnest`` statements the persist stage runs, into the plaintext tables."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,30 +77,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-rows", type=int, default=256)
     parser.add_argument("--writers", type=int, default=4, help="connections writing at once")
     parser.add_argument("--rounds", type=int, default=5, help="paired rounds (median ratio)")
-
-
-def _events(workspaces: list[str], count: int, chars: int) -> list[TranscriptFinal | AnswerFinal]:
-    words = ["the", "quick", "brown", "fox", "asks", "about", "the", "weather", "in", "lisbon",
-             "tomorrow", "morning"]
-    text = " ".join(words[i % len(words)] for i in range(chars // 5))[:chars]
-    out: list[TranscriptFinal | AnswerFinal] = []
-    for i in range(count):  # like real asks: a transcript, then its answer, same request
-        pair = i // 2
-        ws, rid = workspaces[pair % len(workspaces)], f"r{pair}-{uuid.uuid4().hex[:12]}"
-        if i % 2:
-            rid = out[-1].request_id
-        common = {"request_id": rid, "workspace_id": ws, "session_id": f"s{pair % 97}"}
-        if i % 2 == 0:
-            out.append(TranscriptFinal(
-                event_id=derive_id(rid, "transcribe"), text=f"{i} {text}", segments=[],
-                language="en", language_probability=0.98, duration=3.2, model="base",
-                compute_seconds=0.2, **common))
-        else:
-            out.append(AnswerFinal(
-                event_id=derive_id(rid, "reason"), question=f"{i} {text[: chars // 4]}",
-                text=f"{i} {text}", model="smollm2", language="en", total_seconds=1.1,
-                **common))
-    return out
 
 
 def _subject(event: TranscriptFinal | AnswerFinal) -> str:
@@ -144,31 +92,6 @@ async def _publish(nc: NatsClient, events: list[TranscriptFinal | AnswerFinal]) 
             js.publish(_subject(e), e.model_dump_json().encode(), headers={h.MSG_ID: e.event_id})
             for e in events[start : start + 500]
         ))
-
-
-def _plaintext(fields: Sequence[Field]) -> list[str]:
-    return [text for *_, text in fields]
-
-
-def _rows(ws: str, columns: Columns) -> list[tuple[object, ...]]:
-    return [(ws, 0, *row) for row in zip(*columns, strict=True)]
-
-
-async def _plain_insert(conn: asyncpg.Connection, ws: str, records: list[Record], *,
-                        unnest: bool = False) -> None:
-    """Plaintext rows, no RLS, no encryption: row-wise executemany, or ``unnest``."""
-    transcripts, answers = table_columns(records, _plaintext)
-    async with conn.transaction():
-        if unnest:
-            if transcripts[0]:
-                await conn.execute(PLAIN_UNNEST_TRANSCRIPTS, ws, 0, *transcripts)
-            if answers[0]:
-                await conn.execute(PLAIN_UNNEST_ANSWERS, ws, 0, *answers)
-            return
-        if transcripts[0]:
-            await conn.executemany(PLAIN_TRANSCRIPT, _rows(ws, transcripts))
-        if answers[0]:
-            await conn.executemany(PLAIN_ANSWER, _rows(ws, answers))
 
 
 @dataclass(frozen=True)
@@ -215,7 +138,7 @@ async def _plain_consumer(nc: NatsClient, pool: asyncpg.Pool, part: _Slice,
                     to_record(model.model_validate_json(msg.data)))
             async with pool.acquire() as conn:
                 for ws, records in by_ws.items():
-                    await _plain_insert(conn, ws, records, unnest=unnest)  # type: ignore[arg-type]
+                    await plain_insert(conn, ws, records, unnest=unnest)  # type: ignore[arg-type]
             await asyncio.gather(*(m.ack() for m in msgs))
             done += len(msgs)
 
@@ -240,66 +163,6 @@ async def _mumu_stage(settings: Settings, nc: NatsClient, total: int, count: int
         elapsed = time.perf_counter() - started
         stop.set()
     return count / elapsed
-
-
-def _chunks(events: list[TranscriptFinal | AnswerFinal], batch: int
-            ) -> list[tuple[str, list[Record]]]:
-    chunks: list[tuple[str, list[Record]]] = []
-    by_ws: dict[str, list[Record]] = {}
-    for e in events:
-        by_ws.setdefault(e.workspace_id, []).append(to_record(e))
-    for ws, records in by_ws.items():
-        chunks.extend((ws, records[i : i + batch]) for i in range(0, len(records), batch))
-    return chunks
-
-
-def _ratio(rates: dict[str, list[float]], side: str, base: str) -> dict[str, Any]:
-    """Median (and range) of the paired per-round ratios ``side / base``."""
-    ratios = sorted(m / p for m, p in zip(rates[side], rates[base], strict=True))
-    return {"median": round(statistics.median(ratios), 3),
-            "min_max": [round(ratios[0], 3), round(ratios[-1], 3)]}
-
-
-def _medians(rates: dict[str, list[float]]) -> dict[str, float]:
-    return {name: round(statistics.median(values), 1) for name, values in rates.items()}
-
-
-async def _write_paths(pool: asyncpg.Pool, data_keys: DataKeys, workspaces: list[str],
-                       args: argparse.Namespace) -> dict[str, Any]:
-    """Plain executemany, plain unnest and ``write_records`` over rounds of fresh rows
-    (no NATS), order rotated per round."""
-    sem = asyncio.Semaphore(args.writers)
-    known = KnownSessions()
-
-    async def plain(ws: str, records: list[Record]) -> None:
-        async with sem, pool.acquire() as conn:
-            await _plain_insert(conn, ws, records)  # type: ignore[arg-type]
-
-    async def plain_unnest(ws: str, records: list[Record]) -> None:
-        async with sem, pool.acquire() as conn:
-            await _plain_insert(conn, ws, records, unnest=True)  # type: ignore[arg-type]
-
-    async def mumu(ws: str, records: list[Record]) -> None:
-        async with sem:
-            await write_records(pool, data_keys, ws, records, known)
-
-    writers = [("plain", plain), ("plain_unnest", plain_unnest), ("mumu", mumu)]
-    rows = min(args.events, 8192)
-    rates: dict[str, list[float]] = {name: [] for name, _ in writers}
-    for round_ in range(args.rounds + 2):
-        for name, writer in writers[round_ % 3 :] + writers[: round_ % 3]:
-            chunks = _chunks(_events(workspaces, rows, args.text_chars), args.batch_rows)
-            started = time.perf_counter()
-            await asyncio.gather(*(writer(ws, recs) for ws, recs in chunks))
-            rates[name].append(rows / (time.perf_counter() - started))
-    ratio = _ratio(rates, "mumu", "plain")
-    return {
-        "rows_per_round": rows, "rounds": args.rounds + 2,
-        "rows_per_s": _medians(rates),
-        "ratio": ratio["median"], "ratio_min_max": ratio["min_max"],
-        "ratio_vs_plain_unnest": _ratio(rates, "mumu", "plain_unnest")["median"],
-        "floor_met": ratio["median"] >= FLOOR,
-    }
 
 
 @contextlib.asynccontextmanager
@@ -399,12 +262,12 @@ async def _measure(args: argparse.Namespace, settings: Settings, nats_url: str,
     cpu: dict[str, float] = dict.fromkeys(rates, 0.0)
     try:
         # first, while the process heap is small (as in a real persist process)
-        write_path = await _write_paths(pool, data_keys, workspaces, args)
+        write_path = await write_paths(pool, data_keys, workspaces, args)
         await apply_all(nc)
         js = nc.jetstream()
         total = 0
         for round_ in range(args.rounds):
-            events = _events(workspaces, args.events, args.text_chars)
+            events = make_events(workspaces, args.events, args.text_chars)
             start_seq = (await js.stream_info(subjects.STREAM_RESULTS)).state.last_seq + 1
             await _publish(nc, events)
             n, total = len(events), total + len(events)
@@ -426,19 +289,19 @@ async def _measure(args: argparse.Namespace, settings: Settings, nats_url: str,
     finally:
         await pool.close()
         await nc.drain()
-    ratio = _ratio(rates, "mumu", "plain")
+    ratio = paired_ratio(rates, "mumu", "plain")
     rows = args.events * args.rounds
     return {
         "events_per_round": args.events, "rounds": args.rounds,
         "workspaces": args.workspaces, "text_chars": args.text_chars,
         "batch_rows": args.batch_rows, "writers": args.writers,
         "stage_rows_checked": "every round: rows in the tables == events published",
-        "rows_per_s": _medians(rates),
+        "rows_per_s": medians(rates),
         "plain_consumer_rows_per_s": round(statistics.median(rates["plain"]), 1),
         "persist_stage_rows_per_s": round(statistics.median(rates["mumu"]), 1),
         "ratio": ratio["median"],
         "ratio_min_max": ratio["min_max"],
-        "ratio_vs_plain_unnest": _ratio(rates, "mumu", "plain_unnest")["median"],
+        "ratio_vs_plain_unnest": paired_ratio(rates, "mumu", "plain_unnest")["median"],
         "floor": FLOOR,
         "floor_met": ratio["median"] >= FLOOR,
         "python_cpu_us_per_row": {name: round(seconds / rows * 1e6, 1)
