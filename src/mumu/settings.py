@@ -92,7 +92,11 @@ class Settings(BaseSettings):
         description="master keyring: `id:base64key,...`, first is primary (see Persistence)",
     )
     otlp_endpoint: str | None = Field(
-        default=None, description="OTLP/HTTP traces endpoint; unset keeps traces in-process"
+        default=None,
+        description=(
+            "OTLP/HTTP traces endpoint; unset records no spans (the W3C traceparent is still "
+            "carried from stage to stage)"
+        ),
     )
     nats: NatsSettings = Field(default_factory=NatsSettings)
     stage: StageRuntimeSettings = Field(default_factory=StageRuntimeSettings)
