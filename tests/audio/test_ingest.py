@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import time
 import wave
 
 from nats.aio.client import Client as NATS
@@ -135,3 +137,45 @@ async def test_producer_upload_through_the_object_store(
     assert by_id[foreign].code == "schema_violation"
     assert by_id[missing].code == "unsupported_audio"
     assert "not in bucket" in by_id[missing].message
+
+
+async def test_a_workspace_named_norm_cannot_read_another_tenants_normalised_audio(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    async with running(IngestStage(settings), settings), Collector(nc) as seen:
+        victim = await publish_audio(nc, (DATA / "speech" / "en01.wav").read_bytes())
+        msgs = await seen.wait_count("mumu.audio.ready.", 1, timeout=30)
+        stored = AudioReady.model_validate_json(msgs[0].data).object_name
+        assert stored == f".norm/{WS}/{victim}.wav"
+        # tenant "norm" names the other tenant's audio the way the old layout stored it,
+        # and the way it is stored now
+        old_layout = await publish_audio(nc, b"", ws="norm",
+                                         extra={h.AUDIO_OBJECT: f"norm/{WS}/{victim}.wav"})
+        new_layout = await publish_audio(nc, b"", ws="norm", extra={h.AUDIO_OBJECT: stored})
+        errors = await seen.wait_count("mumu.error.norm", 2, timeout=30)
+    by_id = {e.request_id: e.code for e in map(error_of, errors)}
+    assert by_id == {old_layout: "unsupported_audio", new_layout: "schema_violation"}
+    assert not seen.on("mumu.audio.ready.norm")
+
+
+async def test_stopping_while_a_decode_runs_does_not_block_the_event_loop(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    stage = IngestStage(settings)
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    async with running(stage, settings):
+        assert stage._executor is not None
+        busy = stage._executor.submit(time.sleep, 0.8)  # a decode still running at stop
+        ticks = asyncio.create_task(ticker())
+    ticks.cancel()
+    assert busy.done()  # stop() waited for it ...
+    assert max(gaps) < 0.5, max(gaps)  # ... without freezing the loop meanwhile

@@ -19,11 +19,6 @@ class IngestSettings(BaseModel):
         description="audio whose loudest sample is below this level (dBFS) is rejected as "
         "all-silent (empty_audio)",
     )
-    audio_ttl: float = Field(
-        default=86_400.0, gt=0,
-        description="seconds normalised audio stays in the Object Store: the TTL of the "
-        "mumu-audio bucket (streams/buckets.json); ingest warns at start when they differ",
-    )
     decode_workers: int = Field(
         default=2, ge=1, description="threads decoding audio (PyAV) off the event loop"
     )

@@ -2,7 +2,7 @@
 
 Consumes ``mumu.ingest.audio.<ws>`` (raw bytes with headers, or headers naming an
 object a producer uploaded to ``mumu-audio``), decodes with PyAV in a thread pool,
-validates, stores ``norm/<ws>/<request id>.wav`` and publishes ``mumu.audio.ready.<ws>``.
+validates, stores ``.norm/<ws>/<request id>.wav`` and publishes ``mumu.audio.ready.<ws>``.
 """
 
 from __future__ import annotations
@@ -31,8 +31,13 @@ NAME = "ingest"
 _WORKSPACE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+NORMALISED_PREFIX = ".norm/"
+"""Where ingest keeps normalised audio. A workspace token never contains ``.``, so no
+producer upload (which must start with ``<workspace>/``) can ever name one of these."""
+
+
 def normalised_object(workspace_id: str, request_id: str) -> str:
-    return f"norm/{workspace_id}/{request_id}.wav"
+    return f"{NORMALISED_PREFIX}{workspace_id}/{request_id}.wav"
 
 
 class IngestStage:
@@ -63,14 +68,6 @@ class IngestStage:
                 f"Object Store bucket {subjects.BUCKET_AUDIO} does not exist: "
                 "run `mumu streams apply`"
             ) from exc
-        status = await self._store.status()
-        ttl = status.ttl or 0.0
-        if abs(ttl - self.settings.audio_ttl) > 1:
-            log.warning(
-                "bucket %s keeps objects %.0f s but MUMU_INGEST__AUDIO_TTL is %.0f s; "
-                "change streams/buckets.json and run `mumu streams apply`",
-                subjects.BUCKET_AUDIO, ttl, self.settings.audio_ttl, extra={"stage": NAME},
-            )
         await self.workspaces.open()
         self._executor = ThreadPoolExecutor(
             max_workers=self.settings.decode_workers, thread_name_prefix="mumu-decode"
@@ -78,8 +75,9 @@ class IngestStage:
 
     async def stop(self) -> None:
         if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+            executor, self._executor = self._executor, None
+            # waits for a decode in progress: in a thread, so the loop keeps serving
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
         await self.workspaces.close()
 
     async def handle(self, inbound: Inbound[Any]) -> Sequence[Outbound]:

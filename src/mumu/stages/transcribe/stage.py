@@ -70,8 +70,10 @@ class TranscribeStage:
         try:
             await self.engine.start()
         except BaseException:
-            self.engine.close()  # the runtime calls stop() only after a successful start
-            self.engine = None
+            # the runtime calls stop() only after a successful start; closing waits for the
+            # pool's threads, so it runs off the event loop
+            engine, self.engine = self.engine, None
+            await asyncio.to_thread(engine.close)
             raise
         if self.settings.batch_window_ms > 0:
             self.batcher = MicroBatcher(
@@ -85,7 +87,7 @@ class TranscribeStage:
         self._batch_task = None
         if self.engine is not None:
             engine, self.engine = self.engine, None
-            await asyncio.get_running_loop().run_in_executor(None, engine.close)
+            await asyncio.to_thread(engine.close)
 
     async def handle(self, inbound: Inbound[AudioReady]) -> Sequence[Outbound]:
         ready = inbound.body()
