@@ -219,3 +219,28 @@ async def test_a_client_that_falls_behind_is_closed_and_resumes_without_loss(
             rest = await receive_until(again, is_type("resumed"))
     indexes = [m["index"] for m in seen + rest if m["type"] == "answer.delta"]
     assert sorted(indexes) == list(range(300))
+
+
+async def test_control_cursors_never_run_ahead_of_what_the_client_received(
+    gateway: Gateway, http: aiohttp.ClientSession, results: Results
+) -> None:
+    token = gateway.token(WS_A, "gap")
+    r = rid()
+    async with http.ws_connect(gateway.ws_url(token)) as ws:
+        await receive_until(ws, is_type("ready"))
+        first = await results.delta(WS_A, "gap", r, 0, "seen ")
+        await receive_until(ws, is_type("answer.delta"))
+    missed = await results.delta(WS_A, "gap", r, 1, "missed")  # while disconnected
+    async with http.ws_connect(gateway.ws_url(token)) as ws:
+        ready = (await receive_until(ws, is_type("ready")))[-1]
+        await ws.send_json({"type": "ping"})
+        pong = (await receive_until(ws, is_type("pong")))[-1]
+        assert ready["cursor"] < missed and pong["cursor"] < missed
+        await ws.send_json({"type": "resume", "after": pong["cursor"]})
+        replayed = await receive_until(ws, is_type("resumed"))
+    assert missed in [m["cursor"] for m in replayed if m["type"] == "answer.delta"]
+    # resuming at connect: ready comes after the replay and carries its last cursor
+    async with http.ws_connect(gateway.ws_url(token, after=first)) as ws:
+        got = await receive_until(ws, is_type("ready"))
+    assert [m["type"] for m in got] == ["answer.delta", "resumed", "ready"]
+    assert got[0]["cursor"] == got[-1]["cursor"] == missed

@@ -41,7 +41,9 @@ class ClientSocket:
         self.deps = deps
         self.outbox = Outbox(transport, deps.settings.gateway.client_queue)
         self.cursor = 0
-        """The highest cursor sent (the feed's position before the first event)."""
+        """The highest cursor this client has: the last event delivered to it, or the
+        ``after`` it resumed from (0: none yet). Control messages carry it, so a client
+        resuming from any cursor it was sent never skips an event."""
         self.live_from = 0
         """Every event of the session after this cursor reaches the socket live."""
         self._live_upto = 0
@@ -58,7 +60,7 @@ class ClientSocket:
 
     def go_live(self, position: int) -> None:
         """The feed has dispatched up to ``position``; later events are pushed here."""
-        self.cursor = self.live_from = self._live_upto = position
+        self.live_from = self._live_upto = position
 
     def push(self, event: ResultEvent) -> None:
         self._live_upto = max(self._live_upto, event.cursor)
@@ -182,6 +184,7 @@ class ClientSocket:
         """
         ws_id, session = self.claims.workspace_id, self.claims.session_id
         self._claimed = max(self._claimed, after)
+        self.cursor = max(self.cursor, after)
         live_done = self._live_upto  # (live_from, live_done]: already sent live
         self._held = []
         replayed, covered = 0, after

@@ -112,11 +112,11 @@ async def _serve(
     writer = asyncio.create_task(client.writer())
     reader: asyncio.Task[None] | None = None
     try:
+        if after is not None:  # replayed before ready: ready's cursor covers the replay
+            await client.resume(after)
         client.control(
             "ready", None, workspace_id=claims.workspace_id, session_id=claims.session_id
         )
-        if after is not None:
-            await client.resume(after)
         reader = asyncio.create_task(_read(ws, client))
         await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
     finally:

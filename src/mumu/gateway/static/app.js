@@ -6,6 +6,8 @@ const state = {
   token: null, sessionId: null, ws: null, cursor: 0, recorder: null, cards: {}, log: [],
 };
 
+const CONTROL = new Set(["ready", "accepted", "resumed", "cancelling", "pong"]);
+
 function setStatus(text) { $("status").textContent = text; }
 
 async function startSession() {
@@ -56,7 +58,11 @@ function card(requestId) {
 function onMessage(m) {
   state.log.push(`${m.cursor} ${m.type}`);
   if (state.log.length > 100) state.log.shift();
-  if (typeof m.cursor === "number" && m.cursor > state.cursor) state.cursor = m.cursor;
+  // resume from the highest cursor of an EVENT received (control messages only echo it)
+  const control = CONTROL.has(m.type) || (m.type === "error" && m.stage === "gateway");
+  if (!control && typeof m.cursor === "number" && m.cursor > state.cursor) {
+    state.cursor = m.cursor;
+  }
   if (!m.request_id) {
     if (m.type === "error") setStatus("Error: " + m.message);
     return;
