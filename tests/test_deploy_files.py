@@ -31,7 +31,20 @@ def test_dockerfiles_are_hadolint_clean(dockerfile: str) -> None:
 
 def test_cuda_image_is_pinned_to_cuda12_cudnn9() -> None:
     text = (ROOT / "Dockerfile.cuda").read_text()
-    assert re.search(r"nvidia/cuda:12\.\d+\.\d+-cudnn-runtime", text)
+    assert re.search(r"ARG CUDA_IMAGE=nvidia/cuda:12\.\d+\.\d+-cudnn-runtime-ubuntu\d", text)
+    # CTranslate2 4.5+ is the one built against cuDNN 9; 4.0-4.4 want cuDNN 8
+    assert 'pip install . "ctranslate2>=4.5,<5"' in text
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"ctranslate2>=4.5,<5"' in pyproject
+    # the stage's readiness (model loaded), not mere liveness
+    assert "127.0.0.1:8081/ready" in text.split("HEALTHCHECK", 1)[1]
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cuda"])
+def test_llama_cpp_is_built_portable(dockerfile: str) -> None:
+    text = (ROOT / dockerfile).read_text()
+    build_stage = text.split(" AS runtime", 1)[0]
+    assert 'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"' in build_stage
 
 
 def test_compose_runs_every_stage_the_gateway_and_prometheus_without_inline_secrets() -> None:
