@@ -6,7 +6,9 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import sys
+import time
 from pathlib import Path
 
 from nats.aio.client import Client as NATS
@@ -75,3 +77,21 @@ async def test_cli_apply_check_exit_codes(nats_server: EmbeddedNats, tmp_path: P
     assert code == 0 and "created" not in out and "updated" not in out
     code, out = await mumu("streams", "status")
     assert code == 0 and "MUMU_RESULTS" in out and "redelivered" in out
+
+
+async def test_cli_on_a_closed_port_fails_fast_naming_the_url(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"nats://127.0.0.1:{sock.getsockname()[1]}"
+    env = {**os.environ, "MUMU_NATS__URL": url}
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mumu", "streams", "status", env=env, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1
+    assert time.monotonic() - started < 15
+    last = err.decode().strip().splitlines()[-1]
+    assert last.startswith("mumu streams: cannot connect to NATS at " + url)
+    assert "Traceback" not in err.decode()

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
+from pathlib import Path
+
 import aiohttp
+import pytest
 from nats.aio.client import Client as NATS
 
+from mumu.broker.connect import NatsUnreachable
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import new_id
 from mumu.runtime.http import build_probe_app, serve
 from mumu.runtime.metrics import StageMetrics
-from mumu.settings import Settings
+from mumu.runtime.process import run_stage
+from mumu.settings import NatsSettings, Settings, StageRuntimeSettings
 from tests.harness import Collector, running
 from tests.passthrough import PassThrough, Ping
 
@@ -57,3 +65,34 @@ async def test_work_longer_than_ack_wait_is_heartbeaten_not_redelivered(
                                      slow.model_dump_json().encode(), headers={h.MSG_ID: rid})
         await seen.wait_count("mumu.bench.hop2.", 1, timeout=15)
     assert stage.calls == [(rid, 1)], "delivered once although it took 3.5x ack_wait"
+
+
+async def test_probes_answer_while_nats_is_unreachable_then_start_up_fails_naming_it(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as silent, socket.socket() as probe_port:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # accepts TCP, never says INFO: every attempt times out
+        probe_port.bind(("127.0.0.1", 0))
+        port = probe_port.getsockname()[1]
+        probe_port.close()
+        url = f"nats://127.0.0.1:{silent.getsockname()[1]}"
+        settings = Settings(
+            data_dir=tmp_path, nats=NatsSettings(url=url, connect_timeout=1.0),
+            stage=StageRuntimeSettings(http_port=port),
+        )
+        task = asyncio.create_task(run_stage(PassThrough(), settings, asyncio.Event()))
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(5):
+                while True:
+                    with contextlib.suppress(aiohttp.ClientError):
+                        async with http.get(f"http://127.0.0.1:{port}/health") as resp:
+                            health = (resp.status, await resp.json())
+                            break
+                    await asyncio.sleep(0.05)
+            async with http.get(f"http://127.0.0.1:{port}/ready") as resp:
+                ready = (resp.status, await resp.json())
+        assert health[0] == 200 and health[1]["status"] == "ok"
+        assert ready[0] == 503 and "nats: not connected" in ready[1]["reasons"]
+        with pytest.raises(NatsUnreachable, match=url):
+            await asyncio.wait_for(task, 15)

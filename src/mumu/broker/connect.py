@@ -5,15 +5,34 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import nats.errors
 from nats.aio.client import Client as NATS
 
 from mumu.settings import NatsSettings
 
 log = logging.getLogger(__name__)
 
+# attempts of the FIRST connection; a wrong or down URL fails after about
+# FIRST_ATTEMPTS x (connect_timeout + RECONNECT_WAIT) instead of hanging forever
+FIRST_ATTEMPTS = 3
+RECONNECT_WAIT = 0.5
+
+
+class NatsUnreachable(RuntimeError):  # noqa: N818 - reads as the condition it reports
+    """The first connection to NATS failed (down, wrong URL or credentials refused)."""
+
+    def __init__(self, url: str, attempts: int, cause: BaseException | None) -> None:
+        reason = f": {cause!r}" if cause is not None else ""
+        super().__init__(f"cannot connect to NATS at {url} after {attempts} attempts{reason}")
+        self.url = url
+
 
 async def connect(settings: NatsSettings, name: str, url: str | None = None) -> NATS:
-    """Connect (retrying reconnects forever) to ``url`` or the configured server."""
+    """Connect to ``url`` or the configured server.
+
+    The first connection is bounded (``NatsUnreachable`` after a few attempts); once
+    connected, reconnects go on forever.
+    """
     server = url or settings.url
     if not server:
         raise RuntimeError(
@@ -23,8 +42,8 @@ async def connect(settings: NatsSettings, name: str, url: str | None = None) -> 
         "servers": [server],
         "name": name,
         "connect_timeout": settings.connect_timeout,
-        "max_reconnect_attempts": -1,
-        "reconnect_time_wait": 0.5,
+        "max_reconnect_attempts": FIRST_ATTEMPTS - 1,
+        "reconnect_time_wait": RECONNECT_WAIT,
         "allow_reconnect": True,
     }
     if settings.user:
@@ -35,6 +54,7 @@ async def connect(settings: NatsSettings, name: str, url: str | None = None) -> 
         options["user_credentials"] = str(settings.creds_file)
 
     nc = NATS()
+    last_error: list[BaseException] = []
 
     async def disconnected() -> None:
         if not (nc.is_closed or nc.is_draining):
@@ -44,12 +64,20 @@ async def connect(settings: NatsSettings, name: str, url: str | None = None) -> 
         log.info("NATS reconnected", extra={"stage": name})
 
     async def error(exc: Exception) -> None:
-        log.warning("NATS error: %r", exc, extra={"stage": name})
+        last_error[:] = [exc]
+        log.warning("NATS error on %s: %r", server, exc, extra={"stage": name})
 
-    await nc.connect(
-        **options,
-        disconnected_cb=disconnected,
-        reconnected_cb=reconnected,
-        error_cb=error,
-    )
+    try:
+        await nc.connect(
+            **options,
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            error_cb=error,
+        )
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        cause = last_error[0] if last_error else exc
+        raise NatsUnreachable(server, FIRST_ATTEMPTS, cause) from exc
+    # connected once: from now on a lost server is waited for, never given up on
+    # (nats-py reads this option on every reconnect attempt)
+    nc.options["max_reconnect_attempts"] = -1
     return nc

@@ -7,6 +7,8 @@ import contextlib
 import logging
 import signal
 
+from nats.aio.client import Client as NATS
+
 from mumu.broker.connect import connect
 from mumu.runtime.consumer import RouteWorker
 from mumu.runtime.http import build_probe_app, serve
@@ -36,23 +38,21 @@ async def run_stage(
 ) -> None:
     """Run ``stage`` until ``stop`` is set. ``started`` is set once it consumes."""
     name = stage.name
-    nc = await connect(settings.nats, name=f"mumu-{name}")
     tracing = Tracing(name, settings.otlp_endpoint)
     metrics = StageMetrics(name)
-    ctx = StageContext(
-        name=name, settings=settings, nc=nc, js=nc.jetstream(), metrics=metrics, tracing=tracing,
-        log=log,
-    )
+    conn: dict[str, NATS] = {}
     state = {"loaded": False}
 
     def not_ready() -> list[str]:
         reasons = []
-        if not nc.is_connected:
+        nc = conn.get("nc")
+        if nc is None or not nc.is_connected:
             reasons.append("nats: not connected")
         if not state["loaded"]:
             reasons.append(f"{name}: still starting (loading models, opening resources)")
         return reasons
 
+    # probes first: /health answers (and /ready says why not) while NATS is still dialled
     runner, port = await serve(
         build_probe_app(metrics.registry, not_ready),
         settings.stage.http_host,
@@ -60,24 +60,39 @@ async def run_stage(
     )
     log.info("probes on http://%s:%d", settings.stage.http_host, port, extra={"stage": name})
     try:
-        await stage.start(ctx)
+        nc = conn["nc"] = await connect(settings.nats, name=f"mumu-{name}")
         try:
-            publisher = Publisher(nc, metrics)
-            workers = [RouteWorker(ctx, route, publisher) for route in stage.routes()]
-            for worker in workers:
-                await worker.ensure_consumer()
-            state["loaded"] = True
-            log.info("consuming", extra={"stage": name})
-            if started is not None:
-                started.set()
-            async with asyncio.TaskGroup() as tg:
-                for worker in workers:
-                    tg.create_task(worker.run(stop))
+            ctx = StageContext(
+                name=name, settings=settings, nc=nc, js=nc.jetstream(), metrics=metrics,
+                tracing=tracing, log=log,
+            )
+            await _consume(stage, ctx, stop, state, started)
         finally:
-            await stage.stop()
+            with contextlib.suppress(Exception):
+                await nc.drain()
     finally:
-        with contextlib.suppress(Exception):
-            await nc.drain()
         await runner.cleanup()
         tracing.shutdown()
         log.info("stopped", extra={"stage": name})
+
+
+async def _consume(
+    stage: Stage, ctx: StageContext, stop: asyncio.Event, state: dict[str, bool],
+    started: asyncio.Event | None,
+) -> None:
+    """Start the stage, declare its consumers, consume until ``stop``, stop the stage."""
+    await stage.start(ctx)
+    try:
+        publisher = Publisher(ctx.nc, ctx.metrics)
+        workers = [RouteWorker(ctx, route, publisher) for route in stage.routes()]
+        for worker in workers:
+            await worker.ensure_consumer()
+        state["loaded"] = True
+        log.info("consuming", extra={"stage": ctx.name})
+        if started is not None:
+            started.set()
+        async with asyncio.TaskGroup() as tg:
+            for worker in workers:
+                tg.create_task(worker.run(stop))
+    finally:
+        await stage.stop()
