@@ -120,10 +120,11 @@ class Results:
             **self._ids(rid, "transcribe", "partial", n), workspace_id=ws, session_id=session,
             segment=seg, language="en"))
 
-    async def transcript(self, ws: str, session: str, rid: str, text: str) -> int:
+    async def transcript(self, ws: str, session: str, rid: str, text: str, *extra: str) -> int:
+        """``extra`` id parts: another event for the same request (a spoof, a duplicate)."""
         seg = Segment(id=0, start=0.0, end=1.0, text=text)
         return await self._pub(subjects.TRANSCRIPT_FINAL, TranscriptFinal(
-            **self._ids(rid, "transcribe", "final"), workspace_id=ws, session_id=session,
+            **self._ids(rid, "transcribe", "final", *extra), workspace_id=ws, session_id=session,
             text=text, segments=[seg], language="en", language_probability=0.99, duration=1.0,
             model="test", compute_seconds=0.1))
 
@@ -132,9 +133,9 @@ class Results:
             **self._ids(rid, "reason", "delta", n), workspace_id=ws, session_id=session,
             index=n, text=text))
 
-    async def final(self, ws: str, session: str, rid: str, text: str) -> int:
+    async def final(self, ws: str, session: str, rid: str, text: str, *extra: str) -> int:
         return await self._pub(subjects.ANSWER_FINAL, AnswerFinal(
-            **self._ids(rid, "reason", "final"), workspace_id=ws, session_id=session,
+            **self._ids(rid, "reason", "final", *extra), workspace_id=ws, session_id=session,
             question="q", text=text, model="test", total_seconds=0.1))
 
 

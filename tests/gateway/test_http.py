@@ -16,6 +16,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
+from mumu.contracts.consumers import STAGE_CONSUMERS
 from mumu.contracts.events import TextAsk
 from mumu.gateway.openapi import openapi_text
 from mumu.settings import Settings
@@ -51,8 +52,10 @@ async def test_health_ready_metrics_and_openapi(
     assert isinstance(body["uptime"], float)
     async with http.get(f"{gateway.url}/api/ready") as resp:
         ready = await resp.json()
-    assert resp.status == 503  # no database configured in this test
+    assert resp.status == 503  # no database configured and no stage ran in this test
     assert any("MUMU_DATABASE_URL" in r for r in ready["reasons"])
+    missing = [r.split()[1] for r in ready["reasons"] if r.startswith("consumer ")]
+    assert missing == [c.durable for c in STAGE_CONSUMERS]
     async with http.get(f"{gateway.url}/metrics") as resp:
         assert "mumu_gateway_requests" in await resp.text()
     async with http.get(f"{gateway.url}/api/openapi.json") as resp:

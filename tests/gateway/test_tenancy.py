@@ -8,9 +8,12 @@ from typing import Any
 import aiohttp
 from nats.aio.client import Client as NATS
 
+from mumu.contracts import headers as h
+from mumu.contracts.events import TextAsk
 from mumu.settings import Settings
 from mumu.stages.persist.stage import build_stage as build_persist
 from tests.gateway.conftest import Results, gateway_settings, receive_until, rid, serving
+from tests.gateway.pipeline import SPEECH
 from tests.harness import Collector, running
 from tests.pg_fixtures import WorkspaceFactory
 
@@ -52,8 +55,14 @@ async def test_api_keys_sessions_history_and_streams_stay_in_their_workspace(
     async with serving(cfg) as gw, aiohttp.ClientSession() as http, running(
         build_persist(cfg), cfg
     ):
-        async with http.get(f"{gw.url}/api/ready") as resp:
-            assert resp.status == 200, await resp.text()
+        async with http.get(f"{gw.url}/api/ready") as resp:  # only persist runs here
+            assert resp.status == 503
+            reasons = " ".join((await resp.json())["reasons"])
+        for durable in ("ingest-audio", "transcribe-audio", "reason-mumu-results",
+                        "reason-mumu-ingest"):
+            assert f"consumer {durable} on" in reasons
+        assert "persist-mumu-results" not in reasons
+        assert "database" not in reasons
         async with http.post(f"{gw.url}/api/session", headers=auth("mumu_wrong")) as resp:
             assert resp.status == 401
             assert (await resp.json())["error"]["code"] == "invalid_api_key"
@@ -91,6 +100,10 @@ async def test_api_keys_sessions_history_and_streams_stay_in_their_workspace(
             await sock_b.send_json({"type": "resume", "after": start_b})
             replay = await receive_until(sock_b, lambda m: m["type"] == "resumed")
             assert not [m for m in replay if m.get("request_id") == r]
+            # and the other way: A's socket never got B's answer, live or replayed
+            await sock_a.send_json({"type": "resume", "after": 0})
+            seen_a = await receive_until(sock_a, lambda m: m["type"] == "resumed")
+            assert {m["request_id"] for m in seen_a} <= {None, r}
 
         history_a = await history(http, gw.url, sid, a["token"], rows=2)
         assert [(i["kind"], i["text"]) for i in history_a] == [
@@ -101,3 +114,61 @@ async def test_api_keys_sessions_history_and_streams_stay_in_their_workspace(
         async with http.get(f"{gw.url}/api/sessions/{sid}/history",
                             headers=auth(other["token"])) as resp:
             assert resp.status == 403
+
+
+async def test_waiting_asks_and_transcriptions_only_get_their_own_workspace_results(
+    nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
+    workspace: WorkspaceFactory, results: Results,
+) -> None:
+    cfg = gateway_settings(settings, wait_timeout=10.0).model_copy(update={
+        "database_url": pg_settings.database_url, "master_keys": pg_settings.master_keys,
+    })
+    ws_a, key_a = await workspace("a")
+    ws_b, key_b = await workspace("b")
+    async with serving(cfg) as gw, aiohttp.ClientSession() as http:
+        a = await session(http, gw.url, key_a)
+        b = await session(http, gw.url, key_b, session_id=a["session_id"])
+        sid = a["session_id"]
+
+        # ?wait=true: B waits; A's answer on the same session id (even under B's request
+        # id) must not end B's wait, B's own answer does
+        async with Collector(nc, "mumu.ingest.text.>") as asks:
+            waiting = asyncio.create_task(_post_json(
+                http, f"{gw.url}/api/ask?wait=true", b["token"], {"text": "B asks"}))
+            b_rid = TextAsk.model_validate_json(
+                (await asks.wait_count("mumu.ingest.text.", 1))[0].data).request_id
+        await results.final(ws_a, sid, b_rid, "A's answer", "spoof")
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        await results.final(ws_b, sid, b_rid, "B's answer")
+        status, body = await waiting
+        assert (status, body.get("answer")) == (200, "B's answer"), body
+
+        # /v1/audio/transcriptions with B's key: A's transcript for B's request is not B's
+        clip = (SPEECH / "en01.wav").read_bytes()
+        async with Collector(nc, "mumu.ingest.audio.>") as uploads:
+            form = aiohttp.FormData()
+            form.add_field("file", clip, filename="b.wav")
+            form.add_field("model", "whisper-1")
+            transcribing = asyncio.create_task(_post_form(
+                http, f"{gw.url}/v1/audio/transcriptions", key_b, form))
+            upload = (await uploads.wait_count("mumu.ingest.audio.", 1))[0]
+        assert upload.subject == f"mumu.ingest.audio.{ws_b}"
+        oai_sid, oai_rid = upload.headers[h.SESSION], upload.headers[h.REQUEST_ID]
+        await results.transcript(ws_a, oai_sid, oai_rid, "A's secret transcript", "spoof")
+        await asyncio.sleep(0.3)
+        assert not transcribing.done()
+        await results.transcript(ws_b, oai_sid, oai_rid, "B's own words")
+        assert await transcribing == (200, {"text": "B's own words"})
+
+
+async def _post_json(http: aiohttp.ClientSession, url: str, token: str, body: dict[str, Any]
+                     ) -> tuple[int, dict[str, Any]]:
+    async with http.post(url, json=body, headers=auth(token)) as resp:
+        return resp.status, await resp.json()
+
+
+async def _post_form(http: aiohttp.ClientSession, url: str, token: str, form: aiohttp.FormData
+                     ) -> tuple[int, dict[str, Any]]:
+    async with http.post(url, data=form, headers=auth(token)) as resp:
+        return resp.status, await resp.json()

@@ -8,12 +8,16 @@ import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import nats.errors
+import nats.js.errors
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from nats.aio.client import Client as NatsClient
 from prometheus_client import CollectorRegistry
 
 from mumu.broker.connect import connect
 from mumu.broker.streams import load_stream_configs, stream_config
+from mumu.contracts.consumers import STAGE_CONSUMERS
 from mumu.gateway import api, openai_compat
 from mumu.gateway.asks import Asker
 from mumu.gateway.auth import ApiKeys
@@ -93,6 +97,22 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(health_payload(request.app[STARTED]))
 
 
+async def _missing_consumers(nc: NatsClient) -> list[str]:
+    """A reason per stage consumer that does not exist (its stage never started here)."""
+    js = nc.jetstream()
+    reasons = []
+    for c in STAGE_CONSUMERS:
+        try:
+            await js.consumer_info(c.stream, c.durable)
+        except nats.js.errors.NotFoundError:
+            reasons.append(
+                f"consumer {c.durable} on {c.stream}: missing (start `mumu stage {c.stage}`)"
+            )
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            reasons.append(f"consumer {c.durable} on {c.stream}: {exc!r}")
+    return reasons
+
+
 async def ready(request: web.Request) -> web.Response:
     reasons: list[str] = []
     deps = request.app[DEPS]
@@ -103,6 +123,7 @@ async def ready(request: web.Request) -> web.Response:
         for cfg in load_stream_configs():
             if await stream_config(nc, cfg["name"]) is None:
                 reasons.append(f"stream {cfg['name']}: missing (run `mumu streams apply`)")
+        reasons.extend(await _missing_consumers(deps.nc))
         await deps.lag.check_once()
         reasons.extend(deps.lag.reasons)
     database = await deps.api_keys.ping()

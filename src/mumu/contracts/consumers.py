@@ -1,0 +1,40 @@
+"""The durable JetStream consumers of the stages: what must exist for mumu to answer.
+
+A stage's route declares its durable (``Route.durable``, default
+``<stage>-<stream in lower case, _ as ->``, see ``runtime/consumer.py``); the runtime
+creates it when the stage starts and it stays after the stage stops. The gateway's
+``/api/ready`` checks that every one of them is present. A test builds every stage and
+compares its routes' durables with ``STAGE_CONSUMERS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from mumu.contracts import subjects
+
+
+@dataclass(frozen=True, slots=True)
+class StageConsumer:
+    """One durable pull consumer of one stage."""
+
+    stage: str
+    stream: str
+    durable: str
+
+
+INGEST_AUDIO: Final = StageConsumer("ingest", subjects.STREAM_INGEST, "ingest-audio")
+TRANSCRIBE_AUDIO: Final = StageConsumer("transcribe", subjects.STREAM_AUDIO, "transcribe-audio")
+REASON_TRANSCRIPTS: Final = StageConsumer(
+    "reason", subjects.STREAM_RESULTS, "reason-mumu-results"
+)
+REASON_TEXT: Final = StageConsumer("reason", subjects.STREAM_INGEST, "reason-mumu-ingest")
+PERSIST_RESULTS: Final = StageConsumer(
+    "persist", subjects.STREAM_RESULTS, "persist-mumu-results"
+)
+
+STAGE_CONSUMERS: Final[tuple[StageConsumer, ...]] = (
+    INGEST_AUDIO, TRANSCRIBE_AUDIO, REASON_TRANSCRIPTS, REASON_TEXT, PERSIST_RESULTS,
+)
+"""Every stage's durable consumer, in pipeline order."""
