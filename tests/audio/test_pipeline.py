@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import wave
+from collections import Counter
 
 import av
 import jiwer
@@ -12,19 +13,41 @@ from nats.aio.client import Client as NATS
 
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
-from mumu.contracts.events import PipelineError, TranscriptFinal, TranscriptPartial
+from mumu.contracts.events import (
+    AudioReady,
+    PipelineError,
+    TranscribeOptions,
+    TranscriptFinal,
+    TranscriptPartial,
+)
 from mumu.settings import Settings
 from mumu.stages.ingest.stage import IngestStage
+from mumu.stages.transcribe.engine import transcribe_kwargs
 from mumu.stages.transcribe.stage import TranscribeStage
-from tests.audio.conftest import SPEECH, WS, publish_audio, references, words
+from tests.audio.conftest import DATA, SPEECH, WS, publish_audio, references, words
 from tests.harness import Collector, Seen, running
 
 Stages = tuple[IngestStage, TranscribeStage]
 
 
 def finals(seen: Collector) -> dict[str, TranscriptFinal]:
-    out = (TranscriptFinal.model_validate_json(m.data) for m in seen.on("mumu.transcript.final."))
+    """The final of each request; fails when a request got more than one."""
+    out = [TranscriptFinal.model_validate_json(m.data) for m in seen.on("mumu.transcript.final.")]
+    counts = Counter(f.request_id for f in out)
+    assert set(counts.values()) <= {1}, f"more than one final: {counts}"
     return {f.request_id: f for f in out}
+
+
+def dead_letter_codes(seen: Collector, stage: str) -> dict[str, str]:
+    """request id → code of each dead letter of ``stage`` (one per request)."""
+    letters = seen.on(f"mumu.dlq.{stage}")
+    rid_header = h.DLQ_ORIGINAL_PREFIX + h.REQUEST_ID  # ingest: the producer's headers
+    codes = {  # transcribe: the body is the AudioReady event
+        m.headers.get(rid_header) or AudioReady.model_validate_json(m.data).request_id:
+        m.headers[h.DLQ_CODE] for m in letters
+    }
+    assert len(codes) == len(letters), "a request was dead-lettered twice"
+    return codes
 
 
 def partials_of(seen: Collector, request_id: str) -> list[tuple[int, TranscriptPartial]]:
@@ -84,29 +107,65 @@ async def test_language_detection_names_german_and_french(nc: NATS, pipeline: St
     async with Collector(nc) as seen:
         sent = {await publish_audio(nc, (SPEECH / name).read_bytes()): name for name in others}
         await wait_finals(seen, len(sent), timeout=60)
-    for rid, final in finals(seen).items():
+    got = finals(seen)
+    assert set(got) == set(sent)
+    for rid, final in got.items():
         assert final.language == others[sent[rid]]["language"]
         assert final.language_probability > 0.3
-        assert all(p.language == final.language for _, p in partials_of(seen, rid))
+        parts = partials_of(seen, rid)
+        assert parts, f"{sent[rid]}: no partials"
+        assert all(p.language == final.language for _, p in parts)
 
 
-async def test_per_request_options_word_timestamps_forced_language_and_vad(
+async def test_per_request_options_word_timestamps_and_forced_language(
     nc: NATS, pipeline: Stages
 ) -> None:
     audio = (SPEECH / "en05.wav").read_bytes()
     async with Collector(nc) as seen:
         rid = await publish_audio(nc, audio, extra={
-            h.WORD_TIMESTAMPS: "true", h.LANGUAGE: "en", h.VAD: "true", h.BEAM_SIZE: "2",
-            h.PROMPT: "A question about a capital city.",
+            h.WORD_TIMESTAMPS: "true", h.LANGUAGE: "en", h.BEAM_SIZE: "2",
         })
-        await wait_finals(seen, 1, timeout=60)
+        plain = await publish_audio(nc, audio)
+        await wait_finals(seen, 2, timeout=60)
     final = finals(seen)[rid]
     assert final.language_probability == 1.0  # given, not detected
+    assert finals(seen)[plain].language_probability < 1.0
+    assert finals(seen)[plain].segments[0].words is None
     segment_words = [w for s in final.segments for w in s.words or []]
     assert len(segment_words) >= 8
     assert all(w.start <= w.end for w in segment_words)
     assert segment_words[-1].end <= final.duration + 0.01
     assert "capital" in words(final.text)
+
+
+def test_every_request_option_reaches_the_model_call() -> None:
+    options = TranscribeOptions(language="de", task="translate", initial_prompt="Kathryn",
+                                word_timestamps=True, vad_filter=True, beam_size=3)
+    assert transcribe_kwargs(options) == {
+        "language": "de", "task": "translate", "initial_prompt": "Kathryn",
+        "word_timestamps": True, "vad_filter": True, "beam_size": 3,
+    }
+
+
+async def test_initial_prompt_spells_a_name_and_vad_skips_leading_silence(
+    nc: NATS, pipeline: Stages
+) -> None:
+    name = (DATA / "options" / "name.wav").read_bytes()  # "... colleague Kathryn Nguyen ..."
+    late = (DATA / "options" / "late_start.flac").read_bytes()  # 6 s silence, then speech
+    english = {h.LANGUAGE: "en"}
+    async with Collector(nc) as seen:
+        unprompted = await publish_audio(nc, name, extra=english)
+        prompted = await publish_audio(nc, name, extra={**english, h.PROMPT: "Kathryn Nguyen"})
+        no_vad = await publish_audio(nc, late, content_type="audio/flac", extra=english)
+        vad = await publish_audio(nc, late, content_type="audio/flac",
+                                  extra={**english, h.VAD: "true"})
+        await wait_finals(seen, 4, timeout=90)
+    got = finals(seen)
+    assert "kathryn" not in words(got[unprompted].text)  # Whisper base hears "Catherine"
+    assert "kathryn" in words(got[prompted].text)
+    assert got[no_vad].segments[0].start < 1.0  # Whisper alone puts the speech at 0 s
+    assert got[vad].segments[0].start > 5.0  # after VAD: where the speech really starts
+    assert words(got[vad].text) == words(references()["en03.wav"]["text"])
 
 
 def flac_to_wav(data: bytes) -> bytes:
@@ -166,10 +225,11 @@ async def test_bad_files_are_dead_lettered_and_an_8khz_file_sent_after_transcrib
         good = await publish_audio(nc, (SPEECH.parent / "formats" / "en01_8k.wav").read_bytes())
         await wait_finals(seen, 1, timeout=60)
         errors = await seen.wait_count("mumu.error.", len(codes), timeout=30)
+        await seen.wait_count("mumu.dlq.ingest", len(codes), timeout=30)
     got = {e.request_id: e.code
            for e in (PipelineError.model_validate_json(m.data) for m in errors)}
     assert got == codes
-    assert len(seen.on("mumu.dlq.ingest")) == len(codes)
+    assert dead_letter_codes(seen, "ingest") == codes
     assert not seen.on("mumu.dlq.transcribe")
     final = finals(seen)[good]
     assert jiwer.wer(words(references()["en01.wav"]["text"]), words(final.text)) <= 0.25
@@ -183,6 +243,7 @@ async def test_an_unknown_language_is_refused_without_retries(nc: NATS, pipeline
         letters = await seen.wait_count("mumu.dlq.transcribe", 1, timeout=30)
     err = PipelineError.model_validate_json(errors[0].data)
     assert (err.request_id, err.code, err.stage) == (rid, "schema_violation", "transcribe")
+    assert dead_letter_codes(seen, "transcribe") == {rid: "schema_violation"}
     assert letters[0].headers[h.DLQ_DELIVERIES] == "1"
     assert not seen.on("mumu.transcript.")
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import tempfile
+import zlib
 from pathlib import Path
 
 import av
@@ -19,6 +21,9 @@ import numpy as np
 HERE = Path(__file__).parent
 SPEECH = HERE / "speech"
 BAD = HERE / "bad"
+OPTIONS = HERE / "options"
+NAME_SENTENCE = "Our new colleague Kathryn Nguyen starts on Monday."
+"""Whisper base writes "Catherine" unless the initial prompt spells the name."""
 
 ENGLISH = {
     "en01": "The quick brown fox jumps over the lazy dog.",
@@ -80,6 +85,63 @@ def transcode(src: Path, dst: Path, container: str, codec: str, rate: int) -> No
             out.mux(packet)
 
 
+def png_image(width: int = 16, height: int = 16) -> bytes:
+    """A complete, valid RGB PNG (a colour gradient), built with zlib and struct."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(
+        b"\0" + bytes(v for x in range(width) for v in (x * 16, y * 16, 128))
+        for y in range(height)
+    )
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
+def option_clips() -> None:
+    """Clips whose transcript visibly depends on a per-request option (prompt, VAD)."""
+    OPTIONS.mkdir(exist_ok=True)
+    speak(NAME_SENTENCE, "en-us", OPTIONS / "name.wav")
+    with tempfile.TemporaryDirectory() as tmp:
+        silence = Path(tmp) / "silence.wav"
+        subprocess.run(
+            ["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(silence), "trim", "0", "6"],
+            check=True,
+        )
+        # 6 s of silence, then en03: without VAD Whisper starts the segment at 0 s
+        subprocess.run(
+            ["sox", str(silence), str(SPEECH / "en03.wav"), str(OPTIONS / "late_start.flac")],
+            check=True,
+        )
+
+
+def bad_files(src: Path) -> None:
+    """Bad files, each with the code ingest must give, and a file cut mid-data (valid)."""
+    wav = src.read_bytes()
+    (BAD / "truncated_header.wav").write_bytes(wav[:30])  # cut inside the RIFF header
+    # cut in the middle of the sample data: decodes to the first half (a cut-off upload)
+    (HERE / "formats" / "en01_truncated.wav").write_bytes(wav[: len(wav) // 2 + 1])
+    (BAD / "random.wav").write_bytes(np.random.default_rng(7).bytes(4096))
+    (BAD / "image.wav").write_bytes(png_image())  # a real PNG, named .wav
+    (BAD / "zero.wav").write_bytes(b"")
+    subprocess.run(
+        ["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(BAD / "silence.wav"),
+         "trim", "0", "2"],
+        check=True,
+    )
+    bad = {
+        "truncated_header.wav": "unsupported_audio",
+        "random.wav": "unsupported_audio",
+        "image.wav": "unsupported_audio",
+        "zero.wav": "empty_audio",
+        "silence.wav": "empty_audio",
+    }
+    (BAD / "expected.json").write_text(json.dumps(bad, indent=2) + "\n")
+
+
 def main() -> None:
     SPEECH.mkdir(parents=True, exist_ok=True)
     BAD.mkdir(parents=True, exist_ok=True)
@@ -115,26 +177,8 @@ def main() -> None:
         ["sox", str(src), "-r", "8000", "-c", "1", str(formats_dir / "en01_8k.wav")], check=True
     )
 
-    # bad files, each with the code ingest must give
-    wav = src.read_bytes()
-    (BAD / "truncated.wav").write_bytes(wav[:30])
-    (BAD / "random.wav").write_bytes(np.random.default_rng(7).bytes(4096))
-    png = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489")
-    (BAD / "image.wav").write_bytes(png + b"\0" * 64)
-    (BAD / "zero.wav").write_bytes(b"")
-    subprocess.run(
-        ["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(BAD / "silence.wav"),
-         "trim", "0", "2"],
-        check=True,
-    )
-    bad = {
-        "truncated.wav": "unsupported_audio",
-        "random.wav": "unsupported_audio",
-        "image.wav": "unsupported_audio",
-        "zero.wav": "empty_audio",
-        "silence.wav": "empty_audio",
-    }
-    (BAD / "expected.json").write_text(json.dumps(bad, indent=2) + "\n")
+    bad_files(src)
+    option_clips()
     (SPEECH / "references.json").write_text(
         json.dumps(refs, indent=2, ensure_ascii=False) + "\n"
     )
