@@ -14,24 +14,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
-import json
 import os
 import secrets
 import statistics
-import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from pydantic import SecretStr
 
+from mumu.bench.gateway_echo import echo_side
+from mumu.bench.gateway_load import Clients, Side, child, rss_kib
 from mumu.bench.results import write_result
 from mumu.broker.connect import connect
 from mumu.broker.embedded import EmbeddedNats
@@ -56,168 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="messages per session in each throughput round")
     parser.add_argument("--rounds", type=int, default=5,
                         help="paired throughput rounds (the ratio is their median)")
-    parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-@contextlib.asynccontextmanager
-async def child(args: list[str], env: dict[str, str]) -> AsyncIterator[tuple[int, str]]:
-    """A server process printing ``<name>: <url>`` first; yields (pid, url)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, *args, env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode().strip()
-        if ": " not in line:
-            raise RuntimeError(f"server did not start: {line!r}")
-        yield proc.pid, line.split(": ", 1)[1]
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            await asyncio.wait_for(proc.wait(), 30)
-
-
-class Clients:
-    """N websockets; each message's latency (from the time it carries) is recorded."""
-
-    def __init__(self, extract: Callable[[dict[str, Any]], float | None]) -> None:
-        self.extract = extract
-        self.latencies: list[float] = []
-        self.received = 0
-        self.sockets: list[aiohttp.ClientWebSocketResponse] = []
-        self.tasks: list[asyncio.Task[None]] = []
-        self.target = 0
-        self.all_in = asyncio.Event()
-
-    async def open(self, http: aiohttp.ClientSession, urls: list[str],
-                   first: Callable[[aiohttp.ClientWebSocketResponse], Awaitable[None]]) -> None:
-        sem = asyncio.Semaphore(100)
-
-        async def one(url: str) -> aiohttp.ClientWebSocketResponse:
-            async with sem:
-                ws = await http.ws_connect(url, max_msg_size=0)
-                await first(ws)
-                return ws
-
-        self.sockets = list(await asyncio.gather(*(one(u) for u in urls)))
-        self.tasks = [asyncio.create_task(self._read(ws)) for ws in self.sockets]
-
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for msg in ws:
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                break
-            sent = self.extract(json.loads(msg.data))
-            if sent is None:
-                continue
-            self.latencies.append(time.time() - sent)
-            self.received += 1
-            if self.target and self.received >= self.target:
-                self.all_in.set()
-
-    def expect(self, count: int) -> None:
-        self.received, self.latencies, self.target = 0, [], count
-        self.all_in.clear()
-
-    async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
-
-
-async def paced(rate: float, seconds: float, send: Callable[[int], Awaitable[None]]) -> int:
-    """Call ``send(n)`` ``rate`` times a second for ``seconds``, in 10 ms ticks."""
-    total = int(rate * seconds)
-    start = time.perf_counter()
-    n = 0
-    while n < total:
-        due = min(total, int((time.perf_counter() - start) * rate) + 1)
-        while n < due:
-            await send(n)
-            n += 1
-        await asyncio.sleep(0.01)
-    return total
-
-
-def stats(clients: Clients, count: int, elapsed: float) -> dict[str, float]:
-    ms = [v * 1000 for v in clients.latencies]
-    return {"messages": count, "received": clients.received,
-            "p50_ms": round(percentile(ms, 0.50), 2), "p99_ms": round(percentile(ms, 0.99), 2),
-            "max_ms": round(max(ms, default=float("nan")), 2),
-            "rate_per_s": round(clients.received / elapsed, 1) if elapsed else 0.0}
-
-
-async def measure(
-    clients: Clients, count: int, send: Callable[[int], Awaitable[None]], *,
-    flush: Callable[[], Awaitable[None]], rate: float | None, seconds: float,
-) -> dict[str, float]:
-    clients.expect(count)
-    start = time.perf_counter()
-    if rate is None:
-        for n in range(count):
-            await send(n)
-            if n % 500 == 499:
-                await flush()
-        await flush()
-    else:
-        await paced(rate, seconds, send)
-        await flush()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(clients.all_in.wait(), timeout=60)
-    return stats(clients, count, time.perf_counter() - start)
-
-
-@dataclass
-class Side:
-    """One server under test: its clients, how to send one message, its memory figures."""
-
-    clients: Clients
-    send: Callable[[int], Awaitable[None]]
-    flush: Callable[[], Awaitable[None]]
-    rss_before_kib: int
-    memory_per_connection_kib: float
-    pids: dict[str, int] = field(default_factory=dict)
-    """The processes working for this side (CPU per message is reported for each)."""
-    throughput: list[dict[str, float]] = field(default_factory=list)
-    latency: dict[str, float] = field(default_factory=dict)
-
-    async def measure(self, count: int, rate: float | None, seconds: float) -> dict[str, float]:
-        before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-        result = await measure(self.clients, count, self.send, flush=self.flush, rate=rate,
-                               seconds=seconds)
-        for name, pid in self.pids.items():
-            used = cpu_seconds(pid) - before[name]
-            result[f"cpu_us_per_message_{name}"] = round(used / max(count, 1) * 1e6, 1)
-        return result
-
-    def summary(self) -> dict[str, Any]:
-        rates = [t["rate_per_s"] for t in self.throughput]
-        middle = self.throughput[rates.index(statistics.median_low(rates))]
-        return {"rss_before_kib": self.rss_before_kib,
-                "memory_per_connection_kib": round(self.memory_per_connection_kib, 1),
-                "latency": self.latency, "throughput": middle,
-                "throughput_rates_per_s": rates}
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -238,11 +72,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             connector = aiohttp.TCPConnector(limit=0)
             async with (aiohttp.ClientSession(connector=connector) as http,
                         child(["-m", "mumu", "gateway"], env) as (gw_pid, gw_url),
-                        child(["-m", "mumu.bench.gateway", "--echo-server"], {}) as (e_pid, e_url)):
+                        child(["-m", "mumu.bench.gateway_echo"], {}) as (e_pid, e_url)):
                 sides = {
-                    "mumu": await _mumu(http, nc, gw_pid, gw_url, signer=signer, args=args,
+                    "mumu": await mumu_side(http, nc, gw_pid, gw_url, signer=signer, args=args,
                                         padding=padding),
-                    "baseline": await _echo(http, e_pid, e_url, args, padding),
+                    "baseline": await echo_side(http, e_pid, e_url, args, padding),
                 }
                 me = os.getpid()
                 sides["mumu"].pids = {"gateway": gw_pid, "nats_server": server.pid or me,
@@ -277,7 +111,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-async def _mumu(http: aiohttp.ClientSession, nc: Any, pid: int, url: str, *,
+async def mumu_side(http: aiohttp.ClientSession, nc: Any, pid: int, url: str, *,
                 signer: TokenSigner, args: argparse.Namespace, padding: str) -> Side:
     n = args.sessions
     before = rss_kib(pid)
@@ -313,58 +147,7 @@ async def _mumu(http: aiohttp.ClientSession, nc: Any, pid: int, url: str, *,
     return Side(clients, send, nc.flush, before, per_conn)
 
 
-async def _echo(http: aiohttp.ClientSession, pid: int, url: str, args: argparse.Namespace,
-                padding: str) -> Side:
-    n = args.sessions
-    before = rss_kib(pid)
-
-    async def nothing(_: aiohttp.ClientWebSocketResponse) -> None:
-        return None
-
-    clients = Clients(lambda m: float(m["t"]))
-    await clients.open(http, [url.replace("http://", "ws://") + "/ws"] * n, nothing)
-    await asyncio.sleep(1.0)
-    per_conn = (rss_kib(pid) - before) / n
-
-    async def send(k: int) -> None:
-        await clients.sockets[k % n].send_str(json.dumps({"t": time.time(), "p": padding}))
-
-    async def flush() -> None:
-        await asyncio.sleep(0)
-
-    return Side(clients, send, flush, before, per_conn)
-
-
-async def echo_server() -> None:
-    async def ws_echo(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        async for msg in ws:
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                await ws.send_str(msg.data)
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/ws", ws_echo)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    print(f"echo: http://127.0.0.1:{port}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
-
-
 def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     result = asyncio.run(bench(args))
     write_result("gateway", result)
     return result
-
-
-if __name__ == "__main__":
-    if "--echo-server" in sys.argv:
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(echo_server())
