@@ -3,8 +3,10 @@
 This is the app ``python -m llama_cpp.server`` serves (``llama_cpp.server.app.create_app``
 with the same settings classes), run by uvicorn as that module does, plus one ASGI
 middleware that appends the JSON body of every POST to a JSON-lines file, so a test
-can assert on the prompt the backend really received. ``interrupt_requests`` is
-off so concurrent requests queue instead of cutting each other short.
+can assert on the prompt the backend really received. Everything else is the
+stock default, ``interrupt_requests`` included: a request arriving while another
+streams cuts that stream short (``[DONE]`` without a finish reason), as it does
+for anyone who runs ``python -m llama_cpp.server``.
 
     python -m tests.reason.llama_server --model X.gguf --port 8001 --log requests.jsonl
 """
@@ -63,7 +65,7 @@ def main() -> None:
     parser.add_argument("--n_threads", type=int, default=1)
     parser.add_argument("--n_ctx", type=int, default=2048)
     args = parser.parse_args()
-    server = ServerSettings(host="127.0.0.1", port=args.port, interrupt_requests=False)
+    server = ServerSettings(host="127.0.0.1", port=args.port)
     model = ModelSettings(
         model=args.model,
         model_alias="smollm2",

@@ -11,7 +11,7 @@ from nats.aio.client import Client as NATS
 
 from mumu.contracts import subjects
 from mumu.contracts.events import AnswerFinal, derive_id, new_id
-from mumu.stages.reason.prompt import PromptTooLong, build_messages
+from mumu.stages.reason.prompt import PromptTooLong, build_messages, system_message
 from mumu.stages.reason.sessions import SessionStore
 
 WS = "ws-ctx"
@@ -76,8 +76,7 @@ def words(text: str) -> int:
 def test_prompt_drops_the_oldest_turns_first_to_fit_the_budget() -> None:
     history = [turn(f"question {n} " + "x " * 10, f"answer {n}") for n in range(5)]
     messages, kept = build_messages(
-        system_prompt="Be brief.",
-        language="fr",
+        system=system_message("Be brief.", "fr"),
         history=history,
         question="last one?",
         count_tokens=words,
@@ -89,8 +88,7 @@ def test_prompt_drops_the_oldest_turns_first_to_fit_the_budget() -> None:
     assert [m.content for m in messages[1::2][:-1]] == [h.question for h in history[2:]]
     assert messages[-1].content == "last one?"
     full, all_kept = build_messages(
-        system_prompt="Be brief.",
-        language=None,
+        system=system_message("Be brief.", None),
         history=history,
         question="last one?",
         count_tokens=words,
@@ -100,8 +98,7 @@ def test_prompt_drops_the_oldest_turns_first_to_fit_the_budget() -> None:
     assert "language of the question" in full[0].content
     with pytest.raises(PromptTooLong):
         build_messages(
-            system_prompt="Be brief.",
-            language="en",
+            system=system_message("Be brief.", "en"),
             history=[],
             question="word " * 100,
             count_tokens=words,

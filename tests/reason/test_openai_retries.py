@@ -6,63 +6,22 @@ requests with 429/503 (with ``Retry-After``) and forwards the rest unchanged.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
-from aiohttp import web
 
 from mumu.stages.reason.backend import BackendUnavailableError, ChatMessage, ChatRequest
 from mumu.stages.reason.openai_backend import OpenAIBackend, retry_after_seconds
 from mumu.stages.reason.settings import OpenAIBackendSettings
 from tests.reason.conftest import ModelServer
-
-
-class FaultProxy:
-    def __init__(self, upstream: str, faults: list[tuple[int, str | None]]) -> None:
-        self.upstream = upstream
-        self.faults = list(faults)
-        self.seen: list[float] = []
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.seen.append(time.perf_counter())
-        if self.faults:
-            status, retry_after = self.faults.pop(0)
-            headers = {"Retry-After": retry_after} if retry_after else {}
-            return web.json_response({"error": "busy"}, status=status, headers=headers)
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(
-                f"{self.upstream}/chat/completions",
-                data=await request.read(),
-                headers={"Content-Type": "application/json"},
-            ) as up,
-        ):
-            resp = web.StreamResponse(
-                status=up.status, headers={"Content-Type": "text/event-stream"}
-            )
-            await resp.prepare(request)
-            async for chunk in up.content.iter_any():
-                await resp.write(chunk)
-            await resp.write_eof()
-            return resp
+from tests.reason.fault_proxy import FaultProxy, serving
 
 
 @pytest.fixture
 async def proxy(model_server: ModelServer) -> AsyncIterator[tuple[FaultProxy, str]]:
     fault = FaultProxy(model_server.base_url, [])
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", fault.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield fault, f"http://127.0.0.1:{port}/v1"
-    finally:
-        await runner.cleanup()
+    async with serving(fault) as url:
+        yield fault, url
 
 
 def ask() -> ChatRequest:

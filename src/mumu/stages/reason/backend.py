@@ -9,7 +9,7 @@ finished: the stage then retries the whole request from the start.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -32,6 +32,7 @@ class ChatRequest:
     messages: list[ChatMessage]
     max_tokens: int
     temperature: float
+    request_id: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str | None = field(default=None)
@@ -50,7 +51,17 @@ class BackendUnavailableError(BackendError):
 
 
 class BackendInterruptedError(BackendError):
-    """The stream stopped before the model finished (the server died mid-answer)."""
+    """The stream stopped before the model finished (the server died or cut it short).
+
+    ``cut_short``: the server closed the stream itself (``[DONE]``) without a finish
+    reason, as llama.cpp's server does to a stream when another request arrives.
+    """
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, cut_short: bool = False
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.cut_short = cut_short
 
 
 class Backend(Protocol):
@@ -67,15 +78,20 @@ class Backend(Protocol):
 
     async def close(self) -> None: ...
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens ``text`` takes in a prompt (exact or a safe over-estimate)."""
+    async def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens each of ``texts`` takes as a chat message (exact, or an estimate)."""
         ...
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[str]:
+    def stream(self, request: ChatRequest) -> AsyncGenerator[str, None]:
         """Text chunks of the answer, as the model produces them."""
         ...
 
 
 def estimate_tokens(text: str) -> int:
-    """A conservative token estimate for backends that cannot tokenize locally."""
+    """An estimate (UTF-8 bytes / 3, plus 4 for the message's role markers), not a bound.
+
+    BPE tokenizers average about 4 bytes per token on English and most Latin-script
+    text, so this over-counts there; on digit-heavy text, code or CJK scripts (3 bytes
+    per character, often a token each) it can under-count.
+    """
     return math.ceil(len(text.encode()) / 3) + 4

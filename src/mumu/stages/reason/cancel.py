@@ -14,16 +14,17 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
 from mumu.contracts import subjects
 from mumu.contracts.events import CancelRequest
 
 log = logging.getLogger(__name__)
+STAGE = "reason"
 
 
 class CancelRegistry:
@@ -31,7 +32,7 @@ class CancelRegistry:
         self._memory = memory
         self._active: dict[tuple[str, str], asyncio.Event] = {}
         self._recent: dict[tuple[str, str], float] = {}
-        self._sub: Any = None
+        self._sub: Subscription | None = None
 
     async def subscribe(self, nc: Client) -> None:
         self._sub = await nc.subscribe(subjects.CONTROL_CANCEL.wildcard, cb=self._on_msg)
@@ -48,11 +49,19 @@ class CancelRegistry:
         try:
             request = CancelRequest.model_validate_json(msg.data)
         except ValidationError as exc:
-            log.warning("ignoring a malformed cancel on %s: %s", msg.subject, exc)
+            log.warning(
+                "ignoring a malformed cancel on %s: %s",
+                msg.subject,
+                exc,
+                extra={"stage": STAGE, "subject": msg.subject},
+            )
             return
         if request.workspace_id != workspace:
             log.warning(
-                "ignoring a cancel for workspace %s sent on %s", request.workspace_id, msg.subject
+                "ignoring a cancel for workspace %s sent on %s",
+                request.workspace_id,
+                msg.subject,
+                extra={"stage": STAGE, "request_id": request.request_id, "subject": msg.subject},
             )
             return
         self.cancel(workspace, request.request_id)
@@ -64,7 +73,11 @@ class CancelRegistry:
         self._recent[key] = now
         event = self._active.get(key)
         if event is not None:
-            log.info("cancelling request %s", request_id, extra={"request_id": request_id})
+            log.info(
+                "cancelling request %s",
+                request_id,
+                extra={"stage": STAGE, "request_id": request_id},
+            )
             event.set()
 
     @contextlib.contextmanager

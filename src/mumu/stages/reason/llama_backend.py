@@ -4,7 +4,12 @@ The model is loaded once in ``start`` (before the stage reports ready). Generati
 runs in a single worker thread (one ``Llama`` context cannot generate twice at
 once, so requests queue), and text chunks cross into the event loop through a
 queue. Closing the iterator sets a flag the thread checks after every token, so a
-cancelled answer stops within one token.
+cancelled answer stops within one token; a request still queued behind another
+answer is taken off the worker's queue at once.
+
+Prompts are counted by a second, vocabulary-only ``Llama`` of the same GGUF on its
+own thread: exact counts, never touching the generating model from another thread,
+and never waiting behind an answer being generated.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import contextlib
 import importlib.resources
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -43,7 +48,9 @@ class LlamaCppBackend:
         self._path = settings.model_path or default_model_path()
         self._n_ctx = n_ctx
         self._llama: Any = None
+        self._vocab: Any = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
+        self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-tokens")
 
     @property
     def model(self) -> str:
@@ -58,7 +65,13 @@ class LlamaCppBackend:
             raise RuntimeError(f"GGUF model not found: {self._path}")
         loop = asyncio.get_running_loop()
         self._llama = await loop.run_in_executor(self._executor, self._load)
-        log.info("loaded %s (n_ctx %d)", self._path, self._n_ctx)
+        self._vocab = await loop.run_in_executor(self._tokenizer, self._load_vocab)
+        log.info("loaded %s (n_ctx %d)", self._path, self._n_ctx, extra={"stage": "reason"})
+
+    def _load_vocab(self) -> Any:
+        from llama_cpp import Llama
+
+        return Llama(model_path=str(self._path), vocab_only=True, verbose=False)
 
     def _load(self) -> Any:
         from llama_cpp import Llama
@@ -76,19 +89,28 @@ class LlamaCppBackend:
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._executor.shutdown)
-        if self._llama is not None:
-            with contextlib.suppress(Exception):
-                self._llama.close()
-            self._llama = None
+        for executor in (self._executor, self._tokenizer):
+            await loop.run_in_executor(None, executor.shutdown)
+        for model in (self._llama, self._vocab):
+            if model is not None:
+                with contextlib.suppress(Exception):
+                    model.close()
+        self._llama = self._vocab = None
 
-    def count_tokens(self, text: str) -> int:
-        if self._llama is None:
+    async def count_tokens(self, texts: list[str]) -> list[int]:
+        if self._vocab is None:
             raise RuntimeError("LlamaCppBackend.start() was not called")
-        tokens = self._llama.tokenize(text.encode(), add_bos=False, special=True)
-        return len(tokens) + 4  # the chat template's role markers
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenizer, self._count, texts)
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[str]:
+    def _count(self, texts: list[str]) -> list[int]:
+        """In the tokenizer thread; + 4 for the chat template's role markers."""
+        return [
+            len(self._vocab.tokenize(text.encode(), add_bos=False, special=True)) + 4
+            for text in texts
+        ]
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[str, None]:
         if self._llama is None:
             raise RuntimeError("LlamaCppBackend.start() was not called")
         loop = asyncio.get_running_loop()
@@ -98,7 +120,8 @@ class LlamaCppBackend:
         def push(item: str | BaseException | _End) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        future = loop.run_in_executor(self._executor, self._generate, request, push, stop)
+        job = self._executor.submit(self._generate, request, push, stop)
+        future = asyncio.wrap_future(job, loop=loop)
         try:
             while True:
                 item = await queue.get()
@@ -109,8 +132,9 @@ class LlamaCppBackend:
                 yield item
         finally:
             stop.set()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(future)
+            if not job.cancel():  # already generating: the flag ends it within one token
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(future)
 
     def _generate(
         self,

@@ -1,11 +1,20 @@
-"""``openai`` backend: any OpenAI-compatible ``/v1/chat/completions`` with ``stream: true``."""
+"""``openai`` backend: any OpenAI-compatible ``/v1/chat/completions`` with ``stream: true``.
+
+A stream counts as finished only when the server sent a finish reason. llama.cpp's
+Python server (``python -m llama_cpp.server``, ``interrupt_requests`` on by default)
+ends a running stream with ``[DONE]`` and no finish reason as soon as another
+request arrives: that is an interruption, never a complete answer. When it
+happens while this process has another stream open, the backend sends one
+request at a time from then on, so concurrent requests stop cutting each other
+short (requests already streaming may be cut once more and are retried).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -21,6 +30,7 @@ from mumu.stages.reason.backend import (
 from mumu.stages.reason.settings import OpenAIBackendSettings
 
 log = logging.getLogger(__name__)
+STAGE = "reason"
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429})
 
@@ -47,6 +57,8 @@ class OpenAIBackend:
         self._settings = settings
         self._url = settings.base_url.rstrip("/") + "/chat/completions"
         self._session: aiohttp.ClientSession | None = None
+        self._open_streams = 0
+        self._one_at_a_time: asyncio.Lock | None = None
 
     @property
     def model(self) -> str:
@@ -70,8 +82,8 @@ class OpenAIBackend:
             await self._session.close()
             self._session = None
 
-    def count_tokens(self, text: str) -> int:
-        return estimate_tokens(text)
+    async def count_tokens(self, texts: list[str]) -> list[int]:
+        return [estimate_tokens(text) for text in texts]
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         return {
@@ -83,15 +95,42 @@ class OpenAIBackend:
             "stream_options": {"include_usage": True},
         }
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[str]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[str, None]:
         if self._session is None:
             raise RuntimeError("OpenAIBackend.start() was not called")
+        lock = self._one_at_a_time
+        if lock is not None:
+            await lock.acquire()
+        self._open_streams += 1
+        try:
+            async for chunk in self._attempts(self._session, request):
+                yield chunk
+        except BackendInterruptedError as exc:
+            if exc.cut_short and self._open_streams > 1 and self._one_at_a_time is None:
+                log.warning(
+                    "backend %s cut a stream short while another was open (llama.cpp "
+                    "server's interrupt_requests?): sending one request at a time from now "
+                    "on; start that server with --interrupt_requests False",
+                    self._url,
+                    extra={"stage": STAGE, "request_id": request.request_id},
+                )
+                self._one_at_a_time = asyncio.Lock()
+            raise
+        finally:
+            self._open_streams -= 1
+            if lock is not None:
+                lock.release()
+
+    async def _attempts(
+        self, session: aiohttp.ClientSession, request: ChatRequest
+    ) -> AsyncGenerator[str, None]:
         s = self._settings
+        context = {"stage": STAGE, "request_id": request.request_id}
         delay = s.retry_backoff
         for attempt in range(s.retries + 1):
             last = attempt == s.retries
             try:
-                async with self._session.post(self._url, json=self._body(request)) as resp:
+                async with session.post(self._url, json=self._body(request)) as resp:
                     await self._check_status(resp, last=last)
                     async for chunk in self._read_events(resp, request):
                         yield chunk
@@ -105,6 +144,7 @@ class OpenAIBackend:
                     attempt + 1,
                     s.retries,
                     wait,
+                    extra=context,
                 )
                 await asyncio.sleep(wait)
                 delay *= 2
@@ -115,7 +155,15 @@ class OpenAIBackend:
                     ) from exc
                 if last:
                     raise BackendUnavailableError(f"cannot reach {self._url}: {exc!r}") from exc
-                log.warning("backend %s unreachable (%r); retry in %.2fs", self._url, exc, delay)
+                log.warning(
+                    "backend %s unreachable (%r); retry %d/%d in %.2fs",
+                    self._url,
+                    exc,
+                    attempt + 1,
+                    s.retries,
+                    delay,
+                    extra=context,
+                )
                 await asyncio.sleep(delay)
                 delay *= 2
         raise BackendUnavailableError(f"{self._url} failed after {s.retries + 1} attempts")
@@ -136,8 +184,8 @@ class OpenAIBackend:
     async def _read_events(
         self, resp: aiohttp.ClientResponse, request: ChatRequest
     ) -> AsyncIterator[str]:
-        """Server-sent events ``data: {...}`` until ``[DONE]`` (or a finish reason)."""
-        finished = False
+        """Server-sent events ``data: {...}`` until ``[DONE]``; complete with a finish reason."""
+        done = False
         try:
             async for raw in resp.content:
                 line = raw.strip()
@@ -145,14 +193,12 @@ class OpenAIBackend:
                     continue
                 data = line[5:].strip()
                 if data == b"[DONE]":
-                    finished = True
+                    done = True
                     break
                 event = json.loads(data)
                 if "error" in event:
                     raise BackendInterruptedError(f"{self._url} sent an error: {event['error']}")
                 text = self._take(event, request)
-                if request.finish_reason is not None:
-                    finished = True
                 if text:
                     request.completion_tokens += 1
                     yield text
@@ -160,12 +206,16 @@ class OpenAIBackend:
             raise BackendInterruptedError(f"stream from {self._url} broke: {exc!r}") from exc
         except json.JSONDecodeError as exc:
             raise BackendInterruptedError(f"{self._url} sent a malformed chunk: {exc}") from exc
-        if not finished:
+        if request.finish_reason is None:
+            how = "[DONE] without a finish reason" if done else "the end of the stream"
             raise BackendInterruptedError(
-                f"stream from {self._url} ended before the model finished"
+                f"stream from {self._url} was cut short ({how}) after "
+                f"{request.completion_tokens} chunks",
+                cut_short=done,
             )
         if not request.prompt_tokens:
-            request.prompt_tokens = sum(self.count_tokens(m.content) for m in request.messages)
+            counted = await self.count_tokens([m.content for m in request.messages])
+            request.prompt_tokens = sum(counted)
 
     @staticmethod
     def _take(event: dict[str, Any], request: ChatRequest) -> str:

@@ -78,15 +78,13 @@ def system_message(system_prompt: str, language: str | None) -> ChatMessage:
 
 def build_messages(
     *,
-    system_prompt: str,
-    language: str | None,
+    system: ChatMessage,
     history: Sequence[AnswerFinal],
     question: str,
     count_tokens: Callable[[str], int],
     budget: int,
 ) -> tuple[list[ChatMessage], int]:
     """The chat and how many earlier turns it kept (newest first, until ``budget``)."""
-    system = system_message(system_prompt, language)
     used = count_tokens(system.content) + count_tokens(question)
     if used > budget:
         raise PromptTooLong(

@@ -5,7 +5,13 @@ turns, each the ``AnswerFinal`` that ended it (question, answer, language, usage
 Writes are compare-and-set on the entry's revision: two requests of one session
 finishing at the same time both land, the loser of the race re-reads and retries.
 A turn is keyed by its request id, so a redelivered request replaces its own turn
-instead of adding a second one, and can re-publish the same final.
+instead of adding a second one, and can re-publish the same final. At least
+``REPLAY_TURNS`` answers are kept for that even when ``max_turns`` is smaller (0
+included); only the last ``max_turns`` of them go into prompts.
+
+``quiet`` remembers, per request still being retried, how many of its first
+deliveries failed before publishing any delta: a retry is marked ``restart`` only
+when an earlier delivery may have shown the client something.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import nats.errors
@@ -26,12 +33,27 @@ log = logging.getLogger(__name__)
 
 MAX_VALUE_BYTES = 200_000
 """Below the bucket's max_value_size (256 KiB); older turns are dropped to fit."""
+REPLAY_TURNS = 8
+"""Answers kept per session at least, so a redelivered request is answered once."""
+MAX_QUIET = 64
+"""Requests tracked in ``quiet`` per session (the oldest are forgotten first)."""
 
 
 class SessionDoc(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     turns: list[AnswerFinal] = Field(default_factory=list)
+    quiet: dict[str, int] = Field(
+        default_factory=dict,
+        description="request id -> its first deliveries that failed before any delta",
+    )
+
+    def answered(self, request_id: str) -> AnswerFinal | None:
+        return next((t for t in self.turns if t.request_id == request_id), None)
+
+    def may_have_streamed(self, request_id: str, delivery: int) -> bool:
+        """Whether an earlier delivery than ``delivery`` may have published deltas."""
+        return delivery > 1 and self.quiet.get(request_id, 0) < delivery - 1
 
 
 class SessionStoreError(Exception):
@@ -60,7 +82,11 @@ class SessionStore:
         try:
             doc = SessionDoc.model_validate_json(entry.value or b"{}")
         except ValidationError:
-            log.warning("session %s holds an unreadable value; starting it afresh", key)
+            log.warning(
+                "session %s holds an unreadable value; starting it afresh",
+                key,
+                extra={"stage": "reason"},
+            )
             doc = SessionDoc()
         return doc, entry.revision or 0
 
@@ -68,21 +94,54 @@ class SessionStore:
         oldest = datetime.now(UTC) - self._ttl
         return [t for t in turns if t.occurred_at >= oldest]
 
+    async def load(self, workspace_id: str, session_id: str) -> SessionDoc:
+        """The session as stored, expired turns left out."""
+        doc, _ = await self._read(self.key(workspace_id, session_id))
+        doc.turns = self._fresh(doc.turns)
+        return doc
+
+    def context(self, doc: SessionDoc) -> list[AnswerFinal]:
+        """The turns that go into the prompt: the last ``max_turns``, oldest first."""
+        return doc.turns[len(doc.turns) - self._max_turns :] if self._max_turns else []
+
     async def turns(self, workspace_id: str, session_id: str) -> list[AnswerFinal]:
         """The session's remembered turns, oldest first (expired ones left out)."""
-        doc, _ = await self._read(self.key(workspace_id, session_id))
-        return self._fresh(doc.turns)
+        return self.context(await self.load(workspace_id, session_id))
 
     async def record(self, turn: AnswerFinal) -> None:
         """Add ``turn`` (or replace the turn of the same request) with compare-and-set."""
-        if self._max_turns == 0:
-            return
-        key = self.key(turn.workspace_id, turn.session_id)
+        keep = max(self._max_turns, REPLAY_TURNS)
+
+        def change(doc: SessionDoc) -> SessionDoc | None:
+            turns = [t for t in self._fresh(doc.turns) if t.request_id != turn.request_id]
+            quiet = {r: n for r, n in doc.quiet.items() if r != turn.request_id}
+            return SessionDoc(turns=[*turns, turn][-keep:], quiet=quiet)
+
+        await self._update(self.key(turn.workspace_id, turn.session_id), change)
+
+    async def note_quiet_failure(
+        self, workspace_id: str, session_id: str, request_id: str, delivery: int
+    ) -> None:
+        """Delivery ``delivery`` of the request failed before publishing any delta."""
+
+        def change(doc: SessionDoc) -> SessionDoc | None:
+            if doc.quiet.get(request_id, 0) != delivery - 1:
+                return None  # an earlier delivery may have streamed: restart stays due
+            quiet = {r: n for r, n in doc.quiet.items() if r != request_id}
+            quiet[request_id] = delivery
+            kept = dict(list(quiet.items())[-MAX_QUIET:])
+            return SessionDoc(turns=self._fresh(doc.turns), quiet=kept)
+
+        await self._update(self.key(workspace_id, session_id), change)
+
+    async def _update(self, key: str, change: Callable[[SessionDoc], SessionDoc | None]) -> None:
+        """Apply ``change`` to the stored document with compare-and-set (None: no write)."""
         for attempt in range(1, self._attempts + 1):
             doc, revision = await self._read(key)
-            turns = [t for t in self._fresh(doc.turns) if t.request_id != turn.request_id]
-            turns.append(turn)
-            value = self._encode(turns[-self._max_turns :])
+            new = change(doc)
+            if new is None:
+                return
+            value = self._encode(new)
             try:
                 if revision:
                     await self._kv.update(key, value, last=revision)
@@ -90,16 +149,22 @@ class SessionStore:
                     await self._kv.create(key, value)
                 return
             except nats.js.errors.KeyWrongLastSequenceError:
-                log.info("session %s changed under us (attempt %d); re-reading", key, attempt)
+                log.info(
+                    "session %s changed under us (attempt %d); re-reading",
+                    key,
+                    attempt,
+                    extra={"stage": "reason"},
+                )
                 await asyncio.sleep(random.uniform(0, 0.005 * attempt))
             except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
                 raise SessionStoreError(f"cannot write session {key}: {exc!r}") from exc
         raise SessionStoreError(f"session {key}: {self._attempts} compare-and-set attempts lost")
 
     @staticmethod
-    def _encode(turns: list[AnswerFinal]) -> bytes:
+    def _encode(doc: SessionDoc) -> bytes:
+        turns = doc.turns
         while True:
-            value = SessionDoc(turns=turns).model_dump_json().encode()
+            value = SessionDoc(turns=turns, quiet=doc.quiet).model_dump_json().encode()
             if len(value) <= MAX_VALUE_BYTES or len(turns) <= 1:
                 return value
             turns = turns[1:]

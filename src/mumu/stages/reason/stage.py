@@ -26,7 +26,7 @@ from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext,
 from mumu.settings import Settings
 from mumu.stages.reason.backend import Backend, BackendError, BackendInterruptedError, ChatRequest
 from mumu.stages.reason.cancel import CancelRegistry
-from mumu.stages.reason.prompt import PromptTooLong, build_messages
+from mumu.stages.reason.prompt import PromptTooLong, build_messages, system_message
 from mumu.stages.reason.sessions import SessionStore, SessionStoreError
 from mumu.stages.reason.settings import ReasonSettings
 from mumu.stages.reason.streaming import Answer, DeltaStream, generate
@@ -119,14 +119,17 @@ class ReasonStage:
         final_subject = subjects.ANSWER_FINAL.for_workspace(ws)
         with self.cancels.watch(ws, rid) as cancelled:
             try:
-                history = await self.sessions.turns(ws, event.session_id)
+                session = await self.sessions.load(ws, event.session_id)
             except SessionStoreError as exc:
                 raise TransientError("internal", str(exc)) from exc
-            done = next((t for t in history if t.request_id == rid), None)
+            done = session.answered(rid)
             if done is not None:  # redelivered after its answer was recorded
                 return [Outbound.of(final_subject, done)]
-            request = self._request(event, history)
-            answer = await self._answer(inbound, event, request, cancelled, started)
+            request = await self._request(event, self.sessions.context(session))
+            restart = session.may_have_streamed(rid, inbound.deliveries)
+            answer = await self._answer(
+                inbound, event, request, cancelled, started, restart=restart
+            )
         final = AnswerFinal(
             event_id=derive_id(rid, NAME, "final"),
             request_id=rid,
@@ -162,20 +165,31 @@ class ReasonStage:
         )
         return [Outbound.of(final_subject, final)]
 
-    def _request(self, event: TranscriptFinal | TextAsk, history: list[AnswerFinal]) -> ChatRequest:
+    async def _request(
+        self, event: TranscriptFinal | TextAsk, history: list[AnswerFinal]
+    ) -> ChatRequest:
         s = self.settings
+        question = event.text.strip()
+        system = system_message(s.system_prompt, answer_language(event))
+        texts = [system.content, question]
+        texts += [text for turn in history for text in (turn.question, turn.text)]
+        counts = dict(zip(texts, await self.backend.count_tokens(texts), strict=True))
         try:
             messages, _ = build_messages(
-                system_prompt=s.system_prompt,
-                language=answer_language(event),
+                system=system,
                 history=history,
-                question=event.text.strip(),
-                count_tokens=self.backend.count_tokens,
+                question=question,
+                count_tokens=counts.__getitem__,
                 budget=s.context_tokens - s.max_tokens,
             )
         except PromptTooLong as exc:
             raise PermanentError("too_long", str(exc)) from exc
-        return ChatRequest(messages=messages, max_tokens=s.max_tokens, temperature=s.temperature)
+        return ChatRequest(
+            messages=messages,
+            max_tokens=s.max_tokens,
+            temperature=s.temperature,
+            request_id=event.request_id,
+        )
 
     async def _answer(
         self,
@@ -184,7 +198,10 @@ class ReasonStage:
         request: ChatRequest,
         cancelled: asyncio.Event,
         started: float,
+        *,
+        restart: bool,
     ) -> Answer:
+        """Stream the answer; ``restart``: its first delta tells the client to start over."""
         attempt = inbound.deliveries
         ws, rid = inbound.workspace_id, event.request_id
         delta_subject = subjects.ANSWER_DELTA.for_workspace(ws)
@@ -198,7 +215,7 @@ class ReasonStage:
                 index=index,
                 attempt=attempt,
                 text=text,
-                restart=attempt > 1 and index == 0,
+                restart=restart and index == 0,
             )
             return Outbound.of(delta_subject, delta)
 
@@ -213,6 +230,8 @@ class ReasonStage:
             what = (
                 "stopped mid-answer" if isinstance(exc, BackendInterruptedError) else "unavailable"
             )
+            if not deltas.started:
+                await self._note_quiet_failure(inbound, event)
             raise TransientError(
                 "reason_unavailable", f"model backend {what}: {exc}", delay=exc.retry_after
             ) from exc
@@ -221,6 +240,22 @@ class ReasonStage:
                 m = self._ctx.metrics
                 m.model_seconds.labels(m.stage, self.backend.model).inc(time.perf_counter() - t0)
         return answer
+
+    async def _note_quiet_failure(
+        self, inbound: Inbound[Any], event: TranscriptFinal | TextAsk
+    ) -> None:
+        """Remember that this delivery published nothing (so a retry is no ``restart``)."""
+        try:
+            await self.sessions.note_quiet_failure(
+                inbound.workspace_id, event.session_id, event.request_id, inbound.deliveries
+            )
+        except SessionStoreError as exc:  # the retry then says restart, which is harmless
+            log.warning(
+                "cannot note a failed delivery of %s: %s",
+                event.request_id,
+                exc,
+                extra={"stage": NAME, "request_id": event.request_id},
+            )
 
 
 def build_stage(settings: Settings) -> ReasonStage:

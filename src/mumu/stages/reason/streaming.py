@@ -5,7 +5,8 @@ PubAck never slows reading the model. The first delta goes out as soon as the
 first token arrives; after that text is coalesced for ``interval`` seconds or
 ``max_chunks`` chunks. Every delta of a retried attempt has the attempt in its
 id (its ``Nats-Msg-Id``), so it is not dropped as a duplicate of the failed
-attempt's, and the first one carries ``restart=True``.
+attempt's; the stage marks the first one ``restart`` when an earlier attempt may
+have published deltas.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class DeltaStream:
         self._last = 0.0
         self.index = 0
         self.published = ""
+        self.started = False
+        """A delta was handed to NATS (maybe not yet acknowledged)."""
 
     def add(self, text: str) -> None:
         self._buffer.append(text)
@@ -71,6 +74,7 @@ class DeltaStream:
     async def _flush(self) -> None:
         text = "".join(self._buffer)
         self._buffer.clear()
+        self.started = True
         await self._emit(self._make(self.index, text))
         self.index += 1
         self.published += text
@@ -105,7 +109,7 @@ async def generate(
 
     async def read() -> None:
         stream = backend.stream(request)
-        async with contextlib.aclosing(stream):  # type: ignore[type-var]
+        async with contextlib.aclosing(stream):
             async for chunk in stream:
                 if not first:
                     first.append(time.perf_counter())
