@@ -10,7 +10,19 @@ BEGIN
     END IF;
 END
 $$;
-ALTER ROLE mumu_app NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+-- An existing mumu_app is checked, never ALTERed: changing SUPERUSER or BYPASSRLS (even
+-- to NO...) needs a superuser (PostgreSQL 16+), and managed PostgreSQL owners are not.
+-- (Revised: this file once ALTERed the role; see REVISED in mumu/db/migrate.py.)
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'mumu_app'
+                                      AND (rolsuper OR rolbypassrls)) THEN
+        RAISE EXCEPTION 'role mumu_app is a superuser or has BYPASSRLS: row-level security '
+                        'would not protect tenants; a superuser must run: ALTER ROLE mumu_app '
+                        'NOSUPERUSER NOBYPASSRLS';
+    END IF;
+END
+$$;
 
 CREATE SCHEMA IF NOT EXISTS mumu;
 

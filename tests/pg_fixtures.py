@@ -183,3 +183,41 @@ def workspace(admin_conn: asyncpg.Connection, keyring: Keyring) -> WorkspaceFact
         return created.workspace_id, created.api_key
 
     return make
+
+
+@dataclass(frozen=True)
+class ManagedPg:
+    """A database as a managed PostgreSQL hands it out: owned by a plain role."""
+
+    owner_url: str
+    """``mumu_owner``: LOGIN CREATEROLE, no SUPERUSER, no BYPASSRLS; owns the database."""
+    app_url: str
+    """The application login (created by ``ensure_app_login`` run as the owner)."""
+    superuser_url: str
+    """Only for the test's own checks (a managed service would not give it out)."""
+
+
+@pytest.fixture
+async def managed_pg() -> AsyncIterator[ManagedPg]:
+    """A cluster of its own in which ``mumu_app`` does not exist yet and whose database
+    ``mumu`` belongs to a non-superuser CREATEROLE role, as on a managed PostgreSQL
+    service (RDS, Cloud SQL, Azure...): every migration must run as that owner."""
+    with pgdata_dir() as pgdata:
+        server = EmbeddedPostgres(pgdata)
+        await server.start()
+        try:
+            conn = await asyncpg.connect(server.url())
+            try:
+                await conn.execute(
+                    "CREATE ROLE mumu_owner LOGIN CREATEROLE NOSUPERUSER NOBYPASSRLS NOCREATEDB")
+                await conn.execute("CREATE DATABASE mumu OWNER mumu_owner")
+            finally:
+                await conn.close()
+            yield ManagedPg(
+                owner_url=server.url("mumu", user="mumu_owner"),
+                app_url=server.url("mumu", user="mumu_managed_app",
+                                   password=secrets.token_urlsafe(12)),
+                superuser_url=server.url("mumu"),
+            )
+        finally:
+            await server.stop()

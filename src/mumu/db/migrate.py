@@ -49,6 +49,22 @@ def migrations(directory: Path | None = None) -> list[Migration]:
     return [Migration(p.stem, p.read_text()) for p in files]
 
 
+REVISED: dict[str, frozenset[str]] = {
+    # 0001 ALTERed mumu_app's attributes, which needs a superuser; now it only checks them
+    "0001_schema": frozenset(
+        {"60faef79146d71832d62f175568b51a4e02233b5f47f4c88cca784e90c4ff43f"}),
+    # 0002 could not run again after 0003 (requests became a view); now it skips views
+    "0002_row_level_security": frozenset(
+        {"9d64fad66bd691aa3df6c60e13763d7c3a06534dea563e2f0062a026c321fcab"}),
+}
+"""Earlier checksums of migrations that were revised after release, per migration.
+
+A database that applied the earlier text is accepted: its recorded checksum is moved to
+the current one without running the file again. Only revisions whose new text has the
+same effect on such a database belong here (both above only drop a statement that had
+already succeeded there, or add a guard); any other edit is refused, as ever."""
+
+
 async def apply_migrations(conn: asyncpg.Connection, directory: Path | None = None) -> list[str]:
     """Apply what is not applied yet, each in its own transaction; returns their names."""
     applied_now: list[str] = []
@@ -59,11 +75,7 @@ async def apply_migrations(conn: asyncpg.Connection, directory: Path | None = No
         done = {r["name"]: r["checksum"] for r in rows}
         for migration in migrations(directory):
             if migration.name in done:
-                if done[migration.name] != migration.checksum:
-                    raise MigrationError(
-                        f"migration {migration.name} changed after it was applied; "
-                        "add a new migration instead of editing an applied one"
-                    )
+                await _check_applied(conn, migration, done[migration.name])
                 continue
             async with conn.transaction():
                 await conn.execute(migration.sql)
@@ -76,6 +88,22 @@ async def apply_migrations(conn: asyncpg.Connection, directory: Path | None = No
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return applied_now
+
+
+async def _check_applied(conn: asyncpg.Connection, migration: Migration, checksum: str) -> None:
+    if checksum == migration.checksum:
+        return
+    if checksum not in REVISED.get(migration.name, frozenset()):
+        raise MigrationError(
+            f"migration {migration.name} changed after it was applied; "
+            "add a new migration instead of editing an applied one"
+        )
+    await conn.execute(
+        "UPDATE mumu.schema_migrations SET checksum = $2 WHERE name = $1",
+        migration.name, migration.checksum,
+    )
+    log.info("migration %s was applied in an earlier revision; recorded the current one",
+             migration.name)
 
 
 def scram_verifier(password: str, iterations: int = 4096) -> str:
@@ -103,20 +131,18 @@ def login_of(dsn: str) -> tuple[str, str | None]:
 async def ensure_app_login(conn: asyncpg.Connection, app_dsn: str) -> str:
     """Make the user of ``app_dsn`` a member of ``mumu_app`` that can log in.
 
-    The user is created when missing (with the URL's password) and refused when it is a
-    superuser or has BYPASSRLS: row-level security would not apply to it.
+    The user is created when missing (``NOSUPERUSER NOBYPASSRLS``, with the URL's
+    password). An existing user is checked, never given attributes (changing SUPERUSER or
+    BYPASSRLS needs a superuser, which a managed PostgreSQL owner is not) and refused when
+    row-level security would not bind it (see :func:`refuse_unsafe_app_user`).
     """
     user, password = login_of(app_dsn)
-    row = await conn.fetchrow(
-        "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1", user
-    )
-    if row is not None and (row["rolsuper"] or row["rolbypassrls"]):
-        raise MigrationError(
-            f"the application role {user!r} is a superuser or has BYPASSRLS; row-level "
-            "security would not protect tenants. Use a plain role in MUMU_DATABASE_URL."
-        )
-    verb = "ALTER" if row is not None else "CREATE"
-    options = "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"
+    exists = await conn.fetchval("SELECT true FROM pg_roles WHERE rolname = $1", user)
+    await refuse_unsafe_app_user(conn, user)
+    if exists:
+        verb, options = "ALTER", "LOGIN"
+    else:
+        verb, options = "CREATE", "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"
     if password is not None:
         statement = await conn.fetchval(
             f"SELECT format('{verb} ROLE %I WITH {options} PASSWORD %L', $1::text, $2::text)",
@@ -126,10 +152,62 @@ async def ensure_app_login(conn: asyncpg.Connection, app_dsn: str) -> str:
         statement = await conn.fetchval(
             f"SELECT format('{verb} ROLE %I WITH {options}', $1::text)", user
         )
-    await conn.execute(statement)
-    if user != APP_GROUP_ROLE:
-        grant = await conn.fetchval(
-            "SELECT format('GRANT %I TO %I', $1::text, $2::text)", APP_GROUP_ROLE, user
-        )
-        await conn.execute(grant)
+    try:
+        await conn.execute(statement)
+        if user != APP_GROUP_ROLE:
+            grant = await conn.fetchval(
+                "SELECT format('GRANT %I TO %I', $1::text, $2::text)", APP_GROUP_ROLE, user
+            )
+            await conn.execute(grant)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise MigrationError(
+            f"the owner role cannot set up the application role {user!r}: {exc}. It needs "
+            f"CREATEROLE and ADMIN OPTION on {user!r} and {APP_GROUP_ROLE!r} (it has both "
+            "when it created them)"
+        ) from exc
     return user
+
+
+_OWNERS = """
+SELECT nspowner AS owner FROM pg_namespace WHERE nspname = 'mumu'
+UNION SELECT c.relowner FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = 'mumu'
+UNION SELECT p.proowner FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = 'mumu'
+UNION SELECT oid FROM pg_roles WHERE rolname = current_user
+"""
+"""Roles that own schema ``mumu`` or anything in it, and the role running migrations:
+an owner can switch row-level security off (and the owner policies let it see every
+workspace's registry)."""
+
+_UNSAFE = f"""
+SELECT r.rolname, r.rolsuper, r.rolbypassrls, r.oid IN ({_OWNERS}) AS owner
+  FROM pg_roles r
+ WHERE (r.rolsuper OR r.rolbypassrls OR r.oid IN ({_OWNERS}))
+   AND pg_has_role($1, r.oid, 'MEMBER')
+ ORDER BY r.rolname
+"""  # noqa: S608 - constant SQL
+
+
+async def refuse_unsafe_app_user(conn: asyncpg.Connection, user: str) -> None:
+    """``MigrationError`` when row-level security would not bind ``user``.
+
+    Refused: a superuser or BYPASSRLS role, the role running the migrations, a role
+    owning schema ``mumu`` or anything in it, and a member (directly or through other
+    roles) of any role of these kinds - it could ``SET ROLE`` to it.
+    """
+    if user == await conn.fetchval("SELECT current_user"):
+        raise MigrationError(
+            f"the application role {user!r} is the owner role running the migrations; "
+            "give MUMU_DATABASE_URL its own plain user"
+        )
+    if not await conn.fetchval("SELECT true FROM pg_roles WHERE rolname = $1", user):
+        return
+    for row in await conn.fetch(_UNSAFE, user):
+        what = ("a superuser" if row["rolsuper"] else "a BYPASSRLS role" if row["rolbypassrls"]
+                else "an owner of schema mumu or of objects in it")
+        whose = "" if row["rolname"] == user else f"a member of {row['rolname']!r}, "
+        raise MigrationError(
+            f"the application role {user!r} is {whose}{what}: row-level security would not "
+            "protect tenants. Use a plain role in MUMU_DATABASE_URL."
+        )
