@@ -3,13 +3,22 @@
 #
 #   examples/producer_nats_cli.sh meeting.m4a [workspace]
 #
-# NATS_URL selects the server (default nats://127.0.0.1:4222). Prints the final transcript
-# event (JSON). Files over the server's max_payload (1 MiB by default) go through the
-# mumu-audio Object Store bucket; the message then has an empty body and names the object.
+# NATS_URL selects the server (default nats://127.0.0.1:4222); MUMU_TIMEOUT the seconds to
+# wait for the answer (default 300). Prints this request's final transcript event (JSON)
+# and exits 0; on a mumu.error event for this request prints it to stderr and exits 2; on
+# no answer in time exits 3. Files over the server's max_payload (1 MiB by default) go
+# through the mumu-audio Object Store bucket; the message then has an empty body and names
+# the object.
+#
+# The answer is read back from the MUMU_RESULTS stream (finals and errors are stored
+# there) starting from before the publish, so nothing is missed however late the
+# subscription starts, and only the event carrying this request id counts: other
+# requests of the same workspace finishing meanwhile are skipped.
 set -euo pipefail
 
 file=${1:?usage: $0 <audio file> [workspace]}
 ws=${2:-demo}
+timeout_s=${MUMU_TIMEOUT:-300}
 export NATS_URL=${NATS_URL:-nats://127.0.0.1:4222}
 request_id=$(python3 -c 'import uuid; print(uuid.uuid4())')
 case "${file##*.}" in
@@ -19,11 +28,7 @@ case "${file##*.}" in
 esac
 size=$(wc -c < "$file")
 max_payload=$((1024 * 1024 - 4096))
-
-# wait for the answer in the background (subscribed before publishing)
-nats sub "mumu.transcript.final.${ws}" --count 1 --raw > "/tmp/mumu-final-${request_id}.json" &
-waiter=$!
-sleep 0.5
+started=$(date +%s)
 
 headers=(
   -H "Content-Type:${type}"
@@ -33,7 +38,7 @@ headers=(
 )
 if [ "$size" -gt "$max_payload" ]; then
   object="${ws}/${request_id}.${file##*.}"
-  nats object put mumu-audio "$file" --name "$object" --force
+  nats object put mumu-audio "$file" --name "$object" --force >/dev/null
   # an empty body: the event names the object
   nats pub "mumu.ingest.audio.${ws}" "" "${headers[@]}" -H "Mumu-Audio-Object:${object}"
 else
@@ -41,7 +46,34 @@ else
   nats pub "mumu.ingest.audio.${ws}" --force-stdin --no-templates "${headers[@]}" < "$file"
 fi
 
-wait "$waiter"
-grep -v '^$' "/tmp/mumu-final-${request_id}.json" | grep -F "\"request_id\":\"${request_id}\"" \
-  || { echo "no transcript for ${request_id} (see mumu.error.${ws} and mumu.dlq.ingest)" >&2; exit 1; }
-rm -f "/tmp/mumu-final-${request_id}.json"
+# Replay finals and errors of this workspace from the stream, from a little before the
+# publish (--since makes `nats sub` a JetStream subscription with a start time).
+out=$(mktemp -d)
+pids=()
+# shellcheck disable=SC2317  # called by the EXIT trap
+cleanup() {
+  if [ "${#pids[@]}" -gt 0 ]; then kill "${pids[@]}" 2>/dev/null || true; fi
+  rm -rf "$out"
+}
+trap cleanup EXIT
+since="$(( $(date +%s) - started + 10 ))s"
+nats sub "mumu.transcript.final.${ws}" --since "$since" --raw > "$out/final" 2>/dev/null &
+pids+=($!)
+nats sub "mumu.error.${ws}" --since "$since" --raw > "$out/error" 2>/dev/null &
+pids+=($!)
+
+match="\"request_id\":\"${request_id}\""
+deadline=$(( $(date +%s) + timeout_s ))
+while [ "$(date +%s)" -lt "$deadline" ]; do
+  if line=$(grep -m1 -F "$match" "$out/final"); then
+    printf '%s\n' "$line"
+    exit 0
+  fi
+  if line=$(grep -m1 -F "$match" "$out/error"); then
+    printf 'mumu refused %s: %s\n' "$request_id" "$line" >&2
+    exit 2
+  fi
+  sleep 0.2
+done
+echo "no transcript for ${request_id} within ${timeout_s} s (see mumu.dlq.ingest)" >&2
+exit 3

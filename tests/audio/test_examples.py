@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +20,7 @@ from tests.audio.conftest import SPEECH
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "examples" / "producer_nats_py.py"
+CLI_EXAMPLE = ROOT / "examples" / "producer_nats_cli.sh"
 
 
 async def run_example(server: EmbeddedNats, *args: str) -> tuple[int, str, str]:
@@ -46,5 +51,37 @@ async def test_producer_example_reports_the_error_code(
     nats_server: EmbeddedNats, nc: NATS, pipeline: tuple[IngestStage, TranscribeStage]
 ) -> None:
     code, _, err = await run_example(nats_server, str(SPEECH.parent / "bad" / "random.wav"))
+    assert code == 2
+    assert "unsupported_audio" in err
+
+
+def test_cli_example_is_valid_bash() -> None:
+    result = subprocess.run(["bash", "-n", str(CLI_EXAMPLE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+async def run_cli_example(server: EmbeddedNats, audio: Path) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "bash", str(CLI_EXAMPLE), str(audio), "acme",
+        env={**os.environ, "NATS_URL": server.url, "MUMU_TIMEOUT": "90"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+@pytest.mark.skipif(
+    shutil.which("nats") is None,
+    reason="the nats CLI (natscli) is not installed: no PyPI, npm or Debian package ships it "
+    "(it is built from source with a Go far newer than Debian 12's 1.19)",
+)
+async def test_cli_example_prints_this_requests_final_or_its_error(
+    nats_server: EmbeddedNats, nc: NATS, pipeline: tuple[IngestStage, TranscribeStage]
+) -> None:
+    code, out, err = await run_cli_example(nats_server, SPEECH / "en05.wav")
+    assert code == 0, err
+    final = json.loads(out.strip().splitlines()[-1])
+    assert "capital city" in final["text"].lower()
+    code, _, err = await run_cli_example(nats_server, SPEECH.parent / "bad" / "random.wav")
     assert code == 2
     assert "unsupported_audio" in err
