@@ -7,7 +7,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from mumu.stages.transcribe.batching import run_batch
+from mumu.stages.transcribe.batch_decode import run_batch
 from mumu.stages.transcribe.engine import Engine, Job, OnSegment, Result
 
 log = logging.getLogger(__name__)

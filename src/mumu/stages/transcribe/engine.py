@@ -30,10 +30,10 @@ OnSegment = Callable[[Segment, str], Awaitable[None]]
 """Called with each decoded segment and the request's language."""
 
 
-
 def default_cpu_threads() -> int:
     """The cores this process may run on, at most 4 (CTranslate2's own default)."""
     return max(1, min(4, len(os.sched_getaffinity(0))))
+
 
 class JobCancelledError(Exception):
     """The request was abandoned (shutdown, publish failure); stop decoding it."""
