@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from nats.aio.client import Client as NATS
 
 from mumu.contracts import subjects
@@ -111,13 +112,19 @@ async def test_unreachable_backend_is_retried_then_dead_lettered(
     assert not seen.on("mumu.answer.")
 
 
+@pytest.mark.parametrize("max_turns", [8, 0])
 async def test_a_request_seen_twice_is_answered_once(
-    nc: NATS, streams: None, settings: Settings, model_server: ModelServer
+    nc: NATS, streams: None, settings: Settings, model_server: ModelServer, max_turns: int
 ) -> None:
-    """A replay (or a redelivery after the answer was recorded) re-publishes the same final."""
-    cfg = reason_settings(settings, model_server.base_url)
+    """A replay (or a redelivery after the answer was recorded) re-publishes the same final.
+
+    Also with ``max_turns`` 0 (no conversation context): the answer is still kept for this.
+    """
+    cfg = reason_settings(settings, model_server.base_url, max_turns=max_turns)
     before = len(model_server.requests())
     async with running(build_stage(cfg), cfg), Collector(nc) as seen:
+        earlier = await ask_text(nc, "What colour is the sky?", session="s-replay")
+        await wait_final(seen, earlier.request_id)
         ask = await ask_text(nc, "What colour is grass?", session="s-replay")
         first = await wait_final(seen, ask.request_id)
         # the same request again, under another Nats-Msg-Id (a replay from the ingest stream)
@@ -127,15 +134,18 @@ async def test_a_request_seen_twice_is_answered_once(
             headers={"Nats-Msg-Id": "replayed-" + ask.event_id},
         )
         await seen.wait_for(lambda _: len(finals_of(seen, ask.request_id)) == 2)
-    assert len(model_server.requests()) == before + 1  # the model answered once
+    received = model_server.requests()[before:]
+    assert len(received) == 2  # the model answered each request once
+    context = received[1]["messages"][1:-1]  # between the system prompt and the question
+    assert len(context) == (2 if max_turns else 0)
     again = finals_of(seen, ask.request_id)[1]
     assert again == first
     info = await nc.jetstream().stream_info(
         subjects.STREAM_RESULTS, subjects_filter=subjects.ANSWER_FINAL.for_workspace(WS)
     )
     final_subject = subjects.ANSWER_FINAL.for_workspace(WS)
-    # stored once: JetStream dropped the second publish with the same Nats-Msg-Id
-    assert info.state.subjects == {final_subject: 1}
+    # stored once each: JetStream dropped the replayed final (same Nats-Msg-Id)
+    assert info.state.subjects == {final_subject: 2}  # one per request, not 3
 
 
 async def test_transcribe_only_request_is_not_answered(
