@@ -11,8 +11,15 @@ from nats.aio.client import Client as NATS
 
 from mumu.contracts import subjects
 from mumu.contracts.events import AnswerFinal, derive_id, new_id
+from mumu.settings import Settings
+from mumu.stages.reason.backend import estimate_tokens
 from mumu.stages.reason.prompt import PromptTooLong, build_messages, system_message
 from mumu.stages.reason.sessions import SessionStore
+from mumu.stages.reason.stage import build_stage
+from tests.harness import Collector, running
+from tests.reason.asks import WS as ASK_WS
+from tests.reason.asks import ask_text, wait_final
+from tests.reason.conftest import ModelServer, reason_settings
 
 WS = "ws-ctx"
 
@@ -104,3 +111,38 @@ def test_prompt_drops_the_oldest_turns_first_to_fit_the_budget() -> None:
             count_tokens=words,
             budget=60,
         )
+
+
+async def test_the_stage_trims_the_oldest_turns_to_the_context_budget(
+    nc: NATS, streams: None, settings: Settings, model_server: ModelServer
+) -> None:
+    """A history longer than ``context_tokens - max_tokens``: the server gets the newest turns."""
+    cfg = reason_settings(settings, model_server.base_url, context_tokens=256, max_tokens=16)
+    sessions = SessionStore(
+        await nc.jetstream().key_value(subjects.BUCKET_SESSIONS),
+        max_turns=8,
+        turn_ttl=3600,
+        cas_attempts=5,
+    )
+    history = [
+        turn(f"Tell me about topic {n}, please. " * 3, f"Topic {n} is a fine topic. " * 6)
+        for n in range(5)
+    ]
+    history = [t.model_copy(update={"workspace_id": ASK_WS}) for t in history]
+    for t in history:
+        await sessions.record(t)
+    before = len(model_server.requests())
+    async with running(build_stage(cfg), cfg), Collector(nc) as seen:
+        ask = await ask_text(nc, "Which topic came last?", session="s1")
+        final = await wait_final(seen, ask.request_id)
+    assert final.text and not final.cancelled
+    [received] = model_server.requests()[before:]
+    sent = received["messages"]
+    assert sent[0]["role"] == "system"
+    assert sent[-1] == {"role": "user", "content": "Which topic came last?"}
+    context = [m["content"] for m in sent[1:-1]]
+    remembered = [text for t in history for text in (t.question, t.text)]
+    assert context, "no turn fitted: the test proves nothing"
+    assert len(context) < len(remembered)  # the oldest turns were dropped
+    assert context == remembered[-len(context) :]  # the newest kept, in order
+    assert sum(estimate_tokens(m["content"]) for m in sent) <= 256 - 16
