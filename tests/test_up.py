@@ -1,9 +1,11 @@
-"""`mumu up` on a fresh data directory: healthy fast, stops cleanly, reuses its data."""
+"""`mumu up` on a fresh data directory: healthy fast, answers, stops cleanly, reuses its data;
+and against an external, authenticated NATS server and PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 import time
@@ -13,19 +15,27 @@ import aiohttp
 import nats
 import pytest
 
+from mumu.broker.embedded import EmbeddedNats
 
-async def start_up(data_dir: Path) -> tuple[asyncio.subprocess.Process, dict[str, str], float]:
+STARTED = re.compile(r"started (\S+) \(pid (\d+)\)")
+
+
+async def start_up(
+    data_dir: Path, extra: dict[str, str] | None = None
+) -> tuple[asyncio.subprocess.Process, dict[str, str], float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUMU_")}
     env.update({"MUMU_DATA_DIR": str(data_dir), "MUMU_GATEWAY__PORT": "0",
-                "MUMU_NATS__EMBEDDED_PORT": "0"})
+                "MUMU_NATS__EMBEDDED_PORT": "0", **(extra or {})})
     started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mumu", "up", env=env, cwd=data_dir.parent,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    with (data_dir.parent / "up.log").open("ab") as log:  # its own log: the children's pids
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mumu", "up", env=env, cwd=data_dir.parent,
+            stdout=asyncio.subprocess.PIPE, stderr=log,
+        )
     assert proc.stdout is not None
     lines: dict[str, str] = {}
-    async with asyncio.timeout(60):
+    async with asyncio.timeout(90):
         while "logs" not in lines:
             line = (await proc.stdout.readline()).decode()
             assert line, "mumu up exited before announcing itself"
@@ -34,13 +44,44 @@ async def start_up(data_dir: Path) -> tuple[asyncio.subprocess.Process, dict[str
     return proc, lines, started
 
 
+def children(data_dir: Path) -> dict[str, int]:
+    """Name → pid of every child `mumu up` logged starting."""
+    text = (data_dir.parent / "up.log").read_text()
+    return {name: int(pid) for name, pid in STARTED.findall(text)}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").exists() and ") Z " not in Path(
+        f"/proc/{pid}/stat").read_text()
+
+
 async def stop_up(proc: asyncio.subprocess.Process) -> int:
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
     return await asyncio.wait_for(proc.wait(), 60)
 
 
+async def ask(gateway: str, api_key: str, question: str) -> dict[str, object]:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{gateway}/api/session",
+                             headers={"Authorization": f"Bearer {api_key}"}) as resp:
+            assert resp.status == 200, await resp.text()
+            token = (await resp.json())["token"]
+        async with http.post(f"{gateway}/api/ask?wait=true", json={"text": question},
+                             headers={"Authorization": f"Bearer {token}"},
+                             timeout=aiohttp.ClientTimeout(total=180)) as resp:
+            assert resp.status == 200, await resp.text()
+            result: dict[str, object] = await resp.json()
+            return result
+
+
 @pytest.mark.slow
-async def test_up_is_healthy_fast_stops_cleanly_and_reuses_its_data(tmp_path: Path) -> None:
+async def test_up_is_healthy_fast_answers_stops_cleanly_and_reuses_its_data(
+    tmp_path: Path,
+) -> None:
     data_dir = tmp_path / ".mumu"
     proc, lines, started = await start_up(data_dir)
     try:
@@ -58,14 +99,19 @@ async def test_up_is_healthy_fast_stops_cleanly_and_reuses_its_data(tmp_path: Pa
         assert set(health) == {"status", "version", "uptime", "hostname"}
         assert health["status"] == "ok"
         assert isinstance(health["uptime"], float)
+        result = await ask(gateway, lines["api key"], "What is the capital of France?")
+        assert isinstance(result["answer"], str) and result["answer"].strip(), result
         nc = await nats.connect(lines["nats"])
         js = nc.jetstream()
         await js.publish("mumu.error.marker", b"{}")  # survives the restart below
         await nc.drain()
     finally:
         assert await stop_up(proc) == 0
-    # everything it started is gone
+    pids = children(data_dir)
+    assert "gateway" in pids and len(pids) >= 5, pids  # four stages and the gateway
+    # everything it started is gone: its children by pid, nats-server and postgres by path
     await asyncio.sleep(0.5)
+    assert [name for name, pid in pids.items() if alive(pid)] == []
     ps = await asyncio.create_subprocess_exec("ps", "-eo", "args", stdout=asyncio.subprocess.PIPE)
     out, _ = await ps.communicate()
     assert str(data_dir) not in out.decode()
@@ -79,3 +125,49 @@ async def test_up_is_healthy_fast_stops_cleanly_and_reuses_its_data(tmp_path: Pa
         await nc.drain()
     finally:
         assert await stop_up(proc) == 0
+
+
+@pytest.mark.slow
+async def test_up_uses_an_external_nats_with_a_password_and_an_external_database(
+    tmp_path: Path, pg_admin_url: str, pg_app_url: str
+) -> None:
+    server = EmbeddedNats(tmp_path / "external-nats", user="mumu", password="s3cret-pw")
+    async with server:
+        data_dir = tmp_path / ".mumu"
+        proc, lines, started = await start_up(data_dir, {
+            "MUMU_NATS__URL": server.url, "MUMU_NATS__USER": "mumu",
+            "MUMU_NATS__PASSWORD": "s3cret-pw", "MUMU_DATABASE_URL": pg_app_url,
+            "MUMU_DATABASE_ADMIN_URL": pg_admin_url,
+        })
+        try:
+            assert lines["nats"] == server.url
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{lines['gateway']}/api/ready") as resp:
+                    assert resp.status == 200, await resp.text()
+            assert not (data_dir / "nats").exists(), "it started no nats-server of its own"
+            assert set(children(data_dir)) >= {"gateway", "ingest", "transcribe"}
+        finally:
+            assert await stop_up(proc) == 0
+        assert "s3cret-pw" not in (tmp_path / "up.log").read_text()
+
+
+@pytest.mark.slow
+async def test_ctrl_c_while_starting_stops_everything_promptly(tmp_path: Path) -> None:
+    data_dir = tmp_path / ".mumu"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUMU_")}
+    env.update({"MUMU_DATA_DIR": str(data_dir), "MUMU_GATEWAY__PORT": "0",
+                "MUMU_NATS__EMBEDDED_PORT": "0"})
+    with (tmp_path / "up.log").open("ab") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mumu", "up", env=env, cwd=tmp_path,
+            stdout=asyncio.subprocess.DEVNULL, stderr=log,
+        )
+    async with asyncio.timeout(90):  # until the gateway child was started, before it is ready
+        while "gateway" not in children(data_dir):
+            await asyncio.sleep(0.05)
+    stopping = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert await asyncio.wait_for(proc.wait(), 45) == 0
+    assert time.monotonic() - stopping < 30, "it waited for a gateway it had stopped itself"
+    await asyncio.sleep(0.5)
+    assert [name for name, pid in children(data_dir).items() if alive(pid)] == []

@@ -32,9 +32,12 @@ class EmbeddedNats:
 
     def __init__(
         self, data_dir: Path, *, port: int = 0, max_payload: int = 1_048_576,
-        max_file_store: int = 16 * 1024**3,
+        max_file_store: int = 16 * 1024**3, user: str | None = None,
+        password: str | None = None,
     ) -> None:
+        """``user``/``password``: require them of every client (default: no auth)."""
         self.data_dir = data_dir
+        self.auth = (user, password) if user is not None and password is not None else None
         self.max_file_store = max_file_store
         self.requested_port = port
         self.max_payload = max_payload
@@ -59,9 +62,15 @@ class EmbeddedNats:
             stale.unlink()
         port = self.requested_port if self.requested_port else -1
         config = self.data_dir / "nats-server.conf"
+        auth = (
+            [f"authorization {{ user: {json.dumps(self.auth[0])}, "
+             f"password: {json.dumps(self.auth[1])} }}"]
+            if self.auth else []
+        )
         config.write_text(
             "\n".join(
                 [
+                    *auth,
                     "host: 127.0.0.1",
                     f"port: {port}",
                     f"max_payload: {self.max_payload}",

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
-import nats
 
+from mumu.broker.connect import connect
 from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.streams import apply_all
 from mumu.cli.stage import available_stages
@@ -56,14 +56,17 @@ def _session_secret(settings: Settings, data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-async def _wait_ready(url: str, timeout: float) -> None:
+async def _wait_ready(url: str, timeout: float, stop: asyncio.Event) -> bool:
+    """Poll ``/api/ready`` until 200 (True) or ``stop`` is set (False; Ctrl-C)."""
     async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
-        while True:
+        while not stop.is_set():
             with contextlib.suppress(aiohttp.ClientError):
                 async with http.get(f"{url}/api/ready") as resp:
                     if resp.status == 200:
-                        return
-            await asyncio.sleep(0.1)
+                        return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.1)
+    return False
 
 
 async def up(
@@ -86,7 +89,8 @@ async def up(
             await server.start()
             stack.push_async_callback(server.stop)
             nats_url = server.url
-        nc = await nats.connect(nats_url)
+        # the configured user/password/creds apply to an external server
+        nc = await connect(settings.nats, name="mumu-up", url=nats_url)
         try:
             for change in await apply_all(nc):
                 if change.action != "unchanged":
@@ -117,7 +121,9 @@ async def up(
         running = asyncio.create_task(supervisor.run(stop))
         gateway_url = f"http://{host}:{port}"
         try:
-            await _wait_ready(gateway_url, ready_timeout)
+            if not await _wait_ready(gateway_url, ready_timeout, stop):
+                await running  # Ctrl-C while starting: the supervisor stops the children
+                return
         except TimeoutError:
             log.warning("the gateway is not ready after %.0fs; logs are in %s", ready_timeout, logs)
         announce(f"gateway: {gateway_url}")
