@@ -35,7 +35,7 @@ def turn(question: str, answer: str, session: str = "s1", **kw: object) -> Answe
         text=answer,
         model="m",
         total_seconds=0.1,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 

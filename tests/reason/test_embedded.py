@@ -15,7 +15,6 @@ from mumu.stages.reason.stage import build_stage
 from tests.harness import Collector, running
 from tests.reason.asks import ask_text, cancel, deltas_of, finals_of, wait_final
 
-
 LONG = "Count from 1 to 300, separated by commas."
 
 
