@@ -126,7 +126,8 @@ class Engine:
             raise ModelError(
                 f"MUMU_TRANSCRIBE__MODEL={self.settings.model}: cannot load ({exc}); mumu never "
                 "downloads at run time: point it at a CTranslate2 directory, use `base` (the "
-                "bundled model) or put the model in the local Hugging Face cache first"
+                f"bundled model) or put the model into {self.cache_dir} first (a Hugging Face "
+                "cache layout: models--Systran--faster-whisper-<name>)"
             ) from exc
         log.info(
             "model %s loaded from %s on %s/%s in %.2f s", self.settings.model, source,

@@ -14,8 +14,8 @@ class TranscribeSettings(BaseModel):
     )
     model_cache_dir: Path | None = Field(
         default=None,
-        description="where the bundled model is reassembled and local models are looked up; "
-        "unset: <data_dir>/models",
+        description="where the bundled model is reassembled, and the only place model names "
+        "are looked up (Hugging Face cache layout); unset: <data_dir>/models",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto: CUDA when ctranslate2 sees a GPU, else CPU"
