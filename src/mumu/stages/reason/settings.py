@@ -94,7 +94,11 @@ class ReasonSettings(BaseModel):
         "to fit it with room for `max_tokens` (also the embedded model's n_ctx)",
     )
     max_turns: int = Field(
-        default=8, ge=0, description="turns (question + answer) remembered per session"
+        default=8,
+        ge=0,
+        description="earlier turns (question + answer) of the session sent with each "
+        "question; 0 sends none (the last 8 answers are kept anyway, so a redelivered "
+        "request is answered once)",
     )
     turn_ttl: float = Field(
         default=3600.0,
