@@ -16,7 +16,14 @@ from mumu.crypto import DecryptionError, Keyring, MasterKey
 from mumu.db import keyadmin
 from mumu.db.datakeys import DataKeys, DataKeyShreddedError
 from mumu.db.history import session_history
-from mumu.db.records import AnswerRecord, TranscriptRecord, write_records
+from mumu.db.pool import workspace_tx
+from mumu.db.records import (
+    INSERT_TRANSCRIPTS,
+    AnswerRecord,
+    TranscriptRecord,
+    encrypt_columns,
+    write_records,
+)
 from tests.pg_fixtures import WorkspaceFactory
 
 
@@ -101,6 +108,60 @@ async def test_shred_makes_exactly_that_workspace_unreadable(
         await keyadmin.shred(admin_conn, str(uuid.uuid4()))
 
 
+async def test_reencrypt_skips_a_shredded_workspace_without_making_it_a_key(
+    app_pool: asyncpg.Pool, admin_conn: asyncpg.Connection, keyring: Keyring,
+    workspace: WorkspaceFactory,
+) -> None:
+    gone, _ = await workspace("gone")
+    kept, _ = await workspace("kept")
+    keys = DataKeys(keyring)
+    await write_records(app_pool, keys, gone, [said("erased")])
+    await write_records(app_pool, keys, kept, [said("kept")])
+    await keyadmin.shred(admin_conn, gone)
+    assert await keyadmin.reencrypt(admin_conn, keys) == 0
+    usable = await admin_conn.fetchval(
+        "SELECT count(*) FROM mumu.data_keys WHERE workspace_id = $1 AND wrapped IS NOT NULL",
+        gone)
+    assert usable == 0  # no fresh data key appeared for the erased workspace
+    assert await texts(app_pool, keys, kept) == ["kept"]
+
+
+async def test_shred_waits_for_a_writer_holding_the_key_and_counts_its_rows(
+    app_pool: asyncpg.Pool, admin_conn: asyncpg.Connection, keyring: Keyring,
+    workspace: WorkspaceFactory,
+) -> None:
+    """A persist transaction that read the key before the shred commits its rows before
+    the shred counts: the report is exact and no row lands under a key already shredded."""
+    ws, _ = await workspace()
+    keys = DataKeys(keyring)
+    async with workspace_tx(app_pool, ws) as conn:
+        key = await keys.active(conn, ws)
+        shredding = asyncio.create_task(keyadmin.shred(admin_conn, ws))
+        await asyncio.sleep(0.5)
+        assert not shredding.done(), "the shred must wait for the writer holding the key"
+        transcripts, _ = encrypt_columns(key, [said("in flight")])
+        await conn.execute(INSERT_TRANSCRIPTS, ws, key.version, *transcripts)
+    report = await asyncio.wait_for(shredding, 10)
+    assert (report.data_keys, report.transcripts) == (1, 1)
+    with pytest.raises(DataKeyShreddedError):
+        await session_history(app_pool, keys, ws, "s")
+
+    # a writer that reads the key while a shred holds it gets a new key afterwards
+    await write_records(app_pool, keys, ws, [said("under v2")])
+    async with workspace_tx(admin_conn, ws) as shred_tx:
+        await shred_tx.execute("SELECT 1 FROM mumu.data_keys WHERE workspace_id = $1 "
+                               "AND wrapped IS NOT NULL FOR UPDATE", ws)
+        writing = asyncio.create_task(write_records(app_pool, keys, ws, [said("after")]))
+        await asyncio.sleep(0.3)
+        assert not writing.done()
+        await shred_tx.execute("UPDATE mumu.data_keys SET wrapped = NULL, master_key_id = "
+                               "NULL, shredded_at = now() WHERE workspace_id = $1", ws)
+    await asyncio.wait_for(writing, 10)
+    assert await admin_conn.fetchval(
+        "SELECT key_version FROM mumu.transcripts WHERE workspace_id = $1 "
+        "ORDER BY occurred_at DESC LIMIT 1", ws) == 3
+
+
 def test_cli_workspace_and_keys_commands(
     pg_admin_url: str, pg_app_url: str, master_keys: str, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str], tmp_path: Path,
@@ -158,22 +219,73 @@ def test_cli_workspace_and_keys_commands(
     assert status.count("k1") == 2
     assert "k3" not in status
 
-    # the development keyring file of `mumu up`: `--add` makes a new primary and uses it
+    # the development keyring file of `mumu up`: `--add` only adds (no process has the new
+    # key yet, so nothing may be wrapped by it); `--promote` rewraps once they all have it
     monkeypatch.delenv("MUMU_MASTER_KEYS")
     data_dir = tmp_path / "mumu"
     data_dir.mkdir()
     monkeypatch.setenv("MUMU_DATA_DIR", str(data_dir))
-    (data_dir / "master-keys").write_text(f"{second},{master_keys}\n")
+    running = f"{second},{master_keys}"  # the keyring the running processes have
+    (data_dir / "master-keys").write_text(running + "\n")
     assert main(["keys", "rotate", "--add", "dev2"]) == 0
-    assert "rewrapped 2 data keys of 1 workspaces under master key dev2" in (
-        capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert "not primary; nothing rewrapped" in out
+    assert "mumu keys rotate --promote dev2" in out
+    ring = Keyring.parse((data_dir / "master-keys").read_text())
+    assert ring.key_ids == ["k2", "k1", "dev2"]
+    assert main(["keys", "status"]) == 0
+    assert "dev2" not in capsys.readouterr().out
+    # a process still running with the old keyring reads every row (no outage)
+    assert len(asyncio.run(read_all(pg_app_url, Keyring.parse(running), ws))) == 3
+
+    assert main(["keys", "rotate", "--promote", "dev2"]) == 0
+    out = capsys.readouterr().out
+    assert "rewrapped 2 data keys of 1 workspaces under master key dev2" in out
     assert (data_dir / "master-keys").read_text().startswith("dev2:")
     assert main(["keys", "reencrypt"]) == 0  # readable with the updated file
     capsys.readouterr()
 
     assert main(["keys", "shred", ws, "--yes"]) == 0
-    assert "3 rows (2 transcripts, 1 answers) can never be decrypted" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "3 rows (2 transcripts, 1 answers) can no longer be decrypted" in out
+    assert "vacuumed mumu.data_keys" in out
+    assert "NOT FINAL YET" in out
+    assert "wrapped by master key dev2" in out
+    assert "backups" in out
     assert main(["keys", "shred", str(uuid.uuid4()), "--yes"]) == 1
+
+
+async def read_all(app_url: str, keyring: Keyring, ws: str) -> list[str]:
+    pool = await asyncpg.create_pool(app_url, min_size=1, max_size=1)
+    assert pool is not None
+    try:
+        return await texts(pool, keyring, ws)
+    finally:
+        await pool.close()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["keys", "shred", "not-a-uuid", "--yes"], ["workspace", "key", "not-a-uuid"]],
+)
+def test_cli_refuses_a_workspace_id_that_is_not_a_uuid_in_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid UUID value: 'not-a-uuid'" in err
+    assert "Traceback" not in err
+
+
+def test_cli_workspace_key_of_an_unknown_workspace(
+    pg_admin_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("MUMU_DATABASE_ADMIN_URL", pg_admin_url)
+    missing = str(uuid.uuid4())
+    assert main(["workspace", "key", missing]) == 1
+    assert capsys.readouterr().err.strip() == f"mumu workspace: workspace {missing} does not exist"
 
 
 async def test_ciphertext_moved_between_rows_or_workspaces_in_the_database_fails(

@@ -1,15 +1,21 @@
 """``mumu keys generate|status|rotate|reencrypt|shred``: the master keyring and data keys.
 
-Zero-downtime master-key rotation: (1) ``mumu keys generate --id k2`` and append it to
-``MUMU_MASTER_KEYS`` everywhere; (2) move it first (it becomes primary); (3) ``mumu keys
-rotate`` rewraps every data key under it; (4) drop the old key once ``mumu keys status``
-shows no data key under it.
+Zero-downtime master-key rotation, in two steps so no process ever meets a data key
+wrapped by a master key it does not have:
+
+1. ``mumu keys rotate --add k2`` makes the key (the development keyring file of ``mumu
+   up`` gets it at the end, not primary; with ``MUMU_MASTER_KEYS`` it is printed): add it
+   to the keyring of EVERY process and restart/roll them. Nothing is rewrapped yet.
+2. ``mumu keys rotate --promote k2`` rewraps every data key under it; then list it first
+   in ``MUMU_MASTER_KEYS`` everywhere (the development file is reordered for you), and
+   drop the old key once ``mumu keys status`` shows no data key under it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import uuid
 
 import asyncpg
 
@@ -17,7 +23,13 @@ from mumu.cli.common import table
 from mumu.cli.workspace import with_admin
 from mumu.crypto import MasterKey
 from mumu.db import keyadmin
-from mumu.db.bootstrap import KEYRING_FILE, add_dev_master_key, keyring_of, uses_dev_keyring
+from mumu.db.bootstrap import (
+    KEYRING_FILE,
+    add_dev_master_key,
+    keyring_of,
+    promote_dev_master_key,
+    uses_dev_keyring,
+)
 from mumu.db.datakeys import DataKeys
 from mumu.db.pool import workspace_tx
 from mumu.db.workspaces import workspace_ids
@@ -42,13 +54,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     which = rot.add_mutually_exclusive_group()
     which.add_argument(
         "--promote", metavar="ID",
-        help="rewrap under this key of MUMU_MASTER_KEYS (then list it first everywhere)",
+        help="rewrap every data key under this key of the keyring (every process must "
+        "have it already), then list it first everywhere",
     )
     which.add_argument(
         "--add", metavar="ID",
-        help="generate a new master key: with the development keyring file of `mumu up` "
-        "it is added there as primary and used at once; with MUMU_MASTER_KEYS it is "
-        "printed for you to deploy first (nothing is rewrapped)",
+        help="generate a new master key, not primary, nothing rewrapped: added to the "
+        "development keyring file of `mumu up`, or printed to append to MUMU_MASTER_KEYS; "
+        "restart every process with it, then `--promote ID`",
     )
     rot.set_defaults(func=run_rotate)
     re = verbs.add_parser(
@@ -59,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sh = verbs.add_parser(
         "shred", help="destroy a workspace's data keys: its rows can never be decrypted"
     )
-    sh.add_argument("workspace_id")
+    sh.add_argument("workspace_id", type=uuid.UUID, help="the workspace id (a UUID)")
     sh.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     sh.set_defaults(func=run_shred)
 
@@ -89,17 +102,8 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
 def run_rotate(args: argparse.Namespace, settings: Settings) -> int:
     keyring = keyring_of(settings)
     if args.add:
-        new = MasterKey.generate(args.add)
-        if not uses_dev_keyring(settings):
-            print(f"new master key {new.key_id} (not used yet). Deploy it on every process:")
-            print(f"  1. append it:  MUMU_MASTER_KEYS=<current keys>,{new.encoded()}")
-            print(f"  2. then move it first, and run `mumu keys rotate --promote {new.key_id}`")
-            return 0
-        keyring = keyring.with_primary(new)
-        add_dev_master_key(settings, new)
-        print(f"added master key {new.key_id} to {settings.data_dir / KEYRING_FILE} as primary "
-              "(restart `mumu up` so every process has it)")
-    elif args.promote:
+        return _add(args.add, settings, keyring.key_ids)
+    if args.promote:
         keyring = keyring.promoted(args.promote)
     keys = DataKeys(keyring)
 
@@ -107,7 +111,12 @@ def run_rotate(args: argparse.Namespace, settings: Settings) -> int:
         report = await keyadmin.rotate(conn, keys, new_data_keys=args.data_keys)
         print(f"rewrapped {report.rewrapped} data keys of {report.workspaces} workspaces "
               f"under master key {report.primary}")
-        if report.primary != keyring_of(settings).primary_id and not args.add:
+        if uses_dev_keyring(settings):
+            if report.primary != keyring_of(settings).primary_id:
+                promote_dev_master_key(settings, report.primary)
+                print(f"{report.primary} is now first in {settings.data_dir / KEYRING_FILE} "
+                      "(restart `mumu up` to wrap new data keys with it)")
+        elif report.primary != keyring_of(settings).primary_id:
             print(f"now list {report.primary} first in MUMU_MASTER_KEYS on every process")
         if args.data_keys:
             print(f"new data-key versions: {report.new_data_keys} (new rows use them; "
@@ -115,6 +124,25 @@ def run_rotate(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     return with_admin(settings, work)
+
+
+def _add(key_id: str, settings: Settings, have: list[str]) -> int:
+    """Step 1 of a rotation: a new master key every process must get before promotion."""
+    if key_id in have:
+        raise RuntimeError(f"master key {key_id!r} is already in the keyring")
+    new = MasterKey.generate(key_id)
+    if uses_dev_keyring(settings):
+        add_dev_master_key(settings, new)
+        print(f"added master key {key_id} to {settings.data_dir / KEYRING_FILE} "
+              "(not primary; nothing rewrapped)")
+        print("  1. restart `mumu up` so every process has it")
+        print(f"  2. then run `mumu keys rotate --promote {key_id}`")
+        return 0
+    print(f"new master key {key_id} (not used yet; nothing rewrapped). Deploy it first:")
+    print(f"  1. append it on EVERY process: MUMU_MASTER_KEYS=<current keys>,{new.encoded()}")
+    print("  2. restart/roll every process, so each one can unwrap with it")
+    print(f"  3. then run `mumu keys rotate --promote {key_id}` and list it first everywhere")
+    return 0
 
 
 def run_reencrypt(args: argparse.Namespace, settings: Settings) -> int:
@@ -133,8 +161,9 @@ def run_reencrypt(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_shred(args: argparse.Namespace, settings: Settings) -> int:
+    ws = str(args.workspace_id)
     if not args.yes:
-        answer = input(f"Destroy every data key of workspace {args.workspace_id}? Its stored "
+        answer = input(f"Destroy every data key of workspace {ws}? Its stored "
                        "transcripts and answers can never be read again. Type 'shred': ")
         if answer.strip() != "shred":
             print("not shredded")
@@ -142,12 +171,23 @@ def run_shred(args: argparse.Namespace, settings: Settings) -> int:
 
     async def work(conn: asyncpg.Connection) -> int:
         try:
-            report = await keyadmin.shred(conn, args.workspace_id)
+            report = await keyadmin.shred(conn, ws)
         except LookupError as exc:
             raise RuntimeError(str(exc)) from exc
         print(f"shredded {report.data_keys} data keys of workspace {report.workspace_id}: "
               f"{report.rows} rows ({report.transcripts} transcripts, {report.answers} "
-              "answers) can never be decrypted")
+              "answers) can no longer be decrypted from this database")
+        if report.vacuumed:
+            print("vacuumed mumu.data_keys: the old versions of the key rows are gone from "
+                  "the live table")
+        if report.master_keys:
+            masters = ", ".join(report.master_keys)
+            print(f"NOT FINAL YET: copies of the wrapped keys remain in WAL, replicas, "
+                  f"backups (PITR) and dumps made before now, wrapped by master key "
+                  f"{masters}, which is still in the keyring. To make the erasure final, "
+                  f"rotate the master key (`mumu keys rotate --add NEW`, deploy, "
+                  f"`--promote NEW`), then remove {masters} from every keyring and destroy "
+                  "every copy of it.")
         return 0
 
     return with_admin(settings, work)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ls = verbs.add_parser("ls", help="every workspace with its key counts")
     ls.set_defaults(func=run_ls)
     key = verbs.add_parser("key", help="a new API key for a workspace (shown once)")
-    key.add_argument("workspace_id")
+    key.add_argument("workspace_id", type=uuid.UUID, help="the workspace id (a UUID)")
     key.set_defaults(func=run_key)
 
 
@@ -69,9 +70,10 @@ def run_ls(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_key(args: argparse.Namespace, settings: Settings) -> int:
     async def work(conn: asyncpg.Connection) -> int:
-        if not await conn.fetchval("SELECT mumu.workspace_exists($1::uuid)", args.workspace_id):
-            raise RuntimeError(f"workspace {args.workspace_id} does not exist")
-        print(f"api key: {await add_api_key(conn, args.workspace_id)}")
+        ws = str(args.workspace_id)
+        if not await conn.fetchval("SELECT mumu.workspace_exists($1::uuid)", ws):
+            raise RuntimeError(f"workspace {ws} does not exist")
+        print(f"api key: {await add_api_key(conn, ws)}")
         return 0
 
     return with_admin(settings, work)

@@ -95,6 +95,10 @@ class Keyring:
         return Keyring([self._masters[key_id],
                         *(self._masters[i] for i in self._ids if i != key_id)])
 
+    def encoded(self) -> str:
+        """The ``MUMU_MASTER_KEYS`` form of the whole ring, in order (a secret: never log it)."""
+        return ",".join(self._masters[i].encoded() for i in self._ids)
+
     def with_primary(self, key: MasterKey) -> Keyring:
         """These keys plus ``key``, which becomes primary."""
         return Keyring([key, *(self._masters[i] for i in self._ids)])

@@ -91,7 +91,8 @@ async def _embedded(data_dir: Path) -> tuple[EmbeddedPostgres, str, str]:
             await conn.execute(f"CREATE DATABASE {DATABASE}")
     finally:
         await conn.close()
-    password = _secret_file(data_dir / PASSWORD_FILE, secrets.token_urlsafe(24))
+    password = await asyncio.to_thread(
+        _secret_file, data_dir / PASSWORD_FILE, secrets.token_urlsafe(24))
     app_url = server.url(DATABASE, user=APP_GROUP_ROLE, password=password)
     return server, server.url(DATABASE), app_url
 
@@ -109,21 +110,22 @@ async def bootstrap(settings: Settings, data_dir: Path) -> DevDatabase:
         if settings.database_url is None:
             raise RuntimeError("MUMU_DATABASE_ADMIN_URL is set but MUMU_DATABASE_URL is not")
         app_url = settings.database_url.get_secret_value()
-    keys = keyring_text(settings, data_dir)
+    keys = await asyncio.to_thread(keyring_text, settings, data_dir)
     keyring = Keyring.parse(keys)
     announce: list[str] = []
     try:
         if admin_url is not None:
             announce = await _prepare(admin_url, app_url, keyring)
         if server is not None:
-            server.allow_password_only(APP_GROUP_ROLE)
+            await asyncio.to_thread(server.allow_password_only, APP_GROUP_ROLE)
             conn = await asyncpg.connect(admin_url or server.url())
             try:
                 await conn.execute("SELECT pg_reload_conf()")
             finally:
                 await conn.close()
-            _write_private(data_dir / STATE_FILE,
-                           json.dumps({"admin_url": admin_url, "app_url": app_url}))
+            await asyncio.to_thread(
+                _write_private, data_dir / STATE_FILE,
+                json.dumps({"admin_url": admin_url, "app_url": app_url}))
     except BaseException:
         if server is not None:
             await server.stop()
@@ -171,7 +173,13 @@ def keyring_of(settings: Settings) -> Keyring:
 
 
 def add_dev_master_key(settings: Settings, key: MasterKey) -> None:
-    """Put ``key`` first (primary) in the development keyring file, keeping the others."""
+    """Append ``key`` (not primary) to the development keyring file of ``mumu up``."""
     path = settings.data_dir / KEYRING_FILE
-    _write_private(path, f"{key.encoded()},{path.read_text().strip()}\n")
+    _write_private(path, f"{path.read_text().strip()},{key.encoded()}\n")
 
+
+def promote_dev_master_key(settings: Settings, key_id: str) -> None:
+    """List ``key_id`` first (primary) in the development keyring file."""
+    path = settings.data_dir / KEYRING_FILE
+    promoted = Keyring.parse(path.read_text()).promoted(key_id)
+    _write_private(path, promoted.encoded() + "\n")

@@ -51,14 +51,27 @@ class DataKeys:
         return key
 
     async def active(self, conn: asyncpg.Connection, workspace_id: str) -> DataKey:
-        """The newest usable data key of the workspace; the first one is made on demand."""
+        """The newest usable data key of the workspace; the first one is made on demand
+        (also after a shred: the workspace lives on with a new key). Locked as
+        :meth:`newest` says."""
+        key = await self.newest(conn, workspace_id)
+        return key if key is not None else await self.create(conn, workspace_id)
+
+    async def newest(self, conn: asyncpg.Connection, workspace_id: str) -> DataKey | None:
+        """The newest usable data key of the workspace, or None (none yet, or all shredded).
+
+        The key row stays locked (``FOR KEY SHARE``) until the caller's transaction ends:
+        a shred (which takes ``FOR UPDATE``) waits for the rows sealed under it to commit,
+        so it counts them, and no transaction can seal rows under a key shredded after it
+        was read. Rewrapping (``FOR NO KEY UPDATE``) does not wait for writers.
+        """
         row = await conn.fetchrow(
             "SELECT version, wrapped FROM mumu.data_keys WHERE workspace_id = $1 "
-            "AND wrapped IS NOT NULL ORDER BY version DESC LIMIT 1",
+            "AND wrapped IS NOT NULL ORDER BY version DESC LIMIT 1 FOR KEY SHARE",
             workspace_id,
         )
         if row is None:
-            return await self.create(conn, workspace_id)
+            return None
         return self._unwrap(workspace_id, row["version"], row["wrapped"])
 
     async def create(self, conn: asyncpg.Connection, workspace_id: str) -> DataKey:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from mumu.crypto import DataKey, seal, unseal
-from mumu.db.datakeys import DataKeys
+from mumu.db.datakeys import DataKeys, DataKeyShreddedError
 from mumu.db.pool import workspace_tx
 from mumu.db.workspaces import workspace_ids
 
@@ -34,6 +34,10 @@ class ShredReport:
     data_keys: int
     transcripts: int
     answers: int
+    master_keys: tuple[str, ...] = ()
+    """Master keys that wrapped the shredded keys: copies of those wrapped keys outlive the
+    shred in WAL, replicas, backups and dumps until these master keys are destroyed."""
+    vacuumed: bool = False
 
     @property
     def rows(self) -> int:
@@ -51,7 +55,7 @@ async def rotate(admin: asyncpg.Connection, data_keys: DataKeys, *, new_data_key
         async with workspace_tx(admin, ws) as conn:
             rows = await conn.fetch(
                 "SELECT version, wrapped FROM mumu.data_keys WHERE workspace_id = $1 "
-                "AND wrapped IS NOT NULL AND master_key_id <> $2 FOR UPDATE",
+                "AND wrapped IS NOT NULL AND master_key_id <> $2 FOR NO KEY UPDATE",
                 ws, keyring.primary_id,
             )
             for row in rows:
@@ -77,14 +81,17 @@ async def reencrypt(admin: asyncpg.Connection, data_keys: DataKeys, *, batch: in
     """Rewrite rows sealed under older (still readable) data keys with the newest one.
 
     Resumable: each batch commits on its own and the next run starts with what is left.
-    Returns the number of rows rewritten.
+    A workspace without a usable data key (every key shredded) is skipped: its rows can
+    never be read, and no new key is made for it. Returns the number of rows rewritten.
     """
     total = 0
     for ws in await workspace_ids(admin):
         done = 0
         while True:
             async with workspace_tx(admin, ws) as conn:
-                active = await data_keys.active(conn, ws)
+                active = await data_keys.newest(conn, ws)
+                if active is None:
+                    break
                 moved = 0
                 for table, columns in _TABLES.items():
                     moved += await _reencrypt_batch(conn, data_keys, ws, active, table=table,
@@ -115,7 +122,8 @@ async def _reencrypt_batch(conn: asyncpg.Connection, data_keys: DataKeys, ws: st
     updates = []
     for row in rows:
         old = keys[row["key_version"]]
-        assert isinstance(old, DataKey)
+        if isinstance(old, DataKeyShreddedError):  # shredded since the select: unreadable
+            continue
         row_id = str(row["event_id"])
         sealed = [
             seal(active, unseal(old, row[c], table=table, column=c, row_id=row_id),
@@ -132,11 +140,25 @@ async def _reencrypt_batch(conn: asyncpg.Connection, data_keys: DataKeys, ws: st
     return len(updates)
 
 
-async def shred(admin: asyncpg.Connection, workspace_id: str) -> ShredReport:
-    """Destroy every data key of the workspace: its rows can never be decrypted again."""
+async def shred(admin: asyncpg.Connection, workspace_id: str, *, vacuum: bool = True
+                ) -> ShredReport:
+    """Destroy every data key of the workspace in the database: mumu can never decrypt its
+    rows again.
+
+    Then ``VACUUM mumu.data_keys`` (``vacuum``), so the old row versions holding the
+    wrapped keys leave the live table (a transaction still open may keep them a while).
+    Copies in WAL, replicas, backups and dumps stay until the master keys named in the
+    report are retired and destroyed: only that makes the erasure final.
+    """
     async with workspace_tx(admin, workspace_id) as conn:
         if not await conn.fetchval("SELECT mumu.workspace_exists($1)", workspace_id):
             raise LookupError(f"workspace {workspace_id} does not exist")
+        # FOR UPDATE waits for every writer holding a key FOR KEY SHARE (see
+        # DataKeys.newest): their rows are committed, hence counted below
+        locked = await conn.fetch(
+            "SELECT version, master_key_id FROM mumu.data_keys WHERE workspace_id = $1 "
+            "AND wrapped IS NOT NULL FOR UPDATE", workspace_id,
+        )
         rows = await conn.fetch(
             "UPDATE mumu.data_keys SET wrapped = NULL, master_key_id = NULL, "
             "shredded_at = now() WHERE workspace_id = $1 AND wrapped IS NOT NULL "
@@ -152,4 +174,7 @@ async def shred(admin: asyncpg.Connection, workspace_id: str) -> ShredReport:
             "SELECT count(*) FROM mumu.answers WHERE workspace_id = $1 "
             "AND key_version = ANY($2::int[])", workspace_id, versions,
         )
-    return ShredReport(workspace_id, len(versions), transcripts, answers)
+    if vacuum:
+        await admin.execute("VACUUM mumu.data_keys")
+    masters = tuple(sorted({r["master_key_id"] for r in locked}))
+    return ShredReport(workspace_id, len(versions), transcripts, answers, masters, vacuum)
