@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from mumu.cli.stage import STAGE_NAMES
 from mumu.runtime.metrics import StageMetrics

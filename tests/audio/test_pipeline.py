@@ -171,7 +171,7 @@ async def test_initial_prompt_spells_a_name_and_vad_skips_leading_silence(
 def flac_to_wav(data: bytes) -> bytes:
     """The 64 s clip as a 16 kHz WAV file: about 2 MB, over the 1 MB payload limit."""
     samples = bytearray()
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), mode="r") as container:
         for frame in container.decode(audio=0):
             samples += frame.to_ndarray().astype("<i2").tobytes()
     buf = io.BytesIO()

@@ -76,10 +76,10 @@ def transcode(src: Path, dst: Path, container: str, codec: str, rate: int) -> No
         resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)  # type: ignore[union-attr]
         for frame in inp.decode(audio=0):
             for f in resampler.resample(frame):
-                for packet in stream.encode(f):  # type: ignore[union-attr]
+                for packet in stream.encode(f):  # type: ignore[union-attr,arg-type]
                     out.mux(packet)
         for f in resampler.resample(None):
-            for packet in stream.encode(f):  # type: ignore[union-attr]
+            for packet in stream.encode(f):  # type: ignore[union-attr,arg-type]
                 out.mux(packet)
         for packet in stream.encode(None):  # type: ignore[union-attr]
             out.mux(packet)
