@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import Sequence
 from typing import Literal
 
@@ -35,6 +36,7 @@ class PassThrough:
         self.out = subjects.BENCH_HOPS[out]
         self.batched = batched
         self.calls: list[tuple[str, int]] = []
+        self.called_at: list[float] = []  # monotonic time of each call
         self.batches: list[int] = []
 
     def routes(self) -> Sequence[Route]:
@@ -64,6 +66,7 @@ class PassThrough:
     async def handle(self, inbound: Inbound[Ping]) -> Sequence[Outbound]:
         ping = inbound.body()
         self.calls.append((ping.request_id, inbound.deliveries))
+        self.called_at.append(time.monotonic())
         if ping.behaviour == "transient" or (ping.behaviour == "flaky" and inbound.deliveries == 1):
             raise TransientError("internal", "backend unavailable")
         if ping.behaviour == "permanent":

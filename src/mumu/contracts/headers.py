@@ -35,4 +35,8 @@ DLQ_STREAM: Final = "Mumu-Dlq-Stream"
 DLQ_SEQUENCE: Final = "Mumu-Dlq-Sequence"
 DLQ_DELIVERIES: Final = "Mumu-Dlq-Deliveries"
 DLQ_ORIGINAL_PREFIX: Final = "Mumu-Orig-"
+DLQ_BODY_OMITTED: Final = "Mumu-Dlq-Body-Omitted"
+"""``true`` on a dead letter too large to carry the original body: the original is
+message ``Mumu-Dlq-Sequence`` of stream ``Mumu-Dlq-Stream`` (while that stream keeps it)."""
+DLQ_BODY_SIZE: Final = "Mumu-Dlq-Body-Size"
 """Original headers are kept under this prefix (``Mumu-Orig-Nats-Msg-Id`` ...)."""

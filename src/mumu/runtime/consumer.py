@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import nats.errors
@@ -15,26 +14,18 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import BaseModel, ValidationError
 
-from mumu.contracts.events import ErrorCode
 from mumu.contracts.subjects import last_token
-from mumu.runtime.deadletter import dead_letter, error_event
-from mumu.runtime.errors import Disposition, PermanentError, StageError, TransientError, nak_delay
+from mumu.runtime.errors import Disposition, PermanentError
 from mumu.runtime.messages import Inbound, Outbound
 from mumu.runtime.publisher import Publisher, Traced
+from mumu.runtime.settle import (
+    Delivery,
+    Settler,
+    delivery_of,
+    nak_quietly,
+    redelivery_backoff,
+)
 from mumu.runtime.stage import Route, StageContext
-from mumu.runtime.tracing import MessageSpan
-
-
-@dataclass(slots=True)
-class _Delivery:
-    """One delivery being handled; ``outcome`` is None until it is settled."""
-
-    msg: Msg
-    deliveries: int
-    sequence: int
-    span: MessageSpan
-    inbound: Inbound[Any] | None = None
-    outcome: Disposition | None = None
 
 
 class RouteWorker:
@@ -65,6 +56,10 @@ class RouteWorker:
         self._room = asyncio.Event()
         self._busy = 0  # messages being handled
         self._log = ctx.log
+        self.settler = Settler(
+            stage=ctx.name, stream=route.stream, publisher=publisher, metrics=ctx.metrics,
+            backoff=self.backoff, max_deliver=self.max_deliver, log=ctx.log,
+        )
 
     def consumer_config(self) -> ConsumerConfig:
         subjects = list(self.route.subjects)
@@ -74,6 +69,7 @@ class RouteWorker:
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.ack_wait,
+            backoff=redelivery_backoff(self.ack_wait, self.max_deliver),
             # one more than ours: the runtime dead-letters on the last delivery itself,
             # and a message that crashed the process every time is caught on the extra one
             max_deliver=self.max_deliver + 1,
@@ -187,7 +183,7 @@ class RouteWorker:
                 "schema_violation", f"not a valid {self.route.model.__name__}: {detail}"
             ) from exc
 
-    def _begin(self, msg: Msg) -> _Delivery:
+    def _begin(self, msg: Msg) -> Delivery:
         """Bookkeeping as a message starts."""
         deliveries, sequence = delivery_of(msg)
         if deliveries > 1:
@@ -195,9 +191,9 @@ class RouteWorker:
         self._inflight[id(msg)] = (msg, time.monotonic())
         self._m_inflight.inc()
         span = self.ctx.tracing.start(self._span_name, msg.headers or {})
-        return _Delivery(msg, deliveries, sequence, span)
+        return Delivery(msg, deliveries, sequence, span)
 
-    def _end(self, d: _Delivery, started: float) -> None:
+    def _end(self, d: Delivery, started: float) -> None:
         outcome = d.outcome or Disposition.NAK
         self._inflight.pop(id(d.msg), None)
         self._m_inflight.dec()
@@ -205,7 +201,7 @@ class RouteWorker:
         self._m_latency.observe(time.perf_counter() - started)
         d.span.end(None if outcome is Disposition.ACK else outcome.value)
 
-    def _inbound(self, d: _Delivery) -> Inbound[Any]:
+    def _inbound(self, d: Delivery) -> Inbound[Any]:
         """Checks the delivery count, validates the body; raises ``PermanentError``."""
         if d.deliveries > self.max_deliver:
             raise PermanentError(
@@ -231,14 +227,12 @@ class RouteWorker:
         try:
             for out in await self.route.handler(self._inbound(d)):
                 await self.publisher.publish(out, d.span.headers)
-            await msg.ack()
-            d.outcome = Disposition.ACK
+            await self.settler.ack(d)
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await msg.nak()
+            await nak_quietly(msg)
             raise
         except Exception as exc:  # noqa: BLE001 - mapped to an ack outcome on purpose
-            await self._settle(d, exc)
+            await self.settler.settle(d, exc)
         finally:
             self._end(d, started)
 
@@ -252,37 +246,35 @@ class RouteWorker:
                 try:
                     self._inbound(d)
                 except PermanentError as exc:
-                    await self._settle(d, exc)
+                    await self.settler.settle(d, exc)
             ready = [d for d in batch if d.outcome is None]
             outputs: list[Traced] = []
             for d, result in zip(ready, await self._call_batch(ready), strict=True):
                 if isinstance(result, BaseException):
-                    await self._settle(d, result)
+                    await self.settler.settle(d, result)
                 else:
                     outputs.extend((out, d.span.headers) for out in result)
             await self._publish_then_ack([d for d in ready if d.outcome is None], outputs)
         except asyncio.CancelledError:
             for d in batch:
                 if d.outcome is None:
-                    with contextlib.suppress(Exception):
-                        await d.msg.nak()
+                    await nak_quietly(d.msg)
             raise
         finally:
             for d in batch:
                 self._end(d, started)
 
-    async def _publish_then_ack(self, done: list[_Delivery], outputs: list[Traced]) -> None:
+    async def _publish_then_ack(self, done: list[Delivery], outputs: list[Traced]) -> None:
         try:
             await self.publisher.publish_all(outputs)
         except Exception as exc:  # noqa: BLE001 - then nothing of the batch is acked
             for d in done:
-                await self._settle(d, exc)
+                await self.settler.settle(d, exc)
             return
         for d in done:
-            await d.msg.ack()
-            d.outcome = Disposition.ACK
+            await self.settler.ack(d)
 
-    async def _call_batch(self, ready: list[_Delivery]
+    async def _call_batch(self, ready: list[Delivery]
                           ) -> Sequence[Sequence[Outbound] | BaseException]:
         assert self.route.batch_handler is not None
         if not ready:
@@ -295,80 +287,6 @@ class RouteWorker:
             bug = RuntimeError(f"batch handler gave {len(results)} results for {len(ready)}")
             return [bug] * len(ready)
         return results
-
-    async def _settle(self, d: _Delivery, exc: BaseException) -> None:
-        """What a failure means for the message: ``term`` + dead letter, or ``nak``."""
-        event = d.inbound.event if d.inbound is not None else None
-        if isinstance(exc, PermanentError):
-            d.outcome = await self._reject(
-                d.msg, event, exc.code, exc.message, trace_headers=d.span.headers,
-                deliveries=d.deliveries, sequence=d.sequence,
-            )
-            return
-        code: ErrorCode = exc.code if isinstance(exc, StageError) else "internal"
-        message = exc.message if isinstance(exc, StageError) else repr(exc)
-        if d.deliveries >= self.max_deliver:
-            d.outcome = await self._reject(
-                d.msg, event, code, f"gave up after {d.deliveries} deliveries: {message}",
-                trace_headers=d.span.headers, deliveries=d.deliveries, sequence=d.sequence,
-            )
-            return
-        delay = exc.delay if isinstance(exc, TransientError) and exc.delay else None
-        delay = delay if delay is not None else nak_delay(self.backoff, d.deliveries)
-        self._log.warning(
-            "retrying in %.2fs (delivery %d): %s", delay, d.deliveries, message,
-            extra={"stage": self.ctx.name, "subject": d.msg.subject, "seq": d.sequence,
-                   "code": code},
-        )
-        d.outcome = Disposition.NAK
-        await d.msg.nak(delay=delay)
-
-    async def _reject(
-        self, msg: Msg, event: BaseModel | None, code: ErrorCode, message: str, *,
-        trace_headers: Mapping[str, str], deliveries: int, sequence: int,
-    ) -> Disposition:
-        """Dead-letter once, tell the client, then ``term``; if that fails, ``nak``."""
-        workspace = last_token(msg.subject)
-        m = self.ctx.metrics
-        letter = dead_letter(
-            msg, stage=self.ctx.name, code=code, reason=message, stream=self.route.stream,
-            sequence=sequence, deliveries=deliveries,
-        )
-        err = error_event(
-            msg, event, stage=self.ctx.name, code=code, message=message,
-            workspace_id=workspace, sequence=sequence,
-        )
-        try:
-            await self.publisher.publish(letter, trace_headers)
-            if err is not None:
-                await self.publisher.publish(err, trace_headers)
-        except TransientError:
-            self._log.exception("could not dead-letter; will retry", extra={"stage": self.ctx.name})
-            await msg.nak(delay=nak_delay(self.backoff, deliveries))
-            return Disposition.NAK
-        await msg.term()
-        m.dead_letters.labels(m.stage, code).inc()
-        self._log.warning(
-            "dead-lettered: %s", message,
-            extra={"stage": self.ctx.name, "subject": msg.subject, "seq": sequence, "code": code},
-        )
-        return Disposition.TERM
-
-
-def delivery_of(msg: Msg) -> tuple[int, int]:
-    """(deliveries, stream sequence) read straight from the JetStream ack subject.
-
-    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` (v1) or with
-    domain and account hash after ``ACK`` and a token at the end (v2). nats-py's
-    ``msg.metadata`` parses every field into objects, several microseconds per message.
-    """
-    tokens = (msg.reply or "").split(".")
-    index = 4 if len(tokens) == 9 else 6
-    try:
-        return int(tokens[index]), int(tokens[index + 1])
-    except (IndexError, ValueError):
-        meta = msg.metadata
-        return meta.num_delivered or 1, meta.sequence.stream
 
 
 async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:

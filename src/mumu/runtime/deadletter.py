@@ -40,27 +40,46 @@ def request_identity(msg: Msg, event: BaseModel | None) -> tuple[str, str]:
     return request_id or UNKNOWN, session_id or UNKNOWN
 
 
+HEADROOM = 1024
+"""Bytes kept free for what the publisher adds (message id, trace context) and framing."""
+
+
+def _header_bytes(headers: Mapping[str, str]) -> int:
+    return len("NATS/1.0\r\n\r\n") + sum(len(k) + len(v) + 4 for k, v in headers.items())
+
+
 def dead_letter(
     msg: Msg, *, stage: str, code: ErrorCode, reason: str, stream: str, sequence: int,
-    deliveries: int,
+    deliveries: int, max_payload: int | None = None,
 ) -> Outbound:
-    """The original payload with its headers kept under ``Mumu-Orig-`` and the reason added."""
+    """The original payload with its headers kept under ``Mumu-Orig-`` and the reason added.
+
+    A letter that would not fit in ``max_payload`` goes without the body (and, if even
+    that is too big, without the original headers): ``Mumu-Dlq-Body-Omitted: true`` and
+    ``Mumu-Dlq-Body-Size``; the stream and sequence headers say where the original is.
+    """
     original: Mapping[str, str] = msg.headers or {}
     headers = {f"{h.DLQ_ORIGINAL_PREFIX}{k}": v for k, v in original.items()}
-    headers.update(
-        {
-            h.DLQ_STAGE: stage,
-            h.DLQ_CODE: code,
-            h.DLQ_REASON: reason[:1024],
-            h.DLQ_SUBJECT: msg.subject,
-            h.DLQ_STREAM: stream,
-            h.DLQ_SEQUENCE: str(sequence),
-            h.DLQ_DELIVERIES: str(deliveries),
-        }
-    )
+    ours = {
+        h.DLQ_STAGE: stage,
+        h.DLQ_CODE: code,
+        h.DLQ_REASON: reason[:1024],
+        h.DLQ_SUBJECT: msg.subject,
+        h.DLQ_STREAM: stream,
+        h.DLQ_SEQUENCE: str(sequence),
+        h.DLQ_DELIVERIES: str(deliveries),
+    }
+    headers.update(ours)
+    payload = msg.data
+    if max_payload is not None and len(payload) + _header_bytes(headers) + HEADROOM > max_payload:
+        omitted = {h.DLQ_BODY_OMITTED: "true", h.DLQ_BODY_SIZE: str(len(payload))}
+        headers.update(omitted)
+        payload = b""
+        if _header_bytes(headers) + HEADROOM > max_payload:
+            headers = {**ours, **omitted}
     return Outbound(
         subject=subjects.DLQ.token(stage),
-        payload=msg.data,
+        payload=payload,
         msg_id=f"dlq:{stage}:{stream}:{sequence}",
         headers=headers,
     )

@@ -51,6 +51,10 @@ class Publisher:
         self._m_one_by_one = metrics.output_batches.labels(metrics.stage, "one_by_one")
         self._atomic_off_until = 0.0
 
+    def max_payload(self) -> int:
+        """The largest message (headers + body) the connected server accepts."""
+        return int(self._nc.max_payload)
+
     async def publish(self, out: Outbound, trace_headers: Mapping[str, str]) -> None:
         """Publish one output and wait for its PubAck."""
         headers = {**out.headers, **trace_headers, h.MSG_ID: out.msg_id}

@@ -1,0 +1,125 @@
+"""Redelivery timing, settling on a dead connection, oversized dead letters (real server)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from mumu.broker.embedded import EmbeddedNats
+from mumu.contracts import headers as h
+from mumu.contracts import subjects
+from mumu.runtime.consumer import RouteWorker
+from mumu.runtime.metrics import StageMetrics
+from mumu.runtime.publisher import Publisher
+from mumu.runtime.settle import Delivery, delivery_of
+from mumu.runtime.stage import StageContext
+from mumu.runtime.tracing import Tracing
+from mumu.settings import Settings
+from tests.harness import Collector, running
+from tests.passthrough import PassThrough
+from tests.runtime.test_ack_mapping import WS, ping, publish
+
+
+def _context(nc: NATS, settings: Settings) -> StageContext:
+    return StageContext(
+        name="passthrough", settings=settings, nc=nc, js=nc.jetstream(),
+        metrics=StageMetrics("passthrough"), tracing=Tracing("passthrough", None),
+        log=logging.getLogger("mumu.stage"),
+    )
+
+
+async def test_nak_delays_grow_and_retry_logs_carry_the_request_id(
+    nc: NATS, streams: None, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings.model_copy(
+        update={"stage": settings.stage.model_copy(update={"backoff": [0.3, 1.2]})}
+    )
+    stage = PassThrough()
+    p = ping("transient")
+    with caplog.at_level(logging.WARNING, logger="mumu.stage"):
+        async with running(stage, settings), Collector(nc) as seen:
+            await publish(nc, p)
+            await seen.wait_count("mumu.dlq.", 1, timeout=20)
+    assert [d for _, d in stage.calls] == [1, 2, 3]
+    first, second = (b - a for a, b in zip(stage.called_at, stage.called_at[1:], strict=False))
+    assert 0.3 <= first < 1.0
+    assert second >= 1.2 and second > first + 0.5, (first, second)
+    logged = [r for r in caplog.records if r.getMessage().startswith(("retrying", "dead-letter"))]
+    assert len(logged) == 3
+    assert all(getattr(r, "request_id", None) == p.request_id for r in logged)
+    assert all(getattr(r, "seq", None) and getattr(r, "subject", None) for r in logged)
+
+
+async def test_unacked_redeliveries_wait_longer_each_time(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    settings = settings.model_copy(
+        update={"stage": settings.stage.model_copy(update={"ack_wait": 0.5, "max_deliver": 3})}
+    )
+    ctx = _context(nc, settings)
+    worker = RouteWorker(ctx, PassThrough().routes()[0], Publisher(nc, ctx.metrics))
+    await worker.ensure_consumer()
+    info = await ctx.js.consumer_info(subjects.STREAM_BENCH, worker.durable)
+    assert info.config.backoff == [0.5, 1.0, 2.0]
+    psub = await ctx.js.pull_subscribe_bind(durable=worker.durable, stream=subjects.STREAM_BENCH)
+    await publish(nc, ping())
+    seen: list[tuple[int, float]] = []
+    async with asyncio.timeout(15):
+        while len(seen) < 3:  # as if the process died each time: never acked
+            for msg in await psub.fetch(1, timeout=10):
+                seen.append((delivery_of(msg)[0], time.monotonic()))
+    assert [d for d, _ in seen] == [1, 2, 3]
+    first, second = seen[1][1] - seen[0][1], seen[2][1] - seen[1][1]
+    assert 0.4 <= first < 0.95 and second >= 0.95, (first, second)
+
+
+async def test_an_ack_on_a_closed_connection_is_logged_not_raised(
+    nats_server: EmbeddedNats, nc: NATS, streams: None, settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ctx = _context(nc, settings)
+    worker = RouteWorker(ctx, PassThrough().routes()[0], Publisher(nc, ctx.metrics))
+    await worker.ensure_consumer()
+    await publish(nc, ping())
+    other = await nats.connect(nats_server.url)
+    psub = await other.jetstream().pull_subscribe_bind(
+        durable=worker.durable, stream=subjects.STREAM_BENCH)
+    (msg,) = await psub.fetch(1, timeout=5)
+    await other.close()
+    deliveries, sequence = delivery_of(msg)
+    d = Delivery(msg, deliveries, sequence, ctx.tracing.start("t", {}))
+    with caplog.at_level(logging.WARNING, logger="mumu.stage"):
+        await worker.settler.ack(d)  # raised ConnectionClosedError before
+        await worker.settler.settle(d, RuntimeError("boom"))
+    assert sum("the server will redeliver" in r.getMessage() for r in caplog.records) == 2
+    info = await ctx.js.consumer_info(subjects.STREAM_BENCH, worker.durable)
+    assert info.num_ack_pending == 1  # not acked: it comes back after the ack wait
+
+
+async def test_a_dead_letter_too_big_for_max_payload_goes_without_its_body(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    body = b"{" + b" " * (nc.max_payload - 300) + b"}"  # fits; with the DLQ headers it would not
+    stage = PassThrough()
+    async with running(stage, settings), Collector(nc) as seen:
+        ack = await nc.jetstream().publish(
+            subjects.BENCH_HOPS[1].for_workspace(WS), body, headers={h.MSG_ID: "big-1"})
+        letters = await seen.wait_count("mumu.dlq.", 1, timeout=15)
+        await seen.wait_count("mumu.error.", 1)
+    letter = letters[0]
+    assert letter.data == b""
+    assert letter.headers[h.DLQ_BODY_OMITTED] == "true"
+    assert letter.headers[h.DLQ_BODY_SIZE] == str(len(body))
+    assert letter.headers[h.DLQ_STREAM] == subjects.STREAM_BENCH
+    assert letter.headers[h.DLQ_SEQUENCE] == str(ack.seq)
+    assert letter.headers[h.DLQ_CODE] == "schema_violation"
+    worker_durable = RouteWorker(_context(nc, settings), stage.routes()[0],
+                                 Publisher(nc, StageMetrics("x"))).durable
+    info = await nc.jetstream().consumer_info(subjects.STREAM_BENCH, worker_durable)
+    assert info.num_ack_pending == 0 and info.num_redelivered == 0  # terminated once
+
