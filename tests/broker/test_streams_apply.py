@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import nats.js.errors
 from nats.aio.client import Client as NATS
 
 from mumu.broker.embedded import EmbeddedNats
@@ -95,3 +96,29 @@ async def test_cli_on_a_closed_port_fails_fast_naming_the_url(tmp_path: Path) ->
     last = err.decode().strip().splitlines()[-1]
     assert last.startswith("mumu streams: cannot connect to NATS at " + url)
     assert "Traceback" not in err.decode()
+
+
+async def test_a_full_work_stream_refuses_new_requests_instead_of_evicting_old_ones(
+    nc: NATS, tmp_path: Path
+) -> None:
+    small = tmp_path / "streams"
+    shutil.copytree(ROOT / "streams", small)
+    path = small / "mumu_ingest.json"
+    config = json.loads(path.read_text())
+    config["max_bytes"] = 4096
+    path.write_text(json.dumps(config))
+    await apply_all(nc, small)
+    js = nc.jetstream()
+    refused = None
+    for i in range(20):
+        try:
+            await js.publish("mumu.ingest.text.ws1", b"x" * 500, headers={"Nats-Msg-Id": f"m{i}"})
+        except nats.js.errors.APIError as exc:
+            refused = exc
+            break
+    assert refused is not None, "the producer hears that the stream is full"
+    info = await js.stream_info("MUMU_INGEST")
+    assert info.state.first_seq == 1, "no unprocessed request was evicted"
+    for name in ("MUMU_INGEST", "MUMU_AUDIO", "MUMU_RESULTS"):  # every stage work stream
+        live = await js.stream_info(name)
+        assert str(getattr(live.config.discard, "value", live.config.discard)) == "new", name
