@@ -44,12 +44,13 @@ ENV PATH=/opt/mumu/bin:$PATH \
     MUMU_GATEWAY__PORT=8080 \
     MUMU_STAGE__HTTP_HOST=0.0.0.0 \
     MUMU_STAGE__HTTP_PORT=8081 \
-    MUMU_HEALTH_URL=http://127.0.0.1:8081/health
+    MUMU_HEALTH_URL=http://127.0.0.1:8080/api/health
 VOLUME ["/models"]
 USER 10001:10001
 WORKDIR /home/mumu
 EXPOSE 8080 8081
-# stages answer on :8081/health, the gateway on :8080/api/health (set MUMU_HEALTH_URL)
+# the default command is the gateway (:8080/api/health); a stage container sets
+# MUMU_HEALTH_URL=http://127.0.0.1:8081/ready (as docker-compose.yml does)
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['MUMU_HEALTH_URL'], timeout=2)"]
 ENTRYPOINT ["mumu"]
