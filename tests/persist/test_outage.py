@@ -1,4 +1,5 @@
-"""PostgreSQL stopped for 20 s in the middle of 2,000 events: nothing lost, nothing twice."""
+"""PostgreSQL stopped for 20 s in the middle of 2,000 events: nothing lost, nothing twice;
+and a stage started while PostgreSQL is down writes everything once it is back."""
 
 from __future__ import annotations
 
@@ -62,8 +63,7 @@ async def test_postgres_down_for_20s_mid_load_loses_and_duplicates_nothing(
         "database_url": SecretStr(app_url), "database_admin_url": SecretStr(admin_url),
         "master_keys": SecretStr(master),
         "persist": settings.persist.model_copy(update={
-            "batch_rows": 64, "concurrency": 256, "retry_max_delay": 1.0,
-            "connect_timeout": 2.0,
+            "batch_rows": 64, "retry_max_delay": 1.0, "connect_timeout": 2.0,
         }),
     })
     events = [transcript(ws, f"utterance {i}", session=f"s{i % 20}") for i in range(EVENTS)]
@@ -115,3 +115,44 @@ async def test_postgres_down_for_20s_mid_load_loses_and_duplicates_nothing(
     assert stream.state.messages == EVENTS  # one confirmation per event
     with contextlib.suppress(Exception):
         await nc.flush()
+
+
+async def test_stage_starts_while_postgres_is_down_and_writes_when_it_returns(
+    nc: NATS, streams: None, settings: Settings, own_postgres: EmbeddedPostgres,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    admin_url = own_postgres.url()
+    app_url = with_user(admin_url, "mumu_late_app", secrets.token_urlsafe(12))
+    master = MasterKey.generate("k1").encoded()
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await apply_migrations(admin)
+        await ensure_app_login(admin, app_url)
+        ws = (await create_workspace(admin, DataKeys(Keyring.parse(master)), "late")).workspace_id
+    finally:
+        await admin.close()
+    await own_postgres.stop()
+    stage_settings = settings.model_copy(update={
+        "database_url": SecretStr(app_url), "master_keys": SecretStr(master),
+        "persist": settings.persist.model_copy(update={
+            "retry_max_delay": 0.5, "connect_timeout": 2.0}),
+    })
+    events = [transcript(ws, f"early {i}") for i in range(20)]
+    stage = build_stage(stage_settings)
+    async with running(stage, stage_settings), Collector(nc, "mumu.>") as seen:
+        for event in events:
+            await publish(nc, event)
+        await asyncio.sleep(2.0)  # delivered, nak'ed (and held on the last delivery)
+        assert not seen.on("mumu.persisted.")
+        await own_postgres.start()
+        await seen.wait_count("mumu.persisted.", len(events), timeout=30)
+        await drained(nc, timeout=15)
+    assert not seen.on("mumu.dlq.")
+    assert any("database unavailable" in r.getMessage() or "database_unavailable"
+               in r.getMessage() for r in caplog.records)
+    admin = await asyncpg.connect(admin_url)
+    try:
+        assert await admin.fetchval("SELECT count(DISTINCT event_id) FROM mumu.transcripts") == 20
+    finally:
+        await admin.close()

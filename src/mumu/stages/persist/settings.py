@@ -14,7 +14,11 @@ class PersistSettings(BaseModel):
         description="transactions written at the same time (one connection each); "
         "batch_rows x writers messages are in flight at most",
     )
-    pool_min: int = Field(default=1, ge=0, description="connections the application pool keeps")
+    pool_min: int = Field(
+        default=0, ge=0,
+        description="connections the application pool opens at start; 0 lets the stage start "
+        "while PostgreSQL is down (it connects on first use and retries until it can)",
+    )
     pool_max: int = Field(default=8, ge=1, description="connections the application pool opens")
     connect_timeout: float = Field(
         default=5.0, gt=0, description="seconds to wait for a PostgreSQL connection"

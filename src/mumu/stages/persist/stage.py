@@ -7,9 +7,12 @@ The batch is written as one transaction per workspace, concurrently over up to
 rows are published together (one JetStream atomic batch) and only then are the
 inputs acked.
 
-Database down: the messages are nak'ed with the runtime's growing delay; a group
-holding a message on its last allowed delivery is held instead (heart-beaten by the
-runtime) until the database answers again, so an outage never dead-letters anything.
+Database down, or a data key wrapped by a master key this process's keyring lacks
+(a rotation promoted before every process had the key): the messages are nak'ed with
+the runtime's growing delay; a group holding a message on its last allowed delivery is
+held instead (heart-beaten by the runtime) and retried until the database answers / the
+key unwraps again, so neither ever dead-letters anything. The stage starts without a
+database connection (the pool connects lazily), so it also starts during an outage.
 """
 
 from __future__ import annotations
@@ -41,8 +44,23 @@ NAME = "persist"
 Outcome = Sequence[Outbound] | BaseException
 
 
-class DatabaseUnavailableError(Exception):
-    """The batch could not be written because PostgreSQL is not reachable."""
+class HeldError(Exception):
+    """The batch could not be written for a reason that waiting (or an operator) fixes,
+    never the data: retried, and held rather than dead-lettered on a last delivery."""
+
+    reason = "held"
+
+
+class DatabaseUnavailableError(HeldError):
+    """PostgreSQL is not reachable."""
+
+    reason = "database_unavailable"
+
+
+class KeyringUnavailableError(HeldError):
+    """The workspace's data key does not unwrap with this process's master keyring."""
+
+    reason = "keyring"
 
 
 @dataclass(slots=True)
@@ -110,23 +128,39 @@ class PersistStage:
         return outcomes
 
     async def _write_group(self, ws: str, items: list[_Item]) -> list[BaseException | None]:
-        """One workspace's rows of the batch; holds them while the database is down if
-        one of them is on its last delivery."""
+        """One workspace's rows of the batch; holds them while the database is down or the
+        key does not unwrap if one of them is on its last delivery."""
         delay = 0.25
-        while True:
-            async with self._writers:
-                results = await self._flush(ws, [item.record for item in items])
-            if not any(isinstance(r, DatabaseUnavailableError) for r in results):
-                return results
-            if all(item.inbound.deliveries < self.max_deliver for item in items):
-                return [TransientError("persist_failed", f"database unavailable: {r}")
-                        if isinstance(r, DatabaseUnavailableError) else r for r in results]
-            log.warning(
-                "database unavailable on a last delivery; holding %d messages", len(items),
-                extra={"stage": NAME, "workspace_id": ws},
-            )
-            await self._wait_for_database(delay)
-            delay = min(delay * 2, self.settings.persist.retry_max_delay)
+        held: str | None = None  # the reason, once held
+        try:
+            while True:
+                async with self._writers:
+                    results = await self._flush(ws, [item.record for item in items])
+                failure = next((r for r in results if isinstance(r, HeldError)), None)
+                if failure is None:
+                    return results
+                if all(item.inbound.deliveries < self.max_deliver for item in items):
+                    return [TransientError("persist_failed", str(r))
+                            if isinstance(r, HeldError) else r for r in results]
+                if held is None:
+                    held = failure.reason
+                    self._hold(held, len(items))
+                log.warning(
+                    "holding %d messages on a last delivery (never dead-lettered for this): "
+                    "%s", len(items), failure, extra={"stage": NAME, "workspace_id": ws},
+                )
+                if isinstance(failure, DatabaseUnavailableError):
+                    await self._wait_for_database(delay)
+                else:
+                    await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.persist.retry_max_delay)
+        finally:
+            if held is not None:
+                self._hold(held, -len(items))
+
+    def _hold(self, reason: str, messages: int) -> None:
+        if self.metrics is not None:
+            self.metrics.held.labels(reason).inc(messages)
 
     def _workspace(self, event: TranscriptFinal | AnswerFinal, token: str) -> str:
         """The canonical workspace UUID of the subject (memoised: parsed once per token)."""
@@ -202,12 +236,18 @@ def _confirmation(item: _Item) -> Outbound:
 def _failure(exc: Exception, ws: str) -> tuple[str, Exception]:
     """(metric reason, what a failed batch means for each of its messages)."""
     if isinstance(exc, UNAVAILABLE):
-        return "database_unavailable", DatabaseUnavailableError(f"{type(exc).__name__}: {exc}")
+        return "database_unavailable", DatabaseUnavailableError(
+            f"database unavailable: {type(exc).__name__}: {exc}")
     if isinstance(exc, UnknownWorkspaceError):
         return "unknown_workspace", PermanentError("unknown_workspace", str(exc))
     if isinstance(exc, CryptoError):  # e.g. a data key wrapped by a master key we lack
-        log.warning("cannot use the data key: %s", exc, extra={"stage": NAME, "workspace_id": ws})
-        return "keyring", TransientError("persist_failed", f"keyring: {exc}")
+        log.error(
+            "cannot unwrap the data key: %s. Nothing is dead-lettered: the messages are "
+            "retried and held. Give this process the master key (MUMU_MASTER_KEYS, then "
+            "restart it), or rewrap the data keys under a key every process has (`mumu "
+            "keys rotate --promote ID`)", exc, extra={"stage": NAME, "workspace_id": ws},
+        )
+        return "keyring", KeyringUnavailableError(f"keyring: {exc}")
     if isinstance(exc, asyncpg.PostgresError):  # schema missing, privileges...: not the data
         log.warning("batch failed: %r", exc, extra={"stage": NAME, "workspace_id": ws})
         return "database_error", TransientError("persist_failed", f"database error: {exc}")
