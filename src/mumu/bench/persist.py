@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
-import secrets
 import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,9 +37,9 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import SecretStr
 
+from mumu.bench.persist_db import bench_database, setup, stored_rows, truncate
 from mumu.bench.persist_rows import (
     FLOOR,
-    PLAIN_SCHEMA,
     make_events,
     medians,
     paired_ratio,
@@ -54,15 +52,7 @@ from mumu.broker.streams import apply_all
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import AnswerFinal, TranscriptFinal
-from mumu.crypto import Keyring, MasterKey
-from mumu.db.datakeys import DataKeys
-from mumu.db.embedded import EmbeddedPostgres
-from mumu.db.migrate import apply_migrations, ensure_app_login
-from mumu.db.records import (
-    Record,
-)
-from mumu.db.urls import with_database, with_user
-from mumu.db.workspaces import create_workspace
+from mumu.db.records import Record
 from mumu.runtime.process import run_stage
 from mumu.settings import NatsSettings, Settings
 from mumu.stages.persist.records import to_record
@@ -165,73 +155,6 @@ async def _mumu_stage(settings: Settings, nc: NatsClient, total: int, count: int
     return count / elapsed
 
 
-@contextlib.asynccontextmanager
-async def _database(settings: Settings, scratch: Path) -> AsyncIterator[str]:
-    """A superuser/owner URL of a fresh database (embedded unless an admin URL is set)."""
-    server: EmbeddedPostgres | None = None
-    if settings.database_admin_url is not None:
-        base = settings.database_admin_url.get_secret_value()
-    else:
-        server = EmbeddedPostgres(scratch / "pg")
-        await server.start()
-        base = server.url()
-    name = f"mumu_bench_{secrets.token_hex(4)}"
-    conn = await asyncpg.connect(base)
-    await conn.execute(f"CREATE DATABASE {name}")
-    await conn.close()
-    try:
-        yield with_database(base, name)
-    finally:
-        conn = await asyncpg.connect(base)
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await conn.close()
-        if server is not None:
-            await server.stop()
-
-
-async def _check_stored(admin_url: str, expected: int) -> None:
-    """A rate only counts if every row is there."""
-    conn = await asyncpg.connect(admin_url)
-    try:
-        stored = (await conn.fetchval("SELECT count(*) FROM mumu.transcripts")
-                  + await conn.fetchval("SELECT count(*) FROM mumu.answers"))
-    finally:
-        await conn.close()
-    if stored != expected:
-        raise RuntimeError(f"the persist stage stored {stored} rows of {expected}")
-
-
-async def _truncate(admin_url: str) -> None:
-    """Every side starts from empty tables, so index sizes match."""
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute("TRUNCATE bench_plain.transcripts, bench_plain.answers, "
-                           "mumu.transcripts, mumu.answers, mumu.sessions")
-    finally:
-        await conn.close()
-
-
-async def _setup(admin_url: str, args: argparse.Namespace
-                 ) -> tuple[str, str, DataKeys, list[str]]:
-    """Migrate, add the app role and the plain tables: (app url, keyring, keys, workspaces)."""
-    app_url = with_user(admin_url, "mumu_bench_app", secrets.token_urlsafe(12))
-    master = MasterKey.generate("bench").encoded()
-    data_keys = DataKeys(Keyring.parse(master))
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await apply_migrations(admin)
-        await ensure_app_login(admin, app_url)
-        await admin.execute(PLAIN_SCHEMA)
-        await admin.execute(
-            "GRANT USAGE ON SCHEMA bench_plain TO mumu_bench_app; GRANT SELECT, INSERT "
-            "ON ALL TABLES IN SCHEMA bench_plain TO mumu_bench_app")
-        workspaces = [(await create_workspace(admin, data_keys, f"bench{i}")).workspace_id
-                      for i in range(args.workspaces)]
-    finally:
-        await admin.close()
-    return app_url, master, data_keys, workspaces
-
-
 def _stage_settings(settings: Settings, args: argparse.Namespace, nats_url: str,
                     app_url: str, master: str) -> Settings:
     return settings.model_copy(update={
@@ -253,13 +176,14 @@ async def _timed(work: Awaitable[float]) -> tuple[float, float]:
 
 async def _measure(args: argparse.Namespace, settings: Settings, nats_url: str,
                    admin_url: str) -> dict[str, Any]:
-    app_url, master, data_keys, workspaces = await _setup(admin_url, args)
+    app_url, master, data_keys, workspaces = await setup(admin_url, args.workspaces)
     stage_settings = _stage_settings(settings, args, nats_url, app_url, master)
     nc = NatsClient()
     await nc.connect(nats_url)
     pool = await asyncpg.create_pool(app_url, min_size=args.writers, max_size=args.writers)
     rates: dict[str, list[float]] = {"plain": [], "plain_unnest": [], "mumu": []}
     cpu: dict[str, float] = dict.fromkeys(rates, 0.0)
+    checked: dict[str, int] = dict.fromkeys(rates, 0)  # rows found stored after each side
     try:
         # first, while the process heap is small (as in a real persist process)
         write_path = await write_paths(pool, data_keys, workspaces, args)
@@ -275,7 +199,7 @@ async def _measure(args: argparse.Namespace, settings: Settings, nats_url: str,
             gc.collect()
             names = list(rates)
             for name in names[round_ % 3 :] + names[: round_ % 3]:
-                await _truncate(admin_url)
+                await truncate(admin_url)
                 if name == "mumu":
                     work = _mumu_stage(stage_settings, nc, total, n)
                 else:
@@ -284,8 +208,8 @@ async def _measure(args: argparse.Namespace, settings: Settings, nats_url: str,
                 rate, seconds = await _timed(work)
                 rates[name].append(rate)
                 cpu[name] += seconds
-                if name == "mumu":
-                    await _check_stored(admin_url, n)
+                checked[name] += await stored_rows(admin_url, "mumu" if name == "mumu"
+                                                   else "bench_plain", expected=n)
     finally:
         await pool.close()
         await nc.drain()
@@ -295,7 +219,7 @@ async def _measure(args: argparse.Namespace, settings: Settings, nats_url: str,
         "events_per_round": args.events, "rounds": args.rounds,
         "workspaces": args.workspaces, "text_chars": args.text_chars,
         "batch_rows": args.batch_rows, "writers": args.writers,
-        "stage_rows_checked": "every round: rows in the tables == events published",
+        "rows_checked": checked,
         "rows_per_s": medians(rates),
         "plain_consumer_rows_per_s": round(statistics.median(rates["plain"]), 1),
         "persist_stage_rows_per_s": round(statistics.median(rates["mumu"]), 1),
@@ -315,7 +239,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     nats_server = EmbeddedNats(scratch / "nats")
     await nats_server.start()
     try:
-        async with _database(settings, scratch) as admin_url:
+        async with bench_database(settings, scratch) as admin_url:
             return await _measure(args, settings, nats_server.url, admin_url)
     finally:
         await nats_server.stop()
