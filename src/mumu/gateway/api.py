@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
-import json
 import logging
 import re
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel
 
 from mumu.contracts.events import new_id
-from mumu.gateway.asks import audio_content_type
+from mumu.gateway.asks import AudioOptions, audio_content_type
 from mumu.gateway.auth import bearer, session_claims
-from mumu.gateway.deps import DEPS, GatewayDeps
+from mumu.gateway.deps import DEPS
 from mumu.gateway.errors import ApiError, read_form
 from mumu.gateway.hub import TERMINAL_FOR_ASK
 from mumu.gateway.waiter import RequestWaiter, run_and_wait
@@ -105,7 +102,8 @@ async def ask(request: web.Request) -> web.Response:
     async def publish() -> str:
         if audio is not None and content_type is not None:
             deps.metrics.asks.labels("audio").inc()
-            return await deps.asker.ask_audio(ws, sid, audio, content_type, _options(language))
+            options = AudioOptions(language=language)
+            return await deps.asker.ask_audio(ws, sid, audio, content_type, options)
         deps.metrics.asks.labels("text").inc()
         return await deps.asker.ask_text(ws, sid, text or "", language)
 
@@ -118,12 +116,6 @@ async def ask(request: web.Request) -> web.Response:
         seconds=deps.settings.gateway.wait_timeout, audio=audio is not None,
     )
     return web.json_response(_full_result(waiter, sid))
-
-
-def _options(language: str | None) -> Any:
-    from mumu.gateway.asks import AudioOptions
-
-    return AudioOptions(language=language)
 
 
 def _full_result(waiter: RequestWaiter, session_id: str) -> dict[str, Any]:
@@ -150,7 +142,7 @@ def _full_result(waiter: RequestWaiter, session_id: str) -> dict[str, Any]:
 
 
 async def history(request: web.Request) -> web.Response:
-    deps: GatewayDeps = request.app[DEPS]
+    deps = request.app[DEPS]
     claims = session_claims(request, deps.signer)
     session_id = request.match_info["id"]
     if session_id != claims.session_id:
@@ -158,26 +150,5 @@ async def history(request: web.Request) -> web.Response:
     deps.limiter.take(claims.workspace_id)
     items = await deps.history(claims.workspace_id, session_id)
     return web.json_response(
-        {"session_id": session_id, "items": [_plain(i) for i in items]},
-        dumps=lambda o: json.dumps(o, default=str),
+        {"session_id": session_id, "items": [i.model_dump(mode="json") for i in items]}
     )
-
-
-def _plain(item: Any) -> Any:
-    if isinstance(item, BaseModel):
-        return item.model_dump(mode="json")
-    if hasattr(item, "_asdict"):
-        return item._asdict()
-    if hasattr(item, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return asdict(item)
-    return item
-
-
-def history_loader(module: str = "mumu.db.history") -> Any:
-    """``mumu.db.history.session_history``, or None when this build has no database layer."""
-    try:
-        return importlib.import_module(module).session_history
-    except (ImportError, AttributeError):
-        return None

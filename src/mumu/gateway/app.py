@@ -65,7 +65,6 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
             settings=settings, signer=app[SIGNER], metrics=app[METRICS],
             limiter=RateLimiter(gw.rate_limit_per_second, gw.rate_limit_burst),
             api_keys=app[API_KEYS], hub=hub, nc=nc, asker=Asker(nc), feed=feed, lag=lag,
-            session_history=api.history_loader(),
         )
         tasks = [asyncio.create_task(feed.run(stop)), asyncio.create_task(lag.run(stop))]
         try:

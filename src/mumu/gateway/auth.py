@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
-from typing import Any
 
+import asyncpg
 from aiohttp import web
 
+from mumu.db.pool import UNAVAILABLE, create_app_pool
+from mumu.db.workspaces import resolve_api_key
 from mumu.gateway.errors import ApiError
 from mumu.gateway.tokens import InvalidTokenError, SessionClaims, TokenSigner
 from mumu.settings import Settings
 
 log = logging.getLogger("mumu.gateway.auth")
+
+_LOOKUP_FAILED: tuple[type[BaseException], ...] = (*UNAVAILABLE, asyncpg.PostgresError)
+"""The database could not say whose key it is (not: the key is unknown)."""
 
 
 def bearer(request: web.Request) -> str:
@@ -42,16 +46,12 @@ class ApiKeys:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._pool: Any = None
+        self._pool: asyncpg.Pool | None = None
         self._lock = asyncio.Lock()
 
     @property
     def configured(self) -> bool:
         return self._settings.database_url is not None
-
-    @property
-    def pool(self) -> Any:
-        return self._pool
 
     async def open(self) -> None:
         if not self.configured:
@@ -62,15 +62,13 @@ class ApiKeys:
         except Exception as exc:  # noqa: BLE001 - the gateway starts; ready says why not
             log.warning("database not reachable at start-up: %r", exc)
 
-    async def _connect(self) -> Any:
+    async def _connect(self) -> asyncpg.Pool:
         async with self._lock:
             if self._pool is None:
-                from mumu.db.pool import create_app_pool
-
                 self._pool = await create_app_pool(self._settings, min_size=1, max_size=8)
             return self._pool
 
-    async def resolve_pool(self) -> Any:
+    async def resolve_pool(self) -> asyncpg.Pool:
         """The pool, connecting if needed; 503 when there is no reachable database."""
         if not self.configured:
             raise ApiError(503, "unavailable", "MUMU_DATABASE_URL is not set")
@@ -96,22 +94,14 @@ class ApiKeys:
                 "API keys live in PostgreSQL and MUMU_DATABASE_URL is not set",
             )
         try:
-            module = importlib.import_module("mumu.db.workspaces")
-        except ImportError as exc:
-            raise ApiError(
-                503, "unavailable", "this build has no workspace store (mumu.db.workspaces)"
-            ) from exc
-        import asyncpg
-
-        try:
             pool = await self._connect()
-            workspace: str | None = await module.resolve_api_key(pool, key)
+            workspace = await resolve_api_key(pool, key)
         except asyncpg.UndefinedTableError as exc:
             raise ApiError(
                 503, "unavailable",
                 "the workspace tables are missing: run `mumu migrate` on this database",
             ) from exc
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _LOOKUP_FAILED as exc:
             log.warning("API key lookup failed: %r", exc)
             raise ApiError(
                 503, "unavailable", "the workspace database is not reachable; retry",
@@ -122,7 +112,7 @@ class ApiKeys:
                 401, "invalid_api_key", "unknown or revoked API key",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        return str(workspace)
+        return workspace
 
     async def ping(self) -> str | None:
         """None when the database answers, else the reason."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 from nats.aio.client import Client as NatsClient
 
+from mumu.crypto.errors import KeyringError
+from mumu.crypto.keyring import Keyring
+from mumu.db.datakeys import DataKeyShreddedError
+from mumu.db.history import HistoryItem, session_history
+from mumu.db.pool import UNAVAILABLE
 from mumu.gateway.asks import Asker
 from mumu.gateway.auth import ApiKeys
 from mumu.gateway.errors import ApiError
@@ -35,34 +38,25 @@ class GatewayDeps:
     asker: Asker
     feed: LiveFeed
     lag: LagMonitor
-    session_history: Any = None
-    _keyring: Any = field(default=None, repr=False)
+    _keyring: Keyring | None = field(default=None, repr=False)
 
     def feed_position(self) -> int:
         return self.feed.last_seq
 
-    async def history(self, workspace_id: str, session_id: str) -> Sequence[Any]:
-        """Decrypted transcripts and answers of one session, scoped to its workspace."""
-        if self.session_history is None:
-            raise ApiError(503, "unavailable", "this build has no history store (mumu.db.history)")
-        pool = self.api_keys.pool
-        if pool is None:
-            await self.api_keys.resolve_pool()
-            pool = self.api_keys.pool
+    def keyring(self) -> Keyring:
+        """The master keyring (``MUMU_MASTER_KEYS``); 503 when it is missing or malformed."""
         if self._keyring is None:
-            from mumu.crypto.keyring import Keyring
-
             try:
                 self._keyring = Keyring.from_settings(self.settings)
-            except (RuntimeError, ValueError) as exc:
+            except KeyringError as exc:
                 raise ApiError(503, "unavailable", f"no master keyring: {exc}") from exc
-        from mumu.db.datakeys import DataKeyShreddedError
-        from mumu.db.pool import UNAVAILABLE
+        return self._keyring
 
+    async def history(self, workspace_id: str, session_id: str) -> list[HistoryItem]:
+        """Decrypted transcripts and answers of one session, scoped to its workspace."""
+        pool = await self.api_keys.resolve_pool()
         try:
-            items: Sequence[Any] = await self.session_history(
-                pool, self._keyring, workspace_id, session_id
-            )
+            return await session_history(pool, self.keyring(), workspace_id, session_id)
         except DataKeyShreddedError as exc:
             raise ApiError(410, "shredded", "this workspace's data was crypto-erased") from exc
         except UNAVAILABLE as exc:
@@ -71,7 +65,6 @@ class GatewayDeps:
                 503, "unavailable", "the database is not reachable; retry",
                 headers={"Retry-After": "2"},
             ) from exc
-        return items
 
 
 DEPS = web.AppKey("deps", GatewayDeps)
