@@ -169,7 +169,6 @@ async def test_body_limit_rate_limit_and_backpressure(
                 retry_after = resp.headers.get("Retry-After")
                 body = await resp.json()
         assert statuses == [202, 202, 202, 429]
-        assert statuses[-1] == 429
         assert body["error"]["code"] == "rate_limited"
         assert retry_after is not None
         assert int(retry_after) >= 1

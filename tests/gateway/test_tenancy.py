@@ -172,3 +172,33 @@ async def _post_form(http: aiohttp.ClientSession, url: str, token: str, form: ai
                      ) -> tuple[int, dict[str, Any]]:
     async with http.post(url, data=form, headers=auth(token)) as resp:
         return resp.status, await resp.json()
+
+
+async def test_failed_api_key_attempts_are_rate_limited_per_client_address(
+    nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
+    workspace: WorkspaceFactory,
+) -> None:
+    cfg = gateway_settings(settings, failed_key_burst=3, failed_key_per_second=0.01)
+    cfg = cfg.model_copy(update={"database_url": pg_settings.database_url})
+    _, key = await workspace("a")
+    async with serving(cfg) as gw, aiohttp.ClientSession() as http:
+        statuses = []
+        for guess in ("mumu_guess1", "mumu_guess2", "mumu_guess3", "mumu_guess4", key):
+            async with http.post(f"{gw.url}/api/session", headers=auth(guess)) as resp:
+                statuses.append(resp.status)
+                retry_after = resp.headers.get("Retry-After")
+        # the right key is refused too while the address is blocked: guessing costs time
+        assert statuses == [401, 401, 401, 429, 429]
+        assert retry_after is not None and int(retry_after) >= 1
+        form = aiohttp.FormData()
+        form.add_field("file", b"x", filename="a.wav")
+        form.add_field("model", "whisper-1")
+        async with http.post(f"{gw.url}/v1/audio/transcriptions", data=form,
+                             headers=auth(key)) as resp:
+            assert resp.status == 429
+        # another client address is not affected
+        other = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        async with aiohttp.ClientSession(connector=other) as elsewhere, elsewhere.post(
+            f"{gw.url}/api/session", headers=auth(key)
+        ) as resp:
+            assert resp.status == 200

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from mumu.contracts.events import new_id
 from mumu.gateway.asks import AudioOptions, audio_content_type
-from mumu.gateway.auth import bearer, session_claims
+from mumu.gateway.auth import session_claims
 from mumu.gateway.deps import DEPS
 from mumu.gateway.errors import ApiError, read_form
 from mumu.gateway.hub import TERMINAL_FOR_ASK
@@ -35,7 +35,7 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
 
 async def create_session(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    workspace_id = await deps.api_keys.resolve(bearer(request))
+    workspace_id = await deps.workspace_of(request)
     deps.limiter.take(workspace_id)
     session_id = new_id()
     if request.can_read_body and request.content_type == "application/json":

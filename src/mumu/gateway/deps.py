@@ -14,7 +14,7 @@ from mumu.db.datakeys import DataKeyShreddedError
 from mumu.db.history import HistoryItem, session_history
 from mumu.db.pool import UNAVAILABLE
 from mumu.gateway.asks import Asker
-from mumu.gateway.auth import ApiKeys
+from mumu.gateway.auth import ApiKeys, bearer
 from mumu.gateway.errors import ApiError
 from mumu.gateway.feed import LiveFeed
 from mumu.gateway.hub import Hub
@@ -38,10 +38,25 @@ class GatewayDeps:
     asker: Asker
     feed: LiveFeed
     lag: LagMonitor
+    key_failures: RateLimiter
+    """Failed API key attempts per client address."""
     _keyring: Keyring | None = field(default=None, repr=False)
 
     def feed_position(self) -> int:
         return self.feed.last_seq
+
+    async def workspace_of(self, request: web.Request) -> str:
+        """The workspace of the request's bearer API key; an address that keeps failing
+        gets 429 (with ``Retry-After``) before its keys are even looked at."""
+        address = request.remote or "unknown"
+        self.key_failures.check(address)
+        try:
+            return await self.api_keys.resolve(bearer(request))
+        except ApiError as exc:
+            if exc.code == "invalid_api_key":
+                self.key_failures.spend(address)
+                log.info("failed API key attempt", extra={"client": address})
+            raise
 
     def keyring(self) -> Keyring:
         """The master keyring (``MUMU_MASTER_KEYS``); 503 when it is missing or malformed."""

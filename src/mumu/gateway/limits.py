@@ -22,38 +22,58 @@ MAX_TRACKED = 10_000
 
 
 class RateLimiter:
-    """A token bucket per workspace (this process; each replica enforces its own share)."""
+    """A token bucket per key, a workspace or a client address (this process; each
+    replica enforces its own share)."""
 
-    def __init__(self, per_second: float, burst: int) -> None:
+    def __init__(self, per_second: float, burst: int, what: str = "workspace rate limit"
+                 ) -> None:
         self.rate = per_second
         self.burst = float(burst)
+        self.what = what
+        """What is limited, for the 429's message."""
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def take(self, workspace_id: str, cost: float = 1.0, now: float | None = None) -> None:
-        """Spend ``cost`` tokens or raise a 429 saying when to retry."""
+    def take(self, key: str, cost: float = 1.0, now: float | None = None) -> None:
+        """Spend ``cost`` tokens of ``key``'s bucket or raise a 429 saying when to retry."""
         now = time.monotonic() if now is None else now
-        tokens, last = self._buckets.get(workspace_id, (self.burst, now))
+        tokens = self.check(key, cost, now)
+        self._spend(key, tokens - cost, now)
+
+    def check(self, key: str, cost: float = 1.0, now: float | None = None) -> float:
+        """The tokens ``key`` has (at least ``cost``), spending none; else a 429."""
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.get(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
         if tokens < cost:
             retry = max(1, math.ceil((cost - tokens) / self.rate))
-            self._buckets[workspace_id] = (tokens, now)
+            self._buckets[key] = (tokens, now)
             raise ApiError(
                 429, "rate_limited",
-                f"workspace rate limit ({self.rate:g}/s, burst {self.burst:g}); retry in {retry} s",
+                f"{self.what} ({self.rate:g}/s, burst {self.burst:g}); retry in {retry} s",
                 headers={"Retry-After": str(retry)},
             )
-        self._buckets[workspace_id] = (tokens - cost, now)
+        return tokens
+
+    def spend(self, key: str, cost: float = 1.0, now: float | None = None) -> None:
+        """Spend what ``key`` has, down to empty, never raising (it already happened)."""
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        self._spend(key, max(0.0, tokens - cost), now)
+
+    def _spend(self, key: str, left: float, now: float) -> None:
+        self._buckets[key] = (left, now)
         if len(self._buckets) > MAX_TRACKED:
             self._forget_full(now)
 
     def _forget_full(self, now: float) -> None:
         """Buckets refilled to the brim carry no information; drop them."""
         full = [
-            ws for ws, (tokens, last) in self._buckets.items()
+            key for key, (tokens, last) in self._buckets.items()
             if tokens + (now - last) * self.rate >= self.burst
         ]
-        for ws in full:
-            del self._buckets[ws]
+        for key in full:
+            del self._buckets[key]
 
 
 class LagMonitor:

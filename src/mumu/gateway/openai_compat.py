@@ -13,7 +13,6 @@ from aiohttp import web
 
 from mumu.contracts.events import new_id
 from mumu.gateway.asks import AudioOptions, audio_content_type
-from mumu.gateway.auth import bearer
 from mumu.gateway.deps import DEPS
 from mumu.gateway.errors import ApiError, read_form
 from mumu.gateway.hub import TERMINAL_FOR_TRANSCRIPT
@@ -79,7 +78,7 @@ def _field(form: Any, name: str) -> str | None:
 
 async def transcriptions(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    workspace_id = await deps.api_keys.resolve(bearer(request))
+    workspace_id = await deps.workspace_of(request)
     if request.content_type != "multipart/form-data":
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data with a `file`")
     form = await read_form(request)

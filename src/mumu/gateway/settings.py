@@ -36,6 +36,15 @@ class GatewaySettings(BaseModel):
     rate_limit_burst: int = Field(
         default=60, ge=1, description="requests a workspace may make at once before 429"
     )
+    failed_key_per_second: float = Field(
+        default=0.2, gt=0,
+        description="failed API key attempts per second per client address (sustained) "
+        "before /api/session and /v1/... answer 429 to that address",
+    )
+    failed_key_burst: int = Field(
+        default=10, ge=1, description="failed API key attempts a client address may make "
+        "at once before 429",
+    )
     lag_threshold: int = Field(
         default=1_000, ge=1,
         description="pending messages on a stage consumer above which new asks get 503",
