@@ -16,7 +16,7 @@ import pytest
 from mumu.crypto import Keyring, MasterKey
 from mumu.db.datakeys import DataKeys
 from mumu.db.history import session_history
-from mumu.db.migrate import apply_migrations, ensure_app_login
+from mumu.db.migrate import apply_migrations, ensure_app_login, migrations
 from mumu.db.pool import workspace_tx
 from mumu.db.records import TranscriptRecord, write_records
 from mumu.db.workspaces import create_workspace, list_workspaces, resolve_api_key
@@ -42,6 +42,9 @@ async def test_a_non_superuser_owner_migrates_and_tenants_stay_isolated(
         # a second run (every `mumu up` / `mumu migrate`) changes nothing and fails nothing
         assert await apply_migrations(owner) == []
         assert await ensure_app_login(owner, managed_pg.app_url) == app_user
+        for migration in migrations():  # every file runs again as this owner, too
+            async with owner.transaction():
+                await owner.execute(migration.sql)
         a = await create_workspace(owner, keys, "A")
         b = await create_workspace(owner, keys, "B")
         # the owner policies let the admin CLI list every workspace without being superuser
