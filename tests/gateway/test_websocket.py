@@ -244,3 +244,31 @@ async def test_control_cursors_never_run_ahead_of_what_the_client_received(
         got = await receive_until(ws, is_type("ready"))
     assert [m["type"] for m in got] == ["answer.delta", "resumed", "ready"]
     assert got[0]["cursor"] == got[-1]["cursor"] == missed
+
+
+async def test_resumes_run_one_at_a_time_and_spend_the_workspace_rate_limit(
+    nc: NATS, streams: None, settings: Settings, http: aiohttp.ClientSession, results: Results
+) -> None:
+    cfg = gateway_settings(settings, rate_limit_burst=3, rate_limit_per_second=0.01)
+    async with serving(cfg) as gw:
+        r = rid()
+        padding = "x" * 64_000  # 100 of them: more than the socket buffers, the replay waits
+        await asyncio.gather(*(results.delta(WS_A, "many", r, n, f"{n},{padding}")
+                               for n in range(100)))
+        ws = await http.ws_connect(gw.ws_url(gw.token(WS_A, "many")), max_msg_size=0)
+        await receive_until(ws, is_type("ready"))
+        await ws.send_json({"type": "resume", "after": 0})
+        await ws.send_json({"type": "resume", "after": 0})  # while the first one replays
+        await ws.send_json({"type": "ping"})  # answered during the replay
+        got = await receive_until(ws, is_type("resumed"))
+        kinds = [m["type"] for m in got]
+        assert kinds.count("answer.delta") == 100
+        assert [m["code"] for m in got if m["type"] == "error"] == ["busy"]
+        assert kinds.index("pong") < kinds.index("resumed")
+        for _ in range(2):  # the burst is 3: two more resumes, then 429-like refusals
+            await ws.send_json({"type": "resume", "after": 0})
+            await receive_until(ws, is_type("resumed"))
+        await ws.send_json({"type": "resume", "after": 0})
+        refused = (await receive_until(ws, is_type("error")))[-1]
+        assert refused["code"] == "rate_limited"
+        await ws.close()

@@ -14,6 +14,8 @@ import logging
 import re
 from typing import Any
 
+import nats.errors
+import nats.js.errors
 from aiohttp import web
 
 from mumu.gateway.asks import FORMATS, audio_content_type
@@ -28,6 +30,9 @@ log = logging.getLogger("mumu.gateway.ws")
 
 CLOSE_UNAUTHORIZED = 4401
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+REPLAY_PASSES = 8
+"""Replays of one resume chasing live events it could not hold; then the client is
+too slow for the stream and is closed (1013)."""
 
 
 class ClientSocket:
@@ -53,6 +58,11 @@ class ClientSocket:
         self._replayed: list[tuple[int, int]] = []
         """Cursor ranges ``(after, upto]`` replays sent in full (the session's events)."""
         self._held: list[ResultEvent] | None = None
+        self._resuming: asyncio.Task[None] | None = None
+        self._replay_at: int | None = None
+        """While a replay runs: the cursor up to which the client has every event."""
+        self._skipped = 0
+        """While a replay runs: the highest live event it must still read (not held)."""
         self._audio = bytearray()
         self._overflowed = False
 
@@ -67,16 +77,29 @@ class ClientSocket:
         if self._overflowed or event.cursor <= self._claimed or self._was_replayed(event.cursor):
             return
         if self._held is not None:  # a resume is replaying: keep live events for after it
-            self._held.append(event)
-            if len(self._held) <= self.outbox.limit:
-                return
-        elif self.outbox.send(event.frame()):
+            self._hold(event)
+            return
+        if self.outbox.send(event.frame()):
             self._sent(event)
             return
+        self._too_slow()
+
+    def _too_slow(self) -> None:
         self._overflowed = True
         self.deps.metrics.slow_clients.inc()
         log.warning("websocket fell %d events behind; closing", self.outbox.limit)
         self.outbox.stop(too_slow=True)  # the socket closes (1013); the client resumes
+
+    def _hold(self, event: ResultEvent) -> None:
+        """A live event during a replay. Every live event is in the stream already, so
+        one the replay went past was sent by it, and one the bounded hold cannot keep
+        is left for the replay to read (it goes on until past ``_skipped``)."""
+        if self._held is None or event.cursor <= (self._replay_at or 0):
+            return
+        if len(self._held) < self.outbox.limit:
+            self._held.append(event)
+        else:
+            self._skipped = max(self._skipped, event.cursor)
 
     def _sent(self, event: ResultEvent) -> None:
         self.cursor = max(self.cursor, event.cursor)
@@ -88,9 +111,9 @@ class ClientSocket:
         return self.outbox.too_slow
 
     def control(self, kind: str, request_id: str | None = None, **fields: Any) -> None:
-        frame = json.dumps(
-            {"type": kind, "request_id": request_id, "cursor": self.cursor, **fields}
-        )
+        # during a replay only what it covered is known to be complete
+        cursor = self.cursor if self._replay_at is None else self._replay_at
+        frame = json.dumps({"type": kind, "request_id": request_id, "cursor": cursor, **fields})
         self.outbox.send(frame.encode())
 
     def error(self, code: str, message: str, request_id: str | None = None) -> None:
@@ -168,10 +191,33 @@ class ClientSocket:
         self.control("accepted", rid, session_id=self.claims.session_id, bytes=len(audio))
 
     async def _resume(self, message: dict[str, Any]) -> None:
+        """Replays in the background (the socket keeps answering meanwhile), one at a
+        time, each spending from the workspace's rate limit (a replay is a JetStream
+        consumer scanning the stream)."""
         after = message.get("after")
         if isinstance(after, bool) or not isinstance(after, int) or after < 0:
             raise ApiError(400, "bad_message", 'resume needs "after": a cursor (integer >= 0)')
+        if self._resuming is not None and not self._resuming.done():
+            raise ApiError(409, "busy", "a resume is already running; wait for \"resumed\"")
+        self.deps.limiter.take(self.claims.workspace_id)
+        self._resuming = asyncio.create_task(self.resume(after))
+
+    async def resume_on_connect(self, after: int) -> None:
+        """``?after=``: replayed before ``ready``, under the same rate limit."""
+        try:
+            self.deps.limiter.take(self.claims.workspace_id)
+        except ApiError as exc:
+            self.error(exc.code, exc.message)
+            return
         await self.resume(after)
+
+    async def stop(self) -> None:
+        """The socket is closing: end a running replay."""
+        if self._resuming is not None:
+            self._resuming.cancel()
+            for outcome in await asyncio.gather(self._resuming, return_exceptions=True):
+                if isinstance(outcome, Exception):
+                    log.error("resume failed: %r", outcome)
 
     async def resume(self, after: int) -> None:
         """Replay this session's events after ``after``, then what arrived meanwhile.
@@ -186,21 +232,28 @@ class ClientSocket:
         self._claimed = max(self._claimed, after)
         self.cursor = max(self.cursor, after)
         live_done = self._live_upto  # (live_from, live_done]: already sent live
-        self._held = []
+        self._held, self._skipped = [], 0
         replayed, covered = 0, after
+        self._replay_at = after
         try:
-            async for sequence, msg in replay(self.deps.nc, ws_id, after):
-                covered = sequence
-                if self.live_from < sequence <= live_done or self._was_replayed(sequence):
-                    continue
-                event = parse(sequence, msg)
-                if event is not None and event.session_id == session:
-                    await self.outbox.put(event.frame())
-                    self._sent(event)
-                    replayed += 1
-        except (TimeoutError, RuntimeError) as exc:
+            for _ in range(REPLAY_PASSES):  # another pass for live events not held
+                async for sequence, msg in replay(self.deps.nc, ws_id, covered):
+                    sent = self.live_from < sequence <= live_done or self._was_replayed(sequence)
+                    event = None if sent else parse(sequence, msg)
+                    if event is not None and event.session_id == session:
+                        await self.outbox.put(event.frame())
+                        self._sent(event)
+                        replayed += 1
+                    covered = self._replay_at = sequence
+                if self._skipped <= covered:
+                    break
+            else:
+                self._too_slow()
+        except (TimeoutError, RuntimeError, nats.errors.Error, nats.js.errors.Error) as exc:
+            log.warning("replay failed: %r", exc)
             self.error("resume_failed", f"could not replay: {exc}; resume again")
         finally:
+            self._replay_at = None
             self._add_replayed(after, covered)
             held, self._held = self._held, None
             for event in held or ():

@@ -113,7 +113,7 @@ async def _serve(
     reader: asyncio.Task[None] | None = None
     try:
         if after is not None:  # replayed before ready: ready's cursor covers the replay
-            await client.resume(after)
+            await client.resume_on_connect(after)
         client.control(
             "ready", None, workspace_id=claims.workspace_id, session_id=claims.session_id
         )
@@ -121,6 +121,7 @@ async def _serve(
         await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         deps.hub.unsubscribe(claims.workspace_id, claims.session_id, client)
+        await client.stop()
         tasks = [t for t in (reader, writer) if t is not None]
         for task in tasks:
             task.cancel()
