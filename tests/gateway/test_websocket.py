@@ -183,19 +183,6 @@ async def test_a_socket_never_sees_another_workspace_or_session(
     assert not [m for m in replay if m["type"].startswith("answer")]
 
 
-async def test_shutdown_closes_sockets_with_going_away(
-    nc: NATS, streams: None, gw_settings: Settings, http: aiohttp.ClientSession
-) -> None:
-    async with serving(gw_settings) as gw:
-        ws = await http.ws_connect(gw.ws_url(gw.token(WS_A, "bye")))
-        await receive_until(ws, is_type("ready"))
-        closing = asyncio.create_task(ws.receive(timeout=10))  # a client keeps reading
-    msg = await closing
-    assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-    assert ws.close_code == aiohttp.WSCloseCode.GOING_AWAY
-    await ws.close()
-
-
 async def test_a_client_that_falls_behind_is_closed_and_resumes_without_loss(
     nc: NATS, streams: None, settings: Settings, http: aiohttp.ClientSession, results: Results
 ) -> None:

@@ -157,7 +157,7 @@ def create_app(settings: Settings) -> web.Application:
     app[REGISTRY] = app[METRICS].registry
     app[STARTED] = time.monotonic()
     app[API_KEYS] = ApiKeys(settings)
-    app[SOCKETS] = weakref.WeakSet()
+    app[SOCKETS] = weakref.WeakKeyDictionary()
     app.cleanup_ctx.append(_database_ctx)
     app.cleanup_ctx.append(_nats_ctx)
     app.on_shutdown.append(close_all)

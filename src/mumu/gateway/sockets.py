@@ -65,6 +65,8 @@ class ClientSocket:
         """While a replay runs: the highest live event it must still read (not held)."""
         self._audio = bytearray()
         self._overflowed = False
+        self.going_away = False
+        """The gateway is shutting down; ``close_all`` closes this socket (1001)."""
 
     # --- outgoing -------------------------------------------------------------------
 
@@ -104,6 +106,12 @@ class ClientSocket:
     def _sent(self, event: ResultEvent) -> None:
         self.cursor = max(self.cursor, event.cursor)
         self.deps.metrics.sent(event)
+
+    def quiet(self, *, going_away: bool = False) -> None:
+        """Send nothing more: off the hub, the outbox stopped (what it queued is dropped)."""
+        self.going_away = self.going_away or going_away
+        self.deps.hub.unsubscribe(self.claims.workspace_id, self.claims.session_id, self)
+        self.outbox.stop()
 
     @property
     def closing(self) -> bool:

@@ -10,7 +10,7 @@ import weakref
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from mumu.gateway.deps import DEPS, GatewayDeps
+from mumu.gateway.deps import DEPS
 from mumu.gateway.errors import ApiError
 from mumu.gateway.sockets import CLOSE_UNAUTHORIZED, ClientSocket
 from mumu.gateway.tokens import InvalidTokenError, SessionClaims, TokenSigner
@@ -18,7 +18,11 @@ from mumu.gateway.tokens import InvalidTokenError, SessionClaims, TokenSigner
 log = logging.getLogger("mumu.gateway.ws")
 
 AUTH_TIMEOUT = 10.0
-SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
+GOING_AWAY = b"gateway shutting down"
+SOCKETS: web.AppKey[weakref.WeakKeyDictionary[web.WebSocketResponse, ClientSocket | None]] = (
+    web.AppKey("sockets")
+)
+"""Open websockets, with their client once authenticated (closed on shutdown)."""
 
 
 async def _first_message_auth(
@@ -74,7 +78,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     )
     await ws.prepare(request)
     sockets = request.app[SOCKETS]
-    sockets.add(ws)
+    sockets[ws] = None
     deps.metrics.sockets.inc()
     try:
         if claims is None:
@@ -83,10 +87,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 return ws
         if request.transport is None:  # the client went away during the handshake
             return ws
-        await _serve(ws, request.transport, claims, deps, after)
+        client = ClientSocket(ws, request.transport, claims, deps)
+        sockets[ws] = client
+        await _serve(ws, client, after)
     finally:
         deps.metrics.sockets.dec()
-        sockets.discard(ws)
+        sockets.pop(ws, None)
     return ws
 
 
@@ -101,12 +107,10 @@ async def _read(ws: web.WebSocketResponse, client: ClientSocket) -> None:
             return
 
 
-async def _serve(
-    ws: web.WebSocketResponse, transport: asyncio.BaseTransport, claims: SessionClaims,
-    deps: GatewayDeps, after: int | None,
-) -> None:
-    """Reader and writer run until either ends; then this task alone closes the socket."""
-    client = ClientSocket(ws, transport, claims, deps)
+async def _serve(ws: web.WebSocketResponse, client: ClientSocket, after: int | None) -> None:
+    """Reader and writer run until either ends; then this task closes the socket (unless
+    the gateway is shutting down: ``close_all`` does)."""
+    deps, claims = client.deps, client.claims
     client.go_live(deps.feed_position())
     deps.hub.subscribe(claims.workspace_id, claims.session_id, client)
     writer = asyncio.create_task(client.writer())
@@ -120,7 +124,7 @@ async def _serve(
         reader = asyncio.create_task(_read(ws, client))
         await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        deps.hub.unsubscribe(claims.workspace_id, claims.session_id, client)
+        client.quiet()
         await client.stop()
         tasks = [t for t in (reader, writer) if t is not None]
         for task in tasks:
@@ -128,7 +132,9 @@ async def _serve(
         for outcome in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(outcome, Exception) and not isinstance(outcome, ConnectionError):
                 log.error("websocket task failed: %r", outcome)
-        if client.closing:
+        if client.going_away:  # close_all closes it too: whoever comes first
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=GOING_AWAY)
+        elif client.closing:
             await ws.close(
                 code=WSCloseCode.TRY_AGAIN_LATER,
                 message=b"client too slow: reconnect and resume from your cursor",
@@ -140,6 +146,10 @@ async def _serve(
 async def close_all(app: web.Application) -> None:
     """On shutdown: tell every client we are going away (it reconnects to another replica)."""
     sockets = app[SOCKETS]
-    for ws in list(sockets):
+    open_now = list(sockets.items())
+    for _, client in open_now:  # nothing more is sent after the Close frame (RFC 6455 5.5.1)
+        if client is not None:
+            client.quiet(going_away=True)
+    for ws, _ in open_now:
         with contextlib.suppress(Exception):
-            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"gateway shutting down")
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=GOING_AWAY)
