@@ -181,12 +181,14 @@ an owner can switch row-level security off (and the owner policies let it see ev
 workspace's registry)."""
 
 _UNSAFE = f"""
-SELECT r.rolname, r.rolsuper, r.rolbypassrls, r.oid IN ({_OWNERS}) AS owner
+SELECT r.rolname, r.rolsuper, r.rolbypassrls
   FROM pg_roles r
  WHERE (r.rolsuper OR r.rolbypassrls OR r.oid IN ({_OWNERS}))
    AND pg_has_role($1, r.oid, 'MEMBER')
- ORDER BY r.rolname
+ ORDER BY r.rolname = $1 DESC, r.rolname
+ LIMIT 1
 """  # noqa: S608 - constant SQL
+"""The user itself first: a superuser is a member of every role."""
 
 
 async def refuse_unsafe_app_user(conn: asyncpg.Connection, user: str) -> None:
@@ -203,7 +205,8 @@ async def refuse_unsafe_app_user(conn: asyncpg.Connection, user: str) -> None:
         )
     if not await conn.fetchval("SELECT true FROM pg_roles WHERE rolname = $1", user):
         return
-    for row in await conn.fetch(_UNSAFE, user):
+    row = await conn.fetchrow(_UNSAFE, user)
+    if row is not None:
         what = ("a superuser" if row["rolsuper"] else "a BYPASSRLS role" if row["rolbypassrls"]
                 else "an owner of schema mumu or of objects in it")
         whose = "" if row["rolname"] == user else f"a member of {row['rolname']!r}, "
