@@ -126,9 +126,12 @@ async def role(admin_conn: asyncpg.Connection) -> AsyncIterator[str]:
          "CREATE ROLE {role}_mid NOLOGIN; GRANT {role}_own TO {role}_mid; "
          "GRANT {role}_mid TO {role}",
          "a member of '{role}_own', an owner"),
+        ("CREATE ROLE {role}_byp NOLOGIN BYPASSRLS; GRANT {role}_byp TO mumu_app",
+         "'mumu_app' is a member of '{role}_byp', a BYPASSRLS role"),
     ],
     ids=["superuser", "bypassrls", "owns-a-table", "owns-another-object",
-         "member-of-superuser", "member-of-bypassrls", "member-of-owner-via-another"],
+         "member-of-superuser", "member-of-bypassrls", "member-of-owner-via-another",
+         "app-group-role-member-of-bypassrls"],
 )
 async def test_an_unsafe_application_user_is_refused(
     admin_conn: asyncpg.Connection, pg_admin_url: str, role: str, setup: str, refusal: str,

@@ -139,6 +139,7 @@ async def ensure_app_login(conn: asyncpg.Connection, app_dsn: str) -> str:
     user, password = login_of(app_dsn)
     exists = await conn.fetchval("SELECT true FROM pg_roles WHERE rolname = $1", user)
     await refuse_unsafe_app_user(conn, user)
+    await refuse_unsafe_app_user(conn, APP_GROUP_ROLE)  # the user inherits its memberships
     if exists:
         verb, options = "ALTER", "LOGIN"
     else:
