@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from mumu import __version__
+from mumu.db.history import HistoryItem
 
 
 class ErrorDetail(BaseModel):
@@ -66,7 +67,7 @@ class AskResult(BaseModel):
 
 class History(BaseModel):
     session_id: str
-    items: list[dict[str, Any]]
+    items: list[HistoryItem] = Field(description="oldest first")
 
 
 class Transcription(BaseModel):
@@ -75,7 +76,7 @@ class Transcription(BaseModel):
 
 MODELS: tuple[type[BaseModel], ...] = (
     ErrorBody, Health, Readiness, SessionRequest, SessionCreated, TextAskBody, AskAccepted,
-    AskResult, History, Transcription,
+    AskResult, HistoryItem, History, Transcription,
 )
 
 
@@ -89,8 +90,11 @@ def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {400: "bad input", 401: "missing or invalid credentials", 403: "not yours",
-            413: "too large", 415: "unsupported media or audio", 429: "rate limited",
-            503: "unavailable or overloaded", 504: "a stage did not answer"}
+            404: "no such route (e.g. an empty session id)", 410: "crypto-erased (shredded)",
+            413: "too large", 415: "unsupported media or audio",
+            422: "no speech in the audio (no_speech)", 429: "rate limited (Retry-After)",
+            502: "a stage failed with an error the gateway does not map",
+            503: "unavailable or overloaded (Retry-After)", 504: "a stage did not answer"}
     return {str(s): _json(ErrorBody, text[s]) for s in statuses}
 
 
@@ -121,42 +125,69 @@ _TRANSCRIPTION_FORM = {
 _BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
-def _paths() -> dict[str, Any]:
+EXAMPLE_SESSION = "demo"
+"""The session id the document's examples use (the schemathesis test asks in it first)."""
+
+
+def _plain(description: str, media: str) -> dict[str, Any]:
+    return {"description": description, "content": {media: {"schema": {"type": "string"}}}}
+
+
+def _probes() -> dict[str, Any]:
     return {
+        "/": {"get": {"summary": "The demo page (HTML)", "operationId": "demoPage",
+                      "responses": {"200": _plain("the page", "text/html")}}},
         "/api/health": {"get": {"summary": "Liveness", "operationId": "health",
                                 "responses": {"200": _json(Health, "alive")}}},
-        "/api/ready": {"get": {"summary": "Readiness: NATS, streams, stage lag, database",
-                               "operationId": "ready",
-                               "responses": {"200": _json(Readiness, "ready"),
-                                             "503": _json(Readiness, "not ready, with reasons")}}},
+        "/api/ready": {"get": {
+            "summary": "Readiness: NATS, streams, every stage's consumer, stage lag, database",
+            "operationId": "ready",
+            "responses": {"200": _json(Readiness, "ready"),
+                          "503": _json(Readiness, "not ready, with reasons")}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics",
+                             "responses": {"200": _plain("text exposition format",
+                                                         "text/plain")}}},
+        "/api/openapi.json": {"get": {
+            "summary": "This document", "operationId": "openapi",
+            "responses": {"200": {"description": "OpenAPI 3.1",
+                                  "content": {"application/json": {"schema": {
+                                      "type": "object"}}}}}}},
+    }
+
+
+def _paths() -> dict[str, Any]:
+    return {
+        **_probes(),
         "/api/session": {"post": {
             "summary": "Trade a workspace API key for a session token",
             "operationId": "createSession", "security": _BEARER,
-            "requestBody": {"required": False,
-                            "content": {"application/json": {"schema": _ref(SessionRequest)}}},
+            "requestBody": {"required": False, "content": {"application/json": {
+                "schema": _ref(SessionRequest), "example": {"session_id": EXAMPLE_SESSION}}}},
             "responses": {"200": _json(SessionCreated, "the session and its token"),
-                          **_errors(400, 401, 429, 503)},
+                          **_errors(400, 401, 413, 429, 503)},
         }},
         "/api/ask": {"post": {
             "summary": "Ask by text (JSON) or audio (multipart)", "operationId": "ask",
             "security": _BEARER,
             "parameters": [{"name": "wait", "in": "query", "required": False,
-                            "schema": {"type": "boolean", "default": False},
+                            "schema": {"type": "boolean", "default": False}, "example": True,
                             "description": "wait for the full result"}],
             "requestBody": {"required": True, "content": {
-                "application/json": {"schema": _ref(TextAskBody)},
+                "application/json": {"schema": _ref(TextAskBody),
+                                     "example": {"text": "What is the capital of France?",
+                                                 "language": "en"}},
                 "multipart/form-data": {"schema": _MULTIPART_AUDIO}}},
             "responses": {"202": _json(AskAccepted, "published"),
                           "200": _json(AskResult, "the whole result (wait=true)"),
-                          **_errors(400, 401, 413, 415, 429, 503, 504)},
+                          **_errors(400, 401, 403, 413, 415, 422, 429, 502, 503, 504)},
         }},
         "/api/sessions/{id}/history": {"get": {
             "summary": "Decrypted transcripts and answers of the token's session",
             "operationId": "history", "security": _BEARER,
             "parameters": [{"name": "id", "in": "path", "required": True,
-                            "schema": {"type": "string"}}],
+                            "schema": {"type": "string"}, "example": EXAMPLE_SESSION}],
             "responses": {"200": _json(History, "the session's history"),
-                          **_errors(401, 403, 429, 503)},
+                          **_errors(401, 403, 404, 410, 429, 503)},
         }},
         "/v1/audio/transcriptions": {"post": {
             "summary": "OpenAI-compatible transcription (bearer: workspace API key)",
@@ -169,7 +200,7 @@ def _paths() -> dict[str, Any]:
                     "text/plain": {"schema": {"type": "string"}},
                     "application/x-subrip": {"schema": {"type": "string"}},
                     "text/vtt": {"schema": {"type": "string"}}}},
-                **_errors(400, 401, 413, 415, 429, 503, 504)},
+                **_errors(400, 401, 403, 413, 415, 422, 429, 502, 503, 504)},
         }},
     }
 
@@ -184,7 +215,9 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "mumu gateway", "version": __version__.split("+")[0],
                  "description": "HTTP API of mumu. The websocket /api/ws is described in "
-                 "docs/gateway.md (OpenAPI cannot describe websockets)."},
+                 "docs/gateway.md (OpenAPI cannot describe websockets). Every error is "
+                 "JSON {\"error\": {\"code\", \"message\"}}; an undocumented path "
+                 "is 404, an undocumented method on a documented path 405 (with Allow)."},
         "paths": _paths(),
         "components": {
             "schemas": schemas,
