@@ -9,6 +9,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
+from mumu.bench.stream import apply_bench_stream
 from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.streams import apply_all
 from mumu.settings import NatsSettings, Settings, StageRuntimeSettings
@@ -39,8 +40,10 @@ async def nc(nats_server: EmbeddedNats) -> AsyncIterator[NATS]:
 
 @pytest.fixture
 async def streams(nc: NATS) -> None:
-    """Every stream and bucket of streams/ applied on the test server."""
+    """Every stream and bucket of streams/ applied on the test server, and the
+    benchmarks' MUMU_BENCH (the pass-through test stage consumes it)."""
     await apply_all(nc)
+    await apply_bench_stream(nc)
 
 
 @pytest.fixture

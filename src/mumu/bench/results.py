@@ -9,14 +9,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BenchResultSettings(BaseSettings):
+    """Where ``mumu bench`` writes (tests point it at a temporary folder)."""
+
+    model_config = SettingsConfigDict(env_prefix="MUMU_", extra="ignore")
+
+    bench_results: Path = Field(
+        default=Path("benchmarks/results"),
+        description="folder benchmark result files are written to",
+    )
+
 
 def results_dir() -> Path:
-    return Path(os.environ.get("MUMU_BENCH_RESULTS", "benchmarks/results"))
+    return BenchResultSettings().bench_results
 
 
-def write_result(name: str, result: dict[str, Any]) -> Path:
-    """Write ``result`` with the machine it ran on; returns the JSON path."""
-    out = results_dir()
+def write_result(name: str, result: dict[str, Any], directory: Path | None = None) -> Path:
+    """Write ``result`` with the machine it ran on into ``directory`` (default:
+    ``MUMU_BENCH_RESULTS`` or ``benchmarks/results``); returns the JSON path."""
+    out = directory or results_dir()
     out.mkdir(parents=True, exist_ok=True)
     record = {
         "benchmark": name,

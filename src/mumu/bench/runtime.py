@@ -12,30 +12,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from mumu.bench.relay import BenchEvent, Relay
+from mumu.bench.relay import BenchEvent
 from mumu.bench.results import write_result
+from mumu.bench.runtime_chains import HOPS, WS, faststream_chain, raw_chain, runtime_chain
+from mumu.bench.stream import apply_bench_stream
 from mumu.broker.embedded import EmbeddedNats
-from mumu.broker.streams import apply_all
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
-from mumu.runtime.process import run_stage
-from mumu.settings import NatsSettings, Settings, StageRuntimeSettings
+from mumu.settings import Settings
 
-WS = "bench"
-HOPS = 3
 FLOOR_THROUGHPUT_RATIO = 0.7
 FLOOR_P99_MS = 20.0
 
@@ -45,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-events", type=int, default=3_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="paired raw/mumu rounds")
+    parser.add_argument("--results-dir", type=Path, default=None,
+                        help="folder for runtime.json (default: benchmarks/results)")
 
 
 async def _publish(nc: NATS, count: int, rate: float | None, tag: str) -> None:
@@ -90,15 +86,18 @@ async def _wait_done(nc: NATS, count: int, timeout: float = 600.0) -> None:
 async def _timestamps(nc: NATS) -> dict[tuple[str, int], float]:
     """(request id, hop) → server store time (s) of every message in the bench stream."""
     js = nc.jetstream()
-    info = await js.stream_info(subjects.STREAM_BENCH)
-    total = info.state.messages
     stamps: dict[tuple[str, int], float] = {}
-    sub = await js.subscribe("mumu.bench.>", ordered_consumer=True)
-    for _ in range(total):
-        msg = await sub.next_msg(timeout=10)
-        event = BenchEvent.model_validate_json(msg.data)
-        stamps[(event.request_id, event.hop)] = msg.metadata.timestamp.timestamp()
-    await sub.unsubscribe()
+    for pattern in subjects.BENCH_HOPS:
+        info = await js.stream_info(subjects.STREAM_BENCH, subjects_filter=pattern.wildcard)
+        total = sum((info.state.subjects or {}).values())
+        if not total:
+            continue
+        sub = await js.subscribe(pattern.wildcard, ordered_consumer=True)
+        for _ in range(total):
+            msg = await sub.next_msg(timeout=10)
+            event = BenchEvent.model_validate_json(msg.data)
+            stamps[(event.request_id, event.hop)] = msg.metadata.timestamp.timestamp()
+        await sub.unsubscribe()
     return stamps
 
 
@@ -109,148 +108,38 @@ async def _reset(nc: NATS) -> None:
         await js.delete_consumer(subjects.STREAM_BENCH, consumer.name)
 
 
-@contextlib.asynccontextmanager
-async def _runtime_chain(url: str, concurrency: int) -> AsyncIterator[None]:
-    settings = Settings(
-        nats=NatsSettings(url=url),
-        log_level="WARNING",
-        stage=StageRuntimeSettings(concurrency=concurrency, batch=concurrency, fetch_timeout=0.5),
-    )
-    stop = asyncio.Event()
-    events = [asyncio.Event() for _ in range(HOPS)]
-    async with asyncio.TaskGroup() as tg:
-        for hop in range(HOPS):
-            tg.create_task(run_stage(Relay(hop), settings, stop, started=events[hop]))
-        for started in events:
-            await started.wait()
-        try:
-            yield
-        finally:
-            stop.set()
-
-
-@contextlib.asynccontextmanager
-async def _raw_chain(url: str, concurrency: int) -> AsyncIterator[None]:
-    """The baseline: plain nats-py pull consumers that publish (await PubAck), then ack.
-
-    Each hop has its own connection, as each stage is its own process in production
-    (and each runtime stage here has its own connection too).
-    """
-    stop = asyncio.Event()
-    connections: list[NATS] = []
-
-    async def relay(hop: int) -> None:
-        nc = await nats.connect(url)
-        connections.append(nc)
-        js = nc.jetstream()
-        durable = f"raw-relay{hop}"
-        await js.add_consumer(
-            subjects.STREAM_BENCH,
-            ConsumerConfig(
-                durable_name=durable,
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                filter_subject=subjects.BENCH_HOPS[hop].wildcard,
-                max_ack_pending=10_000,
-            ),
-        )
-        psub = await js.pull_subscribe_bind(durable=durable, stream=subjects.STREAM_BENCH)
-        dst = subjects.BENCH_HOPS[hop + 1]
-
-        async def forward(msg: Msg) -> None:
-            event = BenchEvent.model_validate_json(msg.data)  # the same decode/encode work
-            out = event.model_copy(update={"hop": event.hop + 1})
-            await js.publish(
-                dst.for_workspace(WS),
-                out.model_dump_json().encode(),
-                headers={h.MSG_ID: f"{event.event_id}:{dst.prefix}"},
-            )
-            await msg.ack()
-
-        while not stop.is_set():
-            try:
-                msgs = await psub.fetch(batch=concurrency, timeout=0.5)
-            except (nats.errors.TimeoutError, TimeoutError):
-                continue
-            await asyncio.gather(*(forward(m) for m in msgs))
-
-    async with asyncio.TaskGroup() as tg:
-        for hop in range(HOPS):
-            tg.create_task(relay(hop))
-        try:
-            yield
-        finally:
-            stop.set()
-    for nc in connections:
-        await nc.drain()
-
-
-@contextlib.asynccontextmanager
-async def _faststream_chain(url: str, concurrency: int) -> AsyncIterator[None]:
-    """The same relays as FastStream subscribers (pull, nack on error, same batch and workers).
-
-    Measured to decide what the runtime is built on (see the README).
-    """
-    from faststream import AckPolicy
-    from faststream.nats import JStream, NatsBroker, PullSub
-
-    broker = NatsBroker(url, logger=None)
-    stream = JStream(subjects.STREAM_BENCH, declare=False)
-
-    def relay_to(dst: subjects.SubjectPattern) -> Any:
-        async def relay(event: BenchEvent) -> None:
-            out = event.model_copy(update={"hop": event.hop + 1})
-            await broker.publish(
-                out.model_dump_json().encode(),
-                dst.for_workspace(WS),
-                stream=subjects.STREAM_BENCH,
-                headers={h.MSG_ID: f"{event.event_id}:{dst.prefix}"},
-            )
-
-        return relay
-
-    for hop in range(HOPS):
-        broker.subscriber(
-            subjects.BENCH_HOPS[hop].wildcard,
-            stream=stream,
-            durable=f"fs-relay{hop}",
-            pull_sub=PullSub(batch_size=concurrency, timeout=0.5),
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            max_workers=concurrency,
-        )(relay_to(subjects.BENCH_HOPS[hop + 1]))
-    await broker.start()
-    try:
-        yield
-    finally:
-        await broker.stop()
-
-
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def _throughput(nc: NATS, chain: Any, url: str, args: argparse.Namespace, tag: str) -> float:
-    """Events/s of ``chain`` over a load stored before it starts (first hop1 → last hop3).
+async def _throughput(
+    nc: NATS, chain: Any, settings: Settings, url: str, args: argparse.Namespace, *,
+    tag: str,
+) -> tuple[float, int]:
+    """Events/s of ``chain`` over a load stored before it starts (first hop1 → last hop3),
+    and how many distinct events reached the sink.
 
     Storing the load first keeps the publisher from competing with the chain for the CPU.
     """
     await _reset(nc)
     await _publish(nc, args.events, None, tag)
-    async with chain(url, args.concurrency):
+    async with chain(settings, url, args.concurrency):
         await _wait_done(nc, args.events)
     stamps = await _timestamps(nc)
     first = min(t for (_, hop), t in stamps.items() if hop == 1)
     last = max(t for (_, hop), t in stamps.items() if hop == HOPS)
-    return float(args.events / (last - first))
+    moved = sum(1 for (_, hop) in stamps if hop == HOPS)
+    return float(args.events / (last - first)), moved
 
 
 async def _latency(
-    nc: NATS, chain: Any, url: str, args: argparse.Namespace, tag: str, *, rate: float
+    nc: NATS, chain: Any, settings: Settings, url: str, args: argparse.Namespace, *,
+    tag: str, rate: float,
 ) -> dict[str, float]:
     """Per-hop latency (server store times) with the load paced at ``rate`` events/s."""
     await _reset(nc)
-    async with chain(url, args.concurrency):
+    async with chain(settings, url, args.concurrency):
         await _publish(nc, args.latency_events, rate, tag)
         await _wait_done(nc, args.latency_events)
     stamps = await _timestamps(nc)
@@ -266,32 +155,36 @@ async def _latency(
     }
 
 
-async def _run(args: argparse.Namespace) -> dict[str, Any]:
+async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     """Paired rounds (raw, then mumu, order alternating); the median ratio is reported."""
-    chains = {"raw_nats_py": _raw_chain, "mumu_runtime": _runtime_chain}
+    chains = {"raw_nats_py": raw_chain, "mumu_runtime": runtime_chain}
     rates: dict[str, list[float]] = {name: [] for name in chains}
+    moved: dict[str, list[int]] = {name: [] for name in chains}
     ratios = []
     with tempfile.TemporaryDirectory() as tmp:
         async with EmbeddedNats(Path(tmp) / "nats") as server:
             nc = await nats.connect(server.url)
-            await apply_all(nc)
+            await apply_bench_stream(nc)
             for n in range(args.rounds):
                 order = list(chains) if n % 2 == 0 else list(reversed(chains))
                 for name in order:
-                    rates[name].append(
-                        await _throughput(nc, chains[name], server.url, args, f"{name}-{n}")
-                    )
+                    rate, count = await _throughput(
+                        nc, chains[name], settings, server.url, args, tag=f"{name}-{n}")
+                    rates[name].append(rate)
+                    moved[name].append(count)
                 ratios.append(rates["mumu_runtime"][-1] / rates["raw_nats_py"][-1])
-            fast = await _throughput(nc, _faststream_chain, server.url, args, "faststream")
+            fast, _ = await _throughput(
+                nc, faststream_chain, settings, server.url, args, tag="faststream")
             result: dict[str, Any] = {}
             for name, chain in chains.items():
                 peak = statistics.median(rates[name])
                 result[name] = {
                     "throughput_events_per_s": round(peak, 1),
                     "rounds_events_per_s": [round(r, 1) for r in rates[name]],
+                    "rounds_events_moved": moved[name],
                     "latency_rate_events_per_s": round(peak / 2, 1),
                     "per_hop_ms": await _latency(
-                        nc, chain, server.url, args, f"{name}-lat", rate=peak / 2
+                        nc, chain, settings, server.url, args, tag=f"{name}-lat", rate=peak / 2
                     ),
                 }
             await nc.drain()
@@ -316,6 +209,6 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    result = asyncio.run(_run(args))
-    result["file"] = str(write_result("runtime", result))
+    result = asyncio.run(_run(args, settings))
+    result["file"] = str(write_result("runtime", result, args.results_dir))
     return result
