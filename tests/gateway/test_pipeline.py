@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -11,9 +14,11 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from mumu.settings import Settings
+from mumu.stages.persist.stage import build_stage as build_persist
 from tests.gateway.conftest import WS_A, gateway_settings, receive_until, serving
 from tests.gateway.pipeline import SPEECH, pipeline_settings, stages
-from tests.harness import Collector
+from tests.harness import Collector, running
+from tests.pg_fixtures import WorkspaceFactory
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -44,6 +49,8 @@ async def test_websocket_asks_by_text_and_audio_then_resumes_mid_answer(
                 "request_id"]
             got = await receive_until(
                 ws, lambda m: m["type"] in ("answer.final", "error"), timeout=120)
+            assert got[-1]["type"] == "answer.final", got[-1]
+            got += await drain(ws, 1.0)  # nothing more for this request comes after its final
             events = of(audio_rid, got)
             kinds = [m["type"] for m in events]
             assert kinds[-1] == "answer.final", kinds
@@ -75,7 +82,10 @@ async def test_websocket_asks_by_text_and_audio_then_resumes_mid_answer(
             await receive_until(ws, lambda m: m["type"] == "ready")
             await ws.send_json({"type": "resume", "after": seen[-1]["cursor"]})
             rest = of(text_rid, await receive_until(ws, lambda m: m["type"] == "resumed"))
-    assert rest
+            rest += of(text_rid, await drain(ws, 1.0))
+    # the answer was unfinished at the disconnect: some of it arrives only after the resume
+    assert [m for m in rest if m["type"] == "answer.delta"]
+    assert [m["type"] for m in seen + rest].count("answer.final") == 1
     assert rest[-1]["type"] == "answer.final"
     assert not {m["cursor"] for m in seen} & {m["cursor"] for m in rest}
     deltas = [m for m in seen + rest if m["type"] == "answer.delta"]
@@ -83,15 +93,33 @@ async def test_websocket_asks_by_text_and_audio_then_resumes_mid_answer(
     assert "".join(m["text"] for m in deltas) == rest[-1]["text"]
 
 
+async def drain(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> list[dict[str, Any]]:
+    """Whatever else the socket sends within ``seconds``."""
+    got: list[dict[str, Any]] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while (msg := await ws.receive()).type == aiohttp.WSMsgType.TEXT:
+                got.append(json.loads(msg.data))
+    return got
+
+
 async def test_ask_and_wait_returns_transcript_and_answer(
-    nc: NATS, streams: None, settings: Settings, model_cache: Path
+    nc: NATS, streams: None, settings: Settings, model_cache: Path, pg_settings: Settings,
+    workspace: WorkspaceFactory,
 ) -> None:
     cfg = gateway_settings(pipeline_settings(settings, model_cache), wait_timeout=120.0)
-    async with stages(cfg), serving(cfg) as gw, aiohttp.ClientSession() as http:
+    cfg = cfg.model_copy(update={
+        "database_url": pg_settings.database_url, "master_keys": pg_settings.master_keys})
+    ws, _ = await workspace("w")  # with a database, ingest checks the workspace exists
+    async with stages(cfg), running(build_persist(cfg), cfg), serving(
+        cfg
+    ) as gw, aiohttp.ClientSession() as http:
+        async with http.get(f"{gw.url}/api/ready") as resp:  # every stage runs
+            assert resp.status == 200, await resp.text()
         form = aiohttp.FormData()
         form.add_field("audio", (SPEECH / "en03.wav").read_bytes(), filename="q.wav")
         async with http.post(f"{gw.url}/api/ask?wait=true", data=form,
-                             headers={"Authorization": f"Bearer {gw.token(WS_A, 'w')}"}) as resp:
+                             headers={"Authorization": f"Bearer {gw.token(ws, 'w')}"}) as resp:
             body = await resp.json()
     assert resp.status == 200, body
     assert "sunny" in words(body["transcript"])
