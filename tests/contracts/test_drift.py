@@ -81,3 +81,13 @@ def test_stream_files_are_jetstream_stream_configs() -> None:
         assert config["duplicate_window"] > 0
         assert config["max_age"] > 0
         assert config["retention"] == "limits"
+
+
+def test_asyncapi_says_which_channels_mumu_receives_and_which_it_sends() -> None:
+    doc = json.loads((ROOT / "schemas" / "asyncapi.json").read_text())
+    actions = {op["channel"]["$ref"].rsplit("/", 1)[1]: op["action"]
+               for op in doc["operations"].values()}
+    assert {c for c, a in actions.items() if a == "receive"} == {
+        "mumu_ingest_audio", "mumu_ingest_text", "mumu_control_cancel"}
+    assert actions["mumu_transcript_final"] == actions["mumu_answer_delta"] == "send"
+    assert actions["mumu_dlq"] == actions["mumu_error"] == "send"

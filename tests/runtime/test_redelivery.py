@@ -13,6 +13,7 @@ from nats.aio.client import Client as NATS
 from mumu.broker.embedded import EmbeddedNats
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
+from mumu.contracts.events import DeadLetterHeaders
 from mumu.runtime.consumer import RouteWorker
 from mumu.runtime.metrics import StageMetrics
 from mumu.runtime.publisher import Publisher
@@ -118,6 +119,8 @@ async def test_a_dead_letter_too_big_for_max_payload_goes_without_its_body(
     assert letter.headers[h.DLQ_STREAM] == subjects.STREAM_BENCH
     assert letter.headers[h.DLQ_SEQUENCE] == str(ack.seq)
     assert letter.headers[h.DLQ_CODE] == "schema_violation"
+    parsed = DeadLetterHeaders.model_validate(letter.headers)  # the documented contract
+    assert parsed.body_omitted == "true" and parsed.body_size == len(body)
     worker_durable = RouteWorker(_context(nc, settings), stage.routes()[0],
                                  Publisher(nc, StageMetrics("x"))).durable
     info = await nc.jetstream().consumer_info(subjects.STREAM_BENCH, worker_durable)

@@ -231,3 +231,11 @@ class DeadLetterHeaders(BaseModel):
     stream: str = Field(alias="Mumu-Dlq-Stream")
     sequence: int = Field(alias="Mumu-Dlq-Sequence")
     deliveries: int = Field(alias="Mumu-Dlq-Deliveries")
+    body_omitted: Literal["true"] | None = Field(
+        default=None, alias="Mumu-Dlq-Body-Omitted",
+        description="set when the original was too large to carry: the body is empty and "
+        "the original is message `sequence` of `stream`",
+    )
+    body_size: int | None = Field(
+        default=None, alias="Mumu-Dlq-Body-Size", description="bytes of the omitted body",
+    )

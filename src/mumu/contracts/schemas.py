@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mumu import __version__
+from mumu.contracts import subjects as s
 from mumu.contracts.catalog import CHANNELS, Channel
 
 ASYNCAPI_FILE = "asyncapi.json"
@@ -29,6 +30,12 @@ def json_schemas(channels: tuple[Channel, ...] = CHANNELS) -> dict[str, str]:
         schema["description"] = (schema.get("description") or ch.summary).strip()
         files[f"{ch.model.__name__}.json"] = _dump(schema)
     return files
+
+
+RECEIVED: frozenset[s.SubjectPattern] = frozenset(
+    {s.INGEST_AUDIO, s.INGEST_TEXT, s.CONTROL_CANCEL}
+)
+"""Channels producers and clients publish and mumu receives; mumu sends on every other."""
 
 
 def asyncapi(channels: tuple[Channel, ...] = CHANNELS) -> dict[str, Any]:
@@ -60,8 +67,9 @@ def asyncapi(channels: tuple[Channel, ...] = CHANNELS) -> dict[str, Any]:
             "parameters": {ch.last_token: {"description": f"the {ch.last_token} id"}},
             "messages": {name: {"$ref": f"#/components/messages/{name}"}},
         }
-        operations[f"publish_{channel_id}"] = {
-            "action": "send",
+        action = "receive" if ch.pattern in RECEIVED else "send"
+        operations[f"{action}_{channel_id}"] = {
+            "action": action,
             "channel": {"$ref": f"#/channels/{channel_id}"},
             "messages": [{"$ref": f"#/channels/{channel_id}/messages/{name}"}],
         }
