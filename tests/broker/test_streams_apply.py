@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nats.js.errors
 from nats.aio.client import Client as NATS
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.streams import apply_all, status, stream_config
@@ -50,13 +51,27 @@ async def test_changed_config_is_applied_and_drift_reported(nc: NATS, tmp_path: 
     assert {c.action for c in await apply_all(nc, changed)} == {"unchanged"}
 
 
-async def test_status_counts_messages(nc: NATS) -> None:
+async def test_status_counts_messages_pending_and_redelivered(nc: NATS) -> None:
     await apply_all(nc)
     js = nc.jetstream()
-    await js.publish("mumu.error.ws1", b"{}")
+    for i in range(3):
+        await js.publish(f"mumu.error.ws{i}", b"{}")
+    await js.add_consumer("MUMU_RESULTS", ConsumerConfig(
+        durable_name="status-probe", ack_policy=AckPolicy.EXPLICIT, ack_wait=0.5,
+        filter_subject="mumu.error.*"))
+    psub = await js.pull_subscribe_bind(durable="status-probe", stream="MUMU_RESULTS")
+    (first,) = await psub.fetch(1, timeout=5)  # never acked
+    await asyncio.sleep(0.8)  # past ack_wait: it comes back
+    (again,) = await psub.fetch(1, timeout=5)
+    assert again.metadata.sequence.stream == first.metadata.sequence.stream
     rows = {r.name: r for r in await status(nc)}
-    assert rows["MUMU_RESULTS"].messages == 1
-    assert rows["MUMU_RESULTS"].bytes > 0
+    results = rows["MUMU_RESULTS"]
+    assert (results.messages, results.consumers) == (3, 1)
+    assert results.bytes > 0
+    assert results.pending == 2  # not delivered yet
+    assert results.ack_pending == 1  # delivered, not acked
+    assert results.redelivered == 1
+    assert rows["MUMU_INGEST"].pending == rows["MUMU_INGEST"].redelivered == 0
 
 
 async def test_cli_apply_check_exit_codes(nats_server: EmbeddedNats, tmp_path: Path) -> None:
