@@ -39,7 +39,7 @@ def padded(clip: Path, out: Path, before: float = 0.5, after: float = 1.0) -> fl
         dst.writeframes(silence * int(before * params.framerate) + frames
                         + silence * int(after * params.framerate))
     out.write_bytes(buf.getvalue())
-    return before + after + params.nframes / params.framerate
+    return float(before + after + params.nframes / params.framerate)
 
 
 async def test_recording_on_the_demo_page_shows_transcript_and_answer(

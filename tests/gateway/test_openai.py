@@ -62,10 +62,10 @@ async def test_openai_client_gets_the_transcript_in_every_format(
     assert words(str(as_text)) == expected
     srt, vtt = str(as_srt), str(as_vtt)
     assert srt.startswith("1\n")
-    assert TIMESTAMP.search(srt)
-    assert "," in TIMESTAMP.search(srt)[0]
+    srt_stamp, vtt_stamp = TIMESTAMP.search(srt), TIMESTAMP.search(vtt)
+    assert srt_stamp and "," in srt_stamp[0]
     assert vtt.startswith("WEBVTT")
-    assert "." in TIMESTAMP.search(vtt)[0]
+    assert vtt_stamp and "." in vtt_stamp[0]
     assert words(" ".join(line for line in srt.splitlines()
                           if line and not line.isdigit() and "-->" not in line)) == expected
     assert words(verbose.text) == expected

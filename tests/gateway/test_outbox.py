@@ -10,6 +10,7 @@ import aiohttp
 from aiohttp import web
 
 from mumu.gateway.outbox import HIGH_WATER, Outbox, text_frame
+from mumu.runtime.http import serve
 
 SIZES = [0, 1, 125, 126, 127, 65_535, 65_536, 300_000]
 
@@ -20,11 +21,7 @@ Work = Callable[[web.WebSocketResponse, Outbox, web.Request], Awaitable[None]]
 async def _serve(handler: Handler) -> tuple[web.AppRunner, str]:
     app = web.Application()
     app.router.add_get("/ws", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve(app, "127.0.0.1", 0)
     return runner, f"http://127.0.0.1:{port}/ws"
 
 
@@ -41,6 +38,7 @@ async def socket_with_outbox(limit: int, work: Work) -> AsyncIterator[str]:
     async def handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(compress=False)
         await ws.prepare(request)
+        assert request.transport is not None
         outbox = Outbox(request.transport, limit)
         writer = asyncio.create_task(outbox.run())
         try:
