@@ -3,7 +3,8 @@
 
 const $ = (id) => document.getElementById(id);
 const state = {
-  token: null, sessionId: null, ws: null, cursor: 0, recorder: null, cards: {}, log: [],
+  token: null, sessionId: null, ws: null, cursor: 0, connected: false, recorder: null,
+  cards: {}, log: [],
 };
 
 const CONTROL = new Set(["ready", "accepted", "resumed", "cancelling", "pong"]);
@@ -20,6 +21,8 @@ async function startSession() {
   if (!resp.ok) { setStatus("Session refused: " + body.error.message); return; }
   state.token = body.token;
   state.sessionId = body.session_id;
+  state.cursor = 0;
+  state.connected = false;
   $("ask").hidden = false;
   connect();
 }
@@ -27,11 +30,15 @@ async function startSession() {
 function connect() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   let url = `${proto}//${location.host}/api/ws?token=${encodeURIComponent(state.token)}`;
-  if (state.cursor) url += `&after=${state.cursor}`;
+  // a reconnect always resumes, from 0 when no event had arrived yet
+  if (state.connected) url += `&after=${state.cursor}`;
   const ws = new WebSocket(url);
   ws.binaryType = "arraybuffer";
   state.ws = ws;
-  ws.onopen = () => setStatus(`Connected — session ${state.sessionId}`);
+  ws.onopen = () => {
+    state.connected = true;
+    setStatus(`Connected — session ${state.sessionId}`);
+  };
   ws.onmessage = (ev) => onMessage(JSON.parse(ev.data));
   ws.onclose = (ev) => {
     if (state.ws !== ws) return;
