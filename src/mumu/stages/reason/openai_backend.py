@@ -5,13 +5,14 @@ Python server (``python -m llama_cpp.server``, ``interrupt_requests`` on by defa
 ends a running stream with ``[DONE]`` and no finish reason as soon as another
 request arrives: that is an interruption, never a complete answer. When it
 happens while this process has another stream open, the backend sends one
-request at a time from then on, so concurrent requests stop cutting each other
-short (requests already streaming may be cut once more and are retried).
+request at a time from then on (after letting the streams already open finish),
+so concurrent requests stop cutting each other short.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -59,6 +60,9 @@ class OpenAIBackend:
         self._session: aiohttp.ClientSession | None = None
         self._open_streams = 0
         self._one_at_a_time: asyncio.Lock | None = None
+        self._free_streams = 0  # open streams started before one-at-a-time began
+        self._no_free_streams = asyncio.Event()
+        self._no_free_streams.set()
 
     @property
     def model(self) -> str:
@@ -101,10 +105,16 @@ class OpenAIBackend:
         lock = self._one_at_a_time
         if lock is not None:
             await lock.acquire()
+        else:
+            self._free_streams += 1
+            self._no_free_streams.clear()
         self._open_streams += 1
         try:
-            async for chunk in self._attempts(self._session, request):
-                yield chunk
+            if lock is not None:  # let the streams started before finish, not cut them
+                await self._no_free_streams.wait()
+            async with contextlib.aclosing(self._attempts(self._session, request)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         except BackendInterruptedError as exc:
             if exc.cut_short and self._open_streams > 1 and self._one_at_a_time is None:
                 log.warning(
@@ -120,6 +130,10 @@ class OpenAIBackend:
             self._open_streams -= 1
             if lock is not None:
                 lock.release()
+            else:
+                self._free_streams -= 1
+                if not self._free_streams:
+                    self._no_free_streams.set()
 
     async def _attempts(
         self, session: aiohttp.ClientSession, request: ChatRequest
@@ -184,13 +198,21 @@ class OpenAIBackend:
     async def _read_events(
         self, resp: aiohttp.ClientResponse, request: ChatRequest
     ) -> AsyncIterator[str]:
-        """Server-sent events ``data: {...}`` until ``[DONE]``; complete with a finish reason."""
+        """Server-sent events ``data: {...}`` until ``[DONE]``; complete with a finish reason.
+
+        Only ``data:`` lines count as progress: a server that keeps the connection up
+        with pings but sends no data for ``read_timeout`` seconds has stalled.
+        """
+        loop = asyncio.get_running_loop()
+        idle = self._settings.read_timeout
+        deadline = loop.time() + idle
         done = False
         try:
-            async for raw in resp.content:
+            while raw := await self._line(resp, deadline):
                 line = raw.strip()
                 if not line.startswith(b"data:"):
                     continue
+                deadline = loop.time() + idle
                 data = line[5:].strip()
                 if data == b"[DONE]":
                     done = True
@@ -204,6 +226,10 @@ class OpenAIBackend:
                     yield text
         except aiohttp.ClientPayloadError as exc:
             raise BackendInterruptedError(f"stream from {self._url} broke: {exc!r}") from exc
+        except TimeoutError as exc:
+            raise BackendInterruptedError(
+                f"stream from {self._url} stalled: no data for {idle:g}s"
+            ) from exc
         except json.JSONDecodeError as exc:
             raise BackendInterruptedError(f"{self._url} sent a malformed chunk: {exc}") from exc
         if request.finish_reason is None:
@@ -216,6 +242,11 @@ class OpenAIBackend:
         if not request.prompt_tokens:
             counted = await self.count_tokens([m.content for m in request.messages])
             request.prompt_tokens = sum(counted)
+
+    async def _line(self, resp: aiohttp.ClientResponse, deadline: float) -> bytes:
+        """The next line (b"" at the end); ``TimeoutError`` once ``deadline`` passes."""
+        async with asyncio.timeout_at(deadline):
+            return await resp.content.readline()
 
     @staticmethod
     def _take(event: dict[str, Any], request: ChatRequest) -> str:

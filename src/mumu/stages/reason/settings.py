@@ -33,7 +33,8 @@ class OpenAIBackendSettings(BaseModel):
     read_timeout: float = Field(
         default=60.0,
         gt=0,
-        description="seconds to wait for the first byte and between streamed chunks",
+        description="seconds to wait for the first byte and between streamed data chunks "
+        "(keep-alive pings do not count)",
     )
     retries: int = Field(
         default=2,

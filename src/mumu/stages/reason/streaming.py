@@ -68,8 +68,11 @@ class DeltaStream:
             if remaining <= 0:
                 return
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+            # lands as the wait ends, and the publisher would then wait forever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._wake.wait()
 
     async def _flush(self) -> None:
         text = "".join(self._buffer)
