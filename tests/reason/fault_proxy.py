@@ -2,11 +2,13 @@
 
 It answers the first requests with the given statuses (with ``Retry-After`` when
 given) and forwards the rest unchanged to the real server, noting when each
-request arrived.
+request arrived. With ``stall_after`` set, it forwards that many lines of the
+real stream and then only sends SSE keep-alive pings (a stalled server).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +22,7 @@ class FaultProxy:
         self.upstream = upstream
         self.faults = list(faults)
         self.seen: list[float] = []
+        self.stall_after: int | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.seen.append(time.perf_counter())
@@ -39,10 +42,22 @@ class FaultProxy:
                 status=up.status, headers={"Content-Type": "text/event-stream"}
             )
             await resp.prepare(request)
+            if self.stall_after is not None:
+                await self._stall(up, resp, self.stall_after)
+                return resp
             async for chunk in up.content.iter_any():
                 await resp.write(chunk)
             await resp.write_eof()
             return resp
+
+    @staticmethod
+    async def _stall(up: aiohttp.ClientResponse, resp: web.StreamResponse, lines: int) -> None:
+        for _ in range(lines):
+            await resp.write(await up.content.readline())
+        with contextlib.suppress(ConnectionError):
+            for _ in range(300):  # until the client gives up (30 s at most)
+                await resp.write(b": ping\n\n")
+                await asyncio.sleep(0.1)
 
 
 @contextlib.asynccontextmanager

@@ -6,11 +6,17 @@ requests with 429/503 (with ``Retry-After``) and forwards the rest unchanged.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
-from mumu.stages.reason.backend import BackendUnavailableError, ChatMessage, ChatRequest
+from mumu.stages.reason.backend import (
+    BackendInterruptedError,
+    BackendUnavailableError,
+    ChatMessage,
+    ChatRequest,
+)
 from mumu.stages.reason.openai_backend import OpenAIBackend, retry_after_seconds
 from mumu.stages.reason.settings import OpenAIBackendSettings
 from tests.reason.conftest import ModelServer
@@ -69,6 +75,24 @@ async def test_a_long_retry_after_is_handed_to_the_stage_as_the_nak_delay(
         await backend.close()
     assert caught.value.retry_after == 120
     assert len(fault.seen) == 1
+
+
+async def test_a_stream_that_only_sends_pings_is_interrupted_after_read_timeout(
+    proxy: tuple[FaultProxy, str],
+) -> None:
+    fault, url = proxy
+    fault.stall_after = 12  # a few real chunks, then keep-alive pings only
+    backend = OpenAIBackend(OpenAIBackendSettings(base_url=url, retries=0, read_timeout=0.5))
+    await backend.start()
+    request = ask()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(BackendInterruptedError, match="stalled"):
+            await collect(backend, request)
+    finally:
+        await backend.close()
+    assert request.completion_tokens > 0, "no real chunk came through before the stall"
+    assert time.perf_counter() - started < 3
 
 
 def test_retry_after_accepts_seconds_and_http_dates() -> None:
