@@ -35,13 +35,21 @@ async def start_up(
         )
     assert proc.stdout is not None
     lines: dict[str, str] = {}
-    async with asyncio.timeout(90):
-        while "logs" not in lines:
-            line = (await proc.stdout.readline()).decode()
-            assert line, "mumu up exited before announcing itself"
-            key, _, value = line.strip().partition(": ")
-            lines[key] = value
+    try:
+        async with asyncio.timeout(90):
+            while "logs" not in lines:
+                line = (await proc.stdout.readline()).decode()
+                assert line, f"mumu up exited before announcing itself: {log_tail(data_dir)}"
+                key, _, value = line.strip().partition(": ")
+                lines[key] = value
+    except TimeoutError:
+        proc.kill()
+        pytest.fail(f"mumu up did not announce itself in 90 s: {log_tail(data_dir)}")
     return proc, lines, started
+
+
+def log_tail(data_dir: Path) -> str:
+    return (data_dir.parent / "up.log").read_text()[-3000:]
 
 
 def children(data_dir: Path) -> dict[str, int]:
