@@ -15,6 +15,7 @@ from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import DeadLetterHeaders
 from mumu.runtime.consumer import RouteWorker
+from mumu.runtime.errors import Disposition
 from mumu.runtime.metrics import StageMetrics
 from mumu.runtime.publisher import Publisher
 from mumu.runtime.settle import Delivery, delivery_of
@@ -96,6 +97,7 @@ async def test_an_ack_on_a_closed_connection_is_logged_not_raised(
     d = Delivery(msg, deliveries, sequence, ctx.tracing.start("t", {}))
     with caplog.at_level(logging.WARNING, logger="mumu.stage"):
         await worker.settler.ack(d)  # raised ConnectionClosedError before
+        assert d.outcome is Disposition.NAK  # counted as what it is: not acked
         await worker.settler.settle(d, RuntimeError("boom"))
     assert sum("the server will redeliver" in r.getMessage() for r in caplog.records) == 2
     info = await ctx.js.consumer_info(subjects.STREAM_BENCH, worker.durable)

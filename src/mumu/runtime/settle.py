@@ -99,19 +99,22 @@ class Settler:
         return extra
 
     async def ack(self, d: Delivery) -> None:
-        await self._safely(d, "ack", d.msg.ack())
-        d.outcome = Disposition.ACK
+        """``ack``; if that fails the message counts as nak'ed (it will come back)."""
+        acked = await self._safely(d, "ack", d.msg.ack())
+        d.outcome = Disposition.ACK if acked else Disposition.NAK
 
     async def nak(self, d: Delivery, delay: float | None = None) -> None:
         await self._safely(d, "nak", d.msg.nak(delay=delay))
         d.outcome = Disposition.NAK
 
-    async def _safely(self, d: Delivery, what: str, call: Any) -> None:
+    async def _safely(self, d: Delivery, what: str, call: Any) -> bool:
         try:
             await call
         except Exception as exc:  # noqa: BLE001 - the server redelivers; the worker goes on
             self.log.warning("%s failed (%r); the server will redeliver", what, exc,
                              extra=self._context(d))
+            return False
+        return True
 
     async def settle(self, d: Delivery, exc: BaseException) -> None:
         """What a failure means for the message: ``term`` + dead letter, or ``nak``."""
