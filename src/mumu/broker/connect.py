@@ -65,7 +65,9 @@ async def connect(settings: NatsSettings, name: str, url: str | None = None) -> 
 
     async def error(exc: Exception) -> None:
         last_error[:] = [exc]
-        log.warning("NATS error on %s: %r", server, exc, extra={"stage": name})
+        # before the first connection the failure is reported once, by NatsUnreachable
+        level = logging.WARNING if nc.is_connected or nc.is_reconnecting else logging.DEBUG
+        log.log(level, "NATS error on %s: %r", server, exc, extra={"stage": name})
 
     try:
         await nc.connect(
