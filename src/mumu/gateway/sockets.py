@@ -24,6 +24,7 @@ from mumu.gateway.errors import ApiError
 from mumu.gateway.feed import replay
 from mumu.gateway.hub import ResultEvent, parse
 from mumu.gateway.outbox import Outbox
+from mumu.gateway.ranges import CursorRanges
 from mumu.gateway.tokens import SessionClaims
 
 log = logging.getLogger("mumu.gateway.ws")
@@ -55,8 +56,11 @@ class ClientSocket:
         """The highest cursor the feed has pushed to this socket."""
         self._claimed = 0
         """The highest ``after`` the client resumed from: it has everything up to it."""
-        self._replayed: list[tuple[int, int]] = []
+        self._replayed = CursorRanges()
         """Cursor ranges ``(after, upto]`` replays sent in full (the session's events)."""
+        self._unsent = CursorRanges()
+        """Live events not sent because the client claimed them (a resume from before
+        them sends them)."""
         self._held: list[ResultEvent] | None = None
         self._resuming: asyncio.Task[None] | None = None
         self._replay_at: int | None = None
@@ -75,8 +79,11 @@ class ClientSocket:
         self.live_from = self._live_upto = position
 
     def push(self, event: ResultEvent) -> None:
-        self._live_upto = max(self._live_upto, event.cursor)
-        if self._overflowed or event.cursor <= self._claimed or self._was_replayed(event.cursor):
+        before, self._live_upto = self._live_upto, max(self._live_upto, event.cursor)
+        if event.cursor <= self._claimed:  # the client has it: not sent, but not "sent live"
+            self._unsent.add(before, event.cursor)
+            return
+        if self._overflowed or event.cursor in self._replayed:
             return
         if self._held is not None:  # a resume is replaying: keep live events for after it
             self._hold(event)
@@ -246,7 +253,8 @@ class ClientSocket:
         try:
             for _ in range(REPLAY_PASSES):  # another pass for live events not held
                 async for sequence, msg in replay(self.deps.nc, ws_id, covered):
-                    sent = self.live_from < sequence <= live_done or self._was_replayed(sequence)
+                    sent = (self.live_from < sequence <= live_done
+                            and sequence not in self._unsent) or sequence in self._replayed
                     event = None if sent else parse(sequence, msg)
                     if event is not None and event.session_id == session:
                         await self.outbox.put(event.frame())
@@ -262,25 +270,11 @@ class ClientSocket:
             self.error("resume_failed", f"could not replay: {exc}; resume again")
         finally:
             self._replay_at = None
-            self._add_replayed(after, covered)
+            self._replayed.add(after, covered)
             held, self._held = self._held, None
             for event in held or ():
                 self.push(event)
         self.control("resumed", None, after=after, replayed=replayed)
-
-    def _was_replayed(self, cursor: int) -> bool:
-        return any(lo < cursor <= hi for lo, hi in self._replayed)
-
-    def _add_replayed(self, lo: int, hi: int) -> None:
-        if hi <= lo:
-            return
-        merged: list[tuple[int, int]] = []
-        for a, b in sorted([*self._replayed, (lo, hi)]):
-            if merged and a <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
-            else:
-                merged.append((a, b))
-        self._replayed = merged
 
     async def _cancel(self, message: dict[str, Any]) -> None:
         rid = message.get("request_id")
