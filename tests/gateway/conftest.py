@@ -58,7 +58,8 @@ class Gateway:
 
 
 def gateway_settings(settings: Settings, **overrides: Any) -> Settings:
-    gw = GatewaySettings(port=0, session_secret=SecretStr(SECRET), heartbeat=5.0, **overrides)
+    overrides.setdefault("heartbeat", 5.0)
+    gw = GatewaySettings(port=0, session_secret=SecretStr(SECRET), **overrides)
     return settings.model_copy(update={"gateway": gw})
 
 

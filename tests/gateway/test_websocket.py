@@ -186,7 +186,9 @@ async def test_a_socket_never_sees_another_workspace_or_session(
 async def test_a_client_that_falls_behind_is_closed_and_resumes_without_loss(
     nc: NATS, streams: None, settings: Settings, http: aiohttp.ClientSession, results: Results
 ) -> None:
-    async with serving(gateway_settings(settings, client_queue=2)) as gw:
+    # a client that reads nothing does not answer pings either: with the tests' 5 s
+    # heartbeat a loaded machine (publishing 19 MB takes a while) closed it 1006 instead
+    async with serving(gateway_settings(settings, client_queue=2, heartbeat=120.0)) as gw:
         token = gw.token(WS_A, "slow")
         r = rid()
         ws = await http.ws_connect(gw.ws_url(token), max_msg_size=0)
