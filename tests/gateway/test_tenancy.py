@@ -14,7 +14,7 @@ from mumu.settings import Settings
 from mumu.stages.persist.stage import build_stage as build_persist
 from tests.gateway.conftest import Results, gateway_settings, receive_until, rid, serving
 from tests.gateway.pipeline import SPEECH
-from tests.harness import Collector, running
+from tests.harness import Collector, Seen, running
 from tests.pg_fixtures import WorkspaceFactory
 
 
@@ -136,7 +136,7 @@ async def test_waiting_asks_and_transcriptions_only_get_their_own_workspace_resu
             waiting = asyncio.create_task(_post_json(
                 http, f"{gw.url}/api/ask?wait=true", b["token"], {"text": "B asks"}))
             b_rid = TextAsk.model_validate_json(
-                (await asks.wait_count("mumu.ingest.text.", 1))[0].data).request_id
+                (await published(asks, "mumu.ingest.text.", waiting)).data).request_id
         await results.final(ws_a, sid, b_rid, "A's answer", "spoof")
         await asyncio.sleep(0.3)
         assert not waiting.done()
@@ -152,7 +152,7 @@ async def test_waiting_asks_and_transcriptions_only_get_their_own_workspace_resu
             form.add_field("model", "whisper-1")
             transcribing = asyncio.create_task(_post_form(
                 http, f"{gw.url}/v1/audio/transcriptions", key_b, form))
-            upload = (await uploads.wait_count("mumu.ingest.audio.", 1))[0]
+            upload = await published(uploads, "mumu.ingest.audio.", transcribing)
         assert upload.subject == f"mumu.ingest.audio.{ws_b}"
         oai_sid, oai_rid = upload.headers[h.SESSION], upload.headers[h.REQUEST_ID]
         await results.transcript(ws_a, oai_sid, oai_rid, "A's secret transcript", "spoof")
@@ -160,6 +160,16 @@ async def test_waiting_asks_and_transcriptions_only_get_their_own_workspace_resu
         assert not transcribing.done()
         await results.transcript(ws_b, oai_sid, oai_rid, "B's own words")
         assert await transcribing == (200, {"text": "B's own words"})
+
+
+async def published(seen: Collector, prefix: str, request: asyncio.Task[Any]) -> Seen:
+    """The request's message on ``prefix``; fails with the response if it ended first."""
+    message = asyncio.ensure_future(seen.wait_count(prefix, 1, timeout=30))
+    await asyncio.wait({message, request}, return_when=asyncio.FIRST_COMPLETED)
+    if not message.done():
+        message.cancel()
+        raise AssertionError(f"answered before publishing: {request.result()}")
+    return message.result()[0]
 
 
 async def _post_json(http: aiohttp.ClientSession, url: str, token: str, body: dict[str, Any]
