@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from nats.aio.client import Client as NatsClient
 
-from mumu.crypto.errors import KeyringError
+from mumu.crypto.errors import KeyringError, UnknownMasterKeyError
 from mumu.crypto.keyring import Keyring
 from mumu.db.datakeys import DataKeyShreddedError
 from mumu.db.history import HistoryItem, session_history
@@ -74,6 +74,14 @@ class GatewayDeps:
             return await session_history(pool, self.keyring(), workspace_id, session_id)
         except DataKeyShreddedError as exc:
             raise ApiError(410, "shredded", "this workspace's data was crypto-erased") from exc
+        except UnknownMasterKeyError as exc:
+            # a rotation half done (a key promoted that this process was not restarted with):
+            # the operator's log names the key, the client learns only to retry later
+            log.exception("history read refused")
+            raise ApiError(
+                503, "unavailable", "the master keyring of this gateway is out of date; retry",
+                headers={"Retry-After": "30"},
+            ) from exc
         except UNAVAILABLE as exc:
             log.warning("history read failed: %r", exc)
             raise ApiError(
