@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 
 import nats
 import pytest
@@ -57,27 +55,22 @@ async def test_nak_delays_grow_and_retry_logs_carry_the_request_id(
     assert all(getattr(r, "seq", None) and getattr(r, "subject", None) for r in logged)
 
 
-async def test_unacked_redeliveries_wait_longer_each_time(
+async def test_nak_delays_are_kept_to_the_ladder_on_a_long_ack_wait(
     nc: NATS, streams: None, settings: Settings
 ) -> None:
-    settings = settings.model_copy(
-        update={"stage": settings.stage.model_copy(update={"ack_wait": 0.5, "max_deliver": 3})}
-    )
-    ctx = _context(nc, settings)
-    worker = RouteWorker(ctx, PassThrough().routes()[0], Publisher(nc, ctx.metrics))
-    await worker.ensure_consumer()
-    info = await ctx.js.consumer_info(subjects.STREAM_BENCH, worker.durable)
-    assert info.config.backoff == [0.5, 1.0, 2.0]
-    psub = await ctx.js.pull_subscribe_bind(durable=worker.durable, stream=subjects.STREAM_BENCH)
-    await publish(nc, ping())
-    seen: list[tuple[int, float]] = []
-    async with asyncio.timeout(15):
-        while len(seen) < 3:  # as if the process died each time: never acked
-            for msg in await psub.fetch(1, timeout=10):
-                seen.append((delivery_of(msg)[0], time.monotonic()))
-    assert [d for d, _ in seen] == [1, 2, 3]
-    first, second = seen[1][1] - seen[0][1], seen[2][1] - seen[1][1]
-    assert 0.4 <= first < 0.95 and second >= 0.95, (first, second)
+    """No consumer BackOff: with one, the server held delivery 3 until its ack-wait timer."""
+    settings = settings.model_copy(update={"stage": settings.stage.model_copy(
+        update={"ack_wait": 10.0, "backoff": [0.2, 0.4, 0.8], "max_deliver": 4})})
+    stage = PassThrough()
+    async with running(stage, settings), Collector(nc) as seen:
+        await publish(nc, ping("transient"))
+        await seen.wait_count("mumu.dlq.", 1, timeout=20)
+    info = await nc.jetstream().consumer_info(subjects.STREAM_BENCH, "passthrough-mumu-bench")
+    assert not info.config.backoff
+    assert [d for _, d in stage.calls] == [1, 2, 3, 4]
+    gaps = [b - a for a, b in zip(stage.called_at, stage.called_at[1:], strict=False)]
+    for gap, delay in zip(gaps, [0.2, 0.4, 0.8], strict=True):
+        assert delay <= gap < delay + 3.0, gaps  # far below the 10 s ack wait
 
 
 async def test_an_ack_on_a_closed_connection_is_logged_not_raised(

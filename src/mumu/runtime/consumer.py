@@ -23,7 +23,6 @@ from mumu.runtime.settle import (
     Settler,
     delivery_of,
     nak_quietly,
-    redelivery_backoff,
 )
 from mumu.runtime.stage import Route, StageContext
 
@@ -69,7 +68,10 @@ class RouteWorker:
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.ack_wait,
-            backoff=redelivery_backoff(self.ack_wait, self.max_deliver),
+            # no consumer BackOff on purpose: with one set, nats-server (2.12-2.15 measured)
+            # holds a nak(delay) redelivery for its ack-wait timer (nak 0.4 s -> back after
+            # 5.4 s on ack_wait 5 s), which breaks the explicit retry ladder above. A message
+            # never acked comes back after ack_wait; the heartbeat keeps long work alive.
             # one more than ours: the runtime dead-letters on the last delivery itself,
             # and a message that crashed the process every time is caught on the extra one
             max_deliver=self.max_deliver + 1,

@@ -57,22 +57,6 @@ def delivery_of(msg: Msg) -> tuple[int, int]:
         return meta.num_delivered or 1, meta.sequence.stream
 
 
-MAX_ACK_WAIT = 600.0
-"""Cap of the grown ack wait of a redelivery (seconds)."""
-
-
-def redelivery_backoff(ack_wait: float, max_deliver: int) -> list[float]:
-    """The consumer's BackOff: the ack wait of delivery 1, 2, ... (the last repeats).
-
-    With BackOff set, the server waits ``backoff[n-1]`` for the ack of delivery ``n``,
-    so a message whose handler crashed (or hung) comes back later each time. Delivery 1
-    waits ``ack_wait``: the heartbeat (``in_progress`` every ``ack_wait / 3``) is below
-    every entry, so long work is never redelivered while it runs. Our own nak delays
-    are explicit (``StageRuntimeSettings.backoff``) and not affected.
-    """
-    return [min(ack_wait * 2**i, max(ack_wait, MAX_ACK_WAIT)) for i in range(max_deliver)]
-
-
 class Settler:
     """Maps a failure to ``term`` + dead letter or ``nak``; acks that cannot fail the worker."""
 
