@@ -12,6 +12,7 @@ from mumu.broker.embedded import EmbeddedNats
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import DeadLetterHeaders
+from mumu.ops import dlq
 from mumu.runtime.consumer import RouteWorker
 from mumu.runtime.errors import Disposition
 from mumu.runtime.metrics import StageMetrics
@@ -120,4 +121,11 @@ async def test_a_dead_letter_too_big_for_max_payload_goes_without_its_body(
                                  Publisher(nc, StageMetrics("x"))).durable
     info = await nc.jetstream().consumer_info(subjects.STREAM_BENCH, worker_durable)
     assert info.num_ack_pending == 0 and info.num_redelivered == 0  # terminated once
+    # `mumu dlq replay` takes the body (and headers) from the original stream message
+    stored = [s async for s in dlq.letters(nc)][0]
+    async with Collector(nc, subjects.BENCH_HOPS[1].wildcard) as again:
+        assert await dlq.replay(nc, stored) == subjects.BENCH_HOPS[1].for_workspace(WS)
+        replayed = await again.wait_count("mumu.bench.", 1)
+    assert replayed[0].data == body
+    assert replayed[0].headers[h.MSG_ID] == f"big-1:replay:{stored.seq}"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError
 
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
@@ -34,6 +35,21 @@ def original_headers(stored: Stored) -> dict[str, str]:
     return {k[len(prefix):]: v for k, v in stored.headers.items() if k.startswith(prefix)}
 
 
+async def original(nc: NATS, stored: Stored) -> tuple[bytes, dict[str, str]]:
+    """The original payload and headers: in the letter, or (too big for it) in their stream."""
+    if h.DLQ_BODY_OMITTED not in stored.headers:
+        return stored.data, original_headers(stored)
+    stream, seq = stored.headers[h.DLQ_STREAM], int(stored.headers[h.DLQ_SEQUENCE])
+    try:
+        msg = await nc.jetstream().get_msg(stream, seq)
+    except NotFoundError as exc:
+        raise RuntimeError(
+            f"dead letter {stored.seq} was stored without its body and the original "
+            f"({stream} #{seq}) is gone from its stream (max_age / limits): cannot replay it"
+        ) from exc
+    return msg.data or b"", original_headers(stored) or dict(msg.headers or {})
+
+
 async def replay(nc: NATS, stored: Stored) -> str:
     """Publish the original payload to its original subject, then delete the dead letter.
 
@@ -41,10 +57,10 @@ async def replay(nc: NATS, stored: Stored) -> str:
     stream's duplicate window, which would drop it silently).
     """
     subject = stored.headers[h.DLQ_SUBJECT]
-    headers = original_headers(stored)
+    data, headers = await original(nc, stored)
     headers[h.MSG_ID] = f"{headers.get(h.MSG_ID, 'dlq')}:replay:{stored.seq}"
     js = nc.jetstream()
-    await js.publish(subject, stored.data, headers=headers)
+    await js.publish(subject, data, headers=headers)
     await js.delete_msg(subjects.STREAM_DLQ, stored.seq)
     return subject
 
