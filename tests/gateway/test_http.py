@@ -209,3 +209,25 @@ async def test_wait_names_the_stage_that_did_not_answer(
             body = await resp.json()
         assert resp.status == 504
         assert "ingest stage did not answer" in body["error"]["message"]
+
+
+async def test_a_full_request_stream_is_503_overloaded_and_nothing_is_evicted(
+    gateway: Gateway, http: aiohttp.ClientSession, nc: NATS
+) -> None:
+    js = nc.jetstream()
+    info = await js.stream_info(subjects.STREAM_INGEST)
+    config = info.config
+    config.max_msgs = info.state.messages + 1
+    await js.update_stream(config)
+    token = gateway.token(WS_A, "s1")
+    statuses = []
+    for text in ("first", "second"):
+        async with http.post(f"{gateway.url}/api/ask", json={"text": text},
+                             headers=auth(token)) as resp:
+            statuses.append((resp.status, await resp.json(), resp.headers.get("Retry-After")))
+    assert statuses[0][0] == 202
+    status, body, retry_after = statuses[1]
+    assert status == 503 and body["error"]["code"] == "overloaded", body
+    assert retry_after == "5"
+    state = (await js.stream_info(subjects.STREAM_INGEST)).state
+    assert state.messages == info.state.messages + 1  # the accepted ask is still there

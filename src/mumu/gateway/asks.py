@@ -93,6 +93,13 @@ class Asker:
     async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
         try:
             await self._js.publish(subject, payload, headers=headers, timeout=PUBLISH_TIMEOUT)
+        except nats.js.errors.APIError as exc:
+            # work streams discard new: a full stream refuses instead of evicting work
+            log.warning("publish to %s refused: %r", subject, exc)
+            raise ApiError(
+                503, "overloaded", f"the request queue refused the ask ({exc.description}); "
+                "retry later", headers={"Retry-After": "5"},
+            ) from exc
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
             log.warning("publish to %s failed: %r", subject, exc)
             raise ApiError(503, "unavailable", "the message bus is not reachable; retry") from exc
