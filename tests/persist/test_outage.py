@@ -44,13 +44,10 @@ async def own_postgres() -> AsyncIterator[EmbeddedPostgres]:
             await server.stop()
 
 
-async def test_postgres_down_for_20s_mid_load_loses_and_duplicates_nothing(
-    nc: NATS, streams: None, settings: Settings, own_postgres: EmbeddedPostgres,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.WARNING)
-    admin_url = own_postgres.url()
-    app_url = with_user(admin_url, "mumu_outage_app", secrets.token_urlsafe(12))
+async def _migrated(pg: EmbeddedPostgres, app_user: str) -> tuple[str, str, str, str]:
+    """Migrations, an application login and one workspace: (admin url, app url, keys, ws)."""
+    admin_url = pg.url()
+    app_url = with_user(admin_url, app_user, secrets.token_urlsafe(12))
     master = MasterKey.generate("k1").encoded()
     admin = await asyncpg.connect(admin_url)
     try:
@@ -59,6 +56,15 @@ async def test_postgres_down_for_20s_mid_load_loses_and_duplicates_nothing(
         ws = (await create_workspace(admin, DataKeys(Keyring.parse(master)), "load")).workspace_id
     finally:
         await admin.close()
+    return admin_url, app_url, master, ws
+
+
+async def test_postgres_down_for_20s_mid_load_loses_and_duplicates_nothing(
+    nc: NATS, streams: None, settings: Settings, own_postgres: EmbeddedPostgres,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    admin_url, app_url, master, ws = await _migrated(own_postgres, "mumu_outage_app")
     stage_settings = settings.model_copy(update={
         "database_url": SecretStr(app_url), "database_admin_url": SecretStr(admin_url),
         "master_keys": SecretStr(master),
@@ -122,16 +128,7 @@ async def test_stage_starts_while_postgres_is_down_and_writes_when_it_returns(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING)
-    admin_url = own_postgres.url()
-    app_url = with_user(admin_url, "mumu_late_app", secrets.token_urlsafe(12))
-    master = MasterKey.generate("k1").encoded()
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await apply_migrations(admin)
-        await ensure_app_login(admin, app_url)
-        ws = (await create_workspace(admin, DataKeys(Keyring.parse(master)), "late")).workspace_id
-    finally:
-        await admin.close()
+    admin_url, app_url, master, ws = await _migrated(own_postgres, "mumu_late_app")
     await own_postgres.stop()
     stage_settings = settings.model_copy(update={
         "database_url": SecretStr(app_url), "master_keys": SecretStr(master),
