@@ -63,9 +63,10 @@ async def test_api_keys_sessions_history_and_streams_stay_in_their_workspace(
             assert f"consumer {durable} on" in reasons
         assert "persist-mumu-results" not in reasons
         assert "database" not in reasons
-        async with http.post(f"{gw.url}/api/session", headers=auth("mumu_wrong")) as resp:
-            assert resp.status == 401
-            assert (await resp.json())["error"]["code"] == "invalid_api_key"
+        for wrong in ("mumu_wrong", "mumu_\u00e9"):  # a non-ASCII key is unknown, not a 500
+            async with http.post(f"{gw.url}/api/session", headers=auth(wrong)) as resp:
+                assert resp.status == 401
+                assert (await resp.json())["error"]["code"] == "invalid_api_key"
         a = await session(http, gw.url, key_a)
         # B asks for A's session id: it gets a session of the same name in *its* workspace
         b = await session(http, gw.url, key_b, session_id=a["session_id"])

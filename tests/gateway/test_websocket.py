@@ -165,6 +165,17 @@ async def test_bad_tokens_are_refused(gateway: Gateway, http: aiohttp.ClientSess
     async with http.ws_connect(gateway.ws_url()) as ws:  # the token as the first message
         await ws.send_json({"type": "auth", "token": gateway.token(WS_A, "s1")})
         assert (await receive_until(ws, is_type("ready")))[-1]["session_id"] == "s1"
+    # non-ASCII tokens (hmac.compare_digest refuses to compare them) are 401, not 500
+    async with http.get(gateway.ws_url("abc.%C3%A9")) as resp:
+        assert resp.status == 401
+        assert (await resp.json())["error"]["code"] == "invalid_token"
+    for method, path in (("POST", "/api/ask"), ("GET", "/api/sessions/s1/history")):
+        async with http.request(method, gateway.url + path, json={"text": "hi"},
+                                headers={"Authorization": "Bearer abc.\u00e9"}) as resp:
+            assert resp.status == 401, (path, await resp.text())
+    async with http.ws_connect(gateway.ws_url()) as ws:
+        await ws.send_json({"type": "auth", "token": "abc.\u00e9"})
+        assert "malformed" in (await receive_until(ws, is_type("error")))[-1]["message"]
 
 
 async def test_a_socket_never_sees_another_workspace_or_session(

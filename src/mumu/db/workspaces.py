@@ -94,8 +94,8 @@ async def list_workspaces(admin: asyncpg.Connection) -> list[WorkspaceInfo]:
 
 async def resolve_api_key(pool: Db, api_key: str) -> str | None:
     """The workspace id of a workspace API key, or None (unknown or revoked)."""
-    if not api_key.startswith(API_KEY_PREFIX):
-        return None
+    if not api_key.startswith(API_KEY_PREFIX) or not api_key.isascii():
+        return None  # keys are ASCII; anything else (even undecodable bytes) is unknown
     found = await pool.fetchval("SELECT mumu.resolve_api_key($1)", hash_api_key(api_key))
     return None if found is None else str(found)
 

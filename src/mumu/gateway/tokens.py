@@ -65,7 +65,7 @@ class TokenSigner:
 
     def verify(self, token: str, now: float | None = None) -> SessionClaims:
         body, dot, signature = token.partition(".")
-        if not dot or not body or not signature or len(token) > 1024:
+        if not dot or not body or not signature or len(token) > 1024 or not token.isascii():
             raise InvalidTokenError("malformed session token")
         if not hmac.compare_digest(self._sign(body), signature):
             raise InvalidTokenError("session token signature does not match")
