@@ -116,6 +116,7 @@ async def role(admin_conn: asyncpg.Connection) -> AsyncIterator[str]:
     [
         ("ALTER ROLE {role} SUPERUSER", "is a superuser"),
         ("ALTER ROLE {role} BYPASSRLS", "is a BYPASSRLS role"),
+        ("ALTER ROLE {role} CREATEROLE", "is a CREATEROLE role"),
         ("ALTER TABLE mumu.transcripts OWNER TO {role}", "is an owner of schema mumu"),
         ("CREATE TABLE mumu.{role} (x int); ALTER TABLE mumu.{role} OWNER TO {role}",
          "is an owner of schema mumu"),
@@ -129,7 +130,7 @@ async def role(admin_conn: asyncpg.Connection) -> AsyncIterator[str]:
         ("CREATE ROLE {role}_byp NOLOGIN BYPASSRLS; GRANT {role}_byp TO mumu_app",
          "'mumu_app' is a member of '{role}_byp', a BYPASSRLS role"),
     ],
-    ids=["superuser", "bypassrls", "owns-a-table", "owns-another-object",
+    ids=["superuser", "bypassrls", "createrole", "owns-a-table", "owns-another-object",
          "member-of-superuser", "member-of-bypassrls", "member-of-owner-via-another",
          "app-group-role-member-of-bypassrls"],
 )

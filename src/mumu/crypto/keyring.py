@@ -42,7 +42,9 @@ class MasterKey:
 
     def __post_init__(self) -> None:
         if not _KEY_ID.match(self.key_id):
-            raise KeyringError(f"master key id {self.key_id!r} must match [A-Za-z0-9_-]{{1,32}}")
+            # never echo it: an entry written key-first would print the key here
+            raise KeyringError("a master key id must match [A-Za-z0-9_-]{1,32} (is the entry "
+                               "written `id:base64key`, id first?)")
         if len(self.material) != KEY_BYTES:
             raise KeyringError(
                 f"master key {self.key_id!r} must be {KEY_BYTES} bytes, got {len(self.material)}"
@@ -112,9 +114,15 @@ class Keyring:
             raise KeyringError("MUMU_MASTER_KEYS is empty: expected `id:base64key,...`")
         for position, entry in enumerate(entries, start=1):
             key_id, sep, encoded = entry.partition(":")
+            key_id = key_id.strip()
             if not sep or not key_id or not encoded:
                 raise KeyringError(
                     f"MUMU_MASTER_KEYS entry {position} is not `id:base64key`"
+                )
+            if not _KEY_ID.match(key_id):  # not echoed: written key-first, it is the key
+                raise KeyringError(
+                    f"MUMU_MASTER_KEYS entry {position}: the id must match "
+                    "[A-Za-z0-9_-]{1,32} (`id:base64key`, id first)"
                 )
             try:
                 material = base64.b64decode(encoded.strip(), validate=True)
@@ -123,10 +131,10 @@ class Keyring:
                     material = base64.urlsafe_b64decode(encoded.strip())
                 except (binascii.Error, ValueError):
                     raise KeyringError(
-                        f"MUMU_MASTER_KEYS entry {position} ({key_id.strip()!r}): "
+                        f"MUMU_MASTER_KEYS entry {position} ({key_id!r}): "
                         "the key is not valid base64"
                     ) from None
-            keys.append(MasterKey(key_id.strip(), material))
+            keys.append(MasterKey(key_id, material))
         return cls(keys)
 
     @classmethod

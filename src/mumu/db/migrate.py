@@ -182,9 +182,9 @@ an owner can switch row-level security off (and the owner policies let it see ev
 workspace's registry)."""
 
 _UNSAFE = f"""
-SELECT r.rolname, r.rolsuper, r.rolbypassrls
+SELECT r.rolname, r.rolsuper, r.rolbypassrls, r.rolcreaterole
   FROM pg_roles r
- WHERE (r.rolsuper OR r.rolbypassrls OR r.oid IN ({_OWNERS}))
+ WHERE (r.rolsuper OR r.rolbypassrls OR r.rolcreaterole OR r.oid IN ({_OWNERS}))
    AND pg_has_role($1, r.oid, 'MEMBER')
  ORDER BY r.rolname = $1 DESC, r.rolname
  LIMIT 1
@@ -209,6 +209,8 @@ async def refuse_unsafe_app_user(conn: asyncpg.Connection, user: str) -> None:
     row = await conn.fetchrow(_UNSAFE, user)
     if row is not None:
         what = ("a superuser" if row["rolsuper"] else "a BYPASSRLS role" if row["rolbypassrls"]
+                # CREATEROLE can grant itself an owner role (PostgreSQL <= 15) and SET ROLE
+                else "a CREATEROLE role" if row["rolcreaterole"]
                 else "an owner of schema mumu or of objects in it")
         whose = "" if row["rolname"] == user else f"a member of {row['rolname']!r}, "
         raise MigrationError(
