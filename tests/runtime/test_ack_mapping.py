@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from nats.aio.client import Client as NATS
@@ -66,7 +67,8 @@ async def test_permanent_error_gives_one_dead_letter_with_reason(
         letters = await seen.wait_count("mumu.dlq.", 1)
         await seen.wait_count("mumu.bench.hop2.", 1)  # the consumer keeps flowing
         errors = await seen.wait_count("mumu.error.", 1)
-    assert len(letters) == 1
+        await asyncio.sleep(0.5)  # a second letter or error would have arrived by now
+    assert len(seen.on("mumu.dlq.")) == 1 and len(seen.on("mumu.error.")) == 1
     letter = letters[0]
     assert letter.subject == "mumu.dlq.passthrough"
     assert letter.headers[h.DLQ_CODE] == "unsupported_audio"

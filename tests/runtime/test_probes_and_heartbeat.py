@@ -67,6 +67,29 @@ async def test_work_longer_than_ack_wait_is_heartbeaten_not_redelivered(
     assert stage.calls == [(rid, 1)], "delivered once although it took 3.5x ack_wait"
 
 
+async def test_work_still_running_at_sigterm_is_heartbeaten_through_the_drain(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    settings = settings.model_copy(update={"stage": settings.stage.model_copy(
+        update={"ack_wait": 1.0, "drain_timeout": 10.0})})
+    draining, other = PassThrough(), PassThrough()
+    rid = new_id()
+    slow = Ping(event_id=rid, request_id=rid, workspace_id=WS, session_id="s",
+                behaviour="slow", seconds=3.5)
+    async with Collector(nc) as seen, contextlib.AsyncExitStack() as replica:
+        async with running(draining, settings):
+            await nc.jetstream().publish(subjects.BENCH_HOPS[1].for_workspace(WS),
+                                         slow.model_dump_json().encode(), headers={h.MSG_ID: rid})
+            while not draining.calls:
+                await asyncio.sleep(0.05)
+            # a replica that would get the message if its ack wait ran out
+            await replica.enter_async_context(running(other, settings))
+        # stopped (drained) with the work inside: it finished during the drain
+        await seen.wait_count("mumu.bench.hop2.", 1, timeout=5)
+    assert draining.calls == [(rid, 1)]
+    assert other.calls == [], "redelivered to the replica: no heartbeat during the drain"
+
+
 async def test_probes_answer_while_nats_is_unreachable_then_start_up_fails_naming_it(
     tmp_path: Path,
 ) -> None:

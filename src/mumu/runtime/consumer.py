@@ -95,9 +95,10 @@ class RouteWorker:
         js = self.ctx.js
         psub = await js.pull_subscribe_bind(durable=self.durable, stream=self.route.stream)
         tasks: set[asyncio.Task[None]] = set()
+        drained = asyncio.Event()  # the heartbeat keeps long work alive through the drain
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._heartbeat(stop))
+                tg.create_task(self._heartbeat(drained))
                 tg.create_task(self._watch_lag(stop))
                 tg.create_task(self._wake_on(stop))
                 while not stop.is_set():
@@ -120,6 +121,7 @@ class RouteWorker:
                         for msg in msgs:
                             self._spawn(tg, tasks, self._handle(msg), 1)
                 await self._drain(tasks)
+                drained.set()
         finally:
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
@@ -152,11 +154,11 @@ class RouteWorker:
         for task in pending:
             task.cancel()
 
-    async def _heartbeat(self, stop: asyncio.Event) -> None:
+    async def _heartbeat(self, until: asyncio.Event) -> None:
         """``in_progress()`` for messages handled longer than a third of ack_wait."""
         period = max(self.ack_wait / 3, 0.05)
-        while not stop.is_set():
-            await _sleep_or(stop, period)
+        while not until.is_set():
+            await _sleep_or(until, period)
             now = time.monotonic()
             for msg, started in list(self._inflight.values()):
                 if now - started >= period:
