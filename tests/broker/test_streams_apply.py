@@ -98,7 +98,7 @@ async def test_cli_apply_check_exit_codes(nats_server: EmbeddedNats, tmp_path: P
 async def test_cli_on_a_closed_port_fails_fast_naming_the_url(tmp_path: Path) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
-        url = f"nats://127.0.0.1:{sock.getsockname()[1]}"
+        url = f"nats://app:s3cret-pw@127.0.0.1:{sock.getsockname()[1]}"
     env = {**os.environ, "MUMU_NATS__URL": url}
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
@@ -110,7 +110,9 @@ async def test_cli_on_a_closed_port_fails_fast_naming_the_url(tmp_path: Path) ->
     assert time.monotonic() - started < 15
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1, lines  # one line, no traceback
-    assert lines[0].startswith("mumu streams: cannot connect to NATS at " + url)
+    shown = url.replace("s3cret-pw", "***")  # the URL, its password never
+    assert lines[0].startswith("mumu streams: cannot connect to NATS at " + shown), lines
+    assert "s3cret-pw" not in err.decode()
 
 
 async def test_a_full_work_stream_refuses_new_requests_instead_of_evicting_old_ones(

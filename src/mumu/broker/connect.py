@@ -8,6 +8,7 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client as NATS
 
+from mumu.db.urls import redacted
 from mumu.settings import NatsSettings
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,9 @@ class NatsUnreachable(RuntimeError):  # noqa: N818 - reads as the condition it r
 
     def __init__(self, url: str, attempts: int, cause: BaseException | None) -> None:
         reason = f": {cause!r}" if cause is not None else ""
-        super().__init__(f"cannot connect to NATS at {url} after {attempts} attempts{reason}")
+        super().__init__(
+            f"cannot connect to NATS at {redacted(url)} after {attempts} attempts{reason}"
+        )
         self.url = url
 
 

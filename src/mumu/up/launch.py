@@ -18,6 +18,7 @@ from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.streams import apply_all
 from mumu.cli.stage import available_stages
 from mumu.db.bootstrap import bootstrap
+from mumu.db.urls import redacted
 from mumu.settings import Settings
 from mumu.up.supervisor import Child, Supervisor
 
@@ -127,7 +128,7 @@ async def up(
         except TimeoutError:
             log.warning("the gateway is not ready after %.0fs; logs are in %s", ready_timeout, logs)
         announce(f"gateway: {gateway_url}")
-        announce(f"nats: {nats_url}")
+        announce(f"nats: {redacted(nats_url)}")
         for line in database.announce:
             announce(line)
         announce(f"logs: {logs}  (Ctrl-C stops everything)")
