@@ -34,7 +34,7 @@ headers=(
   -H "Content-Type:${type}"
   -H "Mumu-Session:cli"
   -H "Mumu-Request-Id:${request_id}"
-  -H "Nats-Msg-Id:${request_id}"
+  -H "Nats-Msg-Id:${ws}.${request_id}"
 )
 if [ "$size" -gt "$max_payload" ]; then
   object="${ws}/${request_id}.${file##*.}"

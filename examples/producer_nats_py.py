@@ -38,7 +38,7 @@ async def main(args: argparse.Namespace) -> int:
         "Content-Type": mimetypes.guess_type(args.file.name)[0] or "application/octet-stream",
         "Mumu-Session": args.session,
         "Mumu-Request-Id": request_id,
-        "Nats-Msg-Id": request_id,  # JetStream drops a re-sent duplicate
+        "Nats-Msg-Id": f"{ws}.{request_id}",  # a re-send is dropped as a duplicate
     }
     if args.language:
         headers["Mumu-Language"] = args.language

@@ -74,7 +74,7 @@ class PassThrough:
         if ping.behaviour == "slow":
             await asyncio.sleep(ping.seconds)
         out = ping.model_copy(
-            update={"event_id": derive_id(ping.request_id, self.name), "hop": ping.hop + 1}
+            update={"event_id": derive_id(inbound.workspace_id, ping.request_id, self.name), "hop": ping.hop + 1}
         )
         outbound = Outbound.of(self.out.for_workspace(inbound.workspace_id), out)
         if ping.behaviour == "die_after_publish" and inbound.deliveries == 1:

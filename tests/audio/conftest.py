@@ -72,7 +72,7 @@ async def publish_audio(
         h.CONTENT_TYPE: content_type,
         h.SESSION: "sess-1",
         h.REQUEST_ID: rid,
-        h.MSG_ID: rid,
+        h.MSG_ID: f"{ws}.{rid}",  # as producers are told: the workspace keeps tenants apart
         **(extra or {}),
     }
     for name in omit:

@@ -143,6 +143,22 @@ async def test_producer_upload_through_the_object_store(
     assert "not in bucket" in by_id[missing].message
 
 
+async def test_two_workspaces_using_one_request_id_are_both_transcribed(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    """JetStream dedupes Nats-Msg-Id per stream, across workspaces: the derived ids
+    carry the workspace, or the second tenant's audio.ready would be dropped silently."""
+    clip = (DATA / "speech" / "en01.wav").read_bytes()
+    async with running(IngestStage(settings), settings), Collector(nc) as seen:
+        for ws in ("tenant-a", "tenant-b"):
+            await publish_audio(nc, clip, ws=ws, request_id="req-1")
+        ready = await seen.wait_count("mumu.audio.ready.", 2, timeout=30)
+    assert sorted(m.subject for m in ready) == ["mumu.audio.ready.tenant-a",
+                                                "mumu.audio.ready.tenant-b"]
+    ids = {AudioReady.model_validate_json(m.data).event_id for m in ready}
+    assert len(ids) == 2
+
+
 async def test_a_workspace_named_norm_cannot_read_another_tenants_normalised_audio(
     nc: NATS, streams: None, settings: Settings
 ) -> None:

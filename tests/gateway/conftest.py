@@ -112,31 +112,31 @@ class Results:
         )
         return int(ack.seq)
 
-    def _ids(self, request_id: str, stage: str, *parts: str | int) -> dict[str, str]:
-        return {"event_id": derive_id(request_id, stage, *parts), "request_id": request_id}
+    def _ids(self, ws: str, request_id: str, stage: str, *parts: str | int) -> dict[str, str]:
+        return {"event_id": derive_id(ws, request_id, stage, *parts), "request_id": request_id}
 
     async def partial(self, ws: str, session: str, rid: str, n: int, text: str) -> int:
         seg = Segment(id=n, start=float(n), end=n + 1.0, text=text)
         return await self._pub(subjects.TRANSCRIPT_PARTIAL, TranscriptPartial(
-            **self._ids(rid, "transcribe", "partial", n), workspace_id=ws, session_id=session,
+            **self._ids(ws, rid, "transcribe", "partial", n), workspace_id=ws, session_id=session,
             segment=seg, language="en"))
 
     async def transcript(self, ws: str, session: str, rid: str, text: str, *extra: str) -> int:
         """``extra`` id parts: another event for the same request (a spoof, a duplicate)."""
         seg = Segment(id=0, start=0.0, end=1.0, text=text)
         return await self._pub(subjects.TRANSCRIPT_FINAL, TranscriptFinal(
-            **self._ids(rid, "transcribe", "final", *extra), workspace_id=ws, session_id=session,
+            **self._ids(ws, rid, "transcribe", "final", *extra), workspace_id=ws, session_id=session,
             text=text, segments=[seg], language="en", language_probability=0.99, duration=1.0,
             model="test", compute_seconds=0.1))
 
     async def delta(self, ws: str, session: str, rid: str, n: int, text: str) -> int:
         return await self._pub(subjects.ANSWER_DELTA, AnswerDelta(
-            **self._ids(rid, "reason", "delta", n), workspace_id=ws, session_id=session,
+            **self._ids(ws, rid, "reason", "delta", n), workspace_id=ws, session_id=session,
             index=n, text=text))
 
     async def final(self, ws: str, session: str, rid: str, text: str, *extra: str) -> int:
         return await self._pub(subjects.ANSWER_FINAL, AnswerFinal(
-            **self._ids(rid, "reason", "final", *extra), workspace_id=ws, session_id=session,
+            **self._ids(ws, rid, "reason", "final", *extra), workspace_id=ws, session_id=session,
             question="q", text=text, model="test", total_seconds=0.1))
 
 

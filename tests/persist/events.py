@@ -14,7 +14,7 @@ from mumu.stages.persist.settings import PersistSettings
 def transcript(ws: str, text: str, session: str = "s1", rid: str | None = None) -> TranscriptFinal:
     rid = rid or new_id()
     return TranscriptFinal(
-        event_id=derive_id(rid, "transcribe", "final"), request_id=rid, workspace_id=ws,
+        event_id=derive_id(ws, rid, "transcribe", "final"), request_id=rid, workspace_id=ws,
         session_id=session, text=text, segments=[], language="en", language_probability=0.99,
         duration=1.5, model="tiny", compute_seconds=0.1,
     )
@@ -24,7 +24,7 @@ def answer(ws: str, question: str, text: str, session: str = "s1",
            rid: str | None = None) -> AnswerFinal:
     rid = rid or new_id()
     return AnswerFinal(
-        event_id=derive_id(rid, "reason", "final"), request_id=rid, workspace_id=ws,
+        event_id=derive_id(ws, rid, "reason", "final"), request_id=rid, workspace_id=ws,
         session_id=session, question=question, text=text, model="smol", language="en",
         total_seconds=0.5,
     )

@@ -46,7 +46,7 @@ async def transcript(
 ) -> TranscriptFinal:
     rid = new_id()
     event = TranscriptFinal(
-        event_id=derive_id(rid, "transcribe", "final"),
+        event_id=derive_id(WS, rid, "transcribe", "final"),
         request_id=rid,
         workspace_id=WS,
         session_id=session,

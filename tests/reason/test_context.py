@@ -27,7 +27,7 @@ WS = "ws-ctx"
 def turn(question: str, answer: str, session: str = "s1", **kw: object) -> AnswerFinal:
     rid = str(kw.pop("request_id", new_id()))
     return AnswerFinal(
-        event_id=derive_id(rid, "reason", "final"),
+        event_id=derive_id(WS, rid, "reason", "final"),
         request_id=rid,
         workspace_id=WS,
         session_id=session,

@@ -79,12 +79,12 @@ def make_events(workspaces: list[str], count: int, chars: int) -> list[FinalEven
         common = {"request_id": rid, "workspace_id": ws, "session_id": f"s{pair % 97}"}
         if i % 2 == 0:
             out.append(TranscriptFinal(
-                event_id=derive_id(rid, "transcribe"), text=f"{i} {text}", segments=[],
+                event_id=derive_id(ws, rid, "transcribe"), text=f"{i} {text}", segments=[],
                 language="en", language_probability=0.98, duration=3.2, model="base",
                 compute_seconds=0.2, **common))
         else:
             out.append(AnswerFinal(
-                event_id=derive_id(rid, "reason"), question=f"{i} {text[: chars // 4]}",
+                event_id=derive_id(ws, rid, "reason"), question=f"{i} {text[: chars // 4]}",
                 text=f"{i} {text}", model="smollm2", language="en", total_seconds=1.1,
                 **common))
     return out

@@ -21,9 +21,14 @@ Token = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 """An id that is safe as a NATS subject token and a header value."""
 
 
-def derive_id(request_id: str, stage: str, *parts: str | int) -> str:
-    """A deterministic id for the output ``parts`` of ``stage`` for ``request_id``."""
-    name = ":".join([request_id, stage, *map(str, parts)])
+def derive_id(workspace_id: str, request_id: str, stage: str, *parts: str | int) -> str:
+    """A deterministic id for the output ``parts`` of ``stage`` for ``request_id``.
+
+    The workspace is part of it: request ids are chosen by producers, and JetStream
+    dedupes ``Nats-Msg-Id`` across a whole stream, so two tenants using one request id
+    must never collide (the second one's message would be dropped as a duplicate).
+    """
+    name = ":".join([workspace_id, request_id, stage, *map(str, parts)])
     return str(uuid.uuid5(_ID_NAMESPACE, name))
 
 

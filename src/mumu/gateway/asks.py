@@ -109,7 +109,7 @@ class Asker:
     ) -> str:
         request_id = new_id()
         event = TextAsk(
-            event_id=derive_id(request_id, STAGE, "text"), request_id=request_id,
+            event_id=derive_id(workspace_id, request_id, STAGE, "text"), request_id=request_id,
             workspace_id=workspace_id, session_id=session_id, text=text, language=language,
         )
         await self._publish(
@@ -128,7 +128,7 @@ class Asker:
         options = options or AudioOptions()
         request_id = new_id()
         headers = {
-            h.MSG_ID: derive_id(request_id, STAGE, "audio"),
+            h.MSG_ID: derive_id(workspace_id, request_id, STAGE, "audio"),
             h.CONTENT_TYPE: content_type,
             h.SESSION: session_id,
             h.REQUEST_ID: request_id,
@@ -162,7 +162,7 @@ class Asker:
 
     async def cancel(self, workspace_id: str, session_id: str, request_id: str) -> None:
         event = CancelRequest(
-            event_id=derive_id(request_id, STAGE, "cancel"), request_id=request_id,
+            event_id=derive_id(workspace_id, request_id, STAGE, "cancel"), request_id=request_id,
             workspace_id=workspace_id, session_id=session_id,
         )
         await self._publish(

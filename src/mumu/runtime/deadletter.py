@@ -94,7 +94,7 @@ def error_event(
         return None
     request_id, session_id = request_identity(msg, event)
     err = PipelineError(
-        event_id=derive_id(request_id, stage, "error", sequence),
+        event_id=derive_id(workspace_id, request_id, stage, "error", sequence),
         request_id=request_id,
         workspace_id=workspace_id,
         session_id=session_id,

@@ -91,7 +91,7 @@ class IngestStage:
         name = normalised_object(ws, hdrs.request_id)
         await self._put(name, decoded)
         ready = AudioReady(
-            event_id=derive_id(hdrs.request_id, NAME),
+            event_id=derive_id(ws, hdrs.request_id, NAME),
             request_id=hdrs.request_id,
             workspace_id=ws,
             session_id=hdrs.session_id,

@@ -223,7 +223,7 @@ def _confirmation(item: _Item) -> Outbound:
     """``mumu.persisted.<ws>`` for a committed row; its id derives from the source event."""
     event, record, ws = item.event, item.record, item.inbound.workspace_id
     persisted = Persisted(
-        event_id=derive_id(event.request_id, NAME, record.kind, event.event_id),
+        event_id=derive_id(ws, event.request_id, NAME, record.kind, event.event_id),
         request_id=event.request_id,
         workspace_id=ws,
         session_id=event.session_id,

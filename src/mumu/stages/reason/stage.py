@@ -131,7 +131,7 @@ class ReasonStage:
                 inbound, event, request, cancelled, started, restart=restart
             )
         final = AnswerFinal(
-            event_id=derive_id(rid, NAME, "final"),
+            event_id=derive_id(ws, rid, NAME, "final"),
             request_id=rid,
             workspace_id=ws,
             session_id=event.session_id,
@@ -208,7 +208,7 @@ class ReasonStage:
 
         def make_delta(index: int, text: str) -> Outbound:
             delta = AnswerDelta(
-                event_id=derive_id(rid, NAME, "delta", attempt, index),
+                event_id=derive_id(ws, rid, NAME, "delta", attempt, index),
                 request_id=rid,
                 workspace_id=ws,
                 session_id=event.session_id,

@@ -103,7 +103,7 @@ class TranscribeStage:
 
         async def on_segment(segment: Segment, language: str) -> None:
             partial = TranscriptPartial(
-                event_id=derive_id(ready.request_id, NAME, "partial", segment.id),
+                event_id=derive_id(ws, ready.request_id, NAME, "partial", segment.id),
                 request_id=ready.request_id, workspace_id=ws, session_id=ready.session_id,
                 segment=segment, language=language,
             )
@@ -132,7 +132,7 @@ class TranscribeStage:
 
     def _final(self, ready: AudioReady, result: Result) -> TranscriptFinal:
         return TranscriptFinal(
-            event_id=derive_id(ready.request_id, NAME, "final"),
+            event_id=derive_id(ready.workspace_id, ready.request_id, NAME, "final"),
             request_id=ready.request_id, workspace_id=ready.workspace_id,
             session_id=ready.session_id, text=result.text, segments=result.segments,
             language=result.language, language_probability=result.language_probability,
