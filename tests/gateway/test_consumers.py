@@ -6,6 +6,7 @@ from pydantic import SecretStr
 
 from mumu.cli.stage import STAGE_NAMES, available_stages, build_stage
 from mumu.contracts.consumers import STAGE_CONSUMERS
+from mumu.runtime.stage import durable_of
 from mumu.settings import Settings
 
 
@@ -18,8 +19,6 @@ def test_stage_consumers_are_the_durables_of_every_stage_route(
     for name in STAGE_NAMES:
         stage = build_stage(name, cfg)
         for route in stage.routes():
-            # the runtime's default durable (runtime/consumer.py RouteWorker)
-            durable = route.durable or f"{stage.name}-{route.stream.lower().replace('_', '-')}"
-            declared.add((stage.name, route.stream, durable))
+            declared.add((stage.name, route.stream, durable_of(stage.name, route)))
     assert {(c.stage, c.stream, c.durable) for c in STAGE_CONSUMERS} == declared
     assert len({c.durable for c in STAGE_CONSUMERS}) == len(STAGE_CONSUMERS)

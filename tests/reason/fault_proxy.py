@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from mumu.runtime.http import serve
+
 
 class FaultProxy:
     def __init__(self, upstream: str, faults: list[tuple[int, str | None]]) -> None:
@@ -65,11 +67,7 @@ async def serving(proxy: FaultProxy) -> AsyncIterator[str]:
     """Serve ``proxy`` on a free port; yields its base URL (``.../v1``)."""
     app = web.Application()
     app.router.add_post("/v1/chat/completions", proxy.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve(app, "127.0.0.1", 0)
     try:
         yield f"http://127.0.0.1:{port}/v1"
     finally:

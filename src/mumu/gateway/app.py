@@ -8,11 +8,8 @@ import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import nats.errors
-import nats.js.errors
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from nats.aio.client import Client as NatsClient
 from prometheus_client import CollectorRegistry
 
 from mumu.broker.connect import connect
@@ -98,22 +95,6 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(health_payload(request.app[STARTED]))
 
 
-async def _missing_consumers(nc: NatsClient) -> list[str]:
-    """A reason per stage consumer that does not exist (its stage never started here)."""
-    js = nc.jetstream()
-    reasons = []
-    for c in STAGE_CONSUMERS:
-        try:
-            await js.consumer_info(c.stream, c.durable)
-        except nats.js.errors.NotFoundError:
-            reasons.append(
-                f"consumer {c.durable} on {c.stream}: missing (start `mumu stage {c.stage}`)"
-            )
-        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
-            reasons.append(f"consumer {c.durable} on {c.stream}: {exc!r}")
-    return reasons
-
-
 async def ready(request: web.Request) -> web.Response:
     reasons: list[str] = []
     deps = request.app[DEPS]
@@ -124,8 +105,11 @@ async def ready(request: web.Request) -> web.Response:
         for cfg in load_stream_configs():
             if await stream_config(nc, cfg["name"]) is None:
                 reasons.append(f"stream {cfg['name']}: missing (run `mumu streams apply`)")
-        reasons.extend(await _missing_consumers(deps.nc))
-        await deps.lag.check_once()
+        await deps.lag.check_once()  # lists every durable consumer of the watched streams
+        reasons.extend(
+            f"consumer {c.durable} on {c.stream}: missing (start `mumu stage {c.stage}`)"
+            for c in STAGE_CONSUMERS if c.durable not in deps.lag.lag
+        )
         reasons.extend(deps.lag.reasons)
     database = await deps.api_keys.ping()
     if database is not None:

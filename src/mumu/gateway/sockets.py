@@ -16,7 +16,6 @@ from typing import Any
 
 import nats.errors
 import nats.js.errors
-from aiohttp import web
 
 from mumu.gateway.asks import FORMATS, audio_content_type
 from mumu.gateway.deps import GatewayDeps
@@ -40,9 +39,8 @@ class ClientSocket:
     """A hub sink for one socket: events go straight out while its client keeps up; its
     outbox queues them, in order, while it does not."""
 
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport,
-                 claims: SessionClaims, deps: GatewayDeps) -> None:
-        self.ws = ws
+    def __init__(self, transport: asyncio.BaseTransport, claims: SessionClaims,
+                 deps: GatewayDeps) -> None:
         self.claims = claims
         self.deps = deps
         self.outbox = Outbox(transport, deps.settings.gateway.client_queue)
@@ -68,7 +66,6 @@ class ClientSocket:
         self._skipped = 0
         """While a replay runs: the highest live event it must still read (not held)."""
         self._audio = bytearray()
-        self._overflowed = False
         self.going_away = False
         """The gateway is shutting down; ``close_all`` closes this socket (1001)."""
 
@@ -83,7 +80,7 @@ class ClientSocket:
         if event.cursor <= self._claimed:  # the client has it: not sent, but not "sent live"
             self._unsent.add(before, event.cursor)
             return
-        if self._overflowed or event.cursor in self._replayed:
+        if self.outbox.stopped or event.cursor in self._replayed:
             return
         if self._held is not None:  # a resume is replaying: keep live events for after it
             self._hold(event)
@@ -94,7 +91,6 @@ class ClientSocket:
         self._too_slow()
 
     def _too_slow(self) -> None:
-        self._overflowed = True
         self.deps.metrics.slow_clients.inc()
         log.warning("websocket fell %d events behind; closing", self.outbox.limit)
         self.outbox.stop(too_slow=True)  # the socket closes (1013); the client resumes
@@ -253,6 +249,8 @@ class ClientSocket:
         try:
             for _ in range(REPLAY_PASSES):  # another pass for live events not held
                 async for sequence, msg in replay(self.deps.nc, ws_id, covered):
+                    if self.outbox.stopped:  # the client is gone (or too slow): stop reading
+                        return
                     sent = (self.live_from < sequence <= live_done
                             and sequence not in self._unsent) or sequence in self._replayed
                     event = None if sent else parse(sequence, msg)

@@ -87,7 +87,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 return ws
         if request.transport is None:  # the client went away during the handshake
             return ws
-        client = ClientSocket(ws, request.transport, claims, deps)
+        client = ClientSocket(request.transport, claims, deps)
         sockets[ws] = client
         await _serve(ws, client, after)
     finally:

@@ -24,7 +24,7 @@ from mumu.runtime.settle import (
     delivery_of,
     nak_quietly,
 )
-from mumu.runtime.stage import Route, StageContext
+from mumu.runtime.stage import Route, StageContext, durable_of
 
 
 class RouteWorker:
@@ -33,7 +33,7 @@ class RouteWorker:
         self.ctx = ctx
         self.route = route
         self.publisher = publisher
-        self.durable = route.durable or f"{ctx.name}-{route.stream.lower().replace('_', '-')}"
+        self.durable = durable_of(ctx.name, route)
         self.concurrency = route.concurrency or rt.concurrency
         self.batch = route.batch or rt.batch
         self.fetch_timeout = rt.fetch_timeout

@@ -52,6 +52,11 @@ class Route:
             raise ValueError("a route takes exactly one of handler and batch_handler")
 
 
+def durable_of(stage: str, route: Route) -> str:
+    """The route's durable consumer: ``route.durable`` or ``<stage>-<stream>``."""
+    return route.durable or f"{stage}-{route.stream.lower().replace('_', '-')}"
+
+
 @dataclass
 class StageContext:
     """What a running stage gets from the runtime."""

@@ -58,7 +58,6 @@ class OpenAIBackend:
         self._settings = settings
         self._url = settings.base_url.rstrip("/") + "/chat/completions"
         self._session: aiohttp.ClientSession | None = None
-        self._open_streams = 0
         self._one_at_a_time: asyncio.Lock | None = None
         self._free_streams = 0  # open streams started before one-at-a-time began
         self._no_free_streams = asyncio.Event()
@@ -108,7 +107,6 @@ class OpenAIBackend:
         else:
             self._free_streams += 1
             self._no_free_streams.clear()
-        self._open_streams += 1
         try:
             if lock is not None:  # let the streams started before finish, not cut them
                 await self._no_free_streams.wait()
@@ -116,7 +114,8 @@ class OpenAIBackend:
                 async for chunk in chunks:
                     yield chunk
         except BackendInterruptedError as exc:
-            if exc.cut_short and self._open_streams > 1 and self._one_at_a_time is None:
+            # before one-at-a-time every open stream is a free one
+            if exc.cut_short and self._free_streams > 1 and self._one_at_a_time is None:
                 log.warning(
                     "backend %s cut a stream short while another was open (llama.cpp "
                     "server's interrupt_requests?): sending one request at a time from now "
@@ -127,7 +126,6 @@ class OpenAIBackend:
                 self._one_at_a_time = asyncio.Lock()
             raise
         finally:
-            self._open_streams -= 1
             if lock is not None:
                 lock.release()
             else:
