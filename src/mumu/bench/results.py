@@ -28,10 +28,10 @@ def results_dir() -> Path:
     return BenchResultSettings().bench_results
 
 
-def write_result(name: str, result: dict[str, Any], directory: Path | None = None) -> Path:
-    """Write ``result`` with the machine it ran on into ``directory`` (default:
-    ``MUMU_BENCH_RESULTS`` or ``benchmarks/results``); returns the JSON path."""
-    out = directory or results_dir()
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    """Write ``result`` with the machine it ran on into ``MUMU_BENCH_RESULTS`` (default
+    ``benchmarks/results``); returns the JSON path."""
+    out = results_dir()
     out.mkdir(parents=True, exist_ok=True)
     record = {
         "benchmark": name,

@@ -39,8 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-events", type=int, default=3_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="paired raw/mumu rounds")
-    parser.add_argument("--results-dir", type=Path, default=None,
-                        help="folder for runtime.json (default: benchmarks/results)")
 
 
 async def _publish(nc: NATS, count: int, rate: float | None, tag: str) -> None:
@@ -210,5 +208,5 @@ async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     result = asyncio.run(_run(args, settings))
-    result["file"] = str(write_result("runtime", result, args.results_dir))
+    result["file"] = str(write_result("runtime", result))
     return result

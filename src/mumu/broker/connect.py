@@ -27,7 +27,6 @@ class NatsUnreachable(RuntimeError):  # noqa: N818 - reads as the condition it r
         super().__init__(
             f"cannot connect to NATS at {redacted(url)} after {attempts} attempts{reason}"
         )
-        self.url = url
 
 
 async def connect(settings: NatsSettings, name: str, url: str | None = None) -> NATS:

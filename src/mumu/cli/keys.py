@@ -101,6 +101,7 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_rotate(args: argparse.Namespace, settings: Settings) -> int:
     keyring = keyring_of(settings)
+    configured_primary = keyring.primary_id
     if args.add:
         return _add(args.add, settings, keyring.key_ids)
     if args.promote:
@@ -111,12 +112,12 @@ def run_rotate(args: argparse.Namespace, settings: Settings) -> int:
         report = await keyadmin.rotate(conn, keys, new_data_keys=args.data_keys)
         print(f"rewrapped {report.rewrapped} data keys of {report.workspaces} workspaces "
               f"under master key {report.primary}")
-        if uses_dev_keyring(settings):
-            if report.primary != keyring_of(settings).primary_id:
-                promote_dev_master_key(settings, report.primary)
-                print(f"{report.primary} is now first in {settings.data_dir / KEYRING_FILE} "
-                      "(restart `mumu up` to wrap new data keys with it)")
-        elif report.primary != keyring_of(settings).primary_id:
+        moved = report.primary != configured_primary
+        if moved and uses_dev_keyring(settings):
+            promote_dev_master_key(settings, report.primary)
+            print(f"{report.primary} is now first in {settings.data_dir / KEYRING_FILE} "
+                  "(restart `mumu up` to wrap new data keys with it)")
+        elif moved:
             print(f"now list {report.primary} first in MUMU_MASTER_KEYS on every process")
         if args.data_keys:
             print(f"new data-key versions: {report.new_data_keys} (new rows use them; "
@@ -177,9 +178,8 @@ def run_shred(args: argparse.Namespace, settings: Settings) -> int:
         print(f"shredded {report.data_keys} data keys of workspace {report.workspace_id}: "
               f"{report.rows} rows ({report.transcripts} transcripts, {report.answers} "
               "answers) can no longer be decrypted from this database")
-        if report.vacuumed:
-            print("vacuumed mumu.data_keys: the old versions of the key rows are gone from "
-                  "the live table")
+        print("vacuumed mumu.data_keys: the old versions of the key rows are gone from "
+              "the live table")
         if report.master_keys:
             masters = ", ".join(report.master_keys)
             print(f"NOT FINAL YET: copies of the wrapped keys remain in WAL, replicas, "

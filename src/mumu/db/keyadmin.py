@@ -37,7 +37,6 @@ class ShredReport:
     master_keys: tuple[str, ...] = ()
     """Master keys that wrapped the shredded keys: copies of those wrapped keys outlive the
     shred in WAL, replicas, backups and dumps until these master keys are destroyed."""
-    vacuumed: bool = False
 
     @property
     def rows(self) -> int:
@@ -140,12 +139,11 @@ async def _reencrypt_batch(conn: asyncpg.Connection, data_keys: DataKeys, ws: st
     return len(updates)
 
 
-async def shred(admin: asyncpg.Connection, workspace_id: str, *, vacuum: bool = True
-                ) -> ShredReport:
+async def shred(admin: asyncpg.Connection, workspace_id: str) -> ShredReport:
     """Destroy every data key of the workspace in the database: mumu can never decrypt its
     rows again.
 
-    Then ``VACUUM mumu.data_keys`` (``vacuum``), so the old row versions holding the
+    Then ``VACUUM mumu.data_keys``, so the old row versions holding the
     wrapped keys leave the live table (a transaction still open may keep them a while).
     Copies in WAL, replicas, backups and dumps stay until the master keys named in the
     report are retired and destroyed: only that makes the erasure final.
@@ -159,13 +157,12 @@ async def shred(admin: asyncpg.Connection, workspace_id: str, *, vacuum: bool = 
             "SELECT version, master_key_id FROM mumu.data_keys WHERE workspace_id = $1 "
             "AND wrapped IS NOT NULL FOR UPDATE", workspace_id,
         )
-        rows = await conn.fetch(
+        await conn.execute(
             "UPDATE mumu.data_keys SET wrapped = NULL, master_key_id = NULL, "
-            "shredded_at = now() WHERE workspace_id = $1 AND wrapped IS NOT NULL "
-            "RETURNING version",
+            "shredded_at = now() WHERE workspace_id = $1 AND wrapped IS NOT NULL",
             workspace_id,
         )
-        versions = [r["version"] for r in rows]
+        versions = [r["version"] for r in locked]  # the rows locked are the rows updated
         transcripts = await conn.fetchval(
             "SELECT count(*) FROM mumu.transcripts WHERE workspace_id = $1 "
             "AND key_version = ANY($2::int[])", workspace_id, versions,
@@ -174,7 +171,6 @@ async def shred(admin: asyncpg.Connection, workspace_id: str, *, vacuum: bool = 
             "SELECT count(*) FROM mumu.answers WHERE workspace_id = $1 "
             "AND key_version = ANY($2::int[])", workspace_id, versions,
         )
-    if vacuum:
-        await admin.execute("VACUUM mumu.data_keys")
+    await admin.execute("VACUUM mumu.data_keys")
     masters = tuple(sorted({r["master_key_id"] for r in locked}))
-    return ShredReport(workspace_id, len(versions), transcripts, answers, masters, vacuum)
+    return ShredReport(workspace_id, len(versions), transcripts, answers, masters)

@@ -50,7 +50,7 @@ def _header_bytes(headers: Mapping[str, str]) -> int:
 
 def dead_letter(
     msg: Msg, *, stage: str, code: ErrorCode, reason: str, stream: str, sequence: int,
-    deliveries: int, max_payload: int | None = None,
+    deliveries: int, max_payload: int,
 ) -> Outbound:
     """The original payload with its headers kept under ``Mumu-Orig-`` and the reason added.
 
@@ -71,7 +71,7 @@ def dead_letter(
     }
     headers.update(ours)
     payload = msg.data
-    if max_payload is not None and len(payload) + _header_bytes(headers) + HEADROOM > max_payload:
+    if len(payload) + _header_bytes(headers) + HEADROOM > max_payload:
         omitted = {h.DLQ_BODY_OMITTED: "true", h.DLQ_BODY_SIZE: str(len(payload))}
         headers.update(omitted)
         payload = b""

@@ -18,6 +18,7 @@ import nats.js.errors
 from nats.js.object_store import ObjectStore
 
 from mumu.contracts import subjects
+from mumu.contracts.consumers import INGEST_AUDIO
 from mumu.contracts.events import AudioReady, IngestAudioHeaders, derive_id
 from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
 from mumu.settings import Settings
@@ -57,7 +58,7 @@ class IngestStage:
     def routes(self) -> Sequence[Route]:
         return [
             Route(subjects.STREAM_INGEST, (subjects.INGEST_AUDIO.wildcard,), self.handle,
-                  model=None, durable="ingest-audio")
+                  model=None, durable=INGEST_AUDIO.durable)
         ]
 
     async def start(self, ctx: StageContext) -> None:

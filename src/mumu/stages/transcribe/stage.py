@@ -17,6 +17,7 @@ import numpy as np
 from nats.js.object_store import ObjectStore
 
 from mumu.contracts import subjects
+from mumu.contracts.consumers import TRANSCRIBE_AUDIO
 from mumu.contracts.events import AudioReady, Segment, TranscriptFinal, TranscriptPartial, derive_id
 from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
 from mumu.settings import Settings
@@ -51,7 +52,7 @@ class TranscribeStage:
     def routes(self) -> Sequence[Route]:
         return [
             Route(subjects.STREAM_AUDIO, (subjects.AUDIO_READY.wildcard,), self.handle,
-                  model=AudioReady, durable="transcribe-audio", concurrency=self.inflight)
+                  model=AudioReady, durable=TRANSCRIBE_AUDIO.durable, concurrency=self.inflight)
         ]
 
     async def start(self, ctx: StageContext) -> None:
