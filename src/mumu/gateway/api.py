@@ -10,12 +10,12 @@ from typing import Any
 
 from aiohttp import web
 
+from mumu.contracts.event_types import TERMINAL_FOR_ASK
 from mumu.contracts.events import new_id
 from mumu.gateway.asks import AudioOptions, audio_content_type
 from mumu.gateway.auth import session_claims
 from mumu.gateway.deps import DEPS
 from mumu.gateway.errors import ApiError, read_form
-from mumu.gateway.hub import TERMINAL_FOR_ASK
 from mumu.gateway.waiter import RequestWaiter, run_and_wait
 
 log = logging.getLogger("mumu.gateway.api")

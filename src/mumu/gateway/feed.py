@@ -20,8 +20,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from mumu.broker.ack_subject import ack_fields, is_ack_subject
 from mumu.contracts import subjects
-from mumu.gateway.hub import ack_fields
 
 log = logging.getLogger("mumu.gateway.feed")
 
@@ -60,7 +60,7 @@ def _config(inbox: str, start: int, filters: list[str]) -> ConsumerConfig:
 
 
 def _is_status(msg: Msg) -> bool:
-    return not msg.reply or not msg.reply.startswith("$JS.ACK.")
+    return not is_ack_subject(msg.reply)
 
 
 async def last_sequence(nc: NatsClient) -> int:
@@ -112,7 +112,7 @@ class LiveFeed:
         self._seen = time.monotonic()
         if _is_status(msg):
             return
-        seq, cseq, stamp, _ = ack_fields(msg.reply)
+        _, seq, cseq, stamp, _ = ack_fields(msg.reply)
         if cseq != self._expect_cseq:
             log.warning("results feed gap after %d; re-subscribing", self.last_seq)
             self._needs_reset.set()
@@ -177,7 +177,7 @@ async def replay(
             msg = await asyncio.wait_for(queue.get(), idle)
             if _is_status(msg):
                 continue
-            seq, cseq, _, pending = ack_fields(msg.reply)
+            _, seq, cseq, _, pending = ack_fields(msg.reply)
             if cseq != expect:
                 raise RuntimeError("replay lost messages (slow connection); resume again")
             expect += 1

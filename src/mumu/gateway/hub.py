@@ -16,12 +16,9 @@ from typing import Any, Protocol
 from nats.aio.msg import Msg
 
 from mumu.contracts import subjects
+from mumu.contracts.event_types import EventType
 
 log = logging.getLogger("mumu.gateway.hub")
-
-TERMINAL_FOR_ASK = frozenset({"answer.final", "error"})
-TERMINAL_FOR_TRANSCRIPT = frozenset({"transcript.final", "error"})
-
 
 _SESSION = re.compile(rb'"session_id":"([A-Za-z0-9_-]{1,64})"')
 _REQUEST = re.compile(rb'"request_id":"([A-Za-z0-9_-]{1,64})"')
@@ -36,7 +33,7 @@ class ResultEvent:
     """
 
     cursor: int
-    type: str
+    type: EventType
     workspace_id: str
     session_id: str
     request_id: str
@@ -59,33 +56,17 @@ class ResultEvent:
         return self._frame
 
 
-def event_type(subject: str) -> str:
-    """``mumu.answer.delta.<ws>`` → ``answer.delta``."""
-    head = subject.rpartition(".")[0]
-    return head.removeprefix("mumu.")
-
-
-def ack_fields(reply: str) -> tuple[int, int, float, int]:
-    """(stream seq, consumer seq, unix time, pending) from a JetStream ``$JS.ACK`` subject.
-
-    v1: ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``; v2 adds
-    domain and account hash after ``ACK`` and a random token at the end.
-    """
-    t = reply.split(".")
-    i = 5 if len(t) == 9 else 7
-    return int(t[i]), int(t[i + 1]), int(t[i + 2]) / 1e9, int(t[i + 3])
-
-
 def parse(sequence: int, msg: Msg, published_at: float = 0.0) -> ResultEvent | None:
     data = msg.data
+    kind = EventType.of_subject(msg.subject)
     session = _SESSION.search(data)
     request = _REQUEST.search(data)
-    if not data.startswith(b"{") or session is None or request is None:
+    if kind is None or not data.startswith(b"{") or session is None or request is None:
         log.warning("result %d on %s is not an event; skipped", sequence, msg.subject)
         return None
     return ResultEvent(
         cursor=sequence,
-        type=event_type(msg.subject),
+        type=kind,
         workspace_id=subjects.last_token(msg.subject),
         session_id=session[1].decode(),
         request_id=request[1].decode(),

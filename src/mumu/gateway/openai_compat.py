@@ -11,11 +11,11 @@ from typing import Any
 
 from aiohttp import web
 
+from mumu.contracts.event_types import TERMINAL_FOR_TRANSCRIPT
 from mumu.contracts.events import new_id
 from mumu.gateway.asks import AudioOptions, audio_content_type
 from mumu.gateway.deps import DEPS
 from mumu.gateway.errors import ApiError, read_form
-from mumu.gateway.hub import TERMINAL_FOR_TRANSCRIPT
 from mumu.gateway.waiter import run_and_wait
 
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")

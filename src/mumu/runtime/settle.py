@@ -15,6 +15,7 @@ from typing import Any
 from nats.aio.msg import Msg
 from pydantic import BaseModel
 
+from mumu.broker.ack_subject import ack_fields
 from mumu.contracts.events import ErrorCode
 from mumu.contracts.subjects import last_token
 from mumu.runtime.deadletter import dead_letter, error_event, request_identity
@@ -42,19 +43,13 @@ class Delivery:
 
 
 def delivery_of(msg: Msg) -> tuple[int, int]:
-    """(deliveries, stream sequence) read straight from the JetStream ack subject.
-
-    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` (v1) or with
-    domain and account hash after ``ACK`` and a token at the end (v2). nats-py's
-    ``msg.metadata`` parses every field into objects, several microseconds per message.
-    """
-    tokens = (msg.reply or "").split(".")
-    index = 4 if len(tokens) == 9 else 6
+    """(deliveries, stream sequence) of a JetStream delivery, from its ack subject."""
     try:
-        return int(tokens[index]), int(tokens[index + 1])
-    except (IndexError, ValueError):
+        fields = ack_fields(msg.reply or "")
+    except ValueError:
         meta = msg.metadata
         return meta.num_delivered or 1, meta.sequence.stream
+    return fields.delivered, fields.stream_seq
 
 
 class Settler:

@@ -1,0 +1,28 @@
+"""The one rule for workspace, session and request ids.
+
+An id is safe as a NATS subject token, a header value and a URL path segment:
+1 to 64 of ``A-Z a-z 0-9 _ -``. Every model field and every hand check uses this.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Final
+
+from pydantic import StringConstraints
+
+ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
+_ID = re.compile(ID_PATTERN)
+
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+"""A workspace, session or request id (pydantic field type)."""
+
+
+def is_id(value: object) -> bool:
+    """True when ``value`` is a string that is a valid id."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
+def id_or_none(value: object) -> str | None:
+    """``value`` when it is a valid id, else None."""
+    return value if isinstance(value, str) and _ID.fullmatch(value) is not None else None

@@ -1,0 +1,41 @@
+"""The shared vocabulary: ids, event types, and the $JS.ACK parser, each in one place."""
+
+from __future__ import annotations
+
+import pytest
+
+from mumu.broker.ack_subject import ack_fields, is_ack_subject
+from mumu.contracts import subjects as s
+from mumu.contracts.event_types import RESULT_TYPES, EventType
+from mumu.contracts.ids import id_or_none, is_id
+
+
+def test_ids_follow_the_subject_token_rule() -> None:
+    assert is_id("ws_1-A")
+    assert is_id("a" * 64)
+    for bad in ("", "a" * 65, "a.b", "a*", "a b", "é", "a>", None, 7):
+        assert not is_id(bad), bad
+        assert id_or_none(bad) is None
+
+
+def test_every_event_type_maps_to_its_subject_and_back() -> None:
+    for kind in RESULT_TYPES:
+        subject = kind.pattern.for_workspace("ws1")
+        assert EventType.of_subject(subject) is kind
+        assert subject == f"mumu.{kind.value}.ws1"
+    assert EventType.of_subject(s.AUDIO_READY.for_workspace("ws1")) is None
+    assert EventType.of_subject(s.PERSISTED.for_workspace("ws1")) is None
+
+
+def test_ack_subject_v1_and_v2() -> None:
+    v1 = "$JS.ACK.MUMU_RESULTS.gw.3.120.7.1700000000123456789.5"
+    f = ack_fields(v1)
+    assert (f.delivered, f.stream_seq, f.consumer_seq, f.pending) == (3, 120, 7, 5)
+    assert f.timestamp == pytest.approx(1700000000.123456789)
+    v2 = "$JS.ACK.hub.ACCHASH.MUMU_RESULTS.gw.2.121.8.1700000000000000000.0.tok"
+    f2 = ack_fields(v2)
+    assert (f2.delivered, f2.stream_seq, f2.consumer_seq, f2.pending) == (2, 121, 8, 0)
+    assert is_ack_subject(v1) and not is_ack_subject("_INBOX.x") and not is_ack_subject(None)
+    for bad in ("_INBOX.abc", "$JS.ACK.a.b.c", "$JS.ACK.S.C.x.1.2.3.4"):
+        with pytest.raises(ValueError, match="not a JetStream ack subject"):
+            ack_fields(bad)
