@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Literal
 
-from mumu.contracts import subjects
+from mumu.bench.stream import BENCH_HOPS, STREAM_BENCH
 from mumu.contracts.events import Event, derive_id
 from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
 
@@ -32,8 +32,8 @@ class PassThrough:
     name = "passthrough"
 
     def __init__(self, inp: int = 1, out: int = 2, *, batched: bool = False) -> None:
-        self.inp = subjects.BENCH_HOPS[inp]
-        self.out = subjects.BENCH_HOPS[out]
+        self.inp = BENCH_HOPS[inp]
+        self.out = BENCH_HOPS[out]
         self.batched = batched
         self.calls: list[tuple[str, int]] = []
         self.called_at: list[float] = []  # monotonic time of each call
@@ -41,9 +41,9 @@ class PassThrough:
 
     def routes(self) -> Sequence[Route]:
         if self.batched:  # the same behaviours through a batch route
-            return [Route(subjects.STREAM_BENCH, (self.inp.wildcard,),
+            return [Route(STREAM_BENCH, (self.inp.wildcard,),
                           batch_handler=self.handle_batch, model=Ping, batch=64)]
-        return [Route(subjects.STREAM_BENCH, (self.inp.wildcard,), self.handle, model=Ping)]
+        return [Route(STREAM_BENCH, (self.inp.wildcard,), self.handle, model=Ping)]
 
     async def handle_batch(
         self, inbounds: Sequence[Inbound[Ping]]

@@ -7,6 +7,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 _CONTEXT_FIELDS = ("stage", "request_id", "workspace_id", "subject", "stream", "seq", "code")
 
@@ -37,3 +38,11 @@ def configure_logging(level: str) -> None:
     root.setLevel(level)
     for noisy in ("aiohttp.access", "nats", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def redacted(url: str) -> str:
+    """The URL with its password replaced, for logs, errors and printed settings."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))

@@ -12,33 +12,15 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mumu.broker.settings import NatsSettings
+from mumu.db.settings import DatabaseSettings
 from mumu.gateway.settings import GatewaySettings
 from mumu.stages.ingest.settings import IngestSettings
 from mumu.stages.persist.settings import PersistSettings
 from mumu.stages.reason.settings import ReasonSettings
 from mumu.stages.transcribe.settings import TranscribeSettings
 
-
-class NatsSettings(BaseModel):
-    """How to reach NATS. Unset ``url`` means ``mumu up`` starts an embedded server."""
-
-    url: str | None = Field(
-        default=None,
-        description="NATS server URL; unset lets `mumu up` start its own nats-server",
-    )
-    user: str | None = Field(default=None, description="NATS user name")
-    password: SecretStr | None = Field(default=None, description="NATS password")
-    creds_file: Path | None = Field(default=None, description="NATS .creds file (JWT + NKey)")
-    connect_timeout: float = Field(default=5.0, description="seconds to wait for a connection")
-    embedded_port: int = Field(
-        default=4222, ge=0,
-        description="port of the nats-server `mumu up` starts (taken or 0: any free port)",
-    )
-    max_payload: int = Field(
-        default=1_048_576,
-        description="largest message the embedded server accepts (bytes); bigger audio "
-        "goes through the Object Store",
-    )
+__all__ = ["DatabaseSettings", "NatsSettings", "Settings", "StageRuntimeSettings"]
 
 
 class StageRuntimeSettings(BaseModel):
@@ -105,3 +87,16 @@ class Settings(BaseSettings):
     reason: ReasonSettings = Field(default_factory=ReasonSettings)
     persist: PersistSettings = Field(default_factory=PersistSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+
+    @property
+    def database(self) -> DatabaseSettings:
+        """The database layer's own settings (its URLs and the pool's limits)."""
+        p = self.persist
+        return DatabaseSettings(
+            url=self.database_url,
+            admin_url=self.database_admin_url,
+            pool_min=p.pool_min,
+            pool_max=p.pool_max,
+            connect_timeout=p.connect_timeout,
+            command_timeout=p.command_timeout,
+        )

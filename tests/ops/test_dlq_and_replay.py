@@ -8,6 +8,7 @@ import sys
 
 from nats.aio.client import Client as NATS
 
+from mumu.bench.stream import BENCH_HOPS, STREAM_BENCH
 from mumu.broker.embedded import EmbeddedNats
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
@@ -39,7 +40,7 @@ async def test_dead_letter_is_listed_shown_replayed_and_purged(
 ) -> None:
     rid = new_id()
     bad = Ping(event_id=rid, request_id=rid, workspace_id=WS, session_id="s", behaviour="permanent")
-    source = subjects.BENCH_HOPS[1].for_workspace(WS)
+    source = BENCH_HOPS[1].for_workspace(WS)
     async with running(PassThrough(), settings), Collector(nc) as seen:
         await nc.jetstream().publish(source, bad.model_dump_json().encode(), headers={h.MSG_ID: rid})
         await seen.wait_count("mumu.dlq.", 1)
@@ -55,10 +56,10 @@ async def test_dead_letter_is_listed_shown_replayed_and_purged(
     assert f"{h.DLQ_ORIGINAL_PREFIX}{h.MSG_ID}: {rid}" in out
     assert '"behaviour": "permanent"' in out
 
-    before = await count(nc, subjects.STREAM_BENCH, source)
+    before = await count(nc, STREAM_BENCH, source)
     code, out = await mumu(nats_server, "dlq", "replay", seq)
     assert code == 0 and f"→ {source}" in out
-    assert await count(nc, subjects.STREAM_BENCH, source) == before + 1  # back on its subject
+    assert await count(nc, STREAM_BENCH, source) == before + 1  # back on its subject
     assert await count(nc, subjects.STREAM_DLQ, "mumu.dlq.*") == 0  # and out of the DLQ
 
     await nc.jetstream().publish("mumu.dlq.somestage", b"x", headers={h.DLQ_SUBJECT: source})
@@ -71,8 +72,8 @@ async def test_replay_republishes_a_range_and_stages_dedupe_the_outputs(
     nats_server: EmbeddedNats, nc: NATS, streams: None, settings: Settings
 ) -> None:
     js = nc.jetstream()
-    source = subjects.BENCH_HOPS[1].for_workspace(WS)
-    out_subject = subjects.BENCH_HOPS[2].for_workspace(WS)
+    source = BENCH_HOPS[1].for_workspace(WS)
+    out_subject = BENCH_HOPS[2].for_workspace(WS)
     for _ in range(5):  # stream sequences 1..5
         rid = new_id()
         p = Ping(event_id=rid, request_id=rid, workspace_id=WS, session_id="s")
@@ -84,5 +85,5 @@ async def test_replay_republishes_a_range_and_stages_dedupe_the_outputs(
         assert code == 0 and "replayed 3 messages from MUMU_BENCH" in out
         await seen.wait_count("mumu.bench.hop1.", 3)  # republished
         await asyncio.sleep(1.0)  # the stage handles the replays
-    assert await count(nc, subjects.STREAM_BENCH, source) == 8
-    assert await count(nc, subjects.STREAM_BENCH, out_subject) == 5  # outputs deduplicated
+    assert await count(nc, STREAM_BENCH, source) == 8
+    assert await count(nc, STREAM_BENCH, out_subject) == 5  # outputs deduplicated

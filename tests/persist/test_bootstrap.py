@@ -24,7 +24,7 @@ async def test_first_start_creates_default_workspace_and_second_start_reuses_it(
         data_dir = folder.parent / "mumu"
         settings = Settings(data_dir=data_dir, database_url=None, database_admin_url=None,
                             master_keys=None)
-        dev = await bootstrap(settings, data_dir)
+        dev = await bootstrap(settings.database, settings.master_keys, data_dir)
         try:
             ws_line, key_line = dev.announce
             workspace_id = ws_line.removeprefix("workspace: ")
@@ -53,7 +53,7 @@ async def test_first_start_creates_default_workspace_and_second_start_reuses_it(
             await dev.stop()
 
         started = time.monotonic()
-        again = await bootstrap(settings, data_dir)
+        again = await bootstrap(settings.database, settings.master_keys, data_dir)
         try:
             elapsed = time.monotonic() - started
             assert again.announce == []  # no second workspace

@@ -125,7 +125,7 @@ def test_malformed_keyring_is_a_clear_error_without_key_material(value: str, mes
 
 def test_missing_keyring_names_the_variable() -> None:
     with pytest.raises(KeyringError, match="MUMU_MASTER_KEYS is not set"):
-        Keyring.from_settings(Settings(master_keys=None))
+        Keyring.from_secret(None)
 
 
 def test_keys_never_appear_in_repr() -> None:

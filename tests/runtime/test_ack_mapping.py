@@ -7,8 +7,8 @@ import time
 
 from nats.aio.client import Client as NATS
 
+from mumu.bench.stream import BENCH_HOPS
 from mumu.contracts import headers as h
-from mumu.contracts import subjects
 from mumu.contracts.events import PipelineError, new_id
 from mumu.settings import Settings
 from tests.harness import Collector, running
@@ -25,7 +25,7 @@ def ping(behaviour: str = "ok", **kw: object) -> Ping:
 async def publish(nc: NATS, p: Ping) -> None:
     js = nc.jetstream()
     await js.publish(
-        subjects.BENCH_HOPS[1].for_workspace(WS), p.model_dump_json().encode(),
+        BENCH_HOPS[1].for_workspace(WS), p.model_dump_json().encode(),
         headers={h.MSG_ID: p.event_id},
     )
 
@@ -89,7 +89,7 @@ async def test_schema_violation_is_dead_lettered_without_calling_the_handler(
     async with running(stage, settings), Collector(nc) as seen:
         js = nc.jetstream()
         await js.publish(
-            subjects.BENCH_HOPS[1].for_workspace(WS),
+            BENCH_HOPS[1].for_workspace(WS),
             b'{"request_id": "r-1", "session_id": "s-1", "hop": "not a number"}',
         )
         letters = await seen.wait_count("mumu.dlq.", 1)

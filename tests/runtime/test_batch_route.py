@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import pytest
 from nats.aio.client import Client as NATS
 
+from mumu.bench.stream import BENCH_HOPS, STREAM_BENCH
 from mumu.contracts import headers as h
-from mumu.contracts import subjects
 from mumu.contracts.events import new_id
 from mumu.runtime.messages import Inbound, Outbound
 from mumu.runtime.metrics import StageMetrics
@@ -50,7 +50,7 @@ async def test_a_batch_with_mixed_outcomes_settles_each_message(
     assert stage.batches[0] == 7  # the whole waiting batch in one handler call
     assert letters[0].headers[h.DLQ_CODE] == "unsupported_audio"
     assert [d for r, d in stage.calls if r == flaky.request_id] == [1, 2]
-    out = await stored(nc, subjects.STREAM_BENCH, subjects.BENCH_HOPS[2].for_workspace(WS))
+    out = await stored(nc, STREAM_BENCH, BENCH_HOPS[2].for_workspace(WS))
     assert len(out) == 6  # every output stored once
     first_batch = [m for m in out if m.get(h.BATCH_ID)]
     assert len(first_batch) == 5  # the five oks of the first batch: one atomic batch

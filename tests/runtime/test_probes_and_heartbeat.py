@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 from nats.aio.client import Client as NATS
 
+from mumu.bench.stream import BENCH_HOPS
 from mumu.broker.connect import NatsUnreachable
 from mumu.contracts import headers as h
-from mumu.contracts import subjects
 from mumu.contracts.events import new_id
 from mumu.runtime.http import build_probe_app, serve
 from mumu.runtime.metrics import StageMetrics
@@ -61,7 +61,7 @@ async def test_work_longer_than_ack_wait_is_heartbeaten_not_redelivered(
         rid = new_id()
         slow = Ping(event_id=rid, request_id=rid, workspace_id=WS, session_id="s",
                     behaviour="slow", seconds=3.5)
-        await nc.jetstream().publish(subjects.BENCH_HOPS[1].for_workspace(WS),
+        await nc.jetstream().publish(BENCH_HOPS[1].for_workspace(WS),
                                      slow.model_dump_json().encode(), headers={h.MSG_ID: rid})
         await seen.wait_count("mumu.bench.hop2.", 1, timeout=15)
     assert stage.calls == [(rid, 1)], "delivered once although it took 3.5x ack_wait"
@@ -78,7 +78,7 @@ async def test_work_still_running_at_sigterm_is_heartbeaten_through_the_drain(
                 behaviour="slow", seconds=3.5)
     async with Collector(nc) as seen, contextlib.AsyncExitStack() as replica:
         async with running(draining, settings):
-            await nc.jetstream().publish(subjects.BENCH_HOPS[1].for_workspace(WS),
+            await nc.jetstream().publish(BENCH_HOPS[1].for_workspace(WS),
                                          slow.model_dump_json().encode(), headers={h.MSG_ID: rid})
             while not draining.calls:
                 await asyncio.sleep(0.05)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from nats.aio.client import Client as NATS
 
+from mumu.bench.stream import BENCH_HOPS, STREAM_BENCH
 from mumu.broker.embedded import EmbeddedNats
 from mumu.contracts import headers as h
-from mumu.contracts import subjects
 from tests.passthrough import Ping
 
 ROOT = Path(__file__).parents[2]
@@ -35,7 +35,7 @@ async def stored_on(nc: NATS, subject: str) -> list[Ping]:
     """Every message the stream kept on ``subject`` (duplicates would show here)."""
     js = nc.jetstream()
     sub = await js.subscribe(subject, ordered_consumer=True)
-    info = await js.stream_info(subjects.STREAM_BENCH, subjects_filter=subject)
+    info = await js.stream_info(STREAM_BENCH, subjects_filter=subject)
     total = sum((info.state.subjects or {}).values())
     out = []
     for _ in range(total):
@@ -53,7 +53,7 @@ async def publish(nc: NATS, count: int, behaviour: str = "ok", seconds: float = 
         rid = f"r{i:05d}-{behaviour}"
         ping = Ping(event_id=rid, request_id=rid, workspace_id=WS, session_id="s",
                     behaviour=behaviour, seconds=seconds)  # type: ignore[arg-type]
-        pending.append(js.publish(subjects.BENCH_HOPS[1].for_workspace(WS),
+        pending.append(js.publish(BENCH_HOPS[1].for_workspace(WS),
                                   ping.model_dump_json().encode(), headers={h.MSG_ID: rid}))
         ids.append(rid)
         if len(pending) >= 200:
@@ -72,18 +72,18 @@ async def test_sigkill_mid_batch_redelivers_every_in_flight_message_exactly_once
     ids += await publish(nc, 4, "ok")
     assert await asyncio.wait_for(first.wait(), 20) == -signal.SIGKILL
     js = nc.jetstream()
-    killed = await js.consumer_info(subjects.STREAM_BENCH, "passthrough-mumu-bench")
+    killed = await js.consumer_info(STREAM_BENCH, "passthrough-mumu-bench")
     assert killed.num_ack_pending >= 7, "several messages were in flight when it died"
     second = await start_stage(nats_server, MUMU_STAGE__ACK_WAIT="2")
     try:
         for _ in range(150):  # redelivered after ack_wait, then acked by the second process
-            info = await js.consumer_info(subjects.STREAM_BENCH, "passthrough-mumu-bench")
+            info = await js.consumer_info(STREAM_BENCH, "passthrough-mumu-bench")
             if info.num_ack_pending == 0 and info.num_pending == 0:
                 break
             await asyncio.sleep(0.2)
         assert info.num_ack_pending == 0 and info.num_pending == 0
         assert info.delivered.consumer_seq >= len(ids) + 7  # the in-flight ones came back
-        out = await stored_on(nc, subjects.BENCH_HOPS[2].for_workspace(WS))
+        out = await stored_on(nc, BENCH_HOPS[2].for_workspace(WS))
         got = [p.request_id for p in out]
         assert sorted(got) == sorted(ids), "every one arrives downstream exactly once"
     finally:
@@ -101,26 +101,26 @@ async def test_sigterm_under_load_loses_nothing(
     ids = await publish(nc, total, "slow", seconds=0.02)
     js = nc.jetstream()
     for _ in range(200):  # stop it in the middle of the load
-        info = await js.consumer_info(subjects.STREAM_BENCH, "passthrough-mumu-bench")
+        info = await js.consumer_info(STREAM_BENCH, "passthrough-mumu-bench")
         if info.delivered.stream_seq >= total // 4:
             break
         await asyncio.sleep(0.05)
     first.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(first.wait(), 30) == 0  # drained cleanly
-    stopped_at = (await js.consumer_info(subjects.STREAM_BENCH, "passthrough-mumu-bench"))
+    stopped_at = (await js.consumer_info(STREAM_BENCH, "passthrough-mumu-bench"))
     assert stopped_at.num_pending > 0, "the stage was stopped after the load, not during it"
 
     second = await start_stage(nats_server, MUMU_STAGE__CONCURRENCY="64")
     try:
         for _ in range(600):
-            info = await js.consumer_info(subjects.STREAM_BENCH, "passthrough-mumu-bench")
+            info = await js.consumer_info(STREAM_BENCH, "passthrough-mumu-bench")
             if info.num_pending == 0 and info.num_ack_pending == 0:
                 break
             await asyncio.sleep(0.1)
     finally:
         second.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(second.wait(), 30) == 0
-    out = await stored_on(nc, subjects.BENCH_HOPS[2].for_workspace(WS))
+    out = await stored_on(nc, BENCH_HOPS[2].for_workspace(WS))
     got = [p.request_id for p in out]
     assert len(got) == total, f"{total - len(set(got))} lost, {len(got) - len(set(got))} duplicated"
     assert sorted(got) == sorted(ids)

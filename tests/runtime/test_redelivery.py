@@ -8,9 +8,9 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
+from mumu.bench.stream import BENCH_HOPS, STREAM_BENCH
 from mumu.broker.embedded import EmbeddedNats
 from mumu.contracts import headers as h
-from mumu.contracts import subjects
 from mumu.contracts.events import DeadLetterHeaders
 from mumu.ops import dlq
 from mumu.runtime.consumer import RouteWorker
@@ -66,7 +66,7 @@ async def test_nak_delays_are_kept_to_the_ladder_on_a_long_ack_wait(
     async with running(stage, settings), Collector(nc) as seen:
         await publish(nc, ping("transient"))
         await seen.wait_count("mumu.dlq.", 1, timeout=20)
-    info = await nc.jetstream().consumer_info(subjects.STREAM_BENCH, "passthrough-mumu-bench")
+    info = await nc.jetstream().consumer_info(STREAM_BENCH, "passthrough-mumu-bench")
     assert not info.config.backoff
     assert [d for _, d in stage.calls] == [1, 2, 3, 4]
     gaps = [b - a for a, b in zip(stage.called_at, stage.called_at[1:], strict=False)]
@@ -84,7 +84,7 @@ async def test_an_ack_on_a_closed_connection_is_logged_not_raised(
     await publish(nc, ping())
     other = await nats.connect(nats_server.url)
     psub = await other.jetstream().pull_subscribe_bind(
-        durable=worker.durable, stream=subjects.STREAM_BENCH)
+        durable=worker.durable, stream=STREAM_BENCH)
     (msg,) = await psub.fetch(1, timeout=5)
     await other.close()
     deliveries, sequence = delivery_of(msg)
@@ -94,7 +94,7 @@ async def test_an_ack_on_a_closed_connection_is_logged_not_raised(
         assert d.outcome is Disposition.NAK  # counted as what it is: not acked
         await worker.settler.settle(d, RuntimeError("boom"))
     assert sum("the server will redeliver" in r.getMessage() for r in caplog.records) == 2
-    info = await ctx.js.consumer_info(subjects.STREAM_BENCH, worker.durable)
+    info = await ctx.js.consumer_info(STREAM_BENCH, worker.durable)
     assert info.num_ack_pending == 1  # not acked: it comes back after the ack wait
 
 
@@ -105,26 +105,26 @@ async def test_a_dead_letter_too_big_for_max_payload_goes_without_its_body(
     stage = PassThrough()
     async with running(stage, settings), Collector(nc) as seen:
         ack = await nc.jetstream().publish(
-            subjects.BENCH_HOPS[1].for_workspace(WS), body, headers={h.MSG_ID: "big-1"})
+            BENCH_HOPS[1].for_workspace(WS), body, headers={h.MSG_ID: "big-1"})
         letters = await seen.wait_count("mumu.dlq.", 1, timeout=15)
         await seen.wait_count("mumu.error.", 1)
     letter = letters[0]
     assert letter.data == b""
     assert letter.headers[h.DLQ_BODY_OMITTED] == "true"
     assert letter.headers[h.DLQ_BODY_SIZE] == str(len(body))
-    assert letter.headers[h.DLQ_STREAM] == subjects.STREAM_BENCH
+    assert letter.headers[h.DLQ_STREAM] == STREAM_BENCH
     assert letter.headers[h.DLQ_SEQUENCE] == str(ack.seq)
     assert letter.headers[h.DLQ_CODE] == "schema_violation"
     parsed = DeadLetterHeaders.model_validate(letter.headers)  # the documented contract
     assert parsed.body_omitted == "true" and parsed.body_size == len(body)
     worker_durable = RouteWorker(_context(nc, settings), stage.routes()[0],
                                  Publisher(nc, StageMetrics("x"))).durable
-    info = await nc.jetstream().consumer_info(subjects.STREAM_BENCH, worker_durable)
+    info = await nc.jetstream().consumer_info(STREAM_BENCH, worker_durable)
     assert info.num_ack_pending == 0 and info.num_redelivered == 0  # terminated once
     # `mumu dlq replay` takes the body (and headers) from the original stream message
     stored = [s async for s in dlq.letters(nc)][0]
-    async with Collector(nc, subjects.BENCH_HOPS[1].wildcard) as again:
-        assert await dlq.replay(nc, stored) == subjects.BENCH_HOPS[1].for_workspace(WS)
+    async with Collector(nc, BENCH_HOPS[1].wildcard) as again:
+        assert await dlq.replay(nc, stored) == BENCH_HOPS[1].for_workspace(WS)
         replayed = await again.wait_count("mumu.bench.", 1)
     assert replayed[0].data == body
     assert replayed[0].headers[h.MSG_ID] == f"big-1:replay:{stored.seq}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mumu.contracts import subjects
+from mumu.bench.stream import BENCH_HOPS, STREAM_BENCH
 from mumu.contracts.events import Event
 from mumu.runtime import Inbound, Outbound, Route, StageContext
 
@@ -18,11 +18,11 @@ class BenchEvent(Event):
 class Relay:
     def __init__(self, hop: int) -> None:
         self.name = f"bench-relay{hop}"
-        self.src = subjects.BENCH_HOPS[hop]
-        self.dst = subjects.BENCH_HOPS[hop + 1]
+        self.src = BENCH_HOPS[hop]
+        self.dst = BENCH_HOPS[hop + 1]
 
     def routes(self) -> Sequence[Route]:
-        return [Route(subjects.STREAM_BENCH, (self.src.wildcard,), self.handle, model=BenchEvent)]
+        return [Route(STREAM_BENCH, (self.src.wildcard,), self.handle, model=BenchEvent)]
 
     async def start(self, ctx: StageContext) -> None:
         return None

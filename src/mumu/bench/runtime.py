@@ -23,11 +23,17 @@ from nats.aio.client import Client as NATS
 
 from mumu.bench.relay import BenchEvent
 from mumu.bench.results import write_result
-from mumu.bench.runtime_chains import HOPS, WS, faststream_chain, raw_chain, runtime_chain
-from mumu.bench.stream import apply_bench_stream
+from mumu.bench.runtime_chains import (
+    HOPS,
+    WS,
+    faststream_chain,
+    raw_chain,
+    require_faststream,
+    runtime_chain,
+)
+from mumu.bench.stream import BENCH_HOPS, STREAM_BENCH, apply_bench_stream
 from mumu.broker.embedded import EmbeddedNats
 from mumu.contracts import headers as h
-from mumu.contracts import subjects
 from mumu.settings import Settings
 
 FLOOR_THROUGHPUT_RATIO = 0.7
@@ -44,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def _publish(nc: NATS, count: int, rate: float | None, tag: str) -> None:
     """Publish ``count`` events on hop0, paced at ``rate`` events/s (None: at once)."""
     js = nc.jetstream()
-    src = subjects.BENCH_HOPS[0].for_workspace(WS)
+    src = BENCH_HOPS[0].for_workspace(WS)
     started = time.perf_counter()
     pending: list[Any] = []
     for i in range(count):
@@ -72,10 +78,10 @@ async def _publish(nc: NATS, count: int, rate: float | None, tag: str) -> None:
 
 async def _wait_done(nc: NATS, count: int, timeout: float = 600.0) -> None:
     js = nc.jetstream()
-    sink = subjects.BENCH_HOPS[HOPS].for_workspace(WS)
+    sink = BENCH_HOPS[HOPS].for_workspace(WS)
     async with asyncio.timeout(timeout):
         while True:
-            info = await js.stream_info(subjects.STREAM_BENCH, subjects_filter=sink)
+            info = await js.stream_info(STREAM_BENCH, subjects_filter=sink)
             if sum((info.state.subjects or {}).values()) >= count:
                 return
             await asyncio.sleep(0.05)
@@ -85,8 +91,8 @@ async def _timestamps(nc: NATS) -> dict[tuple[str, int], float]:
     """(request id, hop) → server store time (s) of every message in the bench stream."""
     js = nc.jetstream()
     stamps: dict[tuple[str, int], float] = {}
-    for pattern in subjects.BENCH_HOPS:
-        info = await js.stream_info(subjects.STREAM_BENCH, subjects_filter=pattern.wildcard)
+    for pattern in BENCH_HOPS:
+        info = await js.stream_info(STREAM_BENCH, subjects_filter=pattern.wildcard)
         total = sum((info.state.subjects or {}).values())
         if not total:
             continue
@@ -101,9 +107,9 @@ async def _timestamps(nc: NATS) -> dict[tuple[str, int], float]:
 
 async def _reset(nc: NATS) -> None:
     js = nc.jetstream()
-    await js.purge_stream(subjects.STREAM_BENCH)
-    for consumer in await js.consumers_info(subjects.STREAM_BENCH):
-        await js.delete_consumer(subjects.STREAM_BENCH, consumer.name)
+    await js.purge_stream(STREAM_BENCH)
+    for consumer in await js.consumers_info(STREAM_BENCH):
+        await js.delete_consumer(STREAM_BENCH, consumer.name)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -155,6 +161,7 @@ async def _latency(
 
 async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     """Paired rounds (raw, then mumu, order alternating); the median ratio is reported."""
+    require_faststream()
     chains = {"raw_nats_py": raw_chain, "mumu_runtime": runtime_chain}
     rates: dict[str, list[float]] = {name: [] for name in chains}
     moved: dict[str, list[int]] = {name: [] for name in chains}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -14,6 +15,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mumu.bench.relay import BenchEvent, Relay
+from mumu.bench.stream import BENCH_HOPS, STREAM_BENCH
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.runtime.process import run_stage
@@ -100,17 +102,17 @@ async def raw_chain(_: Settings, url: str, concurrency: int) -> AsyncIterator[No
         js = nc.jetstream()
         durable = f"raw-relay{hop}"
         await js.add_consumer(
-            subjects.STREAM_BENCH,
+            STREAM_BENCH,
             ConsumerConfig(
                 durable_name=durable,
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
-                filter_subject=subjects.BENCH_HOPS[hop].wildcard,
+                filter_subject=BENCH_HOPS[hop].wildcard,
                 max_ack_pending=10_000,
             ),
         )
-        psub = await js.pull_subscribe_bind(durable=durable, stream=subjects.STREAM_BENCH)
-        dst = subjects.BENCH_HOPS[hop + 1]
+        psub = await js.pull_subscribe_bind(durable=durable, stream=STREAM_BENCH)
+        dst = BENCH_HOPS[hop + 1]
 
         async def forward(msg: Msg) -> None:
             event = BenchEvent.model_validate_json(msg.data)  # the same decode/encode work
@@ -135,6 +137,15 @@ async def raw_chain(_: Settings, url: str, concurrency: int) -> AsyncIterator[No
         await nc.drain()
 
 
+def require_faststream() -> None:
+    """Fail before measuring anything when FastStream (the ``bench`` extra) is missing."""
+    if importlib.util.find_spec("faststream") is None:
+        raise RuntimeError(
+            "the runtime benchmark compares against FastStream, which a production install "
+            "does not carry: pip install 'mumu[bench]'"
+        )
+
+
 @contextlib.asynccontextmanager
 async def faststream_chain(_: Settings, url: str, concurrency: int) -> AsyncIterator[None]:
     """The same relays as FastStream subscribers (pull, nack on error, same batch and workers).
@@ -145,7 +156,7 @@ async def faststream_chain(_: Settings, url: str, concurrency: int) -> AsyncIter
     from faststream.nats import JStream, NatsBroker, PullSub
 
     broker = NatsBroker(url, logger=None)
-    stream = JStream(subjects.STREAM_BENCH, declare=False)
+    stream = JStream(STREAM_BENCH, declare=False)
 
     def relay_to(dst: subjects.SubjectPattern) -> Any:
         async def relay(event: BenchEvent) -> None:
@@ -153,7 +164,7 @@ async def faststream_chain(_: Settings, url: str, concurrency: int) -> AsyncIter
             await broker.publish(
                 out.model_dump_json().encode(),
                 dst.for_workspace(WS),
-                stream=subjects.STREAM_BENCH,
+                stream=STREAM_BENCH,
                 headers={h.MSG_ID: f"{event.event_id}:{dst.prefix}"},
             )
 
@@ -161,13 +172,13 @@ async def faststream_chain(_: Settings, url: str, concurrency: int) -> AsyncIter
 
     for hop in range(HOPS):
         broker.subscriber(
-            subjects.BENCH_HOPS[hop].wildcard,
+            BENCH_HOPS[hop].wildcard,
             stream=stream,
             durable=f"fs-relay{hop}",
             pull_sub=PullSub(batch_size=concurrency, timeout=0.5),
             ack_policy=AckPolicy.NACK_ON_ERROR,
             max_workers=concurrency,
-        )(relay_to(subjects.BENCH_HOPS[hop + 1]))
+        )(relay_to(BENCH_HOPS[hop + 1]))
     await broker.start()
     try:
         yield

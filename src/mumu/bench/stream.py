@@ -1,25 +1,31 @@
-"""The benchmarks' own stream, ``MUMU_BENCH``: created by the benchmark that needs it.
+"""The benchmarks' own stream, ``MUMU_BENCH``, and its subjects ``mumu.bench.hop0..3``.
 
-It is not in ``streams/``: production servers never get it (and nothing waits for it),
-but its subjects (``mumu.bench.hop0..3``) are subject constants, stored by this stream.
+None of it is a public contract: it is not in ``streams/`` or ``mumu.contracts``,
+production servers never get it (and nothing waits for it); the benchmark that needs it
+creates it. The drift test checks these subjects against this stream like the
+contracts' subjects against ``streams/``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from nats.aio.client import Client as NATS
 
 from mumu.broker.streams import StreamChange, apply_stream
-from mumu.contracts import subjects
+from mumu.contracts.subjects import SubjectPattern
+
+STREAM_BENCH: Final = "MUMU_BENCH"
+BENCH_HOPS: Final = tuple(SubjectPattern(f"mumu.bench.hop{n}") for n in range(4))
+"""Subjects of `mumu bench runtime` (hop0 is the source, hop3 the sink)."""
 
 
 def bench_stream_config() -> dict[str, Any]:
     """A fresh copy of the ``MUMU_BENCH`` stream config (JetStream API shape)."""
     return {
-        "name": subjects.STREAM_BENCH,
+        "name": STREAM_BENCH,
         "description": "Only for benchmarks and runtime tests; created by them",
-        "subjects": [p.wildcard for p in subjects.BENCH_HOPS],
+        "subjects": [p.wildcard for p in BENCH_HOPS],
         "retention": "limits",
         "storage": "file",
         "discard": "old",

@@ -8,8 +8,8 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client as NATS
 
-from mumu.db.urls import redacted
-from mumu.settings import NatsSettings
+from mumu.broker.settings import NatsSettings
+from mumu.logs import redacted
 
 log = logging.getLogger(__name__)
 

@@ -100,7 +100,7 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_rotate(args: argparse.Namespace, settings: Settings) -> int:
-    keyring = keyring_of(settings)
+    keyring = keyring_of(settings.master_keys, settings.data_dir)
     configured_primary = keyring.primary_id
     if args.add:
         return _add(args.add, settings, keyring.key_ids)
@@ -113,8 +113,8 @@ def run_rotate(args: argparse.Namespace, settings: Settings) -> int:
         print(f"rewrapped {report.rewrapped} data keys of {report.workspaces} workspaces "
               f"under master key {report.primary}")
         moved = report.primary != configured_primary
-        if moved and uses_dev_keyring(settings):
-            promote_dev_master_key(settings, report.primary)
+        if moved and uses_dev_keyring(settings.master_keys, settings.data_dir):
+            promote_dev_master_key(settings.data_dir, report.primary)
             print(f"{report.primary} is now first in {settings.data_dir / KEYRING_FILE} "
                   "(restart `mumu up` to wrap new data keys with it)")
         elif moved:
@@ -132,8 +132,8 @@ def _add(key_id: str, settings: Settings, have: list[str]) -> int:
     if key_id in have:
         raise RuntimeError(f"master key {key_id!r} is already in the keyring")
     new = MasterKey.generate(key_id)
-    if uses_dev_keyring(settings):
-        add_dev_master_key(settings, new)
+    if uses_dev_keyring(settings.master_keys, settings.data_dir):
+        add_dev_master_key(settings.data_dir, new)
         print(f"added master key {key_id} to {settings.data_dir / KEYRING_FILE} "
               "(not primary; nothing rewrapped)")
         print("  1. restart `mumu up` so every process has it")
@@ -147,7 +147,7 @@ def _add(key_id: str, settings: Settings, have: list[str]) -> int:
 
 
 def run_reencrypt(args: argparse.Namespace, settings: Settings) -> int:
-    keys = DataKeys(keyring_of(settings))
+    keys = DataKeys(keyring_of(settings.master_keys, settings.data_dir))
 
     def progress(ws: str, done: int) -> None:
         print(f"\r{ws}: {done} rows re-encrypted", end="", file=sys.stderr, flush=True)

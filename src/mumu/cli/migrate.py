@@ -32,7 +32,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     async def main() -> int:
-        conn = await asyncpg.connect(admin_url_of(settings))
+        conn = await asyncpg.connect(admin_url_of(settings.database, settings.data_dir))
         try:
             applied = await apply_migrations(conn, args.dir)
             for name in applied:

@@ -7,9 +7,9 @@ import sys
 
 from nats.aio.client import Client as NATS
 
+from mumu.bench.stream import STREAM_BENCH
 from mumu.broker.streams import load_stream_configs
 from mumu.cli.common import with_nats
-from mumu.contracts import subjects
 from mumu.ops.reader import stream_of
 from mumu.ops.replay import replay_range
 from mumu.settings import Settings
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace, settings: Settings) -> int:
     async def work(nc: NATS) -> int:
         # streams/ plus the benchmarks' own MUMU_BENCH (skipped where it does not exist)
-        names = [c["name"] for c in load_stream_configs()] + [subjects.STREAM_BENCH]
+        names = [c["name"] for c in load_stream_configs()] + [STREAM_BENCH]
         stream = await stream_of(nc, args.subject, names)
 
         def progress(done: int, seq: int) -> None:

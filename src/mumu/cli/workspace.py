@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def with_admin(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
     async def main() -> int:
-        conn = await asyncpg.connect(admin_url_of(settings))
+        conn = await asyncpg.connect(admin_url_of(settings.database, settings.data_dir))
         try:
             return await work(conn)
         finally:
@@ -43,7 +43,7 @@ def with_admin(settings: Settings, work: Callable[[asyncpg.Connection], Awaitabl
 
 
 def run_create(args: argparse.Namespace, settings: Settings) -> int:
-    keys = DataKeys(keyring_of(settings))
+    keys = DataKeys(keyring_of(settings.master_keys, settings.data_dir))
 
     async def work(conn: asyncpg.Connection) -> int:
         created = await create_workspace(conn, keys, args.name)

@@ -53,9 +53,6 @@ CONTROL_CANCEL: Final = SubjectPattern("mumu.control.cancel")
 DLQ: Final = SubjectPattern("mumu.dlq")
 """Dead letters: the last token is the stage name, not a workspace."""
 
-BENCH_HOPS: Final = tuple(SubjectPattern(f"mumu.bench.hop{n}") for n in range(4))
-"""Subjects of `mumu bench runtime` (hop0 is the source, hop3 the sink)."""
-
 ALL_PATTERNS: Final[tuple[SubjectPattern, ...]] = (
     INGEST_AUDIO,
     INGEST_TEXT,
@@ -68,7 +65,6 @@ ALL_PATTERNS: Final[tuple[SubjectPattern, ...]] = (
     ERROR,
     CONTROL_CANCEL,
     DLQ,
-    *BENCH_HOPS,
 )
 
 # Streams (their configs live in streams/<name>.json)
@@ -78,7 +74,6 @@ STREAM_RESULTS: Final = "MUMU_RESULTS"
 STREAM_PERSISTED: Final = "MUMU_PERSISTED"
 STREAM_CONTROL: Final = "MUMU_CONTROL"
 STREAM_DLQ: Final = "MUMU_DLQ"
-STREAM_BENCH: Final = "MUMU_BENCH"
 
 # Buckets (streams/buckets.json)
 BUCKET_AUDIO: Final = "mumu-audio"

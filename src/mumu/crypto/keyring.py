@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import SecretStr
 
 from mumu.crypto.errors import DecryptionError, KeyringError, UnknownMasterKeyError
-from mumu.settings import Settings
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -138,14 +138,14 @@ class Keyring:
         return cls(keys)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Keyring:
+    def from_secret(cls, master_keys: SecretStr | None) -> Keyring:
         """The keyring of ``MUMU_MASTER_KEYS``; a clear error when it is unset or malformed."""
-        if settings.master_keys is None:
+        if master_keys is None:
             raise KeyringError(
                 "MUMU_MASTER_KEYS is not set: give `id:base64key[,id:base64key...]` "
                 "(32-byte keys; generate one with `mumu keys generate`)"
             )
-        return cls.parse(settings.master_keys.get_secret_value())
+        return cls.parse(master_keys.get_secret_value())
 
     def wrap(self, data_key: bytes, workspace_id: str, version: int) -> tuple[str, bytes]:
         """Wrap ``data_key`` with the primary key: (master key id, wrapped blob)."""

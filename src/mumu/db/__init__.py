@@ -2,7 +2,7 @@
 
 Public entry points other packages use:
 
-* ``mumu.db.pool.create_app_pool(settings)`` and ``mumu.db.pool.workspace_tx(pool, ws)``;
+* ``mumu.db.pool.create_app_pool(settings.database)`` and ``mumu.db.pool.workspace_tx(pool, ws)``;
 * ``mumu.db.workspaces.resolve_api_key`` / ``workspace_exists``;
 * ``mumu.db.history.session_history``;
 * ``mumu.db.bootstrap.bootstrap`` (``mumu up``).

@@ -1,9 +1,10 @@
 """The database side of ``mumu up``: PostgreSQL, migrations, app role, keyring, workspace.
 
-``bootstrap(settings, data_dir)`` uses ``MUMU_DATABASE_ADMIN_URL``/``MUMU_DATABASE_URL``
-when set, otherwise runs an embedded PostgreSQL in ``data_dir/postgres``. Without
-``MUMU_MASTER_KEYS`` it creates a development keyring file (0600). On the very first
-start it creates the workspace ``default`` and announces its id and API key.
+``bootstrap(database, master_keys, data_dir)`` uses ``MUMU_DATABASE_ADMIN_URL`` and
+``MUMU_DATABASE_URL`` when set, otherwise runs an embedded PostgreSQL in
+``data_dir/postgres``. Without ``MUMU_MASTER_KEYS`` it creates a development keyring
+file (0600). On the very first start it creates the workspace ``default`` and announces
+its id and API key.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+from pydantic import SecretStr
 
 from mumu.crypto import Keyring, MasterKey
 from mumu.db.datakeys import DataKeys
 from mumu.db.embedded import EmbeddedPostgres
 from mumu.db.migrate import APP_GROUP_ROLE, apply_migrations, ensure_app_login
+from mumu.db.settings import DatabaseSettings
 from mumu.db.workspaces import create_workspace, workspace_ids
-from mumu.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +78,9 @@ def dev_keyring_text(data_dir: Path) -> str:
     return _secret_file(path, MasterKey.generate("dev1").encoded())
 
 
-def keyring_text(settings: Settings, data_dir: Path) -> str:
-    if settings.master_keys is not None:
-        return settings.master_keys.get_secret_value()
+def keyring_text(master_keys: SecretStr | None, data_dir: Path) -> str:
+    if master_keys is not None:
+        return master_keys.get_secret_value()
     return dev_keyring_text(data_dir)
 
 
@@ -97,20 +99,21 @@ async def _embedded(data_dir: Path) -> tuple[EmbeddedPostgres, str, str]:
     return server, server.url(DATABASE), app_url
 
 
-async def bootstrap(settings: Settings, data_dir: Path) -> DevDatabase:
+async def bootstrap(
+    database: DatabaseSettings, master_keys: SecretStr | None, data_dir: Path
+) -> DevDatabase:
     """Make the database ready for ``mumu up`` (fast on a second start: data is reused)."""
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     server: EmbeddedPostgres | None = None
     admin_url: str | None
-    if settings.database_admin_url is None and settings.database_url is None:
+    if database.admin_url is None and database.url is None:
         server, admin_url, app_url = await _embedded(data_dir)
     else:
-        admin_url = (settings.database_admin_url.get_secret_value()
-                     if settings.database_admin_url else None)
-        if settings.database_url is None:
+        admin_url = database.admin_url.get_secret_value() if database.admin_url else None
+        if database.url is None:
             raise RuntimeError("MUMU_DATABASE_ADMIN_URL is set but MUMU_DATABASE_URL is not")
-        app_url = settings.database_url.get_secret_value()
-    keys = await asyncio.to_thread(keyring_text, settings, data_dir)
+        app_url = database.url.get_secret_value()
+    keys = await asyncio.to_thread(keyring_text, master_keys, data_dir)
     keyring = Keyring.parse(keys)
     announce: list[str] = []
     try:
@@ -148,38 +151,38 @@ async def _prepare(admin_url: str, app_url: str, keyring: Keyring) -> list[str]:
     return [f"workspace: {created.workspace_id}", f"api key: {created.api_key}"]
 
 
-def admin_url_of(settings: Settings) -> str:
+def admin_url_of(database: DatabaseSettings, data_dir: Path) -> str:
     """The owner URL: ``MUMU_DATABASE_ADMIN_URL``, else the embedded one of ``mumu up``."""
-    if settings.database_admin_url is not None:
-        return settings.database_admin_url.get_secret_value()
-    state = settings.data_dir / STATE_FILE
+    if database.admin_url is not None:
+        return database.admin_url.get_secret_value()
+    state = data_dir / STATE_FILE
     if state.exists():
         return str(json.loads(state.read_text())["admin_url"])
     raise RuntimeError(
         "MUMU_DATABASE_ADMIN_URL is not set and there is no embedded database in "
-        f"{settings.data_dir} (start `mumu up` once, or set the URL)"
+        f"{data_dir} (start `mumu up` once, or set the URL)"
     )
 
 
-def uses_dev_keyring(settings: Settings) -> bool:
-    return settings.master_keys is None and (settings.data_dir / KEYRING_FILE).exists()
+def uses_dev_keyring(master_keys: SecretStr | None, data_dir: Path) -> bool:
+    return master_keys is None and (data_dir / KEYRING_FILE).exists()
 
 
-def keyring_of(settings: Settings) -> Keyring:
+def keyring_of(master_keys: SecretStr | None, data_dir: Path) -> Keyring:
     """``MUMU_MASTER_KEYS``, else the development keyring file of ``mumu up``."""
-    if uses_dev_keyring(settings):
-        return Keyring.parse(dev_keyring_text(settings.data_dir))
-    return Keyring.from_settings(settings)
+    if uses_dev_keyring(master_keys, data_dir):
+        return Keyring.parse(dev_keyring_text(data_dir))
+    return Keyring.from_secret(master_keys)
 
 
-def add_dev_master_key(settings: Settings, key: MasterKey) -> None:
+def add_dev_master_key(data_dir: Path, key: MasterKey) -> None:
     """Append ``key`` (not primary) to the development keyring file of ``mumu up``."""
-    path = settings.data_dir / KEYRING_FILE
+    path = data_dir / KEYRING_FILE
     _write_private(path, f"{path.read_text().strip()},{key.encoded()}\n")
 
 
-def promote_dev_master_key(settings: Settings, key_id: str) -> None:
+def promote_dev_master_key(data_dir: Path, key_id: str) -> None:
     """List ``key_id`` first (primary) in the development keyring file."""
-    path = settings.data_dir / KEYRING_FILE
+    path = data_dir / KEYRING_FILE
     promoted = Keyring.parse(path.read_text()).promoted(key_id)
     _write_private(path, promoted.encoded() + "\n")

@@ -10,7 +10,7 @@ from typing import cast
 
 import asyncpg
 
-from mumu.settings import Settings
+from mumu.db.settings import DatabaseSettings
 
 log = logging.getLogger(__name__)
 
@@ -36,38 +36,29 @@ class DatabaseNotConfiguredError(RuntimeError):
     """``MUMU_DATABASE_URL`` (or the admin URL) is not set."""
 
 
-def app_dsn(settings: Settings) -> str:
-    if settings.database_url is None:
+def app_dsn(database: DatabaseSettings) -> str:
+    if database.url is None:
         raise DatabaseNotConfiguredError(
             "MUMU_DATABASE_URL is not set (the application role's PostgreSQL URL); "
             "`mumu up` sets it for you, standalone processes need it"
         )
-    return settings.database_url.get_secret_value()
-
-
-def admin_dsn(settings: Settings) -> str:
-    if settings.database_admin_url is None:
-        raise DatabaseNotConfiguredError(
-            "MUMU_DATABASE_ADMIN_URL is not set (the owner role, for migrations and admin)"
-        )
-    return settings.database_admin_url.get_secret_value()
+    return database.url.get_secret_value()
 
 
 async def create_app_pool(
-    settings: Settings, *, min_size: int | None = None, max_size: int | None = None
+    database: DatabaseSettings, *, min_size: int | None = None, max_size: int | None = None
 ) -> asyncpg.Pool:
     """A pool connected as the application role (``MUMU_DATABASE_URL``).
 
     The role is ``NOSUPERUSER NOBYPASSRLS``: every query sees only the workspace set by
     :func:`workspace_tx`.
     """
-    p = settings.persist
     pool = await asyncpg.create_pool(
-        app_dsn(settings),
-        min_size=p.pool_min if min_size is None else min_size,
-        max_size=p.pool_max if max_size is None else max_size,
-        timeout=p.connect_timeout,
-        command_timeout=p.command_timeout,
+        app_dsn(database),
+        min_size=database.pool_min if min_size is None else min_size,
+        max_size=database.pool_max if max_size is None else max_size,
+        timeout=database.connect_timeout,
+        command_timeout=database.command_timeout,
         server_settings={"application_name": "mumu"},
     )
     if pool is None:  # pragma: no cover - asyncpg types it optional

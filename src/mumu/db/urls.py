@@ -1,4 +1,4 @@
-"""PostgreSQL URL helpers (database and user swaps; passwords never logged)."""
+"""PostgreSQL URL helpers: database and user swaps (redaction is `mumu.logs.redacted`)."""
 
 from __future__ import annotations
 
@@ -21,10 +21,3 @@ def with_user(url: str, user: str, password: str | None) -> str:
     netloc = f"{auth}@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
 
-
-def redacted(url: str) -> str:
-    """The URL with its password replaced, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))

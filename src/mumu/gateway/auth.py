@@ -65,7 +65,7 @@ class ApiKeys:
     async def _connect(self) -> asyncpg.Pool:
         async with self._lock:
             if self._pool is None:
-                self._pool = await create_app_pool(self._settings, min_size=1, max_size=8)
+                self._pool = await create_app_pool(self._settings.database, min_size=1, max_size=8)
             return self._pool
 
     async def resolve_pool(self) -> asyncpg.Pool:

@@ -62,7 +62,7 @@ class GatewayDeps:
         """The master keyring (``MUMU_MASTER_KEYS``); 503 when it is missing or malformed."""
         if self._keyring is None:
             try:
-                self._keyring = Keyring.from_settings(self.settings)
+                self._keyring = Keyring.from_secret(self.settings.master_keys)
             except KeyringError as exc:
                 raise ApiError(503, "unavailable", f"no master keyring: {exc}") from exc
         return self._keyring

@@ -37,7 +37,7 @@ class WorkspaceGate:
         if not self.enabled:
             log.info("no database_url: ingest accepts every workspace", extra={"stage": "ingest"})
             return
-        self._pool = await create_app_pool(self._settings, min_size=1, max_size=4)
+        self._pool = await create_app_pool(self._settings.database, min_size=1, max_size=4)
 
     async def close(self) -> None:
         if self._pool is not None:

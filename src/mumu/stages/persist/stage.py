@@ -102,7 +102,8 @@ class PersistStage:
         self.max_deliver = ctx.settings.stage.max_deliver
         self.metrics = PersistMetrics(ctx.metrics.registry)
         self.pool = await create_app_pool(
-            ctx.settings, max_size=max(ctx.settings.persist.pool_max, ctx.settings.persist.writers)
+            ctx.settings.database,
+            max_size=max(ctx.settings.persist.pool_max, ctx.settings.persist.writers),
         )
 
     async def stop(self) -> None:
@@ -256,4 +257,4 @@ def _failure(exc: Exception, ws: str) -> tuple[str, Exception]:
 
 def build_stage(settings: Settings) -> PersistStage:
     """The persist stage; a missing or malformed ``MUMU_MASTER_KEYS`` fails here, clearly."""
-    return PersistStage(settings, Keyring.from_settings(settings))
+    return PersistStage(settings, Keyring.from_secret(settings.master_keys))
