@@ -44,7 +44,11 @@ def configure_logging(level: str) -> None:
 
 def redacted(url: str) -> str:
     """The URL with its password replaced, for logs, errors and printed settings."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not a URL urllib can read (a bad port, a broken IPv6 host)
+        return "<unreadable URL hidden>" if "@" in url else url
+    if password is None:
         return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{password}@", ":***@")))

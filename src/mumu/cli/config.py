@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
+from mumu.logs import redacted
 from mumu.settings import Settings
 
 
@@ -74,5 +75,17 @@ def run_docs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_show(args: argparse.Namespace, settings: Settings) -> int:
-    print(settings.model_dump_json(indent=2))
+    print(json.dumps(shown(settings.model_dump(mode="json")), indent=2))
     return 0
+
+
+def shown(value: Any) -> Any:
+    """Dumped settings as printed: ``SecretStr`` is already masked by pydantic; a password
+    inside a plain URL (``nats://user:pw@host``, an OTLP or OpenAI URL) is masked here."""
+    if isinstance(value, dict):
+        return {k: shown(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shown(v) for v in value]
+    if isinstance(value, str) and "://" in value:
+        return ",".join(redacted(url) for url in value.split(","))  # a NATS server list
+    return value
