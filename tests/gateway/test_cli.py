@@ -38,7 +38,7 @@ async def test_mumu_ask_streams_the_answer_for_text_and_audio(
     async with stages(cfg), serving(cfg) as gw:
         code, out, err = await mumu_ask(gw.url, key, "What colour is the sky on a clear day?")
         assert code == 0, err
-        assert out.strip()
+        assert "blue" in out.lower(), out
         audio_code, audio_out, audio_err = await mumu_ask(
             gw.url, key, "--audio", str(SPEECH / "en01.wav"))
         bad_code, _, bad_err = await mumu_ask(gw.url, "mumu_wrong", "hello?")
