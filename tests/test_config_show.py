@@ -40,3 +40,23 @@ def test_config_show_leaves_urls_without_a_password_as_they_are() -> None:
     nats = shown["nats"]
     assert isinstance(nats, dict)
     assert nats["url"] == "nats://nats.example:4222"
+
+
+def test_the_narrow_settings_come_from_the_public_variables(monkeypatch) -> None:
+    from mumu.settings import Settings
+
+    for name, value in {
+        "MUMU_DATABASE_URL": "postgresql://app:pw@pg/mumu",
+        "MUMU_DATABASE_ADMIN_URL": "postgresql://owner:pw@pg/mumu",
+        "MUMU_PERSIST__POOL_MIN": "2", "MUMU_PERSIST__POOL_MAX": "9",
+        "MUMU_PERSIST__CONNECT_TIMEOUT": "3.5", "MUMU_PERSIST__COMMAND_TIMEOUT": "12",
+        "MUMU_NATS__URL": "nats://n:4222", "MUMU_NATS__CONNECT_TIMEOUT": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    db = settings.database
+    assert db.url is not None and db.url.get_secret_value() == "postgresql://app:pw@pg/mumu"
+    assert db.admin_url is not None
+    assert db.admin_url.get_secret_value() == "postgresql://owner:pw@pg/mumu"
+    assert (db.pool_min, db.pool_max, db.connect_timeout, db.command_timeout) == (2, 9, 3.5, 12.0)
+    assert (settings.nats.url, settings.nats.connect_timeout) == ("nats://n:4222", 2.0)
