@@ -23,7 +23,6 @@ from tests.harness import Collector, running
 from tests.persist.events import drained, merged, publish, transcript
 from tests.pg_fixtures import WorkspaceFactory
 
-
 HELD = {"stage": "persist", "route": "mumu_results", "reason": "keyring"}
 
 
