@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from typing import Literal
 
 from mumu.contracts import subjects
+from mumu.contracts.consumers import StageConsumer
 from mumu.contracts.events import Event, derive_id
 from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
+from mumu.settings import Settings
 
 
 class Ping(Event):
@@ -31,10 +33,13 @@ class PassThrough:
 
     name = "passthrough"
 
-    def __init__(self, inp: int = 1, out: int = 2, *, batched: bool = False) -> None:
+    def __init__(
+        self, inp: int = 1, out: int = 2, *, batched: bool = False, durable: str | None = None
+    ) -> None:
         self.inp = subjects.BENCH_HOPS[inp]
         self.out = subjects.BENCH_HOPS[out]
         self.batched = batched
+        self.durable = durable
         self.calls: list[tuple[str, int]] = []
         self.called_at: list[float] = []  # monotonic time of each call
         self.batches: list[int] = []
@@ -42,8 +47,10 @@ class PassThrough:
     def routes(self) -> Sequence[Route]:
         if self.batched:  # the same behaviours through a batch route
             return [Route(subjects.STREAM_BENCH, (self.inp.wildcard,),
-                          batch_handler=self.handle_batch, model=Ping, batch=64)]
-        return [Route(subjects.STREAM_BENCH, (self.inp.wildcard,), self.handle, model=Ping)]
+                          batch_handler=self.handle_batch, model=Ping, batch=64,
+                          durable=self.durable)]
+        return [Route(subjects.STREAM_BENCH, (self.inp.wildcard,), self.handle, model=Ping,
+                      durable=self.durable)]
 
     async def handle_batch(
         self, inbounds: Sequence[Inbound[Ping]]
@@ -83,10 +90,18 @@ class PassThrough:
         return [outbound]
 
 
+CONSUMER = StageConsumer("passthrough", subjects.STREAM_BENCH, "passthrough-hop1")
+"""The durable of the pass-through stage when it runs from a registry (``build_stage``)."""
+
+
+def build_stage(settings: Settings) -> PassThrough:
+    """What a registry entry for this test-only stage builds."""
+    return PassThrough(durable=CONSUMER.durable)
+
+
 async def _main() -> None:
     from mumu.logs import configure_logging
     from mumu.runtime.process import install_signal_handlers, run_stage
-    from mumu.settings import Settings
 
     settings = Settings()
     configure_logging(settings.log_level)
