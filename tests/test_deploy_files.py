@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from mumu.stages.registry import STAGES
 from mumu.runtime.metrics import StageMetrics
+from mumu.stages.registry import STAGES
 
 ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent

@@ -10,9 +10,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator
-
 import pytest
 from nats.aio.client import Client as NATS
 from pydantic import SecretStr
@@ -21,15 +18,14 @@ from mumu.broker.streams import load_stream_configs
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import TextAsk, new_id
-from mumu.runtime import RetryPolicy
 from mumu.runtime.metrics import StageMetrics
 from mumu.settings import Settings
-from mumu.stages.reason.backend import BackendUnavailableError, ChatRequest, estimate_tokens
 from mumu.stages.reason.stage import ReasonStage
 from mumu.stages.registry import STAGES, StageSpec
 from tests.harness import Collector, running
 from tests.passthrough import CONSUMER, PassThrough, Ping
 from tests.reason.asks import deltas_of, finals_of
+from tests.reason.echo_backend import EchoBackend
 
 WS = "ws-registry"
 
@@ -78,38 +74,6 @@ async def test_a_stage_registered_through_the_registry_alone_runs_under_the_runt
     assert Ping.model_validate_json(out[0].data).hop == 2
     info = await nc.jetstream().consumer_info(CONSUMER.stream, CONSUMER.durable)
     assert info.num_ack_pending == 0 and info.delivered.stream_seq >= 1
-
-
-class EchoBackend:
-    """A test-only LLM backend: answers ``You asked: <question>`` word by word; the first
-    request it ever gets fails as a busy server would (retryable)."""
-
-    model = "echo"
-    concurrency = 1
-    retry = RetryPolicy(in_place=1, first_delay=0.05)
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def count_tokens(self, texts: list[str]) -> list[int]:
-        return [estimate_tokens(t) for t in texts]
-
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[str, None]:
-        self.calls += 1
-        if self.calls == 1:
-            raise BackendUnavailableError("busy", retry_after=0.1)
-        words = f"You asked: {request.messages[-1].content}".split(" ")
-        for i, word in enumerate(words):
-            await asyncio.sleep(0)
-            request.completion_tokens += 1
-            yield word if i == 0 else f" {word}"
-        request.finish_reason = "stop"
 
 
 async def test_a_new_llm_backend_plugs_into_the_reason_stage_with_no_stage_change(

@@ -46,7 +46,12 @@ def normalised_object(workspace_id: str, request_id: str) -> str:
 class IngestStage:
     name = NAME
 
-    def __init__(self, settings: IngestSettings, workspaces: WorkspaceGate) -> None:
+    def __init__(
+        self, settings: IngestSettings, workspaces: WorkspaceGate,
+        store: ObjectStore | None = None,
+    ) -> None:
+        """``store``: the Object Store of normalised audio (``None``: ``mumu-audio``,
+        opened in ``start``)."""
         self.settings = settings
         self.limits = Limits(
             max_duration=settings.max_duration,
@@ -55,7 +60,7 @@ class IngestStage:
         )
         self.workspaces = workspaces
         self._executor: ThreadPoolExecutor | None = None
-        self._store: ObjectStore | None = None
+        self._store = store
 
     def routes(self) -> Sequence[Route]:
         return [
@@ -64,13 +69,14 @@ class IngestStage:
         ]
 
     async def start(self, ctx: StageContext) -> None:
-        try:
-            self._store = await ctx.js.object_store(subjects.BUCKET_AUDIO)
-        except nats.js.errors.BucketNotFoundError as exc:
-            raise RuntimeError(
-                f"Object Store bucket {subjects.BUCKET_AUDIO} does not exist: "
-                "run `mumu streams apply`"
-            ) from exc
+        if self._store is None:
+            try:
+                self._store = await ctx.js.object_store(subjects.BUCKET_AUDIO)
+            except nats.js.errors.BucketNotFoundError as exc:
+                raise RuntimeError(
+                    f"Object Store bucket {subjects.BUCKET_AUDIO} does not exist: "
+                    "run `mumu streams apply`"
+                ) from exc
         await self.workspaces.open()
         self._executor = ThreadPoolExecutor(
             max_workers=self.settings.decode_workers, thread_name_prefix="mumu-decode"

@@ -56,11 +56,15 @@ def answer_language(event: TranscriptFinal | TextAsk) -> str | None:
 class ReasonStage:
     name = NAME
 
-    def __init__(self, settings: ReasonSettings, backend: Backend) -> None:
+    def __init__(
+        self, settings: ReasonSettings, backend: Backend, sessions: SessionStore | None = None
+    ) -> None:
+        """``sessions``: the session context (``None``: the ``mumu-sessions`` bucket,
+        opened in ``start``)."""
         self.settings = settings
         self.backend = backend
         self.cancels = CancelRegistry(settings.cancel_memory)
-        self._sessions: SessionStore | None = None
+        self._sessions = sessions
         self._ctx: StageContext | None = None
 
     def routes(self) -> Sequence[Route]:
@@ -90,11 +94,13 @@ class ReasonStage:
     async def start(self, ctx: StageContext) -> None:
         self._ctx = ctx
         await self.backend.start()
-        kv = await ctx.js.key_value(subjects.BUCKET_SESSIONS)
         s = self.settings
-        self._sessions = SessionStore(
-            kv, max_turns=s.max_turns, turn_ttl=s.turn_ttl, cas_attempts=s.session_cas_attempts
-        )
+        if self._sessions is None:
+            kv = await ctx.js.key_value(subjects.BUCKET_SESSIONS)
+            self._sessions = SessionStore(
+                kv, max_turns=s.max_turns, turn_ttl=s.turn_ttl,
+                cas_attempts=s.session_cas_attempts,
+            )
         await self.cancels.subscribe(ctx.nc)
         log.info(
             "answering with %s (%s backend)", self.backend.model, s.backend, extra={"stage": NAME}
