@@ -152,6 +152,8 @@ class Dispatcher:
         again: list[tuple[Delivery, float]] = []
         outputs: list[Traced] = []
         done: list[Delivery] = []
+        for d in ready:
+            d.emitted = 0
         for d, result in zip(ready, await self._call_batch(ready), strict=True):
             if not isinstance(result, BaseException):
                 outputs.extend((out, d.span.headers) for out in result)
