@@ -36,7 +36,7 @@ def test_every_route_names_the_durables_of_its_registry_entry(
     cfg = settings.model_copy(update={"master_keys": SecretStr(master_keys)})
     assert STAGES.available() == STAGES.names()
     stream_files = {c["name"] for c in load_stream_configs()}
-    for spec in STAGES.stages:
+    for spec in STAGES:
         stage = spec.build(cfg)
         assert stage.name == spec.name
         routes = {(spec.name, r.stream, r.durable) for r in stage.routes()}

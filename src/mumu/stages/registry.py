@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -55,6 +56,12 @@ class Registry:
     """Stages in pipeline order."""
 
     stages: tuple[StageSpec, ...]
+
+    def __iter__(self) -> Iterator[StageSpec]:
+        return iter(self.stages)
+
+    def __len__(self) -> int:
+        return len(self.stages)
 
     def names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.stages)
