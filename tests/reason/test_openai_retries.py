@@ -14,10 +14,15 @@ from collections.abc import AsyncIterator
 import pytest
 from nats.aio.client import Client as NATS
 
-from mumu.runtime import Disposition
+from mumu.runtime import Disposition, RetryPolicy
 from mumu.runtime.metrics import StageMetrics
 from mumu.settings import Settings
-from mumu.stages.reason.backend import BackendInterruptedError, ChatMessage, ChatRequest
+from mumu.stages.reason.backend import (
+    BackendInterruptedError,
+    BackendUnavailableError,
+    ChatMessage,
+    ChatRequest,
+)
 from mumu.stages.reason.openai_backend import OpenAIBackend, retry_after_seconds
 from mumu.stages.reason.settings import OpenAIBackendSettings
 from mumu.stages.reason.stage import build_stage
@@ -120,6 +125,26 @@ async def test_a_stream_that_only_sends_pings_is_interrupted_after_read_timeout(
         await backend.close()
     assert request.completion_tokens > 0, "no real chunk came through before the stall"
     assert time.perf_counter() - started < 6
+
+
+async def test_the_backend_itself_never_retries_it_says_whether_a_retry_may_help(
+    proxy: tuple[FaultProxy, str],
+) -> None:
+    fault, url = proxy
+    fault.faults = [(429, "0.4"), (400, None)]
+    backend = OpenAIBackend(OpenAIBackendSettings(base_url=url, retries=5))
+    await backend.start()
+    try:
+        with pytest.raises(BackendUnavailableError) as busy:
+            await collect(backend, ask())
+        with pytest.raises(BackendUnavailableError) as refused:
+            await collect(backend, ask())
+    finally:
+        await backend.close()
+    assert len(fault.seen) == 2  # one request each: retrying is the runtime's job
+    assert (busy.value.retryable, busy.value.retry_after) == (True, 0.4)
+    assert (refused.value.retryable, refused.value.retry_after) == (False, None)
+    assert backend.retry == RetryPolicy(in_place=5, first_delay=0.5, max_delay=10.0)
 
 
 def test_retry_after_accepts_seconds_and_http_dates() -> None:
