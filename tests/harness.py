@@ -12,6 +12,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from mumu.runtime.metrics import StageMetrics
 from mumu.runtime.process import run_stage
 from mumu.runtime.stage import Stage
 from mumu.settings import Settings
@@ -66,11 +67,14 @@ class Collector:
 
 
 @contextlib.asynccontextmanager
-async def running(stage: Stage, settings: Settings, timeout: float = 60.0) -> AsyncIterator[asyncio.Task[None]]:
-    """Run ``stage`` in this event loop until the block ends (then drain it)."""
+async def running(
+    stage: Stage, settings: Settings, timeout: float = 60.0, metrics: StageMetrics | None = None,
+) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``stage`` in this event loop until the block ends (then drain it); ``metrics``:
+    the runtime's registry for the stage, to read what it counted."""
     stop = asyncio.Event()
     started = asyncio.Event()
-    task = asyncio.create_task(run_stage(stage, settings, stop, started=started))
+    task = asyncio.create_task(run_stage(stage, settings, stop, started=started, metrics=metrics))
     waiter = asyncio.create_task(started.wait())
     done, _ = await asyncio.wait({task, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     if task in done:

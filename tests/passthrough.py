@@ -10,12 +10,26 @@ from collections.abc import Sequence
 from typing import Literal
 
 from mumu.bench.stream import BENCH_HOPS, STREAM_BENCH
+from mumu.contracts.consumers import StageConsumer
 from mumu.contracts.events import Event, derive_id
-from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
+from mumu.runtime import (
+    Inbound,
+    Outbound,
+    PermanentError,
+    RetryPolicy,
+    Route,
+    StageContext,
+    TransientError,
+    UnavailableError,
+)
+from mumu.settings import Settings
 
 
 class Ping(Event):
-    behaviour: Literal["ok", "transient", "permanent", "flaky", "slow", "die_after_publish"] = "ok"
+    behaviour: Literal[
+        "ok", "transient", "permanent", "flaky", "slow", "die_after_publish", "unavailable",
+        "busy_twice", "emit_then_fail",
+    ] = "ok"
     seconds: float = 0.0
     hop: int = 1
 
@@ -26,15 +40,24 @@ class PassThrough:
     ``flaky`` fails the first delivery only; ``transient`` always fails (dead letter
     after max_deliver); ``slow`` sleeps ``seconds`` before publishing;
     ``die_after_publish`` publishes its output, then SIGKILLs its own process before
-    the ack (first delivery only).
+    the ack (first delivery only); ``unavailable`` fails with ``UnavailableError`` while
+    ``down`` is set; ``busy_twice`` fails (transient) on its first two calls;
+    ``emit_then_fail`` publishes its output, then fails (transient) on the first delivery.
+    ``retry`` is the route's ``RetryPolicy``.
     """
 
     name = "passthrough"
 
-    def __init__(self, inp: int = 1, out: int = 2, *, batched: bool = False) -> None:
+    def __init__(
+        self, inp: int = 1, out: int = 2, *, batched: bool = False, durable: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self.inp = BENCH_HOPS[inp]
         self.out = BENCH_HOPS[out]
         self.batched = batched
+        self.durable = durable
+        self.retry = retry
+        self.down = False
         self.calls: list[tuple[str, int]] = []
         self.called_at: list[float] = []  # monotonic time of each call
         self.batches: list[int] = []
@@ -42,8 +65,10 @@ class PassThrough:
     def routes(self) -> Sequence[Route]:
         if self.batched:  # the same behaviours through a batch route
             return [Route(STREAM_BENCH, (self.inp.wildcard,),
-                          batch_handler=self.handle_batch, model=Ping, batch=64)]
-        return [Route(STREAM_BENCH, (self.inp.wildcard,), self.handle, model=Ping)]
+                          batch_handler=self.handle_batch, model=Ping, batch=64,
+                          durable=self.durable, retry=self.retry or RetryPolicy())]
+        return [Route(STREAM_BENCH, (self.inp.wildcard,), self.handle, model=Ping,
+                      durable=self.durable, retry=self.retry or RetryPolicy())]
 
     async def handle_batch(
         self, inbounds: Sequence[Inbound[Ping]]
@@ -53,7 +78,7 @@ class PassThrough:
         for inbound in inbounds:
             try:
                 results.append(await self.handle(inbound))
-            except (TransientError, PermanentError) as exc:
+            except (TransientError, PermanentError) as exc:  # UnavailableError too
                 results.append(exc)
         return results
 
@@ -71,6 +96,11 @@ class PassThrough:
             raise TransientError("internal", "backend unavailable")
         if ping.behaviour == "permanent":
             raise PermanentError("unsupported_audio", "this payload can never work")
+        if ping.behaviour == "unavailable" and self.down:
+            raise UnavailableError("internal", "the test dependency is down", reason="test_dep")
+        calls = [r for r, _ in self.calls].count(ping.request_id)
+        if ping.behaviour == "busy_twice" and calls <= 2:
+            raise TransientError("internal", "busy", delay=0.05)
         if ping.behaviour == "slow":
             await asyncio.sleep(ping.seconds)
         out = ping.model_copy(
@@ -80,13 +110,24 @@ class PassThrough:
         if ping.behaviour == "die_after_publish" and inbound.deliveries == 1:
             await inbound.emit(outbound)
             os.kill(os.getpid(), signal.SIGKILL)
+        if ping.behaviour == "emit_then_fail" and inbound.deliveries == 1:
+            await inbound.emit(outbound)
+            raise TransientError("internal", "failed after publishing")
         return [outbound]
+
+
+CONSUMER = StageConsumer("passthrough", STREAM_BENCH, "passthrough-hop1")
+"""The durable of the pass-through stage when it runs from a registry (``build_stage``)."""
+
+
+def build_stage(settings: Settings) -> PassThrough:
+    """What a registry entry for this test-only stage builds."""
+    return PassThrough(durable=CONSUMER.durable)
 
 
 async def _main() -> None:
     from mumu.logs import configure_logging
     from mumu.runtime.process import install_signal_handlers, run_stage
-    from mumu.settings import Settings
 
     settings = Settings()
     configure_logging(settings.log_level)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from mumu.cli.stage import STAGE_NAMES
 from mumu.runtime.metrics import StageMetrics
+from mumu.stages.registry import STAGES
 
 ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent
@@ -50,8 +50,8 @@ def test_llama_cpp_is_built_portable(dockerfile: str) -> None:
 def test_compose_runs_every_stage_the_gateway_and_prometheus_without_inline_secrets() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {*STAGE_NAMES, "gateway", "nats", "postgres", "prometheus"} <= set(services)
-    for name in STAGE_NAMES:
+    assert {*STAGES.names(), "gateway", "nats", "postgres", "prometheus"} <= set(services)
+    for name in STAGES.names():
         assert services[name]["command"] == ["stage", name]
     text = (ROOT / "docker-compose.yml").read_text()
     for secret in ("MUMU_MASTER_KEYS", "POSTGRES_PASSWORD", "MUMU_GATEWAY__SESSION_SECRET"):

@@ -15,8 +15,10 @@ from mumu.contracts import subjects
 from mumu.contracts.events import new_id
 from mumu.settings import Settings
 from mumu.stages.ingest.stage import IngestStage
+from mumu.stages.ingest.stage import build_stage as build_ingest
 from mumu.stages.transcribe.settings import TranscribeSettings
 from mumu.stages.transcribe.stage import TranscribeStage
+from mumu.stages.transcribe.stage import build_stage as build_transcribe
 from tests.harness import running
 
 DATA = Path(__file__).parents[1] / "data"
@@ -55,8 +57,8 @@ async def pipeline(
     nc: NATS, streams: None, audio_settings: Settings
 ) -> AsyncIterator[tuple[IngestStage, TranscribeStage]]:
     """Ingest and transcribe consuming on the test server, in this event loop."""
-    ingest = IngestStage(audio_settings)
-    transcribe = TranscribeStage(audio_settings)
+    ingest = build_ingest(audio_settings)
+    transcribe = build_transcribe(audio_settings)
     async with running(ingest, audio_settings), running(transcribe, audio_settings):
         yield ingest, transcribe
 

@@ -14,7 +14,7 @@ from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import AudioReady, PipelineError
 from mumu.settings import Settings
-from mumu.stages.ingest.stage import IngestStage
+from mumu.stages.ingest.stage import build_stage as build_ingest
 from tests.audio.conftest import DATA, WS, publish_audio
 from tests.harness import Collector, Seen, running
 
@@ -41,7 +41,7 @@ async def read_object(nc: NATS, name: str) -> bytes:
 async def test_every_container_becomes_16k_mono_audio_in_the_object_store(
     nc: NATS, streams: None, settings: Settings
 ) -> None:
-    async with running(IngestStage(settings), settings), Collector(nc) as seen:
+    async with running(build_ingest(settings), settings), Collector(nc) as seen:
         sent = {
             await publish_audio(nc, (DATA / "formats" / name).read_bytes(), content_type=ct,
                                 extra={h.LANGUAGE: "en", h.WORD_TIMESTAMPS: "true"}): name
@@ -70,7 +70,7 @@ async def test_bad_files_get_their_code_one_dead_letter_and_the_consumer_keeps_f
 ) -> None:
     expected: dict[str, str] = json.loads((DATA / "bad" / "expected.json").read_text())
     good = (DATA / "speech" / "en01.wav").read_bytes()
-    async with running(IngestStage(settings), settings), Collector(nc) as seen:
+    async with running(build_ingest(settings), settings), Collector(nc) as seen:
         codes = {}
         for name, code in expected.items():
             rid = await publish_audio(nc, (DATA / "bad" / name).read_bytes())
@@ -91,7 +91,7 @@ async def test_bad_files_get_their_code_one_dead_letter_and_the_consumer_keeps_f
 
 async def test_missing_and_invalid_headers(nc: NATS, streams: None, settings: Settings) -> None:
     audio = (DATA / "speech" / "en01.wav").read_bytes()
-    async with running(IngestStage(settings), settings), Collector(nc) as seen:
+    async with running(build_ingest(settings), settings), Collector(nc) as seen:
         no_session = await publish_audio(nc, audio, omit=(h.SESSION,))
         no_type = await publish_audio(nc, audio, omit=(h.CONTENT_TYPE,))
         bad_beam = await publish_audio(nc, audio, extra={h.BEAM_SIZE: "99"})
@@ -110,7 +110,7 @@ async def test_size_and_duration_limits(nc: NATS, streams: None, settings: Setti
         update={"ingest": settings.ingest.model_copy(update={"max_bytes": 100_000,
                                                              "max_duration": 4.5})}
     )
-    async with running(IngestStage(limited), limited), Collector(nc) as seen:
+    async with running(build_ingest(limited), limited), Collector(nc) as seen:
         big = await publish_audio(nc, (DATA / "speech" / "en04.wav").read_bytes())  # 167 kB
         long = await publish_audio(nc, (DATA / "formats" / "en01.m4a").read_bytes())  # 4.1 s ok
         too_long = await publish_audio(nc, (DATA / "speech" / "long_en.flac").read_bytes()[:90_000])
@@ -127,7 +127,7 @@ async def test_producer_upload_through_the_object_store(
     store = await nc.jetstream().object_store(subjects.BUCKET_AUDIO)
     await store.put(f"{WS}/upload-1.flac", (DATA / "speech" / "long_en.flac").read_bytes())
     await store.put("other-ws/secret.flac", (DATA / "speech" / "en01.wav").read_bytes())
-    async with running(IngestStage(settings), settings), Collector(nc) as seen:
+    async with running(build_ingest(settings), settings), Collector(nc) as seen:
         ok = await publish_audio(nc, b"", content_type="audio/flac",
                                  extra={h.AUDIO_OBJECT: f"{WS}/upload-1.flac"})
         foreign = await publish_audio(nc, b"", extra={h.AUDIO_OBJECT: "other-ws/secret.flac"})
@@ -149,7 +149,7 @@ async def test_two_workspaces_using_one_request_id_are_both_transcribed(
     """JetStream dedupes Nats-Msg-Id per stream, across workspaces: the derived ids
     carry the workspace, or the second tenant's audio.ready would be dropped silently."""
     clip = (DATA / "speech" / "en01.wav").read_bytes()
-    async with running(IngestStage(settings), settings), Collector(nc) as seen:
+    async with running(build_ingest(settings), settings), Collector(nc) as seen:
         for ws in ("tenant-a", "tenant-b"):
             await publish_audio(nc, clip, ws=ws, request_id="req-1")
         ready = await seen.wait_count("mumu.audio.ready.", 2, timeout=30)
@@ -162,7 +162,7 @@ async def test_two_workspaces_using_one_request_id_are_both_transcribed(
 async def test_a_workspace_named_norm_cannot_read_another_tenants_normalised_audio(
     nc: NATS, streams: None, settings: Settings
 ) -> None:
-    async with running(IngestStage(settings), settings), Collector(nc) as seen:
+    async with running(build_ingest(settings), settings), Collector(nc) as seen:
         victim = await publish_audio(nc, (DATA / "speech" / "en01.wav").read_bytes())
         msgs = await seen.wait_count("mumu.audio.ready.", 1, timeout=30)
         stored = AudioReady.model_validate_json(msgs[0].data).object_name
@@ -181,7 +181,7 @@ async def test_a_workspace_named_norm_cannot_read_another_tenants_normalised_aud
 async def test_stopping_while_a_decode_runs_does_not_block_the_event_loop(
     nc: NATS, streams: None, settings: Settings
 ) -> None:
-    stage = IngestStage(settings)
+    stage = build_ingest(settings)
     gaps: list[float] = []
 
     async def ticker() -> None:

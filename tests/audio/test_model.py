@@ -17,7 +17,7 @@ from mumu.stages.transcribe.model import (
     select_placement,
 )
 from mumu.stages.transcribe.settings import TranscribeSettings
-from mumu.stages.transcribe.stage import TranscribeStage
+from mumu.stages.transcribe.stage import build_stage as build_transcribe
 from tests.harness import running
 
 
@@ -91,5 +91,5 @@ async def test_stage_does_not_start_without_its_model(
     broken = settings.model_copy(update={"transcribe": TranscribeSettings(
         model=str(tmp_path / "missing-model"), model_cache_dir=tmp_path)})
     with pytest.raises(ModelError, match="MUMU_TRANSCRIBE__MODEL"):
-        async with running(TranscribeStage(broken), broken):
+        async with running(build_transcribe(broken), broken):
             pass

@@ -22,8 +22,10 @@ from mumu.contracts.events import (
 )
 from mumu.settings import Settings
 from mumu.stages.ingest.stage import IngestStage
+from mumu.stages.ingest.stage import build_stage as build_ingest
 from mumu.stages.transcribe.engine import transcribe_kwargs
 from mumu.stages.transcribe.stage import TranscribeStage
+from mumu.stages.transcribe.stage import build_stage as build_transcribe
 from tests.audio.conftest import DATA, SPEECH, WS, publish_audio, references, words
 from tests.harness import Collector, Seen, running
 
@@ -196,7 +198,7 @@ async def test_audio_over_the_payload_limit_goes_through_the_object_store(
         await publish_audio(nc, big)
     store = await nc.jetstream().object_store(subjects.BUCKET_AUDIO)
     await store.put(f"{WS}/meeting.wav", big)
-    async with (running(IngestStage(quick), quick), running(TranscribeStage(quick), quick),
+    async with (running(build_ingest(quick), quick), running(build_transcribe(quick), quick),
                 Collector(nc) as seen):
         rid = await publish_audio(nc, b"", extra={h.AUDIO_OBJECT: f"{WS}/meeting.wav"})
         await wait_finals(seen, 1, timeout=120)

@@ -21,7 +21,7 @@ from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import TranscriptFinal
 from mumu.settings import Settings
-from mumu.stages.ingest.stage import IngestStage
+from mumu.stages.ingest.stage import build_stage as build_ingest
 from tests.audio.conftest import SPEECH, WS, publish_audio
 from tests.harness import Collector, running
 
@@ -124,10 +124,12 @@ async def test_replicas_share_the_work_and_a_sigkilled_one_loses_nothing(
     nc: NATS, settings: Settings, replicas: list[Replica]
 ) -> None:
     clips = [f"en0{i}.wav" for i in range(1, 7)]
-    async with running(IngestStage(settings), settings), Collector(nc) as seen:
+    ack = {"outcome": "ack", "route": "mumu_audio"}
+    assert [await r.metric("mumu_stage_messages_total", **ack) for r in replicas] == [0, 0]
+    async with running(build_ingest(settings), settings), Collector(nc) as seen:
         short = [await publish_audio(nc, (SPEECH / c).read_bytes()) for c in clips]
         await seen.wait_count("mumu.transcript.final.", len(short), timeout=90)
-        done = [await r.metric("mumu_stage_messages_total", outcome="ack") for r in replicas]
+        done = [await r.metric("mumu_stage_messages_total", **ack) for r in replicas]
         assert all(n >= 1 for n in done), f"work not shared: {done}"
         assert sum(done) == len(short)
 

@@ -9,7 +9,7 @@ from nats.aio.client import Client as NATS
 from mumu.contracts import headers as h
 from mumu.contracts.events import AudioReady, PipelineError
 from mumu.settings import Settings
-from mumu.stages.ingest.stage import IngestStage
+from mumu.stages.ingest.stage import build_stage as build_ingest
 from tests.audio.conftest import DATA, publish_audio
 from tests.harness import Collector, running
 from tests.pg_fixtures import WorkspaceFactory
@@ -23,7 +23,7 @@ async def test_audio_for_an_unknown_workspace_is_rejected(
     known, _ = await workspace("acme")
     stranger = str(uuid.uuid4())
     audio = (DATA / "speech" / "en01.wav").read_bytes()
-    async with running(IngestStage(with_db), with_db), Collector(nc) as seen:
+    async with running(build_ingest(with_db), with_db), Collector(nc) as seen:
         ok = await publish_audio(nc, audio, ws=known)
         again = await publish_audio(nc, audio, ws=known)  # answered from the gate's memory
         unknown = await publish_audio(nc, audio, ws=stranger)
@@ -43,7 +43,7 @@ async def test_without_a_database_every_workspace_is_accepted(
     nc: NATS, streams: None, settings: Settings
 ) -> None:
     assert settings.database_url is None
-    async with running(IngestStage(settings), settings), Collector(nc) as seen:
+    async with running(build_ingest(settings), settings), Collector(nc) as seen:
         rid = await publish_audio(nc, (DATA / "speech" / "en01.wav").read_bytes(), ws="anyone")
         ready = await seen.wait_count("mumu.audio.ready.", 1, timeout=30)
     assert AudioReady.model_validate_json(ready[0].data).request_id == rid

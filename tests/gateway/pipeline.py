@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from mumu.settings import Settings
-from mumu.stages.ingest.stage import IngestStage
+from mumu.stages.ingest.stage import build_stage as build_ingest
 from mumu.stages.reason.settings import LlamaCppBackendSettings, ReasonSettings
 from mumu.stages.reason.stage import build_stage as build_reason
 from mumu.stages.transcribe.settings import TranscribeSettings
-from mumu.stages.transcribe.stage import TranscribeStage
+from mumu.stages.transcribe.stage import build_stage as build_transcribe
 from tests.harness import running
 
 SPEECH = Path(__file__).resolve().parents[1] / "data" / "speech"
@@ -31,8 +31,8 @@ def pipeline_settings(settings: Settings, model_cache: Path) -> Settings:
 @contextlib.asynccontextmanager
 async def stages(settings: Settings, *, reason: bool = True) -> AsyncIterator[None]:
     async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(running(IngestStage(settings), settings))
-        await stack.enter_async_context(running(TranscribeStage(settings), settings))
+        await stack.enter_async_context(running(build_ingest(settings), settings))
+        await stack.enter_async_context(running(build_transcribe(settings), settings))
         if reason:
             await stack.enter_async_context(running(build_reason(settings), settings))
         yield

@@ -16,10 +16,10 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
-from mumu.contracts.consumers import STAGE_CONSUMERS
 from mumu.contracts.events import TextAsk
 from mumu.gateway.openapi import openapi_text
 from mumu.settings import Settings
+from mumu.stages.registry import STAGES
 from tests.gateway.conftest import WS_A, Gateway, gateway_settings, serving
 from tests.harness import Collector
 
@@ -55,7 +55,7 @@ async def test_health_ready_metrics_and_openapi(
     assert resp.status == 503  # no database configured and no stage ran in this test
     assert any("MUMU_DATABASE_URL" in r for r in ready["reasons"])
     missing = [r.split()[1] for r in ready["reasons"] if r.startswith("consumer ")]
-    assert missing == [c.durable for c in STAGE_CONSUMERS]
+    assert missing == [c.durable for c in STAGES.consumers()]
     async with http.get(f"{gateway.url}/metrics") as resp:
         assert "mumu_gateway_requests" in await resp.text()
     async with http.get(f"{gateway.url}/api/openapi.json") as resp:

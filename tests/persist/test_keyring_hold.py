@@ -23,6 +23,8 @@ from tests.harness import Collector, running
 from tests.persist.events import drained, merged, publish, transcript
 from tests.pg_fixtures import WorkspaceFactory
 
+HELD = {"stage": "persist", "route": "mumu_results", "reason": "keyring"}
+
 
 async def test_a_missing_master_key_holds_messages_until_the_key_unwraps_again(
     nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
@@ -45,12 +47,11 @@ async def test_a_missing_master_key_holds_messages_until_the_key_unwraps_again(
     said = transcript(ws, "kept safe while the keyring is behind")
     async with running(stage, stage_settings), Collector(nc) as seen:
         await publish(nc, said)
-        # nak'ed after 0.2 and 0.4 s, then the third (last) delivery is held
+        # nak'ed after 0.2 and 0.4 s, then the runtime holds the third (last) delivery
         assert stage.metrics is not None
         registry = stage.metrics.registry
         async with asyncio.timeout(15):
-            while registry.get_sample_value(
-                    "mumu_persist_held_messages", {"reason": "keyring"}) != 1:
+            while registry.get_sample_value("mumu_stage_held_messages", HELD) != 1:
                 await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)  # held: retried, never dead-lettered
         assert not seen.on("mumu.dlq.")
@@ -62,7 +63,12 @@ async def test_a_missing_master_key_holds_messages_until_the_key_unwraps_again(
         await keyadmin.rotate(admin_conn, DataKeys(early.promoted("k1")), new_data_keys=False)
         await seen.wait_count("mumu.persisted.", 1, timeout=10)
         await drained(nc)
-        assert registry.get_sample_value("mumu_persist_held_messages", {"reason": "keyring"}) == 0
+        assert registry.get_sample_value("mumu_stage_held_messages", HELD) == 0
+        # the runtime's own dispositions: two naks, one hold, then the ack
+        outcome = {o: registry.get_sample_value("mumu_stage_messages_total", {
+            "stage": "persist", "route": "mumu_results", "outcome": o}) for o in
+            ("nak", "hold", "ack", "term")}
+        assert outcome == {"nak": 2.0, "hold": 1.0, "ack": 1.0, "term": 0.0}
     assert not seen.on("mumu.dlq.")
     assert not seen.on("mumu.error.")
     history = await session_history(app_pool, keyring, ws, "s1")

@@ -108,8 +108,16 @@ async def test_postgres_down_for_20s_mid_load_loses_and_duplicates_nothing(
     messages = [r.getMessage() for r in caplog.records]
     assert any("retrying in" in m and "database unavailable" in m for m in messages)
     assert stage.metrics is not None
-    assert (stage.metrics.registry.get_sample_value(
+    registry = stage.metrics.registry  # the stage's own metrics sit on the runtime's registry
+    assert (registry.get_sample_value(
         "mumu_persist_failed_batches_total", {"reason": "database_unavailable"}) or 0) > 0
+    # what the runtime did about it: naks, then holds on the last delivery, never a term
+    route = {"stage": "persist", "route": "mumu_results"}
+    outcome = {o: registry.get_sample_value("mumu_stage_messages_total", {**route, "outcome": o})
+               for o in ("nak", "hold", "term")}
+    assert outcome["nak"] and outcome["hold"] and outcome["term"] == 0, outcome
+    assert registry.get_sample_value(
+        "mumu_stage_held_messages", {**route, "reason": "database_unavailable"}) == 0
     admin = await asyncpg.connect(admin_url)
     try:
         rows = await admin.fetchval("SELECT count(*) FROM mumu.transcripts")

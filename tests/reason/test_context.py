@@ -18,7 +18,7 @@ from mumu.stages.reason.sessions import SessionStore
 from mumu.stages.reason.stage import build_stage
 from tests.harness import Collector, running
 from tests.reason.asks import WS as ASK_WS
-from tests.reason.asks import ask_text, wait_final
+from tests.reason.asks import ask_text, deltas_of, wait_final
 from tests.reason.conftest import ModelServer, reason_settings
 
 WS = "ws-ctx"
@@ -135,7 +135,12 @@ async def test_the_stage_trims_the_oldest_turns_to_the_context_budget(
     async with running(build_stage(cfg), cfg), Collector(nc) as seen:
         ask = await ask_text(nc, "Which topic came last?", session="s1")
         final = await wait_final(seen, ask.request_id)
-    assert final.text and not final.cancelled
+    assert not final.cancelled
+    # the answer the client saw streamed is the one recorded, and it is the model's reply
+    # to this question (greedy, at most max_tokens)
+    assert "".join(d.text for d in deltas_of(seen, ask.request_id)) == final.text
+    assert final.question == "Which topic came last?"
+    assert 0 < final.usage.completion_tokens <= 16
     [received] = model_server.requests()[before:]
     sent = received["messages"]
     assert sent[0]["role"] == "system"

@@ -22,23 +22,42 @@ def ping(behaviour: str = "ok", **kw: object) -> Ping:
     return Ping(event_id=rid, request_id=rid, workspace_id=WS, session_id="s1", behaviour=behaviour, **kw)  # type: ignore[arg-type]
 
 
-async def publish(nc: NATS, p: Ping) -> None:
+PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+async def publish(nc: NATS, p: Ping, traceparent: str | None = None) -> None:
     js = nc.jetstream()
+    headers = {h.MSG_ID: p.event_id}
+    if traceparent is not None:
+        headers[h.TRACEPARENT] = traceparent
     await js.publish(
-        BENCH_HOPS[1].for_workspace(WS), p.model_dump_json().encode(),
-        headers={h.MSG_ID: p.event_id},
+        BENCH_HOPS[1].for_workspace(WS), p.model_dump_json().encode(), headers=headers,
     )
 
 
 async def test_ok_message_is_forwarded_once(nc: NATS, streams: None, settings: Settings) -> None:
     stage = PassThrough()
     async with running(stage, settings), Collector(nc) as seen:
-        p = ping()
-        await publish(nc, p)
-        out = await seen.wait_count("mumu.bench.hop2.", 1)
-        assert Ping.model_validate_json(out[0].data).request_id == p.request_id
-        assert out[0].headers[h.MSG_ID]  # deterministic id set by the runtime
-        assert "traceparent" in out[0].headers
+        p, fresh = ping(), ping()
+        await publish(nc, p, traceparent=PARENT)
+        await publish(nc, fresh)
+        out = await seen.wait_count("mumu.bench.hop2.", 2)
+        await asyncio.sleep(0.3)  # a duplicate would have arrived by now
+    by_request = {Ping.model_validate_json(m.data).request_id: m for m in out}
+    assert set(by_request) == {p.request_id, fresh.request_id}
+    assert len(seen.on("mumu.bench.hop2.")) == 2
+    forwarded = by_request[p.request_id]
+    # the deterministic id the handler derived, set by the runtime as Nats-Msg-Id
+    assert forwarded.headers[h.MSG_ID] == Ping.model_validate_json(forwarded.data).event_id
+    # the output continues the input's trace (no exporter here: no span of its own, so
+    # the incoming parent is carried as is; with one, tests/runtime/test_tracing.py)
+    assert forwarded.headers[h.TRACEPARENT] == PARENT
+    # a message without a trace starts a new one, never PARENT's
+    version, trace_id, span_id, flags = by_request[fresh.request_id].headers[
+        h.TRACEPARENT].split("-")
+    assert (version, flags) == ("00", "01")
+    assert len(trace_id) == 32 and len(span_id) == 16
+    assert trace_id != PARENT.split("-")[1]
 
 
 async def test_transient_error_is_redelivered_with_delay(

@@ -50,6 +50,54 @@ async def test_health_is_seed_shaped_ready_reports_reasons_and_metrics_are_expos
         await runner.cleanup()
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sample(text: str, family: str, **labels: str) -> float | None:
+    """The value of one sample of a Prometheus exposition (None: no such sample)."""
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        if name == family and all(f'{k}="{v}"' in rest for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+async def test_metrics_of_a_running_stage_count_the_messages_it_handled(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    port = free_port()
+    settings = settings.model_copy(
+        update={"stage": settings.stage.model_copy(update={"http_port": port})}
+    )
+    route = {"stage": "passthrough", "route": "mumu_bench"}
+    url = f"http://127.0.0.1:{port}/metrics"
+    async with (running(PassThrough(), settings), Collector(nc) as seen,
+                aiohttp.ClientSession() as http):
+        async with http.get(url) as resp:
+            before = await resp.text()
+        for _ in range(5):
+            rid = new_id()
+            ping = Ping(event_id=rid, request_id=rid, workspace_id=WS, session_id="s")
+            await nc.jetstream().publish(BENCH_HOPS[1].for_workspace(WS),
+                                         ping.model_dump_json().encode(), headers={h.MSG_ID: rid})
+        await seen.wait_count("mumu.bench.hop2.", 5)
+        async with asyncio.timeout(5):  # the ack (then the count) follows the output
+            while True:
+                async with http.get(url) as resp:
+                    after = await resp.text()
+                if sample(after, "mumu_stage_messages_total", outcome="ack", **route) == 5:
+                    break
+                await asyncio.sleep(0.05)
+    assert sample(before, "mumu_stage_messages_total", outcome="ack", **route) == 0
+    assert sample(before, "mumu_stage_latency_seconds_count", **route) == 0
+    assert sample(after, "mumu_stage_latency_seconds_count", **route) == 5
+    assert sample(after, "mumu_stage_messages_total", outcome="nak", **route) == 0
+    assert sample(after, "mumu_stage_inflight", stage="passthrough") == 0
+
+
 async def test_work_longer_than_ack_wait_is_heartbeaten_not_redelivered(
     nc: NATS, streams: None, settings: Settings
 ) -> None:

@@ -44,7 +44,7 @@ from mumu.settings import NatsSettings, Settings, StageRuntimeSettings
 from mumu.stages.reason.llama_backend import default_model_path
 from mumu.stages.reason.prompt import system_message
 from mumu.stages.reason.settings import OpenAIBackendSettings
-from mumu.stages.reason.stage import ReasonStage
+from mumu.stages.reason.stage import ReasonStage, build_backend
 
 WS = "bench"
 QUESTION = "What is the capital of France?"
@@ -236,7 +236,7 @@ async def _measure(args: argparse.Namespace, nats_url: str, url: str, model: str
     stop, started = asyncio.Event(), asyncio.Event()
     stage = asyncio.create_task(
         run_stage(
-            ReasonStage(reason),
+            ReasonStage(reason, build_backend(reason)),
             settings.model_copy(update={"reason": reason}),
             stop,
             started=started,

@@ -35,10 +35,12 @@ from mumu.contracts import subjects
 from mumu.contracts.events import TranscriptFinal
 from mumu.runtime.process import run_stage
 from mumu.settings import NatsSettings, Settings, StageRuntimeSettings
-from mumu.stages.ingest.stage import IngestStage
+from mumu.stages.ingest.stage import build_stage as build_ingest
+from mumu.stages.transcribe.engine import Engine
 from mumu.stages.transcribe.model import cuda_device_count, select_placement
 from mumu.stages.transcribe.settings import TranscribeSettings
 from mumu.stages.transcribe.stage import TranscribeStage
+from mumu.stages.transcribe.transcriber import Transcriber, build_transcriber
 
 WS = "bench"
 FLOOR_THROUGHPUT_RATIO = 0.95
@@ -136,12 +138,15 @@ class Pipeline:
 
 
 @contextlib.asynccontextmanager
-async def _stages(settings: Settings) -> AsyncIterator[TranscribeStage]:
+async def _stages(
+    settings: Settings, transcriber: Transcriber
+) -> AsyncIterator[TranscribeStage]:
     stop = asyncio.Event()
-    transcribe = TranscribeStage(settings)
+    transcribe = TranscribeStage(settings.transcribe, transcriber)
     started = [asyncio.Event(), asyncio.Event()]
     async with asyncio.TaskGroup() as tg:
-        tg.create_task(run_stage(IngestStage(settings), settings, stop, started=started[0]))
+        ingest = build_ingest(settings)
+        tg.create_task(run_stage(ingest, settings, stop, started=started[0]))
         tg.create_task(run_stage(transcribe, settings, stop, started=started[1]))
         for event in started:
             await event.wait()
@@ -193,9 +198,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                         max_batch=args.concurrency, max_inflight=inflight),
                 )
 
-            async with _stages(settings(0.0, args.concurrency)) as stage, Pipeline(nc) as pipe:
-                assert stage.engine is not None
-                direct = Direct(stage.engine.model, args.concurrency)
+            unbatched = settings(0.0, args.concurrency)
+            engine = Engine(unbatched.transcribe, cache, threads=args.concurrency)
+            async with _stages(unbatched, engine), Pipeline(nc) as pipe:
+                direct = Direct(engine.model, args.concurrency)
                 await direct.timed(clips[0])  # warm-up of both paths
                 await pipe.timed(clips[0])
                 seq_d, seq_p = [], []
@@ -212,14 +218,14 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                     conc_direct += await _concurrent(direct.timed, clips, args.concurrency, lat_d)
                     conc_pipe += await _concurrent(pipe.timed, clips, args.concurrency, lat_p)
             batched_settings = settings(args.batch_window_ms, args.concurrency)
-            async with _stages(batched_settings) as batched, Pipeline(nc) as pipe:
+            batch_sizes: list[int] = []  # the batcher reports each batch through on_batch
+            batcher = build_transcriber(batched_settings.transcribe, batched_settings.data_dir,
+                                        on_batch=batch_sizes.append)
+            async with _stages(batched_settings, batcher), Pipeline(nc) as pipe:
                 await pipe.timed(clips[0])
-                batcher = batched.batcher
-                assert batcher is not None
-                batcher.batches.clear()
+                batch_sizes.clear()
                 lat_b: list[float] = []
                 conc_batched = await _concurrent(pipe.timed, items, args.concurrency, lat_b)
-                batch_sizes = list(batcher.batches)
             await nc.drain()
     paired = [(p - d) * 1000 for p, d in zip(seq_p, seq_d, strict=True)]
     # what the pipeline adds: its time outside the model, minus the decoding the direct

@@ -1,10 +1,10 @@
 """The durable JetStream consumers of the stages: what must exist for mumu to answer.
 
-A stage's route declares its durable (``Route.durable``, default
-``<stage>-<stream in lower case, _ as ->``, see ``runtime/consumer.py``); the runtime
-creates it when the stage starts and it stays after the stage stops. The gateway's
-``/api/ready`` checks that every one of them is present. A test builds every stage and
-compares its routes' durables with ``STAGE_CONSUMERS``.
+A stage's route names its durable from here (``Route.durable``); the runtime
+creates it when the stage starts and it stays after the stage stops. Each stage's entry
+in ``mumu.stages.registry`` lists its consumers; the gateway's ``/api/ready`` checks that
+every one of them is present. A test builds every registered stage and compares its
+routes' durables with the registry.
 """
 
 from __future__ import annotations
@@ -33,8 +33,3 @@ REASON_TEXT: Final = StageConsumer("reason", subjects.STREAM_INGEST, "reason-mum
 PERSIST_RESULTS: Final = StageConsumer(
     "persist", subjects.STREAM_RESULTS, "persist-mumu-results"
 )
-
-STAGE_CONSUMERS: Final[tuple[StageConsumer, ...]] = (
-    INGEST_AUDIO, TRANSCRIBE_AUDIO, REASON_TRANSCRIPTS, REASON_TEXT, PERSIST_RESULTS,
-)
-"""Every stage's durable consumer, in pipeline order."""

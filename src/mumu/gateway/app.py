@@ -14,7 +14,6 @@ from prometheus_client import CollectorRegistry
 
 from mumu.broker.connect import connect
 from mumu.broker.streams import load_stream_configs, stream_config
-from mumu.contracts.consumers import STAGE_CONSUMERS
 from mumu.gateway import api, openai_compat
 from mumu.gateway.asks import Asker
 from mumu.gateway.auth import ApiKeys
@@ -29,6 +28,7 @@ from mumu.gateway.tokens import TokenSigner
 from mumu.gateway.websocket import SOCKETS, close_all, websocket
 from mumu.runtime.http import health_payload, metrics_response
 from mumu.settings import Settings
+from mumu.stages.registry import STAGES
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
@@ -108,7 +108,7 @@ async def ready(request: web.Request) -> web.Response:
         await deps.lag.check_once()  # lists every durable consumer of the watched streams
         reasons.extend(
             f"consumer {c.durable} on {c.stream}: missing (start `mumu stage {c.stage}`)"
-            for c in STAGE_CONSUMERS if c.durable not in deps.lag.lag
+            for c in STAGES.consumers() if c.durable not in deps.lag.lag
         )
         reasons.extend(deps.lag.reasons)
     database = await deps.api_keys.ping()

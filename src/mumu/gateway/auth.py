@@ -8,7 +8,8 @@ import logging
 import asyncpg
 from aiohttp import web
 
-from mumu.db.pool import UNAVAILABLE, create_app_pool
+from mumu.db.owned_pool import OwnedPool
+from mumu.db.pool import UNAVAILABLE
 from mumu.db.workspaces import resolve_api_key
 from mumu.gateway.errors import ApiError
 from mumu.gateway.tokens import InvalidTokenError, SessionClaims, TokenSigner
@@ -45,28 +46,20 @@ class ApiKeys:
     """Resolves workspace API keys (stored hashed by the persistence layer) to workspaces."""
 
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._pool: asyncpg.Pool | None = None
-        self._lock = asyncio.Lock()
+        self._pool = OwnedPool.app(settings.database, min_size=1, max_size=8)
 
     @property
     def configured(self) -> bool:
-        return self._settings.database_url is not None
+        return self._pool.configured
 
     async def open(self) -> None:
         if not self.configured:
             log.warning("no MUMU_DATABASE_URL: API keys cannot be checked, /api/session is 503")
             return
-        try:
-            await self._connect()
-        except Exception as exc:  # noqa: BLE001 - the gateway starts; ready says why not
-            log.warning("database not reachable at start-up: %r", exc)
+        await self._pool.open(tolerate=True)  # the gateway starts; ready says why not
 
     async def _connect(self) -> asyncpg.Pool:
-        async with self._lock:
-            if self._pool is None:
-                self._pool = await create_app_pool(self._settings.database, min_size=1, max_size=8)
-            return self._pool
+        return await self._pool.get()
 
     async def resolve_pool(self) -> asyncpg.Pool:
         """The pool, connecting if needed; 503 when there is no reachable database."""
@@ -82,9 +75,7 @@ class ApiKeys:
             ) from exc
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._pool.close()
 
     async def resolve(self, key: str) -> str:
         """The workspace of ``key``; 401 when unknown, 503 when the database cannot say."""

@@ -12,12 +12,13 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 
-from mumu.contracts import subjects
 from mumu.gateway.errors import ApiError
+from mumu.stages.registry import STAGES
 
 log = logging.getLogger("mumu.gateway.limits")
 
-WATCHED_STREAMS = (subjects.STREAM_INGEST, subjects.STREAM_AUDIO, subjects.STREAM_RESULTS)
+WATCHED_STREAMS = STAGES.streams()
+"""The streams the stages consume (from the stage registry)."""
 MAX_TRACKED = 10_000
 
 

@@ -1,15 +1,18 @@
 """The stage runtime: the one place that knows how a stage consumes JetStream."""
 
-from mumu.runtime.errors import PermanentError, TransientError
+from mumu.runtime.errors import Disposition, PermanentError, TransientError, UnavailableError
 from mumu.runtime.messages import Inbound, Outbound
-from mumu.runtime.stage import Route, Stage, StageContext
+from mumu.runtime.stage import RetryPolicy, Route, Stage, StageContext
 
 __all__ = [
+    "Disposition",
     "Inbound",
     "Outbound",
     "PermanentError",
+    "RetryPolicy",
     "Route",
     "Stage",
     "StageContext",
     "TransientError",
+    "UnavailableError",
 ]

@@ -1,29 +1,21 @@
-"""The consume loop of one route: fetch, handle with bounded concurrency, map to acks."""
+"""The consume loop of one route: fetch, hand to the dispatcher with bounded concurrency,
+keep long work alive (``in_progress``), watch the consumer's lag."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine
 from typing import Any
 
 import nats.errors
 import nats.js.errors
-from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from pydantic import BaseModel, ValidationError
 
-from mumu.contracts.subjects import last_token
-from mumu.runtime.errors import Disposition, PermanentError
-from mumu.runtime.messages import Inbound, Outbound
-from mumu.runtime.publisher import Publisher, Traced
-from mumu.runtime.settle import (
-    Delivery,
-    Settler,
-    delivery_of,
-    nak_quietly,
-)
+from mumu.runtime.dispatch import Dispatcher
+from mumu.runtime.publisher import Publisher
+from mumu.runtime.settle import Settler
 from mumu.runtime.stage import Route, StageContext, durable_of
 
 
@@ -42,13 +34,6 @@ class RouteWorker:
         self.backoff = rt.backoff
         self.drain_timeout = rt.drain_timeout
         self.name = route.stream.lower()
-        self._span_name = f"{ctx.name} {route.stream}"
-        m = ctx.metrics
-        self._m_outcome = {d: m.messages.labels(m.stage, self.name, d.value) for d in Disposition}
-        self._m_latency = m.latency.labels(m.stage, self.name)
-        self._m_inflight = m.inflight.labels(m.stage)
-        self._m_redelivered = m.redeliveries.labels(m.stage, self.name)
-        self._inflight: dict[int, tuple[Msg, float]] = {}
         # refill in batches: waiting for half the slots to free up keeps each pull
         # request worth its round trip instead of fetching one message at a time
         self._refill = max(1, min(self.batch, self.concurrency) // 2)
@@ -58,7 +43,10 @@ class RouteWorker:
         self.settler = Settler(
             stage=ctx.name, stream=route.stream, publisher=publisher, metrics=ctx.metrics,
             backoff=self.backoff, max_deliver=self.max_deliver, log=ctx.log,
+            route=self.name, retry=route.retry,
         )
+        self.dispatch = Dispatcher(ctx, route, publisher, self.settler, name=self.name,
+                                   max_deliver=self.max_deliver)
 
     def consumer_config(self) -> ConsumerConfig:
         subjects = list(self.route.subjects)
@@ -116,10 +104,10 @@ class RouteWorker:
                     except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
                         break
                     if self.route.batch_handler is not None:
-                        self._spawn(tg, tasks, self._handle_batch(msgs), len(msgs))
+                        self._spawn(tg, tasks, self.dispatch.handle_batch(msgs), len(msgs))
                     else:
                         for msg in msgs:
-                            self._spawn(tg, tasks, self._handle(msg), 1)
+                            self._spawn(tg, tasks, self.dispatch.handle(msg), 1)
                 await self._drain(tasks)
                 drained.set()
         finally:
@@ -160,7 +148,7 @@ class RouteWorker:
         while not until.is_set():
             await _sleep_or(until, period)
             now = time.monotonic()
-            for msg, started in list(self._inflight.values()):
+            for msg, started in list(self.dispatch.inflight.values()):
                 if now - started >= period:
                     with contextlib.suppress(Exception):
                         await msg.in_progress()
@@ -173,124 +161,6 @@ class RouteWorker:
                 m.consumer_lag.labels(m.stage, self.durable).set(info.num_pending or 0)
                 m.ack_pending.labels(m.stage, self.durable).set(info.num_ack_pending or 0)
             await _sleep_or(stop, 5.0)
-
-    def _parse(self, msg: Msg) -> BaseModel | None:
-        if self.route.model is None:
-            return None
-        try:
-            return self.route.model.model_validate_json(msg.data)
-        except ValidationError as exc:
-            detail = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or '<body>'}: {e['msg']}" for e in exc.errors()[:5]
-            )
-            raise PermanentError(
-                "schema_violation", f"not a valid {self.route.model.__name__}: {detail}"
-            ) from exc
-
-    def _begin(self, msg: Msg) -> Delivery:
-        """Bookkeeping as a message starts."""
-        deliveries, sequence = delivery_of(msg)
-        if deliveries > 1:
-            self._m_redelivered.inc()
-        self._inflight[id(msg)] = (msg, time.monotonic())
-        self._m_inflight.inc()
-        span = self.ctx.tracing.start(self._span_name, msg.headers or {})
-        return Delivery(msg, deliveries, sequence, span)
-
-    def _end(self, d: Delivery, started: float) -> None:
-        outcome = d.outcome or Disposition.NAK
-        self._inflight.pop(id(d.msg), None)
-        self._m_inflight.dec()
-        self._m_outcome[outcome].inc()
-        self._m_latency.observe(time.perf_counter() - started)
-        d.span.end(None if outcome is Disposition.ACK else outcome.value)
-
-    def _inbound(self, d: Delivery) -> Inbound[Any]:
-        """Checks the delivery count, validates the body; raises ``PermanentError``."""
-        if d.deliveries > self.max_deliver:
-            raise PermanentError(
-                "max_deliver_exceeded",
-                f"delivered {d.deliveries} times (limit {self.max_deliver})",
-            )
-        trace_headers = d.span.headers
-
-        async def emit(out: Outbound) -> None:
-            await self.publisher.publish(out, trace_headers)
-
-        d.inbound = Inbound(
-            msg=d.msg, event=self._parse(d.msg), subject=d.msg.subject,
-            workspace_id=last_token(d.msg.subject), stream=self.route.stream,
-            sequence=d.sequence, deliveries=d.deliveries, emit=emit,
-        )
-        return d.inbound
-
-    async def _handle(self, msg: Msg) -> None:
-        assert self.route.handler is not None
-        started = time.perf_counter()
-        d = self._begin(msg)
-        try:
-            for out in await self.route.handler(self._inbound(d)):
-                await self.publisher.publish(out, d.span.headers)
-            await self.settler.ack(d)
-        except asyncio.CancelledError:
-            await nak_quietly(msg)
-            raise
-        except Exception as exc:  # noqa: BLE001 - mapped to an ack outcome on purpose
-            await self.settler.settle(d, exc)
-        finally:
-            self._end(d, started)
-
-    async def _handle_batch(self, msgs: Sequence[Msg]) -> None:
-        """A batch route: one handler call for the fetched batch, its outputs published
-        together (atomic batches), then each input acked; failures settle one by one."""
-        started = time.perf_counter()
-        batch = [self._begin(msg) for msg in msgs]
-        try:
-            for d in batch:
-                try:
-                    self._inbound(d)
-                except PermanentError as exc:
-                    await self.settler.settle(d, exc)
-            ready = [d for d in batch if d.outcome is None]
-            outputs: list[Traced] = []
-            for d, result in zip(ready, await self._call_batch(ready), strict=True):
-                if isinstance(result, BaseException):
-                    await self.settler.settle(d, result)
-                else:
-                    outputs.extend((out, d.span.headers) for out in result)
-            await self._publish_then_ack([d for d in ready if d.outcome is None], outputs)
-        except asyncio.CancelledError:
-            for d in batch:
-                if d.outcome is None:
-                    await nak_quietly(d.msg)
-            raise
-        finally:
-            for d in batch:
-                self._end(d, started)
-
-    async def _publish_then_ack(self, done: list[Delivery], outputs: list[Traced]) -> None:
-        try:
-            await self.publisher.publish_all(outputs)
-        except Exception as exc:  # noqa: BLE001 - then nothing of the batch is acked
-            for d in done:
-                await self.settler.settle(d, exc)
-            return
-        for d in done:
-            await self.settler.ack(d)
-
-    async def _call_batch(self, ready: list[Delivery]
-                          ) -> Sequence[Sequence[Outbound] | BaseException]:
-        assert self.route.batch_handler is not None
-        if not ready:
-            return []
-        try:
-            results = await self.route.batch_handler([d.inbound for d in ready if d.inbound])
-        except Exception as exc:  # noqa: BLE001 - the whole batch shares the failure
-            return [exc] * len(ready)
-        if len(results) != len(ready):  # a handler bug: retried, never half-acked
-            bug = RuntimeError(f"batch handler gave {len(results)} results for {len(ready)}")
-            return [bug] * len(ready)
-        return results
 
 
 async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:

@@ -1,11 +1,18 @@
 """How a handler tells the runtime what went wrong, and what the runtime does about it.
 
-The mapping is explicit (``Disposition``), not a scatter of ``try/except``:
+The mapping is explicit (``Disposition``), not a scatter of ``try/except``; the runtime
+owns every retry (``runtime/policy.py``), so a handler only raises:
 
 * ``PermanentError`` (bad audio, schema violation, unknown workspace) → ``term``,
   one dead letter on ``mumu.dlq.<stage>`` and one ``mumu.error.<ws>`` event;
-* ``TransientError`` and any unexpected exception → ``nak`` with a growing delay,
-  then, on the last delivery, the same as permanent;
+* ``TransientError`` → retried in place while the route's ``RetryPolicy`` allows it and
+  the attempt published nothing (``retry``), else ``nak`` with a growing delay (or the
+  error's ``delay``, a server's ``Retry-After``), then, on the last delivery, the same as
+  permanent; any unexpected exception is a ``TransientError`` that is never retried in place;
+* ``UnavailableError`` (a ``TransientError``: the database or the keyring is not usable,
+  never the data) → ``nak`` while deliveries remain; on the last delivery the runtime
+  ``hold``s the message (heart-beaten, the handler re-run after a growing delay) until it
+  succeeds, so an outage never dead-letters anything;
 * success → outputs published and acknowledged by JetStream, then ``ack``.
 """
 
@@ -17,9 +24,15 @@ from mumu.contracts.events import ErrorCode
 
 
 class Disposition(enum.Enum):
+    """What the runtime did with a delivery (the ``outcome`` label of its metrics)."""
+
     ACK = "ack"
     NAK = "nak"
     TERM = "term"
+    RETRY = "retry"
+    """Re-run in place after a short wait (the delivery count does not move)."""
+    HOLD = "hold"
+    """Kept on its last delivery while a dependency is down; re-run until it succeeds."""
 
 
 class StageError(Exception):
@@ -36,11 +49,27 @@ class PermanentError(StageError):
 
 
 class TransientError(StageError):
-    """Retrying later may help (a backend or database is down)."""
+    """Retrying later may help (a backend or database is down).
 
-    def __init__(self, code: ErrorCode, message: str, *, delay: float | None = None) -> None:
+    ``delay``: the wait the cause asked for (``Retry-After``); ``in_place=False`` says a
+    retry in place cannot help (e.g. the backend refused the request itself).
+    """
+
+    def __init__(
+        self, code: ErrorCode, message: str, *, delay: float | None = None, in_place: bool = True
+    ) -> None:
         super().__init__(code, message)
         self.delay = delay
+        self.in_place = in_place
+
+
+class UnavailableError(TransientError):
+    """A dependency is down (``reason``: what, e.g. ``database_unavailable``), not the data:
+    held on the last delivery instead of dead-lettered."""
+
+    def __init__(self, code: ErrorCode, message: str, *, reason: str) -> None:
+        super().__init__(code, message, in_place=False)
+        self.reason = reason
 
 
 def nak_delay(backoff: list[float], delivered: int) -> float:

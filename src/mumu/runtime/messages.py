@@ -1,4 +1,9 @@
-"""What a handler receives (``Inbound``) and what it emits (``Outbound``)."""
+"""What a handler receives (``Inbound``) and what it emits (``Outbound``).
+
+A handler never sees a ``nats.Msg``: the runtime builds the ``Inbound`` from a JetStream
+delivery, and ``Inbound.of`` builds one in memory, so a handler can be called in a unit
+test without a server (its emitted outputs are kept in ``Inbound.emitted``).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from nats.aio.msg import Msg
 from pydantic import BaseModel
 
 from mumu.contracts import headers as h
 from mumu.contracts.events import Event
+from mumu.contracts.subjects import last_token
 
 E = TypeVar("E", bound=BaseModel)
 
@@ -47,22 +52,37 @@ class Inbound(Generic[E]):
     it returns, and only then is the input acknowledged.
     """
 
-    msg: Msg
     event: E | None
+    data: bytes
+    headers: Mapping[str, str]
     subject: str
     workspace_id: str
     stream: str
     sequence: int
     deliveries: int
     emit: Emit
+    emitted: list[Outbound] = field(default_factory=list)
+    """What ``emit`` published, in order (kept only by the in-memory form)."""
 
-    @property
-    def data(self) -> bytes:
-        return self.msg.data
+    @classmethod
+    def of(
+        cls, body: E | bytes, *, subject: str, headers: Mapping[str, str] | None = None,
+        stream: str = "", sequence: int = 1, deliveries: int = 1,
+    ) -> Inbound[E]:
+        """An in-memory delivery of ``body`` (an event, or raw bytes for a raw route) on
+        ``subject``; ``emit`` appends to ``emitted``."""
+        event = None if isinstance(body, bytes) else body
+        data = body if isinstance(body, bytes) else body.model_dump_json().encode()
+        emitted: list[Outbound] = []
 
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self.msg.headers or {}
+        async def collect(out: Outbound) -> None:
+            emitted.append(out)
+
+        return cls(
+            event=event, data=data, headers=dict(headers or {}), subject=subject,
+            workspace_id=last_token(subject), stream=stream, sequence=sequence,
+            deliveries=deliveries, emit=collect, emitted=emitted,
+        )
 
     @property
     def request_id(self) -> str | None:

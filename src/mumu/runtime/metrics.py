@@ -14,7 +14,8 @@ class StageMetrics:
         r = self.registry
         self.messages = Counter(
             "mumu_stage_messages",
-            "Messages handled, by outcome",
+            "Messages handled, by outcome: ack, nak and term once per delivery; retry per "
+            "retry in place; hold once per delivery held on its last delivery",
             ["stage", "route", "outcome"],
             registry=r,
         )
@@ -30,6 +31,13 @@ class StageMetrics:
         )
         self.redeliveries = Counter(
             "mumu_stage_redeliveries", "Deliveries after the first", ["stage", "route"], registry=r
+        )
+        self.held = Gauge(
+            "mumu_stage_held_messages",
+            "Messages held on their last delivery while a dependency is down (never "
+            "dead-lettered), by reason",
+            ["stage", "route", "reason"],
+            registry=r,
         )
         self.dead_letters = Counter(
             "mumu_stage_dead_letters",

@@ -35,11 +35,13 @@ async def run_stage(
     stop: asyncio.Event,
     *,
     started: asyncio.Event | None = None,
+    metrics: StageMetrics | None = None,
 ) -> None:
-    """Run ``stage`` until ``stop`` is set. ``started`` is set once it consumes."""
+    """Run ``stage`` until ``stop`` is set. ``started`` is set once it consumes;
+    ``metrics``: the registry to fill (a fresh one by default)."""
     name = stage.name
     tracing = Tracing(name, settings.otlp_endpoint)
-    metrics = StageMetrics(name)
+    metrics = metrics or StageMetrics(name)
     conn: dict[str, NATS] = {}
     state = {"loaded": False}
 

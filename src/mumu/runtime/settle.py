@@ -1,4 +1,5 @@
-"""Settling one delivery: ``ack``, ``nak`` with a delay, or ``term`` + dead letter.
+"""Settling one delivery: ``ack``, ``nak`` with a delay, or ``term`` + dead letter; and,
+before that, whether the handler runs again in place (``retry``, ``hold``).
 
 A settle call that fails (the connection closed under it) is logged and swallowed:
 the server redelivers the message after its ack wait, and the worker keeps running.
@@ -19,10 +20,18 @@ from mumu.broker.ack_subject import ack_fields
 from mumu.contracts.events import ErrorCode
 from mumu.contracts.subjects import last_token
 from mumu.runtime.deadletter import dead_letter, error_event, request_identity
-from mumu.runtime.errors import Disposition, PermanentError, StageError, TransientError, nak_delay
+from mumu.runtime.errors import (
+    Disposition,
+    PermanentError,
+    StageError,
+    TransientError,
+    UnavailableError,
+    nak_delay,
+)
 from mumu.runtime.messages import Inbound
 from mumu.runtime.metrics import StageMetrics
 from mumu.runtime.publisher import Publisher
+from mumu.runtime.stage import RetryPolicy
 from mumu.runtime.tracing import MessageSpan
 
 
@@ -36,6 +45,13 @@ class Delivery:
     span: MessageSpan
     inbound: Inbound[Any] | None = None
     outcome: Disposition | None = None
+    emitted: int = 0
+    """Outputs the current attempt published through ``emit``."""
+    retries: int = 0
+    """Retries in place so far."""
+    held: str | None = None
+    """Why the delivery is held (its ``UnavailableError.reason``), while it is."""
+    holds: int = 0
 
     @property
     def event(self) -> BaseModel | None:
@@ -58,6 +74,7 @@ class Settler:
     def __init__(
         self, *, stage: str, stream: str, publisher: Publisher, metrics: StageMetrics,
         backoff: list[float], max_deliver: int, log: logging.Logger,
+        route: str = "", retry: RetryPolicy | None = None,
     ) -> None:
         self.stage = stage
         self.stream = stream
@@ -66,6 +83,15 @@ class Settler:
         self.backoff = backoff
         self.max_deliver = max_deliver
         self.log = log
+        self.retry = retry or RetryPolicy()
+        self.first_delay = (self.retry.first_delay if self.retry.first_delay is not None
+                            else nak_delay(backoff, 1))
+        self.max_delay = (self.retry.max_delay if self.retry.max_delay is not None
+                          else nak_delay(backoff, len(backoff)))
+        m = metrics
+        self._m_retry = m.messages.labels(m.stage, route, Disposition.RETRY.value)
+        self._m_hold = m.messages.labels(m.stage, route, Disposition.HOLD.value)
+        self._route = route
 
     def _context(self, d: Delivery, code: str | None = None) -> dict[str, object]:
         request_id, _ = request_identity(d.msg, d.event)
@@ -94,6 +120,53 @@ class Settler:
                              extra=self._context(d))
             return False
         return True
+
+    def again(self, d: Delivery, exc: BaseException) -> float | None:
+        """Seconds to wait before running the handler again in place, or None to settle.
+
+        ``hold``: an ``UnavailableError`` on the last delivery (never dead-lettered);
+        ``retry``: a ``TransientError`` of an attempt that published nothing, while the
+        route's ``RetryPolicy.in_place`` allows and the wait asked for is short enough.
+        """
+        if isinstance(exc, UnavailableError) and d.deliveries >= self.max_deliver:
+            return self._hold(d, exc)
+        if (not isinstance(exc, TransientError) or not exc.in_place or d.emitted
+                or d.retries >= self.retry.in_place):
+            return None
+        wait = exc.delay if exc.delay is not None else self.first_delay * 2.0**d.retries
+        if wait > self.max_delay:
+            return None  # a long Retry-After: the nak carries it, the worker moves on
+        d.retries += 1
+        self._m_retry.inc()
+        self.log.warning(
+            "retrying in place in %.2fs (retry %d/%d, delivery %d): %s", wait, d.retries,
+            self.retry.in_place, d.deliveries, exc.message, extra=self._context(d, exc.code),
+        )
+        return wait
+
+    def _hold(self, d: Delivery, exc: UnavailableError) -> float:
+        wait = min(self.first_delay * 2.0 ** min(d.holds, 30), self.max_delay)
+        d.holds += 1
+        if d.held is None:
+            d.held = exc.reason
+            self._m_hold.inc()
+            m = self.metrics
+            m.held.labels(m.stage, self._route, exc.reason).inc()
+            self.log.warning(
+                "holding on its last delivery (never dead-lettered for this): %s",
+                exc.message, extra=self._context(d, exc.code),
+            )
+        else:
+            self.log.info("still held (round %d), again in %.2fs: %s", d.holds, wait,
+                          exc.message, extra=self._context(d, exc.code))
+        return wait
+
+    def release(self, d: Delivery) -> None:
+        """The delivery is settled: it is no longer held."""
+        if d.held is not None:
+            m = self.metrics
+            m.held.labels(m.stage, self._route, d.held).dec()
+            d.held = None
 
     async def settle(self, d: Delivery, exc: BaseException) -> None:
         """What a failure means for the message: ``term`` + dead letter, or ``nak``."""

@@ -23,13 +23,32 @@ BatchHandler = Callable[
 """Handles a fetched batch at once: per inbound, its outputs or what went wrong with it."""
 
 
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How the runtime re-runs a route's handler before the message goes back to the server.
+
+    ``in_place``: retries in place of a ``TransientError`` raised by an attempt that
+    published nothing (the delivery count does not move; a backend's quick 429/503).
+    Waits start at ``first_delay`` (or the error's ``delay``) and double; a wait longer
+    than ``max_delay`` is not waited in place: the message is nak'ed with it instead.
+    A held message (``UnavailableError`` on its last delivery) is re-run after the same
+    growing waits, capped at ``max_delay``. ``None`` takes the runtime's first and last
+    nak delays (``MUMU_STAGE__BACKOFF``).
+    """
+
+    in_place: int = 0
+    first_delay: float | None = None
+    max_delay: float | None = None
+
+
 @dataclass(frozen=True)
 class Route:
     """One durable pull consumer: a stream, its filter subjects, a model and a handler.
 
     ``model=None`` hands the raw payload to the handler (ingest audio).
-    ``durable`` defaults to ``<stage>-<stream>`` (lower case); replicas of a stage
-    share it and so share the work.
+    ``durable`` names the route's durable consumer (from ``contracts.consumers``; without
+    one it is ``<stage>-<stream>`` in lower case); replicas of a stage share it and so
+    share the work. ``retry`` is how the runtime retries it (``RetryPolicy``).
 
     A ``batch_handler`` instead of a ``handler`` gets each fetched batch (up to
     ``batch`` messages) in one call; the outputs of the batch are published together
@@ -46,6 +65,7 @@ class Route:
     ack_wait: float | None = None
     batch_handler: BatchHandler | None = None
     batch: int | None = None
+    retry: RetryPolicy = RetryPolicy()
 
     def __post_init__(self) -> None:
         if (self.handler is None) == (self.batch_handler is None):

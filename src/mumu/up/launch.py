@@ -19,7 +19,7 @@ from mumu.broker.streams import apply_all
 from mumu.db.bootstrap import bootstrap
 from mumu.logs import redacted
 from mumu.settings import Settings
-from mumu.stages.registry import stage_names
+from mumu.stages.registry import STAGES
 from mumu.up.supervisor import Child, Supervisor
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ async def up(
         children = [
             Child(f"{name}-{i}" if settings.stage.replicas > 1 else name, ["stage", name], env,
                   logs / f"{name}-{i}.log")
-            for name in stage_names()
+            for name in STAGES.available()
             for i in range(settings.stage.replicas)
         ]
         children.append(Child("gateway", ["gateway"], env, logs / "gateway.log"))

@@ -20,10 +20,12 @@ from nats.js.object_store import ObjectStore
 from mumu.contracts import subjects
 from mumu.contracts.consumers import INGEST_AUDIO
 from mumu.contracts.events import AudioReady, IngestAudioHeaders, derive_id
+from mumu.db.owned_pool import OwnedPool
 from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
 from mumu.settings import Settings
 from mumu.stages.ingest.decode import SAMPLE_RATE, AudioRejectedError, Decoded, Limits, decode
 from mumu.stages.ingest.request import check_object_name, options_of, parse_headers
+from mumu.stages.ingest.settings import IngestSettings
 from mumu.stages.ingest.workspaces import WorkspaceGate
 
 log = logging.getLogger(__name__)
@@ -44,16 +46,21 @@ def normalised_object(workspace_id: str, request_id: str) -> str:
 class IngestStage:
     name = NAME
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings.ingest
+    def __init__(
+        self, settings: IngestSettings, workspaces: WorkspaceGate,
+        store: ObjectStore | None = None,
+    ) -> None:
+        """``store``: the Object Store of normalised audio (``None``: ``mumu-audio``,
+        opened in ``start``)."""
+        self.settings = settings
         self.limits = Limits(
-            max_duration=self.settings.max_duration,
-            min_duration=self.settings.min_duration,
-            silence_dbfs=self.settings.silence_dbfs,
+            max_duration=settings.max_duration,
+            min_duration=settings.min_duration,
+            silence_dbfs=settings.silence_dbfs,
         )
-        self.workspaces = WorkspaceGate(settings)
+        self.workspaces = workspaces
         self._executor: ThreadPoolExecutor | None = None
-        self._store: ObjectStore | None = None
+        self._store = store
 
     def routes(self) -> Sequence[Route]:
         return [
@@ -62,13 +69,14 @@ class IngestStage:
         ]
 
     async def start(self, ctx: StageContext) -> None:
-        try:
-            self._store = await ctx.js.object_store(subjects.BUCKET_AUDIO)
-        except nats.js.errors.BucketNotFoundError as exc:
-            raise RuntimeError(
-                f"Object Store bucket {subjects.BUCKET_AUDIO} does not exist: "
-                "run `mumu streams apply`"
-            ) from exc
+        if self._store is None:
+            try:
+                self._store = await ctx.js.object_store(subjects.BUCKET_AUDIO)
+            except nats.js.errors.BucketNotFoundError as exc:
+                raise RuntimeError(
+                    f"Object Store bucket {subjects.BUCKET_AUDIO} does not exist: "
+                    "run `mumu streams apply`"
+                ) from exc
         await self.workspaces.open()
         self._executor = ThreadPoolExecutor(
             max_workers=self.settings.decode_workers, thread_name_prefix="mumu-decode"
@@ -169,4 +177,6 @@ class IngestStage:
 
 
 def build_stage(settings: Settings) -> IngestStage:
-    return IngestStage(settings)
+    pool = OwnedPool.app(settings.database, min_size=1, max_size=4)
+    gate = WorkspaceGate(pool, settings.ingest.workspace_cache_seconds)
+    return IngestStage(settings.ingest, gate)

@@ -10,12 +10,10 @@ from __future__ import annotations
 import logging
 import time
 
-import asyncpg
-
-from mumu.db.pool import UNAVAILABLE, create_app_pool
+from mumu.db.owned_pool import OwnedPool
+from mumu.db.pool import UNAVAILABLE
 from mumu.db.workspaces import workspace_exists
 from mumu.runtime import PermanentError, TransientError
-from mumu.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -23,36 +21,33 @@ log = logging.getLogger(__name__)
 class WorkspaceGate:
     """Says whether a workspace exists (``PermanentError("unknown_workspace")`` if not)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._ttl = settings.ingest.workspace_cache_seconds
-        self._pool: asyncpg.Pool | None = None
+    def __init__(self, pool: OwnedPool, cache_seconds: float) -> None:
+        self._pool = pool
+        self._ttl = cache_seconds
         self._seen: dict[str, float] = {}
 
     @property
     def enabled(self) -> bool:
-        return self._settings.database_url is not None
+        return self._pool.configured
 
     async def open(self) -> None:
         if not self.enabled:
             log.info("no database_url: ingest accepts every workspace", extra={"stage": "ingest"})
             return
-        self._pool = await create_app_pool(self._settings.database, min_size=1, max_size=4)
+        await self._pool.open()
 
     async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
+        await self._pool.close()
 
     async def check(self, workspace_id: str) -> None:
         """Raise ``unknown_workspace`` (permanent), or a transient error if the database is down."""
-        if self._pool is None:
+        if not self.enabled:
             return
         now = time.monotonic()
         if self._seen.get(workspace_id, 0.0) > now:
             return
         try:
-            found = await workspace_exists(self._pool, workspace_id)
+            found = await workspace_exists(await self._pool.get(), workspace_id)
         except UNAVAILABLE as exc:
             raise TransientError("internal", f"workspace lookup failed: {exc!r}") from exc
         if not found:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -26,9 +26,4 @@ class PersistMetrics:
         self.failed_batches = Counter(
             "mumu_persist_failed_batches", "Batches not written, by reason", ["reason"],
             registry=registry,
-        )
-        self.held = Gauge(
-            "mumu_persist_held_messages",
-            "Messages held on their last delivery until the database or the keyring works "
-            "again (never dead-lettered), by reason", ["reason"], registry=registry,
         )

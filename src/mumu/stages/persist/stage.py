@@ -8,11 +8,12 @@ rows are published together (one JetStream atomic batch) and only then are the
 inputs acked.
 
 Database down, or a data key wrapped by a master key this process's keyring lacks
-(a rotation promoted before every process had the key): the messages are nak'ed with
-the runtime's growing delay; a group holding a message on its last allowed delivery is
-held instead (heart-beaten by the runtime) and retried until the database answers / the
-key unwraps again, so neither ever dead-letters anything. The stage starts without a
-database connection (the pool connects lazily), so it also starts during an outage.
+(a rotation promoted before every process had the key): the messages fail with an
+``UnavailableError``, which the runtime naks with its growing delay and, on the last
+allowed delivery, holds (heart-beaten, re-run after ``retry_max_delay`` at most) until
+the database answers / the key unwraps again, so neither ever dead-letters anything. The
+stage starts without a database connection (the pool connects lazily), so it also starts
+during an outage.
 """
 
 from __future__ import annotations
@@ -27,40 +28,33 @@ from typing import Any
 import asyncpg
 
 from mumu.contracts import subjects
+from mumu.contracts.consumers import PERSIST_RESULTS
 from mumu.contracts.events import AnswerFinal, Persisted, TranscriptFinal, derive_id
 from mumu.crypto import CryptoError, Keyring
 from mumu.db.datakeys import DataKeys
-from mumu.db.pool import UNAVAILABLE, create_app_pool
+from mumu.db.owned_pool import OwnedPool
+from mumu.db.pool import UNAVAILABLE
 from mumu.db.records import KnownSessions, Record, UnknownWorkspaceError, write_records
-from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
+from mumu.runtime import (
+    Inbound,
+    Outbound,
+    PermanentError,
+    RetryPolicy,
+    Route,
+    StageContext,
+    TransientError,
+    UnavailableError,
+)
 from mumu.settings import Settings
 from mumu.stages.persist.metrics import PersistMetrics
 from mumu.stages.persist.records import check_workspace, parse_event, to_record
+from mumu.stages.persist.settings import PersistSettings
 
 log = logging.getLogger(__name__)
 
 NAME = "persist"
 
 Outcome = Sequence[Outbound] | BaseException
-
-
-class HeldError(Exception):
-    """The batch could not be written for a reason that waiting (or an operator) fixes,
-    never the data: retried, and held rather than dead-lettered on a last delivery."""
-
-    reason = "held"
-
-
-class DatabaseUnavailableError(HeldError):
-    """PostgreSQL is not reachable."""
-
-    reason = "database_unavailable"
-
-
-class KeyringUnavailableError(HeldError):
-    """The workspace's data key does not unwrap with this process's master keyring."""
-
-    reason = "keyring"
 
 
 @dataclass(slots=True)
@@ -76,39 +70,35 @@ class _Item:
 class PersistStage:
     name = NAME
 
-    def __init__(self, settings: Settings, keyring: Keyring) -> None:
+    def __init__(self, settings: PersistSettings, keyring: Keyring, pool: OwnedPool) -> None:
         self.settings = settings
         self.data_keys = DataKeys(keyring)
         self.known = KnownSessions()
         self._workspaces: dict[str, str] = {}  # subject token -> canonical UUID
-        self.pool: asyncpg.Pool | None = None
-        self.max_deliver = settings.stage.max_deliver
-        self._writers = asyncio.Semaphore(settings.persist.writers)
+        self.pool = pool
+        self._writers = asyncio.Semaphore(settings.writers)
         self.metrics: PersistMetrics | None = None
 
     def routes(self) -> Sequence[Route]:
-        p = self.settings.persist
+        p = self.settings
         return [
             Route(
                 subjects.STREAM_RESULTS,
                 (subjects.TRANSCRIPT_FINAL.wildcard, subjects.ANSWER_FINAL.wildcard),
                 batch_handler=self.handle_batch,
+                durable=PERSIST_RESULTS.durable,
                 batch=p.batch_rows,
                 concurrency=p.batch_rows * p.writers,
+                retry=RetryPolicy(first_delay=0.25, max_delay=p.retry_max_delay),
             )
         ]
 
     async def start(self, ctx: StageContext) -> None:
-        self.max_deliver = ctx.settings.stage.max_deliver
         self.metrics = PersistMetrics(ctx.metrics.registry)
-        self.pool = await create_app_pool(
-            ctx.settings.database,
-            max_size=max(ctx.settings.persist.pool_max, ctx.settings.persist.writers),
-        )
+        await self.pool.open()  # pool_min 0: opens without a connection, connects on use
 
     async def stop(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
+        await self.pool.close()
 
     async def handle_batch(self, inbounds: Sequence[Inbound[Any]]) -> list[Outcome]:
         """Validate each message, write the rows per workspace, confirm what committed."""
@@ -129,39 +119,9 @@ class PersistStage:
         return outcomes
 
     async def _write_group(self, ws: str, items: list[_Item]) -> list[BaseException | None]:
-        """One workspace's rows of the batch; holds them while the database is down or the
-        key does not unwrap if one of them is on its last delivery."""
-        delay = 0.25
-        held: str | None = None  # the reason, once held
-        try:
-            while True:
-                async with self._writers:
-                    results = await self._flush(ws, [item.record for item in items])
-                failure = next((r for r in results if isinstance(r, HeldError)), None)
-                if failure is None:
-                    return results
-                if all(item.inbound.deliveries < self.max_deliver for item in items):
-                    return [TransientError("persist_failed", str(r))
-                            if isinstance(r, HeldError) else r for r in results]
-                if held is None:
-                    held = failure.reason
-                    self._hold(held, len(items))
-                log.warning(
-                    "holding %d messages on a last delivery (never dead-lettered for this): "
-                    "%s", len(items), failure, extra={"stage": NAME, "workspace_id": ws},
-                )
-                if isinstance(failure, DatabaseUnavailableError):
-                    await self._wait_for_database(delay)
-                else:
-                    await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.persist.retry_max_delay)
-        finally:
-            if held is not None:
-                self._hold(held, -len(items))
-
-    def _hold(self, reason: str, messages: int) -> None:
-        if self.metrics is not None:
-            self.metrics.held.labels(reason).inc(messages)
+        """One workspace's rows of the batch, on one of ``writers`` connections."""
+        async with self._writers:
+            return await self._flush(ws, [item.record for item in items])
 
     def _workspace(self, event: TranscriptFinal | AnswerFinal, token: str) -> str:
         """The canonical workspace UUID of the subject (memoised: parsed once per token)."""
@@ -171,16 +131,6 @@ class PersistStage:
             if len(self._workspaces) < 100_000:
                 self._workspaces[token] = ws
         return ws
-
-    async def _wait_for_database(self, delay: float) -> None:
-        assert self.pool is not None
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                await self.pool.fetchval("SELECT 1")
-                return
-            except UNAVAILABLE:
-                delay = min(delay * 2, self.settings.persist.retry_max_delay)
 
     def _observe(self, records: list[Record], seconds: float) -> None:
         if self.metrics is None:
@@ -198,10 +148,10 @@ class PersistStage:
     async def _flush(self, ws: str, records: list[Record]) -> list[BaseException | None]:
         """Write a batch; when the database refuses some row's data, write one by one so
         only that row fails."""
-        assert self.pool is not None
         started = time.perf_counter()
         try:
-            await write_records(self.pool, self.data_keys, ws, records, self.known)
+            pool = await self.pool.get()
+            await write_records(pool, self.data_keys, ws, records, self.known)
             self._observe(records, time.perf_counter() - started)
             return [None] * len(records)
         except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
@@ -237,8 +187,9 @@ def _confirmation(item: _Item) -> Outbound:
 def _failure(exc: Exception, ws: str) -> tuple[str, Exception]:
     """(metric reason, what a failed batch means for each of its messages)."""
     if isinstance(exc, UNAVAILABLE):
-        return "database_unavailable", DatabaseUnavailableError(
-            f"database unavailable: {type(exc).__name__}: {exc}")
+        return "database_unavailable", UnavailableError(
+            "persist_failed", f"database unavailable: {type(exc).__name__}: {exc}",
+            reason="database_unavailable")
     if isinstance(exc, UnknownWorkspaceError):
         return "unknown_workspace", PermanentError("unknown_workspace", str(exc))
     if isinstance(exc, CryptoError):  # e.g. a data key wrapped by a master key we lack
@@ -248,7 +199,7 @@ def _failure(exc: Exception, ws: str) -> tuple[str, Exception]:
             "restart it), or rewrap the data keys under a key every process has (`mumu "
             "keys rotate --promote ID`)", exc, extra={"stage": NAME, "workspace_id": ws},
         )
-        return "keyring", KeyringUnavailableError(f"keyring: {exc}")
+        return "keyring", UnavailableError("persist_failed", f"keyring: {exc}", reason="keyring")
     if isinstance(exc, asyncpg.PostgresError):  # schema missing, privileges...: not the data
         log.warning("batch failed: %r", exc, extra={"stage": NAME, "workspace_id": ws})
         return "database_error", TransientError("persist_failed", f"database error: {exc}")
@@ -257,4 +208,6 @@ def _failure(exc: Exception, ws: str) -> tuple[str, Exception]:
 
 def build_stage(settings: Settings) -> PersistStage:
     """The persist stage; a missing or malformed ``MUMU_MASTER_KEYS`` fails here, clearly."""
-    return PersistStage(settings, Keyring.from_secret(settings.master_keys))
+    p = settings.persist
+    pool = OwnedPool.app(settings.database, max_size=max(p.pool_max, p.writers))
+    return PersistStage(p, Keyring.from_secret(settings.master_keys), pool)

@@ -3,7 +3,10 @@
 A backend turns a chat (system, earlier turns, the question) into an ``async``
 iterator of text chunks. It raises ``BackendUnavailableError`` when it cannot be
 reached or fails, and ``BackendInterruptedError`` when a stream stops before the model
-finished: the stage then retries the whole request from the start.
+finished: the stage then retries the whole request from the start. A backend never
+retries by itself: it declares how many requests it takes at once (``concurrency``) and
+how the runtime may retry a failed one in place (``retry``), and the stage hands both to
+its routes, so adding a backend changes nothing in the stage.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import math
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
+
+from mumu.runtime import RetryPolicy
 
 Role = Literal["system", "user", "assistant"]
 
@@ -39,11 +44,16 @@ class ChatRequest:
 
 
 class BackendError(Exception):
-    """Base of backend failures; ``retry_after`` is a server's hint in seconds."""
+    """Base of backend failures; ``retry_after`` is a server's hint in seconds;
+    ``retryable``: the same request may succeed if sent again right away (a refused
+    connection, 429, 5xx), so the runtime may retry it in place."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, retryable: bool = True
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.retryable = retryable
 
 
 class BackendUnavailableError(BackendError):
@@ -55,12 +65,13 @@ class BackendInterruptedError(BackendError):
 
     ``cut_short``: the server closed the stream itself (``[DONE]``) without a finish
     reason, as llama.cpp's server does to a stream when another request arrives.
+    Retried by redelivery (a restart the client sees), never in place.
     """
 
     def __init__(
         self, message: str, *, retry_after: float | None = None, cut_short: bool = False
     ) -> None:
-        super().__init__(message, retry_after=retry_after)
+        super().__init__(message, retry_after=retry_after, retryable=False)
         self.cut_short = cut_short
 
 
@@ -70,6 +81,18 @@ class Backend(Protocol):
     @property
     def model(self) -> str:
         """The model name reported in ``AnswerFinal.model``."""
+        ...
+
+    @property
+    def concurrency(self) -> int | None:
+        """Requests one stage process sends at once per route (``None``: the runtime's
+        ``MUMU_STAGE__CONCURRENCY``); the rest wait on the durable consumer for other
+        replicas."""
+        ...
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """How the runtime retries a request that failed before any delta, in place."""
         ...
 
     async def start(self) -> None:

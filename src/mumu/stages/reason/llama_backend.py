@@ -21,9 +21,12 @@ import logging
 import threading
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from mumu.runtime import RetryPolicy
+from mumu.runtime.threads import ThreadStream, Work
 from mumu.stages.reason.backend import BackendUnavailableError, ChatRequest
 from mumu.stages.reason.settings import LlamaCppBackendSettings
 
@@ -38,13 +41,14 @@ def default_model_path() -> Path:
     return Path(str(importlib.resources.files(DEFAULT_PACKAGE).joinpath(DEFAULT_GGUF)))
 
 
-class _End:
-    """Marks the end of one generation in the queue."""
-
-
 class LlamaCppBackend:
+    retry = RetryPolicy()  # a local model that failed fails again at once: no retry in place
+
     def __init__(self, settings: LlamaCppBackendSettings, n_ctx: int) -> None:
         self._settings = settings
+        # one model generates one answer at a time: take few requests per process, leave
+        # the rest on the durable consumer for other replicas
+        self.concurrency: int | None = settings.concurrency
         self._path = settings.model_path or default_model_path()
         self._n_ctx = n_ctx
         self._llama: Any = None
@@ -113,59 +117,36 @@ class LlamaCppBackend:
     async def stream(self, request: ChatRequest) -> AsyncGenerator[str, None]:
         if self._llama is None:
             raise RuntimeError("LlamaCppBackend.start() was not called")
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | BaseException | _End] = asyncio.Queue()
-        stop = threading.Event()
-
-        def push(item: str | BaseException | _End) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        job = self._executor.submit(self._generate, request, push, stop)
-        future = asyncio.wrap_future(job, loop=loop)
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, _End):
-                    break
-                if isinstance(item, BaseException):
-                    raise BackendUnavailableError(f"llama.cpp failed: {item!r}") from item
-                yield item
-        finally:
-            stop.set()
-            if not job.cancel():  # already generating: the flag ends it within one token
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(future)
+        work: Work[str, None] = partial(self._generate, request)
+        async with ThreadStream(self._executor, work) as chunks:
+            async for chunk in chunks:
+                yield chunk
+            try:
+                await chunks.result()
+            except Exception as exc:
+                raise BackendUnavailableError(f"llama.cpp failed: {exc!r}") from exc
 
     def _generate(
-        self,
-        request: ChatRequest,
-        push: Callable[[str | BaseException | _End], None],
-        stop: threading.Event,
+        self, request: ChatRequest, push: Callable[[str], None], stop: threading.Event
     ) -> None:
         """In the worker thread: one streamed chat completion, token by token."""
         if stop.is_set():  # cancelled while queued behind another generation
-            push(_End())
             return
-        try:
-            chunks = self._llama.create_chat_completion(
-                messages=[m.as_dict() for m in request.messages],
-                max_tokens=request.max_tokens,
-                temperature=request.temperature,
-                stream=True,
-            )
-            for chunk in chunks:
-                if stop.is_set():
-                    request.finish_reason = "cancelled"
-                    break
-                choice = chunk["choices"][0]
-                if choice.get("finish_reason"):
-                    request.finish_reason = str(choice["finish_reason"])
-                content = (choice.get("delta") or {}).get("content")
-                if content:
-                    request.completion_tokens += 1
-                    push(content)
-            request.prompt_tokens = max(int(self._llama.n_tokens) - request.completion_tokens, 0)
-        except Exception as exc:  # noqa: BLE001 - handed to the event loop, raised there
-            push(exc)
-        finally:
-            push(_End())
+        chunks = self._llama.create_chat_completion(
+            messages=[m.as_dict() for m in request.messages],
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            stream=True,
+        )
+        for chunk in chunks:
+            if stop.is_set():
+                request.finish_reason = "cancelled"
+                break
+            choice = chunk["choices"][0]
+            if choice.get("finish_reason"):
+                request.finish_reason = str(choice["finish_reason"])
+            content = (choice.get("delta") or {}).get("content")
+            if content:
+                request.completion_tokens += 1
+                push(content)
+        request.prompt_tokens = max(int(self._llama.n_tokens) - request.completion_tokens, 0)

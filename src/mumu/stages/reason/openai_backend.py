@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from mumu.runtime import RetryPolicy
 from mumu.stages.reason.backend import (
     BackendInterruptedError,
     BackendUnavailableError,
@@ -52,10 +53,18 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 class OpenAIBackend:
-    """Streams chat completions over aiohttp, retrying 429/5xx and refused connections."""
+    """Streams chat completions over aiohttp. Refused connections, 429 and 5xx are raised as
+    retryable (with the server's ``Retry-After``): the runtime retries them in place
+    (``retry``), then naks."""
+
+    concurrency: int | None = None  # an HTTP server batches: the runtime's concurrency
 
     def __init__(self, settings: OpenAIBackendSettings) -> None:
         self._settings = settings
+        self.retry = RetryPolicy(
+            in_place=settings.retries, first_delay=settings.retry_backoff,
+            max_delay=settings.max_retry_after,
+        )
         self._url = settings.base_url.rstrip("/") + "/chat/completions"
         self._session: aiohttp.ClientSession | None = None
         self._one_at_a_time: asyncio.Lock | None = None
@@ -110,7 +119,7 @@ class OpenAIBackend:
         try:
             if lock is not None:  # let the streams started before finish, not cut them
                 await self._no_free_streams.wait()
-            async with contextlib.aclosing(self._attempts(self._session, request)) as chunks:
+            async with contextlib.aclosing(self._attempt(self._session, request)) as chunks:
                 async for chunk in chunks:
                     yield chunk
         except BackendInterruptedError as exc:
@@ -133,65 +142,29 @@ class OpenAIBackend:
                 if not self._free_streams:
                     self._no_free_streams.set()
 
-    async def _attempts(
+    async def _attempt(
         self, session: aiohttp.ClientSession, request: ChatRequest
     ) -> AsyncGenerator[str, None]:
-        s = self._settings
-        context = {"stage": STAGE, "request_id": request.request_id}
-        delay = s.retry_backoff
-        for attempt in range(s.retries + 1):
-            last = attempt == s.retries
-            try:
-                async with session.post(self._url, json=self._body(request)) as resp:
-                    await self._check_status(resp, last=last)
-                    async for chunk in self._read_events(resp, request):
-                        yield chunk
-                    return
-            except _Retry as retry:
-                wait = retry.retry_after if retry.retry_after is not None else delay
-                log.warning(
-                    "backend %s: %s; retry %d/%d in %.2fs",
-                    self._url,
-                    retry,
-                    attempt + 1,
-                    s.retries,
-                    wait,
-                    extra=context,
-                )
-                await asyncio.sleep(wait)
-                delay *= 2
-            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-                if request.completion_tokens:
-                    raise BackendInterruptedError(
-                        f"stream from {self._url} broke: {exc!r}"
-                    ) from exc
-                if last:
-                    raise BackendUnavailableError(f"cannot reach {self._url}: {exc!r}") from exc
-                log.warning(
-                    "backend %s unreachable (%r); retry %d/%d in %.2fs",
-                    self._url,
-                    exc,
-                    attempt + 1,
-                    s.retries,
-                    delay,
-                    extra=context,
-                )
-                await asyncio.sleep(delay)
-                delay *= 2
-        raise BackendUnavailableError(f"{self._url} failed after {s.retries + 1} attempts")
+        """One request; a failure is raised for the runtime to retry (``self.retry``)."""
+        try:
+            async with session.post(self._url, json=self._body(request)) as resp:
+                await self._check_status(resp)
+                async for chunk in self._read_events(resp, request):
+                    yield chunk
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            if request.completion_tokens:
+                raise BackendInterruptedError(f"stream from {self._url} broke: {exc!r}") from exc
+            raise BackendUnavailableError(f"cannot reach {self._url}: {exc!r}") from exc
 
-    async def _check_status(self, resp: aiohttp.ClientResponse, *, last: bool) -> None:
+    async def _check_status(self, resp: aiohttp.ClientResponse) -> None:
         if resp.status < 400:
             return
         detail = (await resp.text())[:300]
         message = f"{self._url} answered {resp.status}: {detail}"
         if resp.status in RETRY_STATUSES or resp.status >= 500:
             retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
-            too_long = retry_after is not None and retry_after > self._settings.max_retry_after
-            if last or too_long:
-                raise BackendUnavailableError(message, retry_after=retry_after)
-            raise _Retry(message, retry_after)
-        raise BackendUnavailableError(message)
+            raise BackendUnavailableError(message, retry_after=retry_after)
+        raise BackendUnavailableError(message, retryable=False)
 
     async def _read_events(
         self, resp: aiohttp.ClientResponse, request: ChatRequest
@@ -260,9 +233,3 @@ class OpenAIBackend:
             request.finish_reason = str(choice["finish_reason"])
         content = (choice.get("delta") or {}).get("content")
         return content if isinstance(content, str) else ""
-
-
-class _Retry(Exception):  # noqa: N818 - control flow inside stream(), never escapes
-    def __init__(self, message: str, retry_after: float | None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after

@@ -39,8 +39,9 @@ class OpenAIBackendSettings(BaseModel):
     retries: int = Field(
         default=2,
         ge=0,
-        description="in-process retries on connection errors, 429 and 5xx before the "
-        "message is nak'ed (each later delivery retries again)",
+        description="retries in place by the runtime on connection errors, 429 and 5xx "
+        "before any delta was published, before the message is nak'ed (each later delivery "
+        "retries again); counted as outcome `retry` in `mumu_stage_messages_total`",
     )
     retry_backoff: float = Field(
         default=0.5, ge=0, description="seconds before the first retry; doubles each time"
@@ -48,7 +49,8 @@ class OpenAIBackendSettings(BaseModel):
     max_retry_after: float = Field(
         default=10.0,
         ge=0,
-        description="longest `Retry-After` waited in-process; a longer one becomes the nak delay",
+        description="longest wait in place (`Retry-After` or backoff); a longer one becomes "
+        "the nak delay",
     )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mumu.contracts import subjects
+from mumu.contracts.consumers import REASON_TEXT, REASON_TRANSCRIPTS
 from mumu.contracts.events import (
     AnswerDelta,
     AnswerFinal,
@@ -55,43 +56,51 @@ def answer_language(event: TranscriptFinal | TextAsk) -> str | None:
 class ReasonStage:
     name = NAME
 
-    def __init__(self, settings: ReasonSettings, backend: Backend | None = None) -> None:
+    def __init__(
+        self, settings: ReasonSettings, backend: Backend, sessions: SessionStore | None = None
+    ) -> None:
+        """``sessions``: the session context (``None``: the ``mumu-sessions`` bucket,
+        opened in ``start``)."""
         self.settings = settings
-        self.backend = backend or build_backend(settings)
+        self.backend = backend
         self.cancels = CancelRegistry(settings.cancel_memory)
-        self._sessions: SessionStore | None = None
+        self._sessions = sessions
         self._ctx: StageContext | None = None
 
     def routes(self) -> Sequence[Route]:
-        # the embedded model answers one request at a time; an HTTP server batches
-        concurrency = (
-            self.settings.llama_cpp.concurrency if self.settings.backend == "llama_cpp" else None
-        )
+        # the backend says how many requests it takes at once and how to retry one
+        b = self.backend
         return [
             Route(
                 subjects.STREAM_RESULTS,
                 (subjects.TRANSCRIPT_FINAL.wildcard,),
                 self.handle,
                 model=TranscriptFinal,
-                concurrency=concurrency,
+                durable=REASON_TRANSCRIPTS.durable,
+                concurrency=b.concurrency,
+                retry=b.retry,
             ),
             Route(
                 subjects.STREAM_INGEST,
                 (subjects.INGEST_TEXT.wildcard,),
                 self.handle,
                 model=TextAsk,
-                concurrency=concurrency,
+                durable=REASON_TEXT.durable,
+                concurrency=b.concurrency,
+                retry=b.retry,
             ),
         ]
 
     async def start(self, ctx: StageContext) -> None:
         self._ctx = ctx
         await self.backend.start()
-        kv = await ctx.js.key_value(subjects.BUCKET_SESSIONS)
         s = self.settings
-        self._sessions = SessionStore(
-            kv, max_turns=s.max_turns, turn_ttl=s.turn_ttl, cas_attempts=s.session_cas_attempts
-        )
+        if self._sessions is None:
+            kv = await ctx.js.key_value(subjects.BUCKET_SESSIONS)
+            self._sessions = SessionStore(
+                kv, max_turns=s.max_turns, turn_ttl=s.turn_ttl,
+                cas_attempts=s.session_cas_attempts,
+            )
         await self.cancels.subscribe(ctx.nc)
         log.info(
             "answering with %s (%s backend)", self.backend.model, s.backend, extra={"stage": NAME}
@@ -233,7 +242,8 @@ class ReasonStage:
             if not deltas.started:
                 await self._note_quiet_failure(inbound, event)
             raise TransientError(
-                "reason_unavailable", f"model backend {what}: {exc}", delay=exc.retry_after
+                "reason_unavailable", f"model backend {what}: {exc}", delay=exc.retry_after,
+                in_place=exc.retryable,
             ) from exc
         finally:
             if self._ctx is not None:
@@ -259,4 +269,4 @@ class ReasonStage:
 
 
 def build_stage(settings: Settings) -> ReasonStage:
-    return ReasonStage(settings.reason)
+    return ReasonStage(settings.reason, build_backend(settings.reason))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mumu.stages.transcribe.batch_decode import run_batch
@@ -26,15 +27,33 @@ class MicroBatcher:
     forward pass decodes every chunk), not one by one.
     """
 
-    def __init__(self, engine: Engine, window_ms: float, max_batch: int, batch_size: int):
+    def __init__(
+        self, engine: Engine, window_ms: float, max_batch: int, batch_size: int, *,
+        concurrency: int | None = None, on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.window = window_ms / 1000
         self.max_batch = max_batch
         self.batch_size = batch_size
+        self.concurrency = concurrency or max_batch * engine.settings.num_workers
+        self._on_batch = on_batch
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._slots = asyncio.Semaphore(engine.settings.num_workers)
-        self.batches: list[int] = []
-        """Sizes of the batches run so far (for the benchmark and the logs)."""
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def languages(self) -> frozenset[str]:
+        return self.engine.languages
+
+    async def start(self) -> None:
+        """Load the model, then gather and dispatch (an owned task) until ``stop``."""
+        await self.engine.start()
+        self._task = asyncio.create_task(self.run(), name="mumu-microbatch")
+
+    async def stop(self) -> None:
+        await stop_task(self._task)
+        self._task = None
+        await self.engine.stop()
 
     async def transcribe(self, job: Job, on_segment: OnSegment) -> Result:
         if job.options.word_timestamps:  # word timing is per request: decode it on its own
@@ -82,7 +101,8 @@ class MicroBatcher:
         try:
             if not batch:
                 return
-            self.batches.append(len(batch))
+            if self._on_batch is not None:
+                self._on_batch(len(batch))
             log.debug("micro-batch of %d requests", len(batch), extra={"stage": "transcribe"})
             loop = asyncio.get_running_loop()
             try:

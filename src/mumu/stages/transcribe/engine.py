@@ -14,13 +14,21 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mumu.contracts.events import Segment, TranscribeOptions, Word
-from mumu.stages.transcribe.model import ModelError, Placement, resolve_model
+from mumu.runtime.threads import ThreadStream, Work
+from mumu.stages.transcribe.model import (
+    ModelError,
+    Placement,
+    cuda_device_count,
+    resolve_model,
+    select_placement,
+)
 from mumu.stages.transcribe.settings import TranscribeSettings
 
 log = logging.getLogger(__name__)
@@ -91,12 +99,13 @@ class Engine:
     """Loads the model (``load``) and runs requests in its own thread pool."""
 
     def __init__(
-        self, settings: TranscribeSettings, cache_dir: Path, placement: Placement,
+        self, settings: TranscribeSettings, cache_dir: Path, placement: Placement | None = None,
         threads: int | None = None,
     ) -> None:
         self.settings = settings
         self.cache_dir = cache_dir
         self.placement = placement
+        self.concurrency = threads or settings.num_workers + 1
         self.model: Any = None
         # more threads than model workers overlap one request's decoding and features with
         # another's inference; CTranslate2 queues the inference calls themselves
@@ -106,17 +115,22 @@ class Engine:
         )
 
     def load(self) -> None:
-        """Blocking: resolve, reassemble if needed, and load the model."""
+        """Blocking: place (unless given), resolve, reassemble if needed, load the model."""
         from faster_whisper import WhisperModel
 
+        if self.placement is None:
+            self.placement = select_placement(
+                self.settings.device, self.settings.compute_type, cuda_device_count()
+            )
+        placement = self.placement
         source = resolve_model(self.settings.model, self.cache_dir)
         started = time.perf_counter()
         try:
             self.model = WhisperModel(
                 source,
-                device=self.placement.device,
+                device=placement.device,
                 device_index=self.settings.device_index,
-                compute_type=self.placement.compute_type,
+                compute_type=placement.compute_type,
                 cpu_threads=self.settings.cpu_threads or default_cpu_threads(),
                 num_workers=self.settings.num_workers,
                 download_root=str(self.cache_dir),
@@ -131,7 +145,7 @@ class Engine:
             ) from exc
         log.info(
             "model %s loaded from %s on %s/%s in %.2f s", self.settings.model, source,
-            self.placement.device, self.placement.compute_type, time.perf_counter() - started,
+            placement.device, placement.compute_type, time.perf_counter() - started,
             extra={"stage": "transcribe"},
         )
 
@@ -141,23 +155,34 @@ class Engine:
         return frozenset(self.model.supported_languages) if self.model is not None else frozenset()
 
     async def start(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self.executor, self.load)
+        """Load the model in the pool; on failure the pool is closed again."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.executor, self.load)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Close the pool (waits for its threads, so off the event loop)."""
+        await asyncio.to_thread(self.close)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.model = None
 
-    def run_one(self, job: Job, deliver: Callable[[Segment, str], None]) -> Result:
+    def run_one(
+        self, job: Job, deliver: Callable[[tuple[Segment, str]], None], stop: threading.Event,
+    ) -> Result:
         """Blocking: decode one request, calling ``deliver`` per segment as it is decoded."""
         started = time.perf_counter()
         segments, info = self.model.transcribe(job.audio, **transcribe_kwargs(job.options))
         out: list[Segment] = []
         for seg in segments:
-            if job.cancelled.is_set():
+            if stop.is_set():
                 raise JobCancelledError
             segment = to_segment(len(out), seg)
             out.append(segment)
-            deliver(segment, info.language)
+            deliver((segment, info.language))
         return Result(
             segments=out, language=info.language,
             language_probability=round(float(info.language_probability), 4),
@@ -167,32 +192,11 @@ class Engine:
 
     async def transcribe(self, job: Job, on_segment: OnSegment) -> Result:
         """Decode ``job`` in the pool; ``on_segment`` runs on the loop for each segment."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[Segment, str] | None] = asyncio.Queue()
-
-        def deliver(segment: Segment, language: str) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, (segment, language))
-
-        def work() -> Result:
-            try:
-                return self.run_one(job, deliver)
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, None)
-
-        future = loop.run_in_executor(self.executor, work)
-        future.add_done_callback(_retrieve)  # an abandoned job's error is not "never retrieved"
-        try:
-            while (item := await queue.get()) is not None:
-                await on_segment(*item)
-            return await future
-        except BaseException:
-            job.cancelled.set()  # the worker stops after its current segment
-            raise
-
-
-def _retrieve(future: asyncio.Future[Result]) -> None:
-    if not future.cancelled():
-        future.exception()
+        work: Work[tuple[Segment, str], Result] = partial(self.run_one, job)
+        async with ThreadStream(self.executor, work, stop=job.cancelled) as segments:
+            async for segment, language in segments:
+                await on_segment(segment, language)
+            return await segments.result()
 
 
 def wav_to_float(data: bytes) -> np.ndarray:

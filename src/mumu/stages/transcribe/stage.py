@@ -1,8 +1,9 @@
 """The transcribe stage: ``mumu.audio.ready.<ws>`` → partial segments and the final transcript.
 
 The model is loaded in ``start`` (before the stage reports ready) and runs in a dedicated
-thread pool. Each decoded segment is published at once on
-``mumu.transcript.partial.<ws>``; the whole transcript on ``mumu.transcript.final.<ws>``.
+thread pool, behind the ``Transcriber`` it is given (the engine, or the micro-batcher).
+Each decoded segment is published at once on ``mumu.transcript.partial.<ws>``; the whole
+transcript on ``mumu.transcript.final.<ws>``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from mumu.contracts.consumers import TRANSCRIBE_AUDIO
 from mumu.contracts.events import AudioReady, Segment, TranscriptFinal, TranscriptPartial, derive_id
 from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
 from mumu.settings import Settings
-from mumu.stages.transcribe.batcher import MicroBatcher, stop_task
-from mumu.stages.transcribe.engine import Engine, Job, Result, wav_to_float
-from mumu.stages.transcribe.model import cuda_device_count, select_placement
+from mumu.stages.transcribe.engine import Job, Result, wav_to_float
+from mumu.stages.transcribe.settings import TranscribeSettings
+from mumu.stages.transcribe.transcriber import Transcriber, build_transcriber
 
 log = logging.getLogger(__name__)
 
@@ -33,26 +34,17 @@ NAME = "transcribe"
 class TranscribeStage:
     name = NAME
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings.transcribe
-        self.cache_dir = self.settings.model_cache_dir or settings.data_dir / "models"
-        self.engine: Engine | None = None
-        self.batcher: MicroBatcher | None = None
-        self._batch_task: asyncio.Task[None] | None = None
+    def __init__(self, settings: TranscribeSettings, transcriber: Transcriber) -> None:
+        self.settings = settings
+        self.transcriber = transcriber
         self._store: ObjectStore | None = None
         self._ctx: StageContext | None = None
-
-    @property
-    def inflight(self) -> int:
-        s = self.settings
-        if s.max_inflight is not None:
-            return s.max_inflight
-        return s.max_batch * s.num_workers if s.batch_window_ms > 0 else s.num_workers + 1
 
     def routes(self) -> Sequence[Route]:
         return [
             Route(subjects.STREAM_AUDIO, (subjects.AUDIO_READY.wildcard,), self.handle,
-                  model=AudioReady, durable=TRANSCRIBE_AUDIO.durable, concurrency=self.inflight)
+                  model=AudioReady, durable=TRANSCRIBE_AUDIO.durable,
+                  concurrency=self.transcriber.concurrency)
         ]
 
     async def start(self, ctx: StageContext) -> None:
@@ -64,37 +56,15 @@ class TranscribeStage:
                 f"Object Store bucket {subjects.BUCKET_AUDIO} does not exist: "
                 "run `mumu streams apply`"
             ) from exc
-        placement = select_placement(
-            self.settings.device, self.settings.compute_type, cuda_device_count()
-        )
-        self.engine = Engine(self.settings, self.cache_dir, placement, threads=self.inflight)
-        try:
-            await self.engine.start()
-        except BaseException:
-            # the runtime calls stop() only after a successful start; closing waits for the
-            # pool's threads, so it runs off the event loop
-            engine, self.engine = self.engine, None
-            await asyncio.to_thread(engine.close)
-            raise
-        if self.settings.batch_window_ms > 0:
-            self.batcher = MicroBatcher(
-                self.engine, self.settings.batch_window_ms, self.settings.max_batch,
-                self.settings.batch_size,
-            )
-            self._batch_task = asyncio.create_task(self.batcher.run(), name="mumu-microbatch")
+        await self.transcriber.start()
 
     async def stop(self) -> None:
-        await stop_task(self._batch_task)
-        self._batch_task = None
-        if self.engine is not None:
-            engine, self.engine = self.engine, None
-            await asyncio.to_thread(engine.close)
+        await self.transcriber.stop()
 
     async def handle(self, inbound: Inbound[AudioReady]) -> Sequence[Outbound]:
         ready = inbound.body()
-        engine = self._require_engine()
         language = ready.options.language
-        if language is not None and language not in engine.languages:
+        if language is not None and language not in self.transcriber.languages:
             raise PermanentError(
                 "schema_violation", f"Mumu-Language {language!r} is not a language of the model"
             )
@@ -112,10 +82,7 @@ class TranscribeStage:
 
         job = Job(audio=audio, options=ready.options)
         try:
-            if self.batcher is not None:
-                result = await self.batcher.transcribe(job, on_segment)
-            else:
-                result = await engine.transcribe(job, on_segment)
+            result = await self.transcriber.transcribe(job, on_segment)
         except (TransientError, PermanentError):
             raise
         except (RuntimeError, ValueError, MemoryError) as exc:
@@ -164,11 +131,6 @@ class TranscribeStage:
         except (ValueError, EOFError) as exc:
             raise PermanentError("transcribe_failed", f"{ready.object_name}: {exc}") from exc
 
-    def _require_engine(self) -> Engine:
-        if self.engine is None:
-            raise RuntimeError("transcribe stage used before start()")
-        return self.engine
-
     def _require_store(self) -> ObjectStore:
         if self._store is None:
             raise RuntimeError("transcribe stage used before start()")
@@ -176,4 +138,5 @@ class TranscribeStage:
 
 
 def build_stage(settings: Settings) -> TranscribeStage:
-    return TranscribeStage(settings)
+    s = settings.transcribe
+    return TranscribeStage(s, build_transcriber(s, settings.data_dir))
