@@ -7,6 +7,8 @@ producer's headers are what ingest reads back (``tests/contracts/test_options.py
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from nats.aio.client import Client as NATS
 
@@ -14,7 +16,14 @@ from mumu.contracts import headers as h
 from mumu.contracts.options import AudioOptions
 from mumu.settings import Settings
 from mumu.stages.ingest.request import parse_headers
-from tests.gateway.conftest import WS_A, Gateway, gateway_settings, receive_until, serving
+from tests.gateway.conftest import (
+    WS_A,
+    Gateway,
+    Results,
+    gateway_settings,
+    receive_until,
+    serving,
+)
 from tests.gateway.test_http import SPEECH, auth
 from tests.harness import Collector
 from tests.pg_fixtures import WorkspaceFactory
@@ -113,3 +122,24 @@ async def test_openai_form_options_become_ingest_headers(
         (published,) = await seen.wait_count("mumu.ingest.audio.", 1)
     assert parse_headers(published.headers).options() == AudioOptions(
         language="de", prompt="Kathryn", word_timestamps=True, answer=False)
+
+
+async def test_a_transcribe_only_ask_waits_for_the_transcript_not_an_answer(
+    gateway: Gateway, http: aiohttp.ClientSession, nc: NATS, results: Results
+) -> None:
+    token = gateway.token(WS_A, "s1")
+
+    async def ask() -> tuple[int, dict[str, object]]:
+        async with http.post(f"{gateway.url}/api/ask?wait=true", data=form(answer="false"),
+                             headers=auth(token)) as resp:
+            return resp.status, await resp.json()
+
+    async with Collector(nc, "mumu.ingest.audio.>") as seen:
+        asking = asyncio.create_task(ask())
+        (published,) = await seen.wait_count("mumu.ingest.audio.", 1)
+        request_id = published.headers[h.REQUEST_ID]
+        await results.transcript(WS_A, "s1", request_id, "What is the capital of France?")
+        status, body = await asking  # no answer will come: the stage was told not to
+    assert status == 200, body
+    assert (body["request_id"], body["transcript"], body["answer"]) == (
+        request_id, "What is the capital of France?", None)
