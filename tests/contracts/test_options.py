@@ -79,3 +79,11 @@ def test_bad_options_are_refused_naming_the_field(field: str, value: object) -> 
     with pytest.raises(ValidationError) as bad:
         AudioOptions.model_validate({field: value})
     assert bad.value.errors()[0]["loc"][0] == field
+
+
+def test_an_audio_ready_written_before_the_rename_still_reads() -> None:
+    earlier = ('{"event_id":"e","request_id":"r1","workspace_id":"w","session_id":"s1",'
+               '"object_name":"o","duration":1.0,"source_content_type":"audio/wav",'
+               '"options":{"language":"de","task":"translate","initial_prompt":"Kathryn Nguyen",'
+               '"word_timestamps":true,"vad_filter":true,"beam_size":3,"answer":false}}')
+    assert AudioReady.model_validate_json(earlier).options == EVERY

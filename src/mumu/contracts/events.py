@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mumu.contracts import headers as h
 from mumu.contracts.ids import Id
@@ -88,6 +88,18 @@ class AudioReady(Event):
     sample_rate: int = 16_000
     source_content_type: str
     options: AudioOptions = Field(default_factory=AudioOptions)
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _earlier_option_names(cls, value: Any) -> Any:
+        """Events written before the options became one model named two of them after
+        faster-whisper's arguments; they may still wait in the stream during an upgrade."""
+        if isinstance(value, dict) and _EARLIER_NAMES.keys() & value.keys():
+            return {_EARLIER_NAMES.get(k, k): v for k, v in value.items()}
+        return value
+
+
+_EARLIER_NAMES = {"initial_prompt": "prompt", "vad_filter": "vad"}
 
 
 class Word(BaseModel):
