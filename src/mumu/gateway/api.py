@@ -73,8 +73,8 @@ async def ask(request: web.Request) -> web.Response:
     claims = session_claims(request, deps.signer)
     wait = query(request, AskQuery).wait
     asked = await _read_ask(request)
-    is_audio = isinstance(asked, AudioAskForm)
-    content_type = audio_content_type(asked.audio) if isinstance(asked, AudioAskForm) else ""
+    audio = asked if isinstance(asked, AudioAskForm) else None
+    content_type = audio_content_type(audio.audio) if audio is not None else ""
     deps.limiter.take(claims.workspace_id)
     deps.lag.guard()
     ws, sid = claims.workspace_id, claims.session_id
@@ -88,11 +88,11 @@ async def ask(request: web.Request) -> web.Response:
 
     if not wait:
         return respond(AskAccepted(request_id=await publish(), session_id=sid), status=202)
-    answered = not isinstance(asked, AudioAskForm) or asked.answer  # answer=false: transcript
+    transcript_only = audio is not None and not audio.answer
     waiter = await run_and_wait(
         deps.hub, deps.nc, ws, sid,
-        terminal=TERMINAL_FOR_ASK if answered else TERMINAL_FOR_TRANSCRIPT, publish=publish,
-        seconds=deps.settings.gateway.wait_timeout, audio=is_audio,
+        terminal=TERMINAL_FOR_TRANSCRIPT if transcript_only else TERMINAL_FOR_ASK,
+        publish=publish, seconds=deps.settings.gateway.wait_timeout, audio=audio is not None,
     )
     return respond(_full_result(waiter, sid))
 
