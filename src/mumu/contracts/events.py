@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mumu.contracts import headers as h
 from mumu.contracts.ids import Id
-from mumu.contracts.options import OPTION_HEADERS, AudioOptions
+from mumu.contracts.options import OPTION_HEADERS, AudioOptions, Task
 
 SCHEMA_VERSION: Literal[1] = 1
 _ID_NAMESPACE = uuid.UUID("6d1f3c1e-8a8e-4b1b-9a55-6d756d750001")
@@ -140,7 +140,7 @@ class TranscriptFinal(Event):
     duration: float
     model: str
     compute_seconds: float
-    task: Literal["transcribe", "translate"] = "transcribe"
+    task: Task = "transcribe"
     answer: bool = Field(default=True, description="false: transcribe only, no answer")
 
 
