@@ -8,14 +8,17 @@ import json
 import time
 import wave
 
+import jiwer
 from nats.aio.client import Client as NATS
 
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
-from mumu.contracts.events import AudioReady, PipelineError
+from mumu.contracts.events import AudioReady, PipelineError, TranscriptFinal
 from mumu.settings import Settings
+from mumu.stages.ingest.stage import IngestStage
 from mumu.stages.ingest.stage import build_stage as build_ingest
-from tests.audio.conftest import DATA, WS, publish_audio
+from mumu.stages.transcribe.stage import TranscribeStage
+from tests.audio.conftest import DATA, WS, publish_audio, references, words
 from tests.harness import Collector, Seen, running
 
 FORMATS = {
@@ -144,19 +147,36 @@ async def test_producer_upload_through_the_object_store(
 
 
 async def test_two_workspaces_using_one_request_id_are_both_transcribed(
-    nc: NATS, streams: None, settings: Settings
+    nc: NATS, pipeline: tuple[IngestStage, TranscribeStage]
 ) -> None:
     """JetStream dedupes Nats-Msg-Id per stream, across workspaces: the derived ids
-    carry the workspace, or the second tenant's audio.ready would be dropped silently."""
-    clip = (DATA / "speech" / "en01.wav").read_bytes()
-    async with running(build_ingest(settings), settings), Collector(nc) as seen:
-        for ws in ("tenant-a", "tenant-b"):
-            await publish_audio(nc, clip, ws=ws, request_id="req-1")
-        ready = await seen.wait_count("mumu.audio.ready.", 2, timeout=30)
+    carry the workspace, or the second tenant's audio.ready, partials and final would be
+    dropped silently. Each tenant sends its own clip under the same request id and gets
+    its own transcript back."""
+    clips = {"tenant-a": "en01.wav", "tenant-b": "en02.wav"}
+    async with Collector(nc) as seen:
+        for ws, name in clips.items():
+            await publish_audio(nc, (DATA / "speech" / name).read_bytes(), ws=ws,
+                                request_id="req-1")
+        finals = await seen.wait_count("mumu.transcript.final.", 2, timeout=60)
+    ready = seen.on("mumu.audio.ready.")
     assert sorted(m.subject for m in ready) == ["mumu.audio.ready.tenant-a",
                                                 "mumu.audio.ready.tenant-b"]
-    ids = {AudioReady.model_validate_json(m.data).event_id for m in ready}
-    assert len(ids) == 2
+    assert len({AudioReady.model_validate_json(m.data).event_id for m in ready}) == 2
+    got = {subjects.last_token(m.subject): TranscriptFinal.model_validate_json(m.data)
+           for m in finals}
+    assert set(got) == set(clips)
+    refs = references()
+    for ws, name in clips.items():
+        final = got[ws]
+        assert (final.workspace_id, final.request_id) == (ws, "req-1")
+        assert jiwer.wer(words(refs[name]["text"]), words(final.text)) <= 0.25, final.text
+    assert words(got["tenant-a"].text) != words(got["tenant-b"].text)
+    partial_tenants = {subjects.last_token(m.subject)
+                       for m in seen.on("mumu.transcript.partial.")}
+    assert partial_tenants == set(clips)
+    assert len(seen.on("mumu.transcript.final.")) == 2
+    assert not seen.on("mumu.error.")
 
 
 async def test_a_workspace_named_norm_cannot_read_another_tenants_normalised_audio(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import wave
 from collections import Counter
+from typing import Any
 
 import av
 import jiwer
@@ -16,14 +17,13 @@ from mumu.contracts import subjects
 from mumu.contracts.events import (
     AudioReady,
     PipelineError,
-    TranscribeOptions,
     TranscriptFinal,
     TranscriptPartial,
 )
+from mumu.contracts.options import OPTION_HEADERS
 from mumu.settings import Settings
 from mumu.stages.ingest.stage import IngestStage
 from mumu.stages.ingest.stage import build_stage as build_ingest
-from mumu.stages.transcribe.engine import transcribe_kwargs
 from mumu.stages.transcribe.stage import TranscribeStage
 from mumu.stages.transcribe.stage import build_stage as build_transcribe
 from tests.audio.conftest import DATA, SPEECH, WS, publish_audio, references, words
@@ -140,13 +140,36 @@ async def test_per_request_options_word_timestamps_and_forced_language(
     assert "capital" in words(final.text)
 
 
-def test_every_request_option_reaches_the_model_call() -> None:
-    options = TranscribeOptions(language="de", task="translate", initial_prompt="Kathryn",
-                                word_timestamps=True, vad_filter=True, beam_size=3)
-    assert transcribe_kwargs(options) == {
-        "language": "de", "task": "translate", "initial_prompt": "Kathryn",
+async def test_every_request_option_reaches_the_model_call(
+    nc: NATS, pipeline: Stages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer's message with every option header, through the real ingest and
+    transcribe stages: the real model is called with each option, and ``answer`` reaches
+    the final (the reason stage reads it there)."""
+    from faster_whisper import WhisperModel
+
+    calls: list[dict[str, Any]] = []
+    model_call = WhisperModel.transcribe
+
+    def recorded(self: WhisperModel, audio: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return model_call(self, audio, **kwargs)
+
+    monkeypatch.setattr(WhisperModel, "transcribe", recorded)
+    every = {h.LANGUAGE: "de", h.TASK: "translate", h.PROMPT: "Guten Morgen, Kathryn.",
+             h.WORD_TIMESTAMPS: "true", h.VAD: "true", h.BEAM_SIZE: "3", h.ANSWER: "false"}
+    assert set(every) == set(OPTION_HEADERS.values())
+    async with Collector(nc) as seen:
+        rid = await publish_audio(nc, (SPEECH / "de01.wav").read_bytes(), extra=every)
+        await wait_finals(seen, 1, timeout=60)
+    assert calls == [{
+        "language": "de", "task": "translate", "initial_prompt": "Guten Morgen, Kathryn.",
         "word_timestamps": True, "vad_filter": True, "beam_size": 3,
-    }
+    }]
+    final = finals(seen)[rid]
+    assert (final.task, final.answer) == ("translate", False)
+    assert (final.language, final.language_probability) == ("de", 1.0)  # given, not detected
+    assert final.segments and all(s.words for s in final.segments)
 
 
 async def test_initial_prompt_spells_a_name_and_vad_skips_leading_silence(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mumu.broker.ack_subject import ack_fields, is_ack_subject
 from mumu.contracts import subjects as s
 from mumu.contracts.event_types import RESULT_TYPES, EventType
-from mumu.contracts.ids import id_or_none, is_id
+from mumu.contracts.ids import id_or_none, is_id, json_id_field
+
+SRC = Path(__file__).parents[2] / "src" / "mumu"
 
 
 def test_ids_follow_the_subject_token_rule() -> None:
@@ -39,3 +43,22 @@ def test_ack_subject_v1_and_v2() -> None:
     for bad in ("_INBOX.abc", "$JS.ACK.a.b.c", "$JS.ACK.S.C.x.1.2.3.4"):
         with pytest.raises(ValueError, match="not a JetStream ack subject"):
             ack_fields(bad)
+
+
+def test_the_hub_finds_ids_in_raw_event_bytes_by_the_same_rule() -> None:
+    find = json_id_field("session_id")
+    match = find.search(b'{"event_id":"e","session_id":"s_1-A","x":1}')
+    assert match is not None and match[1] == b"s_1-A"
+    for bad in (b"", b"a.b", b"a" * 65, b"a b"):
+        assert find.fullmatch(b'"session_id":"' + bad + b'"') is None, bad
+    assert json_id_field("request_id").search(b'{"session_id":"s"}') is None
+
+
+def test_the_id_rule_is_spelled_only_in_contracts_ids() -> None:
+    # crypto/keyring.py: master key ids are a different rule (1-32 characters);
+    # gateway/sockets.py: its cancel check moves to contracts.ids with the socket work
+    spelled = {
+        str(path.relative_to(SRC)) for path in SRC.rglob("*.py")
+        if "A-Za-z0-9_-" in path.read_text()
+    }
+    assert spelled - {"contracts/ids.py", "crypto/keyring.py", "gateway/sockets.py"} == set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import subprocess
@@ -11,13 +12,17 @@ import wave
 from pathlib import Path
 
 import aiohttp
+import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import TextAsk
-from mumu.gateway.openapi import openapi_text
+from mumu.gateway import models, openapi
+from mumu.gateway.app import create_app
+from mumu.gateway.models import TextAskBody
+from mumu.gateway.openapi import OPERATIONS, openapi_text
 from mumu.settings import Settings
 from mumu.stages.registry import STAGES
 from tests.gateway.conftest import WS_A, Gateway, gateway_settings, serving
@@ -65,6 +70,36 @@ async def test_health_ready_metrics_and_openapi(
     assert (ROOT / "schemas" / "openapi.json").read_text() == openapi_text(), (
         "schemas/openapi.json drifted: run `mumu gateway --openapi > schemas/openapi.json`"
     )
+
+
+def test_every_served_route_is_documented_and_every_documented_one_served(
+    settings: Settings,
+) -> None:
+    app = create_app(gateway_settings(settings))
+    served = {
+        (route.method, route.resource.canonical) for route in app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+        and not route.resource.canonical.startswith("/static")
+    }
+    documented = {(op.method.upper(), op.path) for op in OPERATIONS}
+    # the websocket is described in docs/gateway.md: OpenAPI cannot describe one
+    assert served - {("GET", "/api/ws")} == documented
+
+
+def test_openapi_drift_is_detected() -> None:
+    checked_in = (ROOT / "schemas" / "openapi.json").read_text()
+    assert checked_in == openapi_text()
+
+    class Stricter(TextAskBody):
+        priority: int = 0
+
+    op = next(o for o in OPERATIONS if o.operation_id == "ask")
+    changed = dataclasses.replace(op, body={**op.body, "application/json": Stricter})
+    swapped = tuple(changed if o is op else o for o in OPERATIONS)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(openapi, "OPERATIONS", swapped)
+        patch.setattr(models, "MODELS", (*models.MODELS, Stricter))
+        assert openapi_text() != checked_in
 
 
 def test_a_gateway_without_a_session_secret_refuses_to_start(tmp_path: Path) -> None:
@@ -140,6 +175,19 @@ async def test_errors_are_json_with_the_right_status(
             body = await resp.json()
         assert (resp.status, body["error"]["code"]) == (status, code), (kwargs, body)
         assert body["error"]["message"]
+    # a request that does not fit its model: a 400 naming the field
+    precise = [
+        ("", {"text": "hi", "language": 5}, "language: Input should be a valid string"),
+        ("", {"text": "  "}, "text: must not be blank"),
+        ("", {"text": "hi", "txet": "typo"}, "txet: Extra inputs are not permitted"),
+        ("", {}, "text: Field required"),
+        ("?wait=maybe", {"text": "hi"}, "wait: Input should be a valid boolean"),
+    ]
+    for query, body, message in precise:
+        async with http.post(url + query, json=body, headers=auth(token)) as resp:
+            got = await resp.json()
+        assert (resp.status, got["error"]["code"]) == (400, "bad_request"), got
+        assert got["error"]["message"].startswith(message), got
     async with http.get(f"{gateway.url}/nowhere") as resp:
         assert resp.status == 404
         assert (await resp.json())["error"]["code"] == "not_found"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -55,6 +56,18 @@ async def test_openai_client_gets_the_transcript_in_every_format(
         with pytest.raises(openai.APIStatusError) as bad:
             await tx.create(model="whisper-1", file=("x.wav", b"not audio at all"))
         assert bad.value.status_code == 415
+        # the form is read into its model: a precise 400 naming what is wrong
+        with pytest.raises(openai.BadRequestError) as words_need_verbose:
+            await tx.create(model="whisper-1", file=clip.open("rb"),
+                            timestamp_granularities=["word"])
+        with pytest.raises(openai.BadRequestError) as unknown_language:
+            await tx.create(model="whisper-1", file=clip.open("rb"), language="English")
+    assert words_need_verbose.value.body == {
+        "code": "invalid_request_error",
+        "message": "word timestamps need response_format=verbose_json"}
+    unknown: Any = unknown_language.value.body
+    assert unknown["code"] == "invalid_request_error"
+    assert unknown["message"].startswith("language: String should match pattern")
     # transcriptions are marked transcribe-only: the reason stage will not answer them
     assert finals.messages
     assert all(TranscriptFinal.model_validate_json(m.data).answer is False for m in finals.messages)

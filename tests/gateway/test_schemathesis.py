@@ -1,5 +1,6 @@
 """schemathesis against the served OpenAPI document: no input makes the gateway answer 5xx
-(``/api/ready`` may say 503: it is documented, and here not every consumer is idle)."""
+(``/api/ready`` may say 503: it is documented, and here not every consumer is idle), and
+every answer's status, content type and body conform to the document."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import aiohttp
 import pytest
 from nats.aio.client import Client as NATS
 
-from mumu.gateway.openapi import EXAMPLE_SESSION
+from mumu.gateway.openapi import EXAMPLE_SESSION, openapi_document
 from mumu.settings import Settings
 from mumu.stages.persist.stage import build_stage as build_persist
 from tests.gateway.conftest import gateway_settings, serving
@@ -25,6 +26,12 @@ from tests.pg_fixtures import WorkspaceFactory
 
 pytestmark = pytest.mark.timeout(420)
 
+CHECKS = ",".join((
+    "not_a_server_error", "status_code_conformance", "content_type_conformance",
+    "response_schema_conformance", "negative_data_rejection",
+))
+"""Besides no 5xx: every status, content type and body the gateway answers is the one its
+OpenAPI document (generated from the handlers' models) promises."""
 CONFIG = """
 [[operations]]
 include-path = "/api/ready"
@@ -32,7 +39,7 @@ checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "503"]
 """
 
 
-async def test_no_5xx_for_any_generated_request(
+async def test_no_5xx_and_every_answer_conforms_to_the_document(
     nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
     workspace: WorkspaceFactory, model_cache: Path, tmp_path: Path,
 ) -> None:
@@ -55,6 +62,13 @@ async def test_no_5xx_for_any_generated_request(
                                "^/(api/(ask|sessions/|health|ready|openapi)|metrics|$)"),
             await schemathesis(gw.url, api_key, tmp_path, "keys", "^/(api/session$|v1/)"),
         ]
+        # the checks bite: a document promising another health body fails the run
+        wrong = openapi_document()
+        wrong["components"]["schemas"]["Health"]["properties"]["status"] = {"const": "fine"}
+        (tmp_path / "wrong.json").write_text(json.dumps(wrong))
+        code, report, _ = await schemathesis(
+            gw.url, token, tmp_path, "wrong", "^/api/health$", spec=str(tmp_path / "wrong.json"))
+        assert code != 0 and "Response violates schema" in report, report[-3000:]
     statuses: dict[str, set[int]] = defaultdict(set)
     for code, report, har in reports:
         assert code == 0, report[-6000:]
@@ -87,13 +101,13 @@ async def _a_real_history(url: str, token: str) -> None:
     raise AssertionError("the persist stage did not store the answer")
 
 
-async def schemathesis(url: str, bearer: str, cwd: Path, name: str, paths: str
-                       ) -> tuple[int, str, list[dict[str, Any]]]:
+async def schemathesis(url: str, bearer: str, cwd: Path, name: str, paths: str,
+                       spec: str | None = None) -> tuple[int, str, list[dict[str, Any]]]:
     """(exit code, output, HAR entries) of one schemathesis run."""
     har = cwd / f"{name}.har"
     proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "st"), "run", f"{url}/api/openapi.json",
-        "--url", url, "--checks", "not_a_server_error", "--max-examples", "12",
+        str(Path(sys.executable).parent / "st"), "run", spec or f"{url}/api/openapi.json",
+        "--url", url, "--checks", CHECKS, "--max-examples", "12",
         "--phases", "examples,coverage,fuzzing", "--seed", "7", "--request-timeout", "90",
         "--include-path-regex", paths, "-H", f"Authorization: Bearer {bearer}",
         "--report", "har", "--report-har-path", str(har),

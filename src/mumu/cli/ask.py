@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from mumu.contracts.event_types import EventType
 from mumu.settings import Settings
 
 CHUNK = 256 * 1024
@@ -46,15 +47,15 @@ def _show(event: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(event), flush=True)
         return
     kind = event["type"]
-    if kind == "transcript.partial":
+    if kind == EventType.TRANSCRIPT_PARTIAL:
         print(f"… {event['segment']['text'].strip()}", file=sys.stderr, flush=True)
-    elif kind == "transcript.final":
+    elif kind == EventType.TRANSCRIPT_FINAL:
         print(f"you ({event['language']}): {event['text'].strip()}", file=sys.stderr, flush=True)
-    elif kind == "answer.delta":
+    elif kind == EventType.ANSWER_DELTA:
         if event.get("restart"):
             print("\n[the answer restarted]", file=sys.stderr)
         print(event["text"], end="", flush=True)
-    elif kind == "answer.final":
+    elif kind == EventType.ANSWER_FINAL:
         print(flush=True)
 
 
@@ -86,14 +87,15 @@ async def ask(args: argparse.Namespace, settings: Settings) -> int:
                     if event["type"] == "accepted" and request_id is None:
                         request_id = event["request_id"]
                         continue
-                    if event["type"] == "error" and event.get("request_id") in (None, request_id):
+                    mine = event.get("request_id") in (None, request_id)
+                    if event["type"] == EventType.ERROR and mine:
                         print(f"error ({event.get('stage')}): {event['message']}",
                               file=sys.stderr)
                         return 1
                     if request_id is None or event.get("request_id") != request_id:
                         continue
                     _show(event, args.json)
-                    if event["type"] == "answer.final":
+                    if event["type"] == EventType.ANSWER_FINAL:
                         print(f"(session {session['session_id']})", file=sys.stderr)
                         return 0
     return 1

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mumu.contracts import headers as h
+from mumu.contracts.ids import Id
+from mumu.contracts.options import OPTION_HEADERS, AudioOptions, Task
 
 SCHEMA_VERSION: Literal[1] = 1
 _ID_NAMESPACE = uuid.UUID("6d1f3c1e-8a8e-4b1b-9a55-6d756d750001")
-
-Token = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-"""An id that is safe as a NATS subject token and a header value."""
-
 
 def derive_id(workspace_id: str, request_id: str, stage: str, *parts: str | int) -> str:
     """A deterministic id for the output ``parts`` of ``stage`` for ``request_id``.
@@ -46,50 +46,31 @@ class Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    event_id: Token
-    request_id: Token
-    workspace_id: Token
-    session_id: Token
+    event_id: Id
+    request_id: Id
+    workspace_id: Id
+    session_id: Id
     occurred_at: datetime = Field(default_factory=utcnow)
 
 
-class TranscribeOptions(BaseModel):
-    """Per-request transcription options (headers ``Mumu-*`` on ingest audio)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    language: str | None = Field(default=None, description="ISO 639-1 code; unset: detect")
-    task: Literal["transcribe", "translate"] = "transcribe"
-    initial_prompt: str | None = None
-    word_timestamps: bool = False
-    vad_filter: bool = False
-    beam_size: int = Field(default=5, ge=1, le=20)
-    answer: bool = Field(default=True, description="false: transcribe only, no answer")
-
-
-class IngestAudioHeaders(BaseModel):
+class IngestAudioHeaders(AudioOptions):
     """Headers of ``mumu.ingest.audio.<ws>``; the body is the raw audio file.
 
-    With ``Mumu-Audio-Object`` set the body is empty and the audio is the named
-    object in the ``mumu-audio`` Object Store bucket (for files over the payload limit).
+    The audio options (``Mumu-Language`` ... ``Mumu-Answer``) are ``AudioOptions``, under
+    their header names. With ``Mumu-Audio-Object`` set the body is empty and the audio is
+    the named object in the ``mumu-audio`` Object Store bucket (for files over the payload
+    limit).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    content_type: str = Field(alias="Content-Type", description="e.g. audio/wav, audio/webm")
-    session_id: Token = Field(alias="Mumu-Session")
-    request_id: Token = Field(alias="Mumu-Request-Id")
-    language: str | None = Field(default=None, alias="Mumu-Language")
-    task: Literal["transcribe", "translate"] = Field(default="transcribe", alias="Mumu-Task")
-    prompt: str | None = Field(default=None, alias="Mumu-Prompt")
-    word_timestamps: bool = Field(default=False, alias="Mumu-Word-Timestamps")
-    vad: bool = Field(default=False, alias="Mumu-Vad")
-    beam_size: int = Field(default=5, ge=1, le=20, alias="Mumu-Beam-Size")
-    answer: bool = Field(
-        default=True, alias="Mumu-Answer",
-        description="false: transcribe only; the reason stage does not answer",
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True,
+        alias_generator=OPTION_HEADERS.__getitem__,  # the options' header names
     )
-    audio_object: str | None = Field(default=None, alias="Mumu-Audio-Object")
+
+    content_type: str = Field(alias=h.CONTENT_TYPE, description="e.g. audio/wav, audio/webm")
+    session_id: Id = Field(alias=h.SESSION)
+    request_id: Id = Field(alias=h.REQUEST_ID)
+    audio_object: str | None = Field(default=None, alias=h.AUDIO_OBJECT)
 
 
 class TextAsk(Event):
@@ -106,7 +87,19 @@ class AudioReady(Event):
     duration: float = Field(ge=0)
     sample_rate: int = 16_000
     source_content_type: str
-    options: TranscribeOptions = Field(default_factory=TranscribeOptions)
+    options: AudioOptions = Field(default_factory=AudioOptions)
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _earlier_option_names(cls, value: Any) -> Any:
+        """Events written before the options became one model named two of them after
+        faster-whisper's arguments; they may still wait in the stream during an upgrade."""
+        if isinstance(value, dict) and _EARLIER_NAMES.keys() & value.keys():
+            return {_EARLIER_NAMES.get(k, k): v for k, v in value.items()}
+        return value
+
+
+_EARLIER_NAMES = {"initial_prompt": "prompt", "vad_filter": "vad"}
 
 
 class Word(BaseModel):
@@ -147,7 +140,7 @@ class TranscriptFinal(Event):
     duration: float
     model: str
     compute_seconds: float
-    task: Literal["transcribe", "translate"] = "transcribe"
+    task: Task = "transcribe"
     answer: bool = Field(default=True, description="false: transcribe only, no answer")
 
 
@@ -188,7 +181,7 @@ class Persisted(Event):
     """``mumu.persisted.<ws>``: a transcript or answer is committed (encrypted)."""
 
     kind: Literal["transcript", "answer"]
-    source_event_id: Token
+    source_event_id: Id
 
 
 ErrorCode = Literal[

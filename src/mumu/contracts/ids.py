@@ -11,7 +11,9 @@ from typing import Annotated, Final
 
 from pydantic import StringConstraints
 
-ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
+ID_CHARS: Final = r"[A-Za-z0-9_-]{1,64}"
+"""The rule without anchors, for patterns that find an id inside other text."""
+ID_PATTERN: Final = rf"^{ID_CHARS}$"
 _ID = re.compile(ID_PATTERN)
 
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
@@ -26,3 +28,11 @@ def is_id(value: object) -> bool:
 def id_or_none(value: object) -> str | None:
     """``value`` when it is a valid id, else None."""
     return value if isinstance(value, str) and _ID.fullmatch(value) is not None else None
+
+
+def json_id_field(name: str) -> re.Pattern[bytes]:
+    """Finds ``"<name>":"<id>"`` in compact JSON bytes; group 1 is the id.
+
+    For hot paths that route raw event bytes without parsing them (the gateway's hub).
+    """
+    return re.compile(rf'"{re.escape(name)}":"({ID_CHARS})"'.encode())

@@ -23,6 +23,7 @@ from mumu.gateway.feed import LiveFeed
 from mumu.gateway.hub import Hub
 from mumu.gateway.limits import LagMonitor, RateLimiter
 from mumu.gateway.metrics import GatewayMetrics
+from mumu.gateway.models import Health, Readiness
 from mumu.gateway.openapi import openapi_document
 from mumu.gateway.tokens import TokenSigner
 from mumu.gateway.websocket import SOCKETS, close_all, websocket
@@ -92,7 +93,7 @@ async def _count(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response(health_payload(request.app[STARTED]))
+    return api.respond(Health.model_validate(health_payload(request.app[STARTED])))
 
 
 async def ready(request: web.Request) -> web.Response:
@@ -115,8 +116,8 @@ async def ready(request: web.Request) -> web.Response:
     if database is not None:
         reasons.append(database)
     if reasons:
-        return web.json_response({"status": "unavailable", "reasons": reasons}, status=503)
-    return web.json_response({"status": "ready"})
+        return api.respond(Readiness(status="unavailable", reasons=reasons), status=503)
+    return api.respond(Readiness(status="ready"))
 
 
 async def metrics(request: web.Request) -> web.Response:

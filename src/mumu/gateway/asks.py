@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
@@ -12,7 +11,8 @@ from nats.js.api import ObjectMeta
 
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
-from mumu.contracts.events import CancelRequest, TextAsk, derive_id, new_id
+from mumu.contracts.events import CancelRequest, IngestAudioHeaders, TextAsk, derive_id, new_id
+from mumu.contracts.options import AudioOptions
 from mumu.gateway.errors import ApiError
 
 log = logging.getLogger("mumu.gateway.asks")
@@ -74,15 +74,6 @@ def audio_content_type(data: bytes, declared: str | None = None) -> str:
     return found
 
 
-@dataclass(frozen=True, slots=True)
-class AudioOptions:
-    language: str | None = None
-    prompt: str | None = None
-    task: str = "transcribe"
-    word_timestamps: bool = False
-    answer: bool = True
-
-
 class Asker:
     """Publishes asks for one gateway process, waiting for JetStream's acknowledgement."""
 
@@ -125,24 +116,8 @@ class Asker:
         options: AudioOptions | None = None,
     ) -> str:
         """Raw audio on ``mumu.ingest.audio.<ws>``; over the payload limit via the Object Store."""
-        options = options or AudioOptions()
         request_id = new_id()
-        headers = {
-            h.MSG_ID: derive_id(workspace_id, request_id, STAGE, "audio"),
-            h.CONTENT_TYPE: content_type,
-            h.SESSION: session_id,
-            h.REQUEST_ID: request_id,
-            h.TASK: options.task,
-        }
-        if options.language:
-            headers[h.LANGUAGE] = options.language
-        if options.prompt:
-            headers[h.PROMPT] = _header_safe(options.prompt)
-        if options.word_timestamps:
-            headers[h.WORD_TIMESTAMPS] = "true"
-        if not options.answer:
-            headers[h.ANSWER] = "false"
-        body = audio
+        body, audio_object = audio, None
         if len(audio) + HEADER_ROOM > self._nc.max_payload:
             name = f"{workspace_id}/{request_id}"
             try:
@@ -151,8 +126,12 @@ class Asker:
             except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
                 log.warning("object store put failed: %r", exc)
                 raise ApiError(503, "unavailable", "the audio store is not reachable") from exc
-            headers[h.AUDIO_OBJECT] = name
-            body = b""
+            audio_object, body = name, b""
+        headers = IngestAudioHeaders(
+            content_type=content_type, session_id=session_id, request_id=request_id,
+            audio_object=audio_object, **(options or AudioOptions()).model_dump(),
+        ).to_headers()
+        headers[h.MSG_ID] = derive_id(workspace_id, request_id, STAGE, "audio")
         await self._publish(subjects.INGEST_AUDIO.for_workspace(workspace_id), body, headers)
         log.info(
             "audio ask (%d bytes, %s)", len(audio), content_type,
@@ -170,8 +149,3 @@ class Asker:
             event.model_dump_json().encode(),
             {h.MSG_ID: event.event_id},
         )
-
-
-def _header_safe(text: str) -> str:
-    """NatsClient headers are one line of ASCII-safe text."""
-    return " ".join(text.split())[:2000]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -17,11 +16,12 @@ from nats.aio.msg import Msg
 
 from mumu.contracts import subjects
 from mumu.contracts.event_types import EventType
+from mumu.contracts.ids import json_id_field
 
 log = logging.getLogger("mumu.gateway.hub")
 
-_SESSION = re.compile(rb'"session_id":"([A-Za-z0-9_-]{1,64})"')
-_REQUEST = re.compile(rb'"request_id":"([A-Za-z0-9_-]{1,64})"')
+_SESSION = json_id_field("session_id")
+_REQUEST = json_id_field("request_id")
 
 
 @dataclass(slots=True)

@@ -1,82 +1,98 @@
-"""The OpenAPI 3.1 document of the gateway's HTTP routes (``schemas/openapi.json``)."""
+"""The OpenAPI 3.1 document of the gateway's HTTP routes (``schemas/openapi.json``).
+
+Generated from ``OPERATIONS``, which names for every route the models its handler
+reads (``gateway.models``: JSON body, multipart form, query) and answers with. A test
+keeps the checked-in file equal to what this generates, and the app's routes equal to
+the documented ones.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from mumu import __version__
-from mumu.db.history import HistoryItem
+from mumu.gateway import models as m
+
+EXAMPLE_SESSION = "demo"
+"""The session id the document's examples use (the schemathesis test asks in it first)."""
+
+_ERRORS = {400: "bad input", 401: "missing or invalid credentials", 403: "not yours",
+           404: "no such route (e.g. an empty session id)", 410: "crypto-erased (shredded)",
+           413: "too large", 415: "unsupported media or audio",
+           422: "no speech in the audio (no_speech)", 429: "rate limited (Retry-After)",
+           502: "a stage failed with an error the gateway does not map",
+           503: "unavailable or overloaded (Retry-After)", 504: "a stage did not answer"}
 
 
-class ErrorDetail(BaseModel):
-    code: str = Field(description="machine-readable, e.g. rate_limited, invalid_token")
-    message: str
+@dataclass(frozen=True)
+class Reply:
+    """One documented response: a model as JSON, or a plain media type."""
+
+    description: str
+    model: type[BaseModel] | tuple[type[BaseModel], ...] | None = None
+    media: tuple[str, ...] = ()
 
 
-class ErrorBody(BaseModel):
-    error: ErrorDetail
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    replies: dict[int, Reply]
+    errors: tuple[int, ...] = ()
+    secured: bool = True
+    query: type[BaseModel] | None = None
+    body: dict[str, type[BaseModel]] = field(default_factory=dict)
+    """Media type → model of the request body."""
+    body_required: bool = True
+    examples: dict[str, Any] = field(default_factory=dict)
+    """Media type → an example body; ``query`` → example query values."""
 
 
-class Health(BaseModel):
-    status: Literal["ok"]
-    version: str
-    uptime: float
-    hostname: str
+_MULTIPART = "multipart/form-data"
+_JSON = "application/json"
 
-
-class Readiness(BaseModel):
-    status: Literal["ready", "unavailable"]
-    reasons: list[str] = Field(default_factory=list)
-
-
-class SessionRequest(BaseModel):
-    session_id: str | None = Field(
-        default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
-        description="continue this session of the workspace (default: a new one)",
-    )
-
-
-class SessionCreated(BaseModel):
-    session_id: str
-    token: str = Field(description="Bearer token for /api/ask, /api/ws and the history")
-    expires_at: str = Field(description="ISO 8601")
-
-
-class TextAskBody(BaseModel):
-    text: str = Field(min_length=1, max_length=32_000)
-    language: str | None = None
-
-
-class AskAccepted(BaseModel):
-    request_id: str
-    session_id: str
-
-
-class AskResult(BaseModel):
-    request_id: str
-    session_id: str
-    transcript: str | None
-    language: str | None
-    answer: str | None
-    cancelled: bool
-    timings: dict[str, float] = Field(description="seconds since the request, per event")
-
-
-class History(BaseModel):
-    session_id: str
-    items: list[HistoryItem] = Field(description="oldest first")
-
-
-class Transcription(BaseModel):
-    text: str
-
-
-MODELS: tuple[type[BaseModel], ...] = (
-    ErrorBody, Health, Readiness, SessionRequest, SessionCreated, TextAskBody, AskAccepted,
-    AskResult, HistoryItem, History, Transcription,
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("get", "/", "demoPage", "The demo page (HTML)",
+              {200: Reply("the page", media=("text/html",))}, secured=False),
+    Operation("get", "/api/health", "health", "Liveness",
+              {200: Reply("alive", m.Health)}, secured=False),
+    Operation("get", "/api/ready", "ready",
+              "Readiness: NATS, streams, every stage's consumer, stage lag, database",
+              {200: Reply("ready", m.Readiness), 503: Reply("not ready, with reasons",
+                                                           m.Readiness)}, secured=False),
+    Operation("get", "/metrics", "metrics", "Prometheus metrics",
+              {200: Reply("text exposition format", media=("text/plain",))}, secured=False),
+    Operation("get", "/api/openapi.json", "openapi", "This document",
+              {200: Reply("OpenAPI 3.1", media=(_JSON,))}, secured=False),
+    Operation("post", "/api/session", "createSession",
+              "Trade a workspace API key for a session token",
+              {200: Reply("the session and its token", m.SessionCreated)},
+              errors=(400, 401, 413, 429, 503), body={_JSON: m.SessionRequest},
+              body_required=False, examples={_JSON: {"session_id": EXAMPLE_SESSION}}),
+    Operation("post", "/api/ask", "ask", "Ask by text (JSON) or audio (multipart)",
+              {202: Reply("published", m.AskAccepted),
+               200: Reply("the whole result (wait=true)", m.AskResult)},
+              errors=(400, 401, 403, 413, 415, 422, 429, 502, 503, 504), query=m.AskQuery,
+              body={_JSON: m.TextAskBody, _MULTIPART: m.AudioAskForm},
+              examples={_JSON: {"text": "What is the capital of France?", "language": "en"},
+                        "query": {"wait": True}}),
+    Operation("get", "/api/sessions/{id}/history", "history",
+              "Decrypted transcripts and answers of the token's session",
+              {200: Reply("the session's history", m.History)},
+              errors=(401, 403, 404, 410, 429, 503)),
+    Operation("post", "/v1/audio/transcriptions", "createTranscription",
+              "OpenAI-compatible transcription (bearer: workspace API key)",
+              {200: Reply("the transcript in the asked format",
+                          (m.Transcription, m.VerboseTranscription),
+                          media=("text/plain", "application/x-subrip", "text/vtt"))},
+              errors=(400, 401, 403, 413, 415, 422, 429, 502, 503, 504),
+              body={_MULTIPART: m.TranscriptionForm}),
 )
 
 
@@ -84,133 +100,65 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
-def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
+def _reply(reply: Reply) -> dict[str, Any]:
+    content: dict[str, Any] = {}
+    if isinstance(reply.model, tuple):
+        content[_JSON] = {"schema": {"anyOf": [_ref(x) for x in reply.model]}}
+    elif reply.model is not None:
+        content[_JSON] = {"schema": _ref(reply.model)}
+    for media in reply.media:
+        content[media] = {"schema": {"type": "object"} if media == _JSON else {"type": "string"}}
+    return {"description": reply.description, "content": content}
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
-    text = {400: "bad input", 401: "missing or invalid credentials", 403: "not yours",
-            404: "no such route (e.g. an empty session id)", 410: "crypto-erased (shredded)",
-            413: "too large", 415: "unsupported media or audio",
-            422: "no speech in the audio (no_speech)", 429: "rate limited (Retry-After)",
-            502: "a stage failed with an error the gateway does not map",
-            503: "unavailable or overloaded (Retry-After)", 504: "a stage did not answer"}
-    return {str(s): _json(ErrorBody, text[s]) for s in statuses}
+def _parameters(op: Operation) -> list[dict[str, Any]]:
+    params = [{"name": name[1:-1], "in": "path", "required": True, "schema": {"type": "string"},
+               "example": EXAMPLE_SESSION}
+              for name in op.path.split("/") if name.startswith("{")]
+    if op.query is not None:
+        props = op.query.model_json_schema()["properties"]
+        for name, info in op.query.model_fields.items():
+            schema = dict(props[name])
+            param = {"name": name, "in": "query", "required": info.is_required(),
+                     "description": schema.pop("description", ""), "schema": schema}
+            if name in op.examples.get("query", {}):
+                param["example"] = op.examples["query"][name]
+            params.append(param)
+    return params
 
 
-_MULTIPART_AUDIO = {
-    "type": "object",
-    "required": ["audio"],
-    "properties": {
-        "audio": {"type": "string", "format": "binary",
-                  "description": "wav, flac, ogg/opus, mp3, webm or m4a"},
-        "language": {"type": "string"},
-    },
-}
-_TRANSCRIPTION_FORM = {
-    "type": "object",
-    "required": ["file", "model"],
-    "properties": {
-        "file": {"type": "string", "format": "binary"},
-        "model": {"type": "string", "description": "accepted for compatibility"},
-        "language": {"type": "string"},
-        "prompt": {"type": "string"},
-        "response_format": {"type": "string",
-                            "enum": ["json", "text", "srt", "verbose_json", "vtt"]},
-        "temperature": {"type": "number"},
-        "timestamp_granularities[]": {"type": "array",
-                                      "items": {"type": "string", "enum": ["segment", "word"]}},
-    },
-}
-_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+def _operation(op: Operation) -> dict[str, Any]:
+    doc: dict[str, Any] = {"summary": op.summary, "operationId": op.operation_id}
+    if op.secured:
+        doc["security"] = [{"bearer": []}]
+    if params := _parameters(op):
+        doc["parameters"] = params
+    if op.body:
+        content = {}
+        for media, model in op.body.items():
+            content[media] = {"schema": _ref(model)}
+            if media in op.examples:
+                content[media]["example"] = op.examples[media]
+        doc["requestBody"] = {"required": op.body_required, "content": content}
+    responses = {str(s): _reply(r) for s, r in sorted(op.replies.items())}
+    responses.update({str(s): _reply(Reply(_ERRORS[s], m.ErrorBody)) for s in op.errors})
+    doc["responses"] = responses
+    return doc
 
 
-EXAMPLE_SESSION = "demo"
-"""The session id the document's examples use (the schemathesis test asks in it first)."""
-
-
-def _plain(description: str, media: str) -> dict[str, Any]:
-    return {"description": description, "content": {media: {"schema": {"type": "string"}}}}
-
-
-def _probes() -> dict[str, Any]:
-    return {
-        "/": {"get": {"summary": "The demo page (HTML)", "operationId": "demoPage",
-                      "responses": {"200": _plain("the page", "text/html")}}},
-        "/api/health": {"get": {"summary": "Liveness", "operationId": "health",
-                                "responses": {"200": _json(Health, "alive")}}},
-        "/api/ready": {"get": {
-            "summary": "Readiness: NATS, streams, every stage's consumer, stage lag, database",
-            "operationId": "ready",
-            "responses": {"200": _json(Readiness, "ready"),
-                          "503": _json(Readiness, "not ready, with reasons")}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics",
-                             "responses": {"200": _plain("text exposition format",
-                                                         "text/plain")}}},
-        "/api/openapi.json": {"get": {
-            "summary": "This document", "operationId": "openapi",
-            "responses": {"200": {"description": "OpenAPI 3.1",
-                                  "content": {"application/json": {"schema": {
-                                      "type": "object"}}}}}}},
-    }
-
-
-def _paths() -> dict[str, Any]:
-    return {
-        **_probes(),
-        "/api/session": {"post": {
-            "summary": "Trade a workspace API key for a session token",
-            "operationId": "createSession", "security": _BEARER,
-            "requestBody": {"required": False, "content": {"application/json": {
-                "schema": _ref(SessionRequest), "example": {"session_id": EXAMPLE_SESSION}}}},
-            "responses": {"200": _json(SessionCreated, "the session and its token"),
-                          **_errors(400, 401, 413, 429, 503)},
-        }},
-        "/api/ask": {"post": {
-            "summary": "Ask by text (JSON) or audio (multipart)", "operationId": "ask",
-            "security": _BEARER,
-            "parameters": [{"name": "wait", "in": "query", "required": False,
-                            "schema": {"type": "boolean", "default": False}, "example": True,
-                            "description": "wait for the full result"}],
-            "requestBody": {"required": True, "content": {
-                "application/json": {"schema": _ref(TextAskBody),
-                                     "example": {"text": "What is the capital of France?",
-                                                 "language": "en"}},
-                "multipart/form-data": {"schema": _MULTIPART_AUDIO}}},
-            "responses": {"202": _json(AskAccepted, "published"),
-                          "200": _json(AskResult, "the whole result (wait=true)"),
-                          **_errors(400, 401, 403, 413, 415, 422, 429, 502, 503, 504)},
-        }},
-        "/api/sessions/{id}/history": {"get": {
-            "summary": "Decrypted transcripts and answers of the token's session",
-            "operationId": "history", "security": _BEARER,
-            "parameters": [{"name": "id", "in": "path", "required": True,
-                            "schema": {"type": "string"}, "example": EXAMPLE_SESSION}],
-            "responses": {"200": _json(History, "the session's history"),
-                          **_errors(401, 403, 404, 410, 429, 503)},
-        }},
-        "/v1/audio/transcriptions": {"post": {
-            "summary": "OpenAI-compatible transcription (bearer: workspace API key)",
-            "operationId": "createTranscription", "security": _BEARER,
-            "requestBody": {"required": True,
-                            "content": {"multipart/form-data": {"schema": _TRANSCRIPTION_FORM}}},
-            "responses": {
-                "200": {"description": "the transcript in the asked format", "content": {
-                    "application/json": {"schema": _ref(Transcription)},
-                    "text/plain": {"schema": {"type": "string"}},
-                    "application/x-subrip": {"schema": {"type": "string"}},
-                    "text/vtt": {"schema": {"type": "string"}}}},
-                **_errors(400, 401, 403, 413, 415, 422, 429, 502, 503, 504)},
-        }},
-    }
-
-
-def openapi_document() -> dict[str, Any]:
+def _schemas() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
-    for model in MODELS:
+    for model in m.MODELS:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
+    return schemas
+
+
+def openapi_document() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op)
     return {
         "openapi": "3.1.0",
         "info": {"title": "mumu gateway", "version": __version__.split("+")[0],
@@ -218,9 +166,9 @@ def openapi_document() -> dict[str, Any]:
                  "docs/gateway.md (OpenAPI cannot describe websockets). Every error is "
                  "JSON {\"error\": {\"code\", \"message\"}}; an undocumented path "
                  "is 404, an undocumented method on a documented path 405 (with Allow)."},
-        "paths": _paths(),
+        "paths": paths,
         "components": {
-            "schemas": schemas,
+            "schemas": _schemas(),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "workspace API key (/api/session, "
                                            "/v1/...) or session token (other routes)"}},

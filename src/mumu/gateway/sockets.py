@@ -18,6 +18,8 @@ import nats.errors
 import nats.js.errors
 
 from mumu.gateway.asks import FORMATS, audio_content_type
+from mumu.gateway.binding import validated
+from mumu.gateway.client_messages import BAD_MESSAGE, AskMessage, AudioEndMessage
 from mumu.gateway.deps import GatewayDeps
 from mumu.gateway.errors import ApiError
 from mumu.gateway.feed import replay
@@ -174,30 +176,26 @@ class ClientSocket:
         self.deps.lag.guard()
 
     async def _ask(self, message: dict[str, Any]) -> None:
-        text, language = message.get("text"), message.get("language")
+        ask = validated(AskMessage, message, BAD_MESSAGE)
         limit = self.deps.settings.gateway.max_text_chars
-        if not isinstance(text, str) or not text.strip():
-            raise ApiError(400, "bad_message", 'ask needs a non-empty "text"')
-        if len(text) > limit:
+        if len(ask.text) > limit:
             raise ApiError(413, "too_large", f"text longer than {limit} characters")
-        if language is not None and not isinstance(language, str):
-            raise ApiError(400, "bad_message", '"language" is a string')
         self._admit()
         self.deps.metrics.asks.labels("text").inc()
         rid = await self.deps.asker.ask_text(
-            self.claims.workspace_id, self.claims.session_id, text, language
+            self.claims.workspace_id, self.claims.session_id, ask.text, ask.language
         )
         self.control("accepted", rid, session_id=self.claims.session_id)
 
     async def _audio_end(self, message: dict[str, Any]) -> None:
         audio, self._audio = bytes(self._audio), bytearray()
-        fmt = message.get("format")
-        declared = FORMATS.get(fmt.lower()) if isinstance(fmt, str) else None
+        end = validated(AudioEndMessage, message, BAD_MESSAGE)
+        declared = FORMATS.get(end.format.lower()) if end.format else None
         content_type = audio_content_type(audio, declared)
         self._admit()
         self.deps.metrics.asks.labels("audio").inc()
         rid = await self.deps.asker.ask_audio(
-            self.claims.workspace_id, self.claims.session_id, audio, content_type
+            self.claims.workspace_id, self.claims.session_id, audio, content_type, end.options()
         )
         self.control("accepted", rid, session_id=self.claims.session_id, bytes=len(audio))
 

@@ -11,13 +11,13 @@ import binascii
 import hashlib
 import hmac
 import json
-import re
 import time
 from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # the contracts' Token: safe in subjects
+from mumu.contracts.ids import is_id
+
 MIN_SECRET_BYTES = 16
 
 
@@ -76,6 +76,6 @@ class TokenSigner:
             raise InvalidTokenError("malformed session token") from exc
         if claims.expires_at <= (now if now is not None else time.time()):
             raise InvalidTokenError("session token expired: ask POST /api/session for a new one")
-        if not (_ID.match(claims.workspace_id) and _ID.match(claims.session_id)):
+        if not (is_id(claims.workspace_id) and is_id(claims.session_id)):
             raise InvalidTokenError("malformed session token")
         return claims

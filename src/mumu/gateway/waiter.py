@@ -17,6 +17,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from mumu.contracts import subjects
+from mumu.contracts.event_types import EventType
 from mumu.gateway.errors import ApiError
 from mumu.gateway.hub import Hub, ResultEvent
 
@@ -25,11 +26,11 @@ from mumu.gateway.hub import Hub, ResultEvent
 class RequestWaiter:
     """A hub sink collecting the events of one request until a terminal one."""
 
-    terminal: frozenset[str]
+    terminal: frozenset[EventType]
     request_id: str | None = None
     started: float = field(default_factory=time.monotonic)
     events: list[ResultEvent] = field(default_factory=list)
-    arrived: dict[str, float] = field(default_factory=dict)
+    arrived: dict[EventType, float] = field(default_factory=dict)
     audio_ready: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
     _early: list[ResultEvent] = field(default_factory=list)
@@ -51,18 +52,18 @@ class RequestWaiter:
         for event in early:
             self.push(event)
 
-    def first(self, kind: str) -> ResultEvent | None:
+    def first(self, kind: EventType) -> ResultEvent | None:
         return next((e for e in self.events if e.type == kind), None)
 
     def missing_stage(self, audio: bool) -> str:
-        if self.first("transcript.final") is None and audio:
+        if self.first(EventType.TRANSCRIPT_FINAL) is None and audio:
             return "transcribe" if self.audio_ready else "ingest"
         return "reason"
 
 
 @contextlib.asynccontextmanager
 async def waiting(
-    hub: Hub, nc: NatsClient, workspace_id: str, session_id: str, terminal: frozenset[str],
+    hub: Hub, nc: NatsClient, workspace_id: str, session_id: str, terminal: frozenset[EventType],
     *, audio: bool,
 ) -> AsyncIterator[RequestWaiter]:
     """Register a waiter for (workspace, session); watch ``audio.ready`` for attribution."""
@@ -88,7 +89,8 @@ async def waiting(
 
 async def run_and_wait(
     hub: Hub, nc: NatsClient, workspace_id: str, session_id: str, *,
-    terminal: frozenset[str], publish: Callable[[], Awaitable[str]], seconds: float, audio: bool,
+    terminal: frozenset[EventType], publish: Callable[[], Awaitable[str]], seconds: float,
+    audio: bool,
 ) -> RequestWaiter:
     """Publish (via ``publish``, which returns the request id) and wait for a terminal event.
 
@@ -105,7 +107,7 @@ async def run_and_wait(
                 f"the {stage} stage did not answer within {seconds:g} s "
                 f"(request {waiter.request_id}); is `mumu stage {stage}` running?",
             ) from None
-    error = waiter.first("error")
+    error = waiter.first(EventType.ERROR)
     if error is not None:
         raise pipeline_error(error)
     return waiter

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 
 from nats.aio.msg import Msg
@@ -12,14 +11,10 @@ from pydantic import BaseModel
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import ErrorCode, Event, PipelineError, derive_id
+from mumu.contracts.ids import id_or_none
 from mumu.runtime.messages import Outbound
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 UNKNOWN = "unknown"
-
-
-def _token(value: object) -> str | None:
-    return value if isinstance(value, str) and _TOKEN.match(value) else None
 
 
 def request_identity(msg: Msg, event: BaseModel | None) -> tuple[str, str]:
@@ -27,16 +22,16 @@ def request_identity(msg: Msg, event: BaseModel | None) -> tuple[str, str]:
     if isinstance(event, Event):
         return event.request_id, event.session_id
     hdrs = msg.headers or {}
-    request_id = _token(hdrs.get(h.REQUEST_ID))
-    session_id = _token(hdrs.get(h.SESSION))
+    request_id = id_or_none(hdrs.get(h.REQUEST_ID))
+    session_id = id_or_none(hdrs.get(h.SESSION))
     if request_id is None or session_id is None:
         try:
             raw = json.loads(msg.data)
         except (ValueError, UnicodeDecodeError):
             raw = None
         if isinstance(raw, dict):
-            request_id = request_id or _token(raw.get("request_id"))
-            session_id = session_id or _token(raw.get("session_id"))
+            request_id = request_id or id_or_none(raw.get("request_id"))
+            session_id = session_id or id_or_none(raw.get("session_id"))
     return request_id or UNKNOWN, session_id or UNKNOWN
 
 
@@ -90,7 +85,7 @@ def error_event(
     workspace_id: str, sequence: int,
 ) -> Outbound | None:
     """The ``mumu.error.<ws>`` event, or None when the subject names no valid workspace."""
-    if _token(workspace_id) is None:
+    if id_or_none(workspace_id) is None:
         return None
     request_id, session_id = request_identity(msg, event)
     err = PipelineError(

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from pydantic import ValidationError
 
-from mumu.contracts.events import IngestAudioHeaders, TranscribeOptions
+from mumu.contracts.events import IngestAudioHeaders
 from mumu.runtime import PermanentError
 
 _ALIASES = {
@@ -33,18 +33,6 @@ def parse_headers(headers: Mapping[str, str]) -> IngestAudioHeaders:
             ) from exc
         detail = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors()[:5])
         raise PermanentError("schema_violation", f"invalid header(s): {detail}") from exc
-
-
-def options_of(hdrs: IngestAudioHeaders) -> TranscribeOptions:
-    return TranscribeOptions(
-        language=hdrs.language or None,
-        task=hdrs.task,
-        initial_prompt=hdrs.prompt or None,
-        word_timestamps=hdrs.word_timestamps,
-        vad_filter=hdrs.vad,
-        beam_size=hdrs.beam_size,
-        answer=hdrs.answer,
-    )
 
 
 def check_object_name(name: str, workspace_id: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -20,18 +19,18 @@ from nats.js.object_store import ObjectStore
 from mumu.contracts import subjects
 from mumu.contracts.consumers import INGEST_AUDIO
 from mumu.contracts.events import AudioReady, IngestAudioHeaders, derive_id
+from mumu.contracts.ids import is_id
 from mumu.db.owned_pool import OwnedPool
 from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
 from mumu.settings import Settings
 from mumu.stages.ingest.decode import SAMPLE_RATE, AudioRejectedError, Decoded, Limits, decode
-from mumu.stages.ingest.request import check_object_name, options_of, parse_headers
+from mumu.stages.ingest.request import check_object_name, parse_headers
 from mumu.stages.ingest.settings import IngestSettings
 from mumu.stages.ingest.workspaces import WorkspaceGate
 
 log = logging.getLogger(__name__)
 
 NAME = "ingest"
-_WORKSPACE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 NORMALISED_PREFIX = ".norm/"
@@ -91,7 +90,7 @@ class IngestStage:
 
     async def handle(self, inbound: Inbound[Any]) -> Sequence[Outbound]:
         ws = inbound.workspace_id
-        if not _WORKSPACE.match(ws):
+        if not is_id(ws):
             raise PermanentError("schema_violation", f"invalid workspace token {ws!r}")
         hdrs = parse_headers(inbound.headers)
         await self.workspaces.check(ws)
@@ -108,7 +107,7 @@ class IngestStage:
             duration=round(decoded.duration, 3),
             sample_rate=SAMPLE_RATE,
             source_content_type=hdrs.content_type,
-            options=options_of(hdrs),
+            options=hdrs.options(),
         )
         log.info(
             "audio ready: %.2f s from %s (%s, %d Hz, %d ch)", decoded.duration,

@@ -38,7 +38,7 @@ def _prepare(model: Any, job: Job) -> _Prepared:
 
     audio = job.audio
     rate = model.feature_extractor.sampling_rate
-    if job.options.vad_filter or audio.shape[0] > CHUNK_SECONDS * rate:
+    if job.options.vad or audio.shape[0] > CHUNK_SECONDS * rate:
         vad = VadOptions(max_speech_duration_s=CHUNK_SECONDS, min_silence_duration_ms=160)
         clips = get_speech_timestamps(audio, vad)
     else:
@@ -64,7 +64,7 @@ def _options(model: Any, tokenizer: Any, job: Job, clips: list[dict[str, int]]) 
     return TranscriptionOptions(
         beam_size=o.beam_size, best_of=5, patience=1, length_penalty=1, repetition_penalty=1,
         no_repeat_ngram_size=0, log_prob_threshold=-1.0, no_speech_threshold=0.6,
-        compression_ratio_threshold=2.4, temperatures=[0.0], initial_prompt=o.initial_prompt,
+        compression_ratio_threshold=2.4, temperatures=[0.0], initial_prompt=o.prompt,
         prefix=None, suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
         prepend_punctuations="\"'([{-", append_punctuations="\"'.,!?:)]}",  # no word timing
         max_new_tokens=None, hotwords=None, word_timestamps=False,
@@ -93,7 +93,7 @@ def run_batch(model: Any, jobs: list[Job], batch_size: int) -> list[Result | Bas
             continue
         prepared[i] = p
         o = job.options
-        groups[(p.language, o.task, o.beam_size, o.initial_prompt)].append(i)
+        groups[(p.language, o.task, o.beam_size, o.prompt)].append(i)
     for (language, task, _, _), members in groups.items():
         tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task=task,
                               language=language)

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from mumu.contracts.events import Segment, TranscribeOptions, Word
+from mumu.contracts.events import Segment, Word
+from mumu.contracts.options import AudioOptions
 from mumu.runtime.threads import ThreadStream, Work
 from mumu.stages.transcribe.model import (
     ModelError,
@@ -65,7 +66,7 @@ class Job:
     """One request's audio and options, as the batch decoder sees it."""
 
     audio: np.ndarray
-    options: TranscribeOptions
+    options: AudioOptions
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -84,13 +85,15 @@ def to_segment(index: int, seg: Any) -> Segment:
     )
 
 
-def transcribe_kwargs(options: TranscribeOptions) -> dict[str, Any]:
+def transcribe_kwargs(options: AudioOptions) -> dict[str, Any]:
+    """The request's options as ``WhisperModel.transcribe`` arguments (the one mapping;
+    ``answer`` is for the reason stage, not the model)."""
     return {
         "language": options.language,
         "task": options.task,
-        "initial_prompt": options.initial_prompt,
+        "initial_prompt": options.prompt,
         "word_timestamps": options.word_timestamps,
-        "vad_filter": options.vad_filter,
+        "vad_filter": options.vad,
         "beam_size": options.beam_size,
     }
 
