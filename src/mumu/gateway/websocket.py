@@ -134,11 +134,9 @@ async def _serve(ws: web.WebSocketResponse, client: ClientSocket, after: int | N
                 log.error("websocket task failed: %r", outcome)
         if client.going_away:  # close_all closes it too: whoever comes first
             await ws.close(code=WSCloseCode.GOING_AWAY, message=GOING_AWAY)
-        elif client.closing:
-            await ws.close(
-                code=WSCloseCode.TRY_AGAIN_LATER,
-                message=b"client too slow: reconnect and resume from your cursor",
-            )
+        elif client.close_reason is not None:
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER,
+                           message=client.close_reason.encode()[:120])
         elif not ws.closed:
             await ws.close(code=WSCloseCode.OK)
 
