@@ -1,8 +1,10 @@
 """The outgoing side of one websocket: written at once while the client keeps up,
 queued (bounded, in order) and written in batches while it does not.
 
-A frame for an idle socket is written straight from the dispatch that produced it:
-no queue, no task switch. When the transport holds more than ``HIGH_WATER`` unsent
+A frame for an idle socket is written from the dispatch that produced it, at the end
+of the event loop's current iteration, together with every other frame that socket got
+in that iteration (one system call for all the deltas of an answer the feed delivered
+at once): no queue, no task switch. When the transport holds more than ``HIGH_WATER`` unsent
 bytes (the client is not reading fast enough), frames queue up and the socket's
 writer task waits for the buffer to drain below ``LOW_WATER``, then writes what
 queued in one go (one system call for a burst, or for a resume replaying hundreds of
@@ -21,12 +23,15 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections import deque
+from typing import Protocol
 
 HIGH_WATER = 1 << 20
 LOW_WATER = 1 << 18
 DRAIN_POLL = 0.005
 WRITE_BATCH = 256
 """Most frames written at once."""
+BATCH_BYTES = 1 << 16
+"""Frames of one loop iteration past this size are written at once."""
 
 _OP_TEXT_FIN = 0x81
 _LEN16 = struct.Struct("!BBH")
@@ -43,6 +48,22 @@ def text_frame(payload: bytes) -> bytes:
     return _LEN64.pack(_OP_TEXT_FIN, 127, n) + payload
 
 
+class Sender(Protocol):
+    """What a socket sends its frames through (``Outbox``; the benchmark also runs
+    the gateway with aiohttp's own writer behind this, ``mumu.bench.gateway_writer``)."""
+
+    limit: int
+    stopped: bool
+
+    def send(self, payload: bytes) -> bool: ...
+
+    async def put(self, payload: bytes) -> None: ...
+
+    def stop(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+
 class Outbox:
     """The frames of one socket; ``run`` is its writer task."""
 
@@ -52,13 +73,14 @@ class Outbox:
         self._transport = transport
         self.limit = limit
         self._queued: deque[bytes] = deque()
+        self._batch: list[bytes] = []
+        """Frames of this loop iteration, written at its end (``_flush``)."""
+        self._batch_bytes = 0
         self._congested = False
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
         self.stopped = False
-        self.too_slow = False
-        """Stopped because the client fell ``limit`` frames behind."""
 
     def __len__(self) -> int:
         return len(self._queued)
@@ -68,7 +90,13 @@ class Outbox:
         if self.stopped:
             return True  # the socket is going away; nothing more is sent
         if not self._queued and not self._congested:
-            self._write([payload])
+            batch = self._batch
+            batch.append(payload)
+            self._batch_bytes += len(payload)
+            if len(batch) >= WRITE_BATCH or self._batch_bytes >= BATCH_BYTES:
+                self._flush()
+            elif len(batch) == 1:
+                asyncio.get_running_loop().call_soon(self._flush)
             return True
         if len(self._queued) >= self.limit:
             return False
@@ -83,10 +111,17 @@ class Outbox:
         while not self.send(payload):
             await self._room.wait()
 
-    def stop(self, *, too_slow: bool = False) -> None:
-        """Send nothing more (what is queued is dropped); the writer task ends."""
+    def _flush(self) -> None:
+        if self._batch:
+            batch, self._batch, self._batch_bytes = self._batch, [], 0
+            self._write(batch)
+
+    def stop(self) -> None:
+        """Send nothing more: what this loop iteration sent is written, what is queued
+        (behind a client that does not read) is dropped; the writer task ends."""
+        if not self.stopped:
+            self._flush()
         self.stopped = True
-        self.too_slow = self.too_slow or too_slow
         self._queued.clear()
         self._room.set()
         self._ready.set()

@@ -23,7 +23,7 @@ from mumu.gateway.deps import GatewayDeps
 from mumu.gateway.errors import ApiError
 from mumu.gateway.feed import replay
 from mumu.gateway.hub import ResultEvent, parse
-from mumu.gateway.outbox import Outbox
+from mumu.gateway.outbox import Sender
 from mumu.gateway.tokens import SessionClaims
 
 log = logging.getLogger("mumu.gateway.ws")
@@ -36,11 +36,10 @@ class ClientSocket:
     outbox queues them, in order, while it does not. Which event to send, hold or skip
     is ``cursors.SocketCursors``'s call."""
 
-    def __init__(self, transport: asyncio.BaseTransport, claims: SessionClaims,
-                 deps: GatewayDeps) -> None:
+    def __init__(self, outbox: Sender, claims: SessionClaims, deps: GatewayDeps) -> None:
         self.claims = claims
         self.deps = deps
-        self.outbox = Outbox(transport, deps.settings.gateway.client_queue)
+        self.outbox = outbox
         self.cursors: SocketCursors[ResultEvent] = SocketCursors(self.outbox.limit)
         self._resuming: asyncio.Task[None] | None = None
         self._audio = bytearray()

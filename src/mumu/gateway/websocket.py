@@ -7,11 +7,13 @@ import contextlib
 import json
 import logging
 import weakref
+from collections.abc import Callable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from mumu.gateway.deps import DEPS
 from mumu.gateway.errors import ApiError
+from mumu.gateway.outbox import Outbox, Sender
 from mumu.gateway.sockets import CLOSE_UNAUTHORIZED, ClientSocket
 from mumu.gateway.tokens import InvalidTokenError, SessionClaims, TokenSigner
 
@@ -23,6 +25,13 @@ SOCKETS: web.AppKey[weakref.WeakKeyDictionary[web.WebSocketResponse, ClientSocke
     web.AppKey("sockets")
 )
 """Open websockets, with their client once authenticated (closed on shutdown)."""
+SenderFactory = Callable[[web.WebSocketResponse, asyncio.BaseTransport, int], Sender]
+SENDER: web.AppKey[SenderFactory] = web.AppKey("sender")
+"""How a socket's frames are written (default: ``Outbox``)."""
+
+
+def outbox(_: web.WebSocketResponse, transport: asyncio.BaseTransport, limit: int) -> Sender:
+    return Outbox(transport, limit)
 
 
 async def _first_message_auth(
@@ -87,7 +96,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 return ws
         if request.transport is None:  # the client went away during the handshake
             return ws
-        client = ClientSocket(request.transport, claims, deps)
+        sender = request.app.get(SENDER, outbox)(ws, request.transport, gw.client_queue)
+        client = ClientSocket(sender, claims, deps)
         sockets[ws] = client
         await _serve(ws, client, after)
     finally:
