@@ -1,10 +1,8 @@
 """The outgoing side of one websocket: written at once while the client keeps up,
 queued (bounded, in order) and written in batches while it does not.
 
-A frame for an idle socket is written from the dispatch that produced it, at the end
-of the event loop's current iteration, together with every other frame that socket got
-in that iteration (one system call for all the deltas of an answer the feed delivered
-at once): no queue, no task switch. When the transport holds more than ``HIGH_WATER`` unsent
+A frame for an idle socket is written straight from the dispatch that produced it:
+no queue, no task switch. When the transport holds more than ``HIGH_WATER`` unsent
 bytes (the client is not reading fast enough), frames queue up and the socket's
 writer task waits for the buffer to drain below ``LOW_WATER``, then writes what
 queued in one go (one system call for a burst, or for a resume replaying hundreds of
@@ -30,8 +28,6 @@ LOW_WATER = 1 << 18
 DRAIN_POLL = 0.005
 WRITE_BATCH = 256
 """Most frames written at once."""
-BATCH_BYTES = 1 << 16
-"""Frames of one loop iteration past this size are written at once."""
 
 _OP_TEXT_FIN = 0x81
 _LEN16 = struct.Struct("!BBH")
@@ -73,9 +69,6 @@ class Outbox:
         self._transport = transport
         self.limit = limit
         self._queued: deque[bytes] = deque()
-        self._batch: list[bytes] = []
-        """Frames of this loop iteration, written at its end (``_flush``)."""
-        self._batch_bytes = 0
         self._congested = False
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
@@ -90,13 +83,7 @@ class Outbox:
         if self.stopped:
             return True  # the socket is going away; nothing more is sent
         if not self._queued and not self._congested:
-            batch = self._batch
-            batch.append(payload)
-            self._batch_bytes += len(payload)
-            if len(batch) >= WRITE_BATCH or self._batch_bytes >= BATCH_BYTES:
-                self._flush()
-            elif len(batch) == 1:
-                asyncio.get_running_loop().call_soon(self._flush)
+            self._write(text_frame(payload))
             return True
         if len(self._queued) >= self.limit:
             return False
@@ -111,16 +98,8 @@ class Outbox:
         while not self.send(payload):
             await self._room.wait()
 
-    def _flush(self) -> None:
-        if self._batch:
-            batch, self._batch, self._batch_bytes = self._batch, [], 0
-            self._write(batch)
-
     def stop(self) -> None:
-        """Send nothing more: what this loop iteration sent is written, what is queued
-        (behind a client that does not read) is dropped; the writer task ends."""
-        if not self.stopped:
-            self._flush()
+        """Send nothing more (what is queued is dropped); the writer task ends."""
         self.stopped = True
         self._queued.clear()
         self._room.set()
@@ -135,17 +114,17 @@ class Outbox:
                 count = min(WRITE_BATCH, len(self._queued))
                 batch = [self._queued.popleft() for _ in range(count)]
                 self._room.set()
-                self._write(batch)
+                self._write(b"".join(text_frame(p) for p in batch))
             else:
                 self._ready.clear()
                 await self._ready.wait()
 
-    def _write(self, payloads: list[bytes]) -> None:
+    def _write(self, frames: bytes) -> None:
         if self._transport.is_closing():
             self.stop()
             return
         try:
-            self._transport.write(b"".join(text_frame(p) for p in payloads))
+            self._transport.write(frames)
         except RuntimeError:  # the transport was shut for writing underneath us
             self.stop()
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 import nats.errors
@@ -24,11 +25,12 @@ from mumu.gateway.errors import ApiError
 from mumu.gateway.feed import replay
 from mumu.gateway.hub import ResultEvent, parse
 from mumu.gateway.outbox import Sender
-from mumu.gateway.tokens import SessionClaims
+from mumu.gateway.tokens import InvalidTokenError, SessionClaims
 
 log = logging.getLogger("mumu.gateway.ws")
 
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_TRY_AGAIN = 1013
 
 
 class ClientSocket:
@@ -46,7 +48,8 @@ class ClientSocket:
         self.going_away = False
         """The gateway is shutting down; ``close_all`` closes this socket (1001)."""
         self.close_reason: str | None = None
-        """Why the gateway closes this socket (1013): the client resumes from its cursor."""
+        """Why the gateway closes this socket: the client resumes from its cursor."""
+        self.close_code = CLOSE_TRY_AGAIN
 
     # --- outgoing -------------------------------------------------------------------
 
@@ -68,10 +71,21 @@ class ClientSocket:
         log.warning("websocket fell %d events behind; closing", self.outbox.limit)
         self._close("client too slow: reconnect and resume from your cursor")
 
-    def _close(self, reason: str) -> None:
-        """Stop sending (what is queued is dropped); the socket closes with 1013."""
-        self.close_reason = self.close_reason or reason
+    def _close(self, reason: str, code: int = CLOSE_TRY_AGAIN) -> None:
+        """Stop sending (what is queued is dropped); the socket closes with ``code``."""
+        if self.close_reason is None:
+            self.close_reason, self.close_code = reason, code
         self.outbox.stop()
+
+    async def expiry(self) -> None:
+        """Ends when the session token expires (an ``auth`` message with a new token
+        moves the deadline): the client gets ``token_expired`` and the socket closes
+        (4401); it resumes with a new token."""
+        while (left := self.claims.expires_at - time.time()) > 0:
+            await asyncio.sleep(left)
+        self.error("token_expired", "session token expired: get a new one (POST /api/session) "
+                   "and reconnect with ?after=<your cursor>")
+        self._close("session token expired", CLOSE_UNAUTHORIZED)
 
     def _sent(self, event: ResultEvent) -> None:
         self.cursors.sent(event.cursor)
@@ -243,5 +257,17 @@ class ClientSocket:
     async def _ping(self, _: dict[str, Any]) -> None:
         self.control("pong")
 
-    async def _auth_again(self, _: dict[str, Any]) -> None:
-        self.error("bad_message", "this socket is already authenticated")
+    async def _auth_again(self, message: dict[str, Any]) -> None:
+        """A new token for this socket's session: the socket stays open until it expires."""
+        token = message.get("token")
+        if not isinstance(token, str):
+            raise ApiError(400, "bad_message", 'auth needs "token": a session token')
+        try:
+            claims = self.deps.signer.verify(token)
+        except InvalidTokenError as exc:
+            raise ApiError(401, "invalid_token", str(exc)) from exc
+        if (claims.workspace_id, claims.session_id) != (
+                self.claims.workspace_id, self.claims.session_id):
+            raise ApiError(400, "bad_message", "a new token must be for this socket's session")
+        self.claims = claims
+        self.control("authenticated", None, expires_at=claims.expires_at)

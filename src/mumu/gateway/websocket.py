@@ -19,7 +19,6 @@ from mumu.gateway.tokens import InvalidTokenError, SessionClaims, TokenSigner
 
 log = logging.getLogger("mumu.gateway.ws")
 
-AUTH_TIMEOUT = 10.0
 GOING_AWAY = b"gateway shutting down"
 SOCKETS: web.AppKey[weakref.WeakKeyDictionary[web.WebSocketResponse, ClientSocket | None]] = (
     web.AppKey("sockets")
@@ -35,15 +34,16 @@ def outbox(_: web.WebSocketResponse, transport: asyncio.BaseTransport, limit: in
 
 
 async def _first_message_auth(
-    ws: web.WebSocketResponse, signer: TokenSigner
+    ws: web.WebSocketResponse, signer: TokenSigner, timeout: float
 ) -> SessionClaims | None:
-    """Without ``?token=`` the first message must be ``{"type":"auth","token":...}``."""
+    """Without ``?token=`` the first message must be ``{"type":"auth","token":...}``,
+    within ``timeout`` seconds (``MUMU_GATEWAY__AUTH_TIMEOUT``)."""
     reason = "the first message must be {\"type\":\"auth\",\"token\":...}"
     try:
-        msg = await ws.receive(timeout=AUTH_TIMEOUT)
+        msg = await ws.receive(timeout=timeout)
     except TimeoutError:
         msg = None
-        reason = f"no auth message within {AUTH_TIMEOUT:g} s"
+        reason = f"no auth message within {timeout:g} s"
     if msg is not None and msg.type == WSMsgType.TEXT:
         with contextlib.suppress(ValueError, AttributeError, TypeError):
             data = json.loads(msg.data)
@@ -91,7 +91,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     deps.metrics.sockets.inc()
     try:
         if claims is None:
-            claims = await _first_message_auth(ws, signer)
+            claims = await _first_message_auth(ws, signer, gw.auth_timeout)
             if claims is None:
                 return ws
         if request.transport is None:  # the client went away during the handshake
@@ -124,6 +124,7 @@ async def _serve(ws: web.WebSocketResponse, client: ClientSocket, after: int | N
     client.go_live(deps.feed_position())
     deps.hub.subscribe(claims.workspace_id, claims.session_id, client)
     writer = asyncio.create_task(client.writer())
+    expiry = asyncio.create_task(client.expiry())
     reader: asyncio.Task[None] | None = None
     try:
         if after is not None:  # replayed before ready: ready's cursor covers the replay
@@ -132,11 +133,11 @@ async def _serve(ws: web.WebSocketResponse, client: ClientSocket, after: int | N
             "ready", None, workspace_id=claims.workspace_id, session_id=claims.session_id
         )
         reader = asyncio.create_task(_read(ws, client))
-        await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({reader, writer, expiry}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         client.quiet()
         await client.stop()
-        tasks = [t for t in (reader, writer) if t is not None]
+        tasks = [t for t in (reader, writer, expiry) if t is not None]
         for task in tasks:
             task.cancel()
         for outcome in await asyncio.gather(*tasks, return_exceptions=True):
@@ -145,8 +146,7 @@ async def _serve(ws: web.WebSocketResponse, client: ClientSocket, after: int | N
         if client.going_away:  # close_all closes it too: whoever comes first
             await ws.close(code=WSCloseCode.GOING_AWAY, message=GOING_AWAY)
         elif client.close_reason is not None:
-            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER,
-                           message=client.close_reason.encode()[:120])
+            await ws.close(code=client.close_code, message=client.close_reason.encode()[:120])
         elif not ws.closed:
             await ws.close(code=WSCloseCode.OK)
 
