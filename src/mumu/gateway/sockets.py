@@ -9,6 +9,7 @@ from JetStream what the client missed, and a cursor is never sent twice on one s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -50,6 +51,8 @@ class ClientSocket:
         self.close_reason: str | None = None
         """Why the gateway closes this socket: the client resumes from its cursor."""
         self.close_code = CLOSE_TRY_AGAIN
+        self._renewed = asyncio.Event()
+        """Set by an ``auth`` message with a new token."""
 
     # --- outgoing -------------------------------------------------------------------
 
@@ -82,7 +85,10 @@ class ClientSocket:
         moves the deadline): the client gets ``token_expired`` and the socket closes
         (4401); it resumes with a new token."""
         while (left := self.claims.expires_at - time.time()) > 0:
-            await asyncio.sleep(left)
+            self._renewed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._renewed.wait()
         self.error("token_expired", "session token expired: get a new one (POST /api/session) "
                    "and reconnect with ?after=<your cursor>")
         self._close("session token expired", CLOSE_UNAUTHORIZED)
@@ -270,4 +276,5 @@ class ClientSocket:
                 self.claims.workspace_id, self.claims.session_id):
             raise ApiError(400, "bad_message", "a new token must be for this socket's session")
         self.claims = claims
+        self._renewed.set()
         self.control("authenticated", None, expires_at=claims.expires_at)
