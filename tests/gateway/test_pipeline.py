@@ -49,22 +49,22 @@ async def test_websocket_asks_by_text_and_audio_then_resumes_mid_answer(
             audio_rid = (await receive_until(ws, lambda m: m["type"] == "accepted"))[-1][
                 "request_id"]
             got = await receive_until(
-                ws, lambda m: m["type"] in ("answer.final", "error"), timeout=120)
-            assert got[-1]["type"] == "answer.final", got[-1]
+                ws, lambda m: m["type"] in (EventType.ANSWER_FINAL, "error"), timeout=120)
+            assert got[-1]["type"] == EventType.ANSWER_FINAL, got[-1]
             got += await drain(ws, 1.0)  # nothing more for this request comes after its final
             events = of(audio_rid, got)
             kinds = [m["type"] for m in events]
-            assert kinds[-1] == "answer.final", kinds
-            assert kinds.count("transcript.final") == 1
-            assert kinds.count("answer.final") == 1
-            first_final = kinds.index("transcript.final")
-            assert set(kinds[:first_final]) == {"transcript.partial"}
-            assert set(kinds[first_final + 1:-1]) == {"answer.delta"}
+            assert kinds[-1] == EventType.ANSWER_FINAL, kinds
+            assert kinds.count(EventType.TRANSCRIPT_FINAL) == 1
+            assert kinds.count(EventType.ANSWER_FINAL) == 1
+            first_final = kinds.index(EventType.TRANSCRIPT_FINAL)
+            assert set(kinds[:first_final]) == {EventType.TRANSCRIPT_PARTIAL}
+            assert set(kinds[first_final + 1:-1]) == {EventType.ANSWER_DELTA}
             assert [m["cursor"] for m in events] == sorted(m["cursor"] for m in events)
             transcript = events[first_final]["text"]
             assert words(transcript)[:4] == ["the", "quick", "brown", "fox"]
             answer = events[-1]
-            assert "".join(m["text"] for m in events if m["type"] == "answer.delta") == answer[
+            assert "".join(m["text"] for m in events if m["type"] == EventType.ANSWER_DELTA) == answer[
                 "text"]
 
             # by text, and the socket goes away after a couple of deltas
@@ -73,7 +73,7 @@ async def test_websocket_asks_by_text_and_audio_then_resumes_mid_answer(
                     {"type": "ask", "text": "Count from 1 to 40, separated by commas."})
                 text_rid = (await receive_until(ws, lambda m: m["type"] == "accepted"))[-1][
                     "request_id"]
-                before = await receive_until(ws, lambda m: m["type"] == "answer.delta"
+                before = await receive_until(ws, lambda m: m["type"] == EventType.ANSWER_DELTA
                                              and m["request_id"] == text_rid, timeout=60)
                 await ws.close()
                 await finals.wait_for(lambda ms: any(text_rid.encode() in m.data for m in ms),
@@ -85,11 +85,11 @@ async def test_websocket_asks_by_text_and_audio_then_resumes_mid_answer(
             rest = of(text_rid, await receive_until(ws, lambda m: m["type"] == "resumed"))
             rest += of(text_rid, await drain(ws, 1.0))
     # the answer was unfinished at the disconnect: some of it arrives only after the resume
-    assert [m for m in rest if m["type"] == "answer.delta"]
-    assert [m["type"] for m in seen + rest].count("answer.final") == 1
-    assert rest[-1]["type"] == "answer.final"
+    assert [m for m in rest if m["type"] == EventType.ANSWER_DELTA]
+    assert [m["type"] for m in seen + rest].count(EventType.ANSWER_FINAL) == 1
+    assert rest[-1]["type"] == EventType.ANSWER_FINAL
     assert not {m["cursor"] for m in seen} & {m["cursor"] for m in rest}
-    deltas = [m for m in seen + rest if m["type"] == "answer.delta"]
+    deltas = [m for m in seen + rest if m["type"] == EventType.ANSWER_DELTA]
     assert [m["index"] for m in deltas] == list(range(len(deltas)))
     assert "".join(m["text"] for m in deltas) == rest[-1]["text"]
 

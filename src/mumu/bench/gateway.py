@@ -40,6 +40,7 @@ from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.streams import apply_all
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
+from mumu.contracts.event_types import EventType
 from mumu.contracts.events import AnswerDelta
 from mumu.gateway.tokens import TokenSigner
 from mumu.settings import NatsSettings, Settings
@@ -158,7 +159,9 @@ async def mumu_side(http: aiohttp.ClientSession, nc: Any, pid: int, url: str, *,
         await ws.receive(timeout=30)
 
     def sent_at(m: dict[str, Any]) -> float | None:
-        return float(m["text"].split(" ", 1)[0]) if m.get("type") == "answer.delta" else None
+        if m.get("type") != EventType.ANSWER_DELTA:
+            return None
+        return float(m["text"].split(" ", 1)[0])
 
     clients = Clients(sent_at)
     ws_url = url.replace("http://", "ws://") + "/api/ws?token="

@@ -18,6 +18,7 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 
+from mumu.contracts.event_types import EventType
 from mumu.contracts.ids import id_or_none
 from mumu.gateway.asks import FORMATS, audio_content_type
 from mumu.gateway.cursors import REPLAY_PASSES, SocketCursors
@@ -109,7 +110,7 @@ class ClientSocket:
         self.outbox.send(frame.encode())
 
     def error(self, code: str, message: str, request_id: str | None = None) -> None:
-        self.control("error", request_id, code=code, message=message, stage="gateway")
+        self.control(EventType.ERROR, request_id, code=code, message=message, stage="gateway")
 
     async def writer(self) -> None:
         """Writes what queued while the client was behind; ends when the socket stops."""

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from mumu.contracts.event_types import EventType
 from mumu.gateway.deps import DEPS
 from mumu.gateway.errors import ApiError
 from mumu.gateway.outbox import Outbox, Sender
@@ -54,7 +55,7 @@ async def _first_message_auth(
                     reason = str(exc)
     if not ws.closed:
         await ws.send_json(
-            {"type": "error", "code": "unauthorized", "message": reason, "request_id": None,
+            {"type": EventType.ERROR, "code": "unauthorized", "message": reason, "request_id": None,
              "cursor": 0, "stage": "gateway"}
         )
         await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unauthorized")
