@@ -9,7 +9,6 @@ from JetStream what the client missed, and a cursor is never sent twice on one s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -52,8 +51,7 @@ class ClientSocket:
         self.close_reason: str | None = None
         """Why the gateway closes this socket: the client resumes from its cursor."""
         self.close_code = CLOSE_TRY_AGAIN
-        self._renewed = asyncio.Event()
-        """Set by an ``auth`` message with a new token."""
+        self._expiry: asyncio.TimerHandle | None = None
 
     # --- outgoing -------------------------------------------------------------------
 
@@ -81,15 +79,17 @@ class ClientSocket:
             self.close_reason, self.close_code = reason, code
         self.outbox.stop()
 
-    async def expiry(self) -> None:
-        """Ends when the session token expires (an ``auth`` message with a new token
-        moves the deadline): the client gets ``token_expired`` and the socket closes
-        (4401); it resumes with a new token."""
-        while (left := self.claims.expires_at - time.time()) > 0:
-            self._renewed.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(left):
-                    await self._renewed.wait()
+    def watch_expiry(self) -> None:
+        """Close the socket when its session token expires (a timer, not a task): the
+        client gets ``token_expired`` and close 4401, and resumes with a new token. An
+        ``auth`` message with a new token moves the deadline."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        left = self.claims.expires_at - time.time()
+        if left > 0:
+            self._expiry = asyncio.get_running_loop().call_later(left, self.watch_expiry)
+            return
+        self._expiry = None
         self.error("token_expired", "session token expired: get a new one (POST /api/session) "
                    "and reconnect with ?after=<your cursor>")
         self._close("session token expired", CLOSE_UNAUTHORIZED)
@@ -101,6 +101,8 @@ class ClientSocket:
     def quiet(self, *, going_away: bool = False) -> None:
         """Send nothing more: off the hub, the outbox stopped (what it queued is dropped)."""
         self.going_away = self.going_away or going_away
+        if self._expiry is not None:
+            self._expiry.cancel()
         self.deps.hub.unsubscribe(self.claims.workspace_id, self.claims.session_id, self)
         self.outbox.stop()
 
@@ -277,5 +279,5 @@ class ClientSocket:
                 self.claims.workspace_id, self.claims.session_id):
             raise ApiError(400, "bad_message", "a new token must be for this socket's session")
         self.claims = claims
-        self._renewed.set()
+        self.watch_expiry()
         self.control("authenticated", None, expires_at=claims.expires_at)

@@ -124,8 +124,8 @@ async def _serve(ws: web.WebSocketResponse, client: ClientSocket, after: int | N
     deps, claims = client.deps, client.claims
     client.go_live(deps.feed_position())
     deps.hub.subscribe(claims.workspace_id, claims.session_id, client)
+    client.watch_expiry()
     writer = asyncio.create_task(client.writer())
-    expiry = asyncio.create_task(client.expiry())
     reader: asyncio.Task[None] | None = None
     try:
         if after is not None:  # replayed before ready: ready's cursor covers the replay
@@ -134,11 +134,11 @@ async def _serve(ws: web.WebSocketResponse, client: ClientSocket, after: int | N
             "ready", None, workspace_id=claims.workspace_id, session_id=claims.session_id
         )
         reader = asyncio.create_task(_read(ws, client))
-        await asyncio.wait({reader, writer, expiry}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         client.quiet()
         await client.stop()
-        tasks = [t for t in (reader, writer, expiry) if t is not None]
+        tasks = [t for t in (reader, writer) if t is not None]
         for task in tasks:
             task.cancel()
         for outcome in await asyncio.gather(*tasks, return_exceptions=True):
