@@ -273,3 +273,21 @@ async def test_resumes_run_one_at_a_time_and_spend_the_workspace_rate_limit(
         refused = (await receive_until(ws, is_type("error")))[-1]
         assert refused["code"] == "rate_limited"
         await ws.close()
+
+
+async def test_a_rate_limited_resume_at_connect_closes_instead_of_going_live_past_a_gap(
+    nc: NATS, streams: None, settings: Settings, http: aiohttp.ClientSession, results: Results
+) -> None:
+    cfg = gateway_settings(settings, rate_limit_burst=1, rate_limit_per_second=0.01)
+    async with serving(cfg) as gw:
+        token = gw.token(WS_A, "limited")
+        missed = await results.delta(WS_A, "limited", rid(), 0, "missed")
+        async with http.ws_connect(gw.ws_url(token, after=0)) as ws:  # spends the burst
+            await receive_until(ws, is_type("ready"))
+        async with http.ws_connect(gw.ws_url(token, after=0)) as ws:
+            got = []  # until the close (the gateway used to go on: error, then ready)
+            while (msg := await ws.receive(timeout=5)).type == aiohttp.WSMsgType.TEXT:
+                got.append(json.loads(msg.data))
+    assert [(m["type"], m.get("code")) for m in got] == [("error", "rate_limited")]
+    assert got[0]["cursor"] == 0 < missed  # nothing went out live past the unreplayed gap
+    assert ws.close_code == aiohttp.WSCloseCode.TRY_AGAIN_LATER
