@@ -1,17 +1,23 @@
-"""A websocket's authentication over its life: the auth timeout, a token expiring on an
-open socket, a new token moving the deadline; and the gateway's counters moving by what
-the sockets did."""
+"""A websocket over its life: the auth timeout, a token expiring on an open socket, a new
+token moving the deadline, a replay failing underneath it; and the gateway's counters
+moving by what the sockets did."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
+import pytest
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from mumu.contracts.event_types import EventType
+from mumu.gateway.feed import replay as real_replay
 from mumu.gateway.settings import GatewaySettings
 from mumu.settings import Settings
 from tests.gateway.conftest import (
@@ -135,3 +141,38 @@ async def test_the_gateway_counters_move_by_what_the_sockets_did(
     assert sample(after, finals) - sample(before, finals) == 2
     assert sample(after, delivered) - sample(before, delivered) == 12
     assert sample(after, asks) - sample(before, asks) == 3
+
+
+async def test_a_replay_that_fails_closes_the_socket_and_the_client_resumes_without_loss(
+    gateway: Gateway, http: aiohttp.ClientSession, results: Results,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """JetStream fails a replay half way (here: after 3 of its events, the real replay's
+    TimeoutError): the socket is closed (1013) instead of going on past what it never
+    sent, and the client resumes from its last cursor without loss."""
+    async def failing(*args: Any) -> AsyncIterator[tuple[int, Msg]]:
+        n = 0
+        async for item in real_replay(*args):
+            if n == 3:
+                raise TimeoutError("no message from JetStream for 5 s")
+            n += 1
+            yield item
+
+    r = rid()
+    cursors = [await results.delta(WS_A, "lost", r, n, f"{n}") for n in range(8)]
+    token = gateway.token(WS_A, "lost")
+    monkeypatch.setattr("mumu.gateway.sockets.replay", failing)
+    async with http.ws_connect(gateway.ws_url(token)) as ws:
+        await receive_until(ws, is_type("ready"))
+        await ws.send_json({"type": "resume", "after": 0})
+        got = []
+        while (msg := await ws.receive(timeout=10)).type == aiohttp.WSMsgType.TEXT:
+            got.append(json.loads(msg.data))
+    assert ws.close_code == aiohttp.WSCloseCode.TRY_AGAIN_LATER
+    assert [(m["type"], m.get("code")) for m in got][-1] == ("error", "resume_failed")
+    seen = [m["cursor"] for m in got if m["type"] == EventType.ANSWER_DELTA]
+    assert seen == cursors[:3]
+    monkeypatch.setattr("mumu.gateway.sockets.replay", real_replay)
+    async with http.ws_connect(gateway.ws_url(token, after=seen[-1])) as again:
+        rest = await receive_until(again, is_type("ready"))
+    assert seen + [m["cursor"] for m in rest if m["type"] == EventType.ANSWER_DELTA] == cursors
