@@ -166,8 +166,9 @@ async def test_a_replay_that_fails_closes_the_socket_and_the_client_resumes_with
         await receive_until(ws, is_type("ready"))
         await ws.send_json({"type": "resume", "after": 0})
         got = []
-        while (msg := await ws.receive(timeout=10)).type == aiohttp.WSMsgType.TEXT:
-            got.append(json.loads(msg.data))
+        async with asyncio.timeout(15):  # (the server's pings restart receive's timeout)
+            while (msg := await ws.receive()).type == aiohttp.WSMsgType.TEXT:
+                got.append(json.loads(msg.data))
     assert ws.close_code == aiohttp.WSCloseCode.TRY_AGAIN_LATER
     assert [(m["type"], m.get("code")) for m in got][-1] == ("error", "resume_failed")
     seen = [m["cursor"] for m in got if m["type"] == EventType.ANSWER_DELTA]

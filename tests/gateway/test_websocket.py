@@ -286,8 +286,9 @@ async def test_a_rate_limited_resume_at_connect_closes_instead_of_going_live_pas
             await receive_until(ws, is_type("ready"))
         async with http.ws_connect(gw.ws_url(token, after=0)) as ws:
             got = []  # until the close (the gateway used to go on: error, then ready)
-            while (msg := await ws.receive(timeout=5)).type == aiohttp.WSMsgType.TEXT:
-                got.append(json.loads(msg.data))
+            async with asyncio.timeout(10):  # (the server's pings restart receive's timeout)
+                while (msg := await ws.receive()).type == aiohttp.WSMsgType.TEXT:
+                    got.append(json.loads(msg.data))
     assert [(m["type"], m.get("code")) for m in got] == [("error", "rate_limited")]
     assert got[0]["cursor"] == 0 < missed  # nothing went out live past the unreplayed gap
     assert ws.close_code == aiohttp.WSCloseCode.TRY_AGAIN_LATER
