@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from nats.aio.client import Client as NATS
 
+from mumu.contracts.event_types import EventType
 from mumu.settings import Settings
 from mumu.stages.persist.stage import build_stage as build_persist
 from tests.gateway.conftest import WS_A, gateway_settings, receive_until, serving
@@ -48,22 +49,22 @@ async def test_websocket_asks_by_text_and_audio_then_resumes_mid_answer(
             audio_rid = (await receive_until(ws, lambda m: m["type"] == "accepted"))[-1][
                 "request_id"]
             got = await receive_until(
-                ws, lambda m: m["type"] in ("answer.final", "error"), timeout=120)
-            assert got[-1]["type"] == "answer.final", got[-1]
+                ws, lambda m: m["type"] in (EventType.ANSWER_FINAL, "error"), timeout=120)
+            assert got[-1]["type"] == EventType.ANSWER_FINAL, got[-1]
             got += await drain(ws, 1.0)  # nothing more for this request comes after its final
             events = of(audio_rid, got)
             kinds = [m["type"] for m in events]
-            assert kinds[-1] == "answer.final", kinds
-            assert kinds.count("transcript.final") == 1
-            assert kinds.count("answer.final") == 1
-            first_final = kinds.index("transcript.final")
-            assert set(kinds[:first_final]) == {"transcript.partial"}
-            assert set(kinds[first_final + 1:-1]) == {"answer.delta"}
+            assert kinds[-1] == EventType.ANSWER_FINAL, kinds
+            assert kinds.count(EventType.TRANSCRIPT_FINAL) == 1
+            assert kinds.count(EventType.ANSWER_FINAL) == 1
+            first_final = kinds.index(EventType.TRANSCRIPT_FINAL)
+            assert set(kinds[:first_final]) == {EventType.TRANSCRIPT_PARTIAL}
+            assert set(kinds[first_final + 1:-1]) == {EventType.ANSWER_DELTA}
             assert [m["cursor"] for m in events] == sorted(m["cursor"] for m in events)
             transcript = events[first_final]["text"]
             assert words(transcript)[:4] == ["the", "quick", "brown", "fox"]
             answer = events[-1]
-            assert "".join(m["text"] for m in events if m["type"] == "answer.delta") == answer[
+            assert "".join(m["text"] for m in events if m["type"] == EventType.ANSWER_DELTA) == answer[
                 "text"]
 
             # by text, and the socket goes away after a couple of deltas
@@ -72,7 +73,7 @@ async def test_websocket_asks_by_text_and_audio_then_resumes_mid_answer(
                     {"type": "ask", "text": "Count from 1 to 40, separated by commas."})
                 text_rid = (await receive_until(ws, lambda m: m["type"] == "accepted"))[-1][
                     "request_id"]
-                before = await receive_until(ws, lambda m: m["type"] == "answer.delta"
+                before = await receive_until(ws, lambda m: m["type"] == EventType.ANSWER_DELTA
                                              and m["request_id"] == text_rid, timeout=60)
                 await ws.close()
                 await finals.wait_for(lambda ms: any(text_rid.encode() in m.data for m in ms),
@@ -84,11 +85,11 @@ async def test_websocket_asks_by_text_and_audio_then_resumes_mid_answer(
             rest = of(text_rid, await receive_until(ws, lambda m: m["type"] == "resumed"))
             rest += of(text_rid, await drain(ws, 1.0))
     # the answer was unfinished at the disconnect: some of it arrives only after the resume
-    assert [m for m in rest if m["type"] == "answer.delta"]
-    assert [m["type"] for m in seen + rest].count("answer.final") == 1
-    assert rest[-1]["type"] == "answer.final"
+    assert [m for m in rest if m["type"] == EventType.ANSWER_DELTA]
+    assert [m["type"] for m in seen + rest].count(EventType.ANSWER_FINAL) == 1
+    assert rest[-1]["type"] == EventType.ANSWER_FINAL
     assert not {m["cursor"] for m in seen} & {m["cursor"] for m in rest}
-    deltas = [m for m in seen + rest if m["type"] == "answer.delta"]
+    deltas = [m for m in seen + rest if m["type"] == EventType.ANSWER_DELTA]
     assert [m["index"] for m in deltas] == list(range(len(deltas)))
     assert "".join(m["text"] for m in deltas) == rest[-1]["text"]
 
@@ -118,11 +119,50 @@ async def test_ask_and_wait_returns_transcript_and_answer(
             assert resp.status == 200, await resp.text()
         form = aiohttp.FormData()
         form.add_field("audio", (SPEECH / "en03.wav").read_bytes(), filename="q.wav")
-        async with http.post(f"{gw.url}/api/ask?wait=true", data=form,
-                             headers={"Authorization": f"Bearer {gw.token(ws, 'w')}"}) as resp:
+        async with Collector(nc, "mumu.answer.>") as seen, http.post(
+            f"{gw.url}/api/ask?wait=true", data=form,
+            headers={"Authorization": f"Bearer {gw.token(ws, 'w')}"},
+        ) as resp:
             body = await resp.json()
     assert resp.status == 200, body
     assert "sunny" in words(body["transcript"])
     assert body["language"] == "en"
-    assert body["answer"]
+    # the answer is the reason stage's answer.final for this request, and the deltas it
+    # streamed add up to it
+    rid = body["request_id"]
+    final = [json.loads(m.data) for m in seen.on("mumu.answer.final.")
+             if json.loads(m.data)["request_id"] == rid]
+    deltas = [json.loads(m.data) for m in seen.on("mumu.answer.delta.")
+              if json.loads(m.data)["request_id"] == rid]
+    assert [f["text"] for f in final] == [body["answer"]]
+    assert "".join(d["text"] for d in sorted(deltas, key=lambda d: d["index"])) == body["answer"]
     assert body["timings"]["transcript"] <= body["timings"]["answer"]
+
+
+async def test_a_cancel_on_the_websocket_stops_the_answer(
+    nc: NATS, streams: None, settings: Settings, model_cache: Path
+) -> None:
+    cfg = gateway_settings(pipeline_settings(settings, model_cache), wait_timeout=120.0)
+    max_tokens = cfg.reason.max_tokens
+    async with stages(cfg), serving(cfg) as gw, aiohttp.ClientSession() as http, \
+            http.ws_connect(gw.ws_url(gw.token(WS_A, "cancel"))) as ws:
+        await receive_until(ws, lambda m: m["type"] == "ready")
+        await ws.send_json({"type": "ask", "text": "Count from 1 to 500, separated by commas."})
+        rid = (await receive_until(ws, lambda m: m["type"] == "accepted"))[-1]["request_id"]
+        got = await receive_until(ws, lambda m: m["type"] == EventType.ANSWER_DELTA, timeout=120)
+        await ws.send_json({"type": "cancel", "request_id": rid})
+        got += await receive_until(
+            ws, lambda m: m["type"] in (EventType.ANSWER_FINAL, EventType.ERROR), timeout=60)
+        got += await drain(ws, 1.0)
+    cancelling = [m for m in got if m["type"] == "cancelling"]
+    assert [m["request_id"] for m in cancelling] == [rid]
+    events = of(rid, got)
+    final = [m for m in events if m["type"] == EventType.ANSWER_FINAL]
+    assert len(final) == 1, [m["type"] for m in events]
+    assert final[0]["cancelled"] is True
+    # it stopped early: counting to 500 needs far more than max_tokens, which an answer
+    # that was not cancelled would have used up
+    assert final[0]["usage"]["completion_tokens"] < max_tokens
+    deltas = [m for m in events if m["type"] == EventType.ANSWER_DELTA]
+    assert "".join(m["text"] for m in deltas) == final[0]["text"]
+    assert events[-1] is final[0]  # no delta after the final

@@ -13,6 +13,7 @@ import aiohttp
 from nats.aio.client import Client as NATS
 
 from mumu.broker.embedded import EmbeddedNats
+from mumu.contracts.event_types import EventType
 from mumu.settings import Settings
 from mumu.stages.reason.stage import build_stage as build_reason
 from tests.gateway.conftest import SECRET, WS_A, gateway_settings, receive_until, serving
@@ -54,13 +55,13 @@ async def test_ask_on_one_gateway_streams_on_the_other(
                                  headers={"Authorization": f"Bearer {token}"}) as resp:
                 assert resp.status == 202
                 request_id = (await resp.json())["request_id"]
-            got = await receive_until(ws, lambda m: m["type"] == "answer.final", timeout=60)
+            got = await receive_until(ws, lambda m: m["type"] == EventType.ANSWER_FINAL, timeout=60)
         async with http.ws_connect(f"{there.replace('http', 'ws')}/api/ws?token={token}") as ws2:
             await receive_until(ws2, lambda m: m["type"] == "ready")
             await ws2.send_json({"type": "resume", "after": 0})
             replayed = await receive_until(ws2, lambda m: m["type"] == "resumed")
     mine = [m for m in got if m.get("request_id") == request_id]
-    assert [m["type"] for m in mine][-1] == "answer.final"
-    assert {m["type"] for m in mine[:-1]} == {"answer.delta"}
+    assert [m["type"] for m in mine][-1] == EventType.ANSWER_FINAL
+    assert {m["type"] for m in mine[:-1]} == {EventType.ANSWER_DELTA}
     assert [m["cursor"] for m in replayed if m.get("request_id") == request_id] == [
         m["cursor"] for m in mine]

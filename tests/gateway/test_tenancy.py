@@ -9,6 +9,7 @@ import aiohttp
 from nats.aio.client import Client as NATS
 
 from mumu.contracts import headers as h
+from mumu.contracts.event_types import EventType
 from mumu.contracts.events import TextAsk
 from mumu.settings import Settings
 from mumu.stages.persist.stage import build_stage as build_persist
@@ -92,11 +93,11 @@ async def test_api_keys_sessions_history_and_streams_stay_in_their_workspace(
             r = rid()
             await results.transcript(ws_a, sid, r, "what is the capital of France")
             await results.final(ws_a, sid, r, "Paris.")
-            got = await receive_until(sock_a, lambda m: m["type"] == "answer.final")
-            assert [m["type"] for m in got] == ["transcript.final", "answer.final"]
+            got = await receive_until(sock_a, lambda m: m["type"] == EventType.ANSWER_FINAL)
+            assert [m["type"] for m in got] == [EventType.TRANSCRIPT_FINAL, EventType.ANSWER_FINAL]
             mine = rid()
             await results.final(ws_b, sid, mine, "B's own answer")
-            only = await receive_until(sock_b, lambda m: m["type"] == "answer.final")
+            only = await receive_until(sock_b, lambda m: m["type"] == EventType.ANSWER_FINAL)
             assert [m["request_id"] for m in only] == [mine]
             await sock_b.send_json({"type": "resume", "after": start_b})
             replay = await receive_until(sock_b, lambda m: m["type"] == "resumed")

@@ -8,6 +8,7 @@ import json
 import aiohttp
 from nats.aio.client import Client as NATS
 
+from mumu.contracts.event_types import EventType
 from mumu.contracts.events import TextAsk
 from mumu.gateway.app import SETTINGS
 from mumu.settings import Settings
@@ -48,8 +49,8 @@ async def test_ask_is_published_and_results_stream_back_in_order(
         await results.delta(WS_A, "s1", request_id, 0, "It is ")
         await results.delta(WS_A, "s1", request_id, 1, "blue.")
         await results.final(WS_A, "s1", request_id, "It is blue.")
-        got = await receive_until(ws, is_type("answer.final"))
-    assert [m["type"] for m in got] == ["answer.delta", "answer.delta", "answer.final"]
+        got = await receive_until(ws, is_type(EventType.ANSWER_FINAL))
+    assert [m["type"] for m in got] == [EventType.ANSWER_DELTA, EventType.ANSWER_DELTA, EventType.ANSWER_FINAL]
     assert all(m["request_id"] == request_id for m in got)
     cursors = [m["cursor"] for m in got]
     assert cursors == sorted(cursors)
@@ -80,14 +81,14 @@ async def test_resume_replays_exactly_what_was_missed(
         await ws.send_json({"type": "resume", "after": last_seen})
         replayed = await receive_until(ws, is_type("resumed"))
         await results.delta(WS_A, "s1", r, 5, "late")  # live after the resume: once
-        live = await receive_until(ws, is_type("answer.delta"))
+        live = await receive_until(ws, is_type(EventType.ANSWER_DELTA))
     missed = [m for m in replayed if m["type"].startswith("answer.")]
     assert [(m["type"], m.get("index")) for m in missed] == [
-        ("answer.delta", 3), ("answer.delta", 4), ("answer.final", None)]
+        (EventType.ANSWER_DELTA, 3), (EventType.ANSWER_DELTA, 4), (EventType.ANSWER_FINAL, None)]
     assert all(m["cursor"] > last_seen for m in missed)
     assert replayed[-1]["replayed"] == 3
     assert [m["index"] for m in live] == [5]
-    seen_text = "".join(m["text"] for m in seen if m["type"] == "answer.delta")
+    seen_text = "".join(m["text"] for m in seen if m["type"] == EventType.ANSWER_DELTA)
     assert seen_text + "".join(m["text"] for m in missed[:2]) == missed[2]["text"]
 
 
@@ -100,7 +101,7 @@ async def test_resume_on_connect_and_no_event_twice_when_live_ones_came_first(
     await results.delta(WS_A, "s9", r, 1, "b")
     async with http.ws_connect(gateway.ws_url(token, after=first)) as ws:
         got = await receive_until(ws, is_type("resumed"))
-        assert [m.get("index") for m in got if m["type"] == "answer.delta"] == [1]
+        assert [m.get("index") for m in got if m["type"] == EventType.ANSWER_DELTA] == [1]
         await results.delta(WS_A, "s9", r, 2, "c")
         await receive_until(ws, lambda m: m.get("index") == 2)
         # resuming again from the start sends only what this socket never sent (index 0)
@@ -108,8 +109,8 @@ async def test_resume_on_connect_and_no_event_twice_when_live_ones_came_first(
         again = await receive_until(ws, is_type("resumed"))
         await ws.send_json({"type": "resume", "after": 0})  # all of it was sent by now
         third = await receive_until(ws, is_type("resumed"))
-    assert [m.get("index") for m in again if m["type"] == "answer.delta"] == [0]
-    assert [m for m in third if m["type"] == "answer.delta"] == []
+    assert [m.get("index") for m in again if m["type"] == EventType.ANSWER_DELTA] == [0]
+    assert [m for m in third if m["type"] == EventType.ANSWER_DELTA] == []
     assert third[-1]["replayed"] == 0
 
 
@@ -147,7 +148,7 @@ async def test_bad_messages_get_errors_and_other_clients_keep_being_served(
         assert (await receive_until(calm, is_type("pong")))[-1]["type"] == "pong"
         r = rid()
         await results.delta(WS_A, "calm", r, 0, "still here")
-        assert (await receive_until(calm, is_type("answer.delta")))[-1]["text"] == "still here"
+        assert (await receive_until(calm, is_type(EventType.ANSWER_DELTA)))[-1]["text"] == "still here"
 
 
 async def test_bad_tokens_are_refused(gateway: Gateway, http: aiohttp.ClientSession) -> None:
@@ -187,7 +188,7 @@ async def test_a_socket_never_sees_another_workspace_or_session(
         await results.delta(WS_A, "other", rid(), 0, "another session")
         mine = rid()
         await results.final(WS_A, "same", mine, "mine")
-        got = await receive_until(a, is_type("answer.final"))
+        got = await receive_until(a, is_type(EventType.ANSWER_FINAL))
         assert [m["request_id"] for m in got if m["type"].startswith("answer")] == [mine]
         await a.send_json({"type": "resume", "after": start})
         replay = await receive_until(a, is_type("resumed"))
@@ -217,7 +218,7 @@ async def test_a_client_that_falls_behind_is_closed_and_resumes_without_loss(
         after = max((int(m["cursor"]) for m in seen if "index" in m), default=0)  # type: ignore[call-overload]
         async with http.ws_connect(gw.ws_url(token, after=after), max_msg_size=0) as again:
             rest = await receive_until(again, is_type("resumed"))
-    indexes = [m["index"] for m in seen + rest if m["type"] == "answer.delta"]
+    indexes = [m["index"] for m in seen + rest if m["type"] == EventType.ANSWER_DELTA]
     assert sorted(indexes) == list(range(300))
 
 
@@ -229,7 +230,7 @@ async def test_control_cursors_never_run_ahead_of_what_the_client_received(
     async with http.ws_connect(gateway.ws_url(token)) as ws:
         await receive_until(ws, is_type("ready"))
         first = await results.delta(WS_A, "gap", r, 0, "seen ")
-        await receive_until(ws, is_type("answer.delta"))
+        await receive_until(ws, is_type(EventType.ANSWER_DELTA))
     missed = await results.delta(WS_A, "gap", r, 1, "missed")  # while disconnected
     async with http.ws_connect(gateway.ws_url(token)) as ws:
         ready = (await receive_until(ws, is_type("ready")))[-1]
@@ -238,11 +239,11 @@ async def test_control_cursors_never_run_ahead_of_what_the_client_received(
         assert ready["cursor"] < missed and pong["cursor"] < missed
         await ws.send_json({"type": "resume", "after": pong["cursor"]})
         replayed = await receive_until(ws, is_type("resumed"))
-    assert missed in [m["cursor"] for m in replayed if m["type"] == "answer.delta"]
+    assert missed in [m["cursor"] for m in replayed if m["type"] == EventType.ANSWER_DELTA]
     # resuming at connect: ready comes after the replay and carries its last cursor
     async with http.ws_connect(gateway.ws_url(token, after=first)) as ws:
         got = await receive_until(ws, is_type("ready"))
-    assert [m["type"] for m in got] == ["answer.delta", "resumed", "ready"]
+    assert [m["type"] for m in got] == [EventType.ANSWER_DELTA, "resumed", "ready"]
     assert got[0]["cursor"] == got[-1]["cursor"] == missed
 
 
@@ -262,7 +263,7 @@ async def test_resumes_run_one_at_a_time_and_spend_the_workspace_rate_limit(
         await ws.send_json({"type": "ping"})  # answered during the replay
         got = await receive_until(ws, is_type("resumed"))
         kinds = [m["type"] for m in got]
-        assert kinds.count("answer.delta") == 100
+        assert kinds.count(EventType.ANSWER_DELTA) == 100
         assert [m["code"] for m in got if m["type"] == "error"] == ["busy"]
         assert kinds.index("pong") < kinds.index("resumed")
         for _ in range(2):  # the burst is 3: two more resumes, then 429-like refusals
@@ -272,3 +273,22 @@ async def test_resumes_run_one_at_a_time_and_spend_the_workspace_rate_limit(
         refused = (await receive_until(ws, is_type("error")))[-1]
         assert refused["code"] == "rate_limited"
         await ws.close()
+
+
+async def test_a_rate_limited_resume_at_connect_closes_instead_of_going_live_past_a_gap(
+    nc: NATS, streams: None, settings: Settings, http: aiohttp.ClientSession, results: Results
+) -> None:
+    cfg = gateway_settings(settings, rate_limit_burst=1, rate_limit_per_second=0.01)
+    async with serving(cfg) as gw:
+        token = gw.token(WS_A, "limited")
+        missed = await results.delta(WS_A, "limited", rid(), 0, "missed")
+        async with http.ws_connect(gw.ws_url(token, after=0)) as ws:  # spends the burst
+            await receive_until(ws, is_type("ready"))
+        async with http.ws_connect(gw.ws_url(token, after=0)) as ws:
+            got = []  # until the close (the gateway used to go on: error, then ready)
+            async with asyncio.timeout(10):  # (the server's pings restart receive's timeout)
+                while (msg := await ws.receive()).type == aiohttp.WSMsgType.TEXT:
+                    got.append(json.loads(msg.data))
+    assert [(m["type"], m.get("code")) for m in got] == [("error", "rate_limited")]
+    assert got[0]["cursor"] == 0 < missed  # nothing went out live past the unreplayed gap
+    assert ws.close_code == aiohttp.WSCloseCode.TRY_AGAIN_LATER

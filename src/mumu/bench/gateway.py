@@ -8,12 +8,18 @@ sends the same payload size at the same rate and times the round trip. Phase 2
 once; the message rate each side delivers to its clients; the ratio is the median of the
 rounds' ratios. Memory per connection is the server's RSS growth divided by the
 connections.
+
+``--compare-writer`` (on by default) adds a third side: the same gateway with aiohttp's own
+websocket writer in place of ``Outbox`` (``mumu.bench.gateway_writer``), on its own
+nats-server so the two gateways never see each other's events, measured in the same
+rounds; ``outbox_gain`` is the median of the rounds' rate ratios outbox / aiohttp writer.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import os
 import secrets
@@ -34,13 +40,17 @@ from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.streams import apply_all
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
+from mumu.contracts.event_types import EventType
 from mumu.contracts.events import AnswerDelta
 from mumu.gateway.tokens import TokenSigner
 from mumu.settings import NatsSettings, Settings
 
 WORKSPACE = "bench-gateway"
+PADDING = "x" * 200
 P99_FLOOR_MS = 50.0
 RATE_FLOOR = 0.7
+OUTBOX_GAIN_FLOOR = 1.2
+"""What writing frames past aiohttp's writer must buy to be kept."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,67 +58,98 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=2000.0,
                         help="deltas per second, all sessions together (latency phase)")
     parser.add_argument("--seconds", type=float, default=10.0, help="latency phase length")
-    parser.add_argument("--burst", type=int, default=20,
-                        help="messages per session in each throughput round")
-    parser.add_argument("--rounds", type=int, default=5,
+    parser.add_argument("--burst", type=int, default=50,
+                        help="messages per session in each throughput round (20,000-message "
+                        "rounds lasted 0.3-0.4 s: too short to measure a rate on a shared "
+                        "machine)")
+    parser.add_argument("--rounds", type=int, default=7,
                         help="paired throughput rounds (the ratio is their median)")
+    parser.add_argument("--compare-writer", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the gateway with aiohttp's own websocket writer")
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    """Both servers up at once; latency once each, then paired throughput rounds with
-    the order alternating, so both sides see the same machine (the ratio is the median
-    of the rounds' ratios)."""
-    n = args.sessions
-    padding = "x" * 200
+    """Every server up at once; latency once each, then throughput rounds with the order
+    rotating, so every side sees the same machine (a ratio is the median of the rounds')."""
     with tempfile.TemporaryDirectory() as tmp:
-        async with EmbeddedNats(Path(tmp) / "nats") as server:
-            nc = await connect(NatsSettings(url=server.url), name="bench-gateway")
-            await apply_all(nc)
-            secret = secrets.token_hex(16)
-            signer = TokenSigner(SecretStr(secret), 3600)
-            env = {"MUMU_NATS__URL": server.url, "MUMU_GATEWAY__SESSION_SECRET": secret,
-                   "MUMU_GATEWAY__PORT": "0", "MUMU_LOG_LEVEL": "WARNING",
-                   "MUMU_GATEWAY__CLIENT_QUEUE": str(max(1024, args.burst * 4))}
-            connector = aiohttp.TCPConnector(limit=0)
-            async with (aiohttp.ClientSession(connector=connector) as http,
-                        child(["-m", "mumu", "gateway"], env) as (gw_pid, gw_url),
-                        child(["-m", "mumu.bench.gateway_echo"], {}) as (e_pid, e_url)):
-                sides = {
-                    "mumu": await mumu_side(http, nc, gw_pid, gw_url, signer=signer, args=args,
-                                        padding=padding),
-                    "baseline": await echo_side(http, e_pid, e_url, args, padding),
-                }
-                me = os.getpid()
-                sides["mumu"].pids = {"gateway": gw_pid, "nats_server": server.pid or me,
-                                      "load_generator": me}
-                sides["baseline"].pids = {"echo_server": e_pid, "load_generator": me}
-                for side in sides.values():
-                    side.latency = await side.measure(int(args.rate * args.seconds), args.rate,
-                                                      args.seconds)
-                ratios = []
-                for round_ in range(args.rounds):
-                    order = ["mumu", "baseline"] if round_ % 2 == 0 else ["baseline", "mumu"]
-                    for name in order:
-                        sides[name].throughput.append(
-                            await sides[name].measure(n * args.burst, None, 0))
-                    ratios.append(sides["mumu"].throughput[-1]["rate_per_s"]
-                                  / sides["baseline"].throughput[-1]["rate_per_s"])
+        async with contextlib.AsyncExitStack() as stack:
+            server = await stack.enter_async_context(EmbeddedNats(Path(tmp) / "nats"))
+            http = await stack.enter_async_context(
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)))
+            sides = {"mumu": await gateway_side(stack, http, server, ["-m", "mumu", "gateway"],
+                                                args)}
+            e_pid, e_url = await stack.enter_async_context(
+                child(["-m", "mumu.bench.gateway_echo"], {}))
+            sides["baseline"] = await echo_side(http, e_pid, e_url, args, PADDING)
+            sides["baseline"].pids = {"echo_server": e_pid, "load_generator": os.getpid()}
+            if args.compare_writer:
+                other = await stack.enter_async_context(EmbeddedNats(Path(tmp) / "nats-writer"))
+                sides["aiohttp_writer"] = await gateway_side(
+                    stack, http, other, ["-m", "mumu.bench.gateway_writer"], args)
+            try:
+                return await measure_all(sides, args)
+            finally:
                 for side in sides.values():
                     await side.clients.close()
-            await nc.drain()
-    m, b = sides["mumu"].summary(), sides["baseline"].summary()
-    ratio = statistics.median(ratios)
+
+
+async def gateway_side(stack: contextlib.AsyncExitStack, http: aiohttp.ClientSession,
+                       server: EmbeddedNats, command: list[str], args: argparse.Namespace
+                       ) -> Side:
+    """A gateway process on its own nats-server, with its clients connected."""
+    nc = await connect(NatsSettings(url=server.url), name="bench-gateway")
+    stack.push_async_callback(nc.drain)
+    await apply_all(nc)
+    secret = secrets.token_hex(16)
+    env = {"MUMU_NATS__URL": server.url, "MUMU_GATEWAY__SESSION_SECRET": secret,
+           "MUMU_GATEWAY__PORT": "0", "MUMU_LOG_LEVEL": "WARNING",
+           "MUMU_GATEWAY__CLIENT_QUEUE": str(max(1024, args.burst * 4))}
+    pid, url = await stack.enter_async_context(child(command, env))
+    side = await mumu_side(http, nc, pid, url, signer=TokenSigner(SecretStr(secret), 3600),
+                           args=args, padding=PADDING)
+    side.pids = {"gateway": pid, "nats_server": server.pid or os.getpid(),
+                 "load_generator": os.getpid()}
+    return side
+
+
+async def measure_all(sides: dict[str, Side], args: argparse.Namespace) -> dict[str, Any]:
+    for side in sides.values():
+        side.latency = await side.measure(int(args.rate * args.seconds), args.rate, args.seconds)
+    names = list(sides)
+    ratios: dict[str, list[float]] = {name: [] for name in names if name != "mumu"}
+    for round_ in range(args.rounds):
+        order = names[round_ % len(names):] + names[:round_ % len(names)]
+        if round_ // len(names) % 2:
+            order.reverse()
+        for name in order:
+            sides[name].throughput.append(
+                await sides[name].measure(args.sessions * args.burst, None, 0))
+        mumu_rate = sides["mumu"].throughput[-1]["rate_per_s"]
+        for name, series in ratios.items():
+            series.append(mumu_rate / sides[name].throughput[-1]["rate_per_s"])
+    summaries = {name: side.summary() for name, side in sides.items()}
+    m = summaries["mumu"]
+    ratio = statistics.median(ratios["baseline"])
     delivered = all(t["received"] == t["messages"]
-                    for t in (m["latency"], *sides["mumu"].throughput))
-    return {
-        "sessions": n, "rate": args.rate, "seconds": args.seconds, "burst": args.burst,
-        "rounds": args.rounds, "mumu": m, "baseline": b,
+                    for side in (s for n, s in sides.items() if n != "baseline")
+                    for t in (side.latency, *side.throughput))
+    result: dict[str, Any] = {
+        "sessions": args.sessions, "rate": args.rate, "seconds": args.seconds,
+        "burst": args.burst, "rounds": args.rounds, **summaries,
         "rate_ratio": round(ratio, 3),
-        "rate_ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
+        "rate_ratios": [round(r, 3) for r in ratios["baseline"]],
+        "rate_ratio_min_max": [round(min(ratios["baseline"]), 3),
+                               round(max(ratios["baseline"]), 3)],
         "floor": {"p99_ms": P99_FLOOR_MS, "rate_ratio": RATE_FLOOR},
         "met": {"p99": m["latency"]["p99_ms"] <= P99_FLOOR_MS, "rate": ratio >= RATE_FLOOR,
                 "all_delivered": delivered},
     }
+    if "aiohttp_writer" in ratios:
+        gains = ratios["aiohttp_writer"]
+        result["outbox_gain"] = round(statistics.median(gains), 3)
+        result["outbox_gains"] = [round(g, 3) for g in gains]
+        result["floor"]["outbox_gain"] = OUTBOX_GAIN_FLOOR
+    return result
 
 
 async def mumu_side(http: aiohttp.ClientSession, nc: Any, pid: int, url: str, *,
@@ -120,7 +161,9 @@ async def mumu_side(http: aiohttp.ClientSession, nc: Any, pid: int, url: str, *,
         await ws.receive(timeout=30)
 
     def sent_at(m: dict[str, Any]) -> float | None:
-        return float(m["text"].split(" ", 1)[0]) if m.get("type") == "answer.delta" else None
+        if m.get("type") != EventType.ANSWER_DELTA:
+            return None
+        return float(m["text"].split(" ", 1)[0])
 
     clients = Clients(sent_at)
     ws_url = url.replace("http://", "ws://") + "/api/ws?token="

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import time
+from bisect import bisect_left
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from mumu.gateway.hub import ResultEvent
 
@@ -24,15 +29,8 @@ class GatewayMetrics:
             buckets=(*DELIVERY_BUCKETS, 10, 30, 60, 120), registry=r,
         )
         self.sockets = Gauge("mumu_gateway_websockets", "Open websockets", registry=r)
-        self.events_sent = Counter(
-            "mumu_gateway_events_sent", "Results sent to websockets, by type", ["type"],
-            registry=r,
-        )
-        self.delivery_seconds = Histogram(
-            "mumu_gateway_delivery_seconds",
-            "From the event's JetStream timestamp to the websocket write", buckets=DELIVERY_BUCKETS,
-            registry=r,
-        )
+        self.deliveries = Deliveries()
+        r.register(self.deliveries)
         self.slow_clients = Counter(
             "mumu_gateway_slow_clients", "Websockets closed for falling behind", registry=r
         )
@@ -41,12 +39,39 @@ class GatewayMetrics:
             "mumu_gateway_rejected", "Requests refused, by reason", ["reason"], registry=r
         )
 
-        self._sent_by_type: dict[str, Counter] = {}
-
     def sent(self, event: ResultEvent) -> None:
-        counter = self._sent_by_type.get(event.type)
-        if counter is None:
-            counter = self._sent_by_type[event.type] = self.events_sent.labels(event.type)
-        counter.inc()
-        if event.published_at:
-            self.delivery_seconds.observe(max(0.0, time.time() - event.published_at))
+        self.deliveries.sent(event.type, event.published_at)
+
+
+class Deliveries(Collector):
+    """``mumu_gateway_events_sent{type}`` and ``mumu_gateway_delivery_seconds``: counted in
+    plain integers, once per event on every socket, and turned into metrics only when
+    scraped (prometheus_client's own counter and histogram take a lock per update)."""
+
+    def __init__(self) -> None:
+        self.by_type: dict[str, int] = {}
+        self.buckets = [0] * (len(DELIVERY_BUCKETS) + 1)
+        self.seconds = 0.0
+
+    def sent(self, kind: str, published_at: float) -> None:
+        by_type = self.by_type
+        by_type[kind] = by_type.get(kind, 0) + 1
+        if published_at:
+            took = max(0.0, time.time() - published_at)
+            self.buckets[bisect_left(DELIVERY_BUCKETS, took)] += 1
+            self.seconds += took
+
+    def collect(self) -> Iterator[Metric]:
+        sent = CounterMetricFamily(
+            "mumu_gateway_events_sent", "Results sent to websockets, by type", labels=["type"])
+        for kind, count in sorted(self.by_type.items()):
+            sent.add_metric([kind], count)
+        yield sent
+        cumulative, total = [], 0
+        for bound, count in zip((*DELIVERY_BUCKETS, float("inf")), self.buckets, strict=True):
+            total += count
+            cumulative.append(("+Inf" if math.isinf(bound) else repr(float(bound)), float(total)))
+        yield HistogramMetricFamily(
+            "mumu_gateway_delivery_seconds",
+            "From the event's JetStream timestamp to the websocket write",
+            buckets=cumulative, sum_value=self.seconds)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections import deque
+from typing import Protocol
 
 HIGH_WATER = 1 << 20
 LOW_WATER = 1 << 18
@@ -43,6 +44,22 @@ def text_frame(payload: bytes) -> bytes:
     return _LEN64.pack(_OP_TEXT_FIN, 127, n) + payload
 
 
+class Sender(Protocol):
+    """What a socket sends its frames through (``Outbox``; the benchmark also runs
+    the gateway with aiohttp's own writer behind this, ``mumu.bench.gateway_writer``)."""
+
+    limit: int
+    stopped: bool
+
+    def send(self, payload: bytes) -> bool: ...
+
+    async def put(self, payload: bytes) -> None: ...
+
+    def stop(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+
 class Outbox:
     """The frames of one socket; ``run`` is its writer task."""
 
@@ -57,8 +74,6 @@ class Outbox:
         self._room = asyncio.Event()
         self._room.set()
         self.stopped = False
-        self.too_slow = False
-        """Stopped because the client fell ``limit`` frames behind."""
 
     def __len__(self) -> int:
         return len(self._queued)
@@ -68,7 +83,7 @@ class Outbox:
         if self.stopped:
             return True  # the socket is going away; nothing more is sent
         if not self._queued and not self._congested:
-            self._write([payload])
+            self._write(text_frame(payload))
             return True
         if len(self._queued) >= self.limit:
             return False
@@ -83,10 +98,9 @@ class Outbox:
         while not self.send(payload):
             await self._room.wait()
 
-    def stop(self, *, too_slow: bool = False) -> None:
+    def stop(self) -> None:
         """Send nothing more (what is queued is dropped); the writer task ends."""
         self.stopped = True
-        self.too_slow = self.too_slow or too_slow
         self._queued.clear()
         self._room.set()
         self._ready.set()
@@ -100,17 +114,17 @@ class Outbox:
                 count = min(WRITE_BATCH, len(self._queued))
                 batch = [self._queued.popleft() for _ in range(count)]
                 self._room.set()
-                self._write(batch)
+                self._write(b"".join(text_frame(p) for p in batch))
             else:
                 self._ready.clear()
                 await self._ready.wait()
 
-    def _write(self, payloads: list[bytes]) -> None:
+    def _write(self, frames: bytes) -> None:
         if self._transport.is_closing():
             self.stop()
             return
         try:
-            self._transport.write(b"".join(text_frame(p) for p in payloads))
+            self._transport.write(frames)
         except RuntimeError:  # the transport was shut for writing underneath us
             self.stop()
             return

@@ -15,7 +15,8 @@ class CursorRanges:
         self._ranges: list[tuple[int, int]] = []
 
     def __contains__(self, cursor: int) -> bool:
-        return any(lo < cursor <= hi for lo, hi in self._ranges)
+        # asked for every event a socket gets: most sockets have no range at all
+        return bool(self._ranges) and any(lo < cursor <= hi for lo, hi in self._ranges)
 
     def __len__(self) -> int:
         return len(self._ranges)

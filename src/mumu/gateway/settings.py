@@ -62,3 +62,8 @@ class GatewaySettings(BaseModel):
         default=None, description="workspace API key `mumu ask` sends (client side only)"
     )
     heartbeat: float = Field(default=20.0, gt=0, description="websocket ping interval (seconds)")
+    auth_timeout: float = Field(
+        default=10.0, gt=0,
+        description="seconds a websocket opened without ?token= has to send its auth "
+        "message before it is closed (4401)",
+    )

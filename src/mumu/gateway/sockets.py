@@ -11,126 +11,110 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
+import time
 from typing import Any
 
 import nats.errors
 import nats.js.errors
 
+from mumu.contracts.event_types import EventType
+from mumu.contracts.ids import id_or_none
 from mumu.gateway.asks import FORMATS, audio_content_type
 from mumu.gateway.binding import validated
 from mumu.gateway.client_messages import BAD_MESSAGE, AskMessage, AudioEndMessage
+from mumu.gateway.cursors import REPLAY_PASSES, SocketCursors
 from mumu.gateway.deps import GatewayDeps
 from mumu.gateway.errors import ApiError
 from mumu.gateway.feed import replay
 from mumu.gateway.hub import ResultEvent, parse
-from mumu.gateway.outbox import Outbox
-from mumu.gateway.ranges import CursorRanges
-from mumu.gateway.tokens import SessionClaims
+from mumu.gateway.outbox import Sender
+from mumu.gateway.tokens import InvalidTokenError, SessionClaims
 
 log = logging.getLogger("mumu.gateway.ws")
 
 CLOSE_UNAUTHORIZED = 4401
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-REPLAY_PASSES = 8
-"""Replays of one resume chasing live events it could not hold; then the client is
-too slow for the stream and is closed (1013)."""
+CLOSE_TRY_AGAIN = 1013
 
 
 class ClientSocket:
     """A hub sink for one socket: events go straight out while its client keeps up; its
-    outbox queues them, in order, while it does not."""
+    outbox queues them, in order, while it does not. Which event to send, hold or skip
+    is ``cursors.SocketCursors``'s call."""
 
-    def __init__(self, transport: asyncio.BaseTransport, claims: SessionClaims,
-                 deps: GatewayDeps) -> None:
+    def __init__(self, outbox: Sender, claims: SessionClaims, deps: GatewayDeps) -> None:
         self.claims = claims
         self.deps = deps
-        self.outbox = Outbox(transport, deps.settings.gateway.client_queue)
-        self.cursor = 0
-        """The highest cursor this client has: the last event delivered to it, or the
-        ``after`` it resumed from (0: none yet). Control messages carry it, so a client
-        resuming from any cursor it was sent never skips an event."""
-        self.live_from = 0
-        """Every event of the session after this cursor reaches the socket live."""
-        self._live_upto = 0
-        """The highest cursor the feed has pushed to this socket."""
-        self._claimed = 0
-        """The highest ``after`` the client resumed from: it has everything up to it."""
-        self._replayed = CursorRanges()
-        """Cursor ranges ``(after, upto]`` replays sent in full (the session's events)."""
-        self._unsent = CursorRanges()
-        """Live events not sent because the client claimed them (a resume from before
-        them sends them)."""
-        self._held: list[ResultEvent] | None = None
+        self.outbox = outbox
+        self.cursors: SocketCursors[ResultEvent] = SocketCursors(self.outbox.limit)
         self._resuming: asyncio.Task[None] | None = None
-        self._replay_at: int | None = None
-        """While a replay runs: the cursor up to which the client has every event."""
-        self._skipped = 0
-        """While a replay runs: the highest live event it must still read (not held)."""
         self._audio = bytearray()
         self.going_away = False
         """The gateway is shutting down; ``close_all`` closes this socket (1001)."""
+        self.close_reason: str | None = None
+        """Why the gateway closes this socket: the client resumes from its cursor."""
+        self.close_code = CLOSE_TRY_AGAIN
+        self._expiry: asyncio.TimerHandle | None = None
 
     # --- outgoing -------------------------------------------------------------------
 
+    @property
+    def cursor(self) -> int:
+        return self.cursors.cursor
+
     def go_live(self, position: int) -> None:
         """The feed has dispatched up to ``position``; later events are pushed here."""
-        self.live_from = self._live_upto = position
+        self.cursors.go_live(position)
 
     def push(self, event: ResultEvent) -> None:
-        before, self._live_upto = self._live_upto, max(self._live_upto, event.cursor)
-        if event.cursor <= self._claimed:  # the client has it: not sent, but not "sent live"
-            self._unsent.add(before, event.cursor)
-            return
-        if self.outbox.stopped or event.cursor in self._replayed:
-            return
-        if self._held is not None:  # a resume is replaying: keep live events for after it
-            self._hold(event)
+        if not self.cursors.live(event) or self.outbox.stopped:
             return
         if self.outbox.send(event.frame()):
             self._sent(event)
             return
-        self._too_slow()
-
-    def _too_slow(self) -> None:
         self.deps.metrics.slow_clients.inc()
         log.warning("websocket fell %d events behind; closing", self.outbox.limit)
-        self.outbox.stop(too_slow=True)  # the socket closes (1013); the client resumes
+        self._close("client too slow: reconnect and resume from your cursor")
 
-    def _hold(self, event: ResultEvent) -> None:
-        """A live event during a replay. Every live event is in the stream already, so
-        one the replay went past was sent by it, and one the bounded hold cannot keep
-        is left for the replay to read (it goes on until past ``_skipped``)."""
-        if self._held is None or event.cursor <= (self._replay_at or 0):
+    def _close(self, reason: str, code: int = CLOSE_TRY_AGAIN) -> None:
+        """Stop sending (what is queued is dropped); the socket closes with ``code``."""
+        if self.close_reason is None:
+            self.close_reason, self.close_code = reason, code
+        self.outbox.stop()
+
+    def watch_expiry(self) -> None:
+        """Close the socket when its session token expires (a timer, not a task): the
+        client gets ``token_expired`` and close 4401, and resumes with a new token. An
+        ``auth`` message with a new token moves the deadline."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        left = self.claims.expires_at - time.time()
+        if left > 0:
+            self._expiry = asyncio.get_running_loop().call_later(left, self.watch_expiry)
             return
-        if len(self._held) < self.outbox.limit:
-            self._held.append(event)
-        else:
-            self._skipped = max(self._skipped, event.cursor)
+        self._expiry = None
+        self.error("token_expired", "session token expired: get a new one (POST /api/session) "
+                   "and reconnect with ?after=<your cursor>")
+        self._close("session token expired", CLOSE_UNAUTHORIZED)
 
     def _sent(self, event: ResultEvent) -> None:
-        self.cursor = max(self.cursor, event.cursor)
+        self.cursors.sent(event.cursor)
         self.deps.metrics.sent(event)
 
     def quiet(self, *, going_away: bool = False) -> None:
         """Send nothing more: off the hub, the outbox stopped (what it queued is dropped)."""
         self.going_away = self.going_away or going_away
+        if self._expiry is not None:
+            self._expiry.cancel()
         self.deps.hub.unsubscribe(self.claims.workspace_id, self.claims.session_id, self)
         self.outbox.stop()
 
-    @property
-    def closing(self) -> bool:
-        """The socket is to be closed because the client fell behind."""
-        return self.outbox.too_slow
-
     def control(self, kind: str, request_id: str | None = None, **fields: Any) -> None:
-        # during a replay only what it covered is known to be complete
-        cursor = self.cursor if self._replay_at is None else self._replay_at
+        cursor = self.cursors.control_cursor
         frame = json.dumps({"type": kind, "request_id": request_id, "cursor": cursor, **fields})
         self.outbox.send(frame.encode())
 
     def error(self, code: str, message: str, request_id: str | None = None) -> None:
-        self.control("error", request_id, code=code, message=message, stage="gateway")
+        self.control(EventType.ERROR, request_id, code=code, message=message, stage="gateway")
 
     async def writer(self) -> None:
         """Writes what queued while the client was behind; ends when the socket stops."""
@@ -212,11 +196,14 @@ class ClientSocket:
         self._resuming = asyncio.create_task(self.resume(after))
 
     async def resume_on_connect(self, after: int) -> None:
-        """``?after=``: replayed before ``ready``, under the same rate limit."""
+        """``?after=``: replayed before ``ready``, under the same rate limit. Refused, the
+        socket closes: going live without the replay would leave a gap before the live
+        events, and a client resuming from the last of those would never fill it."""
         try:
             self.deps.limiter.take(self.claims.workspace_id)
         except ApiError as exc:
             self.error(exc.code, exc.message)
+            self._close(f"{exc.message}: reconnect and resume from your cursor later")
             return
         await self.resume(after)
 
@@ -231,50 +218,45 @@ class ClientSocket:
     async def resume(self, after: int) -> None:
         """Replay this session's events after ``after``, then what arrived meanwhile.
 
-        Exactly once per socket and in order, remembering ranges rather than every
-        cursor sent: the replay skips what the feed already pushed here (after
-        ``live_from``) and what earlier replays sent; live events it overtook are
-        skipped when they arrive. Everything in the stream when the resume started is
-        sent before ``resumed``.
+        Everything in the stream when the resume started is sent before ``resumed``. A
+        replay that fails closes the socket (1013): the client has every event up to the
+        last cursor it got and resumes from there.
         """
         ws_id, session = self.claims.workspace_id, self.claims.session_id
-        self._claimed = max(self._claimed, after)
-        self.cursor = max(self.cursor, after)
-        live_done = self._live_upto  # (live_from, live_done]: already sent live
-        self._held, self._skipped = [], 0
-        replayed, covered = 0, after
-        self._replay_at = after
+        cursors = self.cursors
+        cursors.begin_resume(after)
+        replayed, complete = 0, False
         try:
             for _ in range(REPLAY_PASSES):  # another pass for live events not held
-                async for sequence, msg in replay(self.deps.nc, ws_id, covered):
+                async for sequence, msg in replay(self.deps.nc, ws_id, cursors.covered):
                     if self.outbox.stopped:  # the client is gone (or too slow): stop reading
                         return
-                    sent = (self.live_from < sequence <= live_done
-                            and sequence not in self._unsent) or sequence in self._replayed
-                    event = None if sent else parse(sequence, msg)
+                    event = parse(sequence, msg) if cursors.wanted(sequence) else None
                     if event is not None and event.session_id == session:
                         await self.outbox.put(event.frame())
                         self._sent(event)
                         replayed += 1
-                    covered = self._replay_at = sequence
-                if self._skipped <= covered:
+                    cursors.passed(sequence)
+                if cursors.caught_up:
+                    complete = not self.outbox.stopped
                     break
             else:
-                self._too_slow()
+                self.deps.metrics.slow_clients.inc()
+                self._close("client too slow for the stream: reconnect and resume from "
+                            "your cursor")
         except (TimeoutError, RuntimeError, nats.errors.Error, nats.js.errors.Error) as exc:
             log.warning("replay failed: %r", exc)
-            self.error("resume_failed", f"could not replay: {exc}; resume again")
+            self.error("resume_failed", f"could not replay: {exc}")
+            self._close("replay failed: reconnect and resume from your cursor")
         finally:
-            self._replay_at = None
-            self._replayed.add(after, covered)
-            held, self._held = self._held, None
-            for event in held or ():
+            for event in cursors.end_resume(after, complete=complete):
                 self.push(event)
-        self.control("resumed", None, after=after, replayed=replayed)
+        if complete:
+            self.control("resumed", None, after=after, replayed=replayed)
 
     async def _cancel(self, message: dict[str, Any]) -> None:
-        rid = message.get("request_id")
-        if not isinstance(rid, str) or not _ID.match(rid):
+        rid = id_or_none(message.get("request_id"))
+        if rid is None:
             raise ApiError(400, "bad_message", 'cancel needs "request_id" (an id from "accepted")')
         await self.deps.asker.cancel(self.claims.workspace_id, self.claims.session_id, rid)
         self.control("cancelling", rid)
@@ -282,5 +264,18 @@ class ClientSocket:
     async def _ping(self, _: dict[str, Any]) -> None:
         self.control("pong")
 
-    async def _auth_again(self, _: dict[str, Any]) -> None:
-        self.error("bad_message", "this socket is already authenticated")
+    async def _auth_again(self, message: dict[str, Any]) -> None:
+        """A new token for this socket's session: the socket stays open until it expires."""
+        token = message.get("token")
+        if not isinstance(token, str):
+            raise ApiError(400, "bad_message", 'auth needs "token": a session token')
+        try:
+            claims = self.deps.signer.verify(token)
+        except InvalidTokenError as exc:
+            raise ApiError(401, "invalid_token", str(exc)) from exc
+        if (claims.workspace_id, claims.session_id) != (
+                self.claims.workspace_id, self.claims.session_id):
+            raise ApiError(400, "bad_message", "a new token must be for this socket's session")
+        self.claims = claims
+        self.watch_expiry()
+        self.control("authenticated", None, expires_at=claims.expires_at)

@@ -7,34 +7,44 @@ import contextlib
 import json
 import logging
 import weakref
+from collections.abc import Callable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from mumu.contracts.event_types import EventType
 from mumu.gateway.deps import DEPS
 from mumu.gateway.errors import ApiError
+from mumu.gateway.outbox import Outbox, Sender
 from mumu.gateway.sockets import CLOSE_UNAUTHORIZED, ClientSocket
 from mumu.gateway.tokens import InvalidTokenError, SessionClaims, TokenSigner
 
 log = logging.getLogger("mumu.gateway.ws")
 
-AUTH_TIMEOUT = 10.0
 GOING_AWAY = b"gateway shutting down"
 SOCKETS: web.AppKey[weakref.WeakKeyDictionary[web.WebSocketResponse, ClientSocket | None]] = (
     web.AppKey("sockets")
 )
 """Open websockets, with their client once authenticated (closed on shutdown)."""
+SenderFactory = Callable[[web.WebSocketResponse, asyncio.BaseTransport, int], Sender]
+SENDER: web.AppKey[SenderFactory] = web.AppKey("sender")
+"""How a socket's frames are written (default: ``Outbox``)."""
+
+
+def outbox(_: web.WebSocketResponse, transport: asyncio.BaseTransport, limit: int) -> Sender:
+    return Outbox(transport, limit)
 
 
 async def _first_message_auth(
-    ws: web.WebSocketResponse, signer: TokenSigner
+    ws: web.WebSocketResponse, signer: TokenSigner, timeout: float
 ) -> SessionClaims | None:
-    """Without ``?token=`` the first message must be ``{"type":"auth","token":...}``."""
+    """Without ``?token=`` the first message must be ``{"type":"auth","token":...}``,
+    within ``timeout`` seconds (``MUMU_GATEWAY__AUTH_TIMEOUT``)."""
     reason = "the first message must be {\"type\":\"auth\",\"token\":...}"
     try:
-        msg = await ws.receive(timeout=AUTH_TIMEOUT)
+        msg = await ws.receive(timeout=timeout)
     except TimeoutError:
         msg = None
-        reason = f"no auth message within {AUTH_TIMEOUT:g} s"
+        reason = f"no auth message within {timeout:g} s"
     if msg is not None and msg.type == WSMsgType.TEXT:
         with contextlib.suppress(ValueError, AttributeError, TypeError):
             data = json.loads(msg.data)
@@ -45,7 +55,7 @@ async def _first_message_auth(
                     reason = str(exc)
     if not ws.closed:
         await ws.send_json(
-            {"type": "error", "code": "unauthorized", "message": reason, "request_id": None,
+            {"type": EventType.ERROR, "code": "unauthorized", "message": reason, "request_id": None,
              "cursor": 0, "stage": "gateway"}
         )
         await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unauthorized")
@@ -82,12 +92,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     deps.metrics.sockets.inc()
     try:
         if claims is None:
-            claims = await _first_message_auth(ws, signer)
+            claims = await _first_message_auth(ws, signer, gw.auth_timeout)
             if claims is None:
                 return ws
         if request.transport is None:  # the client went away during the handshake
             return ws
-        client = ClientSocket(request.transport, claims, deps)
+        sender = request.app.get(SENDER, outbox)(ws, request.transport, gw.client_queue)
+        client = ClientSocket(sender, claims, deps)
         sockets[ws] = client
         await _serve(ws, client, after)
     finally:
@@ -113,6 +124,7 @@ async def _serve(ws: web.WebSocketResponse, client: ClientSocket, after: int | N
     deps, claims = client.deps, client.claims
     client.go_live(deps.feed_position())
     deps.hub.subscribe(claims.workspace_id, claims.session_id, client)
+    client.watch_expiry()
     writer = asyncio.create_task(client.writer())
     reader: asyncio.Task[None] | None = None
     try:
@@ -134,11 +146,8 @@ async def _serve(ws: web.WebSocketResponse, client: ClientSocket, after: int | N
                 log.error("websocket task failed: %r", outcome)
         if client.going_away:  # close_all closes it too: whoever comes first
             await ws.close(code=WSCloseCode.GOING_AWAY, message=GOING_AWAY)
-        elif client.closing:
-            await ws.close(
-                code=WSCloseCode.TRY_AGAIN_LATER,
-                message=b"client too slow: reconnect and resume from your cursor",
-            )
+        elif client.close_reason is not None:
+            await ws.close(code=client.close_code, message=client.close_reason.encode()[:120])
         elif not ws.closed:
             await ws.close(code=WSCloseCode.OK)
 
