@@ -56,9 +56,8 @@ def test_the_hub_finds_ids_in_raw_event_bytes_by_the_same_rule() -> None:
 
 def test_the_id_rule_is_spelled_only_in_contracts_ids() -> None:
     # crypto/keyring.py: master key ids are a different rule (1-32 characters);
-    # gateway/sockets.py: its cancel check moves to contracts.ids with the socket work
     spelled = {
         str(path.relative_to(SRC)) for path in SRC.rglob("*.py")
         if "A-Za-z0-9_-" in path.read_text()
     }
-    assert spelled - {"contracts/ids.py", "crypto/keyring.py", "gateway/sockets.py"} == set()
+    assert spelled == {"contracts/ids.py", "crypto/keyring.py"}
