@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import nats.js.errors
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
+from nats.js.object_store import ObjectStore
 
 from mumu.resources import resource_dir
 
@@ -233,3 +236,13 @@ async def status(nc: NATS) -> list[StreamStatus]:
             )
         )
     return rows
+
+
+async def open_object_store(js: JetStreamContext, bucket: str) -> ObjectStore:
+    """The Object Store ``bucket``; a clear error when ``mumu streams apply`` never ran."""
+    try:
+        return await js.object_store(bucket)
+    except nats.js.errors.BucketNotFoundError as exc:
+        raise RuntimeError(
+            f"Object Store bucket {bucket} does not exist: run `mumu streams apply`"
+        ) from exc

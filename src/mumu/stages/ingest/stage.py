@@ -16,6 +16,7 @@ from typing import Any
 import nats.js.errors
 from nats.js.object_store import ObjectStore
 
+from mumu.broker.streams import open_object_store
 from mumu.contracts import subjects
 from mumu.contracts.consumers import INGEST_AUDIO
 from mumu.contracts.events import AudioReady, IngestAudioHeaders, derive_id
@@ -69,13 +70,7 @@ class IngestStage:
 
     async def start(self, ctx: StageContext) -> None:
         if self._store is None:
-            try:
-                self._store = await ctx.js.object_store(subjects.BUCKET_AUDIO)
-            except nats.js.errors.BucketNotFoundError as exc:
-                raise RuntimeError(
-                    f"Object Store bucket {subjects.BUCKET_AUDIO} does not exist: "
-                    "run `mumu streams apply`"
-                ) from exc
+            self._store = await open_object_store(ctx.js, subjects.BUCKET_AUDIO)
         await self.workspaces.open()
         self._executor = ThreadPoolExecutor(
             max_workers=self.settings.decode_workers, thread_name_prefix="mumu-decode"

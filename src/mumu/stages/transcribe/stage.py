@@ -17,6 +17,7 @@ import nats.js.errors
 import numpy as np
 from nats.js.object_store import ObjectStore
 
+from mumu.broker.streams import open_object_store
 from mumu.contracts import subjects
 from mumu.contracts.consumers import TRANSCRIBE_AUDIO
 from mumu.contracts.events import AudioReady, Segment, TranscriptFinal, TranscriptPartial, derive_id
@@ -49,13 +50,7 @@ class TranscribeStage:
 
     async def start(self, ctx: StageContext) -> None:
         self._ctx = ctx
-        try:
-            self._store = await ctx.js.object_store(subjects.BUCKET_AUDIO)
-        except nats.js.errors.BucketNotFoundError as exc:
-            raise RuntimeError(
-                f"Object Store bucket {subjects.BUCKET_AUDIO} does not exist: "
-                "run `mumu streams apply`"
-            ) from exc
+        self._store = await open_object_store(ctx.js, subjects.BUCKET_AUDIO)
         await self.transcriber.start()
 
     async def stop(self) -> None:
