@@ -35,6 +35,13 @@ class SubjectPattern:
         return head == self.prefix and bool(last)
 
 
+def _token(value: str) -> str:
+    """``value`` if it is one safe token of a subject or a stream/bucket name."""
+    if not value or any(c in value for c in ".*> /\\\t"):
+        raise ValueError(f"invalid name token: {value!r}")
+    return value
+
+
 def last_token(subject: str) -> str:
     """The workspace (or stage) a subject belongs to."""
     return subject.rpartition(".")[2]
@@ -78,3 +85,35 @@ STREAM_DLQ: Final = "MUMU_DLQ"
 # Buckets (streams/buckets.json)
 BUCKET_AUDIO: Final = "mumu-audio"
 BUCKET_SESSIONS: Final = "mumu-sessions"
+
+# Per workspace (created with the workspace; docs/security.md says why)
+INTAKE_STREAM_PREFIX: Final = "MUMU_INTAKE_"
+"""``MUMU_INTAKE_<ws>`` captures ``mumu.ingest.*.<ws>``: its own dedupe window, so no
+workspace can suppress another's message through ``Nats-Msg-Id``; MUMU_INGEST sources it."""
+UPLOAD_BUCKET_PREFIX: Final = "mumu-upload-"
+"""``mumu-upload-<ws>``: a producer's large audio, readable and writable by that workspace."""
+PRODUCER_INBOX: Final = "_INBOX"
+"""Producers of workspace ``ws`` use the inbox prefix ``_INBOX.<ws>``."""
+SERVICE_INBOX: Final = "_MUMU_INBOX"
+"""Services use ``_MUMU_INBOX.<role>``, a prefix no producer may subscribe to."""
+
+
+def intake_stream(workspace: str) -> str:
+    """The intake stream of one workspace."""
+    return INTAKE_STREAM_PREFIX + _token(workspace)
+
+
+def upload_bucket(workspace: str) -> str:
+    """The Object Store bucket for one workspace's large uploads."""
+    return UPLOAD_BUCKET_PREFIX + _token(workspace)
+
+
+def producer_inbox_prefix(workspace: str) -> str:
+    """The inbox prefix a producer of ``workspace`` connects with."""
+    return f"{PRODUCER_INBOX}.{_token(workspace)}"
+
+
+def service_inbox_prefix(role: str) -> str:
+    """The inbox prefix of one service role (no producer may subscribe to it)."""
+    return f"{SERVICE_INBOX}.{_token(role)}"
+
