@@ -6,11 +6,18 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Literal
 
 log = logging.getLogger(__name__)
+
+Cipher = Literal["chachapoly", "aes"]
+JS_KEY_ENV = "NATS_JS_KEY"
+"""The environment variable the server config names as its JetStream key (``key:
+$NATS_JS_KEY``): set only in the child's environment, so the key is in no file."""
 
 
 def nats_server_binary() -> Path:
@@ -33,10 +40,19 @@ class EmbeddedNats:
     def __init__(
         self, data_dir: Path, *, port: int = 0, max_payload: int = 1_048_576,
         max_file_store: int = 16 * 1024**3, user: str | None = None,
-        password: str | None = None,
+        password: str | None = None, cipher: Cipher | None = None, key: str | None = None,
     ) -> None:
-        """``user``/``password``: require them of every client (default: no auth)."""
+        """``user``/``password``: require them of every client (default: no auth).
+
+        ``cipher`` + ``key``: encrypt the JetStream store at rest. The server encrypts an
+        existing unencrypted store when it starts with a cipher (and re-encrypts one of the
+        other cipher); a store encrypted with another key does not load.
+        """
+        if (cipher is None) != (key is None):
+            raise ValueError("cipher and key go together")
         self.data_dir = data_dir
+        self.cipher = cipher
+        self._key = key
         self.auth = (user, password) if user is not None and password is not None else None
         self.max_file_store = max_file_store
         self.requested_port = port
@@ -80,6 +96,8 @@ class EmbeddedNats:
                     # explicit, so stream limits are reserved against this and not against
                     # 75% of whatever disk happens to be free when the server starts
                     f"  max_file_store: {self.max_file_store}",
+                    *([f"  cipher: {self.cipher}", f"  key: ${JS_KEY_ENV}"]
+                      if self.cipher else []),
                     "}",
                     "",
                 ]
@@ -87,10 +105,21 @@ class EmbeddedNats:
         )
         return config
 
+    @property
+    def store_dir(self) -> Path:
+        """The JetStream store (``store_dir`` of the config)."""
+        return self.data_dir / "jetstream"
+
+    def _child_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != JS_KEY_ENV}
+        if self._key is not None:
+            env[JS_KEY_ENV] = self._key
+        return env
+
     async def start(self, timeout: float = 10.0) -> None:
         config = self._write_config()
         self._proc = await asyncio.create_subprocess_exec(
-            str(nats_server_binary()), "-c", str(config),
+            str(nats_server_binary()), "-c", str(config), env=self._child_env(),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=(self.data_dir / "nats-server.log").open("ab"),
             # its own session: Ctrl-C reaches `mumu up`, which stops the stages first
@@ -112,7 +141,8 @@ class EmbeddedNats:
                     break
                 await asyncio.sleep(0.02)
         await self._wait_listening(timeout)
-        log.info("nats-server on %s (store %s)", self.url, self.data_dir)
+        log.info("nats-server on %s (store %s, %s)", self.url, self.data_dir,
+                 f"encrypted with {self.cipher}" if self.cipher else "not encrypted")
 
     async def _wait_listening(self, timeout: float) -> None:
         async with asyncio.timeout(timeout):

@@ -20,6 +20,7 @@ from mumu.db.bootstrap import bootstrap
 from mumu.logs import redacted
 from mumu.settings import Settings
 from mumu.stages.registry import STAGES
+from mumu.up.store_key import check_store_loaded, store_key
 from mumu.up.supervisor import Child, Supervisor
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,14 @@ async def up(
     data_dir.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
         nats_url = settings.nats.url
+        server: EmbeddedNats | None = None
         if nats_url is None:
+            encryption = store_key(settings.nats, data_dir, data_dir / "nats" / "jetstream")
+            cipher, key = encryption if encryption else (None, None)
             server = EmbeddedNats(
                 data_dir / "nats",
                 port=_port_or_free("127.0.0.1", settings.nats.embedded_port),
-                max_payload=settings.nats.max_payload,
+                max_payload=settings.nats.max_payload, cipher=cipher, key=key,
             )
             await server.start()
             stack.push_async_callback(server.stop)
@@ -93,6 +97,8 @@ async def up(
         # the configured user/password/creds apply to an external server
         nc = await connect(settings.nats, name="mumu-up", url=nats_url)
         try:
+            if server is not None:
+                await check_store_loaded(nc, server)
             for change in await apply_all(nc):
                 if change.action != "unchanged":
                     log.info("streams: %s", change.describe())
