@@ -113,7 +113,9 @@ class EmbeddedNats:
     def _child_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != JS_KEY_ENV}
         if self._key is not None:
-            env[JS_KEY_ENV] = self._key
+            # nats-server parses the variable's value as a config value: quoted, any key
+            # is a string (unquoted, "1e5" would be a number and "-k" an error)
+            env[JS_KEY_ENV] = json.dumps(self._key)
         return env
 
     async def start(self, timeout: float = 10.0) -> None:
