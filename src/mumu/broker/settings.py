@@ -36,5 +36,5 @@ class NatsSettings(BaseModel):
     js_key: SecretStr | None = Field(
         default=None,
         description="key of that encryption; unset: `mumu up` generates one once into "
-        "<data dir>/nats-js-key (mode 0600)",
+        "`nats-js-key` in the data dir (mode 0600)",
     )
