@@ -24,9 +24,11 @@ def files_with(root: Path, needle: bytes, skip: Path) -> list[Path]:
 
 
 def readable(root: Path, word: bytes) -> list[Path]:
-    """Files holding ``word`` (any case) between printable bytes, as plain text has it."""
+    """Files (``root`` or under it) holding ``word`` (any case) between printable bytes,
+    as plain text has it."""
     pattern = re.compile(rb"[\x20-\x7e]{3}" + re.escape(word) + rb"[\x20-\x7e]{3}", re.I)
-    return [p for p in root.rglob("*") if p.is_file() and pattern.search(p.read_bytes())]
+    files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+    return [p for p in files if pattern.search(p.read_bytes())]
 
 
 async def test_up_encrypts_its_store_with_a_private_key_it_keeps_out_of_logs(
@@ -49,6 +51,9 @@ async def test_up_encrypts_its_store_with_a_private_key_it_keeps_out_of_logs(
     assert {p.name for p in streams} >= {"MUMU_RESULTS", "KV_mumu-sessions", "OBJ_mumu-audio"}
     assert all((p / "meta.key").exists() for p in streams), "every stream is encrypted"
     assert readable(store, b"capital") == [] and readable(store, b"paris") == []
+    logs = [data_dir / "logs", data_dir / "nats" / "nats-server.log", tmp_path / "up.log"]
+    for word in (b"capital", b"france", b"paris"):  # no question or answer text in any log
+        assert [hit for log in logs for hit in readable(log, word)] == [], word
     assert files_with(tmp_path, key, skip=key_file) == []  # logs, configs, the store
 
     proc, lines, _ = await start_up(data_dir)  # the same key opens the same store
