@@ -13,6 +13,7 @@ import pytest
 
 from mumu.broker.embedded import Cipher, EmbeddedNats
 from mumu.broker.streams import apply_all
+from mumu.contracts import headers as h
 from mumu.contracts.events import AnswerFinal, TranscriptFinal
 from mumu.settings import NatsSettings, Settings, StageRuntimeSettings
 from tests.audio.conftest import SPEECH, publish_audio
@@ -75,6 +76,10 @@ async def ask_by_voice(server: EmbeddedNats, tmp_path: Path, model_cache: Path) 
             rid = await publish_audio(nc, (SPEECH / "en05.wav").read_bytes(), ws="ws-rest")
             (answer,) = await seen.wait_count("mumu.answer.final.", 1, timeout=240)
         (transcript,) = seen.on("mumu.transcript.final.")
+        live = seen.on("mumu.transcript.partial.") + seen.on("mumu.answer.delta.")
+        assert len(live) >= 2  # segments and answer chunks, as the real stages publish them
+        assert {m.headers.get(h.TTL) for m in live} == {str(cfg.stage.live_ttl)}
+        assert h.TTL not in transcript.headers and h.TTL not in answer.headers
     finally:
         await nc.drain()
     final = TranscriptFinal.model_validate_json(transcript.data)
