@@ -127,3 +127,20 @@ async def test_any_key_is_taken_literally(tmp_path: Path, key: str) -> None:
                 await check_store_loaded(nc, server)
         finally:
             await nc.drain()
+
+
+async def test_streams_of_another_account_on_disk_are_not_taken_for_a_wrong_key(
+    tmp_path: Path,
+) -> None:
+    async with EmbeddedNats(tmp_path / "nats", cipher="chachapoly", key=KEY) as server:
+        await put(server)
+        elsewhere = server.store_dir / "jetstream" / "OTHER" / "streams" / "T"
+        elsewhere.mkdir(parents=True)  # as another account's stream would lie there
+        nc = await nats.connect(server.url)
+        try:
+            await check_store_loaded(nc, server)  # this connection's account ($G) is whole
+            (server.store_dir / "jetstream" / "$G" / "streams" / "GONE").mkdir()
+            with pytest.raises(StoreKeyError, match="streams GONE of"):
+                await check_store_loaded(nc, server)
+        finally:
+            await nc.drain()

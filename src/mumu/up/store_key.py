@@ -12,10 +12,12 @@ create empty streams in their place.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from pathlib import Path
 
+import nats.errors
 from nats.aio.client import Client as NATS
 
 from mumu.broker.embedded import Cipher, EmbeddedNats
@@ -24,6 +26,8 @@ from mumu.broker.settings import NatsSettings
 log = logging.getLogger(__name__)
 
 KEY_FILE = "nats-js-key"
+USER_INFO = "$SYS.REQ.USER.INFO"
+USER_INFO_TIMEOUT = 2.0
 
 
 class StoreKeyError(RuntimeError):
@@ -67,9 +71,22 @@ def store_key(settings: NatsSettings, data_dir: Path, store_dir: Path) -> tuple[
     return cipher, key
 
 
+async def _account(nc: NATS) -> str | None:
+    """The account of this connection (``$SYS.REQ.USER.INFO``), or None if not allowed."""
+    try:
+        reply = await nc.request(USER_INFO, b"", timeout=USER_INFO_TIMEOUT)
+        account = json.loads(reply.data)["data"]["account"]
+    except (nats.errors.Error, TimeoutError, ValueError, KeyError, TypeError):
+        return None
+    return str(account) if account else None
+
+
 async def check_store_loaded(nc: NATS, server: EmbeddedNats) -> None:
-    """Every stream stored on disk was opened by the server (else: a wrong key)."""
-    on_disk = {p.name for p in _stored(server.store_dir)}
+    """Every stream stored on disk for this connection's account was opened by the server
+    (else: a wrong key). Streams of other accounts are not visible here and not checked."""
+    account = await _account(nc)
+    on_disk = {p.name for p in _stored(server.store_dir)
+               if account is None or p.parent.parent.name == account}
     missing = on_disk - {info.config.name for info in await nc.jetstream().streams_info()}
     if missing:
         raise StoreKeyError(
