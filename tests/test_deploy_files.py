@@ -54,7 +54,8 @@ def test_compose_runs_every_stage_the_gateway_and_prometheus_without_inline_secr
     for name in STAGES.names():
         assert services[name]["command"] == ["stage", name]
     text = (ROOT / "docker-compose.yml").read_text()
-    for secret in ("MUMU_MASTER_KEYS", "POSTGRES_PASSWORD", "MUMU_GATEWAY__SESSION_SECRET"):
+    for secret in ("MUMU_MASTER_KEYS", "POSTGRES_PASSWORD", "MUMU_GATEWAY__SESSION_SECRET",
+                   "NATS_JS_KEY"):
         assert re.search(rf"\${{{secret}:\?", text), f"{secret} must come from the environment"
 
 
@@ -63,11 +64,32 @@ def test_nats_cluster_configs_are_valid(node: int) -> None:
     conf = ROOT / "infra" / "nats" / f"nats-{node}.conf"
     result = subprocess.run(
         [BIN / "nats-server", "-c", conf, "-t"], capture_output=True, text=True,
-        env={**os.environ, "JS_KEY": "test-key"},
+        env={**os.environ, "NATS_JS_KEY": "test-key"},
     )
     assert result.returncode == 0, result.stderr
     text = conf.read_text()
     assert "cipher: chachapoly" in text and "cluster {" in text
+
+
+def test_the_compose_nats_config_is_valid_and_encrypts_its_store_with_a_key_from_the_env(
+) -> None:
+    conf = ROOT / "infra" / "nats" / "nats-single.conf"
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    nats = compose["services"]["nats"]
+    assert f"./infra/nats/{conf.name}:/etc/nats/nats.conf:ro" in nats["volumes"]
+    assert nats["command"] == ["-c", "/etc/nats/nats.conf"]
+    assert "NATS_JS_KEY" in nats["environment"]
+    assert re.search(r"^NATS_JS_KEY=$", (ROOT / "infra" / "compose.env.example").read_text(),
+                     re.M)
+    text = conf.read_text()
+    assert "cipher: chachapoly" in text and "key: $NATS_JS_KEY" in text
+    env = {k: v for k, v in os.environ.items() if k != "NATS_JS_KEY"}
+    checked = subprocess.run([BIN / "nats-server", "-c", conf, "-t"], capture_output=True,
+                             text=True, env={**env, "NATS_JS_KEY": "k0123"})
+    assert checked.returncode == 0, checked.stderr
+    unset = subprocess.run([BIN / "nats-server", "-c", conf, "-t"], capture_output=True,
+                           text=True, env=env)
+    assert unset.returncode != 0 and "NATS_JS_KEY" in unset.stderr, "no key: no server"
 
 
 def test_prometheus_rules_use_metrics_that_exist() -> None:

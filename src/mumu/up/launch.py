@@ -24,6 +24,7 @@ from mumu.db.bootstrap import DevDatabase, bootstrap
 from mumu.logs import redacted
 from mumu.settings import Settings
 from mumu.stages.registry import STAGES
+from mumu.up.store_key import check_store_loaded, store_key
 from mumu.up.supervisor import Child, Supervisor
 
 log = logging.getLogger(__name__)
@@ -78,10 +79,11 @@ async def _wait_ready(url: str, timeout: float, stop: asyncio.Event) -> bool:
 
 async def _start_nats(
     settings: Settings, data_dir: Path, stack: contextlib.AsyncExitStack,
-) -> tuple[str, AuthDir | None]:
-    """The configured server, or an embedded one with its users (stopped by ``stack``)."""
+) -> tuple[str, AuthDir | None, EmbeddedNats | None]:
+    """The configured server, or an embedded one with its users and an encrypted store
+    (stopped by ``stack``)."""
     if settings.nats.url is not None:
-        return settings.nats.url, None
+        return settings.nats.url, None, None
     # secure by default: every service, the CLI and each producer has its own nkey
     # user; nothing anonymous (docs/security.md)
     auth = AuthDir(settings.nats.auth_dir or data_dir / "nats" / "auth")
@@ -89,15 +91,17 @@ async def _start_nats(
     await asyncio.to_thread(auth.render, STAGES.consumers())
     if settings.nats.credentials is None:
         settings.nats.credentials = auth.creds
+    encryption = store_key(settings.nats, data_dir, data_dir / "nats" / "jetstream")
+    cipher, key = encryption if encryption else (None, None)
     server = EmbeddedNats(
         data_dir / "nats",
         port=_port_or_free("127.0.0.1", settings.nats.embedded_port),
         max_payload=settings.nats.max_payload,
-        auth_file=auth.auth_conf,
+        auth_file=auth.auth_conf, cipher=cipher, key=key,
     )
     await server.start()
     stack.push_async_callback(server.stop)
-    return server.url, auth
+    return server.url, auth, server
 
 
 async def _provision_users(
@@ -127,10 +131,12 @@ async def up(
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
-        nats_url, auth = await _start_nats(settings, data_dir, stack)
+        nats_url, auth, server = await _start_nats(settings, data_dir, stack)
         # the configured user/password/creds apply to an external server
         nc = await connect(settings.nats, name="mumu-up", url=nats_url)
         try:
+            if server is not None:
+                await check_store_loaded(nc, server)
             for change in await apply_all(nc):
                 if change.action != "unchanged":
                     log.info("streams: %s", change.describe())
