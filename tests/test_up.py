@@ -215,7 +215,8 @@ async def test_the_first_screen_shows_only_mumus_lines(tmp_path: Path) -> None:
     proc, lines, _ = await start_up(data_dir)
     try:
         # stdout: exactly what a user needs to start, nothing else before it
-        assert list(lines) == ["gateway", "nats", "workspace", "api key", "logs"]
+        assert list(lines) == ["gateway", "nats", "workspace", "api key", "operator credentials",
+                               "producer credentials", "logs"]
         # stderr up to then: mumu's own JSON log lines (no library warning or command dump)
         screen = (tmp_path / "up.log").read_text().splitlines()
         assert screen, "mumu up logged nothing while starting"
