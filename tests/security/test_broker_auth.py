@@ -28,15 +28,20 @@ from mumu.broker.reload import publish_users
 from mumu.broker.roles import Role
 from mumu.broker.settings import NatsSettings
 from mumu.contracts import subjects
+from mumu.contracts.events import AudioReady
 from mumu.settings import Settings
+from mumu.stages.ingest.stage import build_stage as build_ingest
 from mumu.stages.registry import STAGES
+from tests.audio.conftest import SPEECH, publish_audio
 from tests.conftest import nats_env
+from tests.harness import Collector, running
 
 pytestmark = pytest.mark.security
 
 WS_A = "aaaaaaaa-0000-4000-8000-00000000000a"
 WS_B = "bbbbbbbb-0000-4000-8000-00000000000b"
 ROOT = Path(__file__).parents[2]
+SPEECH_CLIP = SPEECH / "en05.wav"
 
 
 class Producer:
@@ -264,3 +269,28 @@ async def test_issued_credentials_work_and_revoking_them_closes_the_connection_w
             await asyncio.sleep(0.02)
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
         await as_producer(nats_server.url, out_file, WS_A)
+
+
+async def test_a_service_whose_credentials_are_rotated_reconnects_and_loses_nothing(
+    nats_server: EmbeddedNats, broker_users: AuthDir, nc: NATS, streams: None,
+    settings: Settings,
+) -> None:
+    env = {**nats_env(nats_server), "MUMU_NATS__AUTH_DIR": str(broker_users.path)}
+    old_seed = broker_users.seed_file(Role.INGEST).read_bytes()
+    async with running(build_ingest(settings), settings), Collector(nc) as seen:
+        first = await publish_audio(nc, SPEECH_CLIP.read_bytes())
+        await seen.wait_count("mumu.audio.ready.", 1, timeout=30)
+        # the seed leaked: rotate it; the running stage's connection is closed at once
+        code, out = await mumu_cli(env, "auth", "rotate", "ingest")
+        assert code == 0, out
+        assert broker_users.seed_file(Role.INGEST).read_bytes() != old_seed
+        # work arriving meanwhile waits in JetStream; the stage reconnects with the new seed
+        later = [await publish_audio(nc, SPEECH_CLIP.read_bytes()) for _ in range(3)]
+        ready = await seen.wait_count("mumu.audio.ready.", 4, timeout=60)
+        await asyncio.sleep(1.0)  # a duplicate would be published right behind
+    ids = [AudioReady.model_validate_json(m.data).request_id for m in seen.on("mumu.audio.ready.")]
+    assert sorted(ids) == sorted([first, *later]), ready
+    # the old seed is refused now
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await nats.connect(nats_server.url, nkeys_seed_str=old_seed.decode(),
+                           allow_reconnect=False, connect_timeout=2)

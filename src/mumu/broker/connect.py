@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable
@@ -24,6 +25,12 @@ RECONNECT_WAIT = 0.5
 
 
 _VIOLATION = re.compile(r'permissions violation for \w+ to "([^"]*)"', re.IGNORECASE)
+
+
+def _refused(exc: BaseException) -> bool:
+    return isinstance(exc, nats.errors.AuthorizationError) or (
+        "authorization violation" in str(exc).lower()
+    )
 
 
 def permission_violation(exc: BaseException) -> str | None:
@@ -103,6 +110,8 @@ async def connect(
 
     nc = NATS()
     last_error: list[BaseException] = []
+    closing: list[asyncio.Future[None]] = []  # owned here: the close started on refusal
+    connected_once = False
 
     async def disconnected() -> None:
         if not (nc.is_closed or nc.is_draining):
@@ -127,8 +136,15 @@ async def connect(
                 on_violation(violated)
             return
         # before the first connection the failure is reported once, by NatsUnreachable
-        level = logging.WARNING if nc.is_connected or nc.is_reconnecting else logging.DEBUG
+        level = logging.WARNING if connected_once else logging.DEBUG
         log.log(level, "NATS error on %s: %r", server, exc, extra={"stage": name})
+        if on_closed is not None and connected_once and _refused(exc) and not closing:
+            # nats-py keeps the public key of the seed it first read, so it cannot come
+            # back with a rotated seed: close, and let the owner connect afresh
+            log.error("NATS refused the credentials of %s as %s; closing to reconnect "
+                      "with whatever the credentials file holds now", name, role,
+                      extra={"stage": name})
+            closing.append(asyncio.ensure_future(nc.close()))
 
     try:
         await nc.connect(
@@ -144,4 +160,5 @@ async def connect(
     # connected once: from now on a lost server is waited for, never given up on
     # (nats-py reads this option on every reconnect attempt)
     nc.options["max_reconnect_attempts"] = -1
+    connected_once = True
     return nc

@@ -113,6 +113,10 @@ class AuthDir:
             data["services"][str(role)] = public_key(seed_file.read_bytes())
         self._save(data)
 
+    def public_key_of(self, role: roles.Role) -> str | None:
+        key: str | None = self._load()["services"].get(str(role))
+        return key
+
     def revoke_service(self, role: roles.Role) -> None:
         """Take a service's credentials away (a leaked seed): its user leaves the registry
         and its seed file is deleted; ``ensure_services`` then issues a new one."""
