@@ -14,7 +14,7 @@ from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.streams import apply_all
 from mumu.settings import NatsSettings, Settings, StageRuntimeSettings
 
-pytest_plugins = ["tests.pg_fixtures"]
+pytest_plugins = ["tests.pg_fixtures", "tests.tls_certs"]
 
 DATA = Path(__file__).parent / "data"
 

