@@ -15,8 +15,10 @@ import aiohttp
 
 from mumu.broker.connect import connect
 from mumu.broker.embedded import EmbeddedNats
+from mumu.broker.settings import NatsSettings
 from mumu.broker.streams import apply_all
 from mumu.db.bootstrap import bootstrap
+from mumu.gateway.transport import base_url, client_ssl
 from mumu.logs import redacted
 from mumu.settings import Settings
 from mumu.stages.registry import STAGES
@@ -57,9 +59,30 @@ def _session_secret(settings: Settings, data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-async def _wait_ready(url: str, timeout: float, stop: asyncio.Event) -> bool:
+def _embedded_tls(nats: NatsSettings) -> tuple[NatsSettings, dict[str, str]]:
+    """The client side of the embedded server's TLS, and the env that hands it to children.
+
+    Clients trust ``MUMU_NATS__TLS__CA_FILE``, or else the server's own ``ca_file`` (one CA
+    signing the server and the client certificates needs to be named only once).
+    """
+    if nats.server_tls.cert_file is None:
+        return nats, {}
+    tls = nats.tls
+    if tls.ca_file is None and nats.server_tls.ca_file is not None:
+        tls = tls.model_copy(update={"ca_file": nats.server_tls.ca_file})
+    env = {
+        f"MUMU_NATS__TLS__{name.upper()}": str(value.resolve() if isinstance(value, Path)
+                                               else value)
+        for name, value in tls.model_dump().items() if value is not None
+    }
+    return nats.model_copy(update={"tls": tls}), env
+
+
+async def _wait_ready(
+    url: str, timeout: float, stop: asyncio.Event, connector: aiohttp.BaseConnector | None = None
+) -> bool:
     """Poll ``/api/ready`` until 200 (True) or ``stop`` is set (False; Ctrl-C)."""
-    async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
+    async with aiohttp.ClientSession(connector=connector) as http, asyncio.timeout(timeout):
         while not stop.is_set():
             with contextlib.suppress(aiohttp.ClientError):
                 async with http.get(f"{url}/api/ready") as resp:
@@ -81,17 +104,20 @@ async def up(
     data_dir.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
         nats_url = settings.nats.url
+        nats, tls_env = settings.nats, dict[str, str]()
         if nats_url is None:
+            nats, tls_env = _embedded_tls(settings.nats)
             server = EmbeddedNats(
                 data_dir / "nats",
                 port=_port_or_free("127.0.0.1", settings.nats.embedded_port),
                 max_payload=settings.nats.max_payload,
+                tls=settings.nats.server_tls,
             )
             await server.start()
             stack.push_async_callback(server.stop)
             nats_url = server.url
         # the configured user/password/creds apply to an external server
-        nc = await connect(settings.nats, name="mumu-up", url=nats_url)
+        nc = await connect(nats, name="mumu-up", url=nats_url)
         try:
             for change in await apply_all(nc):
                 if change.action != "unchanged":
@@ -105,6 +131,7 @@ async def up(
         port = _port_or_free(host, settings.gateway.port)
         env = os.environ | {
             **database.env,
+            **tls_env,
             "MUMU_NATS__URL": nats_url,
             "MUMU_DATA_DIR": str(data_dir),
             "MUMU_GATEWAY__PORT": str(port),
@@ -120,9 +147,11 @@ async def up(
         children.append(Child("gateway", ["gateway"], env, logs / "gateway.log"))
         supervisor = Supervisor(children, settings.stage.drain_timeout)
         running = asyncio.create_task(supervisor.run(stop))
-        gateway_url = f"http://{host}:{port}"
+        gateway_url = base_url(settings.gateway, host, port)
+        tls = client_ssl(settings.gateway)
+        connector = aiohttp.TCPConnector(ssl=tls) if tls is not None else None
         try:
-            if not await _wait_ready(gateway_url, ready_timeout, stop):
+            if not await _wait_ready(gateway_url, ready_timeout, stop, connector):
                 await running  # Ctrl-C while starting: the supervisor stops the children
                 return
         except TimeoutError:
