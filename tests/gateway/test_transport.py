@@ -62,6 +62,10 @@ async def test_hsts_follows_x_forwarded_proto_only_from_a_trusted_proxy(
             assert resp.headers.get("Strict-Transport-Security") == HSTS
         async with http.get(f"{gw.url}/api/health") as resp:  # the proxy's own plain request
             assert "Strict-Transport-Security" not in resp.headers
+        # a websocket the proxy passes on works on the forwarded view of its request
+        async with http.ws_connect(gw.ws_url(gw.token(WS_A, "proxied")), headers=proxied) as ws:
+            ready = await receive_until(ws, lambda m: m["type"] == "ready")
+            assert ready[-1]["session_id"] == "proxied"
         other = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))  # not a trusted proxy
         async with aiohttp.ClientSession(connector=other) as direct, direct.get(
             f"{gw.url}/api/health", headers=proxied
