@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -110,3 +113,34 @@ async def test_a_certificate_without_its_key_is_a_settings_error(
                       name="tls-test")
     with pytest.raises(TlsConfigError, match="cannot load CA file"):
         await connect(client(tls_server.url, ca_file=tmp_path / "missing.pem"), name="tls-test")
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.05)
+
+
+async def test_a_client_reconnects_over_tls_and_never_stays_on_a_plaintext_server(
+    tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="mumu.broker.connect")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    tls = NatsServerTlsSettings(cert_file=pki.server_cert, key_file=pki.server_key)
+    first = EmbeddedNats(tmp_path / "tls", port=port, tls=tls)
+    await first.start()
+    nc = await connect(client(first.url, ca_file=pki.ca), name="tls-reconnect")
+    try:
+        sub = await nc.subscribe("tls.echo")
+        await first.stop()
+        # the same address now answers in plaintext: the client must not settle there
+        async with EmbeddedNats(tmp_path / "plain", port=port):
+            await eventually(lambda: "reconnected without TLS" in caplog.text)
+        async with EmbeddedNats(tmp_path / "tls", port=port, tls=tls):
+            await eventually(lambda: nc.is_connected and is_encrypted(nc._transport))
+            await nc.publish("tls.echo", b"back over tls")
+            assert (await sub.next_msg(timeout=5.0)).data == b"back over tls"
+    finally:
+        await nc.close()

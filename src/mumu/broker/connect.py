@@ -67,7 +67,17 @@ async def connect(settings: NatsSettings, name: str, url: str | None = None) -> 
         if not (nc.is_closed or nc.is_draining):
             log.warning("NATS disconnected", extra={"stage": name})
 
+    tls_wanted = wants_tls(settings.tls, server)
+
     async def reconnected() -> None:
+        if tls_wanted and not is_encrypted(nc._transport):
+            # a server that does not ask for TLS got the reconnect (see the check of the
+            # first connection below): drop it, so nats-py goes on looking for a TLS server
+            log.error("NATS reconnected without TLS; dropping the connection",
+                      extra={"stage": name})
+            if nc._transport is not None:
+                nc._transport.close()  # type: ignore[no-untyped-call]
+            return
         log.info("NATS reconnected", extra={"stage": name})
 
     tls_refused = asyncio.Event()
@@ -90,7 +100,7 @@ async def connect(settings: NatsSettings, name: str, url: str | None = None) -> 
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         cause = last_error[0] if last_error else exc
         raise NatsUnreachable(server, FIRST_ATTEMPTS, cause) from exc
-    if wants_tls(settings.tls, server) and not is_encrypted(nc._transport):
+    if tls_wanted and not is_encrypted(nc._transport):
         # nats-py upgrades only when the server asks for TLS; one that does not (or a
         # man in the middle) would otherwise get this connection in plaintext
         await nc.close()
