@@ -62,13 +62,13 @@ def client_address(forwarded_for: str, networks: Networks) -> str | None:
     """The right-most address of ``X-Forwarded-For`` that is not one of our proxies:
     everything left of it was written by the client and proves nothing."""
     hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
-    for hop in reversed(hops):
-        if not _trusted(hop, networks):
-            try:
-                return str(ipaddress.ip_address(hop))
-            except ValueError:
-                return None
-    return hops[0] if hops else None
+    untrusted = [hop for hop in hops if not _trusted(hop, networks)]
+    # every hop one of our proxies: the first one is as close to the client as we get
+    hop = untrusted[-1] if untrusted else (hops[0] if hops else "")
+    try:
+        return str(ipaddress.ip_address(hop))
+    except ValueError:
+        return None
 
 
 def forwarded_view(request: web.Request, networks: Networks) -> web.Request:
