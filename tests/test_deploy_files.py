@@ -55,7 +55,8 @@ def test_compose_runs_every_stage_the_gateway_and_prometheus_without_inline_secr
     for name in STAGES.names():
         assert services[name]["command"] == ["stage", name]
     text = (ROOT / "docker-compose.yml").read_text()
-    for secret in ("MUMU_MASTER_KEYS", "POSTGRES_PASSWORD", "MUMU_GATEWAY__SESSION_SECRET"):
+    for secret in ("MUMU_MASTER_KEYS", "POSTGRES_PASSWORD", "MUMU_GATEWAY__SESSION_SECRET",
+                   "NATS_JS_KEY"):
         assert re.search(rf"\${{{secret}:\?", text), f"{secret} must come from the environment"
 
 
@@ -64,7 +65,7 @@ def test_compose_runs_nats_from_the_single_node_config_with_tls() -> None:
     services = compose["services"]
     nats = services["nats"]
     assert nats["command"] == ["-c", "/etc/nats/nats.conf"]
-    assert "./infra/nats/nats.conf:/etc/nats/nats.conf:ro" in nats["volumes"]
+    assert "./infra/nats/nats-single.conf:/etc/nats/nats.conf:ro" in nats["volumes"]
     assert any(v.endswith(":/etc/nats/tls:ro") for v in nats["volumes"])
     for name in [*STAGES.names(), "gateway", "setup"]:
         env = services[name]["environment"]
@@ -90,7 +91,7 @@ def with_test_certs(conf: Path, pki: Pki, tmp_path: Path) -> Path:
 def nats_config_test(conf: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [BIN / "nats-server", "-c", conf, "-t"], capture_output=True, text=True,
-        env={**os.environ, "JS_KEY": "test-key"},
+        env={**os.environ, "NATS_JS_KEY": "test-key"},
     )
 
 
@@ -112,7 +113,7 @@ def test_nats_cluster_configs_are_valid(node: int, pki: Pki, tmp_path: Path) -> 
 def test_single_node_nats_config_is_valid_and_needs_its_certificates(
     pki: Pki, tmp_path: Path
 ) -> None:
-    conf = ROOT / "infra" / "nats" / "nats.conf"
+    conf = ROOT / "infra" / "nats" / "nats-single.conf"
     result = nats_config_test(with_test_certs(conf, pki, tmp_path))
     assert result.returncode == 0, result.stderr
     text = conf.read_text()
@@ -122,6 +123,29 @@ def test_single_node_nats_config_is_valid_and_needs_its_certificates(
     missing = nats_config_test(conf)
     assert missing.returncode != 0
     assert "/etc/nats/tls/server.pem" in missing.stderr + missing.stdout
+
+
+def test_the_compose_nats_config_is_valid_and_encrypts_its_store_with_a_key_from_the_env(
+    pki: Pki, tmp_path: Path
+) -> None:
+    conf = ROOT / "infra" / "nats" / "nats-single.conf"
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    nats = compose["services"]["nats"]
+    assert f"./infra/nats/{conf.name}:/etc/nats/nats.conf:ro" in nats["volumes"]
+    assert nats["command"] == ["-c", "/etc/nats/nats.conf"]
+    assert "NATS_JS_KEY" in nats["environment"]
+    assert re.search(r"^NATS_JS_KEY=$", (ROOT / "infra" / "compose.env.example").read_text(),
+                     re.M)
+    text = conf.read_text()
+    assert "cipher: chachapoly" in text and "key: $NATS_JS_KEY" in text
+    env = {k: v for k, v in os.environ.items() if k != "NATS_JS_KEY"}
+    with_certs = with_test_certs(conf, pki, tmp_path)  # its TLS files, as mounted
+    checked = subprocess.run([BIN / "nats-server", "-c", with_certs, "-t"], capture_output=True,
+                             text=True, env={**env, "NATS_JS_KEY": "k0123"})
+    assert checked.returncode == 0, checked.stderr
+    unset = subprocess.run([BIN / "nats-server", "-c", with_certs, "-t"], capture_output=True,
+                           text=True, env=env)
+    assert unset.returncode != 0 and "NATS_JS_KEY" in unset.stderr, "no key: no server"
 
 
 def test_prometheus_rules_use_metrics_that_exist() -> None:

@@ -40,7 +40,7 @@ async def running(conf: Path, port: int) -> AsyncIterator[None]:
     proc = await asyncio.create_subprocess_exec(
         str(nats_server_binary()), "-c", str(conf),
         stdout=asyncio.subprocess.DEVNULL, stderr=(conf.parent / "server.log").open("ab"),
-        env={**os.environ, "JS_KEY": "test-key"},
+        env={**os.environ, "NATS_JS_KEY": "test-key"},
     )
     try:
         async with asyncio.timeout(10):
@@ -75,7 +75,7 @@ async def test_the_single_node_config_serves_jetstream_over_tls_only(
     pki: Pki, tmp_path: Path
 ) -> None:
     client, http = free_ports(2)
-    conf = rewritten(ROOT / "infra" / "nats" / "nats.conf", pki, tmp_path, client, http)
+    conf = rewritten(ROOT / "infra" / "nats" / "nats-single.conf", pki, tmp_path, client, http)
     async with running(conf, client):
         with pytest.raises(NatsUnreachable, match="CERTIFICATE_VERIFY_FAILED"):
             await connect(NatsSettings(url=f"tls://127.0.0.1:{client}", connect_timeout=2.0),

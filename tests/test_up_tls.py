@@ -42,7 +42,9 @@ async def test_up_with_tls_on_nats_and_the_gateway(tmp_path: Path, pki: Pki) -> 
         without_cert = NatsSettings(connect_timeout=2.0, tls=NatsTlsSettings(ca_file=pki.ca))
         with pytest.raises(NatsUnreachable, match="CERTIFICATE_REQUIRED"):
             await connect(without_cert, name="stranger", url=lines["nats"])
-        with_cert = without_cert.model_copy(update={"tls": NatsTlsSettings(
+        # the operator's credentials (authentication) over a client certificate (TLS)
+        operator = Path(lines["operator credentials"].split()[0])
+        with_cert = without_cert.model_copy(update={"credentials": operator, "tls": NatsTlsSettings(
             ca_file=pki.ca, cert_file=pki.client_cert, key_file=pki.client_key)})
         nc = await connect(with_cert, name="operator", url=lines["nats"])
         info = await nc.jetstream().stream_info("MUMU_RESULTS")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mumu.broker.settings import NatsSettings
@@ -43,6 +43,11 @@ class StageRuntimeSettings(BaseModel):
     http_host: str = Field(default="127.0.0.1", description="bind address of /health and /metrics")
     http_port: int = Field(default=0, ge=0, description="port of /health and /metrics (0: any)")
     replicas: int = Field(default=1, ge=1, description="processes per stage started by `mumu up`")
+    live_ttl: int = Field(
+        default=600, ge=1,
+        description="seconds partial transcripts and answer deltas stay in MUMU_RESULTS "
+        "(per-message TTL; finals stay for the stream's max age)",
+    )
 
 
 class Settings(BaseSettings):
@@ -87,6 +92,16 @@ class Settings(BaseSettings):
     reason: ReasonSettings = Field(default_factory=ReasonSettings)
     persist: PersistSettings = Field(default_factory=PersistSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+
+    @model_validator(mode="after")
+    def _broker_defaults(self) -> Settings:
+        """The broker's auth directory and this process's credentials default to the
+        ``mumu up`` layout under ``data_dir`` (as the development keyring does)."""
+        if self.nats.auth_dir is None:
+            self.nats.auth_dir = self.data_dir / "nats" / "auth"
+        if self.nats.credentials is None and (self.nats.auth_dir / "creds").is_dir():
+            self.nats.credentials = self.nats.auth_dir / "creds"
+        return self
 
     @property
     def database(self) -> DatabaseSettings:

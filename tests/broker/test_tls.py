@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mumu.broker.connect import NatsUnreachable, connect
+from mumu.broker.credentials import AuthDir
 from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.settings import NatsServerTlsSettings, NatsSettings, NatsTlsSettings
 from mumu.broker.tls import TlsConfigError, is_encrypted
@@ -96,13 +97,14 @@ async def test_with_verify_on_only_a_client_certificate_of_the_ca_gets_in(
 
 
 async def test_a_client_that_wants_tls_refuses_a_plaintext_server(
-    nats_server: EmbeddedNats, pki: Pki
+    nats_server: EmbeddedNats, pki: Pki, broker_users: AuthDir
 ) -> None:
     """nats-py would carry on in plaintext when the server does not ask for TLS."""
-    with pytest.raises(NatsUnreachable, match="does not offer TLS"):
-        await connect(client(nats_server.url.replace("nats://", "tls://")), name="tls-test")
-    with pytest.raises(NatsUnreachable, match="does not offer TLS"):
-        await connect(client(nats_server.url, ca_file=pki.ca), name="tls-test")
+    for settings in (client(nats_server.url.replace("nats://", "tls://")),
+                     client(nats_server.url, ca_file=pki.ca)):
+        settings.credentials = broker_users.creds  # the users of the test server
+        with pytest.raises(NatsUnreachable, match="does not offer TLS"):
+            await connect(settings, name="tls-test")
 
 
 async def test_a_certificate_without_its_key_is_a_settings_error(

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from mumu.broker.connect import connect
+from mumu.broker.credentials import AuthDir
 from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.settings import NatsServerTlsSettings, NatsSettings, NatsTlsSettings
 from mumu.broker.streams import apply_all
@@ -28,17 +29,22 @@ pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture
-async def mtls_nats(tmp_path: Path, pki: Pki) -> AsyncIterator[EmbeddedNats]:
+async def mtls_nats(
+    tmp_path: Path, pki: Pki, broker_users: AuthDir
+) -> AsyncIterator[EmbeddedNats]:
+    """The test server with its users (no anonymous access) and mutual TLS."""
     tls = NatsServerTlsSettings(cert_file=pki.server_cert, key_file=pki.server_key,
                                 ca_file=pki.ca, verify=True)
-    async with EmbeddedNats(tmp_path / "nats", tls=tls) as server:
+    async with EmbeddedNats(tmp_path / "nats", auth_file=broker_users.auth_conf,
+                            tls=tls) as server:
         yield server
 
 
 async def test_a_spoken_question_end_to_end_with_tls_on_nats_and_the_gateway(
-    mtls_nats: EmbeddedNats, pki: Pki, tmp_path: Path, model_cache: Path
+    mtls_nats: EmbeddedNats, pki: Pki, tmp_path: Path, model_cache: Path,
+    broker_users: AuthDir,
 ) -> None:
-    nats = NatsSettings(url=mtls_nats.url, tls=NatsTlsSettings(
+    nats = NatsSettings(url=mtls_nats.url, credentials=broker_users.creds, tls=NatsTlsSettings(
         ca_file=pki.ca, cert_file=pki.client_cert, key_file=pki.client_key))
     base = Settings(
         data_dir=tmp_path / "mumu", nats=nats,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
@@ -53,6 +54,16 @@ class NatsSettings(BaseModel):
     user: str | None = Field(default=None, description="NATS user name")
     password: SecretStr | None = Field(default=None, description="NATS password")
     creds_file: Path | None = Field(default=None, description="NATS .creds file (JWT + NKey)")
+    credentials: Path | None = Field(
+        default=None,
+        description="this process's nkey seed file, or a directory of `<role>.nk` seeds; "
+        "unset: `<data_dir>/nats/auth/creds` when it exists (a `mumu up` directory)",
+    )
+    auth_dir: Path | None = Field(
+        default=None,
+        description="the broker's users (`users.json`, the `auth.conf` every nats-server "
+        "includes, service seeds); unset: `<data_dir>/nats/auth`",
+    )
     connect_timeout: float = Field(default=5.0, description="seconds to wait for a connection")
     embedded_port: int = Field(
         default=4222, ge=0,
@@ -65,3 +76,13 @@ class NatsSettings(BaseModel):
     )
     tls: NatsTlsSettings = Field(default_factory=NatsTlsSettings)
     server_tls: NatsServerTlsSettings = Field(default_factory=NatsServerTlsSettings)
+    js_cipher: Literal["chachapoly", "aes", "none"] = Field(
+        default="chachapoly",
+        description="at-rest encryption of the JetStream store of the nats-server `mumu up` "
+        "starts (`none`: off)",
+    )
+    js_key: SecretStr | None = Field(
+        default=None,
+        description="key of that encryption; unset: `mumu up` generates one once into "
+        "`nats-js-key` in the data dir (mode 0600)",
+    )

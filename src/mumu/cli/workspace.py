@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from mumu.cli import credentials
 from mumu.cli.common import table
 from mumu.db.bootstrap import admin_url_of, keyring_of
 from mumu.db.datakeys import DataKeys
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     key = verbs.add_parser("key", help="a new API key for a workspace (shown once)")
     key.add_argument("workspace_id", type=uuid.UUID, help="the workspace id (a UUID)")
     key.set_defaults(func=run_key)
+    credentials.register(verbs)
 
 
 def with_admin(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
