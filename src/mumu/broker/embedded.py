@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+from mumu.broker.settings import NatsServerTlsSettings
+
 log = logging.getLogger(__name__)
 
 Cipher = Literal["chachapoly", "aes"]
@@ -47,6 +49,24 @@ def config_string(value: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+def _tls_block(tls: NatsServerTlsSettings | None) -> list[str]:
+    if tls is None:
+        return []
+    if tls.cert_file is None or tls.key_file is None:
+        raise ValueError("the embedded nats-server's TLS needs a certificate and its key file")
+    if tls.verify and tls.ca_file is None:
+        raise ValueError("verifying NATS client certificates needs a CA file")
+    lines = [
+        "tls {",
+        f"  cert_file: {config_string(str(tls.cert_file.resolve()))}",
+        f"  key_file: {config_string(str(tls.key_file.resolve()))}",
+    ]
+    if tls.ca_file is not None:
+        lines.append(f"  ca_file: {config_string(str(tls.ca_file.resolve()))}")
+    lines += [f"  verify: {'true' if tls.verify else 'false'}", "  timeout: 2", "}"]
+    return lines
+
+
 class EmbeddedNats:
     """A ``nats-server`` child process on loopback; ``port=0`` picks a free port.
 
@@ -58,6 +78,7 @@ class EmbeddedNats:
         max_file_store: int = 16 * 1024**3, user: str | None = None,
         password: str | None = None, auth_file: Path | None = None,
         cipher: Cipher | None = None, key: str | None = None,
+        tls: NatsServerTlsSettings | None = None,
     ) -> None:
         """``auth_file``: the users' file to include (``mumu.broker.credentials``);
         ``user``/``password``: one user instead (an external-server stand-in in tests).
@@ -65,10 +86,14 @@ class EmbeddedNats:
         ``cipher`` + ``key``: encrypt the JetStream store at rest. The server encrypts an
         existing unencrypted store when it starts with a cipher (and re-encrypts one of the
         other cipher); a store encrypted with another key does not load.
+
+        ``tls`` with a ``cert_file``: clients must speak TLS (and, with ``verify``, present a
+        certificate signed by its ``ca_file``).
         """
         if (cipher is None) != (key is None):
             raise ValueError("cipher and key go together")
         self.auth_file = auth_file
+        self.tls = tls if tls is not None and tls.cert_file is not None else None
         self.data_dir = data_dir
         self.cipher = cipher
         self._key = key
@@ -83,7 +108,8 @@ class EmbeddedNats:
     def url(self) -> str:
         if self.port is None:
             raise RuntimeError("nats-server is not running")
-        return f"nats://127.0.0.1:{self.port}"
+        scheme = "tls" if self.tls else "nats"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -110,6 +136,7 @@ class EmbeddedNats:
             "\n".join(
                 [
                     *auth,
+                    *_tls_block(self.tls),
                     "host: 127.0.0.1",
                     f"port: {port}",
                     f"max_payload: {self.max_payload}",

@@ -8,6 +8,42 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 
 
+class NatsTlsSettings(BaseModel):
+    """TLS of this process's NATS connections (``MUMU_NATS__TLS__*``)."""
+
+    ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle (PEM) the NATS server certificate must chain to; set turns "
+        "TLS on for client connections (a `tls://` URL alone uses the system CAs)",
+    )
+    cert_file: Path | None = Field(
+        default=None, description="client certificate (PEM), for a server that verifies clients"
+    )
+    key_file: Path | None = Field(default=None, description="private key of `cert_file` (PEM)")
+    server_name: str | None = Field(
+        default=None,
+        description="name the server certificate must carry when it differs from the URL's host",
+    )
+
+
+class NatsServerTlsSettings(BaseModel):
+    """TLS of the nats-server ``mumu up`` starts (``MUMU_NATS__SERVER_TLS__*``)."""
+
+    cert_file: Path | None = Field(
+        default=None,
+        description="server certificate (PEM) of the embedded nats-server; set turns TLS on "
+        "(its SANs must include 127.0.0.1)",
+    )
+    key_file: Path | None = Field(default=None, description="private key of `cert_file` (PEM)")
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle (PEM) client certificates must chain to"
+    )
+    verify: bool = Field(
+        default=False,
+        description="require a client certificate signed by `ca_file` of every connection",
+    )
+
+
 class NatsSettings(BaseModel):
     """How to reach NATS. Unset ``url`` means ``mumu up`` starts an embedded server."""
 
@@ -38,6 +74,8 @@ class NatsSettings(BaseModel):
         description="largest message the embedded server accepts (bytes); bigger audio "
         "goes through the Object Store",
     )
+    tls: NatsTlsSettings = Field(default_factory=NatsTlsSettings)
+    server_tls: NatsServerTlsSettings = Field(default_factory=NatsServerTlsSettings)
     js_cipher: Literal["chachapoly", "aes", "none"] = Field(
         default="chachapoly",
         description="at-rest encryption of the JetStream store of the nats-server `mumu up` "
