@@ -3,7 +3,8 @@
 
 const $ = (id) => document.getElementById(id);
 const state = {
-  apiKey: null, token: null, renewTimer: null, sessionId: null, ws: null, cursor: 0, connected: false, recorder: null, cards: {}, log: [],
+  apiKey: null, token: null, renewTimer: null, sessionId: null, ws: null, cursor: 0,
+  connected: false, recorder: null, cards: {}, log: [],
 };
 
 const CONTROL = new Set(["ready", "accepted", "resumed", "cancelling", "pong", "authenticated"]);
@@ -43,7 +44,9 @@ async function newToken() {
 async function renew() {
   try { await newToken(); } catch (e) { setStatus("Session not renewed: " + e.message); return; }
   // a socket that is not open reconnects with the new token by itself
-  if (state.ws && state.ws.readyState === WebSocket.OPEN) send({ type: "auth", token: state.token });
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+    send({ type: "auth", token: state.token });
+  }
 }
 
 function connect() {
