@@ -51,7 +51,8 @@ async function renew() {
 
 function connect() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  let url = `${proto}//${location.host}/api/ws?token=${encodeURIComponent(state.token)}`;
+  const token = state.token;
+  let url = `${proto}//${location.host}/api/ws?token=${encodeURIComponent(token)}`;
   // a reconnect always resumes, from 0 when no event had arrived yet
   if (state.connected) url += `&after=${state.cursor}`;
   const ws = new WebSocket(url);
@@ -59,6 +60,8 @@ function connect() {
   state.ws = ws;
   ws.onopen = () => {
     state.connected = true;
+    // renewed while this socket was connecting: give it the new token too
+    if (state.token !== token) send({ type: "auth", token: state.token });
     setStatus(`Connected — session ${state.sessionId}`);
   };
   ws.onmessage = (ev) => onMessage(JSON.parse(ev.data));
