@@ -90,9 +90,10 @@ async def run_stage(
                     tracing=tracing, log=log,
                 )
                 halt = asyncio.Event()
-                async with asyncio.TaskGroup() as tg:
-                    watch = tg.create_task(_set_when_either(stop, lost, halt))
+                watch = asyncio.create_task(_set_when_either(stop, lost, halt))
+                try:
                     await _consume(stage, ctx, halt, state, started)
+                finally:
                     watch.cancel()
             finally:
                 with contextlib.suppress(Exception):
