@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from mumu.broker.credentials import AuthDir
 from mumu.runtime.metrics import StageMetrics
 from mumu.stages.registry import STAGES
 from tests.tls_certs import Pki
@@ -74,6 +75,17 @@ def test_compose_runs_nats_from_the_single_node_config_with_tls() -> None:
         assert any(v.endswith(f":{ca}:ro") for v in services[name]["volumes"]), name
 
 
+def test_compose_needs_credentials_and_gives_each_service_only_its_own() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert any(v.endswith(":/etc/nats/auth:ro") for v in services["nats"]["volumes"])
+    roles = {**{name: name for name in STAGES.names()}, "gateway": "gateway",
+             "setup": "operator"}
+    for service, role in roles.items():
+        seeds = [v for v in services[service]["volumes"] if "/creds/" in v]
+        assert seeds == [f"${{MUMU_AUTH_DIR}}/creds/{role}.nk:/etc/mumu/nats.nk:ro"], service
+        assert services[service]["environment"]["MUMU_NATS__CREDENTIALS"] == "/etc/mumu/nats.nk"
+
+
 def with_test_certs(conf: Path, pki: Pki, tmp_path: Path) -> Path:
     """``conf`` with its /etc/nats/tls/ files replaced by the test PKI's (same names)."""
     tls = tmp_path / "tls"
@@ -85,6 +97,11 @@ def with_test_certs(conf: Path, pki: Pki, tmp_path: Path) -> Path:
     assert text.count("/etc/nats/tls/") >= 3, "TLS files at their deployment paths"
     copy = tmp_path / conf.name
     copy.write_text(text.replace("/etc/nats/tls/", f"{tls}/"))
+    assert 'include "auth/auth.conf"' in text, "no anonymous clients: the users are included"
+    users = AuthDir(tmp_path / "auth")
+    if not users.registry.exists():  # the cluster test copies node 1's users to the others
+        users.ensure_services()
+        users.render(STAGES.consumers())
     return copy
 
 
@@ -120,7 +137,13 @@ def test_single_node_nats_config_is_valid_and_needs_its_certificates(
     assert re.search(r"^tls \{", text, re.M) and "jetstream {" in text
     assert re.search(r"^http: 127\.0\.0\.1:8222$", text, re.M)
     # without the certificate files the server does not start (no silent plaintext)
-    missing = nats_config_test(conf)
+    bare = tmp_path / "without-certificates"
+    bare.mkdir()
+    (bare / conf.name).write_text(text)
+    users = AuthDir(bare / "auth")
+    users.ensure_services()
+    users.render(STAGES.consumers())
+    missing = nats_config_test(bare / conf.name)
     assert missing.returncode != 0
     assert "/etc/nats/tls/server.pem" in missing.stderr + missing.stdout
 

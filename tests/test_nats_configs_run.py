@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -67,8 +68,10 @@ def rewritten(conf: Path, pki: Pki, tmp_path: Path, client: int, http: int) -> P
     return copy
 
 
-def tls_client(url: str, pki: Pki) -> NatsSettings:
-    return NatsSettings(url=url, connect_timeout=2.0, tls=NatsTlsSettings(ca_file=pki.ca))
+def tls_client(url: str, pki: Pki, conf: Path) -> NatsSettings:
+    """The operator's view of a node: TLS and the credentials of its users."""
+    return NatsSettings(url=url, connect_timeout=2.0, tls=NatsTlsSettings(ca_file=pki.ca),
+                        credentials=conf.parent / "auth" / "creds")
 
 
 async def test_the_single_node_config_serves_jetstream_over_tls_only(
@@ -80,7 +83,10 @@ async def test_the_single_node_config_serves_jetstream_over_tls_only(
         with pytest.raises(NatsUnreachable, match="CERTIFICATE_VERIFY_FAILED"):
             await connect(NatsSettings(url=f"tls://127.0.0.1:{client}", connect_timeout=2.0),
                           name="no-ca")
-        nc = await connect(tls_client(f"nats://127.0.0.1:{client}", pki), name="deploy")
+        with pytest.raises(NatsUnreachable, match="Authorization Violation"):
+            await connect(NatsSettings(url=f"nats://127.0.0.1:{client}", connect_timeout=2.0,
+                                       tls=NatsTlsSettings(ca_file=pki.ca)), name="anonymous")
+        nc = await connect(tls_client(f"nats://127.0.0.1:{client}", pki, conf), name="deploy")
         try:
             info = await nc.jetstream().add_stream(name="T", subjects=["t.>"])
             assert info.config.name == "T"
@@ -105,6 +111,8 @@ def cluster(pkis: list[Pki], tmp_path: Path) -> tuple[list[Path], list[int], lis
     for n in (1, 2, 3):
         node = tmp_path / f"n{n}"
         node.mkdir()
+        if n > 1:  # every node of a cluster includes the same users
+            shutil.copytree(tmp_path / "n1" / "auth", node / "auth")
         conf = rewritten(ROOT / "infra" / "nats" / f"nats-{n}.conf", pkis[n - 1], node,
                          clients[n - 1], https[n - 1])
         (node / "tls" / "ca.pem").write_bytes(pkis[0].ca.read_bytes())
@@ -140,7 +148,8 @@ async def test_three_nodes_form_a_cluster_over_mutual_tls_routes(
     async with contextlib.AsyncExitStack() as stack:
         for conf, port in zip(confs, clients, strict=True):
             await stack.enter_async_context(running(conf, port))
-        nc = await connect(tls_client(f"tls://127.0.0.1:{clients[0]}", pki), name="deploy")
+        nc = await connect(tls_client(f"tls://127.0.0.1:{clients[0]}", pki, confs[0]),
+                           name="deploy")
         stack.push_async_callback(nc.close)
         js = nc.jetstream()
         # an R3 stream needs all three nodes: it exists only once the routes are up
