@@ -42,3 +42,13 @@ def ack_fields(reply: str) -> AckFields:
                          int(t[i + 4]))
     except (IndexError, ValueError) as exc:
         raise ValueError(f"not a JetStream ack subject: {reply!r}") from exc
+
+
+def delivery_of_reply(reply: str) -> tuple[int, int]:
+    """(delivered, stream sequence) only: the stage runtime's per-message need, without
+    parsing the other fields (``ValueError`` when ``reply`` is not an ack subject)."""
+    t = reply.split(".", 9)
+    i = 4 if len(t) == 9 else 6 if len(t) == 10 and "." in t[9] else 0
+    if i and t[0] == "$JS" and t[1] == "ACK" and t[i].isdigit() and t[i + 1].isdigit():
+        return int(t[i]), int(t[i + 1])
+    raise ValueError(f"not a JetStream ack subject: {reply!r}")

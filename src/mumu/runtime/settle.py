@@ -16,7 +16,7 @@ from typing import Any
 from nats.aio.msg import Msg
 from pydantic import BaseModel
 
-from mumu.broker.ack_subject import ack_fields
+from mumu.broker.ack_subject import delivery_of_reply
 from mumu.contracts.events import ErrorCode
 from mumu.contracts.subjects import last_token
 from mumu.runtime.deadletter import dead_letter, error_event, request_identity
@@ -61,11 +61,10 @@ class Delivery:
 def delivery_of(msg: Msg) -> tuple[int, int]:
     """(deliveries, stream sequence) of a JetStream delivery, from its ack subject."""
     try:
-        fields = ack_fields(msg.reply or "")
+        return delivery_of_reply(msg.reply or "")
     except ValueError:
         meta = msg.metadata
         return meta.num_delivered or 1, meta.sequence.stream
-    return fields.delivered, fields.stream_seq
 
 
 class Settler:
