@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import nats
@@ -12,6 +12,7 @@ from nats.aio.client import Client as NATS
 from mumu.bench.stream import apply_bench_stream
 from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.streams import apply_all
+from mumu.broker.workspaces import ensure_workspaces
 from mumu.settings import NatsSettings, Settings, StageRuntimeSettings
 
 pytest_plugins = ["tests.pg_fixtures"]
@@ -44,6 +45,20 @@ async def streams(nc: NATS) -> None:
     benchmarks' MUMU_BENCH (the pass-through test stage consumes it)."""
     await apply_all(nc)
     await apply_bench_stream(nc)
+
+
+Ensure = Callable[..., Awaitable[None]]
+
+
+@pytest.fixture
+def workspaces(nc: NATS, streams: None) -> Ensure:
+    """``await workspaces("ws-a", "ws-b")``: their intake streams and upload buckets exist
+    (what ``mumu workspace create`` does), so raw publishes on ``mumu.ingest.*.<ws>`` land."""
+
+    async def ensure(*ids: str) -> None:
+        await ensure_workspaces(nc, ids)
+
+    return ensure
 
 
 @pytest.fixture
