@@ -14,13 +14,16 @@ from nats.aio.client import Client as NATS
 
 from mumu.broker.intake import converge_sources, intake_config
 from mumu.broker.jsapi import ERR_STREAM_NAME_IN_USE, JetStreamApiError, api, stream_config
+from mumu.broker.settings import NatsSettings
 from mumu.broker.streams import StreamChange, apply_buckets, apply_stream
 from mumu.contracts import subjects
 
 log = logging.getLogger(__name__)
 
-INTAKE_MAX_BYTES = 256 * 1024 * 1024
-UPLOAD_MAX_BYTES = 1024 * 1024 * 1024
+INTAKE_MAX_BYTES = 64 * 1024 * 1024
+UPLOAD_MAX_BYTES = 256 * 1024 * 1024
+"""Defaults of ``MUMU_NATS__INTAKE_MAX_BYTES`` / ``MUMU_NATS__UPLOAD_MAX_BYTES``. Each is
+reserved against the server's JetStream store for every workspace (docs/security.md)."""
 UPLOAD_TTL_SECONDS = 86400
 
 
@@ -83,6 +86,16 @@ async def ensure_workspaces(
             upload_max_bytes=upload_max_bytes, replicas=replicas,
         )
     return changes
+
+
+async def ensure_configured(
+    nc: NATS, settings: NatsSettings, workspaces: Iterable[str]
+) -> list[StreamChange]:
+    """``ensure_workspaces`` with the limits of ``settings`` (``MUMU_NATS__*_MAX_BYTES``)."""
+    return await ensure_workspaces(
+        nc, workspaces, intake_max_bytes=settings.intake_max_bytes,
+        upload_max_bytes=settings.upload_max_bytes,
+    )
 
 
 async def remove_workspace(nc: NATS, workspace: str) -> None:
