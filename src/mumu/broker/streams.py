@@ -18,8 +18,8 @@ from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
 from nats.js.object_store import ObjectStore
 
 from mumu.broker.intake import ingest_shape, intake_streams, wanted_sources
-from mumu.broker.jsapi import stream_config
 from mumu.broker.jsapi import api as _api
+from mumu.broker.jsapi import stream_config
 from mumu.contracts import subjects
 from mumu.resources import resource_dir
 
