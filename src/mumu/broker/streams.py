@@ -19,7 +19,7 @@ from nats.js.object_store import ObjectStore
 
 from mumu.broker.intake import ingest_shape, intake_streams, wanted_sources
 from mumu.broker.jsapi import api as _api
-from mumu.broker.jsapi import stream_config as stream_config  # re-exported
+from mumu.broker.jsapi import stream_config
 from mumu.contracts import subjects
 from mumu.resources import resource_dir
 

@@ -13,7 +13,8 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
 from mumu.broker.connect import connect
-from mumu.broker.streams import load_stream_configs, stream_config
+from mumu.broker.jsapi import stream_config
+from mumu.broker.streams import load_stream_configs
 from mumu.gateway import api, openai_compat
 from mumu.gateway.asks import Asker
 from mumu.gateway.auth import ApiKeys
