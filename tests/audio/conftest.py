@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NATS
 
+from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import new_id
@@ -79,5 +80,13 @@ async def publish_audio(
     }
     for name in omit:
         headers.pop(name, None)
+    await ensure_workspace(nc, ws)  # what `mumu workspace create` does: its intake stream
     await nc.jetstream().publish(subjects.INGEST_AUDIO.for_workspace(ws), data, headers=headers)
     return rid
+
+
+async def upload(nc: NATS, name: str, data: bytes, ws: str = WS) -> None:
+    """What a producer does with large audio: put it in its workspace's upload bucket."""
+    await ensure_workspace(nc, ws)
+    store = await nc.jetstream().object_store(subjects.upload_bucket(ws))
+    await store.put(name, data)

@@ -22,7 +22,7 @@ from mumu.contracts import subjects
 from mumu.contracts.events import TranscriptFinal
 from mumu.settings import Settings
 from mumu.stages.ingest.stage import build_stage as build_ingest
-from tests.audio.conftest import SPEECH, WS, publish_audio
+from tests.audio.conftest import SPEECH, WS, publish_audio, upload
 from tests.harness import Collector, running
 
 ROOT = Path(__file__).parents[2]
@@ -133,9 +133,8 @@ async def test_replicas_share_the_work_and_a_sigkilled_one_loses_nothing(
         assert all(n >= 1 for n in done), f"work not shared: {done}"
         assert sum(done) == len(short)
 
-        store = await nc.jetstream().object_store(subjects.BUCKET_AUDIO)
-        await store.put(f"{WS}/long.flac", (SPEECH / "long_en.flac").read_bytes())  # > 1 MB
-        long_id = await publish_audio(nc, b"", extra={h.AUDIO_OBJECT: f"{WS}/long.flac"})
+        await upload(nc, "long.flac", (SPEECH / "long_en.flac").read_bytes())  # > 1 MB
+        long_id = await publish_audio(nc, b"", extra={h.AUDIO_OBJECT: "long.flac"})
         await seen.wait_for(lambda _: any(
             m.subject.startswith("mumu.transcript.partial.") and long_id.encode() in m.data
             for m in seen.messages), timeout=60)  # mid-transcription: segments are coming out
