@@ -16,6 +16,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import TextAsk
@@ -225,6 +226,7 @@ async def test_body_limit_rate_limit_and_backpressure(
         await js.add_consumer(subjects.STREAM_INGEST, ConsumerConfig(
             durable_name="stuck-stage", ack_policy=AckPolicy.EXPLICIT,
             filter_subject=subjects.INGEST_TEXT.wildcard))
+        await ensure_workspace(nc, "ws-load")
         for n in range(6):
             await js.publish(subjects.INGEST_TEXT.for_workspace("ws-load"), b"{}",
                              headers={h.MSG_ID: f"load-{n}"})
