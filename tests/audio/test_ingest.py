@@ -14,7 +14,7 @@ from nats.aio.client import Client as NATS
 
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
-from mumu.contracts.events import AudioReady, PipelineError, TranscriptFinal
+from mumu.contracts.events import AudioReady, PipelineError, TranscriptFinal, new_id
 from mumu.settings import Settings
 from mumu.stages.ingest.stage import IngestStage
 from mumu.stages.ingest.stage import build_stage as build_ingest
@@ -218,6 +218,24 @@ async def test_two_workspaces_using_one_request_id_are_both_transcribed(
     assert partial_tenants == set(clips)
     assert len(seen.on("mumu.transcript.final.")) == 2
     assert not seen.on("mumu.error.")
+
+
+async def test_a_forged_msg_id_from_another_workspace_does_not_suppress_a_transcription(
+    nc: NATS, pipeline: tuple[IngestStage, TranscribeStage]
+) -> None:
+    victim = new_id()
+    async with Collector(nc) as seen:
+        # the thief publishes first, on its own subject, with the id the victim will use
+        await publish_audio(nc, (DATA / "speech" / "en01.wav").read_bytes(), ws="ws-thief",
+                            extra={h.MSG_ID: f"ws-victim.{victim}"})
+        await publish_audio(nc, (DATA / "speech" / "en02.wav").read_bytes(), ws="ws-victim",
+                            request_id=victim)
+        await seen.wait_count("mumu.transcript.final.ws-victim", 1, timeout=60)
+    (final,) = (TranscriptFinal.model_validate_json(m.data)
+                for m in seen.on("mumu.transcript.final.ws-victim"))
+    assert final.request_id == victim
+    truth = words(references()["en02.wav"]["text"])
+    assert jiwer.wer(truth, words(final.text)) <= 0.25, final.text
 
 
 async def test_a_workspace_named_norm_cannot_read_another_tenants_normalised_audio(

@@ -150,7 +150,8 @@ async def test_text_and_audio_asks_are_published(
     assert small.headers[h.LANGUAGE] == "en"
     assert large.data == b""
     assert large.headers[h.REQUEST_ID] == big_ids["request_id"]
-    store = await nc.jetstream().object_store(subjects.BUCKET_AUDIO)
+    # the workspace's own upload bucket, not the service bucket of normalised audio
+    store = await nc.jetstream().object_store(subjects.upload_bucket(WS_A))
     assert (await store.get(large.headers[h.AUDIO_OBJECT])).data == big
 
 
