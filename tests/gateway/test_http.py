@@ -263,10 +263,12 @@ async def test_wait_names_the_stage_that_did_not_answer(
 
 
 async def test_a_full_request_stream_is_503_overloaded_and_nothing_is_evicted(
-    gateway: Gateway, http: aiohttp.ClientSession, nc: NATS
+    gateway: Gateway, http: aiohttp.ClientSession, nc: NATS, workspaces
 ) -> None:
+    await workspaces(WS_A)  # the workspace's intake stream is the one that fills up
     js = nc.jetstream()
-    info = await js.stream_info(subjects.STREAM_INGEST)
+    intake = subjects.intake_stream(WS_A)
+    info = await js.stream_info(intake)
     config = info.config
     config.max_msgs = info.state.messages + 1
     await js.update_stream(config)
@@ -280,5 +282,5 @@ async def test_a_full_request_stream_is_503_overloaded_and_nothing_is_evicted(
     status, body, retry_after = statuses[1]
     assert status == 503 and body["error"]["code"] == "overloaded", body
     assert retry_after == "5"
-    state = (await js.stream_info(subjects.STREAM_INGEST)).state
+    state = (await js.stream_info(intake)).state
     assert state.messages == info.state.messages + 1  # the accepted ask is still there

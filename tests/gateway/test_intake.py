@@ -11,6 +11,7 @@ import aiohttp
 from nats.aio.client import Client as NATS
 
 from mumu.broker.jsapi import stream_config
+from mumu.broker.workspaces import remove_workspace
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import TextAsk, derive_id
@@ -111,3 +112,14 @@ async def test_a_forged_msg_id_from_another_workspace_does_not_suppress_an_ask(
     assert status == 200, result
     assert result["request_id"] == wanted
     assert result["answer"] == "You asked: Still there?"
+
+
+async def test_an_ask_after_the_intake_was_removed_recreates_it_and_is_queued(
+    gateway: Gateway, http: aiohttp.ClientSession, nc: NATS
+) -> None:
+    token = gateway.token(WS_A, "s1")
+    assert (await ask(http, gateway, token, "one"))[0] == 202
+    await remove_workspace(nc, WS_A)  # the gateway still thinks the stream is there
+    status, body = await ask(http, gateway, token, "two")
+    assert status == 202, body
+    assert await intake_messages(nc, WS_A) == 1  # the recreated stream holds the new ask

@@ -10,6 +10,7 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js.api import ObjectMeta, PubAck
 
+from mumu.broker.jsapi import stream_config
 from mumu.broker.settings import NatsSettings
 from mumu.broker.workspaces import ensure_configured
 from mumu.contracts import headers as h
@@ -77,6 +78,10 @@ def audio_content_type(data: bytes, declared: str | None = None) -> str:
     return found
 
 
+def _is_ingest(subject: str) -> bool:
+    return subjects.INGEST_TEXT.matches(subject) or subjects.INGEST_AUDIO.matches(subject)
+
+
 @dataclass(frozen=True, slots=True)
 class Asked:
     """A published ask: its request id, and whether JetStream had it already
@@ -91,14 +96,19 @@ class Asker:
     """Publishes asks for one gateway process, waiting for JetStream's acknowledgement.
 
     A workspace made before intake streams existed (or whose stream was lost) has no
-    stream for ``mumu.ingest.*.<ws>``: the asker, whose caller's token is valid for that
-    workspace, creates its intake stream and upload bucket and tries once more.
+    stream for ``mumu.ingest.*.<ws>``. The asker's caller holds a valid token for that
+    workspace, so the asker creates its intake stream and upload bucket: checked on the
+    first ask of each workspace in this process (a core subscriber on the subject would
+    turn a publish without a stream into a timeout, not "no responders"), and again when a
+    publish finds no stream (it was removed since), then it tries once more.
     """
 
     def __init__(self, nc: NatsClient, limits: NatsSettings | None = None) -> None:
         self._nc = nc
         self._js = nc.jetstream()
         self._limits = limits or NatsSettings()
+        self._ready: set[str] = set()
+        """Workspaces whose intake stream this process has seen."""
 
     async def _ensure(self, workspace_id: str, why: BaseException) -> None:
         log.info("workspace %s has no intake stream or bucket (%r): creating them",
@@ -110,16 +120,28 @@ class Asker:
             raise ApiError(503, "unavailable", "the request queue is not reachable; retry",
                            headers={"Retry-After": "5"}) from exc
 
+    async def _intake(self, workspace_id: str) -> None:
+        if workspace_id in self._ready:
+            return
+        try:
+            found = await stream_config(self._nc, subjects.intake_stream(workspace_id))
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise ApiError(503, "unavailable", "the message bus is not reachable; retry") from exc
+        if found is None:
+            await self._ensure(workspace_id, LookupError("no intake stream"))
+        self._ready.add(workspace_id)
+
     async def _publish(
         self, workspace_id: str, subject: str, payload: bytes, headers: dict[str, str]
     ) -> PubAck:
+        if _is_ingest(subject):
+            await self._intake(workspace_id)
         try:
             try:
                 return await self._js.publish(
                     subject, payload, headers=headers, timeout=PUBLISH_TIMEOUT)
             except nats.js.errors.NoStreamResponseError as exc:
-                if not (subjects.INGEST_TEXT.matches(subject)
-                        or subjects.INGEST_AUDIO.matches(subject)):
+                if not _is_ingest(subject):
                     raise
                 await self._ensure(workspace_id, exc)
                 return await self._js.publish(
@@ -166,6 +188,7 @@ class Asker:
         """Audio over the payload limit: into the workspace's upload bucket."""
         bucket = subjects.upload_bucket(workspace_id)
         try:
+            await self._intake(workspace_id)
             try:
                 store = await self._js.object_store(bucket)
             except nats.js.errors.BucketNotFoundError as exc:
