@@ -43,6 +43,8 @@ class DevDatabase:
     env: dict[str, str]
     announce: list[str] = field(default_factory=list)
     server: EmbeddedPostgres | None = None
+    workspaces: list[str] = field(default_factory=list)
+    """Every workspace id (empty without an owner URL: the app role lists none)."""
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -116,9 +118,10 @@ async def bootstrap(
     keys = await asyncio.to_thread(keyring_text, master_keys, data_dir)
     keyring = Keyring.parse(keys)
     announce: list[str] = []
+    workspaces: list[str] = []
     try:
         if admin_url is not None:
-            announce = await _prepare(admin_url, app_url, keyring)
+            announce, workspaces = await _prepare(admin_url, app_url, keyring)
         if server is not None:
             await asyncio.to_thread(server.allow_password_only, APP_GROUP_ROLE)
             conn = await asyncpg.connect(admin_url or server.url())
@@ -134,21 +137,25 @@ async def bootstrap(
             await server.stop()
         raise
     env = {"MUMU_DATABASE_URL": app_url, "MUMU_MASTER_KEYS": keys}
-    return DevDatabase(env=env, announce=announce, server=server)
+    return DevDatabase(env=env, announce=announce, server=server, workspaces=workspaces)
 
 
-async def _prepare(admin_url: str, app_url: str, keyring: Keyring) -> list[str]:
+async def _prepare(
+    admin_url: str, app_url: str, keyring: Keyring
+) -> tuple[list[str], list[str]]:
+    """Lines to announce, and every workspace id."""
     conn = await asyncpg.connect(admin_url)
     try:
         await apply_migrations(conn)
         await ensure_app_login(conn, app_url)
-        if await workspace_ids(conn):
-            return []
+        if existing := await workspace_ids(conn):
+            return [], existing
         created = await create_workspace(conn, DataKeys(keyring), "default")
     finally:
         await conn.close()
     log.info("created workspace 'default' %s", created.workspace_id)
-    return [f"workspace: {created.workspace_id}", f"api key: {created.api_key}"]
+    return ([f"workspace: {created.workspace_id}", f"api key: {created.api_key}"],
+            [created.workspace_id])
 
 
 def admin_url_of(database: DatabaseSettings, data_dir: Path) -> str:

@@ -16,6 +16,7 @@ import aiohttp
 from mumu.broker.connect import connect
 from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.streams import apply_all
+from mumu.broker.workspaces import ensure_configured
 from mumu.db.bootstrap import bootstrap
 from mumu.logs import redacted
 from mumu.settings import Settings
@@ -70,6 +71,17 @@ async def _wait_ready(url: str, timeout: float, stop: asyncio.Event) -> bool:
     return False
 
 
+async def _ensure_workspaces(settings: Settings, nats_url: str, workspaces: list[str]) -> None:
+    """Each workspace's intake stream and upload bucket (the default one's on a first start)."""
+    nc = await connect(settings.nats, name="mumu-up", url=nats_url)
+    try:
+        for change in await ensure_configured(nc, settings.nats, workspaces):
+            if change.action != "unchanged":
+                log.info("workspaces: %s", change.describe())
+    finally:
+        await nc.drain()
+
+
 async def up(
     settings: Settings,
     stop: asyncio.Event,
@@ -100,6 +112,7 @@ async def up(
             await nc.drain()
         database = await bootstrap(settings.database, settings.master_keys, data_dir)
         stack.push_async_callback(database.stop)
+        await _ensure_workspaces(settings, nats_url, database.workspaces)
 
         host = settings.gateway.host
         port = _port_or_free(host, settings.gateway.port)
