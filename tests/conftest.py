@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
 from nats.aio.client import Client as NATS
 
 from mumu.bench.stream import apply_bench_stream
+from mumu.broker.credentials import AuthDir
 from mumu.broker.embedded import EmbeddedNats
+from mumu.broker.roles import Role
 from mumu.broker.streams import apply_all
 from mumu.broker.workspaces import ensure_workspaces
+from mumu.contracts.subjects import service_inbox_prefix
 from mumu.settings import NatsSettings, Settings, StageRuntimeSettings
+from mumu.stages.registry import STAGES
 
 pytest_plugins = ["tests.pg_fixtures"]
 
@@ -21,8 +27,28 @@ DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture
-async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "nats")
+def broker_users(tmp_path: Path) -> AuthDir:
+    """The broker's users as `mumu up` makes them: every service role, the operator and
+    the system user, each with its own nkey and permissions (no anonymous access)."""
+    users = AuthDir(tmp_path / "nats-auth")
+    users.ensure_services()
+    users.render(STAGES.consumers())
+    # the test-only pass-through stage has no role of its own: it runs as the operator
+    shutil.copy(users.seed_file(Role.OPERATOR), users.creds / "passthrough.nk")
+    return users
+
+
+async def operator_connection(url: str, users: AuthDir, **options: Any) -> NATS:
+    """A raw nats-py client with the operator's credentials (the SRE's view)."""
+    return await nats.connect(
+        url, nkeys_seed=str(users.seed_file(Role.OPERATOR)),
+        inbox_prefix=service_inbox_prefix(Role.OPERATOR), **options,
+    )
+
+
+@pytest.fixture
+async def nats_server(tmp_path: Path, broker_users: AuthDir) -> AsyncIterator[EmbeddedNats]:
+    server = EmbeddedNats(tmp_path / "nats", auth_file=broker_users.auth_conf)
     await server.start()
     try:
         yield server
@@ -31,8 +57,8 @@ async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
 
 
 @pytest.fixture
-async def nc(nats_server: EmbeddedNats) -> AsyncIterator[NATS]:
-    client = await nats.connect(nats_server.url)
+async def nc(nats_server: EmbeddedNats, broker_users: AuthDir) -> AsyncIterator[NATS]:
+    client = await operator_connection(nats_server.url, broker_users)
     try:
         yield client
     finally:
@@ -62,12 +88,23 @@ def workspaces(nc: NATS, streams: None) -> Ensure:
 
 
 @pytest.fixture
-def settings(nats_server: EmbeddedNats, tmp_path: Path) -> Settings:
+def settings(nats_server: EmbeddedNats, tmp_path: Path, broker_users: AuthDir) -> Settings:
     return Settings(
         data_dir=tmp_path / "mumu",
-        nats=NatsSettings(url=nats_server.url),
+        nats=NatsSettings(url=nats_server.url, credentials=broker_users.creds),
         stage=StageRuntimeSettings(
             ack_wait=5.0, backoff=[0.2, 0.4, 0.8], max_deliver=3, drain_timeout=5.0,
             fetch_timeout=0.2,
         ),
     )
+
+
+def nats_env(server: EmbeddedNats) -> dict[str, str]:
+    """Environment for a mumu child process on a fixture server: its URL and the
+    directory of role seeds (each process picks its own role's seed)."""
+    if server.auth_file is None:
+        raise RuntimeError("the server was started without users")
+    return {
+        "MUMU_NATS__URL": server.url,
+        "MUMU_NATS__CREDENTIALS": str(server.auth_file.parent / "creds"),
+    }

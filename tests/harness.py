@@ -12,6 +12,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from mumu.broker.roles import Role
 from mumu.runtime.metrics import StageMetrics
 from mumu.runtime.process import run_stage
 from mumu.runtime.stage import Stage
@@ -71,7 +72,13 @@ async def running(
     stage: Stage, settings: Settings, timeout: float = 60.0, metrics: StageMetrics | None = None,
 ) -> AsyncIterator[asyncio.Task[None]]:
     """Run ``stage`` in this event loop until the block ends (then drain it); ``metrics``:
-    the runtime's registry for the stage, to read what it counted."""
+    the runtime's registry for the stage, to read what it counted.
+
+    A test-only stage (a name that is no service role) runs as the operator."""
+    creds = settings.nats.credentials
+    if stage.name not in set(Role) and creds is not None and creds.is_dir():
+        nats = settings.nats.model_copy(update={"credentials": creds / f"{Role.OPERATOR}.nk"})
+        settings = settings.model_copy(update={"nats": nats})
     stop = asyncio.Event()
     started = asyncio.Event()
     task = asyncio.create_task(run_stage(stage, settings, stop, started=started, metrics=metrics))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mumu.broker.settings import NatsSettings
@@ -87,6 +87,16 @@ class Settings(BaseSettings):
     reason: ReasonSettings = Field(default_factory=ReasonSettings)
     persist: PersistSettings = Field(default_factory=PersistSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+
+    @model_validator(mode="after")
+    def _broker_defaults(self) -> Settings:
+        """The broker's auth directory and this process's credentials default to the
+        ``mumu up`` layout under ``data_dir`` (as the development keyring does)."""
+        if self.nats.auth_dir is None:
+            self.nats.auth_dir = self.data_dir / "nats" / "auth"
+        if self.nats.credentials is None and (self.nats.auth_dir / "creds").is_dir():
+            self.nats.credentials = self.nats.auth_dir / "creds"
+        return self
 
     @property
     def database(self) -> DatabaseSettings:

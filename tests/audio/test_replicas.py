@@ -23,6 +23,7 @@ from mumu.contracts.events import TranscriptFinal
 from mumu.settings import Settings
 from mumu.stages.ingest.stage import build_stage as build_ingest
 from tests.audio.conftest import SPEECH, WS, publish_audio, upload
+from tests.conftest import nats_env
 from tests.harness import Collector, running
 
 ROOT = Path(__file__).parents[2]
@@ -78,7 +79,7 @@ class Replica:
 async def start_replica(server: EmbeddedNats, model_cache: Path) -> Replica:
     env = {
         **os.environ,
-        "MUMU_NATS__URL": server.url,
+        **nats_env(server),
         "MUMU_LOG_LEVEL": "INFO",
         "MUMU_TRANSCRIBE__MODEL_CACHE_DIR": str(model_cache),
         "MUMU_TRANSCRIBE__CPU_THREADS": "1",

@@ -19,6 +19,7 @@ from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.streams import apply_all, status, stream_config
 from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts import subjects
+from tests.conftest import nats_env
 
 ROOT = Path(__file__).parents[2]
 
@@ -77,7 +78,7 @@ async def test_status_counts_messages_pending_and_redelivered(nc: NATS) -> None:
 
 
 async def test_cli_apply_check_exit_codes(nats_server: EmbeddedNats, tmp_path: Path) -> None:
-    env = {**os.environ, "MUMU_NATS__URL": nats_server.url}
+    env = {**os.environ, **nats_env(nats_server)}
 
     async def mumu(*args: str) -> tuple[int, str]:
         proc = await asyncio.create_subprocess_exec(

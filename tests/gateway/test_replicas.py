@@ -16,15 +16,16 @@ from mumu.broker.embedded import EmbeddedNats
 from mumu.contracts.event_types import EventType
 from mumu.settings import Settings
 from mumu.stages.reason.stage import build_stage as build_reason
+from tests.conftest import nats_env
 from tests.gateway.conftest import SECRET, WS_A, gateway_settings, receive_until, serving
 from tests.gateway.pipeline import pipeline_settings
 from tests.harness import running
 
 
 @contextlib.asynccontextmanager
-async def gateway_process(nats_url: str) -> AsyncIterator[str]:
+async def gateway_process(server: EmbeddedNats) -> AsyncIterator[str]:
     """``mumu gateway`` as a child process; yields its base URL."""
-    env = {**os.environ, "MUMU_NATS__URL": nats_url, "MUMU_GATEWAY__SESSION_SECRET": SECRET,
+    env = {**os.environ, **nats_env(server), "MUMU_GATEWAY__SESSION_SECRET": SECRET,
            "MUMU_GATEWAY__PORT": "0", "MUMU_LOG_LEVEL": "WARNING"}
     env.pop("MUMU_DATABASE_URL", None)
     proc = await asyncio.create_subprocess_exec(
@@ -46,7 +47,7 @@ async def test_ask_on_one_gateway_streams_on_the_other(
 ) -> None:
     cfg = gateway_settings(pipeline_settings(settings, model_cache))
     async with running(build_reason(cfg), cfg), serving(cfg) as here, gateway_process(
-        nats_server.url
+        nats_server
     ) as there, aiohttp.ClientSession() as http:
         token = here.token(WS_A, "shared")  # same secret: either replica accepts it
         async with http.ws_connect(here.ws_url(token)) as ws:

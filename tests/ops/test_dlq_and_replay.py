@@ -17,6 +17,7 @@ from mumu.contracts.events import new_id
 from mumu.runtime import Inbound, Outbound, PermanentError
 from mumu.runtime.stage import durable_of
 from mumu.settings import Settings
+from tests.conftest import nats_env
 from tests.harness import Collector, running
 from tests.passthrough import PassThrough, Ping
 
@@ -26,7 +27,7 @@ WS = "ws-ops"
 async def mumu(server: EmbeddedNats, *args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "mumu", *args,
-        env={**os.environ, "MUMU_NATS__URL": server.url, "MUMU_LOG_LEVEL": "WARNING"},
+        env={**os.environ, **nats_env(server), "MUMU_LOG_LEVEL": "WARNING"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await proc.communicate()

@@ -13,6 +13,7 @@ from nats.aio.client import Client as NATS
 from mumu.bench.stream import BENCH_HOPS, STREAM_BENCH
 from mumu.broker.embedded import EmbeddedNats
 from mumu.contracts import headers as h
+from tests.conftest import nats_env
 from tests.passthrough import Ping
 
 ROOT = Path(__file__).parents[2]
@@ -22,7 +23,7 @@ WS = "ws-proc"
 async def start_stage(server: EmbeddedNats, **env: str) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.passthrough", cwd=ROOT,
-        env={**os.environ, "MUMU_NATS__URL": server.url, "MUMU_LOG_LEVEL": "WARNING", **env},
+        env={**os.environ, **nats_env(server), "MUMU_LOG_LEVEL": "WARNING", **env},
         stdout=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 
 from mumu.bench.stream import BENCH_HOPS, STREAM_BENCH
+from mumu.broker.credentials import AuthDir
 from mumu.broker.embedded import EmbeddedNats
 from mumu.contracts import headers as h
 from mumu.contracts.events import DeadLetterHeaders
@@ -21,6 +21,7 @@ from mumu.runtime.settle import Delivery, delivery_of
 from mumu.runtime.stage import StageContext
 from mumu.runtime.tracing import Tracing
 from mumu.settings import Settings
+from tests.conftest import operator_connection
 from tests.harness import Collector, running
 from tests.passthrough import PassThrough
 from tests.runtime.test_ack_mapping import WS, ping, publish
@@ -76,13 +77,13 @@ async def test_nak_delays_are_kept_to_the_ladder_on_a_long_ack_wait(
 
 async def test_an_ack_on_a_closed_connection_is_logged_not_raised(
     nats_server: EmbeddedNats, nc: NATS, streams: None, settings: Settings,
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, broker_users: AuthDir,
 ) -> None:
     ctx = _context(nc, settings)
     worker = RouteWorker(ctx, PassThrough().routes()[0], Publisher(nc, ctx.metrics))
     await worker.ensure_consumer()
     await publish(nc, ping())
-    other = await nats.connect(nats_server.url)
+    other = await operator_connection(nats_server.url, broker_users)
     psub = await other.jetstream().pull_subscribe_bind(
         durable=worker.durable, stream=STREAM_BENCH)
     (msg,) = await psub.fetch(1, timeout=5)

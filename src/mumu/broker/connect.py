@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import nats.errors
 from nats.aio.client import Client as NATS
 
 from mumu.broker.settings import NatsSettings
+from mumu.contracts import subjects
 from mumu.logs import redacted
 
 log = logging.getLogger(__name__)
@@ -17,6 +21,15 @@ log = logging.getLogger(__name__)
 # FIRST_ATTEMPTS x (connect_timeout + RECONNECT_WAIT) instead of hanging forever
 FIRST_ATTEMPTS = 3
 RECONNECT_WAIT = 0.5
+
+
+_VIOLATION = re.compile(r'permissions violation for \w+ to "([^"]*)"', re.IGNORECASE)
+
+
+def permission_violation(exc: BaseException) -> str | None:
+    """The subject of a permission violation the server reported, else None."""
+    found = _VIOLATION.search(str(exc))
+    return found.group(1) if found else None
 
 
 class NatsUnreachable(RuntimeError):  # noqa: N818 - reads as the condition it reports
@@ -29,9 +42,38 @@ class NatsUnreachable(RuntimeError):  # noqa: N818 - reads as the condition it r
         )
 
 
-async def connect(settings: NatsSettings, name: str, url: str | None = None) -> NATS:
-    """Connect to ``url`` or the configured server.
+def seed_file(settings: NatsSettings, role: str) -> Path | None:
+    """The nkey seed this process connects with: ``credentials`` itself when it is a
+    file, ``<credentials>/<role>.nk`` when it is a directory, None when unset."""
+    creds = settings.credentials
+    if creds is None:
+        return None
+    if creds.is_dir():
+        path = creds / f"{role}.nk"
+        if not path.exists():
+            raise RuntimeError(f"no NATS credentials for role {role!r}: {path} is missing")
+        return path
+    if not creds.exists():
+        raise RuntimeError(f"NATS credentials file {creds} does not exist")
+    return creds
 
+
+async def connect(
+    settings: NatsSettings,
+    name: str,
+    url: str | None = None,
+    *,
+    role: str = "operator",
+    on_violation: Callable[[str], None] | None = None,
+    on_closed: Callable[[], None] | None = None,
+) -> NATS:
+    """Connect to ``url`` or the configured server as ``role``.
+
+    ``role`` picks the nkey seed (see ``seed_file``) and the private inbox prefix
+    (``_MUMU_INBOX.<role>``, which no producer may subscribe to). ``on_violation`` is
+    called with the subject of each permission violation the server reports;
+    ``on_closed`` when the connection closes for good (for example its credentials were
+    revoked: nats-py does not reconnect after an authorization error).
     The first connection is bounded (``NatsUnreachable`` after a few attempts); once
     connected, reconnects go on forever.
     """
@@ -47,6 +89,7 @@ async def connect(settings: NatsSettings, name: str, url: str | None = None) -> 
         "max_reconnect_attempts": FIRST_ATTEMPTS - 1,
         "reconnect_time_wait": RECONNECT_WAIT,
         "allow_reconnect": True,
+        "inbox_prefix": subjects.service_inbox_prefix(role),
     }
     if settings.user:
         options["user"] = settings.user
@@ -54,6 +97,9 @@ async def connect(settings: NatsSettings, name: str, url: str | None = None) -> 
         options["password"] = settings.password.get_secret_value()
     if settings.creds_file:
         options["user_credentials"] = str(settings.creds_file)
+    seed = seed_file(settings, role)
+    if seed is not None:
+        options["nkeys_seed"] = str(seed)
 
     nc = NATS()
     last_error: list[BaseException] = []
@@ -62,11 +108,24 @@ async def connect(settings: NatsSettings, name: str, url: str | None = None) -> 
         if not (nc.is_closed or nc.is_draining):
             log.warning("NATS disconnected", extra={"stage": name})
 
+    async def closed() -> None:
+        if on_closed is not None:
+            on_closed()
+
     async def reconnected() -> None:
         log.info("NATS reconnected", extra={"stage": name})
 
     async def error(exc: Exception) -> None:
         last_error[:] = [exc]
+        violated = permission_violation(exc)
+        if violated is not None:
+            log.error(
+                "NATS refused %s as %s: permission violation on %s", name, role, violated,
+                extra={"stage": name},
+            )
+            if on_violation is not None:
+                on_violation(violated)
+            return
         # before the first connection the failure is reported once, by NatsUnreachable
         level = logging.WARNING if nc.is_connected or nc.is_reconnecting else logging.DEBUG
         log.log(level, "NATS error on %s: %r", server, exc, extra={"stage": name})
@@ -76,6 +135,7 @@ async def connect(settings: NatsSettings, name: str, url: str | None = None) -> 
             **options,
             disconnected_cb=disconnected,
             reconnected_cb=reconnected,
+            closed_cb=closed,
             error_cb=error,
         )
     except (OSError, TimeoutError, nats.errors.Error) as exc:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -33,9 +34,11 @@ class EmbeddedNats:
     def __init__(
         self, data_dir: Path, *, port: int = 0, max_payload: int = 1_048_576,
         max_file_store: int = 16 * 1024**3, user: str | None = None,
-        password: str | None = None,
+        password: str | None = None, auth_file: Path | None = None,
     ) -> None:
-        """``user``/``password``: require them of every client (default: no auth)."""
+        """``auth_file``: the users' file to include (``mumu.broker.credentials``);
+        ``user``/``password``: one user instead (an external-server stand-in in tests)."""
+        self.auth_file = auth_file
         self.data_dir = data_dir
         self.auth = (user, password) if user is not None and password is not None else None
         self.max_file_store = max_file_store
@@ -67,6 +70,10 @@ class EmbeddedNats:
              f"password: {json.dumps(self.auth[1])} }}"]
             if self.auth else []
         )
+        if self.auth_file is not None:
+            # nats-server resolves includes relative to the including file only
+            relative = os.path.relpath(self.auth_file.resolve(), self.data_dir.resolve())
+            auth.append(f"include {json.dumps(relative)}")
         config.write_text(
             "\n".join(
                 [
@@ -106,10 +113,12 @@ class EmbeddedNats:
                         f"see {self.data_dir / 'nats-server.log'}"
                     )
                 files = list(ports_dir.glob("*.ports"))
-                if files:
-                    ports = json.loads(files[0].read_text())
-                    self.port = int(ports["nats"][0].rsplit(":", 1)[1])
-                    break
+                # the server creates the file before it writes it: a partial read retries
+                with contextlib.suppress(json.JSONDecodeError, KeyError, IndexError):
+                    if files:
+                        ports = json.loads(files[0].read_text())
+                        self.port = int(ports["nats"][0].rsplit(":", 1)[1])
+                        break
                 await asyncio.sleep(0.02)
         await self._wait_listening(timeout)
         log.info("nats-server on %s (store %s)", self.url, self.data_dir)

@@ -17,6 +17,16 @@ class NatsSettings(BaseModel):
     user: str | None = Field(default=None, description="NATS user name")
     password: SecretStr | None = Field(default=None, description="NATS password")
     creds_file: Path | None = Field(default=None, description="NATS .creds file (JWT + NKey)")
+    credentials: Path | None = Field(
+        default=None,
+        description="this process's nkey seed file, or a directory of `<role>.nk` seeds; "
+        "unset: `<data_dir>/nats/auth/creds` when it exists (a `mumu up` directory)",
+    )
+    auth_dir: Path | None = Field(
+        default=None,
+        description="the broker's users (`users.json`, the `auth.conf` every nats-server "
+        "includes, service seeds); unset: `<data_dir>/nats/auth`",
+    )
     connect_timeout: float = Field(default=5.0, description="seconds to wait for a connection")
     embedded_port: int = Field(
         default=4222, ge=0,

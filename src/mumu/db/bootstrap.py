@@ -44,7 +44,9 @@ class DevDatabase:
     announce: list[str] = field(default_factory=list)
     server: EmbeddedPostgres | None = None
     workspaces: list[str] = field(default_factory=list)
-    """Every workspace id (empty without an owner URL: the app role lists none)."""
+    """Every workspace id (when ``mumu up`` owns the schema); the broker provisions them."""
+    created: str | None = None
+    """The workspace this start created (the first start's ``default``), else None."""
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -119,9 +121,11 @@ async def bootstrap(
     keyring = Keyring.parse(keys)
     announce: list[str] = []
     workspaces: list[str] = []
+    created: str | None = None
     try:
         if admin_url is not None:
-            announce, workspaces = await _prepare(admin_url, app_url, keyring)
+            announce, created = await _prepare(admin_url, app_url, keyring)
+            workspaces = await _workspaces(admin_url)
         if server is not None:
             await asyncio.to_thread(server.allow_password_only, APP_GROUP_ROLE)
             conn = await asyncpg.connect(admin_url or server.url())
@@ -137,25 +141,34 @@ async def bootstrap(
             await server.stop()
         raise
     env = {"MUMU_DATABASE_URL": app_url, "MUMU_MASTER_KEYS": keys}
-    return DevDatabase(env=env, announce=announce, server=server, workspaces=workspaces)
+    return DevDatabase(
+        env=env, announce=announce, server=server, workspaces=workspaces, created=created,
+    )
+
+
+async def _workspaces(admin_url: str) -> list[str]:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        return [str(ws) for ws in await workspace_ids(conn)]
+    finally:
+        await conn.close()
 
 
 async def _prepare(
-    admin_url: str, app_url: str, keyring: Keyring
-) -> tuple[list[str], list[str]]:
-    """Lines to announce, and every workspace id."""
+    admin_url: str, app_url: str, keyring: Keyring,
+) -> tuple[list[str], str | None]:
     conn = await asyncpg.connect(admin_url)
     try:
         await apply_migrations(conn)
         await ensure_app_login(conn, app_url)
-        if existing := await workspace_ids(conn):
-            return [], existing
+        if await workspace_ids(conn):
+            return [], None
         created = await create_workspace(conn, DataKeys(keyring), "default")
     finally:
         await conn.close()
     log.info("created workspace 'default' %s", created.workspace_id)
-    return ([f"workspace: {created.workspace_id}", f"api key: {created.api_key}"],
-            [created.workspace_id])
+    lines = [f"workspace: {created.workspace_id}", f"api key: {created.api_key}"]
+    return lines, str(created.workspace_id)
 
 
 def admin_url_of(database: DatabaseSettings, data_dir: Path) -> str:

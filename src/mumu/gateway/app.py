@@ -52,7 +52,11 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
     """NATS, the live results feed and the lag monitor: opened before serving, closed after."""
     settings = app[SETTINGS]
     gw = settings.gateway
-    nc = await connect(settings.nats, name="mumu-gateway")
+    violations = app[METRICS].permission_violations
+    nc = await connect(
+        settings.nats, name="mumu-gateway", role="gateway",
+        on_violation=lambda subject: violations.labels("gateway", subject).inc(),
+    )
     hub = Hub()
     feed = LiveFeed(nc, hub.on_message)
     lag = LagMonitor(nc, gw.lag_threshold, gw.lag_check_interval)

@@ -34,6 +34,12 @@ class GatewayMetrics:
         self.slow_clients = Counter(
             "mumu_gateway_slow_clients", "Websockets closed for falling behind", registry=r
         )
+        self.permission_violations = Counter(
+            "mumu_nats_permission_violations",
+            "Publishes or subscriptions the NATS server refused this process, by subject",
+            ["stage", "subject"],
+            registry=r,
+        )
         self.asks = Counter("mumu_gateway_asks", "Asks published, by kind", ["kind"], registry=r)
         self.rejected = Counter(
             "mumu_gateway_rejected", "Requests refused, by reason", ["reason"], registry=r

@@ -64,6 +64,12 @@ class StageMetrics:
             ["stage", "mode"],
             registry=r,
         )
+        self.permission_violations = Counter(
+            "mumu_nats_permission_violations",
+            "Publishes or subscriptions the NATS server refused this process, by subject",
+            ["stage", "subject"],
+            registry=r,
+        )
         self.model_seconds = Counter(
             "mumu_model_seconds",
             "Seconds spent inside a model (inference)",

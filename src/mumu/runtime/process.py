@@ -9,7 +9,7 @@ import signal
 
 from nats.aio.client import Client as NATS
 
-from mumu.broker.connect import connect
+from mumu.broker.connect import NatsUnreachable, connect
 from mumu.runtime.consumer import RouteWorker
 from mumu.runtime.http import build_probe_app, serve
 from mumu.runtime.metrics import StageMetrics
@@ -19,6 +19,8 @@ from mumu.runtime.tracing import Tracing
 from mumu.settings import Settings
 
 log = logging.getLogger("mumu.stage")
+RECONNECT_PAUSE = 2.0
+"""Seconds between attempts to reconnect after the server closed the connection."""
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:
@@ -61,21 +63,62 @@ async def run_stage(
         settings.stage.http_port,
     )
     log.info("probes on http://%s:%d", settings.stage.http_host, port, extra={"stage": name})
+    violations = metrics.permission_violations
     try:
-        nc = conn["nc"] = await connect(settings.nats, name=f"mumu-{name}")
-        try:
-            ctx = StageContext(
-                name=name, settings=settings, nc=nc, js=nc.jetstream(), metrics=metrics,
-                tracing=tracing, log=log,
-            )
-            await _consume(stage, ctx, stop, state, started)
-        finally:
-            with contextlib.suppress(Exception):
-                await nc.drain()
+        first = True
+        while not stop.is_set():
+            lost = asyncio.Event()
+            try:
+                nc = conn["nc"] = await connect(
+                    settings.nats, name=f"mumu-{name}", role=name,
+                    on_violation=lambda subject: violations.labels(name, subject).inc(),
+                    on_closed=lost.set,
+                )
+            except NatsUnreachable:
+                if first:
+                    raise
+                # lost credentials (revoked, rotated) or a server away: try again until
+                # they work; unacked messages wait in JetStream meanwhile
+                log.warning("cannot reconnect to NATS yet; trying again in %.0f s",
+                            RECONNECT_PAUSE, extra={"stage": name})
+                await _wait_either(stop, asyncio.Event(), RECONNECT_PAUSE)
+                continue
+            first = False
+            try:
+                ctx = StageContext(
+                    name=name, settings=settings, nc=nc, js=nc.jetstream(), metrics=metrics,
+                    tracing=tracing, log=log,
+                )
+                halt = asyncio.Event()
+                async with asyncio.TaskGroup() as tg:
+                    watch = tg.create_task(_set_when_either(stop, lost, halt))
+                    await _consume(stage, ctx, halt, state, started)
+                    watch.cancel()
+            finally:
+                with contextlib.suppress(Exception):
+                    await nc.drain()
+            if lost.is_set() and not stop.is_set():
+                state["loaded"] = False
+                log.error("NATS closed the connection (credentials refused or revoked?); "
+                          "reconnecting", extra={"stage": name})
     finally:
         await runner.cleanup()
         tracing.shutdown()
         log.info("stopped", extra={"stage": name})
+
+
+async def _wait_either(a: asyncio.Event, b: asyncio.Event, timeout: float | None) -> None:
+    waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
+async def _set_when_either(a: asyncio.Event, b: asyncio.Event, target: asyncio.Event) -> None:
+    await _wait_either(a, b, None)
+    target.set()
 
 
 async def _consume(

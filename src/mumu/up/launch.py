@@ -14,10 +14,14 @@ from pathlib import Path
 import aiohttp
 
 from mumu.broker.connect import connect
+from mumu.broker.credentials import AuthDir, write_secret
 from mumu.broker.embedded import EmbeddedNats
+from mumu.broker.reload import publish_users
+from mumu.broker.roles import Role
 from mumu.broker.streams import apply_all
 from mumu.broker.workspaces import ensure_configured
-from mumu.db.bootstrap import bootstrap
+from mumu.contracts.subjects import producer_inbox_prefix
+from mumu.db.bootstrap import DevDatabase, bootstrap
 from mumu.logs import redacted
 from mumu.settings import Settings
 from mumu.stages.registry import STAGES
@@ -25,6 +29,8 @@ from mumu.up.supervisor import Child, Supervisor
 
 log = logging.getLogger(__name__)
 SESSION_SECRET_FILE = "session-secret"  # noqa: S105 - a file name
+PRODUCER_CREDENTIALS_DIR = "credentials"
+"""``<data_dir>/credentials/<ws>.nk``: the default workspace's producer seed (0600)."""
 
 
 def _free_port(host: str) -> int:
@@ -82,6 +88,47 @@ async def _ensure_workspaces(settings: Settings, nats_url: str, workspaces: list
         await nc.drain()
 
 
+async def _start_nats(
+    settings: Settings, data_dir: Path, stack: contextlib.AsyncExitStack,
+) -> tuple[str, AuthDir | None]:
+    """The configured server, or an embedded one with its users (stopped by ``stack``)."""
+    if settings.nats.url is not None:
+        return settings.nats.url, None
+    # secure by default: every service, the CLI and each producer has its own nkey
+    # user; nothing anonymous (docs/security.md)
+    auth = AuthDir(settings.nats.auth_dir or data_dir / "nats" / "auth")
+    await asyncio.to_thread(auth.ensure_services)
+    await asyncio.to_thread(auth.render, STAGES.consumers())
+    if settings.nats.credentials is None:
+        settings.nats.credentials = auth.creds
+    server = EmbeddedNats(
+        data_dir / "nats",
+        port=_port_or_free("127.0.0.1", settings.nats.embedded_port),
+        max_payload=settings.nats.max_payload,
+        auth_file=auth.auth_conf,
+    )
+    await server.start()
+    stack.push_async_callback(server.stop)
+    return server.url, auth
+
+
+async def _provision_users(
+    settings: Settings, auth: AuthDir, database: DevDatabase, nats_url: str,
+) -> list[Path]:
+    """Workspaces into the broker's users; the first start writes the new workspace's
+    producer credentials. Returns every producer credentials file kept in ``data_dir``."""
+    workspaces, created = database.workspaces, database.created
+    changed = await asyncio.to_thread(auth.add_workspaces, workspaces)
+    folder = settings.data_dir.resolve() / PRODUCER_CREDENTIALS_DIR
+    if created is not None:
+        seed = await asyncio.to_thread(auth.issue_producer, created)
+        await asyncio.to_thread(write_secret, folder / f"{created}.nk", seed)
+        changed = True
+    if changed:
+        await publish_users(settings.nats, auth, STAGES.consumers(), url=nats_url)
+    return sorted(p for p in folder.glob("*.nk") if p.stem in workspaces)
+
+
 async def up(
     settings: Settings,
     stop: asyncio.Event,
@@ -92,16 +139,7 @@ async def up(
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
-        nats_url = settings.nats.url
-        if nats_url is None:
-            server = EmbeddedNats(
-                data_dir / "nats",
-                port=_port_or_free("127.0.0.1", settings.nats.embedded_port),
-                max_payload=settings.nats.max_payload,
-            )
-            await server.start()
-            stack.push_async_callback(server.stop)
-            nats_url = server.url
+        nats_url, auth = await _start_nats(settings, data_dir, stack)
         # the configured user/password/creds apply to an external server
         nc = await connect(settings.nats, name="mumu-up", url=nats_url)
         try:
@@ -112,6 +150,9 @@ async def up(
             await nc.drain()
         database = await bootstrap(settings.database, settings.master_keys, data_dir)
         stack.push_async_callback(database.stop)
+        producer_files: list[Path] = []
+        if auth is not None:
+            producer_files = await _provision_users(settings, auth, database, nats_url)
         await _ensure_workspaces(settings, nats_url, database.workspaces)
 
         host = settings.gateway.host
@@ -124,13 +165,20 @@ async def up(
             "MUMU_GATEWAY__SESSION_SECRET": _session_secret(settings, data_dir),
         }
         logs = data_dir / "logs"
+
+        def env_of(role: str) -> dict[str, str]:
+            """Each child gets only its own credentials."""
+            if auth is None:
+                return env
+            return env | {"MUMU_NATS__CREDENTIALS": str(auth.seed_file(Role(role)))}
+
         children = [
-            Child(f"{name}-{i}" if settings.stage.replicas > 1 else name, ["stage", name], env,
-                  logs / f"{name}-{i}.log")
+            Child(f"{name}-{i}" if settings.stage.replicas > 1 else name, ["stage", name],
+                  env_of(name), logs / f"{name}-{i}.log")
             for name in STAGES.available()
             for i in range(settings.stage.replicas)
         ]
-        children.append(Child("gateway", ["gateway"], env, logs / "gateway.log"))
+        children.append(Child("gateway", ["gateway"], env_of("gateway"), logs / "gateway.log"))
         supervisor = Supervisor(children, settings.stage.drain_timeout)
         running = asyncio.create_task(supervisor.run(stop))
         gateway_url = f"http://{host}:{port}"
@@ -144,5 +192,11 @@ async def up(
         announce(f"nats: {redacted(nats_url)}")
         for line in database.announce:
             announce(line)
+        if auth is not None:
+            announce(f"operator credentials: {auth.seed_file(Role.OPERATOR)}  "
+                     "(the CLI finds them when run here)")
+            for path in producer_files:
+                announce(f"producer credentials: {path}  (inbox prefix "
+                         f"{producer_inbox_prefix(path.stem)}; see README 'Producers')")
         announce(f"logs: {logs}  (Ctrl-C stops everything)")
         await running

@@ -1,0 +1,204 @@
+"""Who may do what on the broker: the subject permissions of every NATS user of mumu.
+
+Each service role, the operator and each workspace producer gets an allow-list (NATS
+denies everything else). The lists are built from the contracts (subjects, streams,
+buckets, durable consumers), never typed by hand, so a renamed subject moves its
+permission with it. ``docs/security.md`` explains the choices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from mumu.contracts import consumers, subjects
+from mumu.contracts.event_types import RESULT_TYPES
+
+JS_API: Final = "$JS.API"
+
+
+class Role(StrEnum):
+    """A NATS user of mumu that is not a workspace producer."""
+
+    INGEST = "ingest"
+    TRANSCRIBE = "transcribe"
+    REASON = "reason"
+    PERSIST = "persist"
+    GATEWAY = "gateway"
+    OPERATOR = "operator"
+    """The SRE and the CLI: every subject of the application account."""
+    SYSTEM = "system"
+    """The NATS system account user: reloads the servers' authorization."""
+
+
+SERVICES: Final = (Role.INGEST, Role.TRANSCRIBE, Role.REASON, Role.PERSIST, Role.GATEWAY)
+
+
+@dataclass(frozen=True, slots=True)
+class Permissions:
+    """Subjects a user may publish to and subscribe to (NATS wildcards allowed)."""
+
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+
+    def as_config(self) -> dict[str, dict[str, list[str]]]:
+        """The ``permissions`` block of a nats-server user."""
+        return {
+            "publish": {"allow": list(dict.fromkeys(self.publish))},
+            "subscribe": {"allow": list(dict.fromkeys(self.subscribe))},
+        }
+
+
+def stream_info(stream: str) -> list[str]:
+    return [f"{JS_API}.STREAM.INFO.{stream}"]
+
+
+def consume(consumer: consumers.StageConsumer) -> list[str]:
+    """Create (or bind to) a durable pull consumer, fetch from it and ack its messages."""
+    stream, durable = consumer.stream, consumer.durable
+    return [
+        *stream_info(stream),
+        f"{JS_API}.CONSUMER.INFO.{stream}.{durable}",
+        f"{JS_API}.CONSUMER.CREATE.{stream}.{durable}",
+        f"{JS_API}.CONSUMER.CREATE.{stream}.{durable}.>",
+        f"{JS_API}.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
+        f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{durable}",
+        f"$JS.ACK.{stream}.{durable}.>",
+    ]
+
+
+def consumer_info(consumer: consumers.StageConsumer) -> list[str]:
+    """Read a durable's state (lag, pending) without consuming from it."""
+    return [f"{JS_API}.CONSUMER.INFO.{consumer.stream}.{consumer.durable}"]
+
+
+def direct_reads(stream: str) -> list[str]:
+    """Read single messages of ``stream`` (KV and Object Store lookups)."""
+    return [
+        *stream_info(stream),
+        f"{JS_API}.DIRECT.GET.{stream}",
+        f"{JS_API}.DIRECT.GET.{stream}.>",
+        f"{JS_API}.STREAM.MSG.GET.{stream}",
+    ]
+
+
+def object_store(bucket: str) -> list[str]:
+    """Put, get and delete objects of one bucket (nats-py's object store API)."""
+    stream = f"OBJ_{bucket}"
+    return [
+        *direct_reads(stream),
+        f"$O.{bucket}.>",  # chunks and metadata (put and delete)
+        f"{JS_API}.STREAM.PURGE.{stream}",  # drops an object's chunks
+        f"{JS_API}.STREAM.NAMES",  # get() finds the stream of the chunk subject
+        f"{JS_API}.CONSUMER.CREATE.{stream}",  # get(): an ordered consumer on the chunks
+        f"{JS_API}.CONSUMER.CREATE.{stream}.>",
+        f"{JS_API}.CONSUMER.DELETE.{stream}.>",
+        f"$JS.FC.{stream}.>",  # the ordered consumer's flow control replies
+    ]
+
+
+def key_value(bucket: str) -> list[str]:
+    """Get, create and update keys of one KV bucket."""
+    return [*direct_reads(f"KV_{bucket}"), f"$KV.{bucket}.>"]
+
+
+def produce(workspace: str) -> Permissions:
+    """A workspace producer: its own intake subjects and uploads, its own results."""
+    return Permissions(
+        publish=(
+            subjects.INGEST_AUDIO.for_workspace(workspace),
+            subjects.INGEST_TEXT.for_workspace(workspace),
+            *object_store(subjects.upload_bucket(workspace)),
+        ),
+        subscribe=(
+            f"{subjects.producer_inbox_prefix(workspace)}.>",
+            *(t.pattern.for_workspace(workspace) for t in RESULT_TYPES),
+        ),
+    )
+
+
+def _service(role: Role, publish: Iterable[str]) -> Permissions:
+    return Permissions(
+        publish=tuple(publish),
+        subscribe=(f"{subjects.service_inbox_prefix(role)}.>",),
+    )
+
+
+def _dead_letters(stage: str) -> list[str]:
+    return [subjects.DLQ.token(stage), subjects.ERROR.wildcard]
+
+
+def service(
+    role: Role, workspaces: Iterable[str] = (),
+    stage_consumers: Iterable[consumers.StageConsumer] = (),
+) -> Permissions:
+    """The permissions of one service role. ``workspaces``: every provisioned workspace
+    (ingest and the gateway read and write their upload buckets); ``stage_consumers``:
+    every stage's durable (the gateway reads their lag; ``stages.registry`` lists them)."""
+    uploads = [grant for ws in workspaces for grant in object_store(subjects.upload_bucket(ws))]
+    if role is Role.INGEST:
+        return _service(role, [
+            *consume(consumers.INGEST_AUDIO),
+            subjects.AUDIO_READY.wildcard,
+            *_dead_letters("ingest"),
+            *object_store(subjects.BUCKET_AUDIO),
+            *uploads,
+        ])
+    if role is Role.TRANSCRIBE:
+        return _service(role, [
+            *consume(consumers.TRANSCRIBE_AUDIO),
+            subjects.TRANSCRIPT_PARTIAL.wildcard,
+            subjects.TRANSCRIPT_FINAL.wildcard,
+            *_dead_letters("transcribe"),
+            *object_store(subjects.BUCKET_AUDIO),
+        ])
+    if role is Role.REASON:
+        perms = _service(role, [
+            *consume(consumers.REASON_TRANSCRIPTS),
+            *consume(consumers.REASON_TEXT),
+            subjects.ANSWER_DELTA.wildcard,
+            subjects.ANSWER_FINAL.wildcard,
+            *_dead_letters("reason"),
+            *key_value(subjects.BUCKET_SESSIONS),
+        ])
+        # cancels arrive as plain NATS messages
+        return Permissions(perms.publish, (*perms.subscribe, subjects.CONTROL_CANCEL.wildcard))
+    if role is Role.PERSIST:
+        return _service(role, [
+            *consume(consumers.PERSIST_RESULTS),
+            subjects.PERSISTED.wildcard,
+            *_dead_letters("persist"),
+        ])
+    if role is Role.GATEWAY:
+        return _gateway(tuple(stage_consumers), uploads)
+    raise ValueError(f"{role} is not a service role")
+
+
+def _gateway(
+    stage_consumers: tuple[consumers.StageConsumer, ...], uploads: list[str],
+) -> Permissions:
+    """Publishes asks and cancels for any workspace, reads results through its own
+    ephemeral consumers, checks every stage's durable for readiness and lag."""
+    results = subjects.STREAM_RESULTS
+    publish = [
+        subjects.INGEST_AUDIO.wildcard,
+        subjects.INGEST_TEXT.wildcard,
+        subjects.CONTROL_CANCEL.wildcard,
+        *stream_info(results),
+        *stream_info(subjects.STREAM_INGEST),
+        *(info for c in stage_consumers for info in consumer_info(c)),
+        *(info for c in stage_consumers for info in stream_info(c.stream)),
+        f"{JS_API}.CONSUMER.CREATE.{results}",
+        f"{JS_API}.CONSUMER.CREATE.{results}.>",
+        f"{JS_API}.CONSUMER.DELETE.{results}.>",
+        f"$JS.FC.{results}.>",
+        *object_store(subjects.BUCKET_AUDIO),
+        *uploads,
+    ]
+    inbox = f"{subjects.service_inbox_prefix(Role.GATEWAY)}.>"
+    return Permissions(tuple(publish), (inbox, subjects.AUDIO_READY.wildcard))
+
+
+OPERATOR_PERMISSIONS: Final = Permissions(publish=(">",), subscribe=(">",))
