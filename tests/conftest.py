@@ -14,6 +14,7 @@ from nats.aio.client import Client as NATS
 from mumu.bench.stream import apply_bench_stream
 from mumu.broker.credentials import AuthDir
 from mumu.broker.embedded import EmbeddedNats
+from mumu.broker.reload import publish_users
 from mumu.broker.roles import Role
 from mumu.broker.streams import apply_all
 from mumu.broker.workspaces import ensure_workspaces
@@ -77,12 +78,21 @@ Ensure = Callable[..., Awaitable[None]]
 
 
 @pytest.fixture
-def workspaces(nc: NATS, streams: None) -> Ensure:
-    """``await workspaces("ws-a", "ws-b")``: their intake streams and upload buckets exist
-    (what ``mumu workspace create`` does), so raw publishes on ``mumu.ingest.*.<ws>`` land."""
+def workspaces(
+    nc: NATS, streams: None, nats_server: EmbeddedNats, broker_users: AuthDir
+) -> Ensure:
+    """``await workspaces("ws-a", "ws-b")``: their intake streams and upload buckets exist,
+    and the broker's users know them (ingest and the gateway may use their upload
+    buckets), as `mumu up` provisions a workspace; raw publishes on
+    ``mumu.ingest.*.<ws>`` land."""
 
     async def ensure(*ids: str) -> None:
         await ensure_workspaces(nc, ids)
+        if broker_users.add_workspaces(ids):
+            await publish_users(
+                NatsSettings(url=nats_server.url, credentials=broker_users.creds),
+                broker_users, STAGES.consumers(),
+            )
 
     return ensure
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -85,8 +85,17 @@ async def publish_audio(
     return rid
 
 
-async def upload(nc: NATS, name: str, data: bytes, ws: str = WS) -> None:
-    """What a producer does with large audio: put it in its workspace's upload bucket."""
-    await ensure_workspace(nc, ws)
-    store = await nc.jetstream().object_store(subjects.upload_bucket(ws))
-    await store.put(name, data)
+Upload = Callable[..., Awaitable[None]]
+
+
+@pytest.fixture
+def upload(nc: NATS, workspaces: Callable[..., Awaitable[None]]) -> Upload:
+    """``await upload(name, data, ws=WS)``: what a producer does with large audio, put it
+    in its (provisioned) workspace's upload bucket."""
+
+    async def put(name: str, data: bytes, ws: str = WS) -> None:
+        await workspaces(ws)
+        store = await nc.jetstream().object_store(subjects.upload_bucket(ws))
+        await store.put(name, data)
+
+    return put

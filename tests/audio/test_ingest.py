@@ -19,7 +19,7 @@ from mumu.settings import Settings
 from mumu.stages.ingest.stage import IngestStage
 from mumu.stages.ingest.stage import build_stage as build_ingest
 from mumu.stages.transcribe.stage import TranscribeStage
-from tests.audio.conftest import DATA, WS, publish_audio, references, upload, words
+from tests.audio.conftest import DATA, WS, Upload, publish_audio, references, words
 from tests.harness import Collector, Seen, running
 
 FORMATS = {
@@ -134,10 +134,10 @@ async def uploads_of(nc: NATS, ws: str) -> set[str]:
 
 
 async def test_producer_upload_through_its_workspace_bucket_is_deleted_once_settled(
-    nc: NATS, streams: None, settings: Settings
+    nc: NATS, streams: None, settings: Settings, upload: Upload
 ) -> None:
-    await upload(nc, "upload-1.flac", (DATA / "speech" / "long_en.flac").read_bytes())
-    await upload(nc, "kept.flac", (DATA / "speech" / "long_en.flac").read_bytes())
+    await upload("upload-1.flac", (DATA / "speech" / "long_en.flac").read_bytes())
+    await upload("kept.flac", (DATA / "speech" / "long_en.flac").read_bytes())
     async with running(build_ingest(settings), settings), Collector(nc) as seen:
         ok = await publish_audio(nc, b"", content_type="audio/flac",
                                  extra={h.AUDIO_OBJECT: "upload-1.flac"})
@@ -159,11 +159,12 @@ async def test_producer_upload_through_its_workspace_bucket_is_deleted_once_sett
 
 
 async def test_a_workspace_cannot_make_ingest_read_another_workspaces_upload(
-    nc: NATS, streams: None, settings: Settings
+    nc: NATS, streams: None, settings: Settings, upload: Upload, workspaces
 ) -> None:
     secret = (DATA / "speech" / "en01.wav").read_bytes()
-    await upload(nc, "secret.wav", secret, ws="ws-victim")
-    await upload(nc, "ws-victim/secret.wav", secret, ws="ws-victim")
+    await workspaces("ws-thief")  # a real workspace, with a (different) bucket of its own
+    await upload("secret.wav", secret, ws="ws-victim")
+    await upload("ws-victim/secret.wav", secret, ws="ws-victim")
     async with running(build_ingest(settings), settings), Collector(nc) as seen:
         # A names B's object, by its name and by a path that spells B's workspace
         plain = await publish_audio(nc, b"", ws="ws-thief", extra={h.AUDIO_OBJECT: "secret.wav"})
@@ -239,8 +240,9 @@ async def test_a_forged_msg_id_from_another_workspace_does_not_suppress_a_transc
 
 
 async def test_a_workspace_named_norm_cannot_read_another_tenants_normalised_audio(
-    nc: NATS, streams: None, settings: Settings
+    nc: NATS, streams: None, settings: Settings, workspaces
 ) -> None:
+    await workspaces("norm")
     async with running(build_ingest(settings), settings), Collector(nc) as seen:
         victim = await publish_audio(nc, (DATA / "speech" / "en01.wav").read_bytes())
         msgs = await seen.wait_count("mumu.audio.ready.", 1, timeout=30)

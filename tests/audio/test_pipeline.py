@@ -26,7 +26,7 @@ from mumu.stages.ingest.stage import IngestStage
 from mumu.stages.ingest.stage import build_stage as build_ingest
 from mumu.stages.transcribe.stage import TranscribeStage
 from mumu.stages.transcribe.stage import build_stage as build_transcribe
-from tests.audio.conftest import DATA, SPEECH, WS, publish_audio, references, upload, words
+from tests.audio.conftest import DATA, SPEECH, WS, Upload, publish_audio, references, words
 from tests.harness import Collector, Seen, running
 
 Stages = tuple[IngestStage, TranscribeStage]
@@ -209,7 +209,7 @@ def flac_to_wav(data: bytes) -> bytes:
 
 
 async def test_audio_over_the_payload_limit_goes_through_the_object_store(
-    nc: NATS, streams: None, audio_settings: Settings
+    nc: NATS, streams: None, audio_settings: Settings, upload: Upload
 ) -> None:
     # ack_wait far below the transcription time: only in_progress() heartbeats keep the
     # message from being redelivered while it is worked on
@@ -219,7 +219,7 @@ async def test_audio_over_the_payload_limit_goes_through_the_object_store(
     assert len(big) > nc.max_payload
     with pytest.raises(Exception, match="payload"):  # too big for a message: use the bucket
         await publish_audio(nc, big)
-    await upload(nc, "meeting.wav", big)
+    await upload("meeting.wav", big)
     async with (running(build_ingest(quick), quick), running(build_transcribe(quick), quick),
                 Collector(nc) as seen):
         rid = await publish_audio(nc, b"", extra={h.AUDIO_OBJECT: "meeting.wav"})

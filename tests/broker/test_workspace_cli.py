@@ -14,6 +14,7 @@ from nats.aio.client import Client as NATS
 from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.jsapi import stream_config
 from mumu.contracts import subjects
+from tests.conftest import nats_env
 from tests.pg_fixtures import WorkspaceFactory
 
 
@@ -36,7 +37,7 @@ async def test_workspace_create_makes_its_intake_and_upload_bucket(
     nats_server: EmbeddedNats, nc: NATS, streams: None, pg_admin_url: str, pg_app_url: str,
     master_keys: str, tmp_path: Path,
 ) -> None:
-    env = {"MUMU_NATS__URL": nats_server.url, "MUMU_DATABASE_ADMIN_URL": pg_admin_url,
+    env = {**nats_env(nats_server), "MUMU_DATABASE_ADMIN_URL": pg_admin_url,
            "MUMU_DATABASE_URL": pg_app_url, "MUMU_MASTER_KEYS": master_keys}
     code, out, err = await mumu(env, tmp_path, "workspace", "create", "acme")
     assert code == 0, err
@@ -60,7 +61,7 @@ async def test_streams_apply_ensures_every_workspace_of_the_database(
 ) -> None:
     ws_a, _ = await workspace("a")  # made in the database only, as before intake streams
     ws_b, _ = await workspace("b")
-    env = {"MUMU_NATS__URL": nats_server.url, "MUMU_DATABASE_ADMIN_URL": pg_admin_url}
+    env = {**nats_env(nats_server), "MUMU_DATABASE_ADMIN_URL": pg_admin_url}
     code, out, err = await mumu(env, tmp_path, "streams", "apply")
     assert code == 0, err
     assert f"MUMU_INTAKE_{ws_a}: created" in out and f"MUMU_INTAKE_{ws_b}: created" in out
@@ -71,7 +72,7 @@ async def test_streams_apply_ensures_every_workspace_of_the_database(
     code, out, err = await mumu(env, tmp_path, "streams", "apply", "--check")
     assert code == 3 and f"MUMU_INTAKE_{ws_c}: missing" in out
     # no database: the streams are applied, the workspaces said to be skipped
-    code, out, err = await mumu({"MUMU_NATS__URL": nats_server.url, "MUMU_DATABASE_ADMIN_URL": ""},
+    code, out, err = await mumu({**nats_env(nats_server), "MUMU_DATABASE_ADMIN_URL": ""},
                                 tmp_path, "streams", "apply")
     assert code == 0, err
     assert "workspaces: skipped (database not reachable" in out

@@ -7,16 +7,17 @@ import asyncio
 import json
 from pathlib import Path
 
-import nats
 import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
 
+from mumu.broker.credentials import AuthDir
 from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.jsapi import api, stream_config
 from mumu.broker.streams import apply_all
 from mumu.broker.workspaces import ensure_workspace, remove_workspace
 from mumu.contracts import subjects
+from tests.conftest import operator_connection
 
 ROOT = Path(__file__).parents[2]
 
@@ -112,9 +113,9 @@ async def test_reapplying_the_stream_files_keeps_every_source(nc: NATS, workspac
 
 
 async def test_concurrent_ensures_from_several_processes_lose_no_source(
-    nats_server: EmbeddedNats, nc: NATS, streams: None
+    nats_server: EmbeddedNats, nc: NATS, streams: None, broker_users: AuthDir
 ) -> None:
-    clients = [await nats.connect(nats_server.url) for _ in range(4)]
+    clients = [await operator_connection(nats_server.url, broker_users) for _ in range(4)]
     try:
         names = [f"ws-{i}" for i in range(12)]
         await asyncio.gather(*(ensure_workspace(clients[i % 4], ws) for i, ws in enumerate(names)))

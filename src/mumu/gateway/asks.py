@@ -121,14 +121,17 @@ class Asker:
                            headers={"Retry-After": "5"}) from exc
 
     async def _intake(self, workspace_id: str) -> None:
+        """Once per workspace: is its intake stream among ``MUMU_INGEST``'s sources (a
+        lookup the gateway's NATS user may make; the intake stream's own info it may not)?"""
         if workspace_id in self._ready:
             return
         try:
-            found = await stream_config(self._nc, subjects.intake_stream(workspace_id))
+            ingest = await stream_config(self._nc, subjects.STREAM_INGEST)
         except (nats.errors.Error, TimeoutError) as exc:
             raise ApiError(503, "unavailable", "the message bus is not reachable; retry") from exc
-        if found is None:
-            await self._ensure(workspace_id, LookupError("no intake stream"))
+        sourced = {s.get("name") for s in (ingest or {}).get("sources") or []}
+        if subjects.intake_stream(workspace_id) not in sourced:
+            await self._ensure(workspace_id, LookupError("not a source of MUMU_INGEST"))
         self._ready.add(workspace_id)
 
     async def _publish(
