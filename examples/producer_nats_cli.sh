@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Send an audio file to mumu with the nats CLI (https://github.com/nats-io/natscli).
 #
-#   examples/producer_nats_cli.sh meeting.m4a [workspace]
+#   NATS_NKEY=.mumu/credentials/<ws>.nk examples/producer_nats_cli.sh meeting.m4a <ws>
 #
+# NATS_NKEY is the workspace's producer credentials (an nkey seed file from `mumu up` or
+# `mumu workspace credentials <ws> --out FILE`); the nats CLI reads it, and the script
+# passes --inbox-prefix _INBOX.<ws>, the only inbox such a producer may read.
 # NATS_URL selects the server (default nats://127.0.0.1:4222); MUMU_TIMEOUT the seconds to
 # wait for the answer (default 300). Prints this request's final transcript event (JSON)
 # and exits 0; on a mumu.error event for this request prints it to stderr and exits 2; on
@@ -12,16 +15,19 @@
 # nobody created (`mumu workspace create`) has no intake stream: `nats pub` gets no stream
 # response and the script exits 4.
 #
-# The answer is read back from the MUMU_RESULTS stream (finals and errors are stored
-# there) starting from before the publish, so nothing is missed however late the
-# subscription starts, and only the event carrying this request id counts: other
-# requests of the same workspace finishing meanwhile are skipped.
+# The script subscribes to the workspace's finals and errors before it publishes (a
+# producer may subscribe to its own result subjects, not read the streams), and only the
+# event carrying this request id counts: other requests of the same workspace finishing
+# meanwhile are skipped.
 set -euo pipefail
 
-file=${1:?usage: $0 <audio file> [workspace]}
-ws=${2:-demo}
+file=${1:?usage: $0 <audio file> <workspace>}
+ws=${2:?usage: $0 <audio file> <workspace>}
 timeout_s=${MUMU_TIMEOUT:-300}
 export NATS_URL=${NATS_URL:-nats://127.0.0.1:4222}
+: "${NATS_NKEY:?set NATS_NKEY to the workspace producer credentials file}"
+export NATS_NKEY
+nats() { command nats --inbox-prefix "_INBOX.${ws}" "$@"; }
 request_id=$(python3 -c 'import uuid; print(uuid.uuid4())')
 case "${file##*.}" in
   wav) type=audio/wav ;; flac) type=audio/flac ;; mp3) type=audio/mpeg ;;
@@ -30,7 +36,22 @@ case "${file##*.}" in
 esac
 size=$(wc -c < "$file")
 max_payload=$((1024 * 1024 - 4096))
-started=$(date +%s)
+
+# Listen to this workspace's finals and errors first, so nothing is missed.
+out=$(mktemp -d)
+pids=()
+# shellcheck disable=SC2317  # called by the EXIT trap
+cleanup() {
+  if [ "${#pids[@]}" -gt 0 ]; then kill "${pids[@]}" 2>/dev/null || true; fi
+  rm -rf "$out"
+}
+trap cleanup EXIT
+nats sub "mumu.transcript.final.${ws}" --raw > "$out/final" 2>/dev/null &
+pids+=($!)
+nats sub "mumu.error.${ws}" --raw > "$out/error" 2>/dev/null &
+pids+=($!)
+
+sleep 0.5  # let both subscriptions reach the server before publishing
 
 headers=(
   -H "Content-Type:${type}"
@@ -57,22 +78,6 @@ case "$published" in
     echo "workspace ${ws}: ${published} (no intake stream? \`mumu workspace create\`)" >&2
     exit 4 ;;
 esac
-
-# Replay finals and errors of this workspace from the stream, from a little before the
-# publish (--since makes `nats sub` a JetStream subscription with a start time).
-out=$(mktemp -d)
-pids=()
-# shellcheck disable=SC2317  # called by the EXIT trap
-cleanup() {
-  if [ "${#pids[@]}" -gt 0 ]; then kill "${pids[@]}" 2>/dev/null || true; fi
-  rm -rf "$out"
-}
-trap cleanup EXIT
-since="$(( $(date +%s) - started + 10 ))s"
-nats sub "mumu.transcript.final.${ws}" --since "$since" --raw > "$out/final" 2>/dev/null &
-pids+=($!)
-nats sub "mumu.error.${ws}" --since "$since" --raw > "$out/error" 2>/dev/null &
-pids+=($!)
 
 match="\"request_id\":\"${request_id}\""
 deadline=$(( $(date +%s) + timeout_s ))

@@ -3,8 +3,13 @@
 
 Nothing from mumu is imported: this is what any upstream producer does.
 
-    python examples/producer_nats_py.py --server nats://127.0.0.1:4222 --workspace acme \
-        meeting.m4a
+    python examples/producer_nats_py.py --server nats://127.0.0.1:4222 --workspace <ws> \
+        --creds .mumu/credentials/<ws>.nk meeting.m4a
+
+``--creds`` is the workspace's producer credentials (an nkey seed file, from `mumu up`
+or `mumu workspace credentials <ws> --out FILE`). The connection uses the inbox prefix
+``_INBOX.<ws>``: the only inbox a producer of that workspace may read, so its PubAcks
+arrive there and nobody else's traffic does.
 
 Files that fit in one NATS message (the server's max_payload, 1 MiB by default) travel
 as the message body. Bigger files (or ``--object``) are put into the workspace's own
@@ -34,7 +39,9 @@ HEADER_ROOM = 4096  # headers travel in the same message as the body
 
 
 async def main(args: argparse.Namespace) -> int:
-    nc = await nats.connect(args.server)
+    nc = await nats.connect(
+        args.server, nkeys_seed=str(args.creds), inbox_prefix=f"_INBOX.{args.workspace}"
+    )
     js = nc.jetstream()
     ws, request_id = args.workspace, args.request_id or str(uuid.uuid4())
     data = args.file.read_bytes()
@@ -105,7 +112,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", type=Path)
     parser.add_argument("--server", default="nats://127.0.0.1:4222")
-    parser.add_argument("--workspace", default="demo")
+    parser.add_argument("--workspace", required=True, help="your workspace id")
+    parser.add_argument("--creds", type=Path, required=True,
+                        help="the workspace's producer credentials (nkey seed file)")
     parser.add_argument("--session", default="cli")
     parser.add_argument("--request-id")
     parser.add_argument("--language", help="ISO 639-1 code; unset: detect")

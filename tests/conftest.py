@@ -22,7 +22,7 @@ from mumu.contracts.subjects import service_inbox_prefix
 from mumu.settings import NatsSettings, Settings, StageRuntimeSettings
 from mumu.stages.registry import STAGES
 
-pytest_plugins = ["tests.pg_fixtures"]
+pytest_plugins = ["tests.pg_fixtures", "tests.tls_certs"]
 
 DATA = Path(__file__).parent / "data"
 

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from mumu.broker.credentials import AuthDir
 from mumu.runtime.metrics import StageMetrics
 from mumu.stages.registry import STAGES
+from tests.tls_certs import Pki
 
 ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent
@@ -54,20 +56,119 @@ def test_compose_runs_every_stage_the_gateway_and_prometheus_without_inline_secr
     for name in STAGES.names():
         assert services[name]["command"] == ["stage", name]
     text = (ROOT / "docker-compose.yml").read_text()
-    for secret in ("MUMU_MASTER_KEYS", "POSTGRES_PASSWORD", "MUMU_GATEWAY__SESSION_SECRET"):
+    for secret in ("MUMU_MASTER_KEYS", "POSTGRES_PASSWORD", "MUMU_GATEWAY__SESSION_SECRET",
+                   "NATS_JS_KEY"):
         assert re.search(rf"\${{{secret}:\?", text), f"{secret} must come from the environment"
 
 
-@pytest.mark.parametrize("node", [1, 2, 3])
-def test_nats_cluster_configs_are_valid(node: int) -> None:
-    conf = ROOT / "infra" / "nats" / f"nats-{node}.conf"
-    result = subprocess.run(
+def test_compose_runs_nats_from_the_single_node_config_with_tls() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    nats = services["nats"]
+    assert nats["command"] == ["-c", "/etc/nats/nats.conf"]
+    assert "./infra/nats/nats-single.conf:/etc/nats/nats.conf:ro" in nats["volumes"]
+    assert any(v.endswith(":/etc/nats/tls:ro") for v in nats["volumes"])
+    for name in [*STAGES.names(), "gateway", "setup"]:
+        env = services[name]["environment"]
+        assert env["MUMU_NATS__URL"].startswith("tls://nats:"), name
+        ca = env["MUMU_NATS__TLS__CA_FILE"]
+        assert any(v.endswith(f":{ca}:ro") for v in services[name]["volumes"]), name
+
+
+def test_compose_needs_credentials_and_gives_each_service_only_its_own() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert any(v.endswith(":/etc/nats/auth:ro") for v in services["nats"]["volumes"])
+    roles = {**{name: name for name in STAGES.names()}, "gateway": "gateway",
+             "setup": "operator"}
+    for service, role in roles.items():
+        seeds = [v for v in services[service]["volumes"] if "/creds/" in v]
+        assert seeds == [f"${{MUMU_AUTH_DIR}}/creds/{role}.nk:/etc/mumu/nats.nk:ro"], service
+        assert services[service]["environment"]["MUMU_NATS__CREDENTIALS"] == "/etc/mumu/nats.nk"
+
+
+def with_test_certs(conf: Path, pki: Pki, tmp_path: Path) -> Path:
+    """``conf`` with its /etc/nats/tls/ files replaced by the test PKI's (same names)."""
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    for name, source in (("ca.pem", pki.ca), ("server.pem", pki.server_cert),
+                         ("server-key.pem", pki.server_key)):
+        (tls / name).write_bytes(source.read_bytes())
+    text = conf.read_text()
+    assert text.count("/etc/nats/tls/") >= 3, "TLS files at their deployment paths"
+    copy = tmp_path / conf.name
+    copy.write_text(text.replace("/etc/nats/tls/", f"{tls}/"))
+    assert 'include "auth/auth.conf"' in text, "no anonymous clients: the users are included"
+    users = AuthDir(tmp_path / "auth")
+    if not users.registry.exists():  # the cluster test copies node 1's users to the others
+        users.ensure_services()
+        users.render(STAGES.consumers())
+    return copy
+
+
+def nats_config_test(conf: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [BIN / "nats-server", "-c", conf, "-t"], capture_output=True, text=True,
-        env={**os.environ, "JS_KEY": "test-key"},
+        env={**os.environ, "NATS_JS_KEY": "test-key"},
     )
+
+
+@pytest.mark.parametrize("node", [1, 2, 3])
+def test_nats_cluster_configs_are_valid(node: int, pki: Pki, tmp_path: Path) -> None:
+    conf = ROOT / "infra" / "nats" / f"nats-{node}.conf"
+    result = nats_config_test(with_test_certs(conf, pki, tmp_path))
     assert result.returncode == 0, result.stderr
     text = conf.read_text()
     assert "cipher: chachapoly" in text and "cluster {" in text
+    # routes: mutual TLS; clients: TLS; monitoring: loopback only
+    cluster = text.split("cluster {", 1)[1]
+    assert re.search(r"tls \{[^}]*ca_file[^}]*verify: true[^}]*\}", cluster), cluster
+    assert re.search(r"^tls \{", text.split("cluster {", 1)[0], re.M)
+    assert re.search(r"^http: 127\.0\.0\.1:8222$", text, re.M)
+    assert "0.0.0.0:8222" not in text
+
+
+def test_single_node_nats_config_is_valid_and_needs_its_certificates(
+    pki: Pki, tmp_path: Path
+) -> None:
+    conf = ROOT / "infra" / "nats" / "nats-single.conf"
+    result = nats_config_test(with_test_certs(conf, pki, tmp_path))
+    assert result.returncode == 0, result.stderr
+    text = conf.read_text()
+    assert re.search(r"^tls \{", text, re.M) and "jetstream {" in text
+    assert re.search(r"^http: 127\.0\.0\.1:8222$", text, re.M)
+    # without the certificate files the server does not start (no silent plaintext)
+    bare = tmp_path / "without-certificates"
+    bare.mkdir()
+    (bare / conf.name).write_text(text)
+    users = AuthDir(bare / "auth")
+    users.ensure_services()
+    users.render(STAGES.consumers())
+    missing = nats_config_test(bare / conf.name)
+    assert missing.returncode != 0
+    assert "/etc/nats/tls/server.pem" in missing.stderr + missing.stdout
+
+
+def test_the_compose_nats_config_is_valid_and_encrypts_its_store_with_a_key_from_the_env(
+    pki: Pki, tmp_path: Path
+) -> None:
+    conf = ROOT / "infra" / "nats" / "nats-single.conf"
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    nats = compose["services"]["nats"]
+    assert f"./infra/nats/{conf.name}:/etc/nats/nats.conf:ro" in nats["volumes"]
+    assert nats["command"] == ["-c", "/etc/nats/nats.conf"]
+    assert "NATS_JS_KEY" in nats["environment"]
+    assert re.search(r"^NATS_JS_KEY=$", (ROOT / "infra" / "compose.env.example").read_text(),
+                     re.M)
+    text = conf.read_text()
+    assert "cipher: chachapoly" in text and "key: $NATS_JS_KEY" in text
+    env = {k: v for k, v in os.environ.items() if k != "NATS_JS_KEY"}
+    with_certs = with_test_certs(conf, pki, tmp_path)  # its TLS files, as mounted
+    checked = subprocess.run([BIN / "nats-server", "-c", with_certs, "-t"], capture_output=True,
+                             text=True, env={**env, "NATS_JS_KEY": "k0123"})
+    assert checked.returncode == 0, checked.stderr
+    unset = subprocess.run([BIN / "nats-server", "-c", with_certs, "-t"], capture_output=True,
+                           text=True, env=env)
+    assert unset.returncode != 0 and "NATS_JS_KEY" in unset.stderr, "no key: no server"
 
 
 def test_prometheus_rules_use_metrics_that_exist() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import nats
+import nats.errors
 import pytest
 
 from mumu.broker.embedded import EmbeddedNats
@@ -122,10 +123,32 @@ async def test_up_is_healthy_fast_answers_stops_cleanly_and_reuses_its_data(
         await nc.drain()
         result = await ask(gateway, lines["api key"], "What is the capital of France?")
         assert "paris" in str(result["answer"]).lower(), result
-        nc = await nats.connect(lines["nats"])
+        # secure by default: no anonymous client; the printed credentials work
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nats.connect(lines["nats"], allow_reconnect=False, connect_timeout=2)
+        operator = Path(lines["operator credentials"].split()[0])
+        producer = Path(lines["producer credentials"].split()[0])
+        assert producer.stem == lines["workspace"]
+        assert operator.stat().st_mode & 0o777 == producer.stat().st_mode & 0o777 == 0o600
+        ws = lines["workspace"]
+        pnc = await nats.connect(lines["nats"], nkeys_seed=str(producer),
+                                 inbox_prefix=f"_INBOX.{ws}")
+        assert (await pnc.jetstream().publish(f"mumu.ingest.text.{ws}", b"{}")).seq
+        await pnc.drain()
+        nc = await nats.connect(lines["nats"], nkeys_seed=str(operator),
+                                inbox_prefix="_MUMU_INBOX.operator")
         js = nc.jetstream()
         await js.publish("mumu.error.marker", b"{}")  # survives the restart below
         await nc.drain()
+        # a CLI command run in the `mumu up` directory finds the operator's credentials
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MUMU_")}
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mumu", "streams", "status", cwd=data_dir.parent,
+            env={**env, "MUMU_NATS__URL": lines["nats"]}, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(cli.communicate(), 60)
+        assert cli.returncode == 0 and b"MUMU_RESULTS" in out, out
     finally:
         assert await stop_up(proc) == 0
     pids = children(data_dir)
@@ -140,7 +163,9 @@ async def test_up_is_healthy_fast_answers_stops_cleanly_and_reuses_its_data(
     proc, lines, _ = await start_up(data_dir)
     try:
         assert "workspace" not in lines, "a second start reuses the first workspace"
-        nc = await nats.connect(lines["nats"])
+        assert Path(lines["producer credentials"].split()[0]) == producer  # kept, reprinted
+        nc = await nats.connect(lines["nats"], nkeys_seed=str(operator),
+                                inbox_prefix="_MUMU_INBOX.operator")
         info = await nc.jetstream().stream_info("MUMU_RESULTS", subjects_filter="mumu.error.marker")
         assert (info.state.subjects or {}).get("mumu.error.marker") == 1
         await nc.drain()
@@ -200,7 +225,8 @@ async def test_the_first_screen_shows_only_mumus_lines(tmp_path: Path) -> None:
     proc, lines, _ = await start_up(data_dir)
     try:
         # stdout: exactly what a user needs to start, nothing else before it
-        assert list(lines) == ["gateway", "nats", "workspace", "api key", "logs"]
+        assert list(lines) == ["gateway", "nats", "workspace", "api key", "operator credentials",
+                               "producer credentials", "logs"]
         # stderr up to then: mumu's own JSON log lines (no library warning or command dump)
         screen = (tmp_path / "up.log").read_text().splitlines()
         assert screen, "mumu up logged nothing while starting"

@@ -43,6 +43,11 @@ class StageRuntimeSettings(BaseModel):
     http_host: str = Field(default="127.0.0.1", description="bind address of /health and /metrics")
     http_port: int = Field(default=0, ge=0, description="port of /health and /metrics (0: any)")
     replicas: int = Field(default=1, ge=1, description="processes per stage started by `mumu up`")
+    live_ttl: int = Field(
+        default=600, ge=1,
+        description="seconds partial transcripts and answer deltas stay in MUMU_RESULTS "
+        "(per-message TTL; finals stay for the stream's max age)",
+    )
 
 
 class Settings(BaseSettings):

@@ -13,8 +13,12 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NATS
 
+from mumu.broker.credentials import AuthDir, write_secret
 from mumu.broker.embedded import EmbeddedNats
+from mumu.broker.reload import publish_users
+from mumu.broker.settings import NatsSettings
 from mumu.stages.ingest.stage import IngestStage
+from mumu.stages.registry import STAGES
 from mumu.stages.transcribe.stage import TranscribeStage
 from tests.audio.conftest import SPEECH
 
@@ -23,10 +27,21 @@ EXAMPLE = ROOT / "examples" / "producer_nats_py.py"
 CLI_EXAMPLE = ROOT / "examples" / "producer_nats_cli.sh"
 
 
+async def producer_credentials(server: EmbeddedNats, workspace: str = "acme") -> Path:
+    """Issue the workspace's producer credentials as `mumu workspace credentials` does."""
+    assert server.auth_file is not None
+    users = AuthDir(server.auth_file.parent)
+    seed_file = users.path / f"producer-{workspace}.nk"
+    write_secret(seed_file, users.issue_producer(workspace))
+    await publish_users(NatsSettings(), users, STAGES.consumers(), url=server.url)
+    return seed_file
+
+
 async def run_example(server: EmbeddedNats, *args: str) -> tuple[int, str, str]:
+    creds = await producer_credentials(server)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(EXAMPLE), "--server", server.url, "--workspace", "acme",
-        "--timeout", "90", *args,
+        "--creds", str(creds), "--timeout", "90", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 120)
@@ -77,9 +92,11 @@ def test_cli_example_is_valid_bash() -> None:
 
 
 async def run_cli_example(server: EmbeddedNats, audio: Path) -> tuple[int, str, str]:
+    creds = await producer_credentials(server)
     proc = await asyncio.create_subprocess_exec(
         "bash", str(CLI_EXAMPLE), str(audio), "acme",
-        env={**os.environ, "NATS_URL": server.url, "MUMU_TIMEOUT": "90"},
+        env={**os.environ, "NATS_URL": server.url, "NATS_NKEY": str(creds),
+             "MUMU_TIMEOUT": "90"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 120)

@@ -30,6 +30,7 @@ from mumu.contracts.events import (
 from mumu.gateway.app import create_app
 from mumu.gateway.settings import GatewaySettings
 from mumu.gateway.tokens import TokenSigner
+from mumu.gateway.transport import base_url, ssl_context
 from mumu.runtime.http import serve
 from mumu.settings import Settings
 
@@ -48,7 +49,7 @@ class Gateway:
         return self.signer.issue(workspace, session)[0]
 
     def ws_url(self, token: str | None = None, after: int | None = None) -> str:
-        base = self.url.replace("http://", "ws://") + "/api/ws"
+        base = "ws" + self.url.removeprefix("http") + "/api/ws"  # https: wss
         params = []
         if token is not None:
             params.append(f"token={token}")
@@ -66,10 +67,10 @@ def gateway_settings(settings: Settings, **overrides: Any) -> Settings:
 @contextlib.asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[Gateway]:
     app = create_app(settings)
-    runner, port = await serve(app, "127.0.0.1", 0)
+    runner, port = await serve(app, "127.0.0.1", 0, ssl_context(settings.gateway))
     try:
         yield Gateway(
-            f"http://127.0.0.1:{port}", app,
+            base_url(settings.gateway, "127.0.0.1", port), app,
             TokenSigner(settings.gateway.session_secret, settings.gateway.session_ttl),
         )
     finally:

@@ -167,3 +167,20 @@ async def test_probes_answer_while_nats_is_unreachable_then_start_up_fails_namin
         assert ready[0] == 503 and "nats: not connected" in ready[1]["reasons"]
         with pytest.raises(NatsUnreachable, match=url):
             await asyncio.wait_for(task, 15)
+
+
+def test_inflight_is_every_route_s_deliveries_at_scrape_time() -> None:
+    metrics = StageMetrics("two-routes")
+    first: dict[int, str] = {}
+    second: dict[int, str] = {}
+    metrics.track_inflight(first)
+    metrics.track_inflight(second)
+
+    def inflight() -> float | None:
+        return metrics.registry.get_sample_value("mumu_stage_inflight", {"stage": "two-routes"})
+
+    assert inflight() == 0
+    first[1], second[2], second[3] = "a", "b", "c"
+    assert inflight() == 3
+    del second[2]
+    assert inflight() == 2

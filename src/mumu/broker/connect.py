@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from collections.abc import Callable
+import ssl
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 
 from mumu.broker.settings import NatsSettings
+from mumu.broker.tls import is_encrypted, nats_tls_options, wants_tls
 from mumu.contracts import subjects
 from mumu.logs import redacted
 
@@ -24,6 +27,12 @@ RECONNECT_WAIT = 0.5
 
 
 _VIOLATION = re.compile(r'permissions violation for \w+ to "([^"]*)"', re.IGNORECASE)
+
+
+def _refused(exc: BaseException) -> bool:
+    return isinstance(exc, nats.errors.AuthorizationError) or (
+        "authorization violation" in str(exc).lower()
+    )
 
 
 def permission_violation(exc: BaseException) -> str | None:
@@ -82,6 +91,85 @@ async def connect(
         raise RuntimeError(
             "no NATS server: set MUMU_NATS__URL (or run `mumu up`, which starts one)"
         )
+    options = _options(settings, server, name, role)
+
+    nc = NATS()
+    last_error: list[BaseException] = []
+    closing: list[asyncio.Future[None]] = []  # owned here: the close started on refusal
+    connected_once = False
+
+    async def disconnected() -> None:
+        if not (nc.is_closed or nc.is_draining):
+            log.warning("NATS disconnected", extra={"stage": name})
+
+    async def closed() -> None:
+        if on_closed is not None:
+            on_closed()
+
+    tls_wanted = wants_tls(settings.tls, server)
+
+    async def reconnected() -> None:
+        if tls_wanted and not is_encrypted(nc._transport):
+            # a server that does not ask for TLS got the reconnect (see the check of the
+            # first connection below): drop it, so nats-py goes on looking for a TLS server
+            log.error("NATS reconnected without TLS; dropping the connection",
+                      extra={"stage": name})
+            if nc._transport is not None:
+                nc._transport.close()  # type: ignore[no-untyped-call]
+            return
+        log.info("NATS reconnected", extra={"stage": name})
+
+    tls_refused = asyncio.Event()
+
+    async def error(exc: Exception) -> None:
+        last_error[:] = [exc]
+        if isinstance(exc, ssl.SSLError) and not nc.is_connected:
+            tls_refused.set()
+        violated = permission_violation(exc)
+        if violated is not None:
+            log.error(
+                "NATS refused %s as %s: permission violation on %s", name, role, violated,
+                extra={"stage": name},
+            )
+            if on_violation is not None:
+                on_violation(violated)
+            return
+        # before the first connection the failure is reported once, by NatsUnreachable
+        level = logging.WARNING if connected_once else logging.DEBUG
+        log.log(level, "NATS error on %s: %r", server, exc, extra={"stage": name})
+        if on_closed is not None and connected_once and _refused(exc) and not closing:
+            # nats-py keeps the public key of the seed it first read, so it cannot come
+            # back with a rotated seed: close, and let the owner connect afresh
+            log.error("NATS refused the credentials of %s as %s; closing to reconnect "
+                      "with whatever the credentials file holds now", name, role,
+                      extra={"stage": name})
+            closing.append(asyncio.ensure_future(nc.close()))
+
+    try:
+        await _unless_tls_refused(nc.connect(
+            **options,
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            closed_cb=closed,
+            error_cb=error,
+        ), tls_refused)
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        cause = last_error[0] if last_error else exc
+        raise NatsUnreachable(server, FIRST_ATTEMPTS, cause) from exc
+    if tls_wanted and not is_encrypted(nc._transport):
+        # nats-py upgrades only when the server asks for TLS; one that does not (or a
+        # man in the middle) would otherwise get this connection in plaintext
+        await nc.close()
+        raise NatsUnreachable(server, 1, RuntimeError("the server does not offer TLS"))
+    # connected once: from now on a lost server is waited for, never given up on
+    # (nats-py reads this option on every reconnect attempt)
+    nc.options["max_reconnect_attempts"] = -1
+    connected_once = True
+    return nc
+
+
+def _options(settings: NatsSettings, server: str, name: str, role: str) -> dict[str, Any]:
+    """nats-py's ``connect()`` options: bounded first attempts, credentials, TLS."""
     options: dict[str, Any] = {
         "servers": [server],
         "name": name,
@@ -97,51 +185,28 @@ async def connect(
         options["password"] = settings.password.get_secret_value()
     if settings.creds_file:
         options["user_credentials"] = str(settings.creds_file)
+    options.update(nats_tls_options(settings.tls, server))
     seed = seed_file(settings, role)
     if seed is not None:
         options["nkeys_seed"] = str(seed)
+    return options
 
-    nc = NATS()
-    last_error: list[BaseException] = []
 
-    async def disconnected() -> None:
-        if not (nc.is_closed or nc.is_draining):
-            log.warning("NATS disconnected", extra={"stage": name})
+async def _unless_tls_refused(connecting: Awaitable[None], refused: asyncio.Event) -> None:
+    """``connecting``, given up on as soon as a TLS handshake fails.
 
-    async def closed() -> None:
-        if on_closed is not None:
-            on_closed()
-
-    async def reconnected() -> None:
-        log.info("NATS reconnected", extra={"stage": name})
-
-    async def error(exc: Exception) -> None:
-        last_error[:] = [exc]
-        violated = permission_violation(exc)
-        if violated is not None:
-            log.error(
-                "NATS refused %s as %s: permission violation on %s", name, role, violated,
-                extra={"stage": name},
-            )
-            if on_violation is not None:
-                on_violation(violated)
-            return
-        # before the first connection the failure is reported once, by NatsUnreachable
-        level = logging.WARNING if nc.is_connected or nc.is_reconnecting else logging.DEBUG
-        log.log(level, "NATS error on %s: %r", server, exc, extra={"stage": name})
-
+    After a failed handshake nats-py's ``connect()`` waits forever for the socket to close
+    (nats-io/nats.py#718); a certificate that does not verify does not verify on the next
+    attempt either, so the first such failure ends the first connection.
+    """
+    task = asyncio.ensure_future(connecting)
+    watch = asyncio.create_task(refused.wait())
     try:
-        await nc.connect(
-            **options,
-            disconnected_cb=disconnected,
-            reconnected_cb=reconnected,
-            closed_cb=closed,
-            error_cb=error,
-        )
-    except (OSError, TimeoutError, nats.errors.Error) as exc:
-        cause = last_error[0] if last_error else exc
-        raise NatsUnreachable(server, FIRST_ATTEMPTS, cause) from exc
-    # connected once: from now on a lost server is waited for, never given up on
-    # (nats-py reads this option on every reconnect attempt)
-    nc.options["max_reconnect_attempts"] = -1
-    return nc
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        task.cancel()
+        watch.cancel()
+        await asyncio.wait({task, watch})
+    if task.cancelled():
+        raise ssl.SSLError("TLS handshake refused")
+    task.result()

@@ -113,6 +113,18 @@ class AuthDir:
             data["services"][str(role)] = public_key(seed_file.read_bytes())
         self._save(data)
 
+    def public_key_of(self, role: roles.Role) -> str | None:
+        key: str | None = self._load()["services"].get(str(role))
+        return key
+
+    def revoke_service(self, role: roles.Role) -> None:
+        """Take a service's credentials away (a leaked seed): its user leaves the registry
+        and its seed file is deleted; ``ensure_services`` then issues a new one."""
+        data = self._load()
+        data["services"].pop(str(role), None)
+        self._save(data)
+        self.seed_file(role).unlink(missing_ok=True)
+
     def add_workspaces(self, workspaces: Iterable[str]) -> bool:
         """Record provisioned workspaces; True when one was new."""
         data = self._load()

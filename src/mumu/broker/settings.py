@@ -3,8 +3,45 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
+
+
+class NatsTlsSettings(BaseModel):
+    """TLS of this process's NATS connections (``MUMU_NATS__TLS__*``)."""
+
+    ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle (PEM) the NATS server certificate must chain to; set turns "
+        "TLS on for client connections (a `tls://` URL alone uses the system CAs)",
+    )
+    cert_file: Path | None = Field(
+        default=None, description="client certificate (PEM), for a server that verifies clients"
+    )
+    key_file: Path | None = Field(default=None, description="private key of `cert_file` (PEM)")
+    server_name: str | None = Field(
+        default=None,
+        description="name the server certificate must carry when it differs from the URL's host",
+    )
+
+
+class NatsServerTlsSettings(BaseModel):
+    """TLS of the nats-server ``mumu up`` starts (``MUMU_NATS__SERVER_TLS__*``)."""
+
+    cert_file: Path | None = Field(
+        default=None,
+        description="server certificate (PEM) of the embedded nats-server; set turns TLS on "
+        "(its SANs must include 127.0.0.1)",
+    )
+    key_file: Path | None = Field(default=None, description="private key of `cert_file` (PEM)")
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle (PEM) client certificates must chain to"
+    )
+    verify: bool = Field(
+        default=False,
+        description="require a client certificate signed by `ca_file` of every connection",
+    )
 
 
 class NatsSettings(BaseModel):
@@ -46,4 +83,16 @@ class NatsSettings(BaseModel):
         default=256 * 1024 * 1024, gt=0,
         description="bytes each workspace's upload bucket mumu-upload-<ws> may hold "
         "(reserved per workspace)",
+    )
+    tls: NatsTlsSettings = Field(default_factory=NatsTlsSettings)
+    server_tls: NatsServerTlsSettings = Field(default_factory=NatsServerTlsSettings)
+    js_cipher: Literal["chachapoly", "aes", "none"] = Field(
+        default="chachapoly",
+        description="at-rest encryption of the JetStream store of the nats-server `mumu up` "
+        "starts (`none`: off)",
+    )
+    js_key: SecretStr | None = Field(
+        default=None,
+        description="key of that encryption; unset: `mumu up` generates one once into "
+        "`nats-js-key` in the data dir (mode 0600)",
     )

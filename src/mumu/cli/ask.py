@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from mumu.contracts.event_types import EventType
+from mumu.gateway.transport import base_url, client_ssl
 from mumu.settings import Settings
 
 CHUNK = 256 * 1024
@@ -64,8 +65,10 @@ async def ask(args: argparse.Namespace, settings: Settings) -> int:
     key = gw.client_api_key
     if key is None:
         raise RuntimeError("set MUMU_GATEWAY__CLIENT_API_KEY to a workspace API key")
-    url = (args.url or f"http://{gw.host}:{gw.port}").rstrip("/")
-    async with aiohttp.ClientSession() as http:
+    url = (args.url or base_url(gw, gw.host, gw.port)).rstrip("/")
+    tls = client_ssl(gw)
+    connector = aiohttp.TCPConnector(ssl=tls) if tls is not None else None
+    async with aiohttp.ClientSession(connector=connector) as http:
         session = await _session(http, url, key.get_secret_value(), args.session)
         ws_url = url.replace("http", "ws", 1) + "/api/ws?token=" + session["token"]
         async with http.ws_connect(ws_url, max_msg_size=0) as ws:

@@ -7,6 +7,7 @@ import asyncio
 
 from mumu.gateway.app import create_app
 from mumu.gateway.openapi import openapi_text
+from mumu.gateway.transport import base_url, ssl_context
 from mumu.runtime.http import serve
 from mumu.runtime.process import install_signal_handlers
 from mumu.settings import Settings
@@ -22,8 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 async def run_gateway(settings: Settings, stop: asyncio.Event) -> None:
-    runner, port = await serve(create_app(settings), settings.gateway.host, settings.gateway.port)
-    print(f"gateway: http://{settings.gateway.host}:{port}", flush=True)
+    gw = settings.gateway
+    runner, port = await serve(create_app(settings), gw.host, gw.port, ssl_context(gw))
+    print(f"gateway: {base_url(gw, gw.host, port)}", flush=True)
     try:
         await stop.wait()
     finally:

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "mumu.cli.migrate",
     "mumu.cli.workspace",
     "mumu.cli.keys",
+    "mumu.cli.auth",
     "mumu.cli.ask",
 )
 

@@ -13,6 +13,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 
 from mumu.broker.workspaces import ensure_configured
+from mumu.cli import credentials
 from mumu.cli.common import table, with_nats
 from mumu.contracts import subjects
 from mumu.db.bootstrap import admin_url_of, keyring_of
@@ -34,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     key = verbs.add_parser("key", help="a new API key for a workspace (shown once)")
     key.add_argument("workspace_id", type=uuid.UUID, help="the workspace id (a UUID)")
     key.set_defaults(func=run_key)
+    credentials.register(verbs)
 
 
 def with_admin(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:

@@ -6,6 +6,8 @@ MSG_ID: Final = "Nats-Msg-Id"
 TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"
 CONTENT_TYPE: Final = "Content-Type"
+TTL: Final = "Nats-TTL"
+"""Per-message TTL in seconds (nats-server 2.11+, a stream with ``allow_msg_ttl``)."""
 
 # JetStream atomic batch publish (nats-server 2.12+, ADR-50)
 BATCH_ID: Final = "Nats-Batch-Id"

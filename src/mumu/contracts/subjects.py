@@ -74,6 +74,10 @@ ALL_PATTERNS: Final[tuple[SubjectPattern, ...]] = (
     DLQ,
 )
 
+SHORT_LIVED: Final[tuple[SubjectPattern, ...]] = (TRANSCRIPT_PARTIAL, ANSWER_DELTA)
+"""Live steps of a result, stored with a per-message TTL (``Nats-TTL``,
+``MUMU_STAGE__LIVE_TTL``): the final carries the whole text, and the stream keeps it longer."""
+
 # Streams (their configs live in streams/<name>.json)
 STREAM_INGEST: Final = "MUMU_INGEST"
 STREAM_AUDIO: Final = "MUMU_AUDIO"

@@ -27,6 +27,7 @@ from mumu.gateway.metrics import GatewayMetrics
 from mumu.gateway.models import Health, Readiness
 from mumu.gateway.openapi import openapi_document
 from mumu.gateway.tokens import TokenSigner
+from mumu.gateway.transport import TRUSTED_PROXIES, forwarded
 from mumu.gateway.websocket import SOCKETS, close_all, websocket
 from mumu.runtime.http import health_payload, metrics_response
 from mumu.settings import Settings
@@ -141,8 +142,11 @@ async def index(_: web.Request) -> web.FileResponse:
 def create_app(settings: Settings) -> web.Application:
     """The gateway; raises ``RuntimeError`` at once when the session secret is missing."""
     gw = settings.gateway
-    app = web.Application(client_max_size=gw.max_body_bytes, middlewares=[_count, json_errors])
+    app = web.Application(
+        client_max_size=gw.max_body_bytes, middlewares=[forwarded, _count, json_errors]
+    )
     app[SETTINGS] = settings
+    app[TRUSTED_PROXIES] = tuple(gw.trusted_proxies)
     app[SIGNER] = TokenSigner(gw.session_secret, gw.session_ttl)
     app[METRICS] = GatewayMetrics()
     app[REGISTRY] = app[METRICS].registry

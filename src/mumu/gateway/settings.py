@@ -1,6 +1,23 @@
 """Settings of the gateway (``MUMU_GATEWAY__*``)."""
 
-from pydantic import BaseModel, Field, SecretStr
+from pathlib import Path
+
+from pydantic import BaseModel, Field, IPvAnyNetwork, SecretStr
+
+
+class GatewayTlsSettings(BaseModel):
+    """HTTPS and WSS of the gateway (``MUMU_GATEWAY__TLS__*``)."""
+
+    cert_file: Path | None = Field(
+        default=None,
+        description="certificate chain (PEM) of the gateway; set serves https:// and wss://",
+    )
+    key_file: Path | None = Field(default=None, description="private key of `cert_file` (PEM)")
+    ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle (PEM) `mumu up` and `mumu ask` trust for the gateway's "
+        "certificate (unset: the system CAs)",
+    )
 
 
 class GatewaySettings(BaseModel):
@@ -66,4 +83,10 @@ class GatewaySettings(BaseModel):
         default=10.0, gt=0,
         description="seconds a websocket opened without ?token= has to send its auth "
         "message before it is closed (4401)",
+    )
+    tls: GatewayTlsSettings = Field(default_factory=GatewayTlsSettings)
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="addresses or networks (CIDR) of TLS-terminating proxies in front of the "
+        "gateway; only from these are X-Forwarded-For/-Proto/-Host believed",
     )

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Coroutine
+from functools import partial
 from typing import Any
 
 import nats.errors
@@ -120,14 +121,15 @@ class RouteWorker:
         task = tg.create_task(work)
         tasks.add(task)
         self._busy += messages
+        # a partial of one method (cheaper than a new closure with three cells per task)
+        task.add_done_callback(partial(self._done, tasks, messages))
 
-        def done(task: asyncio.Task[None]) -> None:
-            tasks.discard(task)
-            self._busy -= messages
-            if self.concurrency - self._busy >= self._refill:
-                self._room.set()
-
-        task.add_done_callback(done)
+    def _done(self, tasks: set[asyncio.Task[None]], messages: int,
+              task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        self._busy -= messages
+        if self.concurrency - self._busy >= self._refill:
+            self._room.set()
 
     async def _wake_on(self, stop: asyncio.Event) -> None:
         await stop.wait()

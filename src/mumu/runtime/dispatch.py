@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -35,10 +36,11 @@ class Dispatcher:
         self._span_name = f"{ctx.name} {route.stream}"
         m = ctx.metrics
         self._m_outcome = {d: m.messages.labels(m.stage, name, d.value) for d in Disposition}
+        self._m_acked = self._m_outcome[Disposition.ACK]  # no enum hashing on the hot path
         self._m_latency = m.latency.labels(m.stage, name)
-        self._m_inflight = m.inflight.labels(m.stage)
         self._m_redelivered = m.redeliveries.labels(m.stage, name)
         self.inflight: dict[int, tuple[Msg, float]] = {}
+        m.track_inflight(self.inflight)
 
     def _parse(self, msg: Msg) -> BaseModel | None:
         if self.route.model is None:
@@ -59,7 +61,6 @@ class Dispatcher:
         if deliveries > 1:
             self._m_redelivered.inc()
         self.inflight[id(msg)] = (msg, time.monotonic())
-        self._m_inflight.inc()
         span = self.tracing.start(self._span_name, msg.headers or {})
         return Delivery(msg, deliveries, sequence, span)
 
@@ -67,10 +68,13 @@ class Dispatcher:
         outcome = d.outcome or Disposition.NAK
         self.settler.release(d)
         self.inflight.pop(id(d.msg), None)
-        self._m_inflight.dec()
-        self._m_outcome[outcome].inc()
         self._m_latency.observe(time.perf_counter() - started)
-        d.span.end(None if outcome is Disposition.ACK else outcome.value)
+        if outcome is Disposition.ACK:
+            self._m_acked.inc()
+            d.span.end()
+        else:
+            self._m_outcome[outcome].inc()
+            d.span.end(outcome.value)
 
     def _inbound(self, d: Delivery) -> Inbound[Any]:
         """Checks the delivery count, validates the body; raises ``PermanentError``."""
@@ -79,19 +83,18 @@ class Dispatcher:
                 "max_deliver_exceeded",
                 f"delivered {d.deliveries} times (limit {self.max_deliver})",
             )
-        trace_headers = d.span.headers
-
-        async def emit(out: Outbound) -> None:
-            await self.publisher.publish(out, trace_headers)
-            d.emitted += 1
-
         msg = d.msg
         d.inbound = Inbound(
             event=self._parse(msg), data=msg.data, headers=msg.headers or {},
             subject=msg.subject, workspace_id=last_token(msg.subject), stream=self.route.stream,
-            sequence=d.sequence, deliveries=d.deliveries, emit=emit,
+            sequence=d.sequence, deliveries=d.deliveries, emit=partial(self._emit, d),
         )
         return d.inbound
+
+    async def _emit(self, d: Delivery, out: Outbound) -> None:
+        """``Inbound.emit`` of delivery ``d``: publish now, count it for the retry rule."""
+        await self.publisher.publish(out, d.span.headers)
+        d.emitted += 1
 
     async def handle(self, msg: Msg) -> None:
         assert self.route.handler is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -54,8 +55,11 @@ def build_probe_app(
     return app
 
 
-async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Start ``app``; returns the runner (to clean up) and the bound port.
+async def serve(
+    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> tuple[web.AppRunner, int]:
+    """Start ``app`` (over TLS with ``ssl_context``); returns the runner (to clean up) and
+    the bound port.
 
     The socket is bound here, so the port (``0``: any free one) is known without
     reaching into aiohttp's server object.
@@ -73,7 +77,7 @@ async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunn
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
     except BaseException:
         await runner.cleanup()
         sock.close()

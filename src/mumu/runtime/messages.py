@@ -7,7 +7,7 @@ test without a server (its emitted outputs are kept in ``Inbound.emitted``).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -61,8 +61,9 @@ class Inbound(Generic[E]):
     sequence: int
     deliveries: int
     emit: Emit
-    emitted: list[Outbound] = field(default_factory=list)
-    """What ``emit`` published, in order (kept only by the in-memory form)."""
+    emitted: Sequence[Outbound] = ()
+    """What ``emit`` published, in order (kept only by the in-memory form; a delivery
+    from the server allocates nothing for it)."""
 
     @classmethod
     def of(

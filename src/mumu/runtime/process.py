@@ -90,9 +90,10 @@ async def run_stage(
                     tracing=tracing, log=log,
                 )
                 halt = asyncio.Event()
-                async with asyncio.TaskGroup() as tg:
-                    watch = tg.create_task(_set_when_either(stop, lost, halt))
+                watch = asyncio.create_task(_set_when_either(stop, lost, halt))
+                try:
                     await _consume(stage, ctx, halt, state, started)
+                finally:
                     watch.cancel()
             finally:
                 with contextlib.suppress(Exception):
@@ -128,7 +129,7 @@ async def _consume(
     """Start the stage, declare its consumers, consume until ``stop``, stop the stage."""
     await stage.start(ctx)
     try:
-        publisher = Publisher(ctx.nc, ctx.metrics)
+        publisher = Publisher(ctx.nc, ctx.metrics, ctx.settings.stage.live_ttl)
         workers = [RouteWorker(ctx, route, publisher) for route in stage.routes()]
         for worker in workers:
             await worker.ensure_consumer()

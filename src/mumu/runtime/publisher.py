@@ -24,6 +24,7 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 
 from mumu.contracts import headers as h
+from mumu.contracts.subjects import SHORT_LIVED
 from mumu.runtime.errors import TransientError
 from mumu.runtime.messages import Outbound
 from mumu.runtime.metrics import StageMetrics
@@ -44,12 +45,22 @@ Traced = tuple[Outbound, Mapping[str, str]]
 
 
 class Publisher:
-    def __init__(self, nc: NATS, metrics: StageMetrics) -> None:
+    """``live_ttl``: seconds an output on a ``SHORT_LIVED`` subject (a partial, a delta)
+    stays in its stream (the ``Nats-TTL`` header); ``None``: as long as the stream keeps any."""
+
+    def __init__(self, nc: NATS, metrics: StageMetrics, live_ttl: int | None = None) -> None:
         self._nc = nc
+        self._live_ttl = live_ttl
         self._js = nc.jetstream()
         self._m_atomic = metrics.output_batches.labels(metrics.stage, "atomic")
         self._m_one_by_one = metrics.output_batches.labels(metrics.stage, "one_by_one")
         self._atomic_off_until = 0.0
+
+    def _headers(self, out: Outbound, trace: Mapping[str, str]) -> dict[str, str]:
+        headers = {**out.headers, **trace, h.MSG_ID: out.msg_id}
+        if self._live_ttl is not None and any(p.matches(out.subject) for p in SHORT_LIVED):
+            headers.setdefault(h.TTL, str(self._live_ttl))
+        return headers
 
     def max_payload(self) -> int:
         """The largest message (headers + body) the connected server accepts."""
@@ -57,7 +68,7 @@ class Publisher:
 
     async def publish(self, out: Outbound, trace_headers: Mapping[str, str]) -> None:
         """Publish one output and wait for its PubAck."""
-        headers = {**out.headers, **trace_headers, h.MSG_ID: out.msg_id}
+        headers = self._headers(out, trace_headers)
         try:
             await self._js.publish(
                 out.subject, out.payload, headers=headers, timeout=PUBLISH_TIMEOUT
@@ -82,7 +93,7 @@ class Publisher:
         last = len(chunk)
         try:
             for seq, (out, trace) in enumerate(chunk, 1):
-                headers = {**out.headers, **trace, h.MSG_ID: out.msg_id,
+                headers = {**self._headers(out, trace),
                            h.BATCH_ID: batch_id, h.BATCH_SEQUENCE: str(seq)}
                 if seq < last:
                     await self._nc.publish(out.subject, out.payload, headers=headers)

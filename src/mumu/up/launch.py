@@ -18,13 +18,16 @@ from mumu.broker.credentials import AuthDir, write_secret
 from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.reload import publish_users
 from mumu.broker.roles import Role
+from mumu.broker.settings import NatsSettings, NatsTlsSettings
 from mumu.broker.streams import apply_all
 from mumu.broker.workspaces import ensure_configured
 from mumu.contracts.subjects import producer_inbox_prefix
 from mumu.db.bootstrap import DevDatabase, bootstrap
+from mumu.gateway.transport import base_url, client_ssl
 from mumu.logs import redacted
 from mumu.settings import Settings
 from mumu.stages.registry import STAGES
+from mumu.up.store_key import check_store_loaded, store_key
 from mumu.up.supervisor import Child, Supervisor
 
 log = logging.getLogger(__name__)
@@ -64,9 +67,29 @@ def _session_secret(settings: Settings, data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-async def _wait_ready(url: str, timeout: float, stop: asyncio.Event) -> bool:
+def _embedded_client_tls(nats: NatsSettings) -> NatsTlsSettings:
+    """The client side of the embedded server's TLS: clients trust ``MUMU_NATS__TLS__CA_FILE``,
+    or else the server's own ``ca_file`` (one CA signing the server and the client
+    certificates needs to be named only once)."""
+    if nats.tls.ca_file is None and nats.server_tls.ca_file is not None:
+        return nats.tls.model_copy(update={"ca_file": nats.server_tls.ca_file})
+    return nats.tls
+
+
+def _tls_env(tls: NatsTlsSettings) -> dict[str, str]:
+    """``tls`` as the environment of a child (absolute paths)."""
+    return {
+        f"MUMU_NATS__TLS__{name.upper()}": str(value.resolve() if isinstance(value, Path)
+                                               else value)
+        for name, value in tls.model_dump().items() if value is not None
+    }
+
+
+async def _wait_ready(
+    url: str, timeout: float, stop: asyncio.Event, connector: aiohttp.BaseConnector | None = None
+) -> bool:
     """Poll ``/api/ready`` until 200 (True) or ``stop`` is set (False; Ctrl-C)."""
-    async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
+    async with aiohttp.ClientSession(connector=connector) as http, asyncio.timeout(timeout):
         while not stop.is_set():
             with contextlib.suppress(aiohttp.ClientError):
                 async with http.get(f"{url}/api/ready") as resp:
@@ -90,10 +113,11 @@ async def _ensure_workspaces(settings: Settings, nats_url: str, workspaces: list
 
 async def _start_nats(
     settings: Settings, data_dir: Path, stack: contextlib.AsyncExitStack,
-) -> tuple[str, AuthDir | None]:
-    """The configured server, or an embedded one with its users (stopped by ``stack``)."""
+) -> tuple[str, AuthDir | None, EmbeddedNats | None]:
+    """The configured server, or an embedded one with its users and an encrypted store
+    (stopped by ``stack``)."""
     if settings.nats.url is not None:
-        return settings.nats.url, None
+        return settings.nats.url, None, None
     # secure by default: every service, the CLI and each producer has its own nkey
     # user; nothing anonymous (docs/security.md)
     auth = AuthDir(settings.nats.auth_dir or data_dir / "nats" / "auth")
@@ -101,15 +125,19 @@ async def _start_nats(
     await asyncio.to_thread(auth.render, STAGES.consumers())
     if settings.nats.credentials is None:
         settings.nats.credentials = auth.creds
+    if settings.nats.server_tls.cert_file is not None:
+        settings.nats.tls = _embedded_client_tls(settings.nats)
+    encryption = store_key(settings.nats, data_dir, data_dir / "nats" / "jetstream")
+    cipher, key = encryption if encryption else (None, None)
     server = EmbeddedNats(
         data_dir / "nats",
         port=_port_or_free("127.0.0.1", settings.nats.embedded_port),
         max_payload=settings.nats.max_payload,
-        auth_file=auth.auth_conf,
+        auth_file=auth.auth_conf, cipher=cipher, key=key, tls=settings.nats.server_tls,
     )
     await server.start()
     stack.push_async_callback(server.stop)
-    return server.url, auth
+    return server.url, auth, server
 
 
 async def _provision_users(
@@ -139,10 +167,12 @@ async def up(
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
-        nats_url, auth = await _start_nats(settings, data_dir, stack)
+        nats_url, auth, server = await _start_nats(settings, data_dir, stack)
         # the configured user/password/creds apply to an external server
         nc = await connect(settings.nats, name="mumu-up", url=nats_url)
         try:
+            if server is not None:
+                await check_store_loaded(nc, server)
             for change in await apply_all(nc):
                 if change.action != "unchanged":
                     log.info("streams: %s", change.describe())
@@ -159,6 +189,7 @@ async def up(
         port = _port_or_free(host, settings.gateway.port)
         env = os.environ | {
             **database.env,
+            **(_tls_env(settings.nats.tls) if server is not None and server.tls else {}),
             "MUMU_NATS__URL": nats_url,
             "MUMU_DATA_DIR": str(data_dir),
             "MUMU_GATEWAY__PORT": str(port),
@@ -181,9 +212,11 @@ async def up(
         children.append(Child("gateway", ["gateway"], env_of("gateway"), logs / "gateway.log"))
         supervisor = Supervisor(children, settings.stage.drain_timeout)
         running = asyncio.create_task(supervisor.run(stop))
-        gateway_url = f"http://{host}:{port}"
+        gateway_url = base_url(settings.gateway, host, port)
+        tls = client_ssl(settings.gateway)
+        connector = aiohttp.TCPConnector(ssl=tls) if tls is not None else None
         try:
-            if not await _wait_ready(gateway_url, ready_timeout, stop):
+            if not await _wait_ready(gateway_url, ready_timeout, stop, connector):
                 await running  # Ctrl-C while starting: the supervisor stops the children
                 return
         except TimeoutError:

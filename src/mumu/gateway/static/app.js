@@ -3,33 +3,56 @@
 
 const $ = (id) => document.getElementById(id);
 const state = {
-  token: null, sessionId: null, ws: null, cursor: 0, connected: false, recorder: null,
-  cards: {}, log: [],
+  apiKey: null, token: null, renewTimer: null, sessionId: null, ws: null, cursor: 0,
+  connected: false, recorder: null, cards: {}, log: [],
 };
 
-const CONTROL = new Set(["ready", "accepted", "resumed", "cancelling", "pong"]);
+const CONTROL = new Set(["ready", "accepted", "resumed", "cancelling", "pong", "authenticated"]);
+const CLOSE_UNAUTHORIZED = 4401;
 
 function setStatus(text) { $("status").textContent = text; }
 
 async function startSession() {
   const key = $("api-key").value.trim();
   if (!key) { setStatus("Enter a workspace API key first."); return; }
-  const resp = await fetch("/api/session", {
-    method: "POST", headers: { Authorization: "Bearer " + key },
-  });
-  const body = await resp.json();
-  if (!resp.ok) { setStatus("Session refused: " + body.error.message); return; }
-  state.token = body.token;
-  state.sessionId = body.session_id;
+  state.apiKey = key;
+  state.sessionId = null;
+  try { await newToken(); } catch (e) { setStatus("Session refused: " + e.message); return; }
   state.cursor = 0;
   state.connected = false;
   $("ask").hidden = false;
   connect();
 }
 
+// A session token for this page's session (a new session the first time), renewed
+// before it expires: the open socket gets it as an "auth" message and stays open.
+async function newToken() {
+  const resp = await fetch("/api/session", {
+    method: "POST",
+    headers: { Authorization: "Bearer " + state.apiKey, "Content-Type": "application/json" },
+    body: JSON.stringify(state.sessionId ? { session_id: state.sessionId } : {}),
+  });
+  const body = await resp.json();
+  if (!resp.ok) throw new Error(body.error.message);
+  state.token = body.token;
+  state.sessionId = body.session_id;
+  const left = Date.parse(body.expires_at) - Date.now();
+  clearTimeout(state.renewTimer);  // renew with a fifth of its life left (≤ 1 min before)
+  state.renewTimer = setTimeout(renew, Math.max(0, left - Math.min(60_000, left / 5)));
+}
+
+async function renew() {
+  try { await newToken(); } catch (e) { setStatus("Session not renewed: " + e.message); return; }
+  // a socket that is not open reconnects with the new token by itself
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+    send({ type: "auth", token: state.token });
+  }
+}
+
 function connect() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  let url = `${proto}//${location.host}/api/ws?token=${encodeURIComponent(state.token)}`;
+  const token = state.token;
+  let url = `${proto}//${location.host}/api/ws?token=${encodeURIComponent(token)}`;
   // a reconnect always resumes, from 0 when no event had arrived yet
   if (state.connected) url += `&after=${state.cursor}`;
   const ws = new WebSocket(url);
@@ -37,13 +60,20 @@ function connect() {
   state.ws = ws;
   ws.onopen = () => {
     state.connected = true;
+    // renewed while this socket was connecting: give it the new token too
+    if (state.token !== token) send({ type: "auth", token: state.token });
     setStatus(`Connected — session ${state.sessionId}`);
   };
   ws.onmessage = (ev) => onMessage(JSON.parse(ev.data));
-  ws.onclose = (ev) => {
+  ws.onclose = async (ev) => {
     if (state.ws !== ws) return;
-    setStatus(`Disconnected (${ev.code}); reconnecting and resuming…`);
-    setTimeout(connect, 1000);
+    if (ev.code === CLOSE_UNAUTHORIZED) {  // the token expired on the open socket
+      setStatus("Session token expired; renewing and resuming…");
+      try { await newToken(); } catch (e) { setStatus("Session ended: " + e.message); return; }
+    } else {
+      setStatus(`Disconnected (${ev.code}); reconnecting and resuming…`);
+    }
+    setTimeout(connect, 1000);  // resumes after the cursor: nothing lost, nothing twice
   };
 }
 

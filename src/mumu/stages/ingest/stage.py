@@ -65,6 +65,7 @@ class IngestStage:
         )
         self.workspaces = workspaces
         self._executor: ThreadPoolExecutor | None = None
+        self._given_store = store
         self._store = store
         self._js: JetStreamContext | None = None
 
@@ -76,8 +77,8 @@ class IngestStage:
 
     async def start(self, ctx: StageContext) -> None:
         self._js = ctx.js
-        if self._store is None:
-            self._store = await open_object_store(ctx.js, subjects.BUCKET_AUDIO)
+        # opened on every start: after a reconnect, a handle of the old connection is dead
+        self._store = self._given_store or await open_object_store(ctx.js, subjects.BUCKET_AUDIO)
         await self.workspaces.open()
         self._executor = ThreadPoolExecutor(
             max_workers=self.settings.decode_workers, thread_name_prefix="mumu-decode"

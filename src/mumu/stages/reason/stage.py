@@ -64,6 +64,7 @@ class ReasonStage:
         self.settings = settings
         self.backend = backend
         self.cancels = CancelRegistry(settings.cancel_memory)
+        self._given_sessions = sessions
         self._sessions = sessions
         self._ctx: StageContext | None = None
 
@@ -95,6 +96,8 @@ class ReasonStage:
         self._ctx = ctx
         await self.backend.start()
         s = self.settings
+        # opened on every start: after a reconnect, a handle of the old connection is dead
+        self._sessions = self._given_sessions
         if self._sessions is None:
             kv = await ctx.js.key_value(subjects.BUCKET_SESSIONS)
             self._sessions = SessionStore(

@@ -4,6 +4,12 @@ The model is loaded in ``start`` (before the stage reports ready) and runs in a 
 thread pool, behind the ``Transcriber`` it is given (the engine, or the micro-batcher).
 Each decoded segment is published at once on ``mumu.transcript.partial.<ws>``; the whole
 transcript on ``mumu.transcript.final.<ws>``.
+
+The normalised audio is deleted from ``mumu-audio`` once the final is published (and
+acknowledged by JetStream), before the input is acked: audio is not kept at rest longer
+than it takes to transcribe it. A delivery that comes after that (a lost ack, a replay)
+finds the object's delete marker, so it is done already (its final is published) and is
+acked; an object that is simply gone (expired, never stored) is a dead letter.
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ from mumu.stages.transcribe.transcriber import Transcriber, build_transcriber
 log = logging.getLogger(__name__)
 
 NAME = "transcribe"
+
+
+class AlreadyTranscribedError(Exception):
+    """The audio was deleted by this stage, after the final of the request was published."""
 
 
 class TranscribeStage:
@@ -63,7 +73,16 @@ class TranscribeStage:
             raise PermanentError(
                 "schema_violation", f"Mumu-Language {language!r} is not a language of the model"
             )
-        audio = await self._load(ready)
+        try:
+            audio = await self._load(ready)
+        except AlreadyTranscribedError:
+            log.info(
+                "already transcribed (its audio %s was deleted after the final)",
+                ready.object_name,
+                extra={"stage": NAME, "request_id": ready.request_id,
+                       "subject": inbound.subject, "seq": inbound.sequence},
+            )
+            return []
         ws = inbound.workspace_id
         partial_subject = subjects.TRANSCRIPT_PARTIAL.for_workspace(ws)
 
@@ -91,7 +110,9 @@ class TranscribeStage:
                    "seq": inbound.sequence},
         )
         final = self._final(ready, result)
-        return [Outbound.of(subjects.TRANSCRIPT_FINAL.for_workspace(ws), final)]
+        await inbound.emit(Outbound.of(subjects.TRANSCRIPT_FINAL.for_workspace(ws), final))
+        await self._delete(ready)
+        return []
 
     def _final(self, ready: AudioReady, result: Result) -> TranscriptFinal:
         return TranscriptFinal(
@@ -114,9 +135,11 @@ class TranscribeStage:
         try:
             obj = await store.get(ready.object_name)
         except nats.js.errors.ObjectNotFoundError as exc:
+            if await self._deleted(ready.object_name):
+                raise AlreadyTranscribedError(ready.object_name) from exc
             raise PermanentError(
                 "transcribe_failed",
-                f"normalised audio {ready.object_name} is gone (expired or deleted)",
+                f"normalised audio {ready.object_name} is gone (expired, or never stored)",
             ) from exc
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
             raise TransientError("internal", f"reading {ready.object_name}: {exc!r}") from exc
@@ -125,6 +148,29 @@ class TranscribeStage:
             return await loop.run_in_executor(None, wav_to_float, obj.data or b"")
         except (ValueError, EOFError) as exc:
             raise PermanentError("transcribe_failed", f"{ready.object_name}: {exc}") from exc
+
+    async def _deleted(self, name: str) -> bool:
+        """Whether ``name`` has a delete marker (this stage deleted it after its final)."""
+        try:
+            info = await self._require_store().get_info(name, show_deleted=True)
+        except nats.js.errors.ObjectNotFoundError:
+            return False
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            raise TransientError("internal", f"reading {name}: {exc!r}") from exc
+        return bool(info.deleted)
+
+    async def _delete(self, ready: AudioReady) -> None:
+        """Delete the transcribed audio; if that fails, the bucket's max age removes it."""
+        try:
+            await self._require_store().delete(ready.object_name)
+        except nats.js.errors.ObjectNotFoundError:
+            pass  # deleted by a concurrent delivery of the same request
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            log.warning(
+                "could not delete the transcribed audio %s (it expires with the bucket's "
+                "max age): %r", ready.object_name, exc,
+                extra={"stage": NAME, "request_id": ready.request_id},
+            )
 
     def _require_store(self) -> ObjectStore:
         if self._store is None:
