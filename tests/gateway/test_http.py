@@ -26,7 +26,7 @@ from mumu.gateway.models import TextAskBody
 from mumu.gateway.openapi import OPERATIONS, openapi_text
 from mumu.settings import Settings
 from mumu.stages.registry import STAGES
-from tests.gateway.conftest import WS_A, Gateway, gateway_settings, serving
+from tests.gateway.conftest import WS_A, Gateway, gateway_settings, provision, serving
 from tests.harness import Collector
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -204,6 +204,7 @@ async def test_body_limit_rate_limit_and_backpressure(
         settings, max_body_bytes=64 * 1024, rate_limit_burst=3, rate_limit_per_second=0.5,
         lag_threshold=5, lag_check_interval=0.1,
     )
+    await provision(cfg, "33333333-3333-4333-8333-333333333333")  # the "other" workspace
     async with serving(cfg) as gw:
         token = gw.token(WS_A, "s1")
         url = f"{gw.url}/api/ask"

@@ -10,14 +10,16 @@ from typing import Any
 import aiohttp
 from nats.aio.client import Client as NATS
 
+from mumu.broker.credentials import AuthDir
 from mumu.broker.jsapi import stream_config
+from mumu.broker.roles import Role
 from mumu.broker.workspaces import remove_workspace
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import TextAsk, derive_id
 from mumu.settings import Settings
 from mumu.stages.reason.stage import ReasonStage
-from tests.gateway.conftest import WS_A, WS_B, Gateway, Results, rid
+from tests.gateway.conftest import WS_A, WS_B, Gateway, Results, rid, serving
 from tests.harness import running
 from tests.reason.echo_backend import EchoBackend
 
@@ -38,18 +40,45 @@ async def intake_messages(nc: NATS, ws: str) -> int:
     return int(info.state.messages)
 
 
+def managing(settings: Settings, users: AuthDir) -> Settings:
+    """A gateway whose NATS user may manage streams (the operator's seed). The `gateway`
+    role of `mumu up` may not: there, `mumu up`, `mumu workspace create` and `mumu streams
+    apply` provision workspaces, and the gateway's attempt ends in a clear 503."""
+    nats = settings.nats.model_copy(update={"credentials": users.seed_file(Role.OPERATOR)})
+    return settings.model_copy(update={"nats": nats})
+
+
+NEW_WS = "33333333-3333-4333-8333-333333333333"
+
+
 async def test_the_first_ask_of_a_workspace_without_intake_creates_it(
-    gateway: Gateway, http: aiohttp.ClientSession, nc: NATS
+    nc: NATS, streams: None, gw_settings: Settings, broker_users: AuthDir,
+    http: aiohttp.ClientSession,
 ) -> None:
     # a workspace made before intake streams existed: a valid token, no stream yet
-    assert await stream_config(nc, subjects.intake_stream(WS_A)) is None
-    status, body = await ask(http, gateway, gateway.token(WS_A), "Hello?")
-    assert status == 202, body
-    assert await intake_messages(nc, WS_A) == 1
-    ingest = await stream_config(nc, subjects.STREAM_INGEST)
-    assert ingest is not None
-    assert {s["name"] for s in ingest["sources"]} == {subjects.intake_stream(WS_A)}
-    assert await stream_config(nc, f"OBJ_{subjects.upload_bucket(WS_A)}") is not None
+    assert await stream_config(nc, subjects.intake_stream(NEW_WS)) is None
+    async with serving(managing(gw_settings, broker_users)) as gw:
+        status, body = await ask(http, gw, gw.token(NEW_WS), "Hello?")
+        assert status == 202, body
+        assert await intake_messages(nc, NEW_WS) == 1
+        ingest = await stream_config(nc, subjects.STREAM_INGEST)
+        assert ingest is not None
+        assert subjects.intake_stream(NEW_WS) in {s["name"] for s in ingest["sources"]}
+        assert await stream_config(nc, f"OBJ_{subjects.upload_bucket(NEW_WS)}") is not None
+        # removed since (the gateway remembers it had one): recreated on "no stream"
+        await remove_workspace(nc, NEW_WS)
+        status, body = await ask(http, gw, gw.token(NEW_WS), "two")
+        assert status == 202, body
+        assert await intake_messages(nc, NEW_WS) == 1
+
+
+async def test_the_gateway_role_cannot_create_streams_and_says_so(
+    gateway: Gateway, http: aiohttp.ClientSession, nc: NATS
+) -> None:
+    status, body = await ask(http, gateway, gateway.token(NEW_WS), "Hello?")
+    assert status == 503, body
+    assert body["error"]["code"] == "unavailable"
+    assert await stream_config(nc, subjects.intake_stream(NEW_WS)) is None
 
 
 async def test_a_repeated_client_request_id_gets_the_existing_request(
@@ -93,9 +122,8 @@ async def test_a_repeat_with_wait_also_gets_results_that_arrive_later(
 
 
 async def test_a_forged_msg_id_from_another_workspace_does_not_suppress_an_ask(
-    gateway: Gateway, http: aiohttp.ClientSession, nc: NATS, gw_settings: Settings, workspaces
+    gateway: Gateway, http: aiohttp.ClientSession, nc: NATS, gw_settings: Settings
 ) -> None:
-    await workspaces(WS_A, WS_B)
     wanted = rid()  # the request id B's client will use
     # A, a raw producer on its own subject, sends first with the id B's ask will carry
     forged = derive_id(WS_B, wanted, "gateway", "text")
@@ -112,14 +140,3 @@ async def test_a_forged_msg_id_from_another_workspace_does_not_suppress_an_ask(
     assert status == 200, result
     assert result["request_id"] == wanted
     assert result["answer"] == "You asked: Still there?"
-
-
-async def test_an_ask_after_the_intake_was_removed_recreates_it_and_is_queued(
-    gateway: Gateway, http: aiohttp.ClientSession, nc: NATS
-) -> None:
-    token = gateway.token(WS_A, "s1")
-    assert (await ask(http, gateway, token, "one"))[0] == 202
-    await remove_workspace(nc, WS_A)  # the gateway still thinks the stream is there
-    status, body = await ask(http, gateway, token, "two")
-    assert status == 202, body
-    assert await intake_messages(nc, WS_A) == 1  # the recreated stream holds the new ask
