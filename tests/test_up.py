@@ -113,7 +113,9 @@ async def test_up_is_healthy_fast_answers_stops_cleanly_and_reuses_its_data(
         assert health["status"] == "ok"
         assert isinstance(health["uptime"], float)
         # the default workspace's intake exists before any ask: a raw producer can publish
-        nc = await nats.connect(lines["nats"])
+        nc = await nats.connect(lines["nats"],
+                                nkeys_seed=lines["operator credentials"].split()[0],
+                                inbox_prefix="_MUMU_INBOX.operator")
         intake = subjects.intake_stream(lines["workspace"])
         assert (await nc.jetstream().stream_info(intake)).config.subjects == [
             subjects.INGEST_AUDIO.for_workspace(lines["workspace"]),
