@@ -10,8 +10,10 @@
 # wait for the answer (default 300). Prints this request's final transcript event (JSON)
 # and exits 0; on a mumu.error event for this request prints it to stderr and exits 2; on
 # no answer in time exits 3. Files over the server's max_payload (1 MiB by default) go
-# through the mumu-audio Object Store bucket; the message then has an empty body and names
-# the object.
+# through the workspace's own Object Store bucket mumu-upload-<workspace>; the message then
+# has an empty body and names the object (ingest deletes it once processed). A workspace
+# nobody created (`mumu workspace create`) has no intake stream: `nats pub` gets no stream
+# response and the script exits 4.
 #
 # The script subscribes to the workspace's finals and errors before it publishes (a
 # producer may subscribe to its own result subjects, not read the streams), and only the
@@ -58,14 +60,24 @@ headers=(
   -H "Nats-Msg-Id:${ws}.${request_id}"
 )
 if [ "$size" -gt "$max_payload" ]; then
-  object="${ws}/${request_id}.${file##*.}"
-  nats object put mumu-audio "$file" --name "$object" --force >/dev/null
-  # an empty body: the event names the object
-  nats pub "mumu.ingest.audio.${ws}" "" "${headers[@]}" -H "Mumu-Audio-Object:${object}"
+  object="${request_id}.${file##*.}"
+  if ! nats object put "mumu-upload-${ws}" "$file" --name "$object" --force >/dev/null; then
+    echo "workspace ${ws} has no upload bucket: create it with \`mumu workspace create\`" >&2
+    exit 4
+  fi
+  # an empty body: the event names the object; --jetstream waits for the stream's PubAck
+  published=$(nats pub --jetstream "mumu.ingest.audio.${ws}" "" "${headers[@]}" \
+    -H "Mumu-Audio-Object:${object}" 2>&1) || published="failed: ${published}"
 else
   # --force-stdin: the body is the file; --no-templates: never expand {{ }} in binary audio
-  nats pub "mumu.ingest.audio.${ws}" --force-stdin --no-templates "${headers[@]}" < "$file"
+  published=$(nats pub --jetstream "mumu.ingest.audio.${ws}" --force-stdin --no-templates \
+    "${headers[@]}" < "$file" 2>&1) || published="failed: ${published}"
 fi
+case "$published" in
+  failed:*)
+    echo "workspace ${ws}: ${published} (no intake stream? \`mumu workspace create\`)" >&2
+    exit 4 ;;
+esac
 
 match="\"request_id\":\"${request_id}\""
 deadline=$(( $(date +%s) + timeout_s ))

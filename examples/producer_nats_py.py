@@ -12,9 +12,12 @@ or `mumu workspace credentials <ws> --out FILE`). The connection uses the inbox 
 arrive there and nobody else's traffic does.
 
 Files that fit in one NATS message (the server's max_payload, 1 MiB by default) travel
-as the message body. Bigger files (or ``--object``) are put into the ``mumu-audio``
-Object Store bucket under ``<workspace>/`` first, and the message carries only headers,
-``Mumu-Audio-Object`` naming the object.
+as the message body. Bigger files (or ``--object``) are put into the workspace's own
+Object Store bucket ``mumu-upload-<workspace>`` first, and the message carries only
+headers, ``Mumu-Audio-Object`` naming the object (ingest deletes it once it is processed).
+
+A workspace nobody created has no intake stream: the publish fails at once with "no
+response from stream" (exit 4); `mumu workspace create` makes the stream and the bucket.
 """
 
 # ruff: noqa: T201 - a command-line example prints its results
@@ -30,6 +33,7 @@ import uuid
 from pathlib import Path
 
 import nats
+import nats.js.errors
 
 HEADER_ROOM = 4096  # headers travel in the same message as the body
 
@@ -70,16 +74,23 @@ async def main(args: argparse.Namespace) -> int:
         await nc.subscribe(f"{prefix}.{ws}", cb=on_result)
 
     subject = f"mumu.ingest.audio.{ws}"
-    if args.object or len(data) + HEADER_ROOM > nc.max_payload:
-        store = await js.object_store("mumu-audio")
-        name = f"{ws}/{request_id}{args.file.suffix}"
-        await store.put(name, data)
-        headers["Mumu-Audio-Object"] = name
-        ack = await js.publish(subject, b"", headers=headers)
-        print(f"uploaded {len(data)} bytes as object {name}; stream seq {ack.seq}", flush=True)
-    else:
-        ack = await js.publish(subject, data, headers=headers)
-        print(f"published {len(data)} bytes; stream seq {ack.seq}", flush=True)
+    try:
+        if args.object or len(data) + HEADER_ROOM > nc.max_payload:
+            store = await js.object_store(f"mumu-upload-{ws}")  # this workspace's bucket
+            name = f"{request_id}{args.file.suffix}"
+            await store.put(name, data)
+            headers["Mumu-Audio-Object"] = name
+            ack = await js.publish(subject, b"", headers=headers)
+            print(f"uploaded {len(data)} bytes as object {name}; stream seq {ack.seq}",
+                  flush=True)
+        else:
+            ack = await js.publish(subject, data, headers=headers)
+            print(f"published {len(data)} bytes; stream seq {ack.seq}", flush=True)
+    except (nats.js.errors.NoStreamResponseError, nats.js.errors.BucketNotFoundError) as exc:
+        print(f"workspace {ws} has no intake stream or upload bucket ({exc}): "
+              "create it with `mumu workspace create`", file=sys.stderr)
+        await nc.drain()
+        return 4
 
     try:
         result = await asyncio.wait_for(done, args.timeout)

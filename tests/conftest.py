@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,10 @@ from nats.aio.client import Client as NATS
 from mumu.bench.stream import apply_bench_stream
 from mumu.broker.credentials import AuthDir
 from mumu.broker.embedded import EmbeddedNats
+from mumu.broker.reload import publish_users
 from mumu.broker.roles import Role
 from mumu.broker.streams import apply_all
+from mumu.broker.workspaces import ensure_workspaces
 from mumu.contracts.subjects import service_inbox_prefix
 from mumu.settings import NatsSettings, Settings, StageRuntimeSettings
 from mumu.stages.registry import STAGES
@@ -70,6 +72,29 @@ async def streams(nc: NATS) -> None:
     benchmarks' MUMU_BENCH (the pass-through test stage consumes it)."""
     await apply_all(nc)
     await apply_bench_stream(nc)
+
+
+Ensure = Callable[..., Awaitable[None]]
+
+
+@pytest.fixture
+def workspaces(
+    nc: NATS, streams: None, nats_server: EmbeddedNats, broker_users: AuthDir
+) -> Ensure:
+    """``await workspaces("ws-a", "ws-b")``: their intake streams and upload buckets exist,
+    and the broker's users know them (ingest and the gateway may use their upload
+    buckets), as `mumu up` provisions a workspace; raw publishes on
+    ``mumu.ingest.*.<ws>`` land."""
+
+    async def ensure(*ids: str) -> None:
+        await ensure_workspaces(nc, ids)
+        if broker_users.add_workspaces(ids):
+            await publish_users(
+                NatsSettings(url=nats_server.url, credentials=broker_users.creds),
+                broker_users, STAGES.consumers(),
+            )
+
+    return ensure
 
 
 @pytest.fixture

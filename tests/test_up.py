@@ -18,6 +18,7 @@ import nats.errors
 import pytest
 
 from mumu.broker.embedded import EmbeddedNats
+from mumu.contracts import subjects
 
 STARTED = re.compile(r"started (\S+) \(pid (\d+)\)")
 
@@ -111,6 +112,17 @@ async def test_up_is_healthy_fast_answers_stops_cleanly_and_reuses_its_data(
         assert set(health) == {"status", "version", "uptime", "hostname"}
         assert health["status"] == "ok"
         assert isinstance(health["uptime"], float)
+        # the default workspace's intake exists before any ask: a raw producer can publish
+        nc = await nats.connect(lines["nats"],
+                                nkeys_seed=lines["operator credentials"].split()[0],
+                                inbox_prefix="_MUMU_INBOX.operator")
+        intake = subjects.intake_stream(lines["workspace"])
+        assert (await nc.jetstream().stream_info(intake)).config.subjects == [
+            subjects.INGEST_AUDIO.for_workspace(lines["workspace"]),
+            subjects.INGEST_TEXT.for_workspace(lines["workspace"])]
+        ingest = await nc.jetstream().stream_info(subjects.STREAM_INGEST)
+        assert [s.name for s in ingest.config.sources or []] == [intake]
+        await nc.drain()
         result = await ask(gateway, lines["api key"], "What is the capital of France?")
         assert "paris" in str(result["answer"]).lower(), result
         # secure by default: no anonymous client; the printed credentials work

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from nats.aio.client import Client as NATS
 
+from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import new_id
@@ -79,5 +80,22 @@ async def publish_audio(
     }
     for name in omit:
         headers.pop(name, None)
+    await ensure_workspace(nc, ws)  # what `mumu workspace create` does: its intake stream
     await nc.jetstream().publish(subjects.INGEST_AUDIO.for_workspace(ws), data, headers=headers)
     return rid
+
+
+Upload = Callable[..., Awaitable[None]]
+
+
+@pytest.fixture
+def upload(nc: NATS, workspaces: Callable[..., Awaitable[None]]) -> Upload:
+    """``await upload(name, data, ws=WS)``: what a producer does with large audio, put it
+    in its (provisioned) workspace's upload bucket."""
+
+    async def put(name: str, data: bytes, ws: str = WS) -> None:
+        await workspaces(ws)
+        store = await nc.jetstream().object_store(subjects.upload_bucket(ws))
+        await store.put(name, data)
+
+    return put

@@ -50,8 +50,10 @@ async def run_example(server: EmbeddedNats, *args: str) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize("mode", ["body", "object"])
 async def test_producer_example_prints_partials_and_the_transcript(
-    nats_server: EmbeddedNats, nc: NATS, pipeline: tuple[IngestStage, TranscribeStage], mode: str
+    nats_server: EmbeddedNats, nc: NATS, pipeline: tuple[IngestStage, TranscribeStage], mode: str,
+    workspaces,
 ) -> None:
+    await workspaces("acme")
     extra = ["--object"] if mode == "object" else []
     code, out, err = await run_example(nats_server, str(SPEECH / "en05.wav"), *extra)
     assert code == 0, err
@@ -63,11 +65,25 @@ async def test_producer_example_prints_partials_and_the_transcript(
 
 
 async def test_producer_example_reports_the_error_code(
-    nats_server: EmbeddedNats, nc: NATS, pipeline: tuple[IngestStage, TranscribeStage]
+    nats_server: EmbeddedNats, nc: NATS, pipeline: tuple[IngestStage, TranscribeStage],
+    workspaces,
 ) -> None:
+    await workspaces("acme")
     code, _, err = await run_example(nats_server, str(SPEECH.parent / "bad" / "random.wav"))
     assert code == 2
     assert "unsupported_audio" in err
+
+
+async def test_producer_example_for_a_workspace_nobody_created_fails_at_once(
+    nats_server: EmbeddedNats, nc: NATS, workspaces
+) -> None:
+    await workspaces("someone-else")
+    for extra in ([], ["--object"]):
+        code, _, err = await asyncio.wait_for(
+            run_example(nats_server, str(SPEECH / "en05.wav"), *extra), 30)
+        assert code == 4, err
+        assert "workspace acme has no intake stream or upload bucket" in err
+        assert "mumu workspace create" in err
 
 
 def test_cli_example_is_valid_bash() -> None:
@@ -93,8 +109,10 @@ async def run_cli_example(server: EmbeddedNats, audio: Path) -> tuple[int, str, 
     "(it is built from source with a Go far newer than Debian 12's 1.19)",
 )
 async def test_cli_example_prints_this_requests_final_or_its_error(
-    nats_server: EmbeddedNats, nc: NATS, pipeline: tuple[IngestStage, TranscribeStage]
+    nats_server: EmbeddedNats, nc: NATS, pipeline: tuple[IngestStage, TranscribeStage],
+    workspaces,
 ) -> None:
+    await workspaces("acme")
     code, out, err = await run_cli_example(nats_server, SPEECH / "en05.wav")
     assert code == 0, err
     final = json.loads(out.strip().splitlines()[-1])

@@ -9,16 +9,17 @@ import time
 import wave
 
 import jiwer
+import nats.js.errors
 from nats.aio.client import Client as NATS
 
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
-from mumu.contracts.events import AudioReady, PipelineError, TranscriptFinal
+from mumu.contracts.events import AudioReady, PipelineError, TranscriptFinal, new_id
 from mumu.settings import Settings
 from mumu.stages.ingest.stage import IngestStage
 from mumu.stages.ingest.stage import build_stage as build_ingest
 from mumu.stages.transcribe.stage import TranscribeStage
-from tests.audio.conftest import DATA, WS, publish_audio, references, words
+from tests.audio.conftest import DATA, WS, Upload, publish_audio, references, words
 from tests.harness import Collector, Seen, running
 
 FORMATS = {
@@ -124,26 +125,67 @@ async def test_size_and_duration_limits(nc: NATS, streams: None, settings: Setti
     assert AudioReady.model_validate_json(seen.on("mumu.audio.ready.")[0].data).request_id == long
 
 
-async def test_producer_upload_through_the_object_store(
-    nc: NATS, streams: None, settings: Settings
+async def uploads_of(nc: NATS, ws: str) -> set[str]:
+    store = await nc.jetstream().object_store(subjects.upload_bucket(ws))
+    try:
+        return {o.name for o in await store.list(ignore_deletes=True)}
+    except nats.js.errors.NotFoundError:  # nothing in the bucket
+        return set()
+
+
+async def test_producer_upload_through_its_workspace_bucket_is_deleted_once_settled(
+    nc: NATS, streams: None, settings: Settings, upload: Upload
 ) -> None:
-    store = await nc.jetstream().object_store(subjects.BUCKET_AUDIO)
-    await store.put(f"{WS}/upload-1.flac", (DATA / "speech" / "long_en.flac").read_bytes())
-    await store.put("other-ws/secret.flac", (DATA / "speech" / "en01.wav").read_bytes())
+    await upload("upload-1.flac", (DATA / "speech" / "long_en.flac").read_bytes())
+    await upload("kept.flac", (DATA / "speech" / "long_en.flac").read_bytes())
     async with running(build_ingest(settings), settings), Collector(nc) as seen:
         ok = await publish_audio(nc, b"", content_type="audio/flac",
-                                 extra={h.AUDIO_OBJECT: f"{WS}/upload-1.flac"})
-        foreign = await publish_audio(nc, b"", extra={h.AUDIO_OBJECT: "other-ws/secret.flac"})
-        missing = await publish_audio(nc, b"", extra={h.AUDIO_OBJECT: f"{WS}/never-uploaded"})
+                                 extra={h.AUDIO_OBJECT: "upload-1.flac"})
+        missing = await publish_audio(nc, b"", extra={h.AUDIO_OBJECT: "never-uploaded"})
         ready_msgs = await seen.wait_count("mumu.audio.ready.", 1, timeout=30)
-        errors = await seen.wait_count("mumu.error.", 2, timeout=30)
+        errors = await seen.wait_count("mumu.error.", 1, timeout=30)
+        async with asyncio.timeout(10):  # deleted right after the ack
+            while "upload-1.flac" in await uploads_of(nc, WS):
+                await asyncio.sleep(0.05)
     ready = AudioReady.model_validate_json(ready_msgs[0].data)
     assert ready.request_id == ok
     assert 63 < ready.duration < 64
-    by_id = {e.request_id: e for e in (PipelineError.model_validate_json(m.data) for m in errors)}
-    assert by_id[foreign].code == "schema_violation"
-    assert by_id[missing].code == "unsupported_audio"
-    assert "not in bucket" in by_id[missing].message
+    # the normalised audio is in the service bucket; the upload is gone, others stay
+    assert len(await read_object(nc, ready.object_name)) > 0
+    assert await uploads_of(nc, WS) == {"kept.flac"}
+    (error,) = map(error_of, errors)
+    assert (error.request_id, error.code) == (missing, "unsupported_audio")
+    assert f"not in bucket {subjects.upload_bucket(WS)}" in error.message
+
+
+async def test_a_workspace_cannot_make_ingest_read_another_workspaces_upload(
+    nc: NATS, streams: None, settings: Settings, upload: Upload, workspaces
+) -> None:
+    secret = (DATA / "speech" / "en01.wav").read_bytes()
+    await workspaces("ws-thief")  # a real workspace, with a (different) bucket of its own
+    await upload("secret.wav", secret, ws="ws-victim")
+    await upload("ws-victim/secret.wav", secret, ws="ws-victim")
+    async with running(build_ingest(settings), settings), Collector(nc) as seen:
+        # A names B's object, by its name and by a path that spells B's workspace
+        plain = await publish_audio(nc, b"", ws="ws-thief", extra={h.AUDIO_OBJECT: "secret.wav"})
+        pathy = await publish_audio(nc, b"", ws="ws-thief",
+                                    extra={h.AUDIO_OBJECT: "ws-victim/secret.wav"})
+        errors = await seen.wait_count("mumu.error.ws-thief", 2, timeout=30)
+        letters = await seen.wait_count("mumu.dlq.ingest", 2, timeout=30)
+    by_id = {e.request_id: e for e in map(error_of, errors)}
+    for rid, name in ((plain, "secret.wav"), (pathy, "ws-victim/secret.wav")):
+        assert by_id[rid].code == "unsupported_audio"
+        assert by_id[rid].message.startswith(
+            f"object {name!r} is not in bucket mumu-upload-ws-thief, the upload bucket of "
+            "workspace ws-thief")
+    assert {m.headers[h.DLQ_REASON].split(",")[0] for m in letters} == {
+        "object 'secret.wav' is not in bucket mumu-upload-ws-thief",
+        "object 'ws-victim/secret.wav' is not in bucket mumu-upload-ws-thief"}
+    assert not seen.on("mumu.audio.ready.")
+    # B's uploads are untouched
+    victim = await nc.jetstream().object_store(subjects.upload_bucket("ws-victim"))
+    assert (await victim.get("secret.wav")).data == secret
+    assert await uploads_of(nc, "ws-victim") == {"secret.wav", "ws-victim/secret.wav"}
 
 
 async def test_two_workspaces_using_one_request_id_are_both_transcribed(
@@ -179,9 +221,28 @@ async def test_two_workspaces_using_one_request_id_are_both_transcribed(
     assert not seen.on("mumu.error.")
 
 
-async def test_a_workspace_named_norm_cannot_read_another_tenants_normalised_audio(
-    nc: NATS, streams: None, settings: Settings
+async def test_a_forged_msg_id_from_another_workspace_does_not_suppress_a_transcription(
+    nc: NATS, pipeline: tuple[IngestStage, TranscribeStage]
 ) -> None:
+    victim = new_id()
+    async with Collector(nc) as seen:
+        # the thief publishes first, on its own subject, with the id the victim will use
+        await publish_audio(nc, (DATA / "speech" / "en01.wav").read_bytes(), ws="ws-thief",
+                            extra={h.MSG_ID: f"ws-victim.{victim}"})
+        await publish_audio(nc, (DATA / "speech" / "en02.wav").read_bytes(), ws="ws-victim",
+                            request_id=victim)
+        await seen.wait_count("mumu.transcript.final.ws-victim", 1, timeout=60)
+    (final,) = (TranscriptFinal.model_validate_json(m.data)
+                for m in seen.on("mumu.transcript.final.ws-victim"))
+    assert final.request_id == victim
+    truth = words(references()["en02.wav"]["text"])
+    assert jiwer.wer(truth, words(final.text)) <= 0.25, final.text
+
+
+async def test_a_workspace_named_norm_cannot_read_another_tenants_normalised_audio(
+    nc: NATS, streams: None, settings: Settings, workspaces
+) -> None:
+    await workspaces("norm")
     async with running(build_ingest(settings), settings), Collector(nc) as seen:
         victim = await publish_audio(nc, (DATA / "speech" / "en01.wav").read_bytes())
         msgs = await seen.wait_count("mumu.audio.ready.", 1, timeout=30)
@@ -194,7 +255,8 @@ async def test_a_workspace_named_norm_cannot_read_another_tenants_normalised_aud
         new_layout = await publish_audio(nc, b"", ws="norm", extra={h.AUDIO_OBJECT: stored})
         errors = await seen.wait_count("mumu.error.norm", 2, timeout=30)
     by_id = {e.request_id: e.code for e in map(error_of, errors)}
-    assert by_id == {old_layout: "unsupported_audio", new_layout: "schema_violation"}
+    # uploads are read from the upload bucket of "norm" only, never from mumu-audio
+    assert by_id == {old_layout: "unsupported_audio", new_layout: "unsupported_audio"}
     assert not seen.on("mumu.audio.ready.norm")
 
 

@@ -26,7 +26,7 @@ from mumu.stages.ingest.stage import IngestStage
 from mumu.stages.ingest.stage import build_stage as build_ingest
 from mumu.stages.transcribe.stage import TranscribeStage
 from mumu.stages.transcribe.stage import build_stage as build_transcribe
-from tests.audio.conftest import DATA, SPEECH, WS, publish_audio, references, words
+from tests.audio.conftest import DATA, SPEECH, WS, Upload, publish_audio, references, words
 from tests.harness import Collector, Seen, running
 
 Stages = tuple[IngestStage, TranscribeStage]
@@ -209,7 +209,7 @@ def flac_to_wav(data: bytes) -> bytes:
 
 
 async def test_audio_over_the_payload_limit_goes_through_the_object_store(
-    nc: NATS, streams: None, audio_settings: Settings
+    nc: NATS, streams: None, audio_settings: Settings, upload: Upload
 ) -> None:
     # ack_wait far below the transcription time: only in_progress() heartbeats keep the
     # message from being redelivered while it is worked on
@@ -219,11 +219,10 @@ async def test_audio_over_the_payload_limit_goes_through_the_object_store(
     assert len(big) > nc.max_payload
     with pytest.raises(Exception, match="payload"):  # too big for a message: use the bucket
         await publish_audio(nc, big)
-    store = await nc.jetstream().object_store(subjects.BUCKET_AUDIO)
-    await store.put(f"{WS}/meeting.wav", big)
+    await upload("meeting.wav", big)
     async with (running(build_ingest(quick), quick), running(build_transcribe(quick), quick),
                 Collector(nc) as seen):
-        rid = await publish_audio(nc, b"", extra={h.AUDIO_OBJECT: f"{WS}/meeting.wav"})
+        rid = await publish_audio(nc, b"", extra={h.AUDIO_OBJECT: "meeting.wav"})
         await wait_finals(seen, 1, timeout=120)
     final = finals(seen)[rid]
     assert final.compute_seconds > 2 * quick.stage.ack_wait

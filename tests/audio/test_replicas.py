@@ -22,7 +22,7 @@ from mumu.contracts import subjects
 from mumu.contracts.events import TranscriptFinal
 from mumu.settings import Settings
 from mumu.stages.ingest.stage import build_stage as build_ingest
-from tests.audio.conftest import SPEECH, WS, publish_audio
+from tests.audio.conftest import SPEECH, WS, Upload, publish_audio
 from tests.conftest import nats_env
 from tests.harness import Collector, running
 
@@ -122,7 +122,7 @@ async def stored_finals(nc: NATS) -> list[TranscriptFinal]:
 
 
 async def test_replicas_share_the_work_and_a_sigkilled_one_loses_nothing(
-    nc: NATS, settings: Settings, replicas: list[Replica]
+    nc: NATS, settings: Settings, replicas: list[Replica], upload: Upload
 ) -> None:
     clips = [f"en0{i}.wav" for i in range(1, 7)]
     ack = {"outcome": "ack", "route": "mumu_audio"}
@@ -138,9 +138,8 @@ async def test_replicas_share_the_work_and_a_sigkilled_one_loses_nothing(
         assert all(n >= 1 for n in done), f"work not shared: {done}"
         assert sum(done) == len(short)
 
-        store = await nc.jetstream().object_store(subjects.BUCKET_AUDIO)
-        await store.put(f"{WS}/long.flac", (SPEECH / "long_en.flac").read_bytes())  # > 1 MB
-        long_id = await publish_audio(nc, b"", extra={h.AUDIO_OBJECT: f"{WS}/long.flac"})
+        await upload("long.flac", (SPEECH / "long_en.flac").read_bytes())  # > 1 MB
+        long_id = await publish_audio(nc, b"", extra={h.AUDIO_OBJECT: "long.flac"})
         await seen.wait_for(lambda _: any(
             m.subject.startswith("mumu.transcript.partial.") and long_id.encode() in m.data
             for m in seen.messages), timeout=60)  # mid-transcription: segments are coming out

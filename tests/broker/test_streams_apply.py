@@ -17,6 +17,8 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.streams import apply_all, status, stream_config
+from mumu.broker.workspaces import ensure_workspace
+from mumu.contracts import subjects
 from tests.conftest import nats_env
 
 ROOT = Path(__file__).parents[2]
@@ -117,15 +119,10 @@ async def test_cli_on_a_closed_port_fails_fast_naming_the_url(tmp_path: Path) ->
 
 
 async def test_a_full_work_stream_refuses_new_requests_instead_of_evicting_old_ones(
-    nc: NATS, tmp_path: Path
+    nc: NATS, streams: None
 ) -> None:
-    small = tmp_path / "streams"
-    shutil.copytree(ROOT / "streams", small)
-    path = small / "mumu_ingest.json"
-    config = json.loads(path.read_text())
-    config["max_bytes"] = 4096
-    path.write_text(json.dumps(config))
-    await apply_all(nc, small)
+    # a producer's requests land in its workspace's intake stream (its own limit)
+    await ensure_workspace(nc, "ws1", intake_max_bytes=4096)
     js = nc.jetstream()
     refused = None
     for i in range(20):
@@ -135,8 +132,9 @@ async def test_a_full_work_stream_refuses_new_requests_instead_of_evicting_old_o
             refused = exc
             break
     assert refused is not None, "the producer hears that the stream is full"
-    info = await js.stream_info("MUMU_INGEST")
+    info = await js.stream_info(subjects.intake_stream("ws1"))
     assert info.state.first_seq == 1, "no unprocessed request was evicted"
+    assert str(getattr(info.config.discard, "value", info.config.discard)) == "new"
     for name in ("MUMU_INGEST", "MUMU_AUDIO", "MUMU_RESULTS"):  # every stage work stream
         live = await js.stream_info(name)
         assert str(getattr(live.config.discard, "value", live.config.discard)) == "new", name

@@ -9,10 +9,11 @@ from pathlib import Path
 from pydantic import Field
 
 from mumu.bench.stream import BENCH_HOPS, STREAM_BENCH, bench_stream_config
+from mumu.broker.intake import intake_config
 from mumu.broker.streams import load_stream_configs
 from mumu.contracts import catalog, events, subjects
 from mumu.contracts.schemas import schema_drift
-from mumu.contracts.subject_check import subject_problems
+from mumu.contracts.subject_check import SAMPLE_WORKSPACE, subject_problems
 
 ROOT = Path(__file__).parents[2]
 
@@ -54,8 +55,33 @@ def test_asyncapi_names_every_subject_constant() -> None:
     assert addresses == {p.prefix for p in subjects.ALL_PATTERNS}
 
 
+def _intake() -> dict:
+    return intake_config(SAMPLE_WORKSPACE, directory=ROOT / "streams")
+
+
 def test_every_subject_constant_is_stored_by_exactly_one_stream() -> None:
-    assert subject_problems(load_stream_configs(ROOT / "streams")) == []
+    assert subject_problems(load_stream_configs(ROOT / "streams"), workspace_configs=[_intake()]) == []
+
+
+def test_ingest_subjects_are_stored_per_workspace_and_ingest_only_sources_them() -> None:
+    configs = load_stream_configs(ROOT / "streams")
+    ingest = next(c for c in configs if c["name"] == subjects.STREAM_INGEST)
+    assert ingest["subjects"] == [] and ingest["sources"] == []
+    # a sourced Nats-Msg-Id must not be deduped again across workspaces
+    assert ingest["duplicate_window"] == 0
+    intake = intake_config("ws-a", max_bytes=1234, directory=ROOT / "streams")
+    assert intake["name"] == subjects.intake_stream("ws-a")
+    assert intake["subjects"] == [subjects.INGEST_AUDIO.for_workspace("ws-a"),
+                                  subjects.INGEST_TEXT.for_workspace("ws-a")]
+    assert intake["max_bytes"] == 1234
+    assert intake["duplicate_window"] == 120_000_000_000  # what MUMU_INGEST had before
+    # without the template, the ingest subjects are stored by no stream
+    problems = subject_problems(configs)
+    assert "mumu.ingest.audio: stored by no stream (want exactly one)" in problems
+    # a template subject that names another workspace, or a wildcard, is caught
+    bad = {**_intake(), "subjects": ["mumu.ingest.audio.*", "mumu.ingest.text.x"]}
+    assert any("mumu.ingest.audio.* is not a constant" in p
+               for p in subject_problems(configs, workspace_configs=[bad]))
 
 
 def test_the_bench_subjects_are_stored_by_the_bench_stream_only() -> None:
@@ -64,7 +90,8 @@ def test_the_bench_subjects_are_stored_by_the_bench_stream_only() -> None:
     assert STREAM_BENCH not in {c["name"] for c in configs}
     assert subject_problems([bench_stream_config()], BENCH_HOPS) == []
     both = [*configs, bench_stream_config()]
-    assert subject_problems(both, (*subjects.ALL_PATTERNS, *BENCH_HOPS)) == []
+    assert subject_problems(both, (*subjects.ALL_PATTERNS, *BENCH_HOPS),
+                            workspace_configs=[_intake()]) == []
     assert not {p.prefix for p in BENCH_HOPS} & {p.prefix for p in subjects.ALL_PATTERNS}
 
 
@@ -82,9 +109,10 @@ def test_subject_drift_is_detected_on_a_mutated_copy(tmp_path: Path) -> None:
 
 
 def test_stream_files_are_jetstream_stream_configs() -> None:
-    for config in load_stream_configs(ROOT / "streams"):
+    for config in [*load_stream_configs(ROOT / "streams"), _intake()]:
         assert config["storage"] in {"file", "memory"}
-        assert config["duplicate_window"] > 0
+        # a stream that only sources others leaves dedupe to them (MUMU_INGEST)
+        assert config["duplicate_window"] > 0 or ("sources" in config and not config["subjects"])
         assert config["max_age"] > 0
         assert config["retention"] == "limits"
 

@@ -15,6 +15,11 @@ from aiohttp import web
 from nats.aio.client import Client as NATS
 from pydantic import SecretStr
 
+from mumu.broker.connect import connect
+from mumu.broker.credentials import AuthDir
+from mumu.broker.jsapi import stream_config
+from mumu.broker.reload import publish_users
+from mumu.broker.workspaces import ensure_workspaces
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import (
@@ -33,6 +38,8 @@ from mumu.gateway.tokens import TokenSigner
 from mumu.gateway.transport import base_url, ssl_context
 from mumu.runtime.http import serve
 from mumu.settings import Settings
+from mumu.stages.registry import STAGES
+from tests.pg_fixtures import WorkspaceFactory
 
 SECRET = "gateway-test-secret-0123456789"
 WS_A = "11111111-1111-4111-8111-111111111111"
@@ -64,8 +71,27 @@ def gateway_settings(settings: Settings, **overrides: Any) -> Settings:
     return settings.model_copy(update={"gateway": gw})
 
 
+async def provision(settings: Settings, *ids: str) -> None:
+    """The test workspaces ``ids`` on the broker, as `mumu up` provisions a workspace:
+    intake stream, upload bucket, the broker's users (nothing when the streams are not
+    applied: such a test asks nothing)."""
+    creds = settings.nats.credentials
+    users = AuthDir(creds.parent) if creds is not None and creds.is_dir() else None
+    nc = await connect(settings.nats, name="test-provision")
+    try:
+        if await stream_config(nc, subjects.STREAM_INGEST) is None:
+            return
+        await ensure_workspaces(nc, ids)
+    finally:
+        await nc.close()
+    if users is not None and users.add_workspaces(ids):
+        await publish_users(settings.nats, users, STAGES.consumers())
+
+
 @contextlib.asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[Gateway]:
+    """A gateway; the test workspaces WS_A and WS_B are provisioned first."""
+    await provision(settings, WS_A, WS_B)
     app = create_app(settings)
     runner, port = await serve(app, "127.0.0.1", 0, ssl_context(settings.gateway))
     try:
@@ -92,6 +118,19 @@ def gw_settings(settings: Settings) -> Settings:
 async def gateway(nc: NATS, streams: None, gw_settings: Settings) -> AsyncIterator[Gateway]:
     async with serving(gw_settings) as gw:
         yield gw
+
+
+@pytest.fixture
+def workspace(workspace: WorkspaceFactory, workspaces: Any) -> WorkspaceFactory:
+    """A workspace in the database *and* on the broker, as `mumu workspace create` and
+    `mumu up` make it (its intake stream, upload bucket, and the broker's users)."""
+
+    async def make(name: str) -> tuple[str, str]:
+        ws, key = await workspace(name)
+        await workspaces(ws)
+        return ws, key
+
+    return make
 
 
 @pytest.fixture

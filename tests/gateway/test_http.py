@@ -16,6 +16,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import TextAsk
@@ -25,7 +26,7 @@ from mumu.gateway.models import TextAskBody
 from mumu.gateway.openapi import OPERATIONS, openapi_text
 from mumu.settings import Settings
 from mumu.stages.registry import STAGES
-from tests.gateway.conftest import WS_A, Gateway, gateway_settings, serving
+from tests.gateway.conftest import WS_A, Gateway, gateway_settings, provision, serving
 from tests.harness import Collector
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,7 +150,8 @@ async def test_text_and_audio_asks_are_published(
     assert small.headers[h.LANGUAGE] == "en"
     assert large.data == b""
     assert large.headers[h.REQUEST_ID] == big_ids["request_id"]
-    store = await nc.jetstream().object_store(subjects.BUCKET_AUDIO)
+    # the workspace's own upload bucket, not the service bucket of normalised audio
+    store = await nc.jetstream().object_store(subjects.upload_bucket(WS_A))
     assert (await store.get(large.headers[h.AUDIO_OBJECT])).data == big
 
 
@@ -202,6 +204,7 @@ async def test_body_limit_rate_limit_and_backpressure(
         settings, max_body_bytes=64 * 1024, rate_limit_burst=3, rate_limit_per_second=0.5,
         lag_threshold=5, lag_check_interval=0.1,
     )
+    await provision(cfg, "33333333-3333-4333-8333-333333333333")  # the "other" workspace
     async with serving(cfg) as gw:
         token = gw.token(WS_A, "s1")
         url = f"{gw.url}/api/ask"
@@ -225,6 +228,7 @@ async def test_body_limit_rate_limit_and_backpressure(
         await js.add_consumer(subjects.STREAM_INGEST, ConsumerConfig(
             durable_name="stuck-stage", ack_policy=AckPolicy.EXPLICIT,
             filter_subject=subjects.INGEST_TEXT.wildcard))
+        await ensure_workspace(nc, "ws-load")
         for n in range(6):
             await js.publish(subjects.INGEST_TEXT.for_workspace("ws-load"), b"{}",
                              headers={h.MSG_ID: f"load-{n}"})
@@ -260,10 +264,12 @@ async def test_wait_names_the_stage_that_did_not_answer(
 
 
 async def test_a_full_request_stream_is_503_overloaded_and_nothing_is_evicted(
-    gateway: Gateway, http: aiohttp.ClientSession, nc: NATS
+    gateway: Gateway, http: aiohttp.ClientSession, nc: NATS, workspaces
 ) -> None:
+    await workspaces(WS_A)  # the workspace's intake stream is the one that fills up
     js = nc.jetstream()
-    info = await js.stream_info(subjects.STREAM_INGEST)
+    intake = subjects.intake_stream(WS_A)
+    info = await js.stream_info(intake)
     config = info.config
     config.max_msgs = info.state.messages + 1
     await js.update_stream(config)
@@ -277,5 +283,5 @@ async def test_a_full_request_stream_is_503_overloaded_and_nothing_is_evicted(
     status, body, retry_after = statuses[1]
     assert status == 503 and body["error"]["code"] == "overloaded", body
     assert retry_after == "5"
-    state = (await js.stream_info(subjects.STREAM_INGEST)).state
+    state = (await js.stream_info(intake)).state
     assert state.messages == info.state.messages + 1  # the accepted ask is still there

@@ -9,6 +9,7 @@ import time
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts import subjects
 from mumu.contracts.events import AnswerFinal, TextAsk, new_id
 from mumu.settings import Settings
@@ -64,6 +65,7 @@ async def test_cancel_before_the_request_arrives_ends_it_at_once(
         await cancel(nc, rid)
         await asyncio.sleep(0.05)
         ask = TextAsk(event_id=rid, request_id=rid, workspace_id=WS, session_id="s1", text="Hello?")
+        await ensure_workspace(nc, WS)
         await nc.jetstream().publish(
             subjects.INGEST_TEXT.for_workspace(WS), ask.model_dump_json().encode()
         )

@@ -78,8 +78,9 @@ async def test_a_stage_registered_through_the_registry_alone_runs_under_the_runt
 
 
 async def test_a_new_llm_backend_plugs_into_the_reason_stage_with_no_stage_change(
-    nc: NATS, streams: None, settings: Settings
+    nc: NATS, workspaces, settings: Settings
 ) -> None:
+    await workspaces(WS)
     backend = EchoBackend()
     stage = ReasonStage(settings.reason, backend)
     assert {r.concurrency for r in stage.routes()} == {1}  # declared by the backend

@@ -36,6 +36,7 @@ from nats.aio.msg import Msg
 from mumu.bench.results import write_result
 from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.streams import apply_all
+from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import AnswerDelta, AnswerFinal, TextAsk, new_id
@@ -230,6 +231,7 @@ async def _measure(args: argparse.Namespace, nats_url: str, url: str, model: str
     }
     nc = await nats.connect(nats_url)
     await apply_all(nc)
+    await ensure_workspace(nc, WS)
     client = _Client(nc)
     for pattern in (subjects.ANSWER_DELTA, subjects.ANSWER_FINAL):
         await nc.subscribe(pattern.wildcard, cb=client.on_msg)

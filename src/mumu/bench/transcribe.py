@@ -30,6 +30,7 @@ from nats.aio.msg import Msg
 from mumu.bench.results import write_result
 from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.streams import apply_all
+from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import TranscriptFinal
@@ -186,6 +187,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         async with EmbeddedNats(Path(tmp) / "nats") as server:
             nc = await nats.connect(server.url)
             await apply_all(nc)
+            await ensure_workspace(nc, WS)
 
             def settings(window: float, inflight: int) -> Settings:
                 return Settings(

@@ -74,6 +74,16 @@ class NatsSettings(BaseModel):
         description="largest message the embedded server accepts (bytes); bigger audio "
         "goes through the Object Store",
     )
+    intake_max_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0,
+        description="bytes each workspace's intake stream MUMU_INTAKE_<ws> may hold "
+        "(reserved per workspace; a full one refuses new requests)",
+    )
+    upload_max_bytes: int = Field(
+        default=256 * 1024 * 1024, gt=0,
+        description="bytes each workspace's upload bucket mumu-upload-<ws> may hold "
+        "(reserved per workspace)",
+    )
     tls: NatsTlsSettings = Field(default_factory=NatsTlsSettings)
     server_tls: NatsServerTlsSettings = Field(default_factory=NatsServerTlsSettings)
     js_cipher: Literal["chachapoly", "aes", "none"] = Field(

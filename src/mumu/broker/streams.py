@@ -17,9 +17,11 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
 from nats.js.object_store import ObjectStore
 
+from mumu.broker.intake import ingest_shape, intake_streams, wanted_sources
+from mumu.broker.jsapi import api as _api
+from mumu.broker.jsapi import stream_config
+from mumu.contracts import subjects
 from mumu.resources import resource_dir
-
-API_TIMEOUT = 5.0
 
 # keys the server fills in or that cannot change after creation; never reported as drift
 _IGNORED = {"description"}
@@ -39,13 +41,6 @@ class StreamChange:
         return f"{self.name}: {self.action} ({parts})"
 
 
-class JetStreamApiError(RuntimeError):
-    def __init__(self, code: int, err_code: int, description: str) -> None:
-        super().__init__(f"JetStream API error {code}/{err_code}: {description}")
-        self.code = code
-        self.err_code = err_code
-
-
 def load_stream_configs(directory: Path | None = None) -> list[dict[str, Any]]:
     directory = directory or resource_dir("streams")
     configs = []
@@ -62,35 +57,14 @@ def load_bucket_configs(directory: Path | None = None) -> dict[str, list[dict[st
     return data
 
 
-async def _api(nc: NATS, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    payload = json.dumps(body).encode() if body is not None else b""
-    reply = await nc.request(f"$JS.API.{subject}", payload, timeout=API_TIMEOUT)
-    data: dict[str, Any] = json.loads(reply.data)
-    if "error" in data:
-        err = data["error"]
-        raise JetStreamApiError(
-            err.get("code", 0), err.get("err_code", 0), err.get("description", "")
-        )
-    return data
-
-
-async def stream_config(nc: NATS, name: str) -> dict[str, Any] | None:
-    try:
-        info = await _api(nc, f"STREAM.INFO.{name}")
-    except JetStreamApiError as exc:
-        if exc.code == 404:
-            return None
-        raise
-    config: dict[str, Any] = info["config"]
-    return config
-
-
 def diff_config(desired: dict[str, Any], actual: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Keys of ``desired`` whose live value differs: ``{key: (live, desired)}``."""
     return {
         key: (actual.get(key), want)
         for key, want in desired.items()
         if key not in _IGNORED and actual.get(key) != want
+        # the server omits empty lists and zero durations from a config
+        and not (want in ([], {}, 0) and actual.get(key) in (None, [], {}, 0))
     }
 
 
@@ -200,9 +174,19 @@ async def apply_all(
         configs = [{**c, "num_replicas": replicas} for c in configs]
         buckets = {kind: [{**b, "replicas": replicas} for b in specs]
                    for kind, specs in buckets.items()}
-    changes = [await apply_stream(nc, cfg, dry_run=dry_run) for cfg in configs]
+    changes = [await apply_stream(nc, await _with_live_sources(nc, cfg), dry_run=dry_run)
+               for cfg in configs]
     changes += await apply_buckets(nc, buckets, dry_run=dry_run)
     return changes
+
+
+async def _with_live_sources(nc: NATS, config: dict[str, Any]) -> dict[str, Any]:
+    """``MUMU_INGEST`` sources the intake streams that exist now (a re-apply keeps them)."""
+    if config["name"] != subjects.STREAM_INGEST:
+        return config
+    live = await stream_config(nc, config["name"])
+    sources = wanted_sources(live.get("sources") if live else None, await intake_streams(nc))
+    return {**config, **ingest_shape(sources)}
 
 
 @dataclass

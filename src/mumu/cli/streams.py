@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import asyncpg
 from nats.aio.client import Client as NATS
 
-from mumu.broker.streams import apply_all, status
+from mumu.broker.jsapi import stream_config
+from mumu.broker.streams import StreamChange, apply_all, status
+from mumu.broker.workspaces import ensure_workspaces
 from mumu.cli.common import table, with_nats
+from mumu.cli.workspace import database_workspaces
+from mumu.contracts import subjects
 from mumu.settings import Settings
 
 
@@ -30,9 +35,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     st.set_defaults(func=run_status)
 
 
+async def _workspaces(
+    nc: NATS, settings: Settings, *, dry_run: bool, replicas: int | None
+) -> list[StreamChange]:
+    """Every workspace of the database gets its intake stream and upload bucket (with
+    ``dry_run``: missing ones are reported); skipped, with the reason, without a database."""
+    try:
+        ids = await database_workspaces(settings)
+    except (RuntimeError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        print(f"workspaces: skipped (database not reachable: {exc})")
+        return []
+    if dry_run:
+        return [StreamChange(subjects.intake_stream(ws), "missing") for ws in ids
+                if await stream_config(nc, subjects.intake_stream(ws)) is None]
+    return await ensure_workspaces(
+        nc, ids, intake_max_bytes=settings.nats.intake_max_bytes,
+        upload_max_bytes=settings.nats.upload_max_bytes, replicas=replicas,
+    )
+
+
 def run_apply(args: argparse.Namespace, settings: Settings) -> int:
     async def work(nc: NATS) -> int:
         changes = await apply_all(nc, args.dir, dry_run=args.check, replicas=args.replicas)
+        changes += await _workspaces(nc, settings, dry_run=args.check, replicas=args.replicas)
         for change in changes:
             print(change.describe())
         drifted = [c for c in changes if c.action in ("drift", "missing")]

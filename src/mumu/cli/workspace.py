@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 
 import asyncpg
+import nats.errors
+from nats.aio.client import Client as NATS
 
+from mumu.broker.workspaces import ensure_configured
 from mumu.cli import credentials
-from mumu.cli.common import table
+from mumu.cli.common import table, with_nats
+from mumu.contracts import subjects
 from mumu.db.bootstrap import admin_url_of, keyring_of
 from mumu.db.datakeys import DataKeys
-from mumu.db.workspaces import add_api_key, create_workspace, list_workspaces
+from mumu.db.workspaces import add_api_key, create_workspace, list_workspaces, workspace_ids
 from mumu.settings import Settings
 
 
@@ -46,15 +51,56 @@ def with_admin(settings: Settings, work: Callable[[asyncpg.Connection], Awaitabl
 
 def run_create(args: argparse.Namespace, settings: Settings) -> int:
     keys = DataKeys(keyring_of(settings.master_keys, settings.data_dir))
+    made: list[str] = []
 
     async def work(conn: asyncpg.Connection) -> int:
         created = await create_workspace(conn, keys, args.name)
+        made.append(created.workspace_id)
         print(f"workspace: {created.workspace_id}")
         print(f"api key: {created.api_key}")
         print("(the API key is shown only now; only its hash is stored)")
         return 0
 
-    return with_admin(settings, work)
+    code = with_admin(settings, work)
+    ensure_on_broker(settings, made)
+    return code
+
+
+def ensure_on_broker(settings: Settings, workspaces: list[str]) -> bool:
+    """The workspaces' intake streams and upload buckets; a warning (not a failure: the
+    workspace exists, and the gateway or `mumu streams apply` makes them later) when NATS
+    is not configured or not reachable."""
+    if not workspaces:
+        return True
+    later = ("its producers cannot publish until `mumu streams apply` runs with "
+             "MUMU_NATS__URL set (the gateway makes them on the first ask it takes)")
+    if not settings.nats.url:
+        print(f"intake: skipped, MUMU_NATS__URL is not set; {later}", file=sys.stderr)
+        return False
+
+    async def ensure(nc: NATS) -> None:
+        await ensure_configured(nc, settings.nats, workspaces)
+
+    try:
+        with_nats(settings, "workspace", ensure)
+    except (RuntimeError, nats.errors.Error, TimeoutError) as exc:
+        print(f"intake: not created ({exc}); {later}", file=sys.stderr)
+        return False
+    for ws in workspaces:
+        print(f"intake: stream {subjects.intake_stream(ws)}, "
+              f"upload bucket {subjects.upload_bucket(ws)}")
+    return True
+
+
+async def database_workspaces(settings: Settings) -> list[str]:
+    """Every workspace in the database (owner URL); ``RuntimeError`` or a connection
+    error when there is none or it is down."""
+    conn = await asyncpg.connect(admin_url_of(settings.database, settings.data_dir),
+                                 timeout=settings.nats.connect_timeout)
+    try:
+        return await workspace_ids(conn)
+    finally:
+        await conn.close()
 
 
 def run_ls(args: argparse.Namespace, settings: Settings) -> int:

@@ -58,8 +58,8 @@ class IngestAudioHeaders(AudioOptions):
 
     The audio options (``Mumu-Language`` ... ``Mumu-Answer``) are ``AudioOptions``, under
     their header names. With ``Mumu-Audio-Object`` set the body is empty and the audio is
-    the named object in the ``mumu-audio`` Object Store bucket (for files over the payload
-    limit).
+    the named object in the workspace's own Object Store bucket ``mumu-upload-<ws>`` (for
+    files over the payload limit); ingest deletes it once the audio is processed.
     """
 
     model_config = ConfigDict(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from mumu.contracts.subjects import ALL_PATTERNS, SubjectPattern
@@ -17,13 +18,22 @@ def covers(filter_subject: str, subject: str) -> bool:
     return len(f) == len(s)
 
 
+SAMPLE_WORKSPACE = "x"
+"""The workspace per-workspace stream templates are rendered for when they are checked."""
+
+
 def subject_problems(
-    configs: list[dict[str, Any]], patterns: tuple[SubjectPattern, ...] = ALL_PATTERNS
+    configs: list[dict[str, Any]], patterns: tuple[SubjectPattern, ...] = ALL_PATTERNS,
+    workspace_configs: Sequence[dict[str, Any]] = (),
 ) -> list[str]:
+    """Problems of ``configs`` (shared streams, wildcard subjects) together with
+    ``workspace_configs`` (per-workspace templates rendered for ``SAMPLE_WORKSPACE``,
+    whose subjects name that workspace)."""
     problems = []
+    every = [*configs, *workspace_configs]
     for pattern in patterns:
-        sample = pattern.token("x")
-        owners = [c["name"] for c in configs for f in c.get("subjects", []) if covers(f, sample)]
+        sample = pattern.token(SAMPLE_WORKSPACE)
+        owners = [c["name"] for c in every for f in c.get("subjects", []) if covers(f, sample)]
         if len(owners) != 1:
             problems.append(
                 f"{pattern.prefix}: stored by {owners or 'no stream'} (want exactly one)"
@@ -33,4 +43,12 @@ def subject_problems(
         for f in config.get("subjects", []):
             if f not in known:
                 problems.append(f"{config['name']}: subject {f} matches no constant")
+    per_workspace = {p.token(SAMPLE_WORKSPACE) for p in patterns}
+    for config in workspace_configs:
+        for f in config.get("subjects", []):
+            if f not in per_workspace:
+                problems.append(
+                    f"{config['name']}: subject {f} is not a constant of workspace "
+                    f"{SAMPLE_WORKSPACE}"
+                )
     return problems

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from mumu.contracts.event_types import TERMINAL_FOR_ASK, TERMINAL_FOR_TRANSCRIPT, EventType
 from mumu.contracts.events import new_id
-from mumu.gateway.asks import audio_content_type
+from mumu.gateway.asks import Asked, audio_content_type
 from mumu.gateway.auth import session_claims
 from mumu.gateway.binding import form_body, json_body, query
 from mumu.gateway.deps import DEPS
@@ -71,7 +71,8 @@ async def _read_ask(request: web.Request) -> TextAskBody | AudioAskForm:
 async def ask(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     claims = session_claims(request, deps.signer)
-    wait = query(request, AskQuery).wait
+    asked_for = query(request, AskQuery)
+    wait, rid = asked_for.wait, asked_for.request_id
     asked = await _read_ask(request)
     audio = asked if isinstance(asked, AudioAskForm) else None
     content_type = audio_content_type(audio.audio) if audio is not None else ""
@@ -79,15 +80,18 @@ async def ask(request: web.Request) -> web.Response:
     deps.lag.guard()
     ws, sid = claims.workspace_id, claims.session_id
 
-    async def publish() -> str:
+    async def publish() -> Asked:
         if isinstance(asked, TextAskBody):
             deps.metrics.asks.labels("text").inc()
-            return await deps.asker.ask_text(ws, sid, asked.text, asked.language)
+            return await deps.asker.ask_text(ws, sid, asked.text, asked.language, rid)
         deps.metrics.asks.labels("audio").inc()
-        return await deps.asker.ask_audio(ws, sid, asked.audio, content_type, asked.options())
+        return await deps.asker.ask_audio(
+            ws, sid, asked.audio, content_type, asked.options(), request_id=rid)
 
     if not wait:
-        return respond(AskAccepted(request_id=await publish(), session_id=sid), status=202)
+        published = await publish()
+        return respond(AskAccepted(request_id=published.request_id, session_id=sid,
+                                   duplicate=published.duplicate), status=202)
     transcript_only = audio is not None and not audio.answer
     waiter = await run_and_wait(
         deps.hub, deps.nc, ws, sid,

@@ -13,7 +13,8 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
 from mumu.broker.connect import connect
-from mumu.broker.streams import load_stream_configs, stream_config
+from mumu.broker.jsapi import stream_config
+from mumu.broker.streams import load_stream_configs
 from mumu.gateway import api, openai_compat
 from mumu.gateway.asks import Asker
 from mumu.gateway.auth import ApiKeys
@@ -69,7 +70,8 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
             limiter=RateLimiter(gw.rate_limit_per_second, gw.rate_limit_burst),
             key_failures=RateLimiter(gw.failed_key_per_second, gw.failed_key_burst,
                                      "too many failed API key attempts from this address"),
-            api_keys=app[API_KEYS], hub=hub, nc=nc, asker=Asker(nc), feed=feed, lag=lag,
+            api_keys=app[API_KEYS], hub=hub, nc=nc, asker=Asker(nc, settings.nats), feed=feed,
+            lag=lag,
         )
         tasks = [asyncio.create_task(feed.run(stop)), asyncio.create_task(lag.run(stop))]
         try:

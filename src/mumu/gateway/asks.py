@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
-from nats.js.api import ObjectMeta
+from nats.js.api import ObjectMeta, PubAck
 
+from mumu.broker.jsapi import stream_config
+from mumu.broker.settings import NatsSettings
+from mumu.broker.workspaces import ensure_configured
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import CancelRequest, IngestAudioHeaders, TextAsk, derive_id, new_id
@@ -74,16 +78,77 @@ def audio_content_type(data: bytes, declared: str | None = None) -> str:
     return found
 
 
-class Asker:
-    """Publishes asks for one gateway process, waiting for JetStream's acknowledgement."""
+def _is_ingest(subject: str) -> bool:
+    return subjects.INGEST_TEXT.matches(subject) or subjects.INGEST_AUDIO.matches(subject)
 
-    def __init__(self, nc: NatsClient) -> None:
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """A published ask: its request id, and whether JetStream had it already
+    (``duplicate``: the same request id within the dedupe window; nothing new was queued,
+    the caller gets the existing request)."""
+
+    request_id: str
+    duplicate: bool = False
+
+
+class Asker:
+    """Publishes asks for one gateway process, waiting for JetStream's acknowledgement.
+
+    A workspace made before intake streams existed (or whose stream was lost) has no
+    stream for ``mumu.ingest.*.<ws>``. The asker's caller holds a valid token for that
+    workspace, so the asker creates its intake stream and upload bucket: checked on the
+    first ask of each workspace in this process (a core subscriber on the subject would
+    turn a publish without a stream into a timeout, not "no responders"), and again when a
+    publish finds no stream (it was removed since), then it tries once more.
+    """
+
+    def __init__(self, nc: NatsClient, limits: NatsSettings | None = None) -> None:
         self._nc = nc
         self._js = nc.jetstream()
+        self._limits = limits or NatsSettings()
+        self._ready: set[str] = set()
+        """Workspaces whose intake stream this process has seen."""
 
-    async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
+    async def _ensure(self, workspace_id: str, why: BaseException) -> None:
+        log.info("workspace %s has no intake stream or bucket (%r): creating them",
+                 workspace_id, why)
         try:
-            await self._js.publish(subject, payload, headers=headers, timeout=PUBLISH_TIMEOUT)
+            await ensure_configured(self._nc, self._limits, [workspace_id])
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError, RuntimeError) as exc:
+            log.warning("creating the intake of %s failed: %r", workspace_id, exc)
+            raise ApiError(503, "unavailable", "the request queue is not reachable; retry",
+                           headers={"Retry-After": "5"}) from exc
+
+    async def _intake(self, workspace_id: str) -> None:
+        """Once per workspace: is its intake stream among ``MUMU_INGEST``'s sources (a
+        lookup the gateway's NATS user may make; the intake stream's own info it may not)?"""
+        if workspace_id in self._ready:
+            return
+        try:
+            ingest = await stream_config(self._nc, subjects.STREAM_INGEST)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise ApiError(503, "unavailable", "the message bus is not reachable; retry") from exc
+        sourced = {s.get("name") for s in (ingest or {}).get("sources") or []}
+        if subjects.intake_stream(workspace_id) not in sourced:
+            await self._ensure(workspace_id, LookupError("not a source of MUMU_INGEST"))
+        self._ready.add(workspace_id)
+
+    async def _publish(
+        self, workspace_id: str, subject: str, payload: bytes, headers: dict[str, str]
+    ) -> PubAck:
+        if _is_ingest(subject):
+            await self._intake(workspace_id)
+        try:
+            try:
+                return await self._js.publish(
+                    subject, payload, headers=headers, timeout=PUBLISH_TIMEOUT)
+            except nats.js.errors.NoStreamResponseError as exc:
+                if not _is_ingest(subject):
+                    raise
+                await self._ensure(workspace_id, exc)
+                return await self._js.publish(
+                    subject, payload, headers=headers, timeout=PUBLISH_TIMEOUT)
         except nats.js.errors.APIError as exc:
             # work streams discard new: a full stream refuses instead of evicting work
             log.warning("publish to %s refused: %r", subject, exc)
@@ -95,49 +160,80 @@ class Asker:
             log.warning("publish to %s failed: %r", subject, exc)
             raise ApiError(503, "unavailable", "the message bus is not reachable; retry") from exc
 
+    def _asked(self, request_id: str, ack: PubAck, kind: str) -> Asked:
+        asked = Asked(request_id, bool(ack.duplicate))
+        if asked.duplicate:
+            log.info("%s ask is a duplicate of request %s (stream seq %d): the existing "
+                     "request stands", kind, request_id, ack.seq,
+                     extra={"request_id": request_id, "stage": STAGE})
+        else:
+            log.info("%s ask", kind, extra={"request_id": request_id, "stage": STAGE})
+        return asked
+
     async def ask_text(
-        self, workspace_id: str, session_id: str, text: str, language: str | None = None
-    ) -> str:
-        request_id = new_id()
+        self, workspace_id: str, session_id: str, text: str, language: str | None = None,
+        request_id: str | None = None,
+    ) -> Asked:
+        """``request_id``: the client's own id; asking again with it within the dedupe
+        window returns the existing request (``Asked.duplicate``)."""
+        request_id = request_id or new_id()
         event = TextAsk(
             event_id=derive_id(workspace_id, request_id, STAGE, "text"), request_id=request_id,
             workspace_id=workspace_id, session_id=session_id, text=text, language=language,
         )
-        await self._publish(
-            subjects.INGEST_TEXT.for_workspace(workspace_id),
-            event.model_dump_json().encode(),
-            {h.MSG_ID: event.event_id},
+        ack = await self._publish(
+            workspace_id, subjects.INGEST_TEXT.for_workspace(workspace_id),
+            event.model_dump_json().encode(), {h.MSG_ID: event.event_id},
         )
-        log.info("text ask", extra={"request_id": request_id, "stage": STAGE})
-        return request_id
+        return self._asked(request_id, ack, "text")
+
+    async def _upload(self, workspace_id: str, name: str, audio: bytes) -> None:
+        """Audio over the payload limit: into the workspace's upload bucket."""
+        bucket = subjects.upload_bucket(workspace_id)
+        try:
+            await self._intake(workspace_id)
+            try:
+                store = await self._js.object_store(bucket)
+            except nats.js.errors.BucketNotFoundError as exc:
+                await self._ensure(workspace_id, exc)
+                store = await self._js.object_store(bucket)
+            await store.put(name, audio, meta=ObjectMeta(name=name))
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            log.warning("object store put failed: %r", exc)
+            raise ApiError(503, "unavailable", "the audio store is not reachable") from exc
+
+    async def _discard_upload(self, workspace_id: str, name: str) -> None:
+        """A duplicate ask's own upload is not needed: the existing request has its own."""
+        try:
+            store = await self._js.object_store(subjects.upload_bucket(workspace_id))
+            await store.delete(name)
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            log.warning("could not delete the unused upload %s: %r (the bucket's TTL will)",
+                        name, exc)
 
     async def ask_audio(
         self, workspace_id: str, session_id: str, audio: bytes, content_type: str,
-        options: AudioOptions | None = None,
-    ) -> str:
-        """Raw audio on ``mumu.ingest.audio.<ws>``; over the payload limit via the Object Store."""
-        request_id = new_id()
+        options: AudioOptions | None = None, *, request_id: str | None = None,
+    ) -> Asked:
+        """Raw audio on ``mumu.ingest.audio.<ws>``; over the payload limit via the
+        workspace's upload bucket (``mumu-upload-<ws>``)."""
+        request_id = request_id or new_id()
         body, audio_object = audio, None
         if len(audio) + HEADER_ROOM > self._nc.max_payload:
-            name = f"{workspace_id}/{request_id}"
-            try:
-                store = await self._js.object_store(subjects.BUCKET_AUDIO)
-                await store.put(name, audio, meta=ObjectMeta(name=name))
-            except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
-                log.warning("object store put failed: %r", exc)
-                raise ApiError(503, "unavailable", "the audio store is not reachable") from exc
-            audio_object, body = name, b""
+            # a name of its own: a duplicate ask must not overwrite the first one's upload
+            audio_object, body = f"{request_id}.{new_id()}", b""
+            await self._upload(workspace_id, audio_object, audio)
         headers = IngestAudioHeaders(
             content_type=content_type, session_id=session_id, request_id=request_id,
             audio_object=audio_object, **(options or AudioOptions()).model_dump(),
         ).to_headers()
         headers[h.MSG_ID] = derive_id(workspace_id, request_id, STAGE, "audio")
-        await self._publish(subjects.INGEST_AUDIO.for_workspace(workspace_id), body, headers)
-        log.info(
-            "audio ask (%d bytes, %s)", len(audio), content_type,
-            extra={"request_id": request_id, "stage": STAGE},
-        )
-        return request_id
+        ack = await self._publish(
+            workspace_id, subjects.INGEST_AUDIO.for_workspace(workspace_id), body, headers)
+        asked = self._asked(request_id, ack, f"audio ({len(audio)} bytes, {content_type})")
+        if asked.duplicate and audio_object is not None:
+            await self._discard_upload(workspace_id, audio_object)
+        return asked
 
     async def cancel(self, workspace_id: str, session_id: str, request_id: str) -> None:
         event = CancelRequest(
@@ -145,7 +241,7 @@ class Asker:
             workspace_id=workspace_id, session_id=session_id,
         )
         await self._publish(
-            subjects.CONTROL_CANCEL.for_workspace(workspace_id),
+            workspace_id, subjects.CONTROL_CANCEL.for_workspace(workspace_id),
             event.model_dump_json().encode(),
             {h.MSG_ID: event.event_id},
         )

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any
 
 import nats.errors
@@ -42,12 +43,18 @@ def result_filters(workspace_id: str | None = None) -> list[str]:
     return [p.for_workspace(workspace_id) for p in RESULT_PATTERNS]
 
 
-def _config(inbox: str, start: int, filters: list[str]) -> ConsumerConfig:
+def _config(
+    inbox: str, start: int, filters: list[str], since: datetime | None = None
+) -> ConsumerConfig:
+    """From sequence ``start``, or (``since``) from the first message stored at or after
+    that time."""
+    by_time = since is not None
     return ConsumerConfig(
         description="mumu gateway results feed",
         deliver_subject=inbox,
-        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-        opt_start_seq=max(start, 1),
+        deliver_policy=DeliverPolicy.BY_START_TIME if by_time else DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=None if by_time else max(start, 1),
+        opt_start_time=since,
         ack_policy=AckPolicy.NONE,
         max_deliver=1,
         filter_subjects=filters,
@@ -153,9 +160,11 @@ class LiveFeed:
 
 
 async def replay(
-    nc: NatsClient, workspace_id: str, after: int, idle: float = 5.0
+    nc: NatsClient, workspace_id: str, after: int, idle: float = 5.0,
+    since: datetime | None = None,
 ) -> AsyncIterator[tuple[int, Msg]]:
-    """The workspace's results with sequence > ``after`` that exist now, in order."""
+    """The workspace's results with sequence > ``after`` (or stored at or after ``since``)
+    that exist now, in order."""
     js = nc.jetstream()
     queue: asyncio.Queue[Msg] = asyncio.Queue()
     inbox = nc.new_inbox()
@@ -167,7 +176,8 @@ async def replay(
     consumer: str | None = None
     try:
         info = await js.add_consumer(
-            subjects.STREAM_RESULTS, config=_config(inbox, after + 1, result_filters(workspace_id))
+            subjects.STREAM_RESULTS,
+            config=_config(inbox, after + 1, result_filters(workspace_id), since),
         )
         consumer = info.name
         if not info.num_pending:

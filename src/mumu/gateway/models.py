@@ -72,6 +72,12 @@ class AudioAskForm(AudioOptions):
 
 class AskQuery(BaseModel):
     wait: bool = Field(default=False, description="wait for the full result")
+    request_id: Id | None = Field(
+        default=None,
+        description="your own id for this request (default: a new one). Asking again with "
+        "the same id within the dedupe window (2 minutes) queues nothing new: the answer "
+        "is the existing request (202 with duplicate=true, or with wait=true its result)",
+    )
 
 
 ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
@@ -120,6 +126,10 @@ class SessionCreated(BaseModel):
 class AskAccepted(BaseModel):
     request_id: str
     session_id: str
+    duplicate: bool = Field(
+        default=False,
+        description="true when this request id was asked already: nothing new was queued",
+    )
 
 
 class AskResult(BaseModel):

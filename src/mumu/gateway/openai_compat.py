@@ -12,7 +12,7 @@ from aiohttp import web
 
 from mumu.contracts.event_types import TERMINAL_FOR_TRANSCRIPT, EventType
 from mumu.contracts.events import new_id
-from mumu.gateway.asks import audio_content_type
+from mumu.gateway.asks import Asked, audio_content_type
 from mumu.gateway.binding import form_body
 from mumu.gateway.deps import DEPS
 from mumu.gateway.errors import ApiError
@@ -87,7 +87,7 @@ async def transcriptions(request: web.Request) -> web.Response:
     options = form.options()
     session_id = f"oai-{new_id()}"
 
-    async def publish() -> str:
+    async def publish() -> Asked:
         deps.metrics.asks.labels("transcription").inc()
         return await deps.asker.ask_audio(workspace_id, session_id, form.file, content_type,
                                           options)

@@ -166,9 +166,9 @@ class ClientSocket:
             raise ApiError(413, "too_large", f"text longer than {limit} characters")
         self._admit()
         self.deps.metrics.asks.labels("text").inc()
-        rid = await self.deps.asker.ask_text(
+        rid = (await self.deps.asker.ask_text(
             self.claims.workspace_id, self.claims.session_id, ask.text, ask.language
-        )
+        )).request_id
         self.control("accepted", rid, session_id=self.claims.session_id)
 
     async def _audio_end(self, message: dict[str, Any]) -> None:
@@ -178,9 +178,9 @@ class ClientSocket:
         content_type = audio_content_type(audio, declared)
         self._admit()
         self.deps.metrics.asks.labels("audio").inc()
-        rid = await self.deps.asker.ask_audio(
+        rid = (await self.deps.asker.ask_audio(
             self.claims.workspace_id, self.claims.session_id, audio, content_type, end.options()
-        )
+        )).request_id
         self.control("accepted", rid, session_id=self.claims.session_id, bytes=len(audio))
 
     async def _resume(self, message: dict[str, Any]) -> None:

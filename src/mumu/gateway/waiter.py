@@ -12,14 +12,17 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from mumu.contracts import subjects
 from mumu.contracts.event_types import EventType
+from mumu.gateway.asks import Asked
 from mumu.gateway.errors import ApiError
-from mumu.gateway.hub import Hub, ResultEvent
+from mumu.gateway.feed import replay
+from mumu.gateway.hub import Hub, ResultEvent, parse
 
 
 @dataclass(eq=False)
@@ -34,13 +37,15 @@ class RequestWaiter:
     audio_ready: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
     _early: list[ResultEvent] = field(default_factory=list)
+    _cursors: set[int] = field(default_factory=set)
 
     def push(self, event: ResultEvent) -> None:
         if self.request_id is None:  # published but the id not known yet: keep for later
             self._early.append(event)
             return
-        if event.request_id != self.request_id:
-            return
+        if event.request_id != self.request_id or event.cursor in self._cursors:
+            return  # another request's, or seen already (live and in a catch-up)
+        self._cursors.add(event.cursor)
         self.events.append(event)
         self.arrived.setdefault(event.type, time.monotonic() - self.started)
         if event.type in self.terminal:
@@ -87,17 +92,44 @@ async def waiting(
                 await sub.unsubscribe()
 
 
+CATCH_UP_SLACK = 10.0
+"""Seconds before the dedupe window a duplicate's catch-up starts reading (clock skew)."""
+CATCH_UP_POLL = 0.5
+
+
+async def catch_up(
+    nc: NatsClient, waiter: RequestWaiter, workspace_id: str, window: float
+) -> None:
+    """A duplicate ask: its request was published up to ``window`` seconds ago, maybe in
+    another session, so some or all of its results are stored already. Read them from
+    ``MUMU_RESULTS`` (and what arrives after, every ``CATCH_UP_POLL``) until it is done."""
+    since = datetime.now(UTC) - timedelta(seconds=window + CATCH_UP_SLACK)
+    after = 0
+    while not waiter.done.is_set():
+        async for seq, msg in replay(nc, workspace_id, after, since=None if after else since):
+            after = seq
+            event = parse(seq, msg)
+            if event is not None:
+                waiter.push(event)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter.done.wait(), CATCH_UP_POLL)
+
+
 async def run_and_wait(
     hub: Hub, nc: NatsClient, workspace_id: str, session_id: str, *,
-    terminal: frozenset[EventType], publish: Callable[[], Awaitable[str]], seconds: float,
-    audio: bool,
+    terminal: frozenset[EventType], publish: Callable[[], Awaitable[Asked]], seconds: float,
+    audio: bool, dedupe_window: float = 120.0,
 ) -> RequestWaiter:
-    """Publish (via ``publish``, which returns the request id) and wait for a terminal event.
+    """Publish (via ``publish``) and wait for a terminal event. A duplicate ask waits for
+    the existing request's result (``catch_up``) instead of a new one.
 
     A pipeline error becomes the client's error; silence becomes a 504 naming the stage.
     """
     async with waiting(hub, nc, workspace_id, session_id, terminal, audio=audio) as waiter:
-        waiter.bind(await publish())
+        asked = await publish()
+        waiter.bind(asked.request_id)
+        catching = (asyncio.create_task(catch_up(nc, waiter, workspace_id, dedupe_window))
+                    if asked.duplicate else None)
         try:
             await asyncio.wait_for(waiter.done.wait(), seconds)
         except TimeoutError:
@@ -107,6 +139,10 @@ async def run_and_wait(
                 f"the {stage} stage did not answer within {seconds:g} s "
                 f"(request {waiter.request_id}); is `mumu stage {stage}` running?",
             ) from None
+        finally:
+            if catching is not None:
+                catching.cancel()
+                await asyncio.gather(catching, return_exceptions=True)
     error = waiter.first(EventType.ERROR)
     if error is not None:
         raise pipeline_error(error)

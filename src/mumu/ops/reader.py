@@ -9,7 +9,7 @@ from datetime import datetime
 from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from mumu.broker.streams import stream_config
+from mumu.broker.jsapi import stream_config
 from mumu.contracts.subject_check import covers
 
 

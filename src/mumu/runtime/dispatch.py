@@ -114,6 +114,8 @@ class Dispatcher:
                     await asyncio.sleep(wait)
                     continue
                 await self.settler.ack(d)
+                if d.outcome is Disposition.ACK:
+                    await self._after_ack(d, inbound)
                 return
         except asyncio.CancelledError:
             await nak_quietly(msg)
@@ -122,6 +124,16 @@ class Dispatcher:
             await self.settler.settle(d, exc)
         finally:
             self._end(d, started)
+
+    async def _after_ack(self, d: Delivery, inbound: Inbound[Any]) -> None:
+        if self.route.after_ack is None:
+            return
+        try:
+            await self.route.after_ack(inbound)
+        except Exception as exc:  # noqa: BLE001 - the message is settled; only say so
+            self.settler.log.warning("clean-up after ack failed: %r", exc, extra={
+                "stage": self.settler.stage, "subject": d.msg.subject, "seq": d.sequence,
+                "request_id": inbound.request_id})
 
     async def handle_batch(self, msgs: Sequence[Msg]) -> None:
         """A batch route: one handler call for the fetched batch, its outputs published

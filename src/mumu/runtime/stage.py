@@ -17,6 +17,8 @@ from mumu.runtime.tracing import Tracing
 from mumu.settings import Settings
 
 Handler = Callable[[Inbound[Any]], Awaitable[Sequence[Outbound]]]
+AfterAck = Callable[[Inbound[Any]], Awaitable[None]]
+"""Clean-up once a message is acked (its outputs are stored); its failure is only logged."""
 BatchHandler = Callable[
     [Sequence[Inbound[Any]]], Awaitable[Sequence[Sequence[Outbound] | BaseException]]
 ]
@@ -54,6 +56,10 @@ class Route:
     ``batch`` messages) in one call; the outputs of the batch are published together
     (JetStream atomic batches) before its inputs are acked. ``concurrency`` counts
     messages either way.
+
+    ``after_ack`` runs once a delivery of a ``handler`` route is acked (never after a
+    ``nak`` or a dead letter): clean-up of what the input referred to, such as a
+    producer's upload. It cannot change the outcome; a failure is logged.
     """
 
     stream: str
@@ -66,6 +72,7 @@ class Route:
     batch_handler: BatchHandler | None = None
     batch: int | None = None
     retry: RetryPolicy = RetryPolicy()
+    after_ack: AfterAck | None = None
 
     def __post_init__(self) -> None:
         if (self.handler is None) == (self.batch_handler is None):

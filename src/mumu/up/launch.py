@@ -20,6 +20,7 @@ from mumu.broker.reload import publish_users
 from mumu.broker.roles import Role
 from mumu.broker.settings import NatsSettings, NatsTlsSettings
 from mumu.broker.streams import apply_all
+from mumu.broker.workspaces import ensure_configured
 from mumu.contracts.subjects import producer_inbox_prefix
 from mumu.db.bootstrap import DevDatabase, bootstrap
 from mumu.gateway.transport import base_url, client_ssl
@@ -99,6 +100,17 @@ async def _wait_ready(
     return False
 
 
+async def _ensure_workspaces(settings: Settings, nats_url: str, workspaces: list[str]) -> None:
+    """Each workspace's intake stream and upload bucket (the default one's on a first start)."""
+    nc = await connect(settings.nats, name="mumu-up", url=nats_url)
+    try:
+        for change in await ensure_configured(nc, settings.nats, workspaces):
+            if change.action != "unchanged":
+                log.info("workspaces: %s", change.describe())
+    finally:
+        await nc.drain()
+
+
 async def _start_nats(
     settings: Settings, data_dir: Path, stack: contextlib.AsyncExitStack,
 ) -> tuple[str, AuthDir | None, EmbeddedNats | None]:
@@ -171,6 +183,7 @@ async def up(
         producer_files: list[Path] = []
         if auth is not None:
             producer_files = await _provision_users(settings, auth, database, nats_url)
+        await _ensure_workspaces(settings, nats_url, database.workspaces)
 
         host = settings.gateway.host
         port = _port_or_free(host, settings.gateway.port)

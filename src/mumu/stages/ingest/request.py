@@ -35,11 +35,15 @@ def parse_headers(headers: Mapping[str, str]) -> IngestAudioHeaders:
         raise PermanentError("schema_violation", f"invalid header(s): {detail}") from exc
 
 
-def check_object_name(name: str, workspace_id: str) -> None:
-    """A producer's upload must live under ``<workspace>/`` so tenants never read each other."""
-    if not name.startswith(f"{workspace_id}/") or ".." in name.split("/"):
+MAX_OBJECT_NAME = 1024
+
+
+def check_object_name(name: str) -> None:
+    """A plausible object name. Which bucket it is read from is not the producer's choice:
+    always the upload bucket of the workspace of the message's subject."""
+    if not name.strip() or len(name) > MAX_OBJECT_NAME:
         raise PermanentError(
             "schema_violation",
-            f"Mumu-Audio-Object must name an object under '{workspace_id}/' in the "
-            f"mumu-audio bucket (got {name!r})",
+            f"Mumu-Audio-Object must name an object of your workspace's upload bucket "
+            f"(1 to {MAX_OBJECT_NAME} characters; got {name[:80]!r})",
         )

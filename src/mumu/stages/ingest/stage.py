@@ -1,8 +1,12 @@
 """The ingest stage: producer audio → normalised 16 kHz mono WAV in the Object Store.
 
 Consumes ``mumu.ingest.audio.<ws>`` (raw bytes with headers, or headers naming an
-object a producer uploaded to ``mumu-audio``), decodes with PyAV in a thread pool,
-validates, stores ``.norm/<ws>/<request id>.wav`` and publishes ``mumu.audio.ready.<ws>``.
+object a producer uploaded to its workspace's bucket ``mumu-upload-<ws>``), decodes with
+PyAV in a thread pool, validates, stores ``.norm/<ws>/<request id>.wav`` in ``mumu-audio``
+and publishes ``mumu.audio.ready.<ws>``. The upload bucket is the one of the workspace of
+the message's *subject*, so no workspace can make ingest read another's upload; the upload
+is deleted once the message is acked (a dead-lettered one keeps it for a replay, until the
+bucket's TTL).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import nats.js.errors
+from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 
 from mumu.broker.streams import open_object_store
@@ -62,14 +67,16 @@ class IngestStage:
         self._executor: ThreadPoolExecutor | None = None
         self._given_store = store
         self._store = store
+        self._js: JetStreamContext | None = None
 
     def routes(self) -> Sequence[Route]:
         return [
             Route(subjects.STREAM_INGEST, (subjects.INGEST_AUDIO.wildcard,), self.handle,
-                  model=None, durable=INGEST_AUDIO.durable)
+                  model=None, durable=INGEST_AUDIO.durable, after_ack=self.delete_upload)
         ]
 
     async def start(self, ctx: StageContext) -> None:
+        self._js = ctx.js
         # opened on every start: after a reconnect, a handle of the old connection is dead
         self._store = self._given_store or await open_object_store(ctx.js, subjects.BUCKET_AUDIO)
         await self.workspaces.open()
@@ -126,8 +133,9 @@ class IngestStage:
             raise PermanentError(
                 "schema_violation", "a message with Mumu-Audio-Object must have an empty body"
             )
-        check_object_name(hdrs.audio_object, inbound.workspace_id)
-        store = self._require_store()
+        check_object_name(hdrs.audio_object)
+        bucket = subjects.upload_bucket(inbound.workspace_id)
+        store = await self._uploads(inbound.workspace_id)
         try:
             info = await store.get_info(hdrs.audio_object)
             if info.size is not None and info.size > limit:
@@ -138,16 +146,44 @@ class IngestStage:
         except nats.js.errors.ObjectNotFoundError as exc:
             raise PermanentError(
                 "unsupported_audio",
-                f"object {hdrs.audio_object!r} is not in bucket {subjects.BUCKET_AUDIO} "
-                "(never uploaded, deleted or expired)",
+                f"object {hdrs.audio_object!r} is not in bucket {bucket}, the upload bucket "
+                f"of workspace {inbound.workspace_id} (never uploaded, deleted or expired)",
             ) from exc
         except nats.js.errors.ObjectDeletedError as exc:
             raise PermanentError(
-                "unsupported_audio", f"object {hdrs.audio_object!r} was deleted"
+                "unsupported_audio", f"object {hdrs.audio_object!r} was deleted from {bucket}"
             ) from exc
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
             raise TransientError("internal", f"reading {hdrs.audio_object}: {exc!r}") from exc
         return result.data or b""
+
+    async def _uploads(self, workspace_id: str) -> ObjectStore:
+        """The upload bucket of ``workspace_id`` (opened per use: one API call, small next
+        to a decode, and a bucket created meanwhile is found)."""
+        if self._js is None:
+            raise RuntimeError("ingest stage used before start()")
+        bucket = subjects.upload_bucket(workspace_id)
+        try:
+            return await self._js.object_store(bucket)
+        except nats.js.errors.BucketNotFoundError as exc:
+            raise PermanentError(
+                "unsupported_audio",
+                f"workspace {workspace_id} has no upload bucket {bucket} "
+                "(`mumu workspace create` makes it)",
+            ) from exc
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            raise TransientError("internal", f"opening {bucket}: {exc!r}") from exc
+
+    async def delete_upload(self, inbound: Inbound[Any]) -> None:
+        """After the ack: the producer's upload is normalised and stored; delete it."""
+        name = parse_headers(inbound.headers).audio_object
+        if name is None:
+            return
+        store = await self._uploads(inbound.workspace_id)
+        await store.delete(name)
+        log.info("upload %s deleted from %s", name, subjects.upload_bucket(inbound.workspace_id),
+                 extra={"stage": NAME, "request_id": inbound.request_id,
+                        "subject": inbound.subject, "seq": inbound.sequence})
 
     async def _decode(self, data: bytes) -> Decoded:
         loop = asyncio.get_running_loop()

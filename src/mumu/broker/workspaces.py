@@ -1,0 +1,113 @@
+"""A workspace on the broker: its intake stream, its upload bucket, its source in MUMU_INGEST.
+
+``ensure_workspace`` is idempotent and safe when several processes run it at once (the
+gateway, ``mumu workspace create``, ``mumu streams apply``, ``mumu up``): identical creates
+succeed on the server, and ``intake.converge_sources`` re-checks after every write.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from nats.aio.client import Client as NATS
+
+from mumu.broker.intake import converge_sources, intake_config
+from mumu.broker.jsapi import ERR_STREAM_NAME_IN_USE, JetStreamApiError, api, stream_config
+from mumu.broker.settings import NatsSettings
+from mumu.broker.streams import StreamChange, apply_buckets, apply_stream
+from mumu.contracts import subjects
+
+log = logging.getLogger(__name__)
+
+INTAKE_MAX_BYTES = 64 * 1024 * 1024
+UPLOAD_MAX_BYTES = 256 * 1024 * 1024
+"""Defaults of ``MUMU_NATS__INTAKE_MAX_BYTES`` / ``MUMU_NATS__UPLOAD_MAX_BYTES``. Each is
+reserved against the server's JetStream store for every workspace (docs/security.md)."""
+UPLOAD_TTL_SECONDS = 86400
+
+
+def upload_bucket_spec(
+    workspace: str, max_bytes: int = UPLOAD_MAX_BYTES, replicas: int = 1
+) -> dict[str, object]:
+    """The upload bucket of ``workspace``, as an entry of ``streams/buckets.json``."""
+    return {
+        "bucket": subjects.upload_bucket(workspace),
+        "description": f"Large audio uploaded by producers of workspace {workspace}",
+        "ttl_seconds": UPLOAD_TTL_SECONDS,
+        "storage": "file",
+        "max_bytes": max_bytes,
+        "replicas": replicas,
+    }
+
+
+async def _apply_intake(nc: NATS, config: dict[str, object]) -> StreamChange:
+    try:
+        return await apply_stream(nc, config)
+    except JetStreamApiError as exc:
+        if exc.err_code != ERR_STREAM_NAME_IN_USE:
+            raise
+        # another process created it a moment ago with other limits: update it instead
+        return await apply_stream(nc, config)
+
+
+async def ensure_workspace(
+    nc: NATS, workspace: str, *, intake_max_bytes: int = INTAKE_MAX_BYTES,
+    upload_max_bytes: int = UPLOAD_MAX_BYTES, replicas: int | None = None,
+) -> list[StreamChange]:
+    """Create or update the workspace's intake stream and upload bucket, and make
+    ``MUMU_INGEST`` source the intake stream. Needs ``mumu streams apply`` first."""
+    if await stream_config(nc, subjects.STREAM_INGEST) is None:
+        raise RuntimeError(
+            f"stream {subjects.STREAM_INGEST} does not exist: run `mumu streams apply`"
+        )
+    # a MUMU_INGEST from before intake streams still captures mumu.ingest.*.*: release it
+    await converge_sources(nc)
+    config = intake_config(workspace, max_bytes=intake_max_bytes, replicas=replicas)
+    changes = [await _apply_intake(nc, config)]
+    spec = upload_bucket_spec(workspace, upload_max_bytes, replicas or 1)
+    changes += await apply_buckets(nc, {"object_stores": [spec]})
+    await converge_sources(nc)
+    for change in changes:
+        if change.action != "unchanged":
+            log.info("workspace %s: %s", workspace, change.describe())
+    return changes
+
+
+async def ensure_workspaces(
+    nc: NATS, workspaces: Iterable[str], *, intake_max_bytes: int = INTAKE_MAX_BYTES,
+    upload_max_bytes: int = UPLOAD_MAX_BYTES, replicas: int | None = None,
+) -> list[StreamChange]:
+    """``ensure_workspace`` for each of ``workspaces``."""
+    changes: list[StreamChange] = []
+    for workspace in workspaces:
+        changes += await ensure_workspace(
+            nc, workspace, intake_max_bytes=intake_max_bytes,
+            upload_max_bytes=upload_max_bytes, replicas=replicas,
+        )
+    return changes
+
+
+async def ensure_configured(
+    nc: NATS, settings: NatsSettings, workspaces: Iterable[str]
+) -> list[StreamChange]:
+    """``ensure_workspaces`` with the limits of ``settings`` (``MUMU_NATS__*_MAX_BYTES``)."""
+    return await ensure_workspaces(
+        nc, workspaces, intake_max_bytes=settings.intake_max_bytes,
+        upload_max_bytes=settings.upload_max_bytes,
+    )
+
+
+async def remove_workspace(nc: NATS, workspace: str) -> None:
+    """Delete the workspace's intake stream (and its unsourced requests) and upload bucket,
+    and drop it from ``MUMU_INGEST``'s sources. Missing parts are fine."""
+    for stream in (subjects.intake_stream(workspace),
+                   f"OBJ_{subjects.upload_bucket(workspace)}"):
+        try:
+            await api(nc, f"STREAM.DELETE.{stream}")
+        except JetStreamApiError as exc:
+            if exc.code != 404:
+                raise
+    if await stream_config(nc, subjects.STREAM_INGEST) is not None:
+        await converge_sources(nc)
+    log.info("workspace %s: intake stream and upload bucket removed", workspace)
