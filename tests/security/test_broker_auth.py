@@ -33,7 +33,7 @@ from mumu.settings import Settings
 from mumu.stages.ingest.stage import build_stage as build_ingest
 from mumu.stages.registry import STAGES
 from tests.audio.conftest import SPEECH, publish_audio
-from tests.conftest import nats_env
+from tests.conftest import Ensure, nats_env
 from tests.harness import Collector, running
 
 pytestmark = pytest.mark.security
@@ -81,10 +81,9 @@ async def issue(server: EmbeddedNats, users: AuthDir, workspace: str, folder: Pa
 @pytest.fixture
 async def producers(
     nats_server: EmbeddedNats, broker_users: AuthDir, nc: NATS, streams: None, tmp_path: Path,
+    workspaces: Ensure,
 ) -> AsyncIterator[tuple[Producer, Producer]]:
-    js = nc.jetstream()
-    for ws in (WS_A, WS_B):  # what `mumu workspace create` provisions
-        await js.create_object_store(subjects.upload_bucket(ws))
+    await workspaces(WS_A, WS_B)  # what `mumu workspace create` provisions
     a_file = await issue(nats_server, broker_users, WS_A, tmp_path)
     b_file = await issue(nats_server, broker_users, WS_B, tmp_path)
     a = await as_producer(nats_server.url, a_file, WS_A)
@@ -251,7 +250,9 @@ async def mumu_cli(env: dict[str, str], *args: str) -> tuple[int, str]:
 
 async def test_issued_credentials_work_and_revoking_them_closes_the_connection_within_5s(
     nats_server: EmbeddedNats, broker_users: AuthDir, streams: None, tmp_path: Path,
+    workspaces: Ensure,
 ) -> None:
+    await workspaces(WS_A)
     env = {**nats_env(nats_server), "MUMU_NATS__AUTH_DIR": str(broker_users.path)}
     out_file = tmp_path / "producer.nk"
     code, out = await mumu_cli(env, "workspace", "credentials", WS_A, "--out", str(out_file))

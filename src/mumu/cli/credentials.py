@@ -48,6 +48,16 @@ def users_of(settings: Settings) -> AuthDir:
     return users
 
 
+async def grant_workspaces(settings: Settings, workspaces: list[str]) -> None:
+    """Provisioned workspaces into the broker's users (ingest and the gateway get rights on
+    their upload buckets), reloading the servers when one is new. Nothing to do for a
+    deployment whose users this machine does not hold."""
+    path = settings.nats.auth_dir or settings.data_dir / "nats" / "auth"
+    users = AuthDir(path)
+    if users.registry.exists() and users.add_workspaces(workspaces):
+        await publish_users(settings.nats, users, STAGES.consumers())
+
+
 def run_credentials(args: argparse.Namespace, settings: Settings) -> int:
     users = users_of(settings)
     ws = str(args.workspace_id)

@@ -12,6 +12,7 @@ from mumu.broker.jsapi import stream_config
 from mumu.broker.streams import StreamChange, apply_all, status
 from mumu.broker.workspaces import ensure_workspaces
 from mumu.cli.common import table, with_nats
+from mumu.cli.credentials import grant_workspaces
 from mumu.cli.workspace import database_workspaces
 from mumu.contracts import subjects
 from mumu.settings import Settings
@@ -48,10 +49,12 @@ async def _workspaces(
     if dry_run:
         return [StreamChange(subjects.intake_stream(ws), "missing") for ws in ids
                 if await stream_config(nc, subjects.intake_stream(ws)) is None]
-    return await ensure_workspaces(
+    changes = await ensure_workspaces(
         nc, ids, intake_max_bytes=settings.nats.intake_max_bytes,
         upload_max_bytes=settings.nats.upload_max_bytes, replicas=replicas,
     )
+    await grant_workspaces(settings, ids)
+    return changes
 
 
 def run_apply(args: argparse.Namespace, settings: Settings) -> int:

@@ -15,6 +15,7 @@ from nats.aio.client import Client as NATS
 from mumu.broker.workspaces import ensure_configured
 from mumu.cli import credentials
 from mumu.cli.common import table, with_nats
+from mumu.cli.credentials import grant_workspaces
 from mumu.contracts import subjects
 from mumu.db.bootstrap import admin_url_of, keyring_of
 from mumu.db.datakeys import DataKeys
@@ -73,13 +74,14 @@ def ensure_on_broker(settings: Settings, workspaces: list[str]) -> bool:
     if not workspaces:
         return True
     later = ("its producers cannot publish until `mumu streams apply` runs with "
-             "MUMU_NATS__URL set (the gateway makes them on the first ask it takes)")
+             "MUMU_NATS__URL set")
     if not settings.nats.url:
         print(f"intake: skipped, MUMU_NATS__URL is not set; {later}", file=sys.stderr)
         return False
 
     async def ensure(nc: NATS) -> None:
         await ensure_configured(nc, settings.nats, workspaces)
+        await grant_workspaces(settings, workspaces)
 
     try:
         with_nats(settings, "workspace", ensure)
