@@ -22,19 +22,22 @@ from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 
 from mumu.broker.connect import connect
-from mumu.broker.credentials import AuthDir, public_key, write_secret
+from mumu.broker.credentials import AuthDir, new_seed, public_key, write_secret
 from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.reload import publish_users
 from mumu.broker.roles import Role
 from mumu.broker.settings import NatsSettings
+from mumu.contracts import headers as h
 from mumu.contracts import subjects
-from mumu.contracts.events import AudioReady
+from mumu.contracts.events import AnswerFinal, AudioReady, TextAsk, new_id
 from mumu.settings import Settings
 from mumu.stages.ingest.stage import build_stage as build_ingest
+from mumu.stages.reason.stage import ReasonStage
 from mumu.stages.registry import STAGES
 from tests.audio.conftest import SPEECH, publish_audio
 from tests.conftest import Ensure, nats_env
 from tests.harness import Collector, running
+from tests.reason.echo_backend import EchoBackend
 
 pytestmark = pytest.mark.security
 
@@ -95,9 +98,17 @@ async def producers(
         await b.nc.close()
 
 
-async def test_a_connection_without_credentials_is_refused(nats_server: EmbeddedNats) -> None:
+async def test_a_connection_without_or_with_unknown_credentials_is_refused(
+    nats_server: EmbeddedNats,
+) -> None:
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
         await nats.connect(nats_server.url, allow_reconnect=False, connect_timeout=2)
+    stranger = new_seed()  # a well-formed nkey nobody registered
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await nats.connect(nats_server.url, nkeys_seed_str=stranger.decode(),
+                           allow_reconnect=False, connect_timeout=2)
+    log = (nats_server.data_dir / "nats-server.log").read_text()
+    assert stranger.decode() not in log  # the server never sees a seed, let alone logs it
 
 
 async def test_a_producer_publishes_into_its_own_workspace_only(
@@ -295,3 +306,37 @@ async def test_a_service_whose_credentials_are_rotated_reconnects_and_loses_noth
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
         await nats.connect(nats_server.url, nkeys_seed_str=old_seed.decode(),
                            allow_reconnect=False, connect_timeout=2)
+
+
+async def test_a_producer_asks_with_its_credentials_and_receives_only_its_own_answer(
+    producers: tuple[Producer, Producer], settings: Settings,
+) -> None:
+    """End to end with producer credentials: publish into its own intake, the PubAck comes
+    back on its own inbox, the real reason stage answers (a deterministic backend: the
+    LLM is not what is tested here), the answer reaches A and not B."""
+    a, b = producers
+    got: dict[str, list[AnswerFinal]] = {WS_A: [], WS_B: []}
+
+    def keep(ws: str) -> Callable[[Msg], Awaitable[None]]:
+        async def on(msg: Msg) -> None:
+            got[ws].append(AnswerFinal.model_validate_json(msg.data))
+        return on
+
+    await a.nc.subscribe(subjects.ANSWER_FINAL.for_workspace(WS_A), cb=keep(WS_A))
+    await b.nc.subscribe(subjects.ANSWER_FINAL.for_workspace(WS_B), cb=keep(WS_B))
+    await a.nc.flush()
+    await b.nc.flush()
+    rid = new_id()
+    ask = TextAsk(event_id=rid, request_id=rid, workspace_id=WS_A, session_id="s1",
+                  text="Is anyone there?")
+    async with running(ReasonStage(settings.reason, EchoBackend()), settings):
+        ack = await a.nc.jetstream().publish(
+            subjects.INGEST_TEXT.for_workspace(WS_A), ask.model_dump_json().encode(),
+            headers={h.MSG_ID: f"{WS_A}.{rid}"},
+        )
+        assert ack.stream == subjects.intake_stream(WS_A)
+        async with asyncio.timeout(30):
+            while not got[WS_A]:
+                await asyncio.sleep(0.05)
+    assert [(f.request_id, f.text) for f in got[WS_A]] == [(rid, "You asked: Is anyone there?")]
+    assert got[WS_B] == []
