@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import statistics
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -94,19 +98,50 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+class CpuMeter:
+    """CPU seconds (user + system) this process and a nats-server spend over a window.
+
+    On a shared machine the wall-clock rate of a chain moves with whatever else runs;
+    the CPU it burns per event hardly does, so it tells the cost of a change apart from
+    the noise.
+    """
+
+    def __init__(self, server_pid: int) -> None:
+        self._stat = Path(f"/proc/{server_pid}/stat")
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self.windows: list[tuple[float, float]] = []
+        """(this process, the server) CPU seconds of each window."""
+
+    def now(self) -> tuple[float, float]:
+        times = os.times()
+        # fields 14 and 15 (utime, stime), counted after the ")" that ends the name
+        fields = self._stat.read_text().rpartition(")")[2].split()
+        server = (int(fields[11]) + int(fields[12])) / self._tick
+        return times.user + times.system, server
+
+    @contextlib.contextmanager
+    def window(self) -> Iterator[None]:
+        own, server = self.now()
+        yield
+        own_end, server_end = self.now()
+        self.windows.append((own_end - own, server_end - server))
+
+
 async def throughput(
     nc: NATS, chain: Any, settings: Settings, url: str, args: argparse.Namespace, *,
-    tag: str,
+    tag: str, cpu: CpuMeter | None = None,
 ) -> tuple[float, int]:
     """Events/s of ``chain`` over a load stored before it starts (first hop1 → last hop3),
-    and how many distinct events reached the sink.
+    and how many distinct events reached the sink. ``cpu``: records what the chain (this
+    process) and the server spend while the chain runs.
 
     Storing the load first keeps the publisher from competing with the chain for the CPU.
     """
     await reset(nc)
     await publish(nc, args.events, None, tag)
-    async with chain(settings, url, args.concurrency):
-        await wait_done(nc, args.events)
+    with cpu.window() if cpu is not None else contextlib.nullcontext():
+        async with chain(settings, url, args.concurrency):
+            await wait_done(nc, args.events)
     stamps = await timestamps(nc)
     first = min(t for (_, hop), t in stamps.items() if hop == 1)
     last = max(t for (_, hop), t in stamps.items() if hop == HOPS)

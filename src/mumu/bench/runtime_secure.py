@@ -25,7 +25,7 @@ from typing import Any, Final
 import nats.errors
 
 from mumu.bench.runtime_chains import HOPS, runtime_chain
-from mumu.bench.runtime_measure import latency, throughput
+from mumu.bench.runtime_measure import CpuMeter, latency, throughput
 from mumu.bench.secure_broker import Broker, plain_broker, secure_broker
 from mumu.bench.stream import apply_bench_stream
 from mumu.broker.connect import NatsUnreachable, connect
@@ -40,9 +40,12 @@ MODES: Final = ("plain", "secure")
 
 async def _refused(url: str, **options: Any) -> bool:
     """Whether the server refuses a raw nats-py client connecting with ``options``."""
+    async def expected(_: Exception) -> None:
+        """The refusal is the point: nats-py would log it as an error."""
+
     try:
         nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0,
-                                allow_reconnect=False, **options)
+                                allow_reconnect=False, error_cb=expected, **options)
     except (nats.errors.Error, OSError, ssl.SSLError, TimeoutError):
         return True
     await nc.close()
@@ -92,9 +95,18 @@ async def security_checks(broker: Broker) -> dict[str, bool]:
     return checks
 
 
-def _summary(rates: list[float], moved: list[int], lat: list[dict[str, float]]) -> dict[str, Any]:
+def _summary(
+    rates: list[float], moved: list[int], lat: list[dict[str, float]],
+    cpu: list[tuple[float, float]],
+) -> dict[str, Any]:
     return {
         "throughput_events_per_s": round(statistics.median(rates), 1),
+        "cpu_us_per_event": {
+            "runtime": round(statistics.median(own for own, _ in cpu), 1),
+            "nats_server": round(statistics.median(server for _, server in cpu), 1),
+            "total": round(statistics.median(sum(c) for c in cpu), 1),
+        },
+        "rounds_cpu_us_per_event": [[round(own, 1), round(server, 1)] for own, server in cpu],
         "rounds_events_per_s": [round(r, 1) for r in rates],
         "rounds_events_moved": moved,
         "per_hop_ms": {
@@ -123,13 +135,15 @@ async def compare(args: argparse.Namespace, settings: Settings) -> dict[str, Any
             stage = {m: settings.model_copy(update={"nats": b.nats}) for m, b in brokers.items()}
             ncs = {m: await connect(b.nats, "mumu-bench", role="operator")
                    for m, b in brokers.items()}
+            meters = {m: CpuMeter(b.server.pid or 0) for m, b in brokers.items()}
             for nc in ncs.values():
                 await apply_bench_stream(nc)
             for n in range(args.rounds):
                 order = MODES if n % 2 == 0 else MODES[::-1]
                 for m in order:
                     rate, count = await throughput(ncs[m], runtime_chain, stage[m],
-                                                   brokers[m].server.url, args, tag=f"{m}-{n}")
+                                                   brokers[m].server.url, args, tag=f"{m}-{n}",
+                                                   cpu=meters[m])
                     rates[m].append(rate)
                     moved[m].append(count)
                 paced.append(rates["plain"][-1] / 2)
@@ -141,7 +155,10 @@ async def compare(args: argparse.Namespace, settings: Settings) -> dict[str, Any
                 await nc.drain()
     ratios = [s / p for s, p in zip(rates["secure"], rates["plain"], strict=True)]
     p99_ratios = [s["p99"] / p["p99"] for s, p in zip(lat["secure"], lat["plain"], strict=True)]
-    result = {m: _summary(rates[m], moved[m], lat[m]) for m in MODES}
+    cpu = {m: [(own / args.events * 1e6, server / args.events * 1e6)
+               for own, server in meters[m].windows] for m in MODES}
+    cpu_ratios = [sum(s) / sum(p) for s, p in zip(cpu["secure"], cpu["plain"], strict=True)]
+    result = {m: _summary(rates[m], moved[m], lat[m], cpu[m]) for m in MODES}
     ratio = statistics.median(ratios)
     secure_p99 = result["secure"]["per_hop_ms"]["p99"]
     return {
@@ -160,6 +177,8 @@ async def compare(args: argparse.Namespace, settings: Settings) -> dict[str, Any
         "throughput_ratio": round(ratio, 3),
         "round_ratios": [round(r, 3) for r in ratios],
         "throughput_ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
+        "cpu_ratio": round(statistics.median(cpu_ratios), 3),
+        "round_cpu_ratios": [round(r, 3) for r in cpu_ratios],
         "p99_ratio": round(statistics.median(p99_ratios), 3),
         "round_p99_ratios": [round(r, 3) for r in p99_ratios],
         "floor": {"throughput_ratio": FLOOR_THROUGHPUT_RATIO, "p99_per_hop_ms": FLOOR_P99_MS},
