@@ -107,6 +107,14 @@ def test_bench_runtime_secure_smoke(tmp_path: Path) -> None:
     expected = [s / p for s, p in zip(secure["rounds_events_per_s"],
                                       plain["rounds_events_per_s"], strict=True)]
     assert result["round_ratios"] == pytest.approx(expected, rel=0.01)
+    # CPU of the runtime and of the server while each chain ran, per event
+    for side in (plain, secure):
+        assert len(side["rounds_cpu_us_per_event"]) == 2
+        assert all(own > 0 for own, _ in side["rounds_cpu_us_per_event"])
+        assert sum(server for _, server in side["rounds_cpu_us_per_event"]) > 0
+    cpu_ratios = [sum(s) / sum(p) for s, p in zip(secure["rounds_cpu_us_per_event"],
+                                                  plain["rounds_cpu_us_per_event"], strict=True)]
+    assert result["round_cpu_ratios"] == pytest.approx(cpu_ratios, rel=0.02)
     assert result["floor"] == {"throughput_ratio": 0.9, "p99_per_hop_ms": 20.0}
     # the verdict is the floor applied to what was measured
     assert result["meets_floor"] == (

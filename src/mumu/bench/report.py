@@ -45,10 +45,12 @@ def _runtime_secure(d: dict[str, Any]) -> list[Row]:
     low, high = d["throughput_ratio_min_max"]
     return [
         (
-            "runtime with nkey users, permissions and mutual TLS vs anonymous plaintext",
+            f"runtime: 3 hops, {d['events'] // 1000}k events, nkey users + permissions + "
+            "mutual TLS vs anonymous plaintext",
             f"{s['throughput_events_per_s']:.0f} vs {p['throughput_events_per_s']:.0f} ev/s; "
             f"p99 per hop {s['per_hop_ms']['p99']} vs {p['per_hop_ms']['p99']} ms "
-            f"({d['p99_ratio']}x)",
+            f"({d['p99_ratio']}x); CPU per event {s['cpu_us_per_event']['total']:.0f} vs "
+            f"{p['cpu_us_per_event']['total']:.0f} µs ({d['cpu_ratio']}x)",
             f"{d['throughput_ratio']}x (floor {d['floor']['throughput_ratio']}; median of "
             f"{d['rounds']} rounds, {low}-{high})",
             _yes(d["meets_floor"]),
