@@ -40,6 +40,24 @@ def _runtime(d: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _runtime_secure(d: dict[str, Any]) -> list[Row]:
+    s, p = d["secure"], d["plain"]
+    low, high = d["throughput_ratio_min_max"]
+    return [
+        (
+            f"runtime: 3 hops, {d['events'] // 1000}k events, nkey users + permissions + "
+            "mutual TLS vs anonymous plaintext",
+            f"{s['throughput_events_per_s']:.0f} vs {p['throughput_events_per_s']:.0f} ev/s; "
+            f"p99 per hop {s['per_hop_ms']['p99']} vs {p['per_hop_ms']['p99']} ms "
+            f"({d['p99_ratio']}x); CPU per event {s['cpu_us_per_event']['total']:.0f} vs "
+            f"{p['cpu_us_per_event']['total']:.0f} µs ({d['cpu_ratio']}x)",
+            f"{d['throughput_ratio']}x (floor {d['floor']['throughput_ratio']}; median of "
+            f"{d['rounds']} rounds, {low}-{high})",
+            _yes(d["meets_floor"]),
+        ),
+    ]
+
+
 def _transcribe(d: dict[str, Any]) -> list[Row]:
     seq, conc = d["sequential"], d["concurrent"]
     mb = d.get("micro_batching", {})
@@ -126,8 +144,12 @@ def _gateway(d: dict[str, Any]) -> list[Row]:
     ]
 
 
+COMMANDS = {"runtime-secure": "runtime --secure"}
+"""The `mumu bench` arguments of a result whose name is not the command's."""
+
 SUMMARIES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "runtime": _runtime,
+    "runtime-secure": _runtime_secure,
     "transcribe": _transcribe,
     "reason": _reason,
     "persist": _persist,
@@ -143,7 +165,8 @@ def table(results: Path) -> str:
     for name, summarise in SUMMARIES.items():
         path = results / f"{name}.json"
         if not path.exists():
-            lines.append(f"| {name} | not run yet (`mumu bench {name}`) | — | — |")
+            command = COMMANDS.get(name, name)
+            lines.append(f"| {name} | not run yet (`mumu bench {command}`) | — | — |")
             continue
         data = json.loads(path.read_text())
         lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in summarise(data)]

@@ -14,26 +14,23 @@ import argparse
 import asyncio
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import nats
-from nats.aio.client import Client as NATS
 
-from mumu.bench.relay import BenchEvent
+from mumu.bench import runtime_secure
 from mumu.bench.results import write_result
 from mumu.bench.runtime_chains import (
     HOPS,
-    WS,
     faststream_chain,
     raw_chain,
     require_faststream,
     runtime_chain,
 )
-from mumu.bench.stream import BENCH_HOPS, STREAM_BENCH, apply_bench_stream
+from mumu.bench.runtime_measure import latency, throughput
+from mumu.bench.stream import apply_bench_stream
 from mumu.broker.embedded import EmbeddedNats
-from mumu.contracts import headers as h
 from mumu.settings import Settings
 
 FLOOR_THROUGHPUT_RATIO = 0.7
@@ -44,119 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--latency-events", type=int, default=3_000)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3, help="paired raw/mumu rounds")
-
-
-async def _publish(nc: NATS, count: int, rate: float | None, tag: str) -> None:
-    """Publish ``count`` events on hop0, paced at ``rate`` events/s (None: at once)."""
-    js = nc.jetstream()
-    src = BENCH_HOPS[0].for_workspace(WS)
-    started = time.perf_counter()
-    pending: list[Any] = []
-    for i in range(count):
-        rid = f"{tag}-{i}"
-        body = BenchEvent(
-            event_id=rid,
-            request_id=rid,
-            workspace_id=WS,
-            session_id="bench",
-            seq=i,
-            padding="x" * 128,
-        )
-        pending.append(js.publish(src, body.model_dump_json().encode(), headers={h.MSG_ID: rid}))
-        if rate is not None:
-            await asyncio.gather(*pending)
-            pending.clear()
-            delay = started + (i + 1) / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        elif len(pending) >= 500:
-            await asyncio.gather(*pending)
-            pending.clear()
-    await asyncio.gather(*pending)
-
-
-async def _wait_done(nc: NATS, count: int, timeout: float = 600.0) -> None:
-    js = nc.jetstream()
-    sink = BENCH_HOPS[HOPS].for_workspace(WS)
-    async with asyncio.timeout(timeout):
-        while True:
-            info = await js.stream_info(STREAM_BENCH, subjects_filter=sink)
-            if sum((info.state.subjects or {}).values()) >= count:
-                return
-            await asyncio.sleep(0.05)
-
-
-async def _timestamps(nc: NATS) -> dict[tuple[str, int], float]:
-    """(request id, hop) → server store time (s) of every message in the bench stream."""
-    js = nc.jetstream()
-    stamps: dict[tuple[str, int], float] = {}
-    for pattern in BENCH_HOPS:
-        info = await js.stream_info(STREAM_BENCH, subjects_filter=pattern.wildcard)
-        total = sum((info.state.subjects or {}).values())
-        if not total:
-            continue
-        sub = await js.subscribe(pattern.wildcard, ordered_consumer=True)
-        for _ in range(total):
-            msg = await sub.next_msg(timeout=10)
-            event = BenchEvent.model_validate_json(msg.data)
-            stamps[(event.request_id, event.hop)] = msg.metadata.timestamp.timestamp()
-        await sub.unsubscribe()
-    return stamps
-
-
-async def _reset(nc: NATS) -> None:
-    js = nc.jetstream()
-    await js.purge_stream(STREAM_BENCH)
-    for consumer in await js.consumers_info(STREAM_BENCH):
-        await js.delete_consumer(STREAM_BENCH, consumer.name)
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-async def _throughput(
-    nc: NATS, chain: Any, settings: Settings, url: str, args: argparse.Namespace, *,
-    tag: str,
-) -> tuple[float, int]:
-    """Events/s of ``chain`` over a load stored before it starts (first hop1 → last hop3),
-    and how many distinct events reached the sink.
-
-    Storing the load first keeps the publisher from competing with the chain for the CPU.
-    """
-    await _reset(nc)
-    await _publish(nc, args.events, None, tag)
-    async with chain(settings, url, args.concurrency):
-        await _wait_done(nc, args.events)
-    stamps = await _timestamps(nc)
-    first = min(t for (_, hop), t in stamps.items() if hop == 1)
-    last = max(t for (_, hop), t in stamps.items() if hop == HOPS)
-    moved = sum(1 for (_, hop) in stamps if hop == HOPS)
-    return float(args.events / (last - first)), moved
-
-
-async def _latency(
-    nc: NATS, chain: Any, settings: Settings, url: str, args: argparse.Namespace, *,
-    tag: str, rate: float,
-) -> dict[str, float]:
-    """Per-hop latency (server store times) with the load paced at ``rate`` events/s."""
-    await _reset(nc)
-    async with chain(settings, url, args.concurrency):
-        await _publish(nc, args.latency_events, rate, tag)
-        await _wait_done(nc, args.latency_events)
-    stamps = await _timestamps(nc)
-    per_hop = [
-        (stamps[(rid, hop + 1)] - t) * 1000
-        for (rid, hop), t in stamps.items()
-        if hop < HOPS and (rid, hop + 1) in stamps
-    ]
-    return {
-        "p50": round(statistics.median(per_hop), 3),
-        "p99": round(_percentile(per_hop, 0.99), 3),
-        "max": round(max(per_hop), 3),
-    }
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="paired rounds (raw/mumu; with --secure: plain/secure)")
+    parser.add_argument(
+        "--secure", action="store_true",
+        help="instead: the mumu runtime on a server with nkey users, permissions and TLS "
+        "vs the same on an anonymous plaintext server (runtime-secure.json)",
+    )
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
@@ -173,12 +64,12 @@ async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             for n in range(args.rounds):
                 order = list(chains) if n % 2 == 0 else list(reversed(chains))
                 for name in order:
-                    rate, count = await _throughput(
+                    rate, count = await throughput(
                         nc, chains[name], settings, server.url, args, tag=f"{name}-{n}")
                     rates[name].append(rate)
                     moved[name].append(count)
                 ratios.append(rates["mumu_runtime"][-1] / rates["raw_nats_py"][-1])
-            fast, _ = await _throughput(
+            fast, _ = await throughput(
                 nc, faststream_chain, settings, server.url, args, tag="faststream")
             result: dict[str, Any] = {}
             for name, chain in chains.items():
@@ -188,7 +79,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
                     "rounds_events_per_s": [round(r, 1) for r in rates[name]],
                     "rounds_events_moved": moved[name],
                     "latency_rate_events_per_s": round(peak / 2, 1),
-                    "per_hop_ms": await _latency(
+                    "per_hop_ms": await latency(
                         nc, chain, settings, server.url, args, tag=f"{name}-lat", rate=peak / 2
                     ),
                 }
@@ -214,6 +105,10 @@ async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    if args.secure:
+        result = asyncio.run(runtime_secure.compare(args, settings))
+        result["file"] = str(write_result(runtime_secure.RESULT, result))
+        return result
     result = asyncio.run(_run(args, settings))
     result["file"] = str(write_result("runtime", result))
     return result
