@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from mumu.broker.connect import NatsUnreachable, connect
 from mumu.broker.credentials import AuthDir
 from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.settings import NatsServerTlsSettings, NatsSettings, NatsTlsSettings
-from mumu.broker.tls import TlsConfigError, is_encrypted
+from mumu.broker.tls import TlsConfigError, client_context, is_encrypted
 from tests.tls_certs import Pki
 
 
@@ -146,3 +147,12 @@ async def test_a_client_reconnects_over_tls_and_never_stays_on_a_plaintext_serve
             assert (await sub.next_msg(timeout=5.0)).data == b"back over tls"
     finally:
         await nc.close()
+
+
+def test_a_client_with_a_ca_file_trusts_that_ca_only(pki: Pki) -> None:
+    system = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    system.load_verify_locations(cafile=pki.ca)
+    assert len(system.get_ca_certs()) > 1  # what a default context would trust here
+    pinned = client_context(ca_file=pki.ca)
+    assert len(pinned.get_ca_certs()) == 1  # the configured CA, not the public ones too
+    assert pinned.check_hostname and pinned.verify_mode == ssl.CERT_REQUIRED

@@ -122,7 +122,9 @@ async def connect(
     tls_refused = asyncio.Event()
 
     async def error(exc: Exception) -> None:
-        last_error[:] = [exc]
+        # a refusal of the credentials is the cause to report, whatever broke after it
+        if not (last_error and _refused(last_error[0])):
+            last_error[:] = [exc]
         if isinstance(exc, ssl.SSLError) and not nc.is_connected:
             tls_refused.set()
         violated = permission_violation(exc)

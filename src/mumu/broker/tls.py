@@ -41,12 +41,17 @@ def _load_ca(ctx: ssl.SSLContext, ca_file: Path) -> None:
 def client_context(
     ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None
 ) -> ssl.SSLContext:
-    """A client context: the server must chain to ``ca_file`` (unset: the system CAs);
-    ``cert_file``/``key_file`` is presented to a server that verifies clients."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    """A client context: the server must chain to ``ca_file`` and to nothing else (unset:
+    the system CAs); ``cert_file``/``key_file`` is presented to a server that verifies
+    clients."""
     if ca_file is not None:
+        # not create_default_context(): that also trusts every public CA of the system
+        # (and loads them on each connection); hostname checks and CERT_REQUIRED stay on
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         _load_ca(ctx, ca_file)
+    else:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     _load_chain(ctx, cert_file, key_file)
     return ctx
 
