@@ -12,12 +12,13 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from mumu.contracts import headers as h
+from mumu.contracts import subjects
 from mumu.contracts.audio_formats import AudioFormat
 from mumu.contracts.events import AudioReady, PipelineError
 from mumu.settings import Settings
 from mumu.stages.ingest.decode import AudioRejectedError, Limits, decode, open_input
 from mumu.stages.ingest.stage import build_stage as build_ingest
-from tests.audio.conftest import DATA, publish_audio
+from tests.audio.conftest import DATA, WS, publish_audio
 from tests.harness import Collector, running
 from tests.hostile_audio import riff, traps
 
@@ -48,7 +49,8 @@ def test_the_payloads_make_ffmpeg_open_files_and_urls_when_it_may(trap_dir: Path
                 av.open(io.BytesIO(attacks[name]), mode="r", format="hls").close()
     assert after_probe == [str(trap_dir / t.relative)]
     assert str(t.fifo) in t.opened
-    assert len(t.connections) == 1
+    assert t.connections
+    assert {host for host, _ in t.connections} == {"127.0.0.1"}
 
 
 def test_decode_refuses_every_playlist_before_ffmpeg_sees_it(trap_dir: Path) -> None:
@@ -93,9 +95,16 @@ async def test_playlists_on_nats_are_dead_lettered_without_opening_anything(
                 await publish_audio(nc, data, content_type="audio/wav"): name
                 for name, data in attacks.items()
             }
+            # the second form: the list uploaded to the Object Store, the message names it
+            store = await nc.jetstream().object_store(subjects.BUCKET_AUDIO)
+            for name in ("concat_relative", "id3_hls_loopback"):
+                await store.put(f"{WS}/{name}", attacks[name])
+                rid = await publish_audio(nc, b"", content_type="audio/wav",
+                                          extra={h.AUDIO_OBJECT: f"{WS}/{name}"})
+                sent[rid] = f"object_{name}"
             good_id = await publish_audio(nc, good, content_type="audio/wav")
-            errors = await seen.wait_count("mumu.error.", len(attacks), timeout=30)
-            letters = await seen.wait_count("mumu.dlq.", len(attacks), timeout=30)
+            errors = await seen.wait_count("mumu.error.", len(sent), timeout=30)
+            letters = await seen.wait_count("mumu.dlq.", len(sent), timeout=30)
             ready = await seen.wait_count("mumu.audio.ready.", 1, timeout=30)
     assert t.quiet(), (t.opened, t.connections)
     got = {e.request_id: e for e in map(PipelineError.model_validate_json, (m.data for m in errors))}

@@ -14,9 +14,10 @@ from nats.aio.client import Client as NATS
 from mumu.contracts.events import PipelineError
 from mumu.settings import Settings
 from mumu.stages.ingest.stage import build_stage as build_ingest
-from tests.gateway.conftest import WS_A, Gateway, receive_until
+from tests.gateway.conftest import WS_A, Gateway, gateway_settings, receive_until, serving
 from tests.harness import Collector, running
 from tests.hostile_audio import riff, traps
+from tests.pg_fixtures import WorkspaceFactory
 
 MESSAGE = (
     "not a supported audio file: send wav, flac, ogg/opus, mp3, webm/matroska, mp4/m4a"
@@ -72,3 +73,29 @@ async def test_playlists_are_refused_by_the_gateway_without_opening_anything(
     got = {e.request_id: e.code for e in map(PipelineError.model_validate_json,
                                               (m.data for m in errors))}
     assert got == dict.fromkeys(accepted, "unsupported_audio")
+
+
+async def test_the_openai_route_refuses_playlists_without_opening_anything(
+    nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
+    workspace: WorkspaceFactory, http: aiohttp.ClientSession, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cfg = gateway_settings(settings).model_copy(
+        update={"database_url": pg_settings.database_url})
+    _, api_key = await workspace("whitelist")
+    trap_dir = tmp_path / "traps"
+    trap_dir.mkdir()
+    monkeypatch.chdir(trap_dir)
+    with traps(trap_dir) as t:
+        async with serving(cfg) as gw, Collector(nc, "mumu.ingest.>") as seen:
+            for name, data in t.payloads().items():
+                form = aiohttp.FormData()
+                form.add_field("model", "whisper-1")
+                form.add_field("file", data, filename="question.wav", content_type="audio/wav")
+                async with http.post(f"{gw.url}/v1/audio/transcriptions", data=form,
+                                     headers=auth(api_key)) as resp:
+                    body = await resp.json()
+                assert resp.status == 415, (name, body)
+                assert body["error"]["code"] == "unsupported_audio", name
+            assert not seen.on("mumu.ingest.")
+    assert t.quiet(), (t.opened, t.connections)
