@@ -12,13 +12,12 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from mumu.contracts import headers as h
-from mumu.contracts import subjects
 from mumu.contracts.audio_formats import AudioFormat
 from mumu.contracts.events import AudioReady, PipelineError
 from mumu.settings import Settings
 from mumu.stages.ingest.decode import AudioRejectedError, Limits, decode, open_input
 from mumu.stages.ingest.stage import build_stage as build_ingest
-from tests.audio.conftest import DATA, WS, publish_audio
+from tests.audio.conftest import DATA, Upload, publish_audio
 from tests.harness import Collector, running
 from tests.hostile_audio import riff, traps
 
@@ -84,7 +83,7 @@ def test_even_a_playlist_demuxer_named_explicitly_opens_nothing(trap_dir: Path) 
 
 
 async def test_playlists_on_nats_are_dead_lettered_without_opening_anything(
-    nc: NATS, streams: None, settings: Settings, trap_dir: Path
+    nc: NATS, streams: None, settings: Settings, trap_dir: Path, upload: Upload
 ) -> None:
     good = (DATA / "formats" / "en01.mp3").read_bytes()
     with traps(trap_dir) as t:
@@ -95,12 +94,11 @@ async def test_playlists_on_nats_are_dead_lettered_without_opening_anything(
                 await publish_audio(nc, data, content_type="audio/wav"): name
                 for name, data in attacks.items()
             }
-            # the second form: the list uploaded to the Object Store, the message names it
-            store = await nc.jetstream().object_store(subjects.BUCKET_AUDIO)
+            # the second form: the list uploaded to the workspace's bucket, the message names it
             for name in ("concat_relative", "id3_hls_loopback"):
-                await store.put(f"{WS}/{name}", attacks[name])
+                await upload(name, attacks[name])
                 rid = await publish_audio(nc, b"", content_type="audio/wav",
-                                          extra={h.AUDIO_OBJECT: f"{WS}/{name}"})
+                                          extra={h.AUDIO_OBJECT: name})
                 sent[rid] = f"object_{name}"
             good_id = await publish_audio(nc, good, content_type="audio/wav")
             errors = await seen.wait_count("mumu.error.", len(sent), timeout=30)
