@@ -13,8 +13,8 @@ from nats.js.api import ObjectMeta, PubAck
 from mumu.broker.jsapi import stream_config
 from mumu.broker.settings import NatsSettings
 from mumu.broker.workspaces import ensure_configured
+from mumu.contracts import audio_formats, subjects
 from mumu.contracts import headers as h
-from mumu.contracts import subjects
 from mumu.contracts.events import CancelRequest, IngestAudioHeaders, TextAsk, derive_id, new_id
 from mumu.contracts.options import AudioOptions
 from mumu.gateway.errors import ApiError
@@ -42,26 +42,11 @@ FORMATS = {
 }
 
 
-_MAGIC: tuple[tuple[int, bytes, str], ...] = (
-    (0, b"fLaC", "audio/flac"),
-    (0, b"OggS", "audio/ogg"),
-    (0, b"\x1a\x45\xdf\xa3", "audio/webm"),
-    (4, b"ftyp", "audio/mp4"),
-    (0, b"ID3", "audio/mpeg"),
-)
-
-
 def sniff(data: bytes) -> str | None:
-    """The audio content type from the file's magic bytes, or None if not a known format."""
-    head = data[:16]
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return "audio/wav"
-    for offset, magic, content_type in _MAGIC:
-        if head[offset : offset + len(magic)] == magic:
-            return content_type
-    if len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:  # MPEG frame sync
-        return "audio/mpeg"
-    return None
+    """The content type of ``data``'s container if it is whitelisted (the same whitelist
+    ingest decodes with), else None."""
+    found = audio_formats.sniff(data)
+    return found.content_type if found is not None else None
 
 
 def audio_content_type(data: bytes, declared: str | None = None) -> str:
@@ -73,7 +58,7 @@ def audio_content_type(data: bytes, declared: str | None = None) -> str:
         hint = f" (declared {declared})" if declared else ""
         raise ApiError(
             415, "unsupported_audio",
-            f"not a supported audio file{hint}: send wav, flac, ogg/opus, mp3, webm or m4a",
+            f"not a supported audio file{hint}: send {audio_formats.NAMES}",
         )
     return found
 

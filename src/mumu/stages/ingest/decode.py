@@ -1,5 +1,7 @@
-"""Decoding any producer's audio to 16 kHz mono 16-bit PCM with PyAV, and validating it.
+"""Decoding a producer's audio to 16 kHz mono 16-bit PCM with PyAV, and validating it.
 
+Only the containers of ``mumu.contracts.audio_formats`` are decoded, each with its own
+demuxer named explicitly (FFmpeg never probes) and no protocol allowed for nested opens.
 Blocking and CPU-bound: call it from an executor, never on the event loop.
 """
 
@@ -13,9 +15,20 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from mumu.contracts import audio_formats
+from mumu.contracts.audio_formats import AudioFormat
 from mumu.contracts.events import ErrorCode
 
 SAMPLE_RATE = 16_000
+
+NO_NESTED_OPENS = {"protocol_whitelist": "none"}
+"""Every file or URL a demuxer opens besides our in-memory bytes goes through a protocol
+(file, http, tcp, ...); this list names none of them, so such an open fails. None of the
+whitelisted demuxers should try one: this holds even if one did."""
+DEMUXER_OPTIONS: dict[str, dict[str, str]] = {
+    # the mov demuxer can follow a track's data reference to another file: never
+    audio_formats.MP4.demuxer: {"enable_drefs": "0", "use_absolute_path": "0"},
+}
 
 
 class AudioRejectedError(Exception):
@@ -58,20 +71,36 @@ class Decoded:
 
 
 def decode(data: bytes, limits: Limits) -> Decoded:
-    """Decode ``data`` (any container PyAV knows) or raise ``AudioRejectedError``."""
+    """Decode ``data`` (a whitelisted container) or raise ``AudioRejectedError``."""
     if not data:
         raise AudioRejectedError("empty_audio", "the audio is empty (0 bytes)")
+    fmt = audio_formats.sniff(data)
+    if fmt is None:
+        raise AudioRejectedError(
+            "unsupported_audio",
+            f"not a supported audio container (send {audio_formats.NAMES}); "
+            "refused before decoding",
+        )
     try:
-        return _decode(data, limits)
+        return _decode(data, fmt, limits)
     except AudioRejectedError:
         raise
     except (av.FFmpegError, ValueError, IndexError) as exc:
         raise AudioRejectedError("unsupported_audio", f"cannot decode the audio: {exc}") from exc
 
 
-def _decode(data: bytes, limits: Limits) -> Decoded:
+def open_input(data: bytes, fmt: AudioFormat) -> av.container.InputContainer:
+    """The container of ``data`` opened with ``fmt``'s demuxer: no probing, no nested opens."""
+    options = {**NO_NESTED_OPENS, **DEMUXER_OPTIONS.get(fmt.demuxer, {})}
+    return av.open(
+        io.BytesIO(data), mode="r", format=fmt.demuxer, options=options,
+        metadata_errors="ignore",
+    )
+
+
+def _decode(data: bytes, fmt: AudioFormat, limits: Limits) -> Decoded:
     limit = int(limits.max_duration * SAMPLE_RATE)
-    with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+    with open_input(data, fmt) as container:
         if not container.streams.audio:
             raise AudioRejectedError("unsupported_audio", "the file has no audio stream")
         stream = container.streams.audio[0]
@@ -92,13 +121,15 @@ def _decode(data: bytes, limits: Limits) -> Decoded:
             samples = out.to_ndarray().reshape(-1)
             chunks.append(samples)
             total += samples.size
-        fmt = container.format.name
+        source_format = container.format.name
         rate = int(stream.codec_context.sample_rate or 0)
         channels = int(stream.codec_context.channels or 0)
     if total > limit:
         raise _too_long(total / SAMPLE_RATE, limits)
     pcm = np.concatenate(chunks).astype(np.int16, copy=False) if chunks else np.zeros(0, np.int16)
-    decoded = Decoded(pcm=pcm, source_format=fmt, source_rate=rate, source_channels=channels)
+    decoded = Decoded(
+        pcm=pcm, source_format=source_format, source_rate=rate, source_channels=channels
+    )
     _check_content(decoded, limits)
     return decoded
 
