@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,10 @@ class Delivery:
     held: str | None = None
     """Why the delivery is held (its ``UnavailableError.reason``), while it is."""
     holds: int = 0
+    held_since: float = 0.0
+    """``time.monotonic()`` when the current hold began."""
+    ended: bool = False
+    """Its bookkeeping is done (the dispatcher's ``_end`` ran)."""
 
     @property
     def event(self) -> BaseModel | None:
@@ -131,7 +136,8 @@ class Settler:
     def again(self, d: Delivery, exc: BaseException) -> float | None:
         """Seconds to wait before running the handler again in place, or None to settle.
 
-        ``hold``: an ``UnavailableError`` on the last delivery (never dead-lettered);
+        ``hold``: an ``UnavailableError`` on the last delivery (dead-lettered only once it
+        has been held for the error's ``hold_limit``);
         ``retry``: a ``TransientError`` of an attempt that published nothing, while the
         route's ``RetryPolicy.in_place`` allows and the wait asked for is short enough.
         """
@@ -151,18 +157,29 @@ class Settler:
         )
         return wait
 
-    def _hold(self, d: Delivery, exc: UnavailableError) -> float:
+    def _hold(self, d: Delivery, exc: UnavailableError) -> float | None:
+        now = time.monotonic()
+        if d.held is not None and exc.hold_limit is not None \
+                and now - d.held_since >= exc.hold_limit:
+            self.log.error(
+                "held %.1fs, the limit for %s: dead-lettering: %s", now - d.held_since,
+                exc.reason, exc.message, extra=self._context(d, exc.code),
+            )
+            return None
         wait = min(self.first_delay * 2.0 ** min(d.holds, 30), self.max_delay)
+        if d.held is not None and exc.hold_limit is not None:  # last round on the limit
+            wait = min(wait, max(exc.hold_limit - (now - d.held_since), 0.0))
         d.holds += 1
         if d.held is None:
             d.held = exc.reason
+            d.held_since = now
             self._m_hold.inc()
             m = self.metrics
             m.held.labels(m.stage, self._route, exc.reason).inc()
-            self.log.warning(
-                "holding on its last delivery (never dead-lettered for this): %s",
-                exc.message, extra=self._context(d, exc.code),
-            )
+            bound = ("never dead-lettered for this" if exc.hold_limit is None
+                     else f"dead-lettered after {exc.hold_limit:g}s")
+            self.log.warning("holding on its last delivery (%s): %s", bound,
+                             exc.message, extra=self._context(d, exc.code))
         else:
             self.log.info("still held (round %d), again in %.2fs: %s", d.holds, wait,
                           exc.message, extra=self._context(d, exc.code))
