@@ -38,3 +38,9 @@ class PersistSettings(BaseModel):
         "then it is dead-lettered (`mumu dlq replay` brings it back once the key unwraps), "
         "so one tenant's key trouble never keeps the stage's in-flight slots",
     )
+    key_held_per_workspace: int = Field(
+        default=64, ge=1,
+        description="most messages of one workspace held at once for its data key; one "
+        "more is dead-lettered at once (the same way as at the hold limit), so one "
+        "tenant's key trouble never takes more than this many in-flight slots",
+    )

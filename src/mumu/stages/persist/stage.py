@@ -96,7 +96,8 @@ class PersistStage:
                 durable=PERSIST_RESULTS.durable,
                 batch=p.batch_rows,
                 concurrency=p.batch_rows * p.writers,
-                retry=RetryPolicy(first_delay=0.25, max_delay=p.retry_max_delay),
+                retry=RetryPolicy(first_delay=0.25, max_delay=p.retry_max_delay,
+                                  held_per_workspace=p.key_held_per_workspace),
             )
         ]
 
