@@ -46,7 +46,8 @@ class ApiKeys:
     """Resolves workspace API keys (stored hashed by the persistence layer) to workspaces."""
 
     def __init__(self, settings: Settings) -> None:
-        self._pool = OwnedPool.app(settings.database, min_size=1, max_size=8)
+        self._pool = OwnedPool.app(settings.database, min_size=1, max_size=8,
+                                   owner="the gateway")
 
     @property
     def configured(self) -> bool:
@@ -56,7 +57,9 @@ class ApiKeys:
         if not self.configured:
             log.warning("no MUMU_DATABASE_URL: API keys cannot be checked, /api/session is 503")
             return
-        await self._pool.open(tolerate=True)  # the gateway starts; ready says why not
+        # the gateway starts while the database is down (ready says why not); a role that
+        # row-level security does not bind stops it here (UnsafeRoleError)
+        await self._pool.open(tolerate=True)
 
     async def _connect(self) -> asyncpg.Pool:
         return await self._pool.get()

@@ -105,7 +105,9 @@ class RouteWorker:
                     except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
                         break
                     if self.route.batch_handler is not None:
-                        self._spawn(tg, tasks, self.dispatch.handle_batch(msgs), len(msgs))
+                        slots = _Slots(self, len(msgs))
+                        self._spawn(tg, tasks, self.dispatch.handle_batch(msgs, slots.release),
+                                    len(msgs), slots)
                     else:
                         for msg in msgs:
                             self._spawn(tg, tasks, self.dispatch.handle(msg), 1)
@@ -116,17 +118,23 @@ class RouteWorker:
                 await psub.unsubscribe()
 
     def _spawn(self, tg: asyncio.TaskGroup, tasks: set[asyncio.Task[None]],
-               work: Coroutine[Any, Any, None], messages: int) -> None:
-        """Run ``work`` (handling ``messages`` messages) as a task of the worker."""
+               work: Coroutine[Any, Any, None], messages: int,
+               slots: _Slots | None = None) -> None:
+        """Run ``work`` (handling ``messages`` messages) as a task of the worker; a batch's
+        ``slots`` are given back one by one as its messages settle."""
         task = tg.create_task(work)
         tasks.add(task)
         self._busy += messages
         # a partial of one method (cheaper than a new closure with three cells per task)
-        task.add_done_callback(partial(self._done, tasks, messages))
+        task.add_done_callback(partial(self._done, tasks, messages if slots is None else slots))
 
-    def _done(self, tasks: set[asyncio.Task[None]], messages: int,
+    def _done(self, tasks: set[asyncio.Task[None]], messages: int | _Slots,
               task: asyncio.Task[None]) -> None:
         tasks.discard(task)
+        self.free(messages if isinstance(messages, int) else messages.release_all())
+
+    def free(self, messages: int) -> None:
+        """``messages`` in-flight slots are free again."""
         self._busy -= messages
         if self.concurrency - self._busy >= self._refill:
             self._room.set()
@@ -163,6 +171,27 @@ class RouteWorker:
                 m.consumer_lag.labels(m.stage, self.durable).set(info.num_pending or 0)
                 m.ack_pending.labels(m.stage, self.durable).set(info.num_ack_pending or 0)
             await _sleep_or(stop, 5.0)
+
+
+class _Slots:
+    """The in-flight slots of one fetched batch, given back as its messages settle."""
+
+    __slots__ = ("_left", "_worker")
+
+    def __init__(self, worker: RouteWorker, messages: int) -> None:
+        self._worker = worker
+        self._left = messages
+
+    def release(self) -> None:
+        """One message of the batch is settled."""
+        if self._left > 0:
+            self._left -= 1
+            self._worker.free(1)
+
+    def release_all(self) -> int:
+        """The batch is done: the slots not given back yet (the caller frees them)."""
+        left, self._left = self._left, 0
+        return left
 
 
 async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:

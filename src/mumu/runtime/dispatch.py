@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -65,6 +65,9 @@ class Dispatcher:
         return Delivery(msg, deliveries, sequence, span)
 
     def _end(self, d: Delivery, started: float) -> None:
+        if d.ended:
+            return
+        d.ended = True
         outcome = d.outcome or Disposition.NAK
         self.settler.release(d)
         self.inflight.pop(id(d.msg), None)
@@ -135,21 +138,37 @@ class Dispatcher:
                 "stage": self.settler.stage, "subject": d.msg.subject, "seq": d.sequence,
                 "request_id": inbound.request_id})
 
-    async def handle_batch(self, msgs: Sequence[Msg]) -> None:
+    async def handle_batch(self, msgs: Sequence[Msg],
+                           release: Callable[[], None] | None = None) -> None:
         """A batch route: one handler call for the fetched batch, its outputs published
         together (atomic batches), then each input acked; failures settle one by one;
-        held deliveries go round again (alone) until they succeed."""
+        held deliveries go round again (alone) until they succeed or their hold ends.
+
+        Each delivery is done with (``release``: its in-flight slot is free again, the
+        heartbeat stops) as soon as it is settled, so a held delivery keeps only itself
+        in flight, never the rest of its batch."""
         started = time.perf_counter()
         batch = [self._begin(msg) for msg in msgs]
+
+        def end(d: Delivery) -> None:
+            if not d.ended:
+                self._end(d, started)
+                if release is not None:
+                    release()
+
         try:
             for d in batch:
                 try:
                     self._inbound(d)
                 except PermanentError as exc:
                     await self.settler.settle(d, exc)
+                    end(d)
             ready = [d for d in batch if d.outcome is None]
             while ready:
                 again = await self._round(ready)
+                for d in ready:
+                    if d.outcome is not None:
+                        end(d)
                 if again:
                     await asyncio.sleep(min(wait for _, wait in again))
                 ready = [d for d, _ in again]
@@ -160,7 +179,7 @@ class Dispatcher:
             raise
         finally:
             for d in batch:
-                self._end(d, started)
+                end(d)
 
     async def _round(self, ready: list[Delivery]) -> list[tuple[Delivery, float]]:
         """One handler call for ``ready``; settles what it can, returns what goes again."""

@@ -65,11 +65,18 @@ class TransientError(StageError):
 
 class UnavailableError(TransientError):
     """A dependency is down (``reason``: what, e.g. ``database_unavailable``), not the data:
-    held on the last delivery instead of dead-lettered."""
+    held on the last delivery instead of dead-lettered.
 
-    def __init__(self, code: ErrorCode, message: str, *, reason: str) -> None:
+    ``hold_limit``: the longest a delivery is held for this cause (seconds), after which
+    it is dead-lettered; ``None`` holds until it succeeds (an outage of the whole stage,
+    e.g. the database). A cause that concerns one tenant (its data key) sets a limit, so
+    that tenant's messages never sit on the stage's in-flight slots for ever."""
+
+    def __init__(self, code: ErrorCode, message: str, *, reason: str,
+                 hold_limit: float | None = None) -> None:
         super().__init__(code, message, in_place=False)
         self.reason = reason
+        self.hold_limit = hold_limit
 
 
 def nak_delay(backoff: list[float], delivered: int) -> float:

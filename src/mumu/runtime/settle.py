@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,12 @@ class Delivery:
     held: str | None = None
     """Why the delivery is held (its ``UnavailableError.reason``), while it is."""
     holds: int = 0
+    held_since: float = 0.0
+    """``time.monotonic()`` when the current hold began."""
+    held_workspace: str | None = None
+    """Its workspace while it is held for a cause with a hold limit (counted per workspace)."""
+    ended: bool = False
+    """Its bookkeeping is done (the dispatcher's ``_end`` ran)."""
 
     @property
     def event(self) -> BaseModel | None:
@@ -91,6 +98,7 @@ class Settler:
         self._m_retry = m.messages.labels(m.stage, route, Disposition.RETRY.value)
         self._m_hold = m.messages.labels(m.stage, route, Disposition.HOLD.value)
         self._route = route
+        self._bounded_holds: dict[str, int] = {}  # workspace -> deliveries held (bounded)
 
     def _context(self, d: Delivery, code: str | None = None) -> dict[str, object]:
         request_id, _ = request_identity(d.msg, d.event)
@@ -131,7 +139,8 @@ class Settler:
     def again(self, d: Delivery, exc: BaseException) -> float | None:
         """Seconds to wait before running the handler again in place, or None to settle.
 
-        ``hold``: an ``UnavailableError`` on the last delivery (never dead-lettered);
+        ``hold``: an ``UnavailableError`` on the last delivery (dead-lettered only once it
+        has been held for the error's ``hold_limit``);
         ``retry``: a ``TransientError`` of an attempt that published nothing, while the
         route's ``RetryPolicy.in_place`` allows and the wait asked for is short enough.
         """
@@ -151,22 +160,51 @@ class Settler:
         )
         return wait
 
-    def _hold(self, d: Delivery, exc: UnavailableError) -> float:
+    def _hold(self, d: Delivery, exc: UnavailableError) -> float | None:
+        now = time.monotonic()
+        if d.held is not None and exc.hold_limit is not None \
+                and now - d.held_since >= exc.hold_limit:
+            self.log.error(
+                "held %.1fs, the limit for %s: dead-lettering: %s", now - d.held_since,
+                exc.reason, exc.message, extra=self._context(d, exc.code),
+            )
+            return None
         wait = min(self.first_delay * 2.0 ** min(d.holds, 30), self.max_delay)
+        if d.held is not None and exc.hold_limit is not None:  # last round on the limit
+            wait = min(wait, max(exc.hold_limit - (now - d.held_since), 0.0))
+        if d.held is None and exc.hold_limit is not None and not self._may_hold(d, exc):
+            return None
         d.holds += 1
         if d.held is None:
             d.held = exc.reason
+            d.held_since = now
             self._m_hold.inc()
             m = self.metrics
             m.held.labels(m.stage, self._route, exc.reason).inc()
-            self.log.warning(
-                "holding on its last delivery (never dead-lettered for this): %s",
-                exc.message, extra=self._context(d, exc.code),
-            )
+            bound = ("never dead-lettered for this" if exc.hold_limit is None
+                     else f"dead-lettered after {exc.hold_limit:g}s")
+            self.log.warning("holding on its last delivery (%s): %s", bound,
+                             exc.message, extra=self._context(d, exc.code))
         else:
             self.log.info("still held (round %d), again in %.2fs: %s", d.holds, wait,
                           exc.message, extra=self._context(d, exc.code))
         return wait
+
+    def _may_hold(self, d: Delivery, exc: UnavailableError) -> bool:
+        """Room for one more bounded hold of ``d``'s workspace (then it is counted)."""
+        ws = last_token(d.msg.subject)
+        held = self._bounded_holds.get(ws, 0)
+        cap = self.retry.held_per_workspace
+        if cap is not None and held >= cap:
+            self.log.error(
+                "not held: %d deliveries of workspace %s are held already (the most for "
+                "one workspace); dead-lettering: %s", held, ws, exc.message,
+                extra=self._context(d, exc.code),
+            )
+            return False
+        self._bounded_holds[ws] = held + 1
+        d.held_workspace = ws
+        return True
 
     def release(self, d: Delivery) -> None:
         """The delivery is settled: it is no longer held."""
@@ -174,6 +212,11 @@ class Settler:
             m = self.metrics
             m.held.labels(m.stage, self._route, d.held).dec()
             d.held = None
+        if d.held_workspace is not None:
+            left = self._bounded_holds.pop(d.held_workspace) - 1
+            if left:
+                self._bounded_holds[d.held_workspace] = left
+            d.held_workspace = None
 
     async def settle(self, d: Delivery, exc: BaseException) -> None:
         """What a failure means for the message: ``term`` + dead letter, or ``nak``."""

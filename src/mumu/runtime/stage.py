@@ -41,6 +41,10 @@ class RetryPolicy:
     in_place: int = 0
     first_delay: float | None = None
     max_delay: float | None = None
+    held_per_workspace: int | None = None
+    """Most deliveries of one workspace (the subject's last token) held at once for a
+    cause with a ``hold_limit`` (one tenant's trouble); one more is dead-lettered at
+    once instead of held, so that tenant cannot take every in-flight slot."""
 
 
 @dataclass(frozen=True)

@@ -208,6 +208,6 @@ class IngestStage:
 
 
 def build_stage(settings: Settings) -> IngestStage:
-    pool = OwnedPool.app(settings.database, min_size=1, max_size=4)
+    pool = OwnedPool.app(settings.database, min_size=1, max_size=4, owner="the ingest stage")
     gate = WorkspaceGate(pool, settings.ingest.workspace_cache_seconds)
     return IngestStage(settings.ingest, gate)

@@ -31,3 +31,16 @@ class PersistSettings(BaseModel):
         description="longest wait between database checks while a message is held on its "
         "last delivery (the database is down; it is never dead-lettered for that)",
     )
+    key_hold_limit: float = Field(
+        default=300.0, gt=0,
+        description="longest a message is held on its last delivery because its workspace's "
+        "data key cannot be unwrapped (a master key missing from this process's keyring); "
+        "then it is dead-lettered (`mumu dlq replay` brings it back once the key unwraps), "
+        "so one tenant's key trouble never keeps the stage's in-flight slots",
+    )
+    key_held_per_workspace: int = Field(
+        default=64, ge=1,
+        description="most messages of one workspace held at once for its data key; one "
+        "more is dead-lettered at once (the same way as at the hold limit), so one "
+        "tenant's key trouble never takes more than this many in-flight slots",
+    )

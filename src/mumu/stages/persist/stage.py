@@ -7,13 +7,19 @@ The batch is written as one transaction per workspace, concurrently over up to
 rows are published together (one JetStream atomic batch) and only then are the
 inputs acked.
 
-Database down, or a data key wrapped by a master key this process's keyring lacks
-(a rotation promoted before every process had the key): the messages fail with an
-``UnavailableError``, which the runtime naks with its growing delay and, on the last
-allowed delivery, holds (heart-beaten, re-run after ``retry_max_delay`` at most) until
-the database answers / the key unwraps again, so neither ever dead-letters anything. The
-stage starts without a database connection (the pool connects lazily), so it also starts
-during an outage.
+Each workspace's group settles on its own: the rows of the healthy groups are written,
+confirmed and acked whatever another group of the batch does, and each message gives
+its in-flight slot back as soon as it is settled.
+
+Database down: the messages fail with an ``UnavailableError``, which the runtime naks
+with its growing delay and, on the last allowed delivery, holds (heart-beaten, re-run
+after ``retry_max_delay`` at most) until the database answers, so an outage never
+dead-letters anything. A workspace whose data key this process cannot unwrap (a master
+key promoted before every process had it): the same, but a hold lasts ``key_hold_limit``
+at most, then the message is dead-lettered (``persist_failed``, the reason names the key),
+so one tenant's key trouble cannot keep the stage's in-flight slots. The stage starts
+without a database connection when the database is down (the pool connects on first
+use); a role that row-level security does not bind is refused at start (or at first use).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from mumu.db.datakeys import DataKeys
 from mumu.db.owned_pool import OwnedPool
 from mumu.db.pool import UNAVAILABLE
 from mumu.db.records import KnownSessions, Record, UnknownWorkspaceError, write_records
+from mumu.db.role_guard import UnsafeRoleError
 from mumu.runtime import (
     Inbound,
     Outbound,
@@ -89,13 +96,16 @@ class PersistStage:
                 durable=PERSIST_RESULTS.durable,
                 batch=p.batch_rows,
                 concurrency=p.batch_rows * p.writers,
-                retry=RetryPolicy(first_delay=0.25, max_delay=p.retry_max_delay),
+                retry=RetryPolicy(first_delay=0.25, max_delay=p.retry_max_delay,
+                                  held_per_workspace=p.key_held_per_workspace),
             )
         ]
 
     async def start(self, ctx: StageContext) -> None:
         self.metrics = PersistMetrics(ctx.metrics.registry)
-        await self.pool.open()  # pool_min 0: opens without a connection, connects on use
+        # checks the role now (UnsafeRoleError stops the stage); a database that is down
+        # is only logged: the pool connects on first use
+        await self.pool.open(tolerate=True)
 
     async def stop(self) -> None:
         await self.pool.close()
@@ -161,7 +171,7 @@ class PersistStage:
                             extra={"stage": NAME, "workspace_id": ws})
                 return [PermanentError("persist_failed", f"rejected by the database: {exc}")]
         except Exception as exc:  # noqa: BLE001 - classified and handed to every message
-            reason, failure = _failure(exc, ws)
+            reason, failure = _failure(exc, ws, self.settings.key_hold_limit)
             self._failed(reason)
             return [failure] * len(records)
         outcomes: list[BaseException | None] = []
@@ -184,8 +194,11 @@ def _confirmation(item: _Item) -> Outbound:
     return Outbound.of(subjects.PERSISTED.for_workspace(ws), persisted)
 
 
-def _failure(exc: Exception, ws: str) -> tuple[str, Exception]:
+def _failure(exc: Exception, ws: str, key_hold_limit: float) -> tuple[str, Exception]:
     """(metric reason, what a failed batch means for each of its messages)."""
+    if isinstance(exc, UnsafeRoleError):  # the database came up with a role RLS does not bind
+        log.error("%s", exc, extra={"stage": NAME})
+        return "unsafe_role", UnavailableError("persist_failed", str(exc), reason="unsafe_role")
     if isinstance(exc, UNAVAILABLE):
         return "database_unavailable", UnavailableError(
             "persist_failed", f"database unavailable: {type(exc).__name__}: {exc}",
@@ -194,12 +207,15 @@ def _failure(exc: Exception, ws: str) -> tuple[str, Exception]:
         return "unknown_workspace", PermanentError("unknown_workspace", str(exc))
     if isinstance(exc, CryptoError):  # e.g. a data key wrapped by a master key we lack
         log.error(
-            "cannot unwrap the data key: %s. Nothing is dead-lettered: the messages are "
-            "retried and held. Give this process the master key (MUMU_MASTER_KEYS, then "
-            "restart it), or rewrap the data keys under a key every process has (`mumu "
-            "keys rotate --promote ID`)", exc, extra={"stage": NAME, "workspace_id": ws},
+            "cannot unwrap the data key: %s. The messages are retried, then held %gs at most "
+            "on their last delivery before they are dead-lettered (`mumu dlq replay` brings "
+            "them back). Give this process the master key (MUMU_MASTER_KEYS, then restart "
+            "it), or rewrap the data keys under a key every process has (`mumu keys rotate "
+            "--promote ID`)", exc, key_hold_limit, extra={"stage": NAME, "workspace_id": ws},
         )
-        return "keyring", UnavailableError("persist_failed", f"keyring: {exc}", reason="keyring")
+        return "keyring", UnavailableError(
+            "persist_failed", f"keyring: the data key of workspace {ws} cannot be unwrapped: "
+            f"{exc}", reason="keyring", hold_limit=key_hold_limit)
     if isinstance(exc, asyncpg.PostgresError):  # schema missing, privileges...: not the data
         log.warning("batch failed: %r", exc, extra={"stage": NAME, "workspace_id": ws})
         return "database_error", TransientError("persist_failed", f"database error: {exc}")
@@ -209,5 +225,6 @@ def _failure(exc: Exception, ws: str) -> tuple[str, Exception]:
 def build_stage(settings: Settings) -> PersistStage:
     """The persist stage; a missing or malformed ``MUMU_MASTER_KEYS`` fails here, clearly."""
     p = settings.persist
-    pool = OwnedPool.app(settings.database, max_size=max(p.pool_max, p.writers))
+    pool = OwnedPool.app(settings.database, max_size=max(p.pool_max, p.writers),
+                         owner="the persist stage")
     return PersistStage(p, Keyring.from_secret(settings.master_keys), pool)
