@@ -176,12 +176,24 @@ class EmbeddedNats:
             # and the server last, instead of the terminal killing the server under them
             start_new_session=True,
         )
+        try:
+            await self._wait_started(timeout)
+        except BaseException:
+            await self.stop()  # a server that did not come up is not left behind
+            raise
+        log.info("nats-server on %s (store %s, %s)", self.url, self.data_dir,
+                 f"encrypted with {self.cipher}" if self.cipher else "not encrypted")
+
+    async def _wait_started(self, timeout: float) -> None:
+        """Until the server wrote its ports file and accepts connections."""
+        proc = self._proc
+        assert proc is not None
         ports_dir = self.data_dir / "ports"
         async with asyncio.timeout(timeout):
             while True:
-                if self._proc.returncode is not None:
+                if proc.returncode is not None:
                     raise RuntimeError(
-                        f"nats-server exited with {self._proc.returncode}; "
+                        f"nats-server exited with {proc.returncode}; "
                         f"see {self.data_dir / 'nats-server.log'}"
                     )
                 files = list(ports_dir.glob("*.ports"))
@@ -193,8 +205,6 @@ class EmbeddedNats:
                         break
                 await asyncio.sleep(0.02)
         await self._wait_listening(timeout)
-        log.info("nats-server on %s (store %s, %s)", self.url, self.data_dir,
-                 f"encrypted with {self.cipher}" if self.cipher else "not encrypted")
 
     async def _wait_listening(self, timeout: float) -> None:
         async with asyncio.timeout(timeout):
