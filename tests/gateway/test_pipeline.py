@@ -17,7 +17,7 @@ from mumu.contracts.event_types import EventType
 from mumu.settings import Settings
 from mumu.stages.persist.stage import build_stage as build_persist
 from tests.gateway.conftest import WS_A, gateway_settings, receive_until, serving
-from tests.gateway.pipeline import SPEECH, pipeline_settings, stages
+from tests.gateway.pipeline import SPEECH, assert_answer_is_the_stages, pipeline_settings, stages
 from tests.harness import Collector, running
 from tests.pg_fixtures import WorkspaceFactory
 
@@ -127,15 +127,7 @@ async def test_ask_and_wait_returns_transcript_and_answer(
     assert resp.status == 200, body
     assert "sunny" in words(body["transcript"])
     assert body["language"] == "en"
-    # the answer is the reason stage's answer.final for this request, and the deltas it
-    # streamed add up to it
-    rid = body["request_id"]
-    final = [json.loads(m.data) for m in seen.on("mumu.answer.final.")
-             if json.loads(m.data)["request_id"] == rid]
-    deltas = [json.loads(m.data) for m in seen.on("mumu.answer.delta.")
-              if json.loads(m.data)["request_id"] == rid]
-    assert [f["text"] for f in final] == [body["answer"]]
-    assert "".join(d["text"] for d in sorted(deltas, key=lambda d: d["index"])) == body["answer"]
+    assert_answer_is_the_stages(seen, body)
     assert body["timings"]["transcript"] <= body["timings"]["answer"]
 
 

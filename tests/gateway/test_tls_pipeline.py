@@ -3,7 +3,6 @@ required) and on the gateway (HTTPS), through the real stages and the real Whisp
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from mumu.gateway.deps import DEPS
 from mumu.gateway.settings import GatewayTlsSettings
 from mumu.settings import Settings, StageRuntimeSettings
 from tests.gateway.conftest import WS_A, gateway_settings, serving
-from tests.gateway.pipeline import SPEECH, pipeline_settings, stages
+from tests.gateway.pipeline import SPEECH, assert_answer_is_the_stages, pipeline_settings, stages
 from tests.gateway.test_pipeline import words
 from tests.harness import Collector
 from tests.tls_certs import Pki
@@ -79,11 +78,5 @@ async def test_a_spoken_question_end_to_end_with_tls_on_nats_and_the_gateway(
     # "Can you tell me how many people live in the capital city?"
     assert {"how", "many", "people", "live", "capital", "city"} <= set(words(body["transcript"]))
     assert body["language"] == "en"
-    rid = body["request_id"]
-    finals = [json.loads(m.data) for m in seen.on("mumu.answer.final.")
-              if json.loads(m.data)["request_id"] == rid]
-    deltas = [json.loads(m.data) for m in seen.on("mumu.answer.delta.")
-              if json.loads(m.data)["request_id"] == rid]
     # the answer the caller got over HTTPS is the reason stage's answer over TLS NATS
-    assert [f["text"] for f in finals] == [body["answer"]]
-    assert "".join(d["text"] for d in sorted(deltas, key=lambda d: d["index"])) == body["answer"]
+    assert_answer_is_the_stages(seen, body)
