@@ -21,6 +21,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 
+from mumu.bench.stream import STREAM_BENCH
 from mumu.broker.connect import connect
 from mumu.broker.credentials import AuthDir, new_seed, public_key, write_secret
 from mumu.broker.embedded import EmbeddedNats
@@ -30,6 +31,8 @@ from mumu.broker.settings import NatsSettings
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import AnswerFinal, AudioReady, TextAsk, new_id
+from mumu.runtime.metrics import StageMetrics
+from mumu.runtime.process import run_stage
 from mumu.settings import Settings
 from mumu.stages.ingest.stage import build_stage as build_ingest
 from mumu.stages.reason.stage import ReasonStage
@@ -37,6 +40,7 @@ from mumu.stages.registry import STAGES
 from tests.audio.conftest import SPEECH, publish_audio
 from tests.conftest import Ensure, nats_env
 from tests.harness import Collector, running
+from tests.passthrough import PassThrough
 from tests.reason.echo_backend import EchoBackend
 
 pytestmark = pytest.mark.security
@@ -340,3 +344,21 @@ async def test_a_producer_asks_with_its_credentials_and_receives_only_its_own_an
                 await asyncio.sleep(0.05)
     assert [(f.request_id, f.text) for f in got[WS_A]] == [(rid, "You asked: Is anyone there?")]
     assert got[WS_B] == []
+
+
+async def test_a_stage_counts_the_permission_violations_it_meets(
+    settings: Settings, streams: None, broker_users: AuthDir,
+) -> None:
+    """A stage run with credentials that do not allow its work (here the test relay with
+    the persist role's seed) fails to start, and its metrics say why."""
+    wrong = settings.nats.model_copy(
+        update={"credentials": broker_users.seed_file(Role.PERSIST)})
+    metrics = StageMetrics("passthrough")
+    stop = asyncio.Event()
+    with pytest.raises(nats.errors.TimeoutError):
+        await run_stage(PassThrough(), settings.model_copy(update={"nats": wrong}), stop,
+                        metrics=metrics)
+    subject = f"$JS.API.STREAM.INFO.{STREAM_BENCH}".lower()
+    assert metrics.registry.get_sample_value(
+        "mumu_nats_permission_violations_total", {"stage": "passthrough", "subject": subject}
+    ) == 1
