@@ -138,7 +138,7 @@ async def connect(
             return
         # before the first connection the failure is reported once, by NatsUnreachable
         level = logging.WARNING if connected_once else logging.DEBUG
-        log.log(level, "NATS error on %s: %r", server, exc, extra={"stage": name})
+        log.log(level, "NATS error on %s: %r", redacted(server), exc, extra={"stage": name})
         if on_closed is not None and connected_once and _refused(exc) and not closing:
             # nats-py keeps the public key of the seed it first read, so it cannot come
             # back with a rotated seed: close, and let the owner connect afresh
