@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sized
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from mumu.runtime.hot_metrics import HotCounter, HotHistogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -14,19 +16,20 @@ class StageMetrics:
         self.stage = stage
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.messages = Counter(
+        # the per-message families: updated from the event loop only, so without locks
+        self.messages = HotCounter(
             "mumu_stage_messages",
             "Messages handled, by outcome: ack, nak and term once per delivery; retry per "
             "retry in place; hold once per delivery held on its last delivery",
             ["stage", "route", "outcome"],
-            registry=r,
+            r,
         )
-        self.latency = Histogram(
+        self.latency = HotHistogram(
             "mumu_stage_latency_seconds",
             "Handling time per message (receive to ack)",
             ["stage", "route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            r,
+            LATENCY_BUCKETS,
         )
         self.inflight = Gauge(
             "mumu_stage_inflight", "Messages being handled", ["stage"], registry=r
