@@ -97,11 +97,15 @@ class Settings(BaseSettings):
     def _broker_defaults(self) -> Settings:
         """The broker's auth directory and this process's credentials default to the
         ``mumu up`` layout under ``data_dir`` (as the development keyring does)."""
-        if self.nats.auth_dir is None:
-            self.nats.auth_dir = self.data_dir / "nats" / "auth"
-        if self.nats.credentials is None and (self.nats.auth_dir / "creds").is_dir():
-            self.nats.credentials = self.nats.auth_dir / "creds"
+        self.nats.auth_dir = self.auth_dir
+        if self.nats.credentials is None and (self.auth_dir / "creds").is_dir():
+            self.nats.credentials = self.auth_dir / "creds"
         return self
+
+    @property
+    def auth_dir(self) -> Path:
+        """The broker's users (``MUMU_NATS__AUTH_DIR``, else the ``mumu up`` layout)."""
+        return self.nats.auth_dir or self.data_dir / "nats" / "auth"
 
     @property
     def database(self) -> DatabaseSettings:

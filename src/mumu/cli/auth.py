@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _users(settings: Settings) -> AuthDir:
-    return AuthDir(settings.nats.auth_dir or settings.data_dir / "nats" / "auth")
+    return AuthDir(settings.auth_dir)
 
 
 def run_init(args: argparse.Namespace, settings: Settings) -> int:

@@ -38,11 +38,10 @@ def register(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def users_of(settings: Settings) -> AuthDir:
     """The broker's users of this deployment (``MUMU_NATS__AUTH_DIR``, or the ``mumu up``
     directory's)."""
-    path = settings.nats.auth_dir or settings.data_dir / "nats" / "auth"
-    users = AuthDir(path)
+    users = AuthDir(settings.auth_dir)
     if not users.registry.exists():
         raise RuntimeError(
-            f"no broker users in {path}: run this where `mumu up` runs, or set "
+            f"no broker users in {users.path}: run this where `mumu up` runs, or set "
             "MUMU_NATS__AUTH_DIR to the directory whose auth.conf the servers include"
         )
     return users
@@ -52,8 +51,7 @@ async def grant_workspaces(settings: Settings, workspaces: list[str]) -> None:
     """Provisioned workspaces into the broker's users (ingest and the gateway get rights on
     their upload buckets), reloading the servers when one is new. Nothing to do for a
     deployment whose users this machine does not hold."""
-    path = settings.nats.auth_dir or settings.data_dir / "nats" / "auth"
-    users = AuthDir(path)
+    users = AuthDir(settings.auth_dir)
     if users.registry.exists() and users.add_workspaces(workspaces):
         await publish_users(settings.nats, users, STAGES.consumers())
 

@@ -81,7 +81,7 @@ async def run_stage(
                 # they work; unacked messages wait in JetStream meanwhile
                 log.warning("cannot reconnect to NATS yet; trying again in %.0f s",
                             RECONNECT_PAUSE, extra={"stage": name})
-                await _wait_either(stop, asyncio.Event(), RECONNECT_PAUSE)
+                await _pause(stop, RECONNECT_PAUSE)
                 continue
             first = False
             try:
@@ -108,18 +108,20 @@ async def run_stage(
         log.info("stopped", extra={"stage": name})
 
 
-async def _wait_either(a: asyncio.Event, b: asyncio.Event, timeout: float | None) -> None:
+async def _set_when_either(a: asyncio.Event, b: asyncio.Event, target: asyncio.Event) -> None:
     waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
     try:
-        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for w in waits:
             w.cancel()
-
-
-async def _set_when_either(a: asyncio.Event, b: asyncio.Event, target: asyncio.Event) -> None:
-    await _wait_either(a, b, None)
     target.set()
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    """``seconds``, or less when ``stop`` is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 async def _consume(

@@ -120,7 +120,7 @@ async def _start_nats(
         return settings.nats.url, None, None
     # secure by default: every service, the CLI and each producer has its own nkey
     # user; nothing anonymous (docs/security.md)
-    auth = AuthDir(settings.nats.auth_dir or data_dir / "nats" / "auth")
+    auth = AuthDir(settings.auth_dir)
     await asyncio.to_thread(auth.ensure_services)
     await asyncio.to_thread(auth.render, STAGES.consumers())
     if settings.nats.credentials is None:
