@@ -29,6 +29,11 @@ class StageRuntimeSettings(BaseModel):
     concurrency: int = Field(default=16, ge=1, description="messages handled at once")
     batch: int = Field(default=64, ge=1, description="messages asked for per fetch")
     fetch_timeout: float = Field(default=1.0, gt=0, description="seconds a fetch waits")
+    fetch_ahead: int = Field(
+        default=64, ge=0,
+        description="messages a route fetches beyond its free slots, then serves round-robin "
+        "by workspace (fair scheduling; 0: plain stream order)",
+    )
     ack_wait: float = Field(
         default=30.0, gt=0, description="seconds before an unacked message is redelivered"
     )

@@ -1,5 +1,6 @@
-"""The consume loop of one route: fetch, hand to the dispatcher with bounded concurrency,
-keep long work alive (``in_progress``), watch the consumer's lag."""
+"""The consume loop of one route: fetch ahead into a fair queue, hand messages to the
+dispatcher round-robin by workspace with bounded concurrency, keep long work and waiting
+messages alive (``in_progress``), watch the consumer's lag."""
 
 from __future__ import annotations
 
@@ -12,12 +13,19 @@ from typing import Any
 
 import nats.errors
 import nats.js.errors
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from mumu.contracts.subjects import last_token
 from mumu.runtime.dispatch import Dispatcher
+from mumu.runtime.fair import FairQueue
 from mumu.runtime.publisher import Publisher
-from mumu.runtime.settle import Settler
+from mumu.runtime.settle import Settler, nak_quietly
 from mumu.runtime.stage import Route, StageContext, durable_of
+
+PROBE_TIMEOUT = 0.05
+"""Seconds a fetch for more waits when the consumer was not drained: what the server
+has is answered at once; a linger would hold a message arriving meanwhile."""
 
 
 class RouteWorker:
@@ -38,8 +46,15 @@ class RouteWorker:
         # refill in batches: waiting for half the slots to free up keeps each pull
         # request worth its round trip instead of fetching one message at a time
         self._refill = max(1, min(self.batch, self.concurrency) // 2)
+        ahead = route.fetch_ahead if route.fetch_ahead is not None else rt.fetch_ahead
+        self._limit = self.concurrency + ahead  # messages held: handled + waiting
+        self._probe = min(self.fetch_timeout, PROBE_TIMEOUT)
         self._room = asyncio.Event()
         self._busy = 0  # messages being handled
+        self._waiting: FairQueue[tuple[Msg, float]] = FairQueue()  # fetched, no slot yet
+        self._idle = True  # the last fetch found the consumer drained
+        self._tg: asyncio.TaskGroup | None = None  # set while consuming
+        self._tasks: set[asyncio.Task[None]] = set()
         self._log = ctx.log
         self.settler = Settler(
             stage=ctx.name, stream=route.stream, publisher=publisher, metrics=ctx.metrics,
@@ -83,60 +98,107 @@ class RouteWorker:
     async def run(self, stop: asyncio.Event) -> None:
         js = self.ctx.js
         psub = await js.pull_subscribe_bind(durable=self.durable, stream=self.route.stream)
-        tasks: set[asyncio.Task[None]] = set()
         drained = asyncio.Event()  # the heartbeat keeps long work alive through the drain
         try:
             async with asyncio.TaskGroup() as tg:
+                self._tg = tg
                 tg.create_task(self._heartbeat(drained))
                 tg.create_task(self._watch_lag(stop))
                 tg.create_task(self._wake_on(stop))
                 while not stop.is_set():
-                    free = self.concurrency - self._busy
-                    if free < self._refill:
+                    room = self._limit - self._busy - self._waiting.size
+                    if room < self._refill:
                         self._room.clear()
                         await self._room.wait()
                         continue
                     try:
-                        msgs = await psub.fetch(
-                            batch=min(self.batch, free), timeout=self.fetch_timeout
-                        )
+                        msgs = await self._fetch(psub, room)
                     except (nats.errors.TimeoutError, TimeoutError):
+                        self._idle = True
                         continue
                     except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
                         break
-                    if self.route.batch_handler is not None:
-                        slots = _Slots(self, len(msgs))
-                        self._spawn(tg, tasks, self.dispatch.handle_batch(msgs, slots.release),
-                                    len(msgs), slots)
-                    else:
-                        for msg in msgs:
-                            self._spawn(tg, tasks, self.dispatch.handle(msg), 1)
-                await self._drain(tasks)
+                    fetched = time.monotonic()
+                    put = self._waiting.put
+                    for msg in msgs:
+                        put(last_token(msg.subject), (msg, fetched))
+                    self._pump()
+                self._tg = None  # no more starts; what waits goes back to the server
+                await self._give_back()
+                await self._drain(self._tasks)
                 drained.set()
         finally:
+            self._tg = None
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
 
-    def _spawn(self, tg: asyncio.TaskGroup, tasks: set[asyncio.Task[None]],
-               work: Coroutine[Any, Any, None], messages: int,
+    async def _fetch(self, psub: Any, room: int) -> list[Msg]:
+        """Up to ``room`` messages. A drained consumer is waited on for one message only
+        (a pull request for more would hold the first until it expires), then what else
+        the server has is taken at once (nats-py asks ``no_wait`` first), as it is when
+        the consumer was not drained."""
+        msgs: list[Msg] = []
+        if self._idle:
+            msgs.extend(await psub.fetch(batch=1, timeout=self.fetch_timeout))
+            self._idle = False
+        ask = min(self.batch, room - len(msgs))
+        if ask <= 0:
+            return msgs
+        try:
+            more = await psub.fetch(batch=ask, timeout=self._probe)
+        except (nats.errors.TimeoutError, TimeoutError):
+            if not msgs:
+                raise
+            more = []
+        self._idle = len(more) < ask
+        msgs.extend(more)
+        return msgs
+
+    def _pump(self) -> None:
+        """Start waiting messages, round-robin by workspace, while slots are free."""
+        tg, waiting = self._tg, self._waiting
+        if tg is None or not waiting.size:
+            return
+        if self.route.batch_handler is None:
+            handle = self.dispatch.handle
+            while waiting.size and self._busy < self.concurrency:
+                msg, since = waiting.take()
+                self._spawn(tg, handle(msg, since), 1)
+            return
+        free = self.concurrency - self._busy
+        if free < self._refill and self._busy:
+            return  # a batch worth its round trip, unless the route is idle
+        taken = [waiting.take() for _ in range(min(self.batch, free, waiting.size))]
+        slots = _Slots(self, len(taken))
+        work = self.dispatch.handle_batch([m for m, _ in taken], slots.release,
+                                          since=min(t for _, t in taken))
+        self._spawn(tg, work, len(taken), slots)
+
+    async def _give_back(self) -> None:
+        """Stopping: messages still waiting for a slot go back to the server at once."""
+        for msg, _ in self._waiting.clear():
+            await nak_quietly(msg)
+
+    def _spawn(self, tg: asyncio.TaskGroup, work: Coroutine[Any, Any, None], messages: int,
                slots: _Slots | None = None) -> None:
         """Run ``work`` (handling ``messages`` messages) as a task of the worker; a batch's
         ``slots`` are given back one by one as its messages settle."""
         task = tg.create_task(work)
-        tasks.add(task)
+        self._tasks.add(task)
         self._busy += messages
         # a partial of one method (cheaper than a new closure with three cells per task)
-        task.add_done_callback(partial(self._done, tasks, messages if slots is None else slots))
+        task.add_done_callback(partial(self._done, messages if slots is None else slots))
 
-    def _done(self, tasks: set[asyncio.Task[None]], messages: int | _Slots,
-              task: asyncio.Task[None]) -> None:
-        tasks.discard(task)
+    def _done(self, messages: int | _Slots, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
         self.free(messages if isinstance(messages, int) else messages.release_all())
 
     def free(self, messages: int) -> None:
-        """``messages`` in-flight slots are free again."""
+        """``messages`` in-flight slots are free again: start what waits, fetch more."""
         self._busy -= messages
-        if self.concurrency - self._busy >= self._refill:
+        if self._waiting.size:
+            self._pump()
+        if self._limit - self._busy - self._waiting.size >= self._refill:
             self._room.set()
 
     async def _wake_on(self, stop: asyncio.Event) -> None:
@@ -153,13 +215,15 @@ class RouteWorker:
             task.cancel()
 
     async def _heartbeat(self, until: asyncio.Event) -> None:
-        """``in_progress()`` for messages handled longer than a third of ack_wait."""
+        """``in_progress()`` for messages fetched longer than a third of ack_wait ago (being
+        handled, or waiting for a slot)."""
         period = max(self.ack_wait / 3, 0.05)
         while not until.is_set():
             await _sleep_or(until, period)
             now = time.monotonic()
-            for msg, started in list(self.dispatch.inflight.values()):
-                if now - started >= period:
+            held = [*self.dispatch.inflight.values(), *self._waiting.items()]
+            for msg, since in held:
+                if now - since >= period:
                     with contextlib.suppress(Exception):
                         await msg.in_progress()
 

@@ -55,12 +55,12 @@ class Dispatcher:
                 "schema_violation", f"not a valid {self.route.model.__name__}: {detail}"
             ) from exc
 
-    def _begin(self, msg: Msg) -> Delivery:
-        """Bookkeeping as a message starts."""
+    def _begin(self, msg: Msg, since: float) -> Delivery:
+        """Bookkeeping as a message starts (``since``: when it was fetched, for the heartbeat)."""
         deliveries, sequence = delivery_of(msg)
         if deliveries > 1:
             self._m_redelivered.inc()
-        self.inflight[id(msg)] = (msg, time.monotonic())
+        self.inflight[id(msg)] = (msg, since)
         span = self.tracing.start(self._span_name, msg.headers or {})
         return Delivery(msg, deliveries, sequence, span)
 
@@ -99,10 +99,11 @@ class Dispatcher:
         await self.publisher.publish(out, d.span.headers)
         d.emitted += 1
 
-    async def handle(self, msg: Msg) -> None:
+    async def handle(self, msg: Msg, since: float | None = None) -> None:
+        """Handle one delivery; ``since``: when it was fetched (``time.monotonic()``)."""
         assert self.route.handler is not None
         started = time.perf_counter()
-        d = self._begin(msg)
+        d = self._begin(msg, time.monotonic() if since is None else since)
         try:
             inbound = self._inbound(d)
             while True:
@@ -138,8 +139,8 @@ class Dispatcher:
                 "stage": self.settler.stage, "subject": d.msg.subject, "seq": d.sequence,
                 "request_id": inbound.request_id})
 
-    async def handle_batch(self, msgs: Sequence[Msg],
-                           release: Callable[[], None] | None = None) -> None:
+    async def handle_batch(self, msgs: Sequence[Msg], release: Callable[[], None] | None = None,
+                           since: float | None = None) -> None:
         """A batch route: one handler call for the fetched batch, its outputs published
         together (atomic batches), then each input acked; failures settle one by one;
         held deliveries go round again (alone) until they succeed or their hold ends.
@@ -148,7 +149,8 @@ class Dispatcher:
         heartbeat stops) as soon as it is settled, so a held delivery keeps only itself
         in flight, never the rest of its batch."""
         started = time.perf_counter()
-        batch = [self._begin(msg) for msg in msgs]
+        fetched = time.monotonic() if since is None else since
+        batch = [self._begin(msg, fetched) for msg in msgs]
 
         def end(d: Delivery) -> None:
             if not d.ended:

@@ -77,6 +77,9 @@ class Route:
     batch: int | None = None
     retry: RetryPolicy = RetryPolicy()
     after_ack: AfterAck | None = None
+    fetch_ahead: int | None = None
+    """Messages fetched beyond the free slots, served round-robin by workspace (fair
+    scheduling); ``None``: ``MUMU_STAGE__FETCH_AHEAD``; 0: plain stream order."""
 
     def __post_init__(self) -> None:
         if (self.handler is None) == (self.batch_handler is None):

@@ -1,0 +1,145 @@
+"""Fair scheduling on a real nats-server: a workspace's backlog does not sit in front of
+another workspace's message (``runtime/fair.py``, docs/runtime.md "Fairness")."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Callable
+
+from nats.aio.client import Client as NATS
+
+from mumu.bench.stream import BENCH_HOPS
+from mumu.contracts import headers as h
+from mumu.contracts import subjects
+from mumu.contracts.events import TextAsk, new_id
+from mumu.runtime.fair import FairQueue
+from mumu.settings import Settings
+from mumu.stages.reason.backend import ChatRequest
+from mumu.stages.reason.stage import ReasonStage
+from tests.harness import Collector, running
+from tests.passthrough import PassThrough, Ping
+from tests.reason.asks import finals_of
+from tests.reason.echo_backend import EchoBackend
+
+A, B = "ws-fair-a", "ws-fair-b"
+BACKLOG = 12
+SECONDS = 0.25  # each item of the slow stage
+
+
+def _settings(settings: Settings, *, ahead: int, concurrency: int = 1) -> Settings:
+    stage = settings.stage.model_copy(update={"concurrency": concurrency, "fetch_ahead": ahead})
+    return settings.model_copy(update={"stage": stage})
+
+
+async def _ping(nc: NATS, ws: str, seconds: float = SECONDS) -> str:
+    rid = new_id()
+    p = Ping(event_id=rid, request_id=rid, workspace_id=ws, session_id="s",
+             behaviour="slow", seconds=seconds)
+    await nc.jetstream().publish(BENCH_HOPS[1].for_workspace(ws), p.model_dump_json().encode(),
+                                 headers={h.MSG_ID: rid})
+    return rid
+
+
+async def _overtaken(nc: NATS, settings: Settings, replicas: int = 1) -> tuple[int, float]:
+    """A queues ``BACKLOG`` slow items, then B one: how many of A's items were started
+    after B's was published and before B's, and how long B's waited (seconds)."""
+    stages = [PassThrough() for _ in range(replicas)]  # replicas share the durable
+    async with contextlib.AsyncExitStack() as stack:
+        seen = await stack.enter_async_context(Collector(nc, "mumu.bench.hop2.>"))
+        for stage in stages:
+            await stack.enter_async_context(running(stage, settings))
+        backlog = {await _ping(nc, A) for _ in range(BACKLOG)}
+        await _wait(lambda: sum(len(s.calls) for s in stages) >= replicas)  # A is served
+        published = time.monotonic()
+        b = await _ping(nc, B)
+        await seen.wait_count("mumu.bench.hop2.", BACKLOG + 1, timeout=BACKLOG * SECONDS + 20)
+    calls = sorted((t, rid) for s in stages
+                   for (rid, _), t in zip(s.calls, s.called_at, strict=True))
+    started_b = next(t for t, rid in calls if rid == b)
+    overtaking = [rid for t, rid in calls if rid in backlog and published < t < started_b]
+    assert sorted(rid for _, rid in calls) == sorted(backlog | {b})  # every item once
+    return len(overtaking), started_b - published
+
+
+async def _wait(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_a_new_item_of_b_waits_behind_at_most_one_item_of_a_backlog(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    overtaken, waited = await _overtaken(nc, _settings(settings, ahead=64))
+    assert overtaken <= 1, overtaken
+    assert waited < 3 * SECONDS + 1.0, waited
+
+
+async def test_without_fetching_ahead_b_waits_behind_the_whole_backlog(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    """What the fairness removes (``fetch_ahead`` 0 is plain stream order)."""
+    overtaken, waited = await _overtaken(nc, _settings(settings, ahead=0))
+    assert overtaken == BACKLOG - 1, overtaken
+    assert waited >= (BACKLOG - 2) * SECONDS, waited
+
+
+async def test_with_two_replicas_b_waits_behind_at_most_one_item_of_a_per_replica(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    overtaken, _ = await _overtaken(nc, _settings(settings, ahead=64), replicas=2)
+    assert overtaken <= 2, overtaken
+
+
+class SlowEcho(EchoBackend):
+    """The echo backend taking a fixed time per answer (and never busy)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.calls = 1  # past the echo backend's one "busy" answer
+        self.seconds = seconds
+        self.questions: list[str] = []
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[str, None]:
+        self.questions.append(request.messages[-1].content)
+        await asyncio.sleep(self.seconds)
+        async for chunk in super().stream(request):
+            yield chunk
+
+
+async def _ask(nc: NATS, ws: str, text: str) -> str:
+    rid = new_id()
+    ask = TextAsk(event_id=rid, request_id=rid, workspace_id=ws, session_id=f"s-{rid}",
+                  text=text)
+    await nc.jetstream().publish(subjects.INGEST_TEXT.for_workspace(ws),
+                                 ask.model_dump_json().encode(), headers={h.MSG_ID: rid})
+    return rid
+
+
+async def test_the_reason_stage_answers_b_before_a_backlog_of_text_asks(
+    nc: NATS, workspaces: object, settings: Settings
+) -> None:
+    await workspaces(A, B)  # type: ignore[operator]
+    backend = SlowEcho(SECONDS)
+    stage = ReasonStage(settings.reason, backend)  # concurrency 1, declared by the backend
+    async with running(stage, settings), Collector(nc) as seen:
+        for n in range(BACKLOG):
+            await _ask(nc, A, f"a{n}")
+        await _wait(lambda: len(backend.questions) >= 1)
+        b = await _ask(nc, B, "b")
+        await seen.wait_for(lambda _: bool(finals_of(seen, b)), timeout=BACKLOG * SECONDS + 20)
+    position = backend.questions.index("b")
+    assert position <= 2, backend.questions  # a0 was running, a1 had its turn, then b
+
+
+def test_the_fair_queue_takes_turns_by_workspace() -> None:
+    q: FairQueue[str] = FairQueue()
+    for n in range(3):
+        q.put(A, f"a{n}")
+    assert q.take() == "a0"
+    q.put(B, "b0")
+    q.put(B, "b1")
+    assert [q.take() for _ in range(q.size)] == ["a1", "b0", "a2", "b1"]
+    assert q.size == 0 and q.items() == []
