@@ -105,6 +105,16 @@ def key_value(bucket: str) -> list[str]:
     return [*direct_reads(f"KV_{bucket}"), f"$KV.{bucket}.>"]
 
 
+def once_records() -> list[str]:
+    """The runtime's records of finals published at most once (``runtime/once.py``): the
+    ``mumu-once`` bucket, and finding an earlier copy of a final in MUMU_RESULTS."""
+    return [
+        *key_value(subjects.BUCKET_ONCE),
+        *direct_reads(subjects.STREAM_RESULTS),
+        f"{JS_API}.STREAM.NAMES",
+    ]
+
+
 def produce(workspace: str) -> Permissions:
     """A workspace producer: its own intake subjects and uploads, its own results."""
     return Permissions(
@@ -154,6 +164,7 @@ def service(
             subjects.TRANSCRIPT_FINAL.wildcard,
             *_dead_letters("transcribe"),
             *object_store(subjects.BUCKET_AUDIO),
+            *once_records(),
         ])
     if role is Role.REASON:
         perms = _service(role, [
@@ -163,6 +174,7 @@ def service(
             subjects.ANSWER_FINAL.wildcard,
             *_dead_letters("reason"),
             *key_value(subjects.BUCKET_SESSIONS),
+            *once_records(),
         ])
         # cancels arrive as plain NATS messages
         return Permissions(perms.publish, (*perms.subscribe, subjects.CONTROL_CANCEL.wildcard))

@@ -89,6 +89,8 @@ STREAM_DLQ: Final = "MUMU_DLQ"
 # Buckets (streams/buckets.json)
 BUCKET_AUDIO: Final = "mumu-audio"
 BUCKET_SESSIONS: Final = "mumu-sessions"
+BUCKET_ONCE: Final = "mumu-once"
+"""Idempotency records of outputs published at most once (finals): ``<ws>.<stage>.<msg id>``."""
 
 # Per workspace (created with the workspace; docs/security.md says why)
 INTAKE_STREAM_PREFIX: Final = "MUMU_INTAKE_"

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from mumu.contracts.subjects import last_token
 from mumu.runtime.errors import Disposition, PermanentError
 from mumu.runtime.messages import Inbound, Outbound
+from mumu.runtime.once import OnceRecords
 from mumu.runtime.publisher import Publisher, Traced
 from mumu.runtime.settle import Delivery, Settler, delivery_of, nak_quietly
 from mumu.runtime.stage import Route, StageContext
@@ -41,6 +42,7 @@ class Dispatcher:
         self._m_redelivered = m.redeliveries.labels(m.stage, name)
         self.inflight: dict[int, tuple[Msg, float]] = {}
         m.track_inflight(self.inflight)
+        self.once = OnceRecords(ctx.nc, ctx.name, publisher, m, ctx.log)
 
     def _parse(self, msg: Msg) -> BaseModel | None:
         if self.route.model is None:
@@ -96,7 +98,10 @@ class Dispatcher:
 
     async def _emit(self, d: Delivery, out: Outbound) -> None:
         """``Inbound.emit`` of delivery ``d``: publish now, count it for the retry rule."""
-        await self.publisher.publish(out, d.span.headers)
+        if out.once:
+            await self.once.publish(out, d.span.headers)
+        else:
+            await self.publisher.publish(out, d.span.headers)
         d.emitted += 1
 
     async def handle(self, msg: Msg, since: float | None = None) -> None:
@@ -110,7 +115,10 @@ class Dispatcher:
                 d.emitted = 0
                 try:
                     for out in await self.route.handler(inbound):
-                        await self.publisher.publish(out, d.span.headers)
+                        if out.once:
+                            await self.once.publish(out, d.span.headers)
+                        else:
+                            await self.publisher.publish(out, d.span.headers)
                 except Exception as exc:  # mapped to a disposition on purpose
                     wait = self.settler.again(d, exc)
                     if wait is None:
@@ -203,6 +211,10 @@ class Dispatcher:
 
     async def _publish_then_ack(self, done: list[Delivery], outputs: list[Traced]) -> None:
         try:
+            if any(out.once for out, _ in outputs):
+                for out, trace in [o for o in outputs if o[0].once]:
+                    await self.once.publish(out, trace)
+                outputs = [o for o in outputs if not o[0].once]
             await self.publisher.publish_all(outputs)
         except Exception as exc:  # noqa: BLE001 - then nothing of the batch is acked
             for d in done:

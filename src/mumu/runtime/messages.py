@@ -22,20 +22,26 @@ E = TypeVar("E", bound=BaseModel)
 
 @dataclass(frozen=True, slots=True)
 class Outbound:
-    """A message to publish. ``msg_id`` is the deterministic ``Nats-Msg-Id``."""
+    """A message to publish. ``msg_id`` is the deterministic ``Nats-Msg-Id``.
+
+    ``once``: published at most once even when the input is redelivered after the
+    stream's dedupe window (a request's final; ``runtime/once.py``)."""
 
     subject: str
     payload: bytes
     msg_id: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    once: bool = False
 
     @classmethod
-    def of(cls, subject: str, event: Event, headers: Mapping[str, str] | None = None) -> Outbound:
+    def of(cls, subject: str, event: Event, headers: Mapping[str, str] | None = None, *,
+           once: bool = False) -> Outbound:
         return cls(
             subject=subject,
             payload=event.model_dump_json().encode(),
             msg_id=event.event_id,
             headers=dict(headers or {}),
+            once=once,
         )
 
 

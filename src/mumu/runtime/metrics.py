@@ -71,6 +71,15 @@ class StageMetrics:
             ["stage", "mode"],
             registry=r,
         )
+        self.once = Counter(
+            "mumu_stage_once_outputs",
+            "Outputs marked once (finals), by outcome: published; already (an earlier "
+            "delivery published it, nothing sent); recovered (found in its stream after "
+            "a delivery died mid-way); unrecorded (the mumu-once bucket was unusable: "
+            "published with the dedupe window as its only guard)",
+            ["stage", "outcome"],
+            registry=r,
+        )
         self.permission_violations = Counter(
             "mumu_nats_permission_violations",
             "Publishes or subscriptions the NATS server refused this process, by subject",

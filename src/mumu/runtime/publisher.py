@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
+from nats.js.api import PubAck
 
 from mumu.contracts import headers as h
 from mumu.contracts.subjects import SHORT_LIVED
@@ -66,11 +67,11 @@ class Publisher:
         """The largest message (headers + body) the connected server accepts."""
         return int(self._nc.max_payload)
 
-    async def publish(self, out: Outbound, trace_headers: Mapping[str, str]) -> None:
-        """Publish one output and wait for its PubAck."""
+    async def publish(self, out: Outbound, trace_headers: Mapping[str, str]) -> PubAck:
+        """Publish one output and wait for its PubAck (returned)."""
         headers = self._headers(out, trace_headers)
         try:
-            await self._js.publish(
+            return await self._js.publish(
                 out.subject, out.payload, headers=headers, timeout=PUBLISH_TIMEOUT
             )
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:

@@ -136,7 +136,7 @@ class ReasonStage:
                 raise TransientError("internal", str(exc)) from exc
             done = session.answered(rid)
             if done is not None:  # redelivered after its answer was recorded
-                return [Outbound.of(final_subject, done)]
+                return [Outbound.of(final_subject, done, once=True)]
             request = await self._request(event, self.sessions.context(session))
             restart = session.may_have_streamed(rid, inbound.deliveries)
             answer = await self._answer(
@@ -175,7 +175,7 @@ class ReasonStage:
                 "seq": inbound.sequence,
             },
         )
-        return [Outbound.of(final_subject, final)]
+        return [Outbound.of(final_subject, final, once=True)]
 
     async def _request(
         self, event: TranscriptFinal | TextAsk, history: list[AnswerFinal]

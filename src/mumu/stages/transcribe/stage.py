@@ -110,7 +110,8 @@ class TranscribeStage:
                    "seq": inbound.sequence},
         )
         final = self._final(ready, result)
-        await inbound.emit(Outbound.of(subjects.TRANSCRIPT_FINAL.for_workspace(ws), final))
+        await inbound.emit(Outbound.of(subjects.TRANSCRIPT_FINAL.for_workspace(ws), final,
+                                       once=True))
         await self._delete(ready)
         return []
 

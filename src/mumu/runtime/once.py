@@ -1,0 +1,150 @@
+"""Outputs published at most once (``Outbound.once``: a request's final), even when the
+input is redelivered after the stream's dedupe window.
+
+``Nats-Msg-Id`` dedupes a republished output only inside the stream's
+``duplicate_window`` (120 s). For an output marked ``once`` the runtime also keeps an
+idempotency record in the KV bucket ``mumu-once``, key ``<ws>.<stage>.<msg_id>``:
+
+1. ``create`` the key as ``claimed:<unix ns>`` before publishing (atomic: an existing
+   key is read instead);
+2. publish; on the PubAck, ``stored:<stream>:<seq>``.
+
+A delivery that finds ``stored`` publishes nothing. One that finds only ``claimed`` (an
+earlier delivery died between the two steps: it may or may not have published) looks
+for the message id in the output stream, among the messages of the output's subject
+stored since the claim (JetStream direct gets by subject and start time), and
+publishes only if it is not there. The record expires with the bucket's max age (24 h,
+as long as the input streams keep a message). When the bucket cannot be used (down,
+full), the output is published anyway, with the dedupe window as its only guard, and a
+warning says so: a final is never lost for the sake of its record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.js.kv import KeyValue
+
+from mumu.broker.roles import JS_API
+from mumu.contracts import headers as h
+from mumu.contracts.subjects import BUCKET_ONCE, last_token
+from mumu.runtime.messages import Outbound
+from mumu.runtime.metrics import StageMetrics
+from mumu.runtime.publisher import Publisher
+
+SCAN_LIMIT = 10_000
+"""Most stored messages of the output's subject a recovery looks through; past that it
+publishes (a possible duplicate rather than a lost final) and says so."""
+_ERRORS = (nats.errors.Error, nats.js.errors.Error, TimeoutError)
+
+
+class OnceRecords:
+    """Publishes ``once`` outputs of one stage, guarded by their records in ``mumu-once``."""
+
+    def __init__(self, nc: NATS, stage: str, publisher: Publisher,
+                 metrics: StageMetrics, log: logging.Logger) -> None:
+        self._nc = nc
+        self._js = nc.jetstream()
+        self._stage = stage
+        self._publisher = publisher
+        self._log = log
+        self._kv: KeyValue | None = None
+        m = metrics
+        self._count = {o: m.once.labels(m.stage, o)
+                       for o in ("published", "already", "recovered", "unrecorded")}
+
+    def key(self, out: Outbound) -> str:
+        return f"{last_token(out.subject)}.{self._stage}.{out.msg_id}"
+
+    async def publish(self, out: Outbound, trace: Mapping[str, str]) -> None:
+        """Publish ``out`` unless its record says an earlier delivery did."""
+        key = self.key(out)
+        try:
+            kv = await self._bucket()
+            claimed = await self._claim(kv, key)
+        except _ERRORS as exc:
+            self._unrecorded(out, exc)
+            await self._publisher.publish(out, trace)
+            return
+        if claimed is not None:
+            if claimed.startswith("stored:"):
+                self._already(out, claimed)
+                return
+            found = await self._stored_since(out, int(claimed.partition(":")[2] or 0))
+            if found is not None:
+                await self._mark(kv, key, found)
+                self._count["recovered"].inc()
+                self._already(out, found)
+                return
+        ack = await self._publisher.publish(out, trace)
+        await self._mark(kv, key, f"stored:{ack.stream}:{ack.seq}")
+        self._count["published"].inc()
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            self._kv = await self._js.key_value(BUCKET_ONCE)
+        return self._kv
+
+    async def _claim(self, kv: KeyValue, key: str) -> str | None:
+        """Create ``key`` as claimed now; None if created, else the value it holds."""
+        try:
+            await kv.create(key, f"claimed:{time.time_ns()}".encode())
+            return None
+        except nats.js.errors.KeyWrongLastSequenceError:
+            try:
+                entry = await kv.get(key)
+            except nats.js.errors.KeyNotFoundError:  # expired meanwhile
+                return None
+            return (entry.value or b"").decode()
+
+    async def _mark(self, kv: KeyValue, key: str, value: str) -> None:
+        """The output is stored; if this fails, the claim stays and a redelivery looks
+        for the output in its stream."""
+        try:
+            await kv.put(key, value.encode())
+        except _ERRORS as exc:
+            self._log.warning("could not record a published output (%s): %r", key, exc,
+                              extra={"stage": self._stage})
+
+    async def _stored_since(self, out: Outbound, since_ns: int) -> str | None:
+        """``stored:<stream>:<seq>`` of ``out`` (by its message id) if its stream holds it
+        among the messages on its subject stored since ``since_ns``; None if not."""
+        try:
+            stream = await self._js.find_stream_name_by_subject(out.subject)
+            start = datetime.fromtimestamp(since_ns / 1e9, UTC).isoformat().replace("+00:00", "Z")
+            request: dict[str, object] = {"start_time": start, "next_by_subj": out.subject}
+            for _ in range(SCAN_LIMIT):
+                reply = await self._nc.request(  # nats-py's get_msg takes no start time
+                    f"{JS_API}.DIRECT.GET.{stream}", json.dumps(request).encode(), timeout=5.0)
+                headers = reply.headers or {}
+                if headers.get("Status"):  # 404: no more messages
+                    return None
+                seq = int(headers["Nats-Sequence"])
+                if headers.get(h.MSG_ID) == out.msg_id:
+                    return f"stored:{stream}:{seq}"
+                request = {"seq": seq + 1, "next_by_subj": out.subject}
+        except (*_ERRORS, KeyError, ValueError) as exc:
+            self._log.warning("could not look for an earlier copy of %s: %r; publishing",
+                              out.msg_id, exc, extra={"stage": self._stage})
+            return None
+        self._log.warning("more than %d messages on %s since the claim of %s; publishing",
+                          SCAN_LIMIT, out.subject, out.msg_id, extra={"stage": self._stage})
+        return None
+
+    def _already(self, out: Outbound, where: str) -> None:
+        self._count["already"].inc()
+        self._log.info("not published again: %s is %s (an earlier delivery published it)",
+                       out.msg_id, where, extra={"stage": self._stage, "subject": out.subject})
+
+    def _unrecorded(self, out: Outbound, exc: BaseException) -> None:
+        self._count["unrecorded"].inc()
+        self._log.warning("no once record for %s (%r): publishing with the dedupe window as "
+                          "its only guard", out.msg_id, exc,
+                          extra={"stage": self._stage, "subject": out.subject})
