@@ -19,13 +19,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from mumu.contracts.subjects import last_token
 from mumu.runtime.dispatch import Dispatcher
 from mumu.runtime.fair import FairQueue
+from mumu.runtime.fetch import Fetcher
+from mumu.runtime.probe import Prober
 from mumu.runtime.publisher import Publisher
 from mumu.runtime.settle import Settler, nak_quietly
+from mumu.runtime.sharing import share_with_idle_replicas
 from mumu.runtime.stage import Route, StageContext, durable_of
-
-PROBE_TIMEOUT = 0.05
-"""Seconds a fetch for more waits when the consumer was not drained: what the server
-has is answered at once; a linger would hold a message arriving meanwhile."""
 
 
 class RouteWorker:
@@ -48,11 +47,11 @@ class RouteWorker:
         self._refill = max(1, min(self.batch, self.concurrency) // 2)
         ahead = route.fetch_ahead if route.fetch_ahead is not None else rt.fetch_ahead
         self._limit = self.concurrency + ahead  # messages held: handled + waiting
-        self._probe = min(self.fetch_timeout, PROBE_TIMEOUT)
         self._room = asyncio.Event()
-        self._busy = 0  # messages being handled
-        self._waiting: FairQueue[tuple[Msg, float]] = FairQueue()  # fetched, no slot yet
-        self._idle = True  # the last fetch found the consumer drained
+        self.busy = 0  # messages being handled
+        self.waiting: FairQueue[tuple[Msg, float]] = FairQueue()  # fetched, no slot yet
+        self._freed = asyncio.Event()  # a slot is free and nothing waits for it
+        self.fetcher: Fetcher | None = None  # while consuming
         self._tg: asyncio.TaskGroup | None = None  # set while consuming
         self._tasks: set[asyncio.Task[None]] = set()
         self._log = ctx.log
@@ -96,30 +95,34 @@ class RouteWorker:
         await js.add_consumer(self.route.stream, config=self.consumer_config())
 
     async def run(self, stop: asyncio.Event) -> None:
-        js = self.ctx.js
-        psub = await js.pull_subscribe_bind(durable=self.durable, stream=self.route.stream)
+        ctx = self.ctx
+        fetcher = self.fetcher = Fetcher(
+            ctx.js, Prober(ctx.nc, self.route.stream, self.durable), self.route.stream,
+            self.durable, batch=self.batch, timeout=self.fetch_timeout)
+        await fetcher.open()
         drained = asyncio.Event()  # the heartbeat keeps long work alive through the drain
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 tg.create_task(self._heartbeat(drained))
                 tg.create_task(self._watch_lag(stop))
+                tg.create_task(share_with_idle_replicas(self, stop))
                 tg.create_task(self._wake_on(stop))
                 while not stop.is_set():
-                    room = self._limit - self._busy - self._waiting.size
+                    room = self._limit - self.busy - self.waiting.size
                     if room < self._refill:
                         self._room.clear()
                         await self._room.wait()
                         continue
                     try:
-                        msgs = await self._fetch(psub, room)
+                        msgs = await fetcher.fetch(room, self.busy >= self.concurrency,
+                                                   self._freed)
                     except (nats.errors.TimeoutError, TimeoutError):
-                        self._idle = True
                         continue
                     except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
                         break
                     fetched = time.monotonic()
-                    put = self._waiting.put
+                    put = self.waiting.put
                     for msg in msgs:
                         put(last_token(msg.subject), (msg, fetched))
                     self._pump()
@@ -129,44 +132,26 @@ class RouteWorker:
                 drained.set()
         finally:
             self._tg = None
-            with contextlib.suppress(Exception):
-                await psub.unsubscribe()
+            await fetcher.close()
 
-    async def _fetch(self, psub: Any, room: int) -> list[Msg]:
-        """Up to ``room`` messages. A drained consumer is waited on for one message only
-        (a pull request for more would hold the first until it expires), then what else
-        the server has is taken at once (nats-py asks ``no_wait`` first), as it is when
-        the consumer was not drained."""
-        msgs: list[Msg] = []
-        if self._idle:
-            msgs.extend(await psub.fetch(batch=1, timeout=self.fetch_timeout))
-            self._idle = False
-        ask = min(self.batch, room - len(msgs))
-        if ask <= 0:
-            return msgs
-        try:
-            more = await psub.fetch(batch=ask, timeout=self._probe)
-        except (nats.errors.TimeoutError, TimeoutError):
-            if not msgs:
-                raise
-            more = []
-        self._idle = len(more) < ask
-        msgs.extend(more)
-        return msgs
+    @property
+    def lingering(self) -> int:
+        """1 while this worker's lingering pull request waits on the server."""
+        return self.fetcher.lingering if self.fetcher is not None else 0
 
     def _pump(self) -> None:
         """Start waiting messages, round-robin by workspace, while slots are free."""
-        tg, waiting = self._tg, self._waiting
+        tg, waiting = self._tg, self.waiting
         if tg is None or not waiting.size:
             return
         if self.route.batch_handler is None:
             handle = self.dispatch.handle
-            while waiting.size and self._busy < self.concurrency:
+            while waiting.size and self.busy < self.concurrency:
                 msg, since = waiting.take()
                 self._spawn(tg, handle(msg, since), 1)
             return
-        free = self.concurrency - self._busy
-        if free < self._refill and self._busy:
+        free = self.concurrency - self.busy
+        if free < self._refill and self.busy:
             return  # a batch worth its round trip, unless the route is idle
         taken = [waiting.take() for _ in range(min(self.batch, free, waiting.size))]
         slots = _Slots(self, len(taken))
@@ -176,7 +161,7 @@ class RouteWorker:
 
     async def _give_back(self) -> None:
         """Stopping: messages still waiting for a slot go back to the server at once."""
-        for msg, _ in self._waiting.clear():
+        for msg, _ in self.waiting.clear():
             await nak_quietly(msg)
 
     def _spawn(self, tg: asyncio.TaskGroup, work: Coroutine[Any, Any, None], messages: int,
@@ -185,7 +170,7 @@ class RouteWorker:
         ``slots`` are given back one by one as its messages settle."""
         task = tg.create_task(work)
         self._tasks.add(task)
-        self._busy += messages
+        self.busy += messages
         # a partial of one method (cheaper than a new closure with three cells per task)
         task.add_done_callback(partial(self._done, messages if slots is None else slots))
 
@@ -195,15 +180,18 @@ class RouteWorker:
 
     def free(self, messages: int) -> None:
         """``messages`` in-flight slots are free again: start what waits, fetch more."""
-        self._busy -= messages
-        if self._waiting.size:
+        self.busy -= messages
+        if self.waiting.size:
             self._pump()
-        if self._limit - self._busy - self._waiting.size >= self._refill:
+        if self.busy < self.concurrency:
+            self._freed.set()
+        if self._limit - self.busy - self.waiting.size >= self._refill:
             self._room.set()
 
     async def _wake_on(self, stop: asyncio.Event) -> None:
         await stop.wait()
         self._room.set()
+        self._freed.set()
 
     async def _drain(self, tasks: set[asyncio.Task[None]]) -> None:
         """Stop fetching; give in-flight work ``drain_timeout``, then nak what is left."""
@@ -221,7 +209,7 @@ class RouteWorker:
         while not until.is_set():
             await _sleep_or(until, period)
             now = time.monotonic()
-            held = [*self.dispatch.inflight.values(), *self._waiting.items()]
+            held = [*self.dispatch.inflight.values(), *self.waiting.items()]
             for msg, since in held:
                 if now - since >= period:
                     with contextlib.suppress(Exception):

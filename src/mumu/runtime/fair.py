@@ -11,6 +11,7 @@ taking are O(1).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -46,6 +47,21 @@ class FairQueue(Generic[T]):
             del self._queues[key]
         self.size -= 1
         return item
+
+    def shed(self, count: int, keep: Callable[[T], bool]) -> list[T]:
+        """Take up to ``count`` of the newest items, from the longest queues first (the
+        workspaces with the most waiting), never one that ``keep`` says stays."""
+        shed: list[T] = []
+        for key in sorted(self._queues, key=lambda k: -len(self._queues[k])):
+            queue = self._queues[key]
+            while queue and len(shed) < count and not keep(queue[-1]):
+                shed.append(queue.pop())
+            if not queue:
+                del self._queues[key]
+        if shed:
+            self.size -= len(shed)
+            self._turns = deque(k for k in self._turns if k in self._queues)
+        return shed
 
     def items(self) -> list[T]:
         """What waits, in no particular order (a copy: safe to await while iterating)."""
