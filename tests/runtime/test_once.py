@@ -13,7 +13,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 
-from mumu.broker.streams import stream_config
+from mumu.broker.jsapi import stream_config
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.consumers import REASON_TEXT
@@ -91,7 +91,7 @@ async def test_a_redelivery_after_the_dedupe_window_publishes_no_second_final(
 ) -> None:
     """The process dies after the final's PubAck and its record, before the ack."""
     await workspaces(WS)
-    ack, died = Settler.ack, []
+    ack, died = Settler.ack, list[str]()
 
     async def ack_or_die(self: Settler, d: Delivery) -> None:
         if not died and d.msg.subject.startswith("mumu.ingest.text."):
@@ -113,7 +113,7 @@ async def test_a_death_between_the_pub_ack_and_the_record_is_recovered_from_the_
     """The process dies after the final's PubAck, before its record says so: the record
     is only a claim, and the redelivery finds the final in MUMU_RESULTS."""
     await workspaces(WS)
-    mark, died = OnceRecords._mark, []  # noqa: SLF001
+    mark, died = OnceRecords._mark, list[str]()  # noqa: SLF001
 
     async def mark_or_die(self: OnceRecords, kv: KeyValue, key: str, value: str) -> None:
         if not died:
