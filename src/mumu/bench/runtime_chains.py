@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -47,37 +48,50 @@ async def runtime_chain(base: Settings, url: str, concurrency: int) -> AsyncIter
 
 async def _pipelined(
     psub: Any, forward: Callable[[Msg], Coroutine[Any, Any, None]], concurrency: int,
-    stop: asyncio.Event,
+    stop: asyncio.Event, ahead: int = 64,
 ) -> None:
-    """At most ``concurrency`` messages in flight; fetch again once half the slots are free."""
+    """At most ``concurrency`` messages in flight and ``ahead`` more fetched and waiting
+    (the runtime's ``fetch_ahead``, in plain stream order here); fetch again once there
+    is room for half the slots."""
     busy = 0
+    waiting: deque[Msg] = deque()
     room = asyncio.Event()
     refill = max(1, concurrency // 2)
+    limit = concurrency + ahead
     tasks: set[asyncio.Task[None]] = set()
+
+    def start() -> None:
+        nonlocal busy
+        while waiting and busy < concurrency:
+            busy += 1
+            task = asyncio.create_task(forward(waiting.popleft()))
+            tasks.add(task)
+            task.add_done_callback(done)
 
     def done(task: asyncio.Task[None]) -> None:
         nonlocal busy
         tasks.discard(task)
         busy -= 1
-        if concurrency - busy >= refill:
+        start()
+        if limit - busy - len(waiting) >= refill:
             room.set()
 
     while not stop.is_set():
-        free = concurrency - busy
+        free = limit - busy - len(waiting)
         if free < refill:
             room.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(room.wait(), 0.5)
             continue
         try:
-            msgs = await psub.fetch(batch=free, timeout=0.5)
+            msgs = await psub.fetch(batch=min(free, concurrency), timeout=0.5)
         except (nats.errors.TimeoutError, TimeoutError):
             continue
-        for msg in msgs:
-            busy += 1
-            task = asyncio.create_task(forward(msg))
-            tasks.add(task)
-            task.add_done_callback(done)
+        waiting.extend(msgs)
+        start()
+    for msg in waiting:  # like the runtime: what waits goes back
+        with contextlib.suppress(Exception):
+            await msg.nak()
     await asyncio.gather(*tasks)
     # like the runtime: drop the pull subscription, so a drain has nothing to wait for
     with contextlib.suppress(Exception):
@@ -90,8 +104,9 @@ async def raw_chain(_: Settings, url: str, concurrency: int) -> AsyncIterator[No
 
     Each hop has its own connection, as each stage is its own process in production
     (and each runtime stage here has its own connection too). Pipelined like the
-    runtime: at most ``concurrency`` messages in flight, and the next fetch goes out as
-    soon as half of the slots are free, while the rest is still being handled.
+    runtime: at most ``concurrency`` messages in flight and 64 more fetched ahead (the
+    runtime's default ``fetch_ahead``), the next fetch going out as soon as there is
+    room for half of the slots, while the rest is still being handled.
     """
     stop = asyncio.Event()
     connections: list[NATS] = []
