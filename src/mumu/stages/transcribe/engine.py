@@ -112,10 +112,12 @@ class Engine:
         self.model: Any = None
         # more threads than model workers overlap one request's decoding and features with
         # another's inference; CTranslate2 queues the inference calls themselves
-        self.executor = ThreadPoolExecutor(
-            max_workers=max(threads or settings.num_workers, settings.num_workers),
-            thread_name_prefix="mumu-whisper",
-        )
+        self._pool_size = max(threads or settings.num_workers, settings.num_workers)
+        self.executor = self._new_pool()
+        self._closed = False
+
+    def _new_pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=self._pool_size, thread_name_prefix="mumu-whisper")
 
     def load(self) -> None:
         """Blocking: place (unless given), resolve, reassemble if needed, load the model."""
@@ -158,7 +160,11 @@ class Engine:
         return frozenset(self.model.supported_languages) if self.model is not None else frozenset()
 
     async def start(self) -> None:
-        """Load the model in the pool; on failure the pool is closed again."""
+        """Load the model in the pool; on failure the pool is closed again. A stopped
+        engine starts again with a new pool (the stage restarts after a reconnect)."""
+        if self._closed:
+            self.executor = self._new_pool()
+            self._closed = False
         try:
             await asyncio.get_running_loop().run_in_executor(self.executor, self.load)
         except BaseException:
@@ -171,6 +177,7 @@ class Engine:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+        self._closed = True
         self.model = None
 
     def run_one(
