@@ -42,7 +42,8 @@ async def test_migrations_are_idempotent_and_leave_the_app_role_least_privilege(
     assert await apply_migrations(admin_conn) == []
     names = await admin_conn.fetch("SELECT name FROM mumu.schema_migrations ORDER BY name")
     assert [r["name"] for r in names] == [
-        "0001_schema", "0002_row_level_security", "0003_requests_view", "0004_least_privilege"]
+        "0001_schema", "0002_row_level_security", "0003_requests_view", "0004_least_privilege",
+        "0007_api_key_ids"]
     for table in TABLES:
         row = await admin_conn.fetchrow(
             "SELECT relrowsecurity, relforcerowsecurity FROM pg_class "

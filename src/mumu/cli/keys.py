@@ -19,8 +19,7 @@ import uuid
 
 import asyncpg
 
-from mumu.cli.common import table
-from mumu.cli.workspace import with_admin
+from mumu.cli.common import table, with_admin
 from mumu.crypto import MasterKey
 from mumu.db import keyadmin
 from mumu.db.bootstrap import (
