@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ import pytest
 from mumu.cli.main import main
 from mumu.crypto import DecryptionError, Keyring, MasterKey
 from mumu.db import keyadmin
+from mumu.db.bootstrap import STATE_FILE
 from mumu.db.datakeys import DataKeys, DataKeyShreddedError
 from mumu.db.history import session_history
 from mumu.db.pool import workspace_tx
@@ -225,6 +227,12 @@ def test_cli_workspace_and_keys_commands(
     data_dir = tmp_path / "mumu"
     data_dir.mkdir()
     monkeypatch.setenv("MUMU_DATA_DIR", str(data_dir))
+    # the development keyring goes only with `mumu up`'s embedded database: its URLs are
+    # in the data directory's state file, none in the environment
+    monkeypatch.delenv("MUMU_DATABASE_ADMIN_URL")
+    monkeypatch.delenv("MUMU_DATABASE_URL")
+    (data_dir / STATE_FILE).write_text(json.dumps({"admin_url": pg_admin_url,
+                                                   "app_url": pg_app_url}))
     running = f"{second},{master_keys}"  # the keyring the running processes have
     (data_dir / "master-keys").write_text(running + "\n")
     assert main(["keys", "rotate", "--add", "dev2"]) == 0

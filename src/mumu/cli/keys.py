@@ -99,7 +99,7 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_rotate(args: argparse.Namespace, settings: Settings) -> int:
-    keyring = keyring_of(settings.master_keys, settings.data_dir)
+    keyring = keyring_of(settings.master_keys, settings.data_dir, settings.database)
     configured_primary = keyring.primary_id
     if args.add:
         return _add(args.add, settings, keyring.key_ids)
@@ -112,7 +112,7 @@ def run_rotate(args: argparse.Namespace, settings: Settings) -> int:
         print(f"rewrapped {report.rewrapped} data keys of {report.workspaces} workspaces "
               f"under master key {report.primary}")
         moved = report.primary != configured_primary
-        if moved and uses_dev_keyring(settings.master_keys, settings.data_dir):
+        if moved and uses_dev_keyring(settings.master_keys, settings.data_dir, settings.database):
             promote_dev_master_key(settings.data_dir, report.primary)
             print(f"{report.primary} is now first in {settings.data_dir / KEYRING_FILE} "
                   "(restart `mumu up` to wrap new data keys with it)")
@@ -131,7 +131,7 @@ def _add(key_id: str, settings: Settings, have: list[str]) -> int:
     if key_id in have:
         raise RuntimeError(f"master key {key_id!r} is already in the keyring")
     new = MasterKey.generate(key_id)
-    if uses_dev_keyring(settings.master_keys, settings.data_dir):
+    if uses_dev_keyring(settings.master_keys, settings.data_dir, settings.database):
         add_dev_master_key(settings.data_dir, new)
         print(f"added master key {key_id} to {settings.data_dir / KEYRING_FILE} "
               "(not primary; nothing rewrapped)")
@@ -146,7 +146,7 @@ def _add(key_id: str, settings: Settings, have: list[str]) -> int:
 
 
 def run_reencrypt(args: argparse.Namespace, settings: Settings) -> int:
-    keys = DataKeys(keyring_of(settings.master_keys, settings.data_dir))
+    keys = DataKeys(keyring_of(settings.master_keys, settings.data_dir, settings.database))
 
     def progress(ws: str, done: int) -> None:
         print(f"\r{ws}: {done} rows re-encrypted", end="", file=sys.stderr, flush=True)

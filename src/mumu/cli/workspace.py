@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_create(args: argparse.Namespace, settings: Settings) -> int:
-    keys = DataKeys(keyring_of(settings.master_keys, settings.data_dir))
+    keys = DataKeys(keyring_of(settings.master_keys, settings.data_dir, settings.database))
     made: list[str] = []
 
     async def work(conn: asyncpg.Connection) -> int:
