@@ -159,7 +159,7 @@ class ClientSocket:
         try:
             await handler(message)
         except ApiError as exc:
-            self.error(exc.code, exc.message)
+            self.error(exc.code, exc.message, exc.request_id)
 
     def _admit(self) -> None:
         self.deps.limiter.take(self.claims.workspace_id)

@@ -12,6 +12,7 @@ from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import ErrorCode, Event, PipelineError, derive_id
 from mumu.contracts.ids import id_or_none
+from mumu.runtime.client_errors import client_message
 from mumu.runtime.messages import Outbound
 
 UNKNOWN = "unknown"
@@ -84,7 +85,8 @@ def error_event(
     msg: Msg, event: BaseModel | None, *, stage: str, code: ErrorCode, message: str,
     workspace_id: str, sequence: int,
 ) -> Outbound | None:
-    """The ``mumu.error.<ws>`` event, or None when the subject names no valid workspace."""
+    """The ``mumu.error.<ws>`` event, or None when the subject names no valid workspace.
+    Its message is meant for the client (``client_errors``), not ``message`` itself."""
     if id_or_none(workspace_id) is None:
         return None
     request_id, session_id = request_identity(msg, event)
@@ -95,7 +97,7 @@ def error_event(
         session_id=session_id,
         stage=stage,
         code=code,
-        message=message[:1024],
+        message=client_message(code, message),  # the full reason: logs and dead letter only
         subject=msg.subject,
     )
     return Outbound.of(subjects.ERROR.for_workspace(workspace_id), err)
