@@ -63,7 +63,8 @@ async def test_openai_client_gets_the_transcript_in_every_format(
                             timestamp_granularities=["word"])
         with pytest.raises(openai.BadRequestError) as unknown_language:
             await tx.create(model="whisper-1", file=clip.open("rb"), language="English")
-    refused: Any = dict(words_need_verbose.value.body)
+    body: Any = words_need_verbose.value.body
+    refused = dict(body)
     assert is_id(refused.pop("request_id"))
     assert refused == {
         "code": "invalid_request_error",
