@@ -117,6 +117,13 @@ async def test_a_revoked_api_key_s_tokens_are_refused_by_every_replica_within_5_
             assert resp.status == 401
         async with http.get(two.ws_url(token)) as resp:
             assert resp.status == 401
+        async with http.ws_connect(one.ws_url()) as late:  # the token as first message
+            await late.send_json({"type": "auth", "token": token})
+            refused = await receive_until(late, lambda m: m["type"] == "error")
+            assert refused[-1]["code"] == "token_revoked"
+            assert (await late.receive()).type in (aiohttp.WSMsgType.CLOSE,
+                                                   aiohttp.WSMsgType.CLOSED)
+            assert late.close_code == 4401
         assert (await ask_status(http, one.url, kept))[0] == 202
         assert (await ask_status(http, two.url, kept))[0] == 202
         # revoking it again finds nothing live
