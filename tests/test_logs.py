@@ -15,6 +15,7 @@ SECRETS = {
     "host=db user=mumu password=kv-pw": "kv-pw",
     "Authorization: Bearer eyJ3cyI6IjEiLCJzaWQiOiJzIn0.c2lnbmF0dXJl": "eyJ3cyI6IjEiLCJzaWQi",
     "api key mumu_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789": "GhIjKlMnOpQrStUv",
+    "GET /api/ws?after=3&token=eyJ3cyI6IjEifQ.c2ln HTTP/1.1": "eyJ3cyI6IjEifQ",
 }
 
 

@@ -20,6 +20,8 @@ _SECRETS = (
     (re.compile(r"(\bpassword\s*=\s*)('[^']*'|\S+)", re.IGNORECASE), r"\1***"),
     # bearer credentials (session tokens, API keys) in a header echoed somewhere
     (re.compile(r"(\bBearer\s+)[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE), r"\1***"),
+    # a session token in a query string (the websocket's ?token=)
+    (re.compile(r"([?&]token=)[^&\s\"']+"), r"\1***"),
     # a workspace API key: its stored prefix names it, the rest is the secret
     (re.compile(r"\b(mumu_[A-Za-z0-9_-]{6})[A-Za-z0-9_-]{10,}"), r"\1***"),
 )
