@@ -83,6 +83,10 @@ class DataKeys:
             self._cache.move_to_end(cache_key)
         return key
 
+    def cached(self, workspace_id: str) -> int:
+        """How many unwrapped keys of ``workspace_id`` this process holds in memory."""
+        return sum(1 for k in self._cache if k[0] == workspace_id)
+
     def forget(self, workspace_id: str) -> int:
         """Drop every cached key of ``workspace_id`` (it was shredded); returns how many."""
         gone = [k for k in self._cache if k[0] == workspace_id]

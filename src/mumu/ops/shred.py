@@ -15,6 +15,7 @@ Idempotent: a second run finds nothing more (or what arrived since) and purges i
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -96,18 +97,24 @@ async def purge_workspace(nc: NATS, workspace: str) -> PurgeReport:
 
 
 async def _delete_audio(nc: NATS, workspace: str) -> int:
+    """Purge the chunks and the metadata (name included) of every ``mumu-audio`` object of
+    ``workspace``, deleted ones' markers too; returns how many live objects went."""
     js = nc.jetstream()
+    bucket = subjects.BUCKET_AUDIO
     try:
-        store = await js.object_store(subjects.BUCKET_AUDIO)
-        infos = await store.list(ignore_deletes=True)
+        store = await js.object_store(bucket)
+        infos = await store.list(ignore_deletes=False)
     except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError):
         return 0
     deleted = 0
     for info in infos:
-        if workspace in info.name.split("/"):
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await store.delete(info.name)
-                deleted += 1
+        if workspace not in info.name.split("/"):
+            continue
+        if info.nuid:
+            await _purge(nc, AUDIO_OBJECTS_STREAM, f"$O.{bucket}.C.{info.nuid}")
+        meta = base64.urlsafe_b64encode(info.name.encode()).decode()
+        await _purge(nc, AUDIO_OBJECTS_STREAM, f"$O.{bucket}.M.{meta}")
+        deleted += 0 if info.deleted else 1
     return deleted
 
 
