@@ -29,7 +29,8 @@ CREATE POLICY tenant_isolation ON mumu.workspace_shreds FOR ALL
     USING (workspace_id = nullif(current_setting('app.workspace_id', true), '')::uuid)
     WITH CHECK (workspace_id = nullif(current_setting('app.workspace_id', true), '')::uuid);
 
--- Restrictive: AND-ed with tenant_isolation, for every role (the owner too: FORCE).
+-- Restrictive: AND-ed with tenant_isolation, for every role row-level security binds
+-- (the owner too: FORCE; a superuser bypasses it, as it bypasses every policy).
 DROP POLICY IF EXISTS no_key_after_shred ON mumu.data_keys;
 CREATE POLICY no_key_after_shred ON mumu.data_keys AS RESTRICTIVE FOR INSERT
     WITH CHECK (NOT EXISTS (
