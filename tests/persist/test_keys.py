@@ -267,6 +267,16 @@ def test_cli_workspace_and_keys_commands(
     assert "wrapped by master key dev2" in out
     assert "backups" in out
     assert main(["keys", "shred", str(uuid.uuid4()), "--yes"]) == 1
+    capsys.readouterr()
+    assert main(["keys", "status"]) == 0
+    assert f"shredded, storing nothing until `mumu keys reenable`: {ws} (since" in \
+        capsys.readouterr().out
+    assert main(["keys", "reenable", ws]) == 0
+    assert f"workspace {ws} re-enabled: new data key v3" in capsys.readouterr().out
+    assert main(["keys", "status"]) == 0
+    assert "storing nothing" not in capsys.readouterr().out
+    assert main(["keys", "reenable", ws]) == 1
+    assert f"workspace {ws} is not shredded" in capsys.readouterr().err
 
 
 async def read_all(app_url: str, keyring: Keyring, ws: str) -> list[str]:

@@ -38,7 +38,7 @@ from mumu.db.bootstrap import (
     promote_dev_master_key,
     uses_dev_keyring,
 )
-from mumu.db.datakeys import DataKeys
+from mumu.db.datakeys import DataKeys, shredded_at
 from mumu.db.pool import workspace_tx
 from mumu.db.workspaces import workspace_ids
 from mumu.ops import shred as nats_shred
@@ -100,8 +100,12 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
     async def work(conn: asyncpg.Connection) -> int:
         rows = []
+        closed = []
         for ws in await workspace_ids(conn):
             async with workspace_tx(conn, ws) as tx:
+                when = await shredded_at(tx, ws)
+                if when is not None:
+                    closed.append(f"{ws} (since {when:%Y-%m-%d %H:%M:%S %Z})")
                 for r in await tx.fetch(
                     "SELECT version, coalesce(master_key_id, '-') AS kid, shredded_at "
                     "FROM mumu.data_keys WHERE workspace_id = $1 ORDER BY version", ws
@@ -109,6 +113,8 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
                     state = "shredded" if r["shredded_at"] else "active"
                     rows.append([ws, r["version"], r["kid"], state])
         print(table(["workspace", "data key", "master key", "state"], rows))
+        if closed:
+            print("shredded, storing nothing until `mumu keys reenable`: " + ", ".join(closed))
         return 0
 
     return with_admin(settings, work)
