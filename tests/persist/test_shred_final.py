@@ -101,7 +101,7 @@ async def seed_nats(nc: NATS, ws: str, secret: str) -> int:
     await audio.put(gone, f"{secret} transcribed".encode())
     await audio.delete(gone)
     sessions = await js.key_value(subjects.BUCKET_SESSIONS)
-    await sessions.put(f"{ws}.s1", f"{secret} turn".encode())
+    await sessions.put(f"{ws}.seeded", f"{secret} turn".encode())
     await js.publish(subjects.CONTROL_CANCEL.for_workspace(ws), f"{secret} cancel".encode())
     lost = transcript(ws, f"{secret} from the dead letter queue")
     original = Msg(nc, subject=subjects.TRANSCRIPT_FINAL.for_workspace(ws),
@@ -207,10 +207,14 @@ async def test_after_a_shred_replays_and_in_flight_messages_store_nothing_and_na
         assert await mumu("replay", subjects.TRANSCRIPT_FINAL.for_workspace(a),
                           "--from-seq", "1", "--tag", "after-purge") == 0
         assert "replayed 0 messages" in capsys.readouterr().out
-        late = transcript(a, "A-SECRET late")
-        await publish(nc, late)
+        sessions = await js.key_value(subjects.BUCKET_SESSIONS)
+        await sessions.put(f"{a}.late", b"A-SECRET turn")  # reason records it, then answers
+        await publish(nc, answer(a, "A-SECRET late q", "A-SECRET late", session="late"))
         await seen.wait_for(lambda _: len(shredded_letters(seen, a)) >= 4)
         assert_without_body(shredded_letters(seen, a)[3:], "A-SECRET")
+        with pytest.raises(nats.js.errors.KeyNotFoundError):  # persist purged the turn
+            await sessions.get(f"{a}.late")
+        assert (await sessions.get(f"{b}.seeded")).value == b"B-SECRET turn"
         [its_letter] = [s.seq async for s in dlq.letters(nc, "persist")
                         if subjects.last_token(s.headers[h.DLQ_SUBJECT]) == a]
         assert await mumu("dlq", "replay", str(its_letter)) == 1  # no body to replay

@@ -171,8 +171,10 @@ def service(
             *consume(consumers.PERSIST_RESULTS),
             subjects.PERSISTED.wildcard,
             *_dead_letters("persist"),
-            # a shredded workspace's final that arrives after the shred's purge: erased
+            # a shredded workspace's final that arrives after the shred's purge: erased,
+            # with its session's turns in the sessions KV (a purge by subject)
             f"{JS_API}.STREAM.MSG.DELETE.{consumers.PERSIST_RESULTS.stream}",
+            f"{JS_API}.STREAM.PURGE.KV_{subjects.BUCKET_SESSIONS}",
         ])
         # shred notices arrive as plain NATS messages (every replica drops its keys)
         return Permissions(perms.publish, (*perms.subscribe, subjects.CONTROL_SHRED.wildcard))

@@ -8,8 +8,9 @@ is shredded.)
 
 A final of a shredded workspace that reaches persist (in flight during the shred, or
 replayed after it) is dead-lettered without its body (``RedactedError``, code
-``shredded``), and its copy in the stream is deleted, so the plaintext the shred purged
-does not come back through a late message.
+``shredded``), its copy in the stream is deleted, and its session's context in the KV
+``mumu-sessions`` (reason records a turn before it publishes the answer) is purged, so
+the plaintext the shred purged does not come back through a late message.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
+from mumu.broker.jsapi import JetStreamApiError, api
 from mumu.contracts import subjects
 from mumu.contracts.events import WorkspaceShredded
 from mumu.db.datakeys import DataKeys, WorkspaceShreddedError
@@ -35,6 +37,7 @@ from mumu.runtime import Inbound, RedactedError
 
 log = logging.getLogger(__name__)
 STAGE = "persist"
+KV_SESSIONS = f"KV_{subjects.BUCKET_SESSIONS}"
 
 
 def redacted(exc: WorkspaceShreddedError) -> RedactedError:
@@ -48,9 +51,11 @@ class ShredListener:
     def __init__(self, data_keys: DataKeys) -> None:
         self._data_keys = data_keys
         self._sub: Subscription | None = None
+        self._nc: Client | None = None
         self._js: JetStreamContext | None = None
 
     async def subscribe(self, nc: Client) -> None:
+        self._nc = nc
         self._js = nc.jetstream()
         self._sub = await nc.subscribe(subjects.CONTROL_SHRED.wildcard, cb=self._on_msg)
         await nc.flush()
@@ -79,12 +84,15 @@ class ShredListener:
         log.info("workspace %s was shredded: dropped %d cached data keys", ws, dropped,
                  extra={"stage": STAGE, "workspace_id": ws})
 
-    async def erase(self, inbounds: Iterable[Inbound[Any]]) -> None:
-        """Delete these messages (of a shredded workspace) from their stream. Best effort:
-        a message already purged or deleted is fine, a failure is logged."""
-        if self._js is None:
+    async def erase(self, late: Iterable[tuple[Inbound[Any], str]]) -> None:
+        """Delete these messages (of a shredded workspace; each with its session id) from
+        their stream, and their sessions' context from the KV. Best effort: what is gone
+        already is fine, a failure is logged."""
+        if self._js is None or self._nc is None:
             return
-        for inbound in inbounds:
+        sessions: set[tuple[str, str]] = set()
+        for inbound, session_id in late:
+            sessions.add((inbound.workspace_id, session_id))
             if not inbound.stream:
                 continue
             try:
@@ -92,7 +100,15 @@ class ShredListener:
             except nats.js.errors.NotFoundError:
                 continue  # the shred's purge (or another replica) was first
             except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
-                log.warning("could not erase %s #%d of a shredded workspace: %r",
-                            inbound.stream, inbound.sequence, exc,
-                            extra={"stage": STAGE, "subject": inbound.subject,
-                                   "seq": inbound.sequence})
+                self._not_erased(f"{inbound.stream} #{inbound.sequence}", exc)
+        for ws, session_id in sessions:
+            key = f"$KV.{subjects.BUCKET_SESSIONS}.{ws}.{session_id}"
+            try:
+                await api(self._nc, f"STREAM.PURGE.{KV_SESSIONS}", {"filter": key})
+            except (JetStreamApiError, nats.errors.Error, TimeoutError) as exc:
+                self._not_erased(key, exc)
+
+    @staticmethod
+    def _not_erased(what: str, exc: BaseException) -> None:
+        log.warning("could not erase %s of a shredded workspace: %r", what, exc,
+                    extra={"stage": STAGE})

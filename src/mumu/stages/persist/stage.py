@@ -140,7 +140,8 @@ class PersistStage:
         async with self._writers:
             results = await self._flush(ws, [item.record for item in items])
         if any(isinstance(r, RedactedError) for r in results):
-            await self.shreds.erase(item.inbound for item, r in zip(items, results, strict=True)
+            await self.shreds.erase((item.inbound, item.event.session_id)
+                                    for item, r in zip(items, results, strict=True)
                                     if isinstance(r, RedactedError))
         return results
 
