@@ -26,6 +26,7 @@ FIXED: dict[str, str] = {
     "transcribe_failed": "the audio could not be transcribed",
     "persist_failed": "the result could not be stored",
     "max_deliver_exceeded": "the request failed after repeated attempts",
+    "shredded": "this workspace's data was crypto-erased: nothing of it is stored",
 }
 FALLBACK = "the request failed"
 LONGEST = 512

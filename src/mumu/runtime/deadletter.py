@@ -46,9 +46,13 @@ def _header_bytes(headers: Mapping[str, str]) -> int:
 
 def dead_letter(
     msg: Msg, *, stage: str, code: ErrorCode, reason: str, stream: str, sequence: int,
-    deliveries: int, max_payload: int,
+    deliveries: int, max_payload: int, redact: bool = False,
 ) -> Outbound:
     """The original payload with its headers kept under ``Mumu-Orig-`` and the reason added.
+
+    ``redact``: the letter carries neither the body nor the original headers (the
+    message's workspace was shredded: nothing of its content may be kept), marked
+    ``Mumu-Dlq-Body-Omitted: true`` like a letter too large for its body.
 
     A letter that would not fit in ``max_payload`` goes without the body (and, if even
     that is too big, without the original headers): ``Mumu-Dlq-Body-Omitted: true`` and
@@ -67,7 +71,10 @@ def dead_letter(
     }
     headers.update(ours)
     payload = msg.data
-    if len(payload) + _header_bytes(headers) + HEADROOM > max_payload:
+    if redact:
+        headers = {**ours, h.DLQ_BODY_OMITTED: "true", h.DLQ_BODY_SIZE: str(len(payload))}
+        payload = b""
+    elif len(payload) + _header_bytes(headers) + HEADROOM > max_payload:
         omitted = {h.DLQ_BODY_OMITTED: "true", h.DLQ_BODY_SIZE: str(len(payload))}
         headers.update(omitted)
         payload = b""
