@@ -52,8 +52,11 @@ class Gateway:
     app: web.Application
     signer: TokenSigner
 
-    def token(self, workspace: str = WS_A, session: str = "s1") -> str:
-        return self.signer.issue(workspace, session)[0]
+    def token(self, workspace: str = WS_A, session: str = "s1", key_id: str | None = None
+              ) -> str:
+        """A session token; ``key_id`` (the API key's id) is needed where the gateway has
+        a database to check it against."""
+        return self.signer.issue(workspace, session, key_id=key_id)[0]
 
     def ws_url(self, token: str | None = None, after: int | None = None) -> str:
         base = "ws" + self.url.removeprefix("http") + "/api/ws"  # https: wss

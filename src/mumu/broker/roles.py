@@ -179,11 +179,17 @@ def service(
         # cancels arrive as plain NATS messages
         return Permissions(perms.publish, (*perms.subscribe, subjects.CONTROL_CANCEL.wildcard))
     if role is Role.PERSIST:
-        return _service(role, [
+        perms = _service(role, [
             *consume(consumers.PERSIST_RESULTS),
             subjects.PERSISTED.wildcard,
             *_dead_letters("persist"),
+            # a shredded workspace's final that arrives after the shred's purge: erased,
+            # with its session's turns in the sessions KV (a purge by subject)
+            f"{JS_API}.STREAM.MSG.DELETE.{consumers.PERSIST_RESULTS.stream}",
+            f"{JS_API}.STREAM.PURGE.KV_{subjects.BUCKET_SESSIONS}",
         ])
+        # shred notices arrive as plain NATS messages (every replica drops its keys)
+        return Permissions(perms.publish, (*perms.subscribe, subjects.CONTROL_SHRED.wildcard))
     if role is Role.GATEWAY:
         return _gateway(tuple(stage_consumers), uploads)
     raise ValueError(f"{role} is not a service role")

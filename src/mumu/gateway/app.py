@@ -20,8 +20,10 @@ from mumu.gateway.asks import Asker
 from mumu.gateway.auth import ApiKeys
 from mumu.gateway.deps import DEPS, GatewayDeps
 from mumu.gateway.errors import json_errors
+from mumu.gateway.failed_keys import FailedKeys
 from mumu.gateway.feed import LiveFeed
 from mumu.gateway.hub import Hub
+from mumu.gateway.key_status import KeyStatus
 from mumu.gateway.limits import LagMonitor, RateLimiter
 from mumu.gateway.metrics import GatewayMetrics
 from mumu.gateway.models import Health, Readiness
@@ -39,6 +41,7 @@ STARTED = web.AppKey("started", float)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 SIGNER = web.AppKey("signer", TokenSigner)
 API_KEYS = web.AppKey("api_keys", ApiKeys)
+KEY_STATUS = web.AppKey("key_status", KeyStatus)
 STATIC = Path(__file__).parent / "static"
 
 
@@ -68,12 +71,13 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
         app[DEPS] = GatewayDeps(
             settings=settings, signer=app[SIGNER], metrics=app[METRICS],
             limiter=RateLimiter(gw.rate_limit_per_second, gw.rate_limit_burst),
-            key_failures=RateLimiter(gw.failed_key_per_second, gw.failed_key_burst,
-                                     "too many failed API key attempts from this address"),
+            key_failures=FailedKeys(gw.failed_key_per_second, gw.failed_key_burst),
+            key_status=app[KEY_STATUS],
             api_keys=app[API_KEYS], hub=hub, nc=nc, asker=Asker(nc, settings.nats), feed=feed,
             lag=lag,
         )
-        tasks = [asyncio.create_task(feed.run(stop)), asyncio.create_task(lag.run(stop))]
+        tasks = [asyncio.create_task(feed.run(stop)), asyncio.create_task(lag.run(stop)),
+                 asyncio.create_task(app[KEY_STATUS].run(stop))]
         try:
             yield
         finally:
@@ -139,6 +143,26 @@ async def index(_: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html")
 
 
+def key_status(app: web.Application, settings: Settings) -> KeyStatus:
+    """Checks the API keys of session tokens (none without a database); the websockets of
+    a key found dead are closed."""
+    keys = app[API_KEYS]
+    status = KeyStatus(keys.live if keys.configured else None,
+                       interval=settings.gateway.key_check_interval,
+                       max_age=settings.gateway.key_check_max_age)
+    sockets = app[SOCKETS]
+    status.in_use = lambda: [c.claims.key_id for c in sockets.values() if c is not None]
+
+    def close_sockets(dead: set[str]) -> None:
+        for client in list(sockets.values()):
+            if client is not None and client.claims.key_id in dead:
+                client.end("token_revoked", "the API key of this session was revoked (or its "
+                           "workspace deleted)")
+
+    status.on_dead = close_sockets
+    return status
+
+
 def create_app(settings: Settings) -> web.Application:
     """The gateway; raises ``RuntimeError`` at once when the session secret is missing."""
     gw = settings.gateway
@@ -147,12 +171,13 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[TRUSTED_PROXIES] = tuple(gw.trusted_proxies)
-    app[SIGNER] = TokenSigner(gw.session_secret, gw.session_ttl)
+    app[SIGNER] = TokenSigner(gw.session_secret, gw.session_ttl, gw.session_secret_previous)
     app[METRICS] = GatewayMetrics()
     app[REGISTRY] = app[METRICS].registry
     app[STARTED] = time.monotonic()
     app[API_KEYS] = ApiKeys(settings)
     app[SOCKETS] = weakref.WeakKeyDictionary()
+    app[KEY_STATUS] = key_status(app, settings)
     app.cleanup_ctx.append(_database_ctx)
     app.cleanup_ctx.append(_nats_ctx)
     app.on_shutdown.append(close_all)

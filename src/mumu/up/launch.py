@@ -231,5 +231,8 @@ async def up(
             for path in producer_files:
                 announce(f"producer credentials: {path}  (inbox prefix "
                          f"{producer_inbox_prefix(path.stem)}; see README 'Producers')")
+        if database.server is not None and settings.master_keys is None:
+            announce(f"cli: export MUMU_DATA_DIR={data_dir}  (mumu workspace|keys|migrate find "
+                     "the embedded database and its development keyring there)")
         announce(f"logs: {logs}  (Ctrl-C stops everything)")
         await running
