@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable
 
+import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
@@ -19,7 +21,11 @@ from mumu.contracts import subjects
 from mumu.contracts.consumers import REASON_TEXT
 from mumu.contracts.events import TextAsk, new_id
 from mumu.ops.reader import read_range
+from mumu.ops.shred import purge_workspace
+from mumu.runtime.messages import Outbound
+from mumu.runtime.metrics import StageMetrics
 from mumu.runtime.once import OnceRecords
+from mumu.runtime.publisher import Publisher
 from mumu.runtime.settle import Delivery, Settler
 from mumu.settings import Settings
 from mumu.stages.reason.stage import ReasonStage
@@ -126,3 +132,27 @@ async def test_a_death_between_the_pub_ack_and_the_record_is_recovered_from_the_
     to_client, stored = await _one_final_after_a_late_redelivery(nc, settings, died)
     assert len(to_client) == 1 and stored == to_client, (to_client, stored)
     assert (await _record(nc, stored[0])).startswith(b"stored:MUMU_RESULTS:")
+
+
+async def test_a_shred_purges_the_workspace_once_records_and_no_other(
+    nc: NATS, streams: None,
+) -> None:
+    """The records are ids only, but their keys name the workspace (``mumu keys shred``)."""
+    metrics = StageMetrics("reason")
+    publisher = Publisher(nc, metrics)
+    once = OnceRecords(nc, "reason", publisher, metrics, logging.getLogger("mumu.stage"))
+    finals = {ws: Outbound(subjects.ANSWER_FINAL.for_workspace(ws), b"{}", new_id(), once=True)
+              for ws in ("ws-shredded", "ws-kept")}
+    for out in finals.values():
+        await once.publish(out, {})
+        await once.publish(out, {})  # the second finds the record: published once
+    kv = await nc.jetstream().key_value(subjects.BUCKET_ONCE)
+    for out in finals.values():
+        assert ((await kv.get(once.key(out))).value or b"").startswith(b"stored:")
+    report = await purge_workspace(nc, "ws-shredded")
+    assert report.messages[f"KV_{subjects.BUCKET_ONCE}"] == 1
+    with pytest.raises(nats.js.errors.KeyNotFoundError):
+        await kv.get(once.key(finals["ws-shredded"]))
+    assert (await kv.get(once.key(finals["ws-kept"]))).value
+    assert metrics.registry.get_sample_value(
+        "mumu_stage_once_outputs_total", {"stage": "reason", "outcome": "already"}) == 2

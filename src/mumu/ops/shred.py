@@ -6,7 +6,8 @@ After the database has destroyed the workspace's data keys (``mumu.db.keyadmin.s
 2. every stream loses the workspace's messages: a purge with the subject filters
    ``mumu.*.<ws>`` and ``mumu.*.*.<ws>`` (every subject of the contracts ends with the
    workspace), the whole intake stream ``MUMU_INTAKE_<ws>`` and upload bucket
-   ``mumu-upload-<ws>``, the sessions KV keys ``<ws>.*``, the objects of ``mumu-audio``
+   ``mumu-upload-<ws>``, the keys ``<ws>.*`` of the sessions KV and of the runtime's
+   ``mumu-once`` records (ids only), the objects of ``mumu-audio``
    under a ``<ws>`` path segment, and each dead letter whose original subject names the
    workspace (``Mumu-Dlq-Subject``; read headers only, deleted by sequence, erased).
 
@@ -30,6 +31,8 @@ from mumu.contracts import subjects
 from mumu.contracts.events import WorkspaceShredded
 
 KV_SESSIONS_STREAM = f"KV_{subjects.BUCKET_SESSIONS}"
+KV_BY_WORKSPACE = {f"KV_{b}": b for b in (subjects.BUCKET_SESSIONS, subjects.BUCKET_ONCE)}
+"""KV buckets whose keys begin with the workspace."""
 AUDIO_OBJECTS_STREAM = f"OBJ_{subjects.BUCKET_AUDIO}"
 
 
@@ -82,8 +85,8 @@ async def purge_workspace(nc: NATS, workspace: str) -> PurgeReport:
     for stream in await stream_names(nc):
         if stream in own:
             filters: tuple[str | None, ...] = (None,)
-        elif stream == KV_SESSIONS_STREAM:
-            filters = (f"$KV.{subjects.BUCKET_SESSIONS}.{workspace}.>",)
+        elif stream in KV_BY_WORKSPACE:
+            filters = (f"$KV.{KV_BY_WORKSPACE[stream]}.{workspace}.>",)
         elif stream.startswith(("KV_", "OBJ_")):
             continue  # other buckets' subjects never name a workspace
         else:
