@@ -32,6 +32,8 @@ from mumu.up.supervisor import Child, Supervisor
 
 log = logging.getLogger(__name__)
 SESSION_SECRET_FILE = "session-secret"  # noqa: S105 - a file name
+EXPORTER_PORT = 9464
+"""Where ``mumu up``'s exporter serves ``/metrics`` (another free port when taken)."""
 PRODUCER_CREDENTIALS_DIR = "credentials"
 """``<data_dir>/credentials/<ws>.nk``: the default workspace's producer seed (0600)."""
 
@@ -210,6 +212,10 @@ async def up(
             for i in range(settings.stage.replicas)
         ]
         children.append(Child("gateway", ["gateway"], env_of("gateway"), logs / "gateway.log"))
+        # the one exporter of stream fullness and consumer backlogs (docs/ops.md)
+        exporter_port = _port_or_free("127.0.0.1", EXPORTER_PORT)
+        children.append(Child("exporter", ["exporter", "--port", str(exporter_port)],
+                              env_of("exporter"), logs / "exporter.log"))
         supervisor = Supervisor(children, settings.stage.drain_timeout)
         running = asyncio.create_task(supervisor.run(stop))
         gateway_url = base_url(settings.gateway, host, port)
@@ -223,6 +229,7 @@ async def up(
             log.warning("the gateway is not ready after %.0fs; logs are in %s", ready_timeout, logs)
         announce(f"gateway: {gateway_url}")
         announce(f"nats: {redacted(nats_url)}")
+        announce(f"metrics: http://127.0.0.1:{exporter_port}/metrics  (streams and consumers)")
         for line in database.announce:
             announce(line)
         if auth is not None:
