@@ -14,6 +14,7 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 
 from mumu.contracts.subjects import last_token
+from mumu.logs import MessageLog, reset_context, set_context
 from mumu.runtime.errors import Disposition, PermanentError
 from mumu.runtime.messages import Inbound, Outbound
 from mumu.runtime.publisher import Publisher, Traced
@@ -103,6 +104,10 @@ class Dispatcher:
         assert self.route.handler is not None
         started = time.perf_counter()
         d = self._begin(msg)
+        # every line logged while handling it carries its workspace, trace id, sequence
+        logged = set_context(MessageLog(
+            self.settler.stage, msg.subject, self.route.stream, seq=d.sequence,
+            deliveries=d.deliveries, headers=msg.headers or {}, trace=d.span.headers))
         try:
             inbound = self._inbound(d)
             while True:
@@ -127,6 +132,7 @@ class Dispatcher:
             await self.settler.settle(d, exc)
         finally:
             self._end(d, started)
+            reset_context(logged)
 
     async def _after_ack(self, d: Delivery, inbound: Inbound[Any]) -> None:
         if self.route.after_ack is None:
