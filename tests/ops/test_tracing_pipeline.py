@@ -13,6 +13,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.parser import text_string_to_metric_families
 
 from mumu.contracts import headers as h
 from mumu.runtime.tracing import Tracing
@@ -52,6 +53,19 @@ async def all_stages(cfg: Settings, exported: InMemorySpanExporter) -> AsyncIter
             await stack.enter_async_context(running(
                 stage, cfg, tracing=Tracing(stage.name, None, exporter=exported)))
         yield
+
+
+def e2e(exposition: str) -> dict[tuple[str, str], tuple[float, float]]:
+    """(kind, milestone) -> (count, sum) of mumu_e2e_latency_seconds."""
+    found: dict[tuple[str, str], list[float]] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name.startswith("mumu_e2e_latency_seconds_") and \
+                    sample.name.endswith(("_count", "_sum")):
+                key = (sample.labels["kind"], sample.labels["milestone"])
+                index = 0 if sample.name.endswith("_count") else 1
+                found.setdefault(key, [0.0, 0.0])[index] = sample.value
+    return {k: (v[0], v[1]) for k, v in found.items() if v[0]}
 
 
 def _kinds(messages: list[Seen], request_id: str) -> set[str]:
@@ -98,6 +112,15 @@ async def test_one_trace_spans_gateway_ingest_transcribe_reason_persist(
         await persisted.wait_for(lambda ms: _kinds(ms, rid) >= {"transcript", "answer"}, 60)
         traceparent = next(m.headers[h.TRACEPARENT] for m in persisted.messages
                            if m.json().get("request_id") == rid)
+        async with aiohttp.ClientSession() as http, http.get(f"{gw.url}/metrics") as resp:
+            latency = e2e(await resp.text())
+    # the gateway saw every milestone of the request, in order
+    assert {k: count for k, (count, _) in latency.items()} == {
+        ("audio", "transcript_final"): 1, ("audio", "first_answer_delta"): 1,
+        ("audio", "answer_final"): 1}
+    took = {k: seconds for k, (_, seconds) in latency.items()}
+    assert 0 < took[("audio", "transcript_final")] <= took[("audio", "first_answer_delta")] \
+        <= took[("audio", "answer_final")] <= body["timings"]["answer"] + 1.0
     spans = exported.get_finished_spans()
     trace_id = int(traceparent.split("-")[1], 16)
     mine = tuple(s for s in spans if s.context is not None and s.context.trace_id == trace_id)
