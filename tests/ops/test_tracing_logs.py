@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import aiohttp
 from nats.aio.client import Client as NATS
 
 from mumu.bench.stream import BENCH_HOPS, STREAM_BENCH
@@ -19,6 +20,7 @@ from mumu.gateway.asks import Asker
 from mumu.logs import JsonFormatter, MessageLog, log_context, reset_context, set_context
 from mumu.runtime import Inbound, Outbound, Route, StageContext
 from mumu.settings import Settings
+from tests.gateway.conftest import WS_A, gateway_settings, receive_until, serving
 from tests.harness import Collector, running
 from tests.passthrough import PassThrough, Ping
 
@@ -144,3 +146,19 @@ async def test_the_gateways_ask_line_carries_its_trace_and_workspace(
     (line,) = [line for line in logs.lines if line["msg"] == "text ask"]
     assert line["workspace_id"] == WS and line["request_id"] == asked.request_id
     assert line["trace_id"] == msg.headers[h.TRACEPARENT].split("-")[1]
+
+
+async def test_a_websockets_log_lines_carry_its_workspace(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    cfg = gateway_settings(settings, max_frame_bytes=1024)
+    with captured() as logs:
+        async with serving(cfg) as gw, aiohttp.ClientSession() as http, \
+                http.ws_connect(gw.ws_url(gw.token(WS_A, "logs"))) as ws:
+            await receive_until(ws, lambda m: m["type"] == "ready")
+            await ws.send_str("x" * 4096)  # over the frame limit: the socket logs an error
+            async with asyncio.timeout(10):
+                while not any(line["msg"].startswith("websocket error") for line in logs.lines):
+                    await asyncio.sleep(0.02)
+    (line,) = [line for line in logs.lines if line["msg"].startswith("websocket error")]
+    assert line["workspace_id"] == WS_A

@@ -17,6 +17,7 @@ from mumu.gateway.errors import ApiError
 from mumu.gateway.outbox import Outbox, Sender
 from mumu.gateway.sockets import CLOSE_UNAUTHORIZED, ClientSocket
 from mumu.gateway.tokens import InvalidTokenError, SessionClaims, TokenSigner
+from mumu.logs import log_context
 
 log = logging.getLogger("mumu.gateway.ws")
 
@@ -100,7 +101,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         sender = request.app.get(SENDER, outbox)(ws, request.transport, gw.client_queue)
         client = ClientSocket(sender, claims, deps)
         sockets[ws] = client
-        await _serve(ws, client, after)
+        with log_context(workspace_id=claims.workspace_id):  # every line of this socket
+            await _serve(ws, client, after)
     finally:
         deps.metrics.sockets.dec()
         sockets.pop(ws, None)
