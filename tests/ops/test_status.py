@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mumu.broker.connect import connect
 from mumu.broker.embedded import EmbeddedNats
+from mumu.broker.streams import apply_all
 from mumu.contracts import subjects
 from mumu.ops.exporter import run_exporter
 from mumu.ops.status import Status, gather
@@ -236,3 +237,39 @@ async def nc_stream_exists(settings: Settings) -> bool:
         return bool(await nc.jetstream().stream_info(subjects.STREAM_RESULTS))
     finally:
         await nc.close()
+
+
+async def test_the_exporter_counts_failed_readings_when_nats_is_gone_and_says_not_ready(
+    nats_server: EmbeddedNats, settings: Settings
+) -> None:
+    own = await connect(settings.nats, name="test-apply")  # not the `nc` fixture: the
+    try:  # server goes away below
+        await apply_all(own)
+    finally:
+        await own.close()
+    stop, started, bound = asyncio.Event(), asyncio.Event(), []
+    task = asyncio.create_task(run_exporter(
+        settings, "127.0.0.1", 0, 0.2, stop, started=started, bound=bound))
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        base = f"http://127.0.0.1:{bound[0]}"
+        before = await _scrape(f"{base}/metrics")
+        assert before[("mumu_exporter_poll_errors_total", ())] == 0
+        await nats_server.stop()
+        async with asyncio.timeout(30):
+            while (await _scrape(f"{base}/metrics"))[("mumu_exporter_poll_errors_total", ())] < 1:
+                await asyncio.sleep(0.2)
+        after = await _scrape(f"{base}/metrics")
+        # the last reading is still served, and its time stops moving (the alert's clue)
+        stamp = ("mumu_exporter_last_poll_timestamp_seconds", ())
+        await asyncio.sleep(0.5)  # more than two intervals: every reading fails
+        assert (await _scrape(f"{base}/metrics"))[stamp] == after[stamp]
+        assert ("mumu_jetstream_stream_messages",
+                (("kind", "stream"), ("stream", subjects.STREAM_RESULTS))) in after
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/ready") as resp:
+            assert resp.status == 503
+            assert "nats: not connected" in (await resp.json())["reasons"]
+        assert not task.done()  # it keeps trying
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
