@@ -59,7 +59,7 @@ def test_compose_runs_every_stage_the_gateway_and_prometheus_without_inline_secr
         assert services[name]["command"] == ["stage", name]
     text = (ROOT / "docker-compose.yml").read_text()
     for secret in ("MUMU_MASTER_KEYS", "POSTGRES_PASSWORD", "MUMU_GATEWAY__SESSION_SECRET",
-                   "NATS_JS_KEY"):
+                   "NATS_JS_KEY", "GRAFANA_ADMIN_PASSWORD"):
         assert re.search(rf"\${{{secret}:\?", text), f"{secret} must come from the environment"
 
 

@@ -188,3 +188,21 @@ def test_the_dashboard_has_the_sre_panels_and_valid_queries() -> None:
             "mumu_gateway_requests_total"} <= used
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def test_compose_grafana_loads_the_dashboard_from_prometheus() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    grafana = compose["services"]["grafana"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"]}  # container: host
+    provisioning = ROOT / mounts["/etc/grafana/provisioning"]
+    (source,) = yaml.safe_load(
+        (provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert source["type"] == "prometheus" and source["isDefault"]
+    assert source["url"].split("//")[1].split(":")[0] in compose["services"]
+    (provider,) = yaml.safe_load(
+        (provisioning / "dashboards" / "mumu.yml").read_text())["providers"]
+    folder = provider["options"]["path"]
+    dashboards = [host for container, host in mounts.items()
+                  if container.startswith(folder + "/")]
+    assert dashboards == ["./infra/grafana/mumu-dashboard.json"]
+    assert grafana["ports"] == ["127.0.0.1:3000:3000"]  # loopback only
