@@ -2,9 +2,10 @@
 
 A log call names what it knows in ``extra``; the rest comes from the *log context* of the
 task it runs in: the runtime sets one per delivery (``MessageLog``: stage, subject, stream,
-sequence, deliveries, workspace, trace id) and the gateway one per ask (``log_context``),
-so every line written while handling a message or a request carries its trace id and
-workspace without each call repeating them. ``extra`` wins over the context.
+sequence, deliveries, workspace, trace id, request id) and the gateway one per ask and
+per socket (``log_context``), so every line written while handling a message or a
+request carries its trace id and workspace without each call repeating them. ``extra``
+wins over the context.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ _CONTEXT_FIELDS = (
 
 
 class LogContext(Protocol):
-    def log_fields(self) -> Mapping[str, object]:
-        """The fields every log line of this context carries (computed when one is written)."""
+    def log_fields(self, item: Any) -> Mapping[str, object]:
+        """The fields every log line about ``item`` carries (worked out when one is
+        written, never when the context is set)."""
 
 
-_CONTEXT: ContextVar[LogContext | None] = ContextVar("mumu_log_context", default=None)
+_Current = tuple[LogContext, Any]
+_CONTEXT: ContextVar[_Current | None] = ContextVar("mumu_log_context", default=None)
 
 
 def trace_id_of(traceparent: str | None) -> str | None:
@@ -42,60 +45,67 @@ def trace_id_of(traceparent: str | None) -> str | None:
 
 
 class MessageLog:
-    """The log context of one delivery; fields are worked out only when a line is written,
-    so setting it costs the hot path one context variable."""
+    """The log context of one route's deliveries: made once per route, set per delivery
+    with the delivery as its item (one tuple and one context variable on the hot path).
 
-    __slots__ = ("deliveries", "headers", "seq", "stage", "stream", "subject", "trace")
+    The item is the runtime's delivery: ``.msg`` (subject, headers), ``.sequence``,
+    ``.deliveries`` and ``.span.headers`` (the trace headers its outputs carry)."""
 
-    def __init__(self, stage: str, subject: str, stream: str, *, seq: int, deliveries: int,
-                 headers: Mapping[str, str], trace: Mapping[str, str]) -> None:
-        """``headers``: the delivery's; ``trace``: the trace headers its outputs carry."""
-        self.stage, self.subject, self.stream = stage, subject, stream
-        self.seq, self.deliveries, self.headers, self.trace = seq, deliveries, headers, trace
+    __slots__ = ("stage", "stream")
 
-    def log_fields(self) -> Mapping[str, object]:
+    def __init__(self, stage: str, stream: str) -> None:
+        self.stage, self.stream = stage, stream
+
+    def log_fields(self, item: Any) -> Mapping[str, object]:
+        subject: str = item.msg.subject
         fields: dict[str, object] = {
-            "stage": self.stage, "subject": self.subject, "stream": self.stream,
-            "seq": self.seq, "deliveries": self.deliveries,
+            "stage": self.stage, "subject": subject, "stream": self.stream,
+            "seq": item.sequence, "deliveries": item.deliveries,
             # mumu subjects end with the workspace (DESIGN.md)
-            "workspace_id": self.subject.rsplit(".", 1)[-1],
+            "workspace_id": subject.rsplit(".", 1)[-1],
         }
-        request_id = self.headers.get("Mumu-Request-Id")  # contracts.headers.REQUEST_ID
+        request_id = (item.msg.headers or {}).get("Mumu-Request-Id")  # headers.REQUEST_ID
         if request_id:
             fields["request_id"] = request_id
-        trace_id = trace_id_of(self.trace.get("traceparent"))
+        trace_id = trace_id_of(item.span.headers.get("traceparent"))
         if trace_id:
             fields["trace_id"] = trace_id
         return fields
 
 
 class _Fields:
-    __slots__ = ("fields",)
+    __slots__ = ()
 
-    def __init__(self, fields: Mapping[str, object]) -> None:
-        self.fields = fields
-
-    def log_fields(self) -> Mapping[str, object]:
-        return self.fields
+    def log_fields(self, item: Any) -> Mapping[str, object]:
+        fields: Mapping[str, object] = item
+        return fields
 
 
-def set_context(context: LogContext) -> Token[LogContext | None]:
-    """Make ``context`` the log context of the current task; ``reset_context`` undoes it."""
-    return _CONTEXT.set(context)
+_FIELDS = _Fields()
 
 
-def reset_context(token: Token[LogContext | None]) -> None:
+def set_context(context: LogContext, item: Any = None) -> Token[_Current | None]:
+    """Lines logged by the current task carry ``context.log_fields(item)`` until
+    ``reset_context`` undoes it."""
+    return _CONTEXT.set((context, item))
+
+
+def reset_context(token: Token[_Current | None]) -> None:
     _CONTEXT.reset(token)
+
+
+def current_fields() -> Mapping[str, object]:
+    """The fields of the current log context (empty outside any)."""
+    current = _CONTEXT.get()
+    return current[0].log_fields(current[1]) if current is not None else {}
 
 
 @contextlib.contextmanager
 def log_context(**fields: object) -> Iterator[None]:
     """Lines logged inside the block carry ``fields`` (``None`` values are left out), on
     top of the enclosing context."""
-    outer = _CONTEXT.get()
-    merged = {**(outer.log_fields() if outer is not None else {}),
-              **{k: v for k, v in fields.items() if v is not None}}
-    token = _CONTEXT.set(_Fields(merged))
+    merged = {**current_fields(), **{k: v for k, v in fields.items() if v is not None}}
+    token = _CONTEXT.set((_FIELDS, merged))
     try:
         yield
     finally:
@@ -110,9 +120,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        context = _CONTEXT.get()
-        if context is not None:
-            entry.update(context.log_fields())
+        entry.update(current_fields())
         for name in _CONTEXT_FIELDS:
             value = getattr(record, name, None)
             if value is not None:

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Iterator, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -121,9 +122,10 @@ def test_extra_fields_are_kept_and_win_over_the_context() -> None:
     record = logging.LogRecord("mumu.x", logging.INFO, __file__, 1, "m", None, None)
     record.deliveries = 3  # the runtime's field (dropped by the formatter before)
     record.stage = "reason"
-    token = set_context(MessageLog(
-        "persist", "mumu.answer.final.ws-1", "MUMU_RESULTS", seq=7, deliveries=1, headers={},
-        trace={h.TRACEPARENT: TRACEPARENT}))
+    delivery = SimpleNamespace(
+        msg=SimpleNamespace(subject="mumu.answer.final.ws-1", headers=None), sequence=7,
+        deliveries=1, span=SimpleNamespace(headers={h.TRACEPARENT: TRACEPARENT}))
+    token = set_context(MessageLog("persist", "MUMU_RESULTS"), delivery)
     try:
         entry = json.loads(formatter.format(record))
     finally:

@@ -35,6 +35,7 @@ class Dispatcher:
         self.tracing = ctx.tracing
         self.max_deliver = max_deliver
         self._span_name = f"{ctx.name} {route.stream}"
+        self._log = MessageLog(ctx.name, route.stream)  # the log context of each delivery
         m = ctx.metrics
         self._m_outcome = {d: m.messages.labels(m.stage, name, d.value) for d in Disposition}
         self._m_acked = self._m_outcome[Disposition.ACK]  # no enum hashing on the hot path
@@ -105,9 +106,7 @@ class Dispatcher:
         started = time.perf_counter()
         d = self._begin(msg)
         # every line logged while handling it carries its workspace, trace id, sequence
-        logged = set_context(MessageLog(
-            self.settler.stage, msg.subject, self.route.stream, seq=d.sequence,
-            deliveries=d.deliveries, headers=msg.headers or {}, trace=d.span.headers))
+        logged = set_context(self._log, d)
         try:
             inbound = self._inbound(d)
             while True:
