@@ -32,12 +32,13 @@ FIRST_ANSWER_DELTA = "first_answer_delta"
 ANSWER_FINAL = "answer_final"
 
 _REQUEST = json_id_field("request_id")
-_PREFIXES = (
-    (subjects.TRANSCRIPT_FINAL.wildcard[:-1], TRANSCRIPT_FINAL),
-    (subjects.ANSWER_DELTA.wildcard[:-1], FIRST_ANSWER_DELTA),
-    (subjects.ANSWER_FINAL.wildcard[:-1], ANSWER_FINAL),
-    (subjects.ERROR.wildcard[:-1], None),  # the request ends without a milestone
-)
+_MILESTONES: dict[str, str | None] = {
+    # the subject without its workspace token -> the milestone (None: the request ends)
+    subjects.TRANSCRIPT_FINAL.wildcard[:-1]: TRANSCRIPT_FINAL,
+    subjects.ANSWER_DELTA.wildcard[:-1]: FIRST_ANSWER_DELTA,
+    subjects.ANSWER_FINAL.wildcard[:-1]: ANSWER_FINAL,
+    subjects.ERROR.wildcard[:-1]: None,
+}
 
 
 @contextlib.contextmanager
@@ -103,9 +104,8 @@ class Milestones:
         """A result from the feed: a milestone if it is the next one of an open request."""
         if not self._open:
             return
-        subject = msg.subject
-        milestone = next((m for prefix, m in _PREFIXES if subject.startswith(prefix)), "")
-        if milestone == "":
+        milestone = _MILESTONES.get(msg.subject[:msg.subject.rfind(".") + 1], "")
+        if milestone == "":  # a partial, or not a result
             return
         found = _REQUEST.search(msg.data)
         if found is None:
