@@ -26,6 +26,11 @@ _CONTEXT_FIELDS = (
 )
 
 
+_RECORD_FIELDS = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+"""What every log record has: anything else on a record came in ``extra``."""
+
+
 class LogContext(Protocol):
     def log_fields(self, item: Any) -> Mapping[str, object]:
         """The fields every log line about ``item`` carries (worked out when one is
@@ -124,6 +129,9 @@ class JsonFormatter(logging.Formatter):
         for name in _CONTEXT_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
+                entry[name] = value
+        for name, value in record.__dict__.items():  # any other `extra` field is kept too
+            if name not in _RECORD_FIELDS and name not in entry and value is not None:
                 entry[name] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

@@ -134,6 +134,8 @@ def test_extra_fields_are_kept_and_win_over_the_context() -> None:
     assert entry["workspace_id"] == "ws-1" and entry["stream"] == "MUMU_RESULTS"
     assert entry["trace_id"] == TRACEPARENT.split("-")[1] and entry["seq"] == 7
     assert "trace_id" not in json.loads(formatter.format(record))  # outside the context
+    record.client = "192.0.2.7"  # any other `extra` field is kept (the gateway's "client")
+    assert json.loads(formatter.format(record))["client"] == "192.0.2.7"
 
 
 async def test_the_gateways_ask_line_carries_its_trace_and_workspace(
