@@ -55,6 +55,7 @@ def exported_names() -> set[str]:
         datetime.now(UTC),
         (StreamFigures("MUMU_DLQ", "stream", 1, 10, 100, 1000, 1, "new"),),
         (ConsumerFigures("MUMU_RESULTS", "persist", True, 1, 1, 0, 5, 2.0, 1),),
+        (("ingest", 2),),
     ))
     names: set[str] = set()
     for registry in (stage.registry, gateway.registry, exporter_registry(collector)):

@@ -55,6 +55,8 @@ async def _scene(nc: NATS) -> Backlog:
     await js.add_stream(StreamConfig(name=SMALL, subjects=["status.small"], max_msgs=10))
     for _ in range(9):
         await js.publish("status.small", b"x")
+    for stage in ("ingest", "ingest", "reason"):  # letters kept in MUMU_DLQ
+        await js.publish(subjects.DLQ.token(stage), b"letter")
     return Backlog(first.seq)
 
 
@@ -121,6 +123,7 @@ async def test_status_gives_each_consumers_backlog_and_each_streams_fullness(
     assert _consumer(status, IDLE)["waiting_pulls"] == 1
     assert _consumer(status, IDLE)["oldest_unacked_age"] is None
 
+    assert status.dead_letters == (("ingest", 2), ("reason", 1))
     by_name = {s.name: s for s in status.streams}
     assert by_name[SMALL].fullness == pytest.approx(0.9)
     assert by_name[SMALL].as_json()["fullness_percent"] == 90.0
@@ -158,6 +161,7 @@ async def test_the_cli_prints_the_figures_as_a_table_and_as_json(
         3, 1, 1, scene.first_seq)
     (small,) = [s for s in data["streams"] if s["name"] == SMALL]
     assert small["fullness_percent"] == 90.0
+    assert data["dead_letters"] == {"ingest": 2, "reason": 1}
     code, out = await mumu(nats_server, "streams", "status")
     assert code == 0, out
     line = next(row for row in out.splitlines() if row.startswith(SMALL))
@@ -203,6 +207,7 @@ async def test_the_exporter_serves_every_consumer_and_stream_as_gauges(
         names = {dict(labels).get("consumer") for (name, labels) in got
                  if name == "mumu_jetstream_consumer_pending"}
         assert DURABLE in names
+        assert got[("mumu_dlq_letters", (("stage", "ingest"),))] == 2
         build = [labels for (name, labels) in got if name == "mumu_build_info"]
         assert [dict(b)["component"] for b in build] == ["exporter"]
         # the next reading follows the stream

@@ -98,7 +98,8 @@ def render_status(status: Status) -> str:
         [[c.stream, c.name, c.pending, c.ack_pending, c.redelivered, c.ack_floor,
           _age(c.oldest_unacked_age), c.waiting_pulls] for c in status.consumers],
     )
-    return f"{streams}\n\n{consumers}"
+    letters = table(["dead letters of", "letters"], [list(row) for row in status.dead_letters])
+    return f"{streams}\n\n{consumers}\n\n{letters}"
 
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:

@@ -52,6 +52,11 @@ class StatusCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._stream_families()
         yield from self._consumer_families()
+        letters = GaugeMetricFamily(
+            "mumu_dlq_letters", "Dead letters kept in MUMU_DLQ, by stage", labels=["stage"])
+        for stage, count in self.status.dead_letters if self.status else ():
+            letters.add_metric([stage], count)
+        yield letters
         errors = CounterMetricFamily(
             "mumu_exporter_poll_errors", "Readings of the JetStream API that failed")
         errors.add_metric([], self.errors)

@@ -15,6 +15,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from mumu.broker.jsapi import JetStreamApiError, api
+from mumu.contracts import subjects
 
 KV_PREFIX = "KV_"
 OBJECT_STORE_PREFIX = "OBJ_"
@@ -86,12 +87,15 @@ class Status:
     taken_at: datetime
     streams: tuple[StreamFigures, ...]
     consumers: tuple[ConsumerFigures, ...]
+    dead_letters: tuple[tuple[str, int], ...] = ()
+    """Letters in ``MUMU_DLQ`` per stage (``mumu.dlq.<stage>``), by stage name."""
 
     def as_json(self) -> dict[str, Any]:
         return {
             "taken_at": self.taken_at.isoformat(),
             "streams": [s.as_json() for s in self.streams],
             "consumers": [c.as_json() for c in self.consumers],
+            "dead_letters": dict(self.dead_letters),
         }
 
 
@@ -171,4 +175,15 @@ async def gather(nc: NATS, *, ephemeral: bool = False) -> Status:
             if not ephemeral and not c["config"].get("durable_name"):
                 continue
             consumers.append(_consumer_figures(c, await _oldest_unacked(nc, c, first_seq, now)))
-    return Status(now, tuple(streams), tuple(consumers))
+    letters = await _dead_letters(nc) if any(
+        s.name == subjects.STREAM_DLQ for s in streams) else ()
+    return Status(now, tuple(streams), tuple(consumers), letters)
+
+
+async def _dead_letters(nc: NATS) -> tuple[tuple[str, int], ...]:
+    """Letters per stage: the DLQ stream's message count per subject."""
+    info = await api(nc, f"STREAM.INFO.{subjects.STREAM_DLQ}",
+                     {"subjects_filter": subjects.DLQ.wildcard})
+    per_subject: dict[str, int] = info["state"].get("subjects") or {}
+    return tuple(sorted((subjects.last_token(subject), int(count))
+                        for subject, count in per_subject.items()))
