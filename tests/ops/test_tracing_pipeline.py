@@ -137,3 +137,9 @@ async def test_one_trace_spans_gateway_ingest_transcribe_reason_persist(
     assert ("mumu-reason", "mumu-persist") in edges  # the answer's rows
     assert ("mumu-transcribe", "mumu-persist") in edges  # the transcript's rows
     assert "<missing>" not in {p for p, _ in edges}, edges
+    for span in mine:  # every span says whose request it is
+        assert span.attributes is not None
+        assert span.attributes["mumu.workspace_id"] == ws, (span.name, span.attributes)
+    ingest = next(s for s in mine if service(s) == "mumu-ingest")
+    assert ingest.attributes is not None
+    assert ingest.attributes["messaging.destination.name"] == f"mumu.ingest.audio.{ws}"

@@ -63,7 +63,7 @@ class Dispatcher:
         if deliveries > 1:
             self._m_redelivered.inc()
         self.inflight[id(msg)] = (msg, time.monotonic())
-        span = self.tracing.start(self._span_name, msg.headers or {})
+        span = self.tracing.start(self._span_name, msg.headers or {}, msg.subject)
         return Delivery(msg, deliveries, sequence, span)
 
     def _end(self, d: Delivery, started: float) -> None:

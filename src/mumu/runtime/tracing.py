@@ -54,8 +54,11 @@ class Tracing:
             self.provider.add_span_processor(BatchSpanProcessor(exporter))
             self._tracer = self.provider.get_tracer("mumu.runtime", __version__)
 
-    def start(self, name: str, incoming: Mapping[str, str]) -> MessageSpan:
-        """A span for one message; ``headers`` go on its outputs, ``end`` closes it."""
+    def start(
+        self, name: str, incoming: Mapping[str, str], subject: str | None = None
+    ) -> MessageSpan:
+        """A span for one message (received on ``subject``); ``headers`` go on its
+        outputs, ``end`` closes it."""
         if self.provider is None:
             parent = incoming.get(h.TRACEPARENT) or new_traceparent()
             out = {h.TRACEPARENT: parent}
@@ -63,7 +66,12 @@ class Tracing:
                 out[h.TRACESTATE] = incoming[h.TRACESTATE]
             return MessageSpan(out)
         context = _PROPAGATOR.extract(carrier=dict(incoming))
-        span = self._tracer.start_span(name, context=context, kind=SpanKind.CONSUMER)
+        attributes = {"messaging.system": "nats"}
+        if subject is not None:  # mumu subjects end with the workspace
+            attributes["messaging.destination.name"] = subject
+            attributes["mumu.workspace_id"] = subject.rsplit(".", 1)[-1]
+        span = self._tracer.start_span(
+            name, context=context, kind=SpanKind.CONSUMER, attributes=attributes)
         carrier: dict[str, str] = {}
         _PROPAGATOR.inject(carrier, context=set_span_in_context(span))
         return MessageSpan(carrier, span)
