@@ -4,6 +4,7 @@ and against an external, authenticated NATS server and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -151,6 +152,20 @@ async def test_up_is_healthy_fast_answers_stops_cleanly_and_reuses_its_data(
         )
         out, _ = await asyncio.wait_for(cli.communicate(), 60)
         assert cli.returncode == 0 and b"MUMU_RESULTS" in out, out
+        # the one exporter of stream fullness and consumer backlogs runs as its own role
+        metrics_url = lines["metrics"].split()[0]
+        async with aiohttp.ClientSession() as http, asyncio.timeout(30):
+            while True:  # ready once it has read the JetStream API
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(metrics_url.replace("/metrics", "/ready")) as resp:
+                        if resp.status == 200:
+                            break
+                await asyncio.sleep(0.2)
+            async with http.get(metrics_url) as resp:
+                exported = await resp.text()
+        assert 'mumu_jetstream_stream_fullness_ratio{kind="stream",stream="MUMU_RESULTS"}' in (
+            exported), exported
+        assert 'mumu_build_info{component="exporter"' in exported
     finally:
         assert await stop_up(proc) == 0
     pids = children(data_dir)
@@ -230,8 +245,8 @@ async def test_the_first_screen_shows_only_mumus_lines(tmp_path: Path) -> None:
     proc, lines, _ = await start_up(data_dir)
     try:
         # stdout: exactly what a user needs to start, nothing else before it
-        assert list(lines) == ["gateway", "nats", "workspace", "api key", "operator credentials",
-                               "producer credentials", "cli", "logs"]
+        assert list(lines) == ["gateway", "nats", "metrics", "workspace", "api key",
+                               "operator credentials", "producer credentials", "cli", "logs"]
         assert lines["cli"].startswith(f"export MUMU_DATA_DIR={data_dir.resolve()}  ")
         # stderr up to then: mumu's own JSON log lines (no library warning or command dump)
         screen = (tmp_path / "up.log").read_text().splitlines()

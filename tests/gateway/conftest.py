@@ -37,6 +37,7 @@ from mumu.gateway.settings import GatewaySettings
 from mumu.gateway.tokens import TokenSigner
 from mumu.gateway.transport import base_url, ssl_context
 from mumu.runtime.http import serve
+from mumu.runtime.tracing import Tracing
 from mumu.settings import Settings
 from mumu.stages.registry import STAGES
 from tests.pg_fixtures import WorkspaceFactory
@@ -92,10 +93,12 @@ async def provision(settings: Settings, *ids: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[Gateway]:
-    """A gateway; the test workspaces WS_A and WS_B are provisioned first."""
+async def serving(settings: Settings, *, tracing: Tracing | None = None
+                  ) -> AsyncIterator[Gateway]:
+    """A gateway; the test workspaces WS_A and WS_B are provisioned first. ``tracing``:
+    where its spans go."""
     await provision(settings, WS_A, WS_B)
-    app = create_app(settings)
+    app = create_app(settings, tracing=tracing)
     runner, port = await serve(app, "127.0.0.1", 0, ssl_context(settings.gateway))
     try:
         yield Gateway(

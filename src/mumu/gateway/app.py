@@ -28,10 +28,12 @@ from mumu.gateway.limits import LagMonitor, RateLimiter
 from mumu.gateway.metrics import GatewayMetrics
 from mumu.gateway.models import Health, Readiness
 from mumu.gateway.openapi import openapi_document
+from mumu.gateway.telemetry import Milestones
 from mumu.gateway.tokens import TokenSigner
 from mumu.gateway.transport import TRUSTED_PROXIES, forwarded
 from mumu.gateway.websocket import SOCKETS, close_all, websocket
 from mumu.runtime.http import health_payload, metrics_response
+from mumu.runtime.tracing import Tracing
 from mumu.settings import Settings
 from mumu.stages.registry import STAGES
 
@@ -42,6 +44,8 @@ METRICS = web.AppKey("metrics", GatewayMetrics)
 SIGNER = web.AppKey("signer", TokenSigner)
 API_KEYS = web.AppKey("api_keys", ApiKeys)
 KEY_STATUS = web.AppKey("key_status", KeyStatus)
+TRACING = web.AppKey("tracing", Tracing)
+MILESTONES = web.AppKey("milestones", Milestones)
 STATIC = Path(__file__).parent / "static"
 
 
@@ -62,7 +66,7 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
         on_violation=lambda subject: violations.labels("gateway", subject).inc(),
     )
     hub = Hub()
-    feed = LiveFeed(nc, hub.on_message)
+    feed = LiveFeed(nc, app[MILESTONES].wrap(hub.on_message))
     lag = LagMonitor(nc, gw.lag_threshold, gw.lag_check_interval)
     stop = asyncio.Event()
     try:
@@ -73,7 +77,8 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
             limiter=RateLimiter(gw.rate_limit_per_second, gw.rate_limit_burst),
             key_failures=FailedKeys(gw.failed_key_per_second, gw.failed_key_burst),
             key_status=app[KEY_STATUS],
-            api_keys=app[API_KEYS], hub=hub, nc=nc, asker=Asker(nc, settings.nats), feed=feed,
+            api_keys=app[API_KEYS], hub=hub, nc=nc, feed=feed,
+            asker=Asker(nc, settings.nats, tracing=app[TRACING], milestones=app[MILESTONES]),
             lag=lag,
         )
         tasks = [asyncio.create_task(feed.run(stop)), asyncio.create_task(lag.run(stop)),
@@ -163,8 +168,14 @@ def key_status(app: web.Application, settings: Settings) -> KeyStatus:
     return status
 
 
-def create_app(settings: Settings) -> web.Application:
-    """The gateway; raises ``RuntimeError`` at once when the session secret is missing."""
+async def _tracing_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await asyncio.to_thread(app[TRACING].shutdown)  # flushes the last spans (blocking I/O)
+
+
+def create_app(settings: Settings, *, tracing: Tracing | None = None) -> web.Application:
+    """The gateway; raises ``RuntimeError`` at once when the session secret is missing.
+    ``tracing``: where the asks' spans go (default: ``MUMU_OTLP_ENDPOINT``)."""
     gw = settings.gateway
     app = web.Application(
         client_max_size=gw.max_body_bytes, middlewares=[forwarded, _count, json_errors]
@@ -176,8 +187,11 @@ def create_app(settings: Settings) -> web.Application:
     app[REGISTRY] = app[METRICS].registry
     app[STARTED] = time.monotonic()
     app[API_KEYS] = ApiKeys(settings)
+    app[TRACING] = tracing or Tracing("gateway", settings.otlp_endpoint)
+    app[MILESTONES] = Milestones(app[METRICS].registry)
     app[SOCKETS] = weakref.WeakKeyDictionary()
     app[KEY_STATUS] = key_status(app, settings)
+    app.cleanup_ctx.append(_tracing_ctx)
     app.cleanup_ctx.append(_database_ctx)
     app.cleanup_ctx.append(_nats_ctx)
     app.on_shutdown.append(close_all)

@@ -18,6 +18,7 @@ from mumu.gateway.key_status import KeyStatus
 from mumu.gateway.outbox import Outbox, Sender
 from mumu.gateway.sockets import CLOSE_UNAUTHORIZED, ClientSocket
 from mumu.gateway.tokens import InvalidTokenError, SessionClaims, TokenSigner
+from mumu.logs import log_context
 
 log = logging.getLogger("mumu.gateway.ws")
 
@@ -107,7 +108,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         sender = request.app.get(SENDER, outbox)(ws, request.transport, gw.client_queue)
         client = ClientSocket(sender, claims, deps)
         sockets[ws] = client
-        await _serve(ws, client, after)
+        with log_context(workspace_id=claims.workspace_id):  # every line of this socket
+            await _serve(ws, client, after)
     finally:
         deps.metrics.sockets.dec()
         sockets.pop(ws, None)

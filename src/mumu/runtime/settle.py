@@ -19,7 +19,9 @@ from pydantic import BaseModel
 
 from mumu.broker.ack_subject import delivery_of_reply
 from mumu.contracts.events import ErrorCode
+from mumu.contracts.headers import TRACEPARENT
 from mumu.contracts.subjects import last_token
+from mumu.logs import trace_id_of
 from mumu.runtime.deadletter import dead_letter, error_event, request_identity
 from mumu.runtime.errors import (
     Disposition,
@@ -106,6 +108,8 @@ class Settler:
         extra: dict[str, object] = {
             "stage": self.stage, "subject": d.msg.subject, "seq": d.sequence,
             "request_id": request_id, "deliveries": d.deliveries,
+            "stream": self.stream, "workspace_id": last_token(d.msg.subject),
+            "trace_id": trace_id_of(d.span.headers.get(TRACEPARENT)),
         }
         if code is not None:
             extra["code"] = code
