@@ -50,7 +50,7 @@ class RouteWorker:
         self._room = asyncio.Event()
         self.busy = 0  # messages being handled
         self.waiting: FairQueue[tuple[Msg, float]] = FairQueue()  # fetched, no slot yet
-        self._freed = asyncio.Event()  # a slot is free and nothing waits for it
+        self._freed = asyncio.Event()  # a slot was released
         self.fetcher: Fetcher | None = None  # while consuming
         self._tg: asyncio.TaskGroup | None = None  # set while consuming
         self._tasks: set[asyncio.Task[None]] = set()
@@ -134,6 +134,13 @@ class RouteWorker:
             self._tg = None
             await fetcher.close()
 
+    def gave_back(self) -> None:
+        """Waiting messages went back for idle replicas: no probe takes them back at once."""
+        if self.fetcher is not None:
+            self.fetcher.hold_off()
+        if self._limit - self.busy - self.waiting.size >= self._refill:
+            self._room.set()
+
     @property
     def lingering(self) -> int:
         """1 while this worker's lingering pull request waits on the server."""
@@ -183,8 +190,7 @@ class RouteWorker:
         self.busy -= messages
         if self.waiting.size:
             self._pump()
-        if self.busy < self.concurrency:
-            self._freed.set()
+        self._freed.set()
         if self._limit - self.busy - self.waiting.size >= self._refill:
             self._room.set()
 

@@ -7,9 +7,9 @@
 * The consumer was not drained: a ``no_wait`` probe (``runtime/probe.py``) for up to
   what the window has room for.
 * The consumer was drained and every slot is busy: no lingering request (a busy replica
-  must not look idle); a ``no_wait`` probe when a slot frees or every ``pause`` seconds
-  (50 ms, doubling to 0.5 s while probes find nothing), so a new message of another
-  workspace reaches the fair queue while the slots are busy.
+  must not look idle); a ``no_wait`` probe when a slot is released (at most every 50 ms)
+  or every ``pause`` seconds (50 ms, doubling to 0.5 s while probes find nothing), so a
+  new message of another workspace reaches the fair queue before the next slot frees.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class Fetcher:
         self._psub: Any = None
         self._idle = True  # the last request found the consumer drained
         self._pause = FIRST_PAUSE
+        self._probed = 0.0  # loop time of the last probe of a saturated worker
         self.lingering = 0
         """1 while this worker's lingering pull request waits on the server."""
 
@@ -53,16 +54,25 @@ class Fetcher:
         with contextlib.suppress(Exception):
             await self._psub.unsubscribe()
 
+    def hold_off(self) -> None:
+        """No probe of a saturated worker for ``FIRST_PAUSE`` from now (messages given back
+        to idle replicas are theirs to take)."""
+        self._probed = asyncio.get_running_loop().time()
+
     async def fetch(self, room: int, saturated: bool, freed: asyncio.Event) -> list[Msg]:
         """Up to ``room`` messages (``saturated``: every slot is busy; ``freed`` is set
-        when one frees). Raises ``TimeoutError`` when a lingering request got nothing."""
+        when a slot is released). Raises ``TimeoutError`` when a lingering request got
+        nothing."""
         msgs: list[Msg] = []
         if self._idle and saturated:
             freed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(freed.wait(), self._pause)
-            if freed.is_set():
-                return msgs  # a free slot: the caller asks again, as an idle worker
+            loop = asyncio.get_running_loop()
+            wait = self._probed + FIRST_PAUSE - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._probed = loop.time()
         elif self._idle:
             self.lingering = 1
             try:

@@ -60,4 +60,4 @@ async def share_with_idle_replicas(worker: RouteWorker, stop: asyncio.Event) -> 
             worker.ctx.log.info(
                 "gave %d waiting messages back for %d idle replica pull requests",
                 len(shed), others, extra={"stage": worker.ctx.name})
-            worker.free(0)  # room to fetch again
+            worker.gave_back()
