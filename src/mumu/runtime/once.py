@@ -42,6 +42,9 @@ from mumu.runtime.publisher import Publisher
 SCAN_LIMIT = 10_000
 """Most stored messages of the output's subject a recovery looks through; past that it
 publishes (a possible duplicate rather than a lost final) and says so."""
+CLOCK_MARGIN_NS = 60 * 10**9
+"""The look starts this long before the claim: the claim's time is this process's clock,
+the stream's timestamps are the server's (clocks a minute apart still find the copy)."""
 _ERRORS = (nats.errors.Error, nats.js.errors.Error, TimeoutError)
 
 
@@ -118,7 +121,8 @@ class OnceRecords:
         among the messages on its subject stored since ``since_ns``; None if not."""
         try:
             stream = await self._js.find_stream_name_by_subject(out.subject)
-            start = datetime.fromtimestamp(since_ns / 1e9, UTC).isoformat().replace("+00:00", "Z")
+            since = datetime.fromtimestamp((since_ns - CLOCK_MARGIN_NS) / 1e9, UTC)
+            start = since.isoformat().replace("+00:00", "Z")
             request: dict[str, object] = {"start_time": start, "next_by_subj": out.subject}
             for _ in range(SCAN_LIMIT):
                 reply = await self._nc.request(  # nats-py's get_msg takes no start time
