@@ -176,3 +176,22 @@ async def test_a_burst_one_replica_fetched_ahead_is_shared_with_an_idle_replica(
         await seen.wait_count("mumu.bench.hop2.", 12, timeout=30)
     work = [sum(seconds[rid] for rid, _ in stage.calls) for stage in stages]
     assert max(work) <= 4.1, work  # 3.15 s each when shared evenly
+
+
+async def test_a_message_waiting_in_the_fair_queue_is_kept_alive_past_ack_wait(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    """Fetched ahead, it waits for the one slot longer than ``ack_wait``: the heartbeat
+    covers waiting messages too, so the server does not deliver it a second time."""
+    s = _settings(settings, ahead=64)
+    s = s.model_copy(update={"stage": s.stage.model_copy(update={"ack_wait": 1.5})})
+    stage = PassThrough()
+    async with Collector(nc, "mumu.bench.hop2.>") as seen, running(stage, s):
+        first = await _ping(nc, A, seconds=3.0)
+        await _wait(lambda: len(stage.calls) == 1)
+        second = await _ping(nc, B, seconds=0.0)
+        await seen.wait_count("mumu.bench.hop2.", 2, timeout=15)
+        await asyncio.sleep(2.0)  # a redelivery of either would be handled by now
+    assert stage.calls == [(first, 1), (second, 1)]
+    info = await nc.jetstream().consumer_info("MUMU_BENCH", "passthrough-mumu-bench")
+    assert info.delivered.consumer_seq == 2 and info.num_ack_pending == 0
