@@ -116,7 +116,7 @@ class RouteWorker:
                         continue
                     try:
                         msgs = await fetcher.fetch(room, self.busy >= self.concurrency,
-                                                   self._freed)
+                                                   self._freed, stop)
                     except (nats.errors.TimeoutError, TimeoutError):
                         continue
                     except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):

@@ -59,10 +59,11 @@ class Fetcher:
         to idle replicas are theirs to take)."""
         self._probed = asyncio.get_running_loop().time()
 
-    async def fetch(self, room: int, saturated: bool, freed: asyncio.Event) -> list[Msg]:
+    async def fetch(self, room: int, saturated: bool, freed: asyncio.Event,
+                    stop: asyncio.Event) -> list[Msg]:
         """Up to ``room`` messages (``saturated``: every slot is busy; ``freed`` is set
-        when a slot is released). Raises ``TimeoutError`` when a lingering request got
-        nothing."""
+        when a slot is released, and on ``stop``). Raises ``TimeoutError`` when a
+        lingering request got nothing."""
         msgs: list[Msg] = []
         if self._idle and saturated:
             freed.clear()
@@ -72,6 +73,8 @@ class Fetcher:
             wait = self._probed + FIRST_PAUSE - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
+            if stop.is_set():
+                return msgs  # stopping: nothing more to fetch (and give back)
             self._probed = loop.time()
         elif self._idle:
             self.lingering = 1
