@@ -9,8 +9,10 @@ from datetime import datetime
 from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from mumu.broker.intake import PLACEHOLDER, intake_template
 from mumu.broker.jsapi import stream_config
 from mumu.contracts.subject_check import covers
+from mumu.ops.selection import is_stream_name
 
 
 @dataclass
@@ -56,6 +58,50 @@ async def read_range(
                 return
     finally:
         await sub.unsubscribe()
+
+
+def overlaps(a: str, b: str) -> bool:
+    """Whether two subject filters can match a common subject."""
+    ta, tb = a.split("."), b.split(".")
+    for i in range(max(len(ta), len(tb))):
+        x = ta[i] if i < len(ta) else None
+        y = tb[i] if i < len(tb) else None
+        if x == ">" or y == ">":
+            return x is not None and y is not None
+        if x is None or y is None:
+            return False
+        if x not in (y, "*") and y != "*":
+            return False
+    return True
+
+
+async def stored_subjects(nc: NATS, name: str) -> list[str] | None:
+    """The subjects stream ``name`` stores (its own and, for ``MUMU_INGEST``, those of the
+    intake streams it sources), or None when there is no such stream."""
+    config = await stream_config(nc, name)
+    if config is None:
+        return None
+    own: list[str] = list(config.get("subjects") or [])
+    if config.get("sources"):
+        own += [s.replace(PLACEHOLDER, "*") for s in intake_template()["subjects"]]
+    return own
+
+
+async def streams_for(nc: NATS, target: str, candidates: list[str]) -> list[str]:
+    """The streams to read for ``target``: the stream it names, or every stream (among
+    ``candidates``) storing subjects its filter matches."""
+    if is_stream_name(target):
+        if await stream_config(nc, target) is None:
+            raise RuntimeError(f"no stream named {target}")
+        return [target]
+    found = []
+    for name in dict.fromkeys(candidates):
+        stored = await stored_subjects(nc, name)
+        if stored and any(overlaps(target, f) for f in stored):
+            found.append(name)
+    if not found:
+        raise RuntimeError(f"no mumu stream stores {target}")
+    return found
 
 
 async def stream_of(nc: NATS, subject: str, candidates: list[str]) -> str:

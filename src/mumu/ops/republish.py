@@ -1,0 +1,144 @@
+"""Publishing selected messages again: pipelined, optionally rate-limited, to their
+original subject or (``--to-stage``) to one stage's replay subject.
+
+Publishes go out without waiting for each PubAck (nats-py ``publish_async``, at most
+``window`` unacknowledged); ``acked_through`` is the last position whose publish and every
+one before it JetStream acknowledged, which is what a checkpoint records. Each message
+gets ``Mumu-Replay`` and a ``Nats-Msg-Id`` derived from its original id and the replay id,
+so a resumed replay (same id) that publishes a message twice is deduplicated by the
+stream, and a new replay is not swallowed by the original's duplicate window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from mumu.contracts import headers as h
+from mumu.contracts.consumers import StageConsumer
+from mumu.contracts.subjects import is_replay, last_token
+from mumu.stages.registry import STAGES
+
+WINDOW = 4000
+"""Publishes in flight at most (nats-py's own default)."""
+ACK_TIMEOUT = 30.0
+
+
+class ReplayPublishError(RuntimeError):
+    """JetStream refused a replayed message (stream full, no stream for the subject...)."""
+
+
+def stage_consumers(stage: str) -> tuple[StageConsumer, ...]:
+    """The durables of ``stage`` (``KeyError`` with the known names otherwise)."""
+    return STAGES.spec(stage).consumers
+
+
+def _kept(headers: dict[str, str] | None) -> dict[str, str]:
+    """The original headers without the server's and publisher's own (``Nats-*``: batch,
+    expectations, source markers), except the message TTL."""
+    if not headers:
+        return {}
+    return {k: v for k, v in headers.items() if not k.startswith("Nats-") or k == h.TTL}
+
+
+class Republisher:
+    def __init__(self, nc: NATS, *, replay_id: str, stage: str | None = None,
+                 rate: float | None = None, window: int = WINDOW) -> None:
+        self._js = nc.jetstream(publish_async_max_pending=window)
+        self.replay_id = replay_id
+        self.stage = stage
+        self._consumers = stage_consumers(stage) if stage else ()
+        self._targets: dict[str, StageConsumer | None] = {}
+        self._interval = 1.0 / rate if rate else 0.0
+        self._next_at = 0.0
+        self._inflight: deque[tuple[int, asyncio.Future[Any] | None]] = deque()
+        self.stream = ""
+        """The stream the messages were read from (``Mumu-Replay-Source``)."""
+        self.acked_through = 0
+        self.published = 0
+        self.not_inputs: dict[str, int] = {}
+        """Subjects skipped by ``--to-stage`` because the stage does not consume them."""
+
+    def _consumer_of(self, subject: str) -> StageConsumer | None:
+        family = subject.rpartition(".")[0]
+        if family not in self._targets:
+            self._targets[family] = next(
+                (c for c in self._consumers if any(p.matches(subject) for p in c.inputs)), None)
+        return self._targets[family]
+
+    def target(self, subject: str, headers: dict[str, str] | None) -> tuple[str | None, str]:
+        """(subject to publish on or None to skip, the original subject)."""
+        original = subject
+        if is_replay(subject) and headers and headers.get(h.REPLAY_SUBJECT):
+            original = headers[h.REPLAY_SUBJECT]
+        if self.stage is None:
+            return subject, original
+        consumer = self._consumer_of(original)
+        if consumer is None:
+            return None, original
+        return consumer.replay.token(last_token(original)), original
+
+    async def put(self, subject: str, data: bytes, headers: dict[str, str] | None, seq: int,
+                  ts: int) -> None:
+        """A message read from ``self.stream`` at ``seq`` (the scan's sink)."""
+        await self.publish(subject, data, headers, stream=self.stream, seq=seq, position=seq)
+
+    async def publish(self, subject: str, data: bytes, headers: dict[str, str] | None, *,
+                      stream: str, seq: int, position: int) -> None:
+        """Publish one message; ``position`` is what ``acked_through`` counts in."""
+        target, original = self.target(subject, headers)
+        if target is None:
+            self.not_inputs[original] = self.not_inputs.get(original, 0) + 1
+            self._inflight.append((position, None))
+            self._settle()
+            return
+        if self._interval:
+            await self._pace()
+        out = _kept(headers)
+        source = f"{stream}:{seq}"
+        base = (headers or {}).get(h.MSG_ID) or source
+        out[h.MSG_ID] = f"{base}:replay:{self.replay_id}"
+        out[h.REPLAY] = self.replay_id
+        out[h.REPLAY_SOURCE] = source
+        if target != original:
+            out[h.REPLAY_SUBJECT] = original
+        future = await self._js.publish_async(target, data, headers=out)
+        self._inflight.append((position, future))
+        self.published += 1
+        self._settle()
+
+    async def _pace(self) -> None:
+        now = time.monotonic()
+        self._next_at = max(self._next_at + self._interval, now - 1.0)  # no burst after a pause
+        if self._next_at > now:
+            await asyncio.sleep(self._next_at - now)
+
+    def _settle(self) -> None:
+        """Move ``acked_through`` past every leading publish that is acknowledged."""
+        inflight = self._inflight
+        while inflight:
+            position, future = inflight[0]
+            if future is not None:
+                if not future.done():
+                    return
+                if future.cancelled() or future.exception() is not None:
+                    raise ReplayPublishError(
+                        f"JetStream refused replayed message {position}: "
+                        f"{'cancelled' if future.cancelled() else future.exception()!r}")
+            inflight.popleft()
+            self.acked_through = position
+
+    async def finish(self, timeout: float = ACK_TIMEOUT) -> None:
+        """Wait for every publish in flight to be acknowledged (or raise)."""
+        pending = [f for _, f in self._inflight if f is not None and not f.done()]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=timeout)
+            if late:
+                self._settle()
+                raise ReplayPublishError(
+                    f"{len(late)} replayed messages were not acknowledged in {timeout:.0f}s")
+        self._settle()
