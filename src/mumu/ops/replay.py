@@ -87,6 +87,7 @@ async def run(nc: NATS, plan: Plan, *, candidates: list[str], stop: asyncio.Even
     if pub is not None:
         outcome.detail["published"] = pub.published
         outcome.detail["not_stage_inputs"] = pub.not_inputs
+        outcome.detail["max_in_flight"] = pub.max_in_flight
     return outcome
 
 

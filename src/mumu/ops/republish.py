@@ -60,6 +60,8 @@ class Republisher:
         """The stream the messages were read from (``Mumu-Replay-Source``)."""
         self.acked_through = 0
         self.published = 0
+        self.max_in_flight = 0
+        """The most publishes awaiting their PubAck at once (1: not pipelined)."""
         self.not_inputs: dict[str, int] = {}
         """Subjects skipped by ``--to-stage`` because the stage does not consume them."""
 
@@ -110,12 +112,14 @@ class Republisher:
         self._inflight.append((position, future))
         self.published += 1
         self._settle()
+        self.max_in_flight = max(self.max_in_flight, len(self._inflight))
 
     async def _pace(self) -> None:
         now = time.monotonic()
-        self._next_at = max(self._next_at + self._interval, now - 1.0)  # no burst after a pause
-        if self._next_at > now:
-            await asyncio.sleep(self._next_at - now)
+        at = max(self._next_at, now)  # no burst to catch up after a pause
+        if at > now:
+            await asyncio.sleep(at - now)
+        self._next_at = at + self._interval
 
     def _settle(self) -> None:
         """Move ``acked_through`` past every leading publish that is acknowledged."""

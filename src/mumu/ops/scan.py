@@ -158,9 +158,10 @@ async def scan(
     )
     try:
         now = await sub.consumer_info()
-        if on_total is not None:
-            on_total((now.num_pending or 0) + result.read)
-        if not now.num_pending and not (now.delivered and now.delivered.consumer_seq):
+        sent = now.delivered.consumer_seq if now.delivered else 0
+        if on_total is not None:  # still to deliver + delivered already, at one moment
+            on_total((now.num_pending or 0) + (sent or 0))
+        if not now.num_pending and not sent:
             return result  # nothing selected, nothing delivered
         await reader.wait(stall)
     finally:
