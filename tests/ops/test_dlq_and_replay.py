@@ -50,7 +50,7 @@ async def test_dead_letter_is_listed_shown_replayed_and_purged(
         await nc.jetstream().publish(source, bad.model_dump_json().encode(), headers={h.MSG_ID: rid})
         await seen.wait_count("mumu.dlq.", 1)
 
-    code, out = await mumu(nats_server, "dlq", "ls")
+    code, out = await mumu(nats_server, "dlq", "ls", "--each")
     assert code == 0
     row = next(line for line in out.splitlines() if "passthrough" in line)
     seq = row.split()[0]
@@ -59,7 +59,7 @@ async def test_dead_letter_is_listed_shown_replayed_and_purged(
     code, out = await mumu(nats_server, "dlq", "show", seq)
     assert code == 0
     assert f"{h.DLQ_ORIGINAL_PREFIX}{h.MSG_ID}: {rid}" in out
-    assert '"behaviour": "permanent"' in out
+    assert '"behaviour": "permanent"' in out and "body: application/json" in out
 
     before = await count(nc, STREAM_BENCH, source)
     code, out = await mumu(nats_server, "dlq", "replay", seq)

@@ -37,7 +37,7 @@ def stage_consumers(stage: str) -> tuple[StageConsumer, ...]:
     return STAGES.spec(stage).consumers
 
 
-def _kept(headers: dict[str, str] | None) -> dict[str, str]:
+def kept_headers(headers: dict[str, str] | None) -> dict[str, str]:
     """The original headers without the server's and publisher's own (``Nats-*``: batch,
     expectations, source markers), except the message TTL."""
     if not headers:
@@ -100,7 +100,7 @@ class Republisher:
             return
         if self._interval:
             await self._pace()
-        out = _kept(headers)
+        out = kept_headers(headers)
         source = f"{stream}:{seq}"
         base = (headers or {}).get(h.MSG_ID) or source
         out[h.MSG_ID] = f"{base}:replay:{self.replay_id}"

@@ -131,12 +131,14 @@ async def scan(
     nc: NATS, stream: str, selection: Selection, put: Put, *,
     start: int, stop: asyncio.Event | None = None, stall: float = STALL,
     result: ScanResult | None = None, on_total: Callable[[int], None] | None = None,
+    headers_only: bool = False,
 ) -> ScanResult:
     """Hand every selected message of ``stream`` from ``start`` to ``put``, in order, up
     to ``--to-seq`` / ``--until`` or the last message stored when the read began.
 
     ``result`` is updated as messages go (a progress bar reads it); ``on_total`` is told
-    how many messages the ordered consumer has to deliver."""
+    how many messages the ordered consumer has to deliver. ``headers_only``: bodies stay
+    on the server (``Nats-Msg-Size`` says how big each one is)."""
     js = nc.jetstream()
     info = await js.stream_info(stream)
     end = info.state.last_seq
@@ -151,6 +153,7 @@ async def scan(
     config = ConsumerConfig(
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
         filter_subjects=filters if len(filters) > 1 else None,
+        headers_only=headers_only or None,
     )
     sub = await js.subscribe(
         filters[0] if len(filters) == 1 else "", stream=stream, cb=reader.on_msg,
