@@ -12,7 +12,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from mumu.broker.intake import PLACEHOLDER, intake_template
 from mumu.broker.jsapi import stream_config
 from mumu.contracts.subject_check import covers
-from mumu.ops.selection import is_stream_name
+from mumu.ops.selection import is_stream_name, overlaps
 
 
 @dataclass
@@ -58,21 +58,6 @@ async def read_range(
                 return
     finally:
         await sub.unsubscribe()
-
-
-def overlaps(a: str, b: str) -> bool:
-    """Whether two subject filters can match a common subject."""
-    ta, tb = a.split("."), b.split(".")
-    for i in range(max(len(ta), len(tb))):
-        x = ta[i] if i < len(ta) else None
-        y = tb[i] if i < len(tb) else None
-        if x == ">" or y == ">":
-            return x is not None and y is not None
-        if x is None or y is None:
-            return False
-        if x not in (y, "*") and y != "*":
-            return False
-    return True
 
 
 async def stored_subjects(nc: NATS, name: str) -> list[str] | None:

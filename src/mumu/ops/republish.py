@@ -21,11 +21,14 @@ from nats.aio.client import Client as NATS
 from mumu.contracts import headers as h
 from mumu.contracts.consumers import StageConsumer
 from mumu.contracts.subjects import is_replay, last_token
+from mumu.ops.batches import MAX, AtomicBatches, BatchRefusedError, Item, without_batch_headers
 from mumu.stages.registry import STAGES
 
 WINDOW = 4000
 """Publishes in flight at most (nats-py's own default)."""
 ACK_TIMEOUT = 30.0
+Entry = tuple[int, Item]
+"""A message waiting for its batch: (position, (subject, body, headers))."""
 
 
 class ReplayPublishError(RuntimeError):
@@ -55,7 +58,12 @@ class Republisher:
         self._targets: dict[str, StageConsumer | None] = {}
         self._interval = 1.0 / rate if rate else 0.0
         self._next_at = 0.0
-        self._inflight: deque[tuple[int, asyncio.Future[Any] | None]] = deque()
+        self._inflight: deque[tuple[int, asyncio.Future[Any] | None, list[Entry]]] = deque()
+        # one stage's replay subjects are stored by one stream: atomic batches (not when
+        # rate-limited: a batch would wait to fill)
+        self._batches = AtomicBatches(nc) if stage and not rate else None
+        self._batch: list[Entry] = []
+        self._unacked = 0
         self.stream = ""
         """The stream the messages were read from (``Mumu-Replay-Source``)."""
         self.acked_through = 0
@@ -95,8 +103,9 @@ class Republisher:
         target, original = self.target(subject, headers)
         if target is None:
             self.not_inputs[original] = self.not_inputs.get(original, 0) + 1
-            self._inflight.append((position, None))
-            self._settle()
+            await self._send_batch()  # what came before it is in flight before it
+            self._inflight.append((position, None, []))
+            await self._settle()
             return
         if self._interval:
             await self._pace()
@@ -108,11 +117,25 @@ class Republisher:
         out[h.REPLAY_SOURCE] = source
         if target != original:
             out[h.REPLAY_SUBJECT] = original
-        future = await self._js.publish_async(target, data, headers=out)
-        self._inflight.append((position, future))
         self.published += 1
-        self._settle()
-        self.max_in_flight = max(self.max_in_flight, len(self._inflight))
+        if self._batches is not None:
+            self._batch.append((position, (target, data, out)))
+            if len(self._batch) >= MAX:
+                await self._send_batch()
+        else:
+            future = await self._js.publish_async(target, data, headers=out)
+            self._inflight.append((position, future, []))
+            self._unacked += 1
+        await self._settle()
+        self.max_in_flight = max(self.max_in_flight, self._unacked)
+
+    async def _send_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        if not batch or self._batches is None:
+            return
+        future = await self._batches.send([item for _, item in batch])
+        self._inflight.append((batch[-1][0], future, batch))
+        self._unacked += len(batch)
 
     async def _pace(self) -> None:
         now = time.monotonic()
@@ -121,28 +144,52 @@ class Republisher:
             await asyncio.sleep(at - now)
         self._next_at = at + self._interval
 
-    def _settle(self) -> None:
-        """Move ``acked_through`` past every leading publish that is acknowledged."""
+    async def _settle(self) -> None:
+        """Move ``acked_through`` past every leading publish that is acknowledged; a batch
+        the server refused goes again message by message (a duplicate id inside it is
+        then dropped by the stream alone)."""
         inflight = self._inflight
         while inflight:
-            position, future = inflight[0]
+            position, future, batch = inflight[0]
             if future is not None:
                 if not future.done():
                     return
-                if future.cancelled() or future.exception() is not None:
-                    raise ReplayPublishError(
-                        f"JetStream refused replayed message {position}: "
-                        f"{'cancelled' if future.cancelled() else future.exception()!r}")
+                error = None if future.cancelled() else future.exception()
+                if future.cancelled() or error is not None:
+                    if not isinstance(error, BatchRefusedError):
+                        raise ReplayPublishError(
+                            f"JetStream refused replayed message {position}: "
+                            f"{'cancelled' if error is None else repr(error)}")
+                    if not error.duplicate:
+                        self._batches = None  # e.g. a stream without allow_atomic
+                    inflight.popleft()
+                    self._unacked -= len(batch)
+                    await self._one_by_one(batch)
+                    continue
             inflight.popleft()
+            self._unacked -= max(len(batch), 1) if future is not None else 0
             self.acked_through = position
 
+    async def _one_by_one(self, batch: list[Entry]) -> None:
+        again: list[tuple[int, asyncio.Future[Any] | None, list[Entry]]] = []
+        for position, (subject, data, headers) in batch:
+            future = await self._js.publish_async(subject, data,
+                                                  headers=without_batch_headers(headers))
+            again.append((position, future, []))
+        self._inflight.extendleft(reversed(again))
+        self._unacked += len(again)
+
     async def finish(self, timeout: float = ACK_TIMEOUT) -> None:
-        """Wait for every publish in flight to be acknowledged (or raise)."""
-        pending = [f for _, f in self._inflight if f is not None and not f.done()]
-        if pending:
+        """Send what is buffered, then wait for every publish in flight to be acknowledged
+        (or raise)."""
+        await self._send_batch()
+        while True:
+            await self._settle()
+            pending = [f for _, f, _ in self._inflight if f is not None and not f.done()]
+            if not pending:
+                return
             _, late = await asyncio.wait(pending, timeout=timeout)
             if late:
-                self._settle()
+                await self._settle()
                 raise ReplayPublishError(
-                    f"{len(late)} replayed messages were not acknowledged in {timeout:.0f}s")
-        self._settle()
+                    f"{len(late)} replayed publishes were not acknowledged in {timeout:.0f}s")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,8 +23,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mumu.ops.selection import Selection
 
-Put = Callable[[str, bytes, "dict[str, str] | None", int, int], Awaitable[None]]
-"""A sink's ``put(subject, data, headers, stream sequence, stored at (Unix ns))``."""
+Put = Callable[[str, bytes, "dict[str, str] | None", int, int], Awaitable[None] | None]
+"""A sink's ``put(subject, data, headers, stream sequence, stored at (Unix ns))``; a
+coroutine function, or a plain one (called without an await: the dry-run's counting)."""
 
 STALL = 10.0
 """Seconds without a message before a read that expects more gives up."""
@@ -73,6 +75,7 @@ class _Reader:
     def __init__(self, selection: Selection, put: Put, end: int, result: ScanResult,
                  stop: asyncio.Event | None) -> None:
         self.put = put
+        self.put_is_async = inspect.iscoroutinefunction(put)
         self.end = end
         self.until = selection.until_ns
         self.check = selection.needs_check
@@ -97,7 +100,10 @@ class _Reader:
             result.read += 1
             if not self.check or self.wants(msg.subject, msg.data, msg.headers):
                 result.taken += 1
-                await self.put(msg.subject, msg.data, msg.headers, seq, stored)
+                if self.put_is_async:
+                    await self.put(msg.subject, msg.data, msg.headers, seq, stored)  # type: ignore[misc]
+                else:
+                    self.put(msg.subject, msg.data, msg.headers, seq, stored)
             result.last_seq = seq
             if pending == 0 or seq >= self.end or (self.stop is not None and self.stop.is_set()):
                 self.done.set()

@@ -11,9 +11,10 @@ from typing import Any
 
 from mumu.contracts import headers as h
 from mumu.contracts.subject_check import covers
-from mumu.contracts.subjects import is_replay, last_token
+from mumu.contracts.subjects import REPLAY_PREFIX, is_replay, last_token
 
 _RELATIVE = re.compile(r"^-?(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$")
+REPLAYS = f"{REPLAY_PREFIX}.>"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -44,6 +45,21 @@ def to_ns(moment: datetime) -> int:
 def from_ns(ns: int) -> datetime:
     """The datetime of Unix nanoseconds (to the microsecond, rounded down)."""
     return EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def overlaps(a: str, b: str) -> bool:
+    """Whether two subject filters can match a common subject."""
+    ta, tb = a.split("."), b.split(".")
+    for i in range(max(len(ta), len(tb))):
+        x = ta[i] if i < len(ta) else None
+        y = tb[i] if i < len(tb) else None
+        if x == ">" or y == ">":
+            return x is not None and y is not None
+        if x is None or y is None:
+            return False
+        if x not in (y, "*") and y != "*":
+            return False
+    return True
 
 
 def is_stream_name(target: str) -> bool:
@@ -143,5 +159,7 @@ class Selection:
     @property
     def needs_check(self) -> bool:
         """Whether ``wants`` must run on each message (else every delivered one is taken)."""
-        return (self.workspace is not None or self.request_id is not None
-                or not self.keeps_replays())
+        if self.workspace is not None or self.request_id is not None:
+            return True
+        filters = self.server_filters() or [">"]
+        return not self.keeps_replays() and any(overlaps(f, REPLAYS) for f in filters)

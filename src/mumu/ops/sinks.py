@@ -52,8 +52,8 @@ class DryRun:
     subjects: dict[str, SubjectStats] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
 
-    async def put(self, subject: str, data: bytes, headers: dict[str, str] | None, seq: int,
-                  ts: int) -> None:
+    def put(self, subject: str, data: bytes, headers: dict[str, str] | None, seq: int,
+            ts: int) -> None:
         stats = self.subjects.get(subject)
         if stats is None:
             self.subjects[subject] = SubjectStats(1, seq, ts, seq, ts)
