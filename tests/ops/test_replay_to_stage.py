@@ -10,10 +10,12 @@ import asyncpg
 from nats.aio.client import Client as NATS
 
 from mumu.broker.embedded import EmbeddedNats
+from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts import consumers
 from mumu.contracts import headers as h
+from mumu.contracts.events import TextAsk, new_id
 from mumu.contracts.subject_check import covers
-from mumu.contracts.subjects import PERSISTED, STREAM_PERSISTED, STREAM_RESULTS
+from mumu.contracts.subjects import INGEST_TEXT, PERSISTED, STREAM_PERSISTED, STREAM_RESULTS
 from mumu.gateway.feed import result_filters
 from mumu.settings import Settings
 from mumu.stages.persist.stage import build_stage as build_persist
@@ -94,3 +96,34 @@ async def test_transcripts_replayed_into_persist_reach_only_persist(
         assert m.headers[h.REPLAY] == summary["replay_id"]
         assert m.headers[h.REPLAY_SUBJECT] == f"mumu.transcript.final.{ws}"
         assert m.headers[h.MSG_ID].endswith(f":replay:{summary['replay_id']}")
+
+
+async def test_a_text_ask_replayed_to_reason_is_answered_again_by_reason_alone(
+    nats_server: EmbeddedNats, nc: NATS, streams: None, settings: Settings,
+) -> None:
+    ws = "ws-text"
+    await ensure_workspace(nc, ws)
+    backend = EchoBackend()
+    async with running(ReasonStage(settings.reason, backend), settings), Collector(nc) as seen:
+        rid = new_id()
+        ask = TextAsk(event_id=rid, request_id=rid, workspace_id=ws, session_id="s1",
+                      text="Is it replayed?")
+        await nc.jetstream().publish(INGEST_TEXT.for_workspace(ws),
+                                     ask.model_dump_json().encode(), headers={h.MSG_ID: rid})
+        await seen.wait_count("mumu.answer.final.", 1)
+        calls = backend.calls
+        # MUMU_INGEST only sources the intake streams: the replay reads it like any other
+        summary = await mumu_json(nats_server, "replay", "MUMU_INGEST", "--request-id", rid,
+                                  "--to-stage", "reason")
+        assert summary["published"] == 1
+        replayed = consumers.REASON_TEXT.replay.for_workspace(ws)
+        await seen.wait_count(replayed, 1)
+        await seen.wait_count("mumu.answer.final.", 2)  # answered again, same event id
+    # reason handled it: the answer it recorded for the request, published again (a
+    # stage is idempotent; its session already holds this answer, so no new LLM call)
+    assert backend.calls == calls
+    finals = seen.on("mumu.answer.final.")
+    assert finals[0].json()["event_id"] == finals[1].json()["event_id"]
+    info = await nc.jetstream().stream_info(STREAM_RESULTS, subjects_filter="mumu.answer.final.*")
+    assert sum((info.state.subjects or {}).values()) == 1  # the second one deduplicated
+    assert not seen.on(INGEST_TEXT.prefix + ".")[1:]  # nothing republished on the intake

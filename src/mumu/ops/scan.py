@@ -125,7 +125,7 @@ class _Reader:
                 await self.idle.wait()
                 self.done.set()
                 return
-            if result.read != last[0]:
+            if result.read != last[0] or not self.idle.is_set():  # a slow put is no stall
                 last = (result.read, time.monotonic())
             elif time.monotonic() - last[1] > stall:
                 result.complete = False
@@ -176,8 +176,8 @@ async def scan(
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
-        with contextlib.suppress(Exception):
-            await js.delete_consumer(stream, sub._consumer)
+        with contextlib.suppress(Exception):  # else the server drops it once idle
+            await js.delete_consumer(stream, sub._consumer)  # the current one (after resets)
     if reader.failure is not None:
         raise reader.failure
     if stop is not None and stop.is_set() and result.last_seq < end:
