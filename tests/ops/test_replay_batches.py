@@ -55,3 +55,19 @@ async def test_a_stream_without_atomic_batches_gets_the_messages_one_by_one(
     outcome = await replay.run(nc, _plan("plain"), candidates=[STREAM_RESULTS])
     assert outcome.detail["published"] == N
     assert await _replayed(nc) == N
+
+
+async def test_a_whole_stream_replayed_to_a_stage_reads_only_its_inputs(
+    nc: NATS, streams: None,
+) -> None:
+    js = nc.jetstream()
+    for i in range(30):
+        await store(nc, transcript(WS, f"q{i}"))
+        for n in range(3):  # live steps persist does not consume
+            await js.publish(f"mumu.answer.delta.{WS}", b"{}", headers={"Nats-Msg-Id": f"{i}.{n}"})
+    outcome = await replay.run(
+        nc, Plan(Selection.of(STREAM_RESULTS), "to-stage", stage="persist"),
+        candidates=[STREAM_RESULTS])
+    assert outcome.detail["published"] == 30 and await _replayed(nc) == 30
+    assert outcome.read == 30  # the deltas were filtered out by the server
+    assert outcome.detail["not_stage_inputs"] == {}

@@ -23,6 +23,7 @@ from mumu.ops.plan import FILE_SOURCE, Plan
 from mumu.ops.reader import streams_for
 from mumu.ops.republish import Republisher
 from mumu.ops.scan import Put, ScanResult, scan, start_sequence
+from mumu.ops.selection import is_stream_name
 from mumu.ops.sinks import DryRun, ToFile
 
 OnRead = Callable[[str, int, ScanResult], None]
@@ -104,9 +105,12 @@ async def _read_stream(nc: NATS, plan: Plan, stream: str, sink: Any, outcome: Ou
     if isinstance(sink, Republisher):
         sink.acked_through = start - 1
     put: Put = sink.put
+    narrower = None
+    if isinstance(sink, Republisher) and sink.stage and is_stream_name(plan.selection.target):
+        narrower = sink.input_filters(plan.selection.workspace)
     try:
         result = await scan(nc, stream, plan.selection, put, start=start, stop=stop,
-                            result=progress, on_total=started)
+                            result=progress, on_total=started, filters=narrower)
     finally:
         # resume after what is safely done: written, or acknowledged by JetStream
         last = progress.last_seq

@@ -73,6 +73,12 @@ class Republisher:
         self.not_inputs: dict[str, int] = {}
         """Subjects skipped by ``--to-stage`` because the stage does not consume them."""
 
+    def input_filters(self, workspace: str | None) -> list[str]:
+        """The subjects the stage consumes (of ``workspace``): a whole-stream replay to a
+        stage reads only those."""
+        patterns = dict.fromkeys(p for c in self._consumers for p in c.inputs)
+        return [p.for_workspace(workspace) if workspace else p.wildcard for p in patterns]
+
     def _consumer_of(self, subject: str) -> StageConsumer | None:
         family = subject.rpartition(".")[0]
         if family not in self._targets:

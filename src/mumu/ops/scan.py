@@ -137,14 +137,15 @@ async def scan(
     nc: NATS, stream: str, selection: Selection, put: Put, *,
     start: int, stop: asyncio.Event | None = None, stall: float = STALL,
     result: ScanResult | None = None, on_total: Callable[[int], None] | None = None,
-    headers_only: bool = False,
+    headers_only: bool = False, filters: list[str] | None = None,
 ) -> ScanResult:
     """Hand every selected message of ``stream`` from ``start`` to ``put``, in order, up
     to ``--to-seq`` / ``--until`` or the last message stored when the read began.
 
     ``result`` is updated as messages go (a progress bar reads it); ``on_total`` is told
     how many messages the ordered consumer has to deliver. ``headers_only``: bodies stay
-    on the server (``Nats-Msg-Size`` says how big each one is)."""
+    on the server (``Nats-Msg-Size`` says how big each one is); ``filters``: narrower
+    server-side filters than the selection's own (the inputs of a ``--to-stage``)."""
     js = nc.jetstream()
     info = await js.stream_info(stream)
     end = info.state.last_seq
@@ -155,7 +156,7 @@ async def scan(
     if start > end or info.state.messages == 0:
         return result
     reader = _Reader(selection, put, end, result, stop)
-    filters = selection.server_filters()
+    filters = filters or selection.server_filters()
     config = ConsumerConfig(
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
         filter_subjects=filters if len(filters) > 1 else None,
