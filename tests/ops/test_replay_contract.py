@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
+from mumu.broker import roles
 from mumu.broker.intake import ingest_shape
 from mumu.broker.streams import load_stream_configs
 from mumu.contracts import consumers
@@ -60,3 +61,13 @@ def test_a_replayed_message_is_handled_on_its_original_subject() -> None:
                         routes)
     with pytest.raises(PermanentError, match="not an input"):
         handled_subject(replayed, {h.REPLAY_SUBJECT: "mumu.answer.delta.ws-a"}, routes)
+
+
+def test_only_the_operator_may_publish_on_replay_subjects() -> None:
+    sample = [c.replay.for_workspace("ws-a") for c in consumers.DECLARED]
+    everyone = [roles.produce("ws-a"), *(roles.service(r, ["ws-a"], STAGES.consumers())
+                                         for r in roles.SERVICES)]
+    for perms in everyone:
+        assert not [s for s in sample for allowed in perms.publish if covers(allowed, s)]
+    assert all(covers(allowed, s) for s in sample
+               for allowed in roles.OPERATOR_PERMISSIONS.publish)
