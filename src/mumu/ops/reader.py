@@ -1,4 +1,5 @@
-"""Reading a range of a stream without disturbing its consumers (ordered consumer)."""
+"""Reading dead letters one by one (an ordered consumer), and finding the streams a replay
+reads for a stream name or a subject filter."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from mumu.broker.intake import PLACEHOLDER, intake_template
 from mumu.broker.jsapi import stream_config
-from mumu.contracts.subject_check import covers
 from mumu.ops.selection import is_stream_name, overlaps
 
 
@@ -87,12 +87,3 @@ async def streams_for(nc: NATS, target: str, candidates: list[str]) -> list[str]
     if not found:
         raise RuntimeError(f"no mumu stream stores {target}")
     return found
-
-
-async def stream_of(nc: NATS, subject: str, candidates: list[str]) -> str:
-    """The stream (among ``candidates``) whose subjects store ``subject``."""
-    for name in candidates:
-        config = await stream_config(nc, name)
-        if config and any(covers(f, subject) or covers(subject, f) for f in config["subjects"]):
-            return name
-    raise RuntimeError(f"no mumu stream stores {subject}")
