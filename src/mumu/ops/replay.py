@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from nats.aio.client import Client as NATS
 
@@ -22,9 +22,19 @@ from mumu.ops.filesource import read_export
 from mumu.ops.plan import FILE_SOURCE, Plan
 from mumu.ops.reader import streams_for
 from mumu.ops.republish import Republisher
-from mumu.ops.scan import Put, ScanResult, scan, start_sequence
+from mumu.ops.scan import ScanResult, scan, start_sequence
 from mumu.ops.selection import is_stream_name
 from mumu.ops.sinks import DryRun, ToFile
+
+
+class Sink(Protocol):
+    """Where a read hands its messages: counted, written, or published."""
+
+    stream: str
+
+    def put(self, subject: str, data: bytes, headers: dict[str, str] | None, seq: int,
+            ts: int) -> Awaitable[None] | None: ...
+
 
 OnRead = Callable[[str, int, ScanResult], None]
 """Told when a source starts: (its name, messages expected, the live counters)."""
@@ -66,7 +76,8 @@ async def run(nc: NATS, plan: Plan, *, candidates: list[str], stop: asyncio.Even
            if plan.action in ("to-stage", "republish") else None)
     if out is not None:
         out.open(append=bool(plan.positions))
-    sink: Any = dry or out or pub
+    sink: Sink | None = dry or out or pub
+    assert sink is not None, f"unknown action {plan.action!r}"
     try:
         if plan.from_file:
             await _from_file(plan, pub, outcome, stop, on_read)
@@ -92,7 +103,7 @@ async def run(nc: NATS, plan: Plan, *, candidates: list[str], stop: asyncio.Even
     return outcome
 
 
-async def _read_stream(nc: NATS, plan: Plan, stream: str, sink: Any, outcome: Outcome, *,
+async def _read_stream(nc: NATS, plan: Plan, stream: str, sink: Sink, outcome: Outcome, *,
                        stop: asyncio.Event | None, on_read: OnRead | None) -> None:
     start = plan.positions.get(stream) or await start_sequence(nc, stream, plan.selection)
     sink.stream = stream
@@ -104,12 +115,11 @@ async def _read_stream(nc: NATS, plan: Plan, stream: str, sink: Any, outcome: Ou
 
     if isinstance(sink, Republisher):
         sink.acked_through = start - 1
-    put: Put = sink.put
     narrower = None
     if isinstance(sink, Republisher) and sink.stage and is_stream_name(plan.selection.target):
         narrower = sink.input_filters(plan.selection.workspace)
     try:
-        result = await scan(nc, stream, plan.selection, put, start=start, stop=stop,
+        result = await scan(nc, stream, plan.selection, sink.put, start=start, stop=stop,
                             result=progress, on_total=started, filters=narrower)
     finally:
         # resume after what is safely done: written, or acknowledged by JetStream
