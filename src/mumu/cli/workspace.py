@@ -13,7 +13,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 
 from mumu.broker.workspaces import ensure_configured
-from mumu.cli import credentials
+from mumu.cli import credentials, quota
 from mumu.cli.common import table, with_nats
 from mumu.cli.credentials import grant_workspaces
 from mumu.contracts import subjects
@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     key.add_argument("workspace_id", type=uuid.UUID, help="the workspace id (a UUID)")
     key.set_defaults(func=run_key)
     credentials.register(verbs)
+    quota.register(verbs)
 
 
 def with_admin(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:

@@ -25,6 +25,8 @@ class StageConsumer:
 
 
 INGEST_AUDIO: Final = StageConsumer("ingest", subjects.STREAM_INGEST, "ingest-audio")
+INGEST_QUOTA_ENDS: Final = StageConsumer("ingest", subjects.STREAM_RESULTS, "ingest-quota-ends")
+"""Ends of requests (finals, errors): ingest frees their in-flight quota slots."""
 TRANSCRIBE_AUDIO: Final = StageConsumer("transcribe", subjects.STREAM_AUDIO, "transcribe-audio")
 REASON_TRANSCRIPTS: Final = StageConsumer(
     "reason", subjects.STREAM_RESULTS, "reason-mumu-results"

@@ -26,6 +26,7 @@ from mumu.gateway.limits import LagMonitor, RateLimiter
 from mumu.gateway.metrics import GatewayMetrics
 from mumu.gateway.models import Health, Readiness
 from mumu.gateway.openapi import openapi_document
+from mumu.gateway.quota import build_quota_gate
 from mumu.gateway.tokens import TokenSigner
 from mumu.gateway.transport import TRUSTED_PROXIES, forwarded
 from mumu.gateway.websocket import SOCKETS, close_all, websocket
@@ -70,7 +71,8 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
             limiter=RateLimiter(gw.rate_limit_per_second, gw.rate_limit_burst),
             key_failures=RateLimiter(gw.failed_key_per_second, gw.failed_key_burst,
                                      "too many failed API key attempts from this address"),
-            api_keys=app[API_KEYS], hub=hub, nc=nc, asker=Asker(nc, settings.nats), feed=feed,
+            api_keys=app[API_KEYS], hub=hub, nc=nc, feed=feed,
+            asker=Asker(nc, settings.nats, build_quota_gate(settings, nc, app[API_KEYS])),
             lag=lag,
         )
         tasks = [asyncio.create_task(feed.run(stop)), asyncio.create_task(lag.run(stop))]

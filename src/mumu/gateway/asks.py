@@ -18,6 +18,8 @@ from mumu.contracts import headers as h
 from mumu.contracts.events import CancelRequest, IngestAudioHeaders, TextAsk, derive_id, new_id
 from mumu.contracts.options import AudioOptions
 from mumu.gateway.errors import ApiError
+from mumu.gateway.quota import admit_ask, give_back
+from mumu.quota.gate import QuotaGate
 
 log = logging.getLogger("mumu.gateway.asks")
 
@@ -88,8 +90,11 @@ class Asker:
     publish finds no stream (it was removed since), then it tries once more.
     """
 
-    def __init__(self, nc: NatsClient, limits: NatsSettings | None = None) -> None:
+    def __init__(self, nc: NatsClient, limits: NatsSettings | None = None,
+                 quota: QuotaGate | None = None) -> None:
+        """``quota``: the workspace quotas every ask is admitted by first (429)."""
         self._nc = nc
+        self._quota = quota
         self._js = nc.jetstream()
         self._limits = limits or NatsSettings()
         self._ready: set[str] = set()
@@ -166,10 +171,15 @@ class Asker:
             event_id=derive_id(workspace_id, request_id, STAGE, "text"), request_id=request_id,
             workspace_id=workspace_id, session_id=session_id, text=text, language=language,
         )
-        ack = await self._publish(
-            workspace_id, subjects.INGEST_TEXT.for_workspace(workspace_id),
-            event.model_dump_json().encode(), {h.MSG_ID: event.event_id},
-        )
+        await admit_ask(self._quota, workspace_id, request_id, audio=False)
+        try:
+            ack = await self._publish(
+                workspace_id, subjects.INGEST_TEXT.for_workspace(workspace_id),
+                event.model_dump_json().encode(), {h.MSG_ID: event.event_id},
+            )
+        except ApiError:
+            await give_back(self._quota, workspace_id, request_id)
+            raise
         return self._asked(request_id, ack, "text")
 
     async def _upload(self, workspace_id: str, name: str, audio: bytes) -> None:
@@ -203,6 +213,18 @@ class Asker:
         """Raw audio on ``mumu.ingest.audio.<ws>``; over the payload limit via the
         workspace's upload bucket (``mumu-upload-<ws>``)."""
         request_id = request_id or new_id()
+        await admit_ask(self._quota, workspace_id, request_id, audio=True)
+        try:
+            return await self._ask_audio(
+                workspace_id, session_id, audio, content_type, options, request_id=request_id)
+        except ApiError:
+            await give_back(self._quota, workspace_id, request_id)
+            raise
+
+    async def _ask_audio(
+        self, workspace_id: str, session_id: str, audio: bytes, content_type: str,
+        options: AudioOptions | None, *, request_id: str,
+    ) -> Asked:
         body, audio_object = audio, None
         if len(audio) + HEADER_ROOM > self._nc.max_payload:
             # a name of its own: a duplicate ask must not overwrite the first one's upload

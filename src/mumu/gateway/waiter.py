@@ -159,6 +159,7 @@ _ERROR_STATUS = {
     "missing_header": 400,
     "unknown_workspace": 403,
     "reason_unavailable": 503,
+    "quota_exceeded": 429,
 }
 
 

@@ -28,6 +28,7 @@ from mumu.settings import Settings
 from mumu.stages.reason.backend import Backend, BackendError, BackendInterruptedError, ChatRequest
 from mumu.stages.reason.cancel import CancelRegistry
 from mumu.stages.reason.prompt import PromptTooLong, build_messages, system_message
+from mumu.stages.reason.quota import TextAskQuota
 from mumu.stages.reason.sessions import SessionStore, SessionStoreError
 from mumu.stages.reason.settings import ReasonSettings
 from mumu.stages.reason.streaming import Answer, DeltaStream, generate
@@ -57,16 +58,18 @@ class ReasonStage:
     name = NAME
 
     def __init__(
-        self, settings: ReasonSettings, backend: Backend, sessions: SessionStore | None = None
+        self, settings: ReasonSettings, backend: Backend, sessions: SessionStore | None = None,
+        quota: TextAskQuota | None = None,
     ) -> None:
         """``sessions``: the session context (``None``: the ``mumu-sessions`` bucket,
-        opened in ``start``)."""
+        opened in ``start``); ``quota``: the workspace quotas of text asks (``None``: none)."""
         self.settings = settings
         self.backend = backend
         self.cancels = CancelRegistry(settings.cancel_memory)
         self._given_sessions = sessions
         self._sessions = sessions
         self._ctx: StageContext | None = None
+        self.quota = quota
 
     def routes(self) -> Sequence[Route]:
         # the backend says how many requests it takes at once and how to retry one
@@ -94,6 +97,8 @@ class ReasonStage:
 
     async def start(self, ctx: StageContext) -> None:
         self._ctx = ctx
+        if self.quota is not None:
+            self.quota.bind(ctx.js)
         await self.backend.start()
         s = self.settings
         # opened on every start: after a reconnect, a handle of the old connection is dead
@@ -112,6 +117,8 @@ class ReasonStage:
     async def stop(self) -> None:
         await self.cancels.close()
         await self.backend.close()
+        if self.quota is not None:
+            await self.quota.close()
 
     @property
     def sessions(self) -> SessionStore:
@@ -137,6 +144,8 @@ class ReasonStage:
             done = session.answered(rid)
             if done is not None:  # redelivered after its answer was recorded
                 return [Outbound.of(final_subject, done)]
+            if self.quota is not None and isinstance(event, TextAsk):
+                await self.quota.admit(ws, rid)  # a raw NATS text ask over quota: no work
             request = await self._request(event, self.sessions.context(session))
             restart = session.may_have_streamed(rid, inbound.deliveries)
             answer = await self._answer(
@@ -272,4 +281,5 @@ class ReasonStage:
 
 
 def build_stage(settings: Settings) -> ReasonStage:
-    return ReasonStage(settings.reason, build_backend(settings.reason))
+    return ReasonStage(settings.reason, build_backend(settings.reason),
+                       quota=TextAskQuota.of(settings))
