@@ -38,10 +38,15 @@ def stage_error(exc: QuotaExceededError | QuotaStoreError) -> PermanentError | T
 
 
 def ends_request(subject: str, body: dict[str, Any]) -> bool:
-    """Whether this result ends its request: an answer final, an error, or the transcript
-    final of a request that wants no answer (a transcription)."""
+    """Whether this result ends a request that holds an in-flight slot: an answer final,
+    an error, or the transcript final of a request that wants no answer (a transcription).
+    A ``quota_exceeded`` error holds none (a refused request never gets a slot, or gives
+    it back before it is refused: ``QuotaEnds.audio``), so a flood's refusals cost
+    no lookup here."""
     if subjects.TRANSCRIPT_FINAL.matches(subject):
         return body.get("answer") is False
+    if subjects.ERROR.matches(subject):
+        return body.get("code") != "quota_exceeded"
     return True
 
 
@@ -54,6 +59,19 @@ class QuotaEnds:
     def route(self) -> Route:
         return Route(subjects.STREAM_RESULTS, END_SUBJECTS, self.handle, model=None,
                      durable=INGEST_QUOTA_ENDS.durable)
+
+    async def audio(self, workspace_id: str, request_id: str, seconds: float) -> None:
+        """The audio quotas of an admitted request; refused, it gives its slot back."""
+        try:
+            await self.gate.audio(workspace_id, request_id, seconds)
+        except QuotaExceededError as exc:
+            try:
+                await self.gate.release(workspace_id, request_id)
+            except QuotaStoreError as store:
+                raise stage_error(store) from store
+            raise stage_error(exc) from exc
+        except QuotaStoreError as exc:
+            raise stage_error(exc) from exc
 
     async def handle(self, inbound: Inbound[Any]) -> Sequence[Outbound]:
         try:

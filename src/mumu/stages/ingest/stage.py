@@ -112,8 +112,8 @@ class IngestStage:
             await _quota(self.quota.admit(ws, hdrs.request_id))
         data = await self._audio_bytes(inbound, hdrs)
         decoded = await self._decode(data)
-        if self.quota is not None:  # what only the decode tells: how long the audio is
-            await _quota(self.quota.audio(ws, hdrs.request_id, decoded.duration))
+        if self._ends is not None:  # what only the decode tells: how long the audio is
+            await self._ends.audio(ws, hdrs.request_id, decoded.duration)
         name = normalised_object(ws, hdrs.request_id)
         await self._put(name, decoded)
         ready = AudioReady(
