@@ -19,7 +19,7 @@ from mumu.broker.embedded import EmbeddedNats
 from mumu.db.quotas import set_limit_overrides
 from mumu.settings import Settings
 from tests.conftest import nats_env
-from tests.gateway.conftest import serving
+from tests.gateway.conftest import receive_until, serving
 from tests.gateway.quota_kit import FastBackend, enforcing, http_ask, quota_settings
 from tests.pg_fixtures import WorkspaceFactory
 
@@ -118,3 +118,24 @@ async def test_cli_overrides_a_limit_in_postgres_and_the_gateway_enforces_it_and
     assert usage["longest_audio"] == {
         "limit": 30, "used": 0, "remaining": 30, "overridden": True}
     assert usage["audio_seconds_per_day"]["used"] == 0
+
+
+async def test_websocket_asks_past_the_quota_get_a_quota_exceeded_error_and_the_socket_stays(
+    nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
+    workspace: WorkspaceFactory, admin_conn: asyncpg.Connection, http: aiohttp.ClientSession,
+) -> None:
+    cfg = quota_settings(settings, pg_settings)
+    ws, _ = await workspace("a")
+    await set_limit_overrides(admin_conn, ws, {"asks_per_minute": 1})
+    async with serving(cfg) as gw, http.ws_connect(gw.ws_url(gw.token(ws))) as sock:
+        await receive_until(sock, lambda m: m["type"] == "ready")
+        await sock.send_json({"type": "ask", "text": "first"})
+        (accepted,) = [m for m in await receive_until(sock, lambda m: m["type"] == "accepted")
+                       if m["type"] == "accepted"]
+        await sock.send_json({"type": "ask", "text": "second"})
+        error = (await receive_until(sock, lambda m: m["type"] == "error"))[-1]
+        assert error["code"] == "quota_exceeded"
+        assert "1 per minute" in error["message"]
+        await sock.send_json({"type": "ping"})  # the socket still serves
+        await receive_until(sock, lambda m: m["type"] == "pong")
+    assert accepted["request_id"]
