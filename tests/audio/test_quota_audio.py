@@ -47,18 +47,31 @@ async def test_audio_longer_than_the_workspace_allows_is_refused_after_decoding(
     ws_b, _ = await workspace("b")
     await workspaces(ws_a, ws_b)
     await set_limit_overrides(admin_conn, ws_a, {"longest_audio": 3.0})
-    async with Collector(nc) as seen, running(build_ingest(cfg), cfg):
+    async with (Collector(nc) as seen, running(build_ingest(cfg), cfg), serving(cfg) as gw,
+                aiohttp.ClientSession() as http):
         refused = await publish_audio(nc, CLIP, ws=ws_a)
         accepted = await publish_audio(nc, CLIP, ws=ws_b)
         await seen.wait_for(lambda _: outcomes(seen, ws_a) + outcomes(seen, ws_b) >= 2,
                             timeout=20)
+        # a gateway client waiting for its result learns it as a 429
+        form = aiohttp.FormData()
+        form.add_field("audio", CLIP, filename="q.wav", content_type="audio/wav")
+        async with http.post(f"{gw.url}/api/ask", params={"wait": "true"}, data=form,
+                             headers=auth(gw.token(ws_a))) as resp:
+            body = await resp.json()
+            assert resp.status == 429, body
+            assert body["error"]["code"] == "quota_exceeded"
+            assert "longest audio is 3 s" in body["error"]["message"]
+            assert resp.headers["Retry-After"] == "60"
     assert ready(seen.messages, ws_a) == set()
-    assert error_codes(seen.messages, ws_a) == {refused: "quota_exceeded"}
-    (error,) = [json.loads(m.data) for m in seen.on(subjects.ERROR.for_workspace(ws_a))]
+    codes = error_codes(seen.messages, ws_a)
+    assert codes[refused] == "quota_exceeded" and set(codes.values()) == {"quota_exceeded"}
+    error = next(json.loads(m.data) for m in seen.on(subjects.ERROR.for_workspace(ws_a))
+                 if json.loads(m.data)["request_id"] == refused)
     assert "longest audio is 3 s" in error["message"]
     assert ready(seen.messages, ws_b) == {accepted}  # B keeps the default (1800 s)
-    (letter,) = seen.on(subjects.DLQ.token("ingest"))
-    assert letter.headers["Mumu-Dlq-Code"] == "quota_exceeded"
+    letters = seen.on(subjects.DLQ.token("ingest"))
+    assert [m.headers["Mumu-Dlq-Code"] for m in letters] == ["quota_exceeded"] * 2
 
 
 async def test_audio_seconds_per_day_stop_raw_producers_and_then_gateway_asks(

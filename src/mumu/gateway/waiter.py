@@ -167,4 +167,8 @@ def pipeline_error(event: ResultEvent) -> ApiError:
     code = str(event.body.get("code", "internal"))
     status = _ERROR_STATUS.get(code, 502)
     stage = event.body.get("stage", "pipeline")
-    return ApiError(status, code, f"{stage}: {event.body.get('message', 'failed')}")
+    # a quota refusal after publishing (audio too long, the day's audio spent): the error
+    # event carries no time, so a conservative minute
+    headers = {"Retry-After": "60"} if status == 429 else None
+    return ApiError(status, code, f"{stage}: {event.body.get('message', 'failed')}",
+                    headers=headers)
