@@ -112,3 +112,22 @@ async def test_audio_seconds_per_day_stop_raw_producers_and_then_gateway_asks(
             assert int(resp.headers["Retry-After"]) >= 1
     (error,) = [json.loads(m.data) for m in seen.on(subjects.ERROR.for_workspace(ws))]
     assert "would pass the workspace's audio quota" in error["message"]
+
+
+async def test_raw_audio_asks_past_the_per_minute_quota_are_refused_before_decoding(
+    nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
+    workspace: WorkspaceFactory, workspaces: Callable[..., Awaitable[None]],
+    admin_conn: asyncpg.Connection,
+) -> None:
+    cfg = quota_settings(settings, pg_settings)
+    ws, _ = await workspace("a")
+    await workspaces(ws)
+    await set_limit_overrides(admin_conn, ws, {"asks_per_minute": 2})
+    async with Collector(nc) as seen, running(build_ingest(cfg), cfg):
+        asks = [await publish_audio(nc, CLIP, ws=ws) for _ in range(3)]
+        await seen.wait_for(lambda _: outcomes(seen, ws) >= 3, timeout=20)
+    done, codes = ready(seen.messages, ws), error_codes(seen.messages, ws)
+    assert len(done) == 2 and done <= set(asks)
+    assert codes == dict.fromkeys(set(asks) - done, "quota_exceeded")
+    (error,) = [json.loads(m.data) for m in seen.on(subjects.ERROR.for_workspace(ws))]
+    assert "2 per minute" in error["message"]

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from typing import Any
 
 import aiohttp
@@ -139,3 +140,34 @@ async def test_websocket_asks_past_the_quota_get_a_quota_exceeded_error_and_the_
         await sock.send_json({"type": "ping"})  # the socket still serves
         await receive_until(sock, lambda m: m["type"] == "pong")
     assert accepted["request_id"]
+
+
+async def test_a_duplicate_ask_of_an_ended_request_holds_no_in_flight_slot(
+    nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
+    workspace: WorkspaceFactory, admin_conn: asyncpg.Connection, http: aiohttp.ClientSession,
+) -> None:
+    cfg = quota_settings(settings, pg_settings)
+    ws, _ = await workspace("a")
+    await set_limit_overrides(admin_conn, ws, {"concurrent_requests": 1})
+    async with serving(cfg) as gw, enforcing(cfg, FastBackend()):
+        token = gw.token(ws)
+
+        async def ask(rid: str, wait: bool) -> tuple[int, dict[str, Any]]:
+            params = {"request_id": rid, **({"wait": "true"} if wait else {})}
+            async with http.post(f"{gw.url}/api/ask", params=params,
+                                 headers={"Authorization": f"Bearer {token}"},
+                                 json={"text": "same question"}) as resp:
+                return resp.status, await resp.json()
+
+        async def answered_once_the_slot_is_free() -> None:
+            # the ends watcher frees a slot a moment after the answer that ended it
+            async with asyncio.timeout(10):
+                while (await ask(f"probe-{time.monotonic_ns()}", wait=True))[0] != 200:
+                    await asyncio.sleep(0.1)
+
+        assert (await ask("first-1", wait=True))[0] == 200
+        await answered_once_the_slot_is_free()
+        status, body = await ask("first-1", wait=False)  # the client retries the same id
+        assert (status, body["duplicate"]) == (202, True)
+        # the duplicate started nothing, so it holds nothing: the one slot frees again
+        await answered_once_the_slot_is_free()

@@ -171,16 +171,23 @@ class Asker:
             event_id=derive_id(workspace_id, request_id, STAGE, "text"), request_id=request_id,
             workspace_id=workspace_id, session_id=session_id, text=text, language=language,
         )
-        await admit_ask(self._quota, workspace_id, request_id, audio=False)
+        took = await admit_ask(self._quota, workspace_id, request_id, audio=False)
         try:
             ack = await self._publish(
                 workspace_id, subjects.INGEST_TEXT.for_workspace(workspace_id),
                 event.model_dump_json().encode(), {h.MSG_ID: event.event_id},
             )
         except ApiError:
-            await give_back(self._quota, workspace_id, request_id)
+            if took:
+                await give_back(self._quota, workspace_id, request_id)
             raise
-        return self._asked(request_id, ack, "text")
+        return await self._settled(workspace_id, self._asked(request_id, ack, "text"), took)
+
+    async def _settled(self, workspace_id: str, asked: Asked, took: bool) -> Asked:
+        """A duplicate starts no request: a slot it took (the first one ended) is freed."""
+        if asked.duplicate and took:
+            await give_back(self._quota, workspace_id, asked.request_id)
+        return asked
 
     async def _upload(self, workspace_id: str, name: str, audio: bytes) -> None:
         """Audio over the payload limit: into the workspace's upload bucket."""
@@ -213,13 +220,15 @@ class Asker:
         """Raw audio on ``mumu.ingest.audio.<ws>``; over the payload limit via the
         workspace's upload bucket (``mumu-upload-<ws>``)."""
         request_id = request_id or new_id()
-        await admit_ask(self._quota, workspace_id, request_id, audio=True)
+        took = await admit_ask(self._quota, workspace_id, request_id, audio=True)
         try:
-            return await self._ask_audio(
+            asked = await self._ask_audio(
                 workspace_id, session_id, audio, content_type, options, request_id=request_id)
         except ApiError:
-            await give_back(self._quota, workspace_id, request_id)
+            if took:
+                await give_back(self._quota, workspace_id, request_id)
             raise
+        return await self._settled(workspace_id, asked, took)
 
     async def _ask_audio(
         self, workspace_id: str, session_id: str, audio: bytes, content_type: str,

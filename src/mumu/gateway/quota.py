@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
+from typing import TypeVar
 
 from nats.aio.client import Client as NatsClient
 
@@ -17,6 +18,7 @@ from mumu.quota.usage import QuotaStoreError
 from mumu.settings import Settings
 
 log = logging.getLogger("mumu.gateway.quota")
+T = TypeVar("T")
 
 
 def build_quota_gate(settings: Settings, nc: NatsClient, api_keys: ApiKeys) -> QuotaGate:
@@ -26,11 +28,11 @@ def build_quota_gate(settings: Settings, nc: NatsClient, api_keys: ApiKeys) -> Q
     return gate
 
 
-async def enforced(check: Awaitable[None]) -> None:
+async def enforced(check: Awaitable[T]) -> T:
     """Run a quota check; its refusal is the client's 429, a usage store that cannot
     answer a 503."""
     try:
-        await check
+        return await check
     except QuotaExceededError as exc:
         raise ApiError(429, "quota_exceeded", exc.message,
                        headers={"Retry-After": str(exc.retry_after)}) from exc
@@ -41,14 +43,15 @@ async def enforced(check: Awaitable[None]) -> None:
 
 
 async def admit_ask(gate: QuotaGate | None, workspace_id: str, request_id: str, *,
-                    audio: bool) -> None:
+                    audio: bool) -> bool:
     """Before publishing: the ask fits the workspace's asks per minute and requests in
-    flight (and, for audio, some of today's audio seconds are left)."""
+    flight (and, for audio, some of today's audio seconds are left). True when this ask
+    took a slot (False: its request id is in flight already)."""
     if gate is None:
-        return
+        return False
     if audio:
         await enforced(gate.check_audio_left(workspace_id))
-    await enforced(gate.admit(workspace_id, request_id))
+    return await enforced(gate.admit(workspace_id, request_id))
 
 
 async def give_back(gate: QuotaGate | None, workspace_id: str, request_id: str) -> None:

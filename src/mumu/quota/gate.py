@@ -74,12 +74,14 @@ class QuotaGate:
                 self._usage = UsageStore(kv, self.settings.inflight_timeout)
             return self._usage
 
-    async def admit(self, workspace_id: str, request_id: str) -> None:
-        """``QuotaExceededError`` when the workspace may not start ``request_id`` now."""
+    async def admit(self, workspace_id: str, request_id: str) -> bool:
+        """``QuotaExceededError`` when the workspace may not start ``request_id`` now;
+        True when this call admitted it (False: in flight already, or quotas are off)."""
         if not self.enabled:
-            return
+            return False
         limits = await self.limits.get(workspace_id)
-        await (await self.usage()).admit(workspace_id, request_id, limits, time.time())
+        return await (await self.usage()).admit(
+            workspace_id, request_id, limits, time.time())
 
     async def check_audio_left(self, workspace_id: str) -> None:
         """Before an audio ask is accepted: is any audio left today?"""

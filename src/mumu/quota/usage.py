@@ -146,15 +146,19 @@ class UsageStore:
         return AudioDay.load(raw)
 
     async def admit(self, workspace_id: str, request_id: str, limits: Limits,
-                    now: float) -> None:
+                    now: float) -> bool:
         """Count ``request_id`` in flight and take one ask token, or raise
-        ``QuotaExceededError`` (nothing changes); free when it is in flight already."""
+        ``QuotaExceededError`` (nothing changes); free when it is in flight already.
+        True when this call admitted it (False: it was in flight)."""
         bucket = ask_bucket(limits)
+        admitted = False
 
         def change(raw: bytes | None) -> bytes | None:
+            nonlocal admitted
             flow = Flow.load(raw)
             inflight = flow.live(now, self.inflight_timeout)
-            if request_id in inflight:
+            admitted = request_id not in inflight
+            if not admitted:
                 return None
             if len(inflight) >= limits.concurrent_requests:
                 oldest = min(inflight.values(), default=now)
@@ -174,6 +178,7 @@ class UsageStore:
             return Flow(tokens - 1.0, now, inflight).dump()
 
         await self._change(f"{workspace_id}.flow", change)
+        return admitted
 
     async def release(self, workspace_id: str, request_id: str, now: float) -> bool:
         """The request ended: it no longer counts in flight. True if it did."""

@@ -41,7 +41,7 @@ def ends_request(subject: str, body: dict[str, Any]) -> bool:
     """Whether this result ends a request that holds an in-flight slot: an answer final,
     an error, or the transcript final of a request that wants no answer (a transcription).
     A ``quota_exceeded`` error holds none (a refused request never gets a slot, or gives
-    it back before it is refused: ``QuotaEnds.audio``), so a flood's refusals cost
+    it back before it is refused: ``IngestQuota.audio``), so a flood's refusals cost
     no lookup here."""
     if subjects.TRANSCRIPT_FINAL.matches(subject):
         return body.get("answer") is False
@@ -50,8 +50,9 @@ def ends_request(subject: str, body: dict[str, Any]) -> bool:
     return True
 
 
-class QuotaEnds:
-    """The route that frees in-flight slots when requests end."""
+class IngestQuota:
+    """Admission before the work, the audio quotas after the decode, and the route that
+    frees in-flight slots when requests end."""
 
     def __init__(self, gate: QuotaGate) -> None:
         self.gate = gate
@@ -59,6 +60,13 @@ class QuotaEnds:
     def route(self) -> Route:
         return Route(subjects.STREAM_RESULTS, END_SUBJECTS, self.handle, model=None,
                      durable=INGEST_QUOTA_ENDS.durable)
+
+    async def admit(self, workspace_id: str, request_id: str) -> None:
+        """Asks per minute and requests in flight, before any work."""
+        try:
+            await self.gate.admit(workspace_id, request_id)
+        except (QuotaExceededError, QuotaStoreError) as exc:
+            raise stage_error(exc) from exc
 
     async def audio(self, workspace_id: str, request_id: str, seconds: float) -> None:
         """The audio quotas of an admitted request; refused, it gives its slot back."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,13 +27,11 @@ from mumu.contracts.consumers import INGEST_AUDIO
 from mumu.contracts.events import AudioReady, IngestAudioHeaders, derive_id
 from mumu.contracts.ids import is_id
 from mumu.db.owned_pool import OwnedPool
-from mumu.quota.errors import QuotaExceededError
 from mumu.quota.gate import QuotaGate
-from mumu.quota.usage import QuotaStoreError
 from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
 from mumu.settings import Settings
 from mumu.stages.ingest.decode import SAMPLE_RATE, AudioRejectedError, Decoded, Limits, decode
-from mumu.stages.ingest.quota import QuotaEnds, stage_error
+from mumu.stages.ingest.quota import IngestQuota
 from mumu.stages.ingest.request import check_object_name, parse_headers
 from mumu.stages.ingest.settings import IngestSettings
 from mumu.stages.ingest.workspaces import WorkspaceGate
@@ -72,22 +70,21 @@ class IngestStage:
         self._given_store = store
         self._store = store
         self._js: JetStreamContext | None = None
-        self.quota = quota
-        self._ends = QuotaEnds(quota) if quota is not None else None
+        self.quota = IngestQuota(quota) if quota is not None else None
 
     def routes(self) -> Sequence[Route]:
         routes = [
             Route(subjects.STREAM_INGEST, (subjects.INGEST_AUDIO.wildcard,), self.handle,
                   model=None, durable=INGEST_AUDIO.durable, after_ack=self.delete_upload)
         ]
-        if self._ends is not None:
-            routes.append(self._ends.route())
+        if self.quota is not None:
+            routes.append(self.quota.route())
         return routes
 
     async def start(self, ctx: StageContext) -> None:
         self._js = ctx.js
         if self.quota is not None:
-            self.quota.bind(ctx.js)
+            self.quota.gate.bind(ctx.js)
         # opened on every start: after a reconnect, a handle of the old connection is dead
         self._store = self._given_store or await open_object_store(ctx.js, subjects.BUCKET_AUDIO)
         await self.workspaces.open()
@@ -109,11 +106,11 @@ class IngestStage:
         hdrs = parse_headers(inbound.headers)
         await self.workspaces.check(ws)
         if self.quota is not None:  # before any work: asks per minute, requests in flight
-            await _quota(self.quota.admit(ws, hdrs.request_id))
+            await self.quota.admit(ws, hdrs.request_id)
         data = await self._audio_bytes(inbound, hdrs)
         decoded = await self._decode(data)
-        if self._ends is not None:  # what only the decode tells: how long the audio is
-            await self._ends.audio(ws, hdrs.request_id, decoded.duration)
+        if self.quota is not None:  # what only the decode tells: how long the audio is
+            await self.quota.audio(ws, hdrs.request_id, decoded.duration)
         name = normalised_object(ws, hdrs.request_id)
         await self._put(name, decoded)
         ready = AudioReady(
@@ -220,13 +217,6 @@ class IngestStage:
         if self._store is None:
             raise RuntimeError("ingest stage used before start()")
         return self._store
-
-
-async def _quota(check: Awaitable[None]) -> None:
-    try:
-        await check
-    except (QuotaExceededError, QuotaStoreError) as exc:
-        raise stage_error(exc) from exc
 
 
 def build_stage(settings: Settings) -> IngestStage:
