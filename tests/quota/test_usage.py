@@ -71,7 +71,8 @@ def test_limits_parse_for_the_cli() -> None:
     assert parse_limit("longest_audio", "12.5") == 12.5
     assert parse_limit("longest_audio", "default") is None
     for name, text in (("asks_per_minute", "1.5"), ("asks_per_minute", "-1"),
-                       ("longest_audio", "inf"), ("speed", "1")):
+                       ("longest_audio", "inf"), ("speed", "1"),
+                       ("concurrent_requests", "10001")):
         with pytest.raises(ValueError):  # noqa: PT011 - each says why in its message
             parse_limit(name, text)
     limits = Limits.defaults(QuotaSettings()).with_overrides({"longest_audio": 30.0})

@@ -21,6 +21,9 @@ LIMIT_NAMES: Final = (
 )
 INTEGER_LIMITS: Final = frozenset({"asks_per_minute", "concurrent_requests"})
 MAX_CACHED = 10_000
+MAX_CONCURRENT = 10_000
+"""The in-flight requests of a workspace are one KV document (about 60 bytes each) under
+the bucket's 1 MiB value limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,9 @@ def parse_limit(name: str, text: str) -> float | None:
     value = int(text) if name in INTEGER_LIMITS else float(text)
     if not 0 <= value < float("inf"):
         raise ValueError(f"{name} must be a finite number >= 0 (got {text})")
+    if name == "concurrent_requests" and value > MAX_CONCURRENT:
+        raise ValueError(f"{name} is at most {MAX_CONCURRENT} (each request in flight is "
+                         "an entry of one KV document)")
     return float(value)
 
 

@@ -18,7 +18,7 @@ class QuotaSettings(BaseModel):
         description="seconds of decoded audio a workspace may send per UTC day",
     )
     concurrent_requests: int = Field(
-        default=100, ge=0,
+        default=100, ge=0, le=10_000,
         description="requests of a workspace accepted and not finished (answer final, "
         "transcript final of a transcription, or error) at once",
     )
