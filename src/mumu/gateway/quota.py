@@ -19,11 +19,16 @@ from mumu.settings import Settings
 
 log = logging.getLogger("mumu.gateway.quota")
 T = TypeVar("T")
+REFUSAL_MEMORY = 0.25
+"""Seconds a workspace refused by its quota is refused again by this replica without a
+KV read: a flooding tenant costs the shared store at most four reads a second per
+replica, and an ask is refused at most this long after it could have been admitted."""
 
 
 def build_quota_gate(settings: Settings, nc: NatsClient, api_keys: ApiKeys) -> QuotaGate:
     """The gateway's gate: limits read with the API keys' pool, usage in ``mumu-quota``."""
-    gate = QuotaGate(settings.quota, api_keys.resolve_pool if api_keys.configured else None)
+    gate = QuotaGate(settings.quota, api_keys.resolve_pool if api_keys.configured else None,
+                     refusal_memory=REFUSAL_MEMORY)
     gate.bind(nc.jetstream())
     return gate
 

@@ -24,6 +24,7 @@ from mumu.quota.settings import QuotaSettings
 from mumu.quota.usage import QuotaStoreError, UsageStore, ask_bucket, seconds_to_midnight
 
 log = logging.getLogger(__name__)
+MAX_REMEMBERED = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +44,19 @@ class Standing:
 class QuotaGate:
     """Per-workspace quotas for one process (see the module doc)."""
 
-    def __init__(self, settings: QuotaSettings, pool: Pool | None) -> None:
+    def __init__(self, settings: QuotaSettings, pool: Pool | None, *,
+                 refusal_memory: float = 0.0) -> None:
+        """``refusal_memory``: seconds a refused workspace is refused again without a look
+        at the shared usage (a flood's refusals then cost no KV read). Only for a process
+        that admits new asks only (the gateway): a stage must look, because the request it
+        sees may be in flight already (admitted by the gateway)."""
         self.settings = settings
         self.limits = LimitsSource(settings, pool)
         self._js: JetStreamContext | None = None
         self._usage: UsageStore | None = None
         self._lock = asyncio.Lock()
+        self._memory = refusal_memory
+        self._refused: dict[str, tuple[float, QuotaExceededError]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -79,9 +87,19 @@ class QuotaGate:
         True when this call admitted it (False: in flight already, or quotas are off)."""
         if not self.enabled:
             return False
+        remembered = self._refused.get(workspace_id)
+        if remembered is not None and remembered[0] > time.monotonic():
+            raise remembered[1]
         limits = await self.limits.get(workspace_id)
-        return await (await self.usage()).admit(
-            workspace_id, request_id, limits, time.time())
+        try:
+            return await (await self.usage()).admit(
+                workspace_id, request_id, limits, time.time())
+        except QuotaExceededError as exc:
+            if self._memory > 0:
+                if len(self._refused) >= MAX_REMEMBERED:
+                    self._refused.clear()
+                self._refused[workspace_id] = (time.monotonic() + self._memory, exc)
+            raise
 
     async def check_audio_left(self, workspace_id: str) -> None:
         """Before an audio ask is accepted: is any audio left today?"""

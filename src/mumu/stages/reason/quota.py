@@ -35,10 +35,17 @@ class TextAskQuota:
         if self._pool is not None:
             await self._pool.close()
 
-    async def admit(self, workspace_id: str, request_id: str) -> None:
+    async def admit(self, workspace_id: str, request_id: str) -> bool:
+        """True when this call took a slot (False: the gateway admitted it already)."""
         try:
-            await self.gate.admit(workspace_id, request_id)
+            return await self.gate.admit(workspace_id, request_id)
         except QuotaExceededError as exc:
             raise PermanentError("quota_exceeded", exc.message) from exc
+        except QuotaStoreError as exc:
+            raise TransientError("internal", f"quota usage store: {exc}") from exc
+
+    async def release(self, workspace_id: str, request_id: str) -> None:
+        try:
+            await self.gate.release(workspace_id, request_id)
         except QuotaStoreError as exc:
             raise TransientError("internal", f"quota usage store: {exc}") from exc

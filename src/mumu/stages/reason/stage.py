@@ -136,6 +136,9 @@ class ReasonStage:
         if not question:
             raise PermanentError("no_speech", "nothing to answer: the question is empty")
         final_subject = subjects.ANSWER_FINAL.for_workspace(ws)
+        # a raw NATS text ask over its workspace's quota: refused before any work
+        took = (self.quota is not None and isinstance(event, TextAsk)
+                and await self.quota.admit(ws, rid))
         with self.cancels.watch(ws, rid) as cancelled:
             try:
                 session = await self.sessions.load(ws, event.session_id)
@@ -143,9 +146,9 @@ class ReasonStage:
                 raise TransientError("internal", str(exc)) from exc
             done = session.answered(rid)
             if done is not None:  # redelivered after its answer was recorded
+                if took and self.quota is not None:
+                    await self.quota.release(ws, rid)  # it ended already
                 return [Outbound.of(final_subject, done)]
-            if self.quota is not None and isinstance(event, TextAsk):
-                await self.quota.admit(ws, rid)  # a raw NATS text ask over quota: no work
             request = await self._request(event, self.sessions.context(session))
             restart = session.may_have_streamed(rid, inbound.deliveries)
             answer = await self._answer(
