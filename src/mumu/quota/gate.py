@@ -89,7 +89,8 @@ class QuotaGate:
             return False
         remembered = self._refused.get(workspace_id)
         if remembered is not None and remembered[0] > time.monotonic():
-            raise remembered[1]
+            known = remembered[1]  # a new error: re-raising one would grow its traceback
+            raise QuotaExceededError(known.limit, known.message, known.retry_after)
         limits = await self.limits.get(workspace_id)
         try:
             return await (await self.usage()).admit(
@@ -130,6 +131,8 @@ class QuotaGate:
 
     async def release(self, workspace_id: str, request_id: str) -> bool:
         """``request_id`` ended (answer final, a transcription's final, or an error)."""
+        if not self.enabled:
+            return False
         return await (await self.usage()).release(workspace_id, request_id, time.time())
 
     async def standing(self, workspace_id: str) -> list[Standing]:
