@@ -17,6 +17,8 @@ from collections import Counter
 
 import aiohttp
 import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
@@ -32,7 +34,7 @@ class Flooder:
         self.sent: set[str] = set()
         self.errors: dict[str, str] = {}
 
-    async def raw(self, nc: nats.NATS) -> None:
+    async def raw(self, nc: NATS) -> None:
         js = nc.jetstream()
         while not self.done.is_set():
             await self.flooding.wait()
@@ -69,7 +71,7 @@ async def main(url: str, seed: str, ws: str, gateway: str, token: str, rate: flo
     nc = await nats.connect(url, nkeys_seed=seed,
                             inbox_prefix=subjects.producer_inbox_prefix(ws))
 
-    async def on_error(msg: nats.aio.msg.Msg) -> None:
+    async def on_error(msg: Msg) -> None:
         body = json.loads(msg.data)
         flooder.errors[body["request_id"]] = body["code"]
 

@@ -64,7 +64,7 @@ async def test_requests_in_flight_are_capped_and_freed_when_their_answer_ends_th
         assert "2 requests of this workspace are in flight" in body["error"]["message"]
         assert int(headers["Retry-After"]) >= 1
         hold.set()  # the two answers end their requests; ingest frees their slots
-        accepted = []
+        accepted: list[int] = []
         async with asyncio.timeout(15):
             while len(accepted) < 2:
                 status, _, _ = await http_ask(http, gw.url, token, "after the answers")
@@ -90,7 +90,8 @@ async def test_cli_overrides_a_limit_in_postgres_and_the_gateway_enforces_it_and
 ) -> None:
     cfg = quota_settings(settings, pg_settings, asks_per_minute=6)
     ws, _ = await workspace("a")
-    env = {"MUMU_DATABASE_ADMIN_URL": str(pg_settings.database_admin_url.get_secret_value()),
+    assert pg_settings.database_admin_url is not None
+    env = {"MUMU_DATABASE_ADMIN_URL": pg_settings.database_admin_url.get_secret_value(),
            "MUMU_QUOTA__ASKS_PER_MINUTE": "6", **nats_env(nats_server)}
     shown = await asyncio.to_thread(mumu, env, "limits", ws)
     assert shown["limits"]["concurrent_requests"] == {

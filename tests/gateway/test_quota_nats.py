@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import asyncpg
 from nats.aio.client import Client as NATS
@@ -21,7 +22,7 @@ from tests.gateway.quota_kit import (
     quota_settings,
     raw_text_ask,
 )
-from tests.harness import Collector
+from tests.harness import Collector, Seen
 from tests.pg_fixtures import WorkspaceFactory
 
 
@@ -69,13 +70,15 @@ async def test_raw_text_asks_past_the_in_flight_cap_are_refused_until_answers_fr
         hold.set()
         await seen.wait_for(lambda _: len(answered(seen.messages, ws)) >= 2, timeout=20)
         # the answers ended two requests: ingest freed their slots
-        later = None
+        def settled(rid: str) -> Callable[[list[Seen]], bool]:
+            return lambda messages: rid in answered(messages, ws) or rid in error_codes(
+                messages, ws)
+
+        later = ""
         async with asyncio.timeout(15):
-            while later is None or later in error_codes(seen.messages, ws):
+            while not later or later in error_codes(seen.messages, ws):
                 later = await raw_text_ask(nc, ws, "after the answers")
-                await seen.wait_for(
-                    lambda _, rid=later: rid in answered(seen.messages, ws)
-                    or rid in error_codes(seen.messages, ws), timeout=10)
+                await seen.wait_for(settled(later), timeout=10)
     done, codes = answered(seen.messages, ws), error_codes(seen.messages, ws)
     first = done & set(asks)
     assert len(first) == 2 and later in done
