@@ -146,6 +146,8 @@ def service(
     if role is Role.INGEST:
         return _service(role, [
             *consume(consumers.INGEST_AUDIO),
+            *consume(consumers.INGEST_QUOTA_ENDS),  # frees in-flight quota slots
+            *key_value(subjects.BUCKET_QUOTA),
             subjects.AUDIO_READY.wildcard,
             *_dead_letters("ingest"),
             *object_store(subjects.BUCKET_AUDIO),
@@ -167,6 +169,7 @@ def service(
             subjects.ANSWER_FINAL.wildcard,
             *_dead_letters("reason"),
             *key_value(subjects.BUCKET_SESSIONS),
+            *key_value(subjects.BUCKET_QUOTA),  # admits raw NATS text asks
         ])
         # cancels arrive as plain NATS messages
         return Permissions(perms.publish, (*perms.subscribe, subjects.CONTROL_CANCEL.wildcard))
@@ -210,6 +213,7 @@ def _gateway(
         f"$JS.FC.{results}.>",
         *object_store(subjects.BUCKET_AUDIO),
         *uploads,
+        *key_value(subjects.BUCKET_QUOTA),  # admits asks against the workspace quotas
     ]
     inbox = f"{subjects.service_inbox_prefix(Role.GATEWAY)}.>"
     return Permissions(tuple(publish), (inbox, subjects.AUDIO_READY.wildcard))

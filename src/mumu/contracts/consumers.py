@@ -41,6 +41,8 @@ INGEST_AUDIO: Final = StageConsumer(
 TRANSCRIBE_AUDIO: Final = StageConsumer(
     "transcribe", subjects.STREAM_AUDIO, "transcribe-audio", (subjects.AUDIO_READY,)
 )
+INGEST_QUOTA_ENDS: Final = StageConsumer("ingest", subjects.STREAM_RESULTS, "ingest-quota-ends")
+"""Ends of requests (finals, errors): ingest frees their in-flight quota slots."""
 REASON_TRANSCRIPTS: Final = StageConsumer(
     "reason", subjects.STREAM_RESULTS, "reason-mumu-results", (subjects.TRANSCRIPT_FINAL,)
 )

@@ -197,6 +197,7 @@ ErrorCode = Literal[
     "transcribe_failed",
     "persist_failed",
     "max_deliver_exceeded",
+    "quota_exceeded",
     "internal",
     "shredded",
 ]

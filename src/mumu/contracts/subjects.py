@@ -92,6 +92,8 @@ STREAM_DLQ: Final = "MUMU_DLQ"
 # Buckets (streams/buckets.json)
 BUCKET_AUDIO: Final = "mumu-audio"
 BUCKET_SESSIONS: Final = "mumu-sessions"
+BUCKET_QUOTA: Final = "mumu-quota"
+"""Per-workspace quota usage (asks, in-flight requests, audio seconds): ``mumu.quota``."""
 
 # Per workspace (created with the workspace; docs/security.md says why)
 INTAKE_STREAM_PREFIX: Final = "MUMU_INTAKE_"

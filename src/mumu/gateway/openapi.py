@@ -23,7 +23,8 @@ EXAMPLE_SESSION = "demo"
 _ERRORS = {400: "bad input", 401: "missing or invalid credentials", 403: "not yours",
            404: "no such route (e.g. an empty session id)", 410: "crypto-erased (shredded)",
            413: "too large", 415: "unsupported media or audio",
-           422: "no speech in the audio (no_speech)", 429: "rate limited (Retry-After)",
+           422: "no speech in the audio (no_speech)",
+           429: "rate limited or over a workspace quota (Retry-After)",
            502: "a stage failed with an error the gateway does not map",
            503: "unavailable or overloaded (Retry-After)", 504: "a stage did not answer"}
 

@@ -160,6 +160,7 @@ _ERROR_STATUS = {
     "missing_header": 400,
     "unknown_workspace": 403,
     "reason_unavailable": 503,
+    "quota_exceeded": 429,
 }
 
 
@@ -167,5 +168,8 @@ def pipeline_error(event: ResultEvent) -> ApiError:
     code = str(event.body.get("code", "internal"))
     status = _ERROR_STATUS.get(code, 502)
     stage = event.body.get("stage", "pipeline")
+    # a quota refusal after publishing (audio too long, the day's audio spent): the error
+    # event carries no time, so a conservative minute
+    headers = {"Retry-After": "60"} if status == 429 else None
     return ApiError(status, code, f"{stage}: {event.body.get('message', 'failed')}",
-                    request_id=event.request_id)
+                    headers=headers, request_id=event.request_id)

@@ -27,9 +27,11 @@ from mumu.contracts.consumers import INGEST_AUDIO
 from mumu.contracts.events import AudioReady, IngestAudioHeaders, derive_id
 from mumu.contracts.ids import is_id
 from mumu.db.owned_pool import OwnedPool
+from mumu.quota.gate import QuotaGate
 from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
 from mumu.settings import Settings
 from mumu.stages.ingest.decode import SAMPLE_RATE, AudioRejectedError, Decoded, Limits, decode
+from mumu.stages.ingest.quota import IngestQuota
 from mumu.stages.ingest.request import check_object_name, parse_headers
 from mumu.stages.ingest.settings import IngestSettings
 from mumu.stages.ingest.workspaces import WorkspaceGate
@@ -53,10 +55,10 @@ class IngestStage:
 
     def __init__(
         self, settings: IngestSettings, workspaces: WorkspaceGate,
-        store: ObjectStore | None = None,
+        store: ObjectStore | None = None, quota: QuotaGate | None = None,
     ) -> None:
         """``store``: the Object Store of normalised audio (``None``: ``mumu-audio``,
-        opened in ``start``)."""
+        opened in ``start``); ``quota``: the workspace quotas (``None``: none)."""
         self.settings = settings
         self.limits = Limits(
             max_duration=settings.max_duration,
@@ -68,15 +70,21 @@ class IngestStage:
         self._given_store = store
         self._store = store
         self._js: JetStreamContext | None = None
+        self.quota = IngestQuota(quota) if quota is not None else None
 
     def routes(self) -> Sequence[Route]:
-        return [
+        routes = [
             Route(subjects.STREAM_INGEST, (subjects.INGEST_AUDIO.wildcard,), self.handle,
                   model=None, durable=INGEST_AUDIO.durable, after_ack=self.delete_upload)
         ]
+        if self.quota is not None:
+            routes.append(self.quota.route())
+        return routes
 
     async def start(self, ctx: StageContext) -> None:
         self._js = ctx.js
+        if self.quota is not None:
+            self.quota.gate.bind(ctx.js)
         # opened on every start: after a reconnect, a handle of the old connection is dead
         self._store = self._given_store or await open_object_store(ctx.js, subjects.BUCKET_AUDIO)
         await self.workspaces.open()
@@ -97,8 +105,12 @@ class IngestStage:
             raise PermanentError("schema_violation", f"invalid workspace token {ws!r}")
         hdrs = parse_headers(inbound.headers)
         await self.workspaces.check(ws)
+        if self.quota is not None:  # before any work: asks per minute, requests in flight
+            await self.quota.admit(ws, hdrs.request_id)
         data = await self._audio_bytes(inbound, hdrs)
         decoded = await self._decode(data)
+        if self.quota is not None:  # what only the decode tells: how long the audio is
+            await self.quota.audio(ws, hdrs.request_id, decoded.duration)
         name = normalised_object(ws, hdrs.request_id)
         await self._put(name, decoded)
         ready = AudioReady(
@@ -210,4 +222,5 @@ class IngestStage:
 def build_stage(settings: Settings) -> IngestStage:
     pool = OwnedPool.app(settings.database, min_size=1, max_size=4, owner="the ingest stage")
     gate = WorkspaceGate(pool, settings.ingest.workspace_cache_seconds)
-    return IngestStage(settings.ingest, gate)
+    quota = QuotaGate(settings.quota, pool.get if pool.configured else None)
+    return IngestStage(settings.ingest, gate, quota=quota)
