@@ -8,6 +8,7 @@ from pathlib import Path
 import asyncpg
 from nats.aio.client import Client as NATS
 
+from mumu.broker.intake import rescaled, reseat_sources
 from mumu.broker.jsapi import stream_config
 from mumu.broker.streams import StreamChange, apply_all, status
 from mumu.broker.workspaces import ensure_workspaces
@@ -64,6 +65,8 @@ def run_apply(args: argparse.Namespace, settings: Settings) -> int:
     async def work(nc: NATS) -> int:
         changes = await apply_all(nc, args.dir, dry_run=args.check, replicas=replicas)
         changes += await _workspaces(nc, settings, dry_run=args.check, replicas=replicas)
+        if rescaled(changes):
+            await reseat_sources(nc)
         for change in changes:
             print(change.describe())
         drifted = [c for c in changes if c.action in ("drift", "missing")]

@@ -19,7 +19,6 @@ from mumu.runtime.publisher import Publisher
 from mumu.runtime.settle import Settler
 from mumu.runtime.stage import Route, StageContext, durable_of
 
-
 UNAVAILABLE = (
     nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError,
     nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError,

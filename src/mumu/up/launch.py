@@ -18,10 +18,11 @@ from mumu.broker.cluster import EmbeddedCluster, wait_for_jetstream
 from mumu.broker.connect import connect
 from mumu.broker.credentials import AuthDir, write_secret
 from mumu.broker.embedded import EmbeddedNats
+from mumu.broker.intake import rescaled, reseat_sources
 from mumu.broker.reload import publish_users
 from mumu.broker.roles import Role
 from mumu.broker.settings import NatsSettings, NatsTlsSettings
-from mumu.broker.streams import apply_all
+from mumu.broker.streams import StreamChange, apply_all
 from mumu.broker.workspaces import ensure_configured
 from mumu.contracts.subjects import producer_inbox_prefix
 from mumu.db.bootstrap import DevDatabase, bootstrap
@@ -102,13 +103,18 @@ async def _wait_ready(
     return False
 
 
-async def _ensure_workspaces(settings: Settings, nats_url: str, workspaces: list[str]) -> None:
-    """Each workspace's intake stream and upload bucket (the default one's on a first start)."""
+async def _ensure_workspaces(settings: Settings, nats_url: str, workspaces: list[str],
+                             applied: list[StreamChange]) -> None:
+    """Each workspace's intake stream and upload bucket (the default one's on a first start);
+    ``applied``: what ``apply_all`` changed just before."""
     nc = await connect(settings.nats, name="mumu-up", url=nats_url)
     try:
-        for change in await ensure_configured(nc, settings.nats, workspaces):
+        changes = await ensure_configured(nc, settings.nats, workspaces)
+        for change in changes:
             if change.action != "unchanged":
                 log.info("workspaces: %s", change.describe())
+        if rescaled(applied + changes):
+            await reseat_sources(nc)
     finally:
         await nc.drain()
 
@@ -188,7 +194,8 @@ async def up(
             if server is not None:
                 await wait_for_jetstream(nc)  # a cluster elects its meta leader first
                 await check_store_loaded(nc, server)
-            for change in await apply_all(nc, replicas=settings.nats.stream_replicas):
+            applied = await apply_all(nc, replicas=settings.nats.stream_replicas)
+            for change in applied:
                 if change.action != "unchanged":
                     log.info("streams: %s", change.describe())
         finally:
@@ -198,7 +205,7 @@ async def up(
         producer_files: list[Path] = []
         if auth is not None:
             producer_files = await _provision_users(settings, auth, database, nats_url)
-        await _ensure_workspaces(settings, nats_url, database.workspaces)
+        await _ensure_workspaces(settings, nats_url, database.workspaces, applied)
 
         host = settings.gateway.host
         port = _port_or_free(host, settings.gateway.port)
