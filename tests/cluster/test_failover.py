@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,7 @@ TOTAL = 1000
 MEASURED = 120
 """Text asks per replication level in the R1/R3 comparison."""
 DOWN_SECONDS = 6.0
-CLIPS = sorted((DATA / "speech").glob("en0*.wav"))
+CLIPS = sorted((DATA / "load").glob("q*.wav"))
 
 
 async def leader(nc: NATS, stream: str) -> str:
@@ -143,7 +144,8 @@ async def test_the_pipeline_on_a_3_node_cluster_loses_nothing_when_leaders_die(
             await nc.drain()
     counts = judge(outcomes, acked, rows)
     write_result(RESULTS, {
-        "benchmark": "cluster", "nodes": 3, "requests": counts.as_json(),
+        "benchmark": "cluster", "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "nodes": 3, "requests": counts.as_json(),
         "audio_every": 8, "faults": faults, "load_seconds": round(elapsed, 1),
         "throughput_asks_per_s": {"r1": round(r1, 2), "r3": round(r3, 2),
                                   "r3_over_r1": round(r3 / r1, 3)},
