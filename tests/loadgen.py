@@ -24,6 +24,7 @@ import aiohttp
 import asyncpg
 from nats.aio.client import Client as NATS
 
+from mumu.contracts import headers as h
 from mumu.contracts import subjects
 
 RETRIED = {429, 503, 504}
@@ -153,6 +154,16 @@ class Load:
         return sum(1 for o in self.outcomes if o.done_at is not None and start <= o.done_at < end)
 
 
+def request_id_of(headers: dict[str, str], data: bytes) -> str:
+    """An ingest message's request id: a header on audio, a field of a text ask's JSON."""
+    if h.REQUEST_ID in headers:
+        return headers[h.REQUEST_ID]
+    try:
+        return str(json.loads(data)["request_id"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
 async def acknowledged_requests(nc: NATS) -> Counter[str]:
     """Request id → times JetStream holds it in MUMU_INGEST (what the broker acknowledged),
     read through an ephemeral ordered consumer."""
@@ -166,7 +177,7 @@ async def acknowledged_requests(nc: NATS) -> Counter[str]:
         last = info.state.last_seq
         while True:
             msg = await sub.next_msg(timeout=10)
-            seen[(msg.headers or {}).get("Mumu-Request-Id", "")] += 1
+            seen[request_id_of(msg.headers or {}, msg.data)] += 1
             if msg.metadata.sequence.stream >= last:
                 return seen
     finally:
