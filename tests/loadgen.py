@@ -164,22 +164,37 @@ def request_id_of(headers: dict[str, str], data: bytes) -> str:
         return ""
 
 
-async def acknowledged_requests(nc: NATS) -> Counter[str]:
-    """Request id → times JetStream holds it in MUMU_INGEST (what the broker acknowledged),
-    read through an ephemeral ordered consumer."""
+@dataclass
+class Acked:
+    """What JetStream acknowledged: request id → how often MUMU_INGEST holds it, and the
+    text asks among them (they have an answer row but no transcript row)."""
+
+    counts: Counter[str]
+    text: set[str]
+
+    @property
+    def ids(self) -> set[str]:
+        return {rid for rid in self.counts if rid}
+
+
+async def acknowledged_requests(nc: NATS) -> Acked:
+    """Every request MUMU_INGEST holds, read through an ephemeral ordered consumer."""
     js = nc.jetstream()
     info = await js.stream_info(subjects.STREAM_INGEST)
-    seen: Counter[str] = Counter()
+    acked = Acked(Counter(), set())
     if not info.state.messages:
-        return seen
+        return acked
     sub = await js.subscribe(">", stream=subjects.STREAM_INGEST, ordered_consumer=True)
     try:
         last = info.state.last_seq
         while True:
             msg = await sub.next_msg(timeout=10)
-            seen[request_id_of(msg.headers or {}, msg.data)] += 1
+            rid = request_id_of(msg.headers or {}, msg.data)
+            acked.counts[rid] += 1
+            if msg.subject.startswith(subjects.INGEST_TEXT.prefix + "."):
+                acked.text.add(rid)
             if msg.metadata.sequence.stream >= last:
-                return seen
+                return acked
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
@@ -199,12 +214,19 @@ async def stored_rows(admin_url: str) -> dict[str, Counter[str]]:
         await conn.close()
 
 
-async def wait_stored(admin_url: str, wanted: set[str], timeout: float) -> dict[str, Counter[str]]:
-    """Rows once every ``wanted`` request has its transcript and answer (or at timeout)."""
+def complete(acked: Acked, rows: dict[str, Counter[str]]) -> set[str]:
+    """The acknowledged requests whose rows are all stored: an answer, and a transcript
+    for every ask that was not text."""
+    return {rid for rid in acked.ids
+            if rows["answers"].get(rid) and (rid in acked.text or rows["transcripts"].get(rid))}
+
+
+async def wait_stored(admin_url: str, acked: Acked, timeout: float) -> dict[str, Counter[str]]:
+    """Rows once every acknowledged request is stored (or at timeout)."""
     deadline = time.monotonic() + timeout
     while True:
         rows = await stored_rows(admin_url)
-        if all(wanted <= set(r) for r in rows.values()) or time.monotonic() > deadline:
+        if complete(acked, rows) == acked.ids or time.monotonic() > deadline:
             return rows
         await asyncio.sleep(1.0)
 
@@ -227,19 +249,16 @@ class Counts:
         return dict(self.__dict__)
 
 
-def judge(outcomes: list[Outcome], acked: Counter[str],
-          rows: dict[str, Counter[str]]) -> Counts:
+def judge(outcomes: list[Outcome], acked: Acked, rows: dict[str, Counter[str]]) -> Counts:
     """Compare what clients saw, what JetStream acknowledged and what PostgreSQL holds."""
     accepted = {o.request_id for o in outcomes if any(s in (200, 202, 504) for s in o.statuses)}
-    acknowledged = {rid for rid in acked if rid}
-    stored = {rid for rid in acknowledged
-              if rows["transcripts"].get(rid) and rows["answers"].get(rid)}
+    stored = complete(acked, rows)
     duplicated = sum(1 for table in rows.values() for n in table.values() if n > 1)
     statuses = Counter(str(s) for o in outcomes for s in o.statuses)
     return Counts(
-        sent=len(outcomes), accepted=len(accepted), acknowledged=len(acknowledged),
+        sent=len(outcomes), accepted=len(accepted), acknowledged=len(acked.ids),
         persisted=len(stored), duplicated=duplicated,
-        lost=len((acknowledged | accepted) - stored),
+        lost=len((acked.ids | accepted) - stored),
         finals_to_clients=sum(1 for o in outcomes if o.final),
         errors_to_clients=sum(1 for o in outcomes if not o.final),
         statuses=dict(sorted(statuses.items())),
