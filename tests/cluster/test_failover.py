@@ -45,7 +45,7 @@ RESULTS = Path(__file__).parents[2] / "benchmarks" / "results" / "cluster.json"
 TOTAL = 1000
 MEASURED = 120
 """Text asks per replication level in the R1/R3 comparison."""
-DOWN_SECONDS = 6.0
+DOWN_SECONDS = 10.0
 CLIPS = sorted((DATA / "load").glob("q*.wav"))
 
 
