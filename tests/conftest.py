@@ -39,7 +39,7 @@ def broker_users(tmp_path: Path) -> AuthDir:
     return users
 
 
-async def operator_connection(url: str, users: AuthDir, **options: Any) -> NATS:
+async def operator_connection(url: str | list[str], users: AuthDir, **options: Any) -> NATS:
     """A raw nats-py client with the operator's credentials (the SRE's view)."""
     return await nats.connect(
         url, nkeys_seed=str(users.seed_file(Role.OPERATOR)),

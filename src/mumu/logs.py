@@ -177,7 +177,10 @@ def configure_logging(level: str) -> None:
 
 
 def redacted(url: str) -> str:
-    """The URL with its password replaced, for logs, errors and printed settings."""
+    """The URL with its password replaced, for logs, errors and printed settings (each
+    of a comma-separated list of a cluster's servers)."""
+    if "," in url:
+        return ",".join(redacted(part) for part in url.split(","))
     try:
         parts = urlsplit(url)
         password = parts.password

@@ -94,7 +94,7 @@ async def ensure_configured(
     """``ensure_workspaces`` with the limits of ``settings`` (``MUMU_NATS__*_MAX_BYTES``)."""
     return await ensure_workspaces(
         nc, workspaces, intake_max_bytes=settings.intake_max_bytes,
-        upload_max_bytes=settings.upload_max_bytes,
+        upload_max_bytes=settings.upload_max_bytes, replicas=settings.stream_replicas,
     )
 
 

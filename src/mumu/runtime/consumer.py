@@ -20,6 +20,13 @@ from mumu.runtime.publisher import Publisher
 from mumu.runtime.settle import Settler
 from mumu.runtime.stage import Route, StageContext, durable_of
 
+UNAVAILABLE = (
+    nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError,
+)
+"""Fetch failures that pass: a JetStream cluster electing a leader, a reconnect."""
+UNAVAILABLE_PAUSE = 0.5
+
 
 class RouteWorker:
     def __init__(self, ctx: StageContext, route: Route, publisher: Publisher) -> None:
@@ -108,6 +115,14 @@ class RouteWorker:
                         continue
                     except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
                         break
+                    except UNAVAILABLE as exc:
+                        # a clustered consumer between leaders (its node died, an election
+                        # runs) or a server being reconnected: wait, then fetch again
+                        self._log.warning("consumer %s unavailable (%s); fetching again",
+                                          self.durable, type(exc).__name__,
+                                          extra={"stage": self.ctx.name})
+                        await _sleep_or(stop, UNAVAILABLE_PAUSE)
+                        continue
                     if self.route.batch_handler is not None:
                         slots = _Slots(self, len(msgs))
                         self._spawn(tg, tasks, self.dispatch.handle_batch(msgs, slots.release),
