@@ -26,6 +26,8 @@ class StageConsumer:
 
 INGEST_AUDIO: Final = StageConsumer("ingest", subjects.STREAM_INGEST, "ingest-audio")
 TRANSCRIBE_AUDIO: Final = StageConsumer("transcribe", subjects.STREAM_AUDIO, "transcribe-audio")
+TRANSCRIBE_LIVE: Final = StageConsumer("transcribe", subjects.STREAM_INGEST, "transcribe-live")
+"""Live streams' starts: the replica that holds one in progress owns that stream."""
 REASON_TRANSCRIPTS: Final = StageConsumer(
     "reason", subjects.STREAM_RESULTS, "reason-mumu-results"
 )

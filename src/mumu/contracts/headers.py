@@ -42,3 +42,8 @@ DLQ_BODY_OMITTED: Final = "Mumu-Dlq-Body-Omitted"
 message ``Mumu-Dlq-Sequence`` of stream ``Mumu-Dlq-Stream`` (while that stream keeps it)."""
 DLQ_BODY_SIZE: Final = "Mumu-Dlq-Body-Size"
 """Original headers are kept under this prefix (``Mumu-Orig-Nats-Msg-Id`` ...)."""
+
+CHUNK_SEQ: Final = "Mumu-Chunk-Seq"
+"""A live chunk's number in its stream, from 1: gaps and repeats are found by it."""
+STREAM_END: Final = "Mumu-Stream-End"
+"""``true`` on a live stream's last chunk (its body may be empty)."""
