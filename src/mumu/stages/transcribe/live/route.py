@@ -90,6 +90,8 @@ class LiveRoute:
         stream = LiveStream(decoder.decode, decoder.detect, self.settings)
         out = _Outputs(inbound, started, decoder, self.model)
         subject = subjects.live_chunk(started.stream_id, inbound.workspace_id)
+        log.info("live stream %s: transcribed here (delivery %d)", started.stream_id,
+                 inbound.deliveries, extra={"stage": NAME, "request_id": started.request_id})
         sub = await self._ctx.js.subscribe(
             subject, stream=subjects.STREAM_INGEST, ordered_consumer=True,
             pending_msgs_limit=MAX_PENDING_CHUNKS,
