@@ -51,7 +51,8 @@ async def test_ensure_creates_the_intake_stream_bucket_and_source_once(
         ("MUMU_INTAKE_ws-a", "created"), ("OBJ_mumu-upload-ws-a", "created")]
     intake = await stream_config(nc, subjects.intake_stream("ws-a"))
     assert intake is not None
-    assert intake["subjects"] == ["mumu.ingest.audio.ws-a", "mumu.ingest.text.ws-a"]
+    assert intake["subjects"] == ["mumu.ingest.audio.ws-a", "mumu.ingest.text.ws-a",
+                                  "mumu.ingest.live.ws-a", "mumu.ingest.chunk.*.ws-a"]
     assert intake["max_bytes"] == 1 << 20
     assert intake["duplicate_window"] == 120_000_000_000
     assert await ingest_sources(nc) == ["MUMU_INTAKE_ws-a"]

@@ -73,7 +73,9 @@ def test_ingest_subjects_are_stored_per_workspace_and_ingest_only_sources_them()
     intake = intake_config("ws-a", max_bytes=1234, directory=ROOT / "streams")
     assert intake["name"] == subjects.intake_stream("ws-a")
     assert intake["subjects"] == [subjects.INGEST_AUDIO.for_workspace("ws-a"),
-                                  subjects.INGEST_TEXT.for_workspace("ws-a")]
+                                  subjects.INGEST_TEXT.for_workspace("ws-a"),
+                                  subjects.INGEST_LIVE.for_workspace("ws-a"),
+                                  f"{subjects.LIVE_CHUNK_PREFIX}.*.ws-a"]
     assert intake["max_bytes"] == 1234
     assert intake["duplicate_window"] == 120_000_000_000  # what MUMU_INGEST had before
     # without the template, the ingest subjects are stored by no stream
@@ -125,6 +127,6 @@ def test_asyncapi_says_which_channels_mumu_receives_and_which_it_sends() -> None
     actions = {op["channel"]["$ref"].rsplit("/", 1)[1]: op["action"]
                for op in doc["operations"].values()}
     assert {c for c, a in actions.items() if a == "receive"} == {
-        "mumu_ingest_audio", "mumu_ingest_text", "mumu_control_cancel"}
+        "mumu_ingest_audio", "mumu_ingest_text", "mumu_ingest_live", "mumu_control_cancel"}
     assert actions["mumu_transcript_final"] == actions["mumu_answer_delta"] == "send"
     assert actions["mumu_dlq"] == actions["mumu_error"] == "send"

@@ -104,6 +104,17 @@ def object_store(bucket: str) -> list[str]:
     ]
 
 
+def live_chunks() -> list[str]:
+    """Read one live stream's chunks through an ordered consumer on MUMU_INGEST."""
+    stream = subjects.STREAM_INGEST
+    return [
+        f"{JS_API}.CONSUMER.CREATE.{stream}",
+        f"{JS_API}.CONSUMER.CREATE.{stream}.>",
+        f"{JS_API}.CONSUMER.DELETE.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
 def key_value(bucket: str) -> list[str]:
     """Get, create and update keys of one KV bucket."""
     return [*direct_reads(f"KV_{bucket}"), f"$KV.{bucket}.>"]
@@ -115,6 +126,8 @@ def produce(workspace: str) -> Permissions:
         publish=(
             subjects.INGEST_AUDIO.for_workspace(workspace),
             subjects.INGEST_TEXT.for_workspace(workspace),
+            subjects.INGEST_LIVE.for_workspace(workspace),
+            f"{subjects.LIVE_CHUNK_PREFIX}.*.{workspace}",
             *object_store(subjects.upload_bucket(workspace)),
         ),
         subscribe=(
@@ -156,6 +169,8 @@ def service(
     if role is Role.TRANSCRIBE:
         return _service(role, [
             *consume(consumers.TRANSCRIBE_AUDIO),
+            *consume(consumers.TRANSCRIBE_LIVE),
+            *live_chunks(),
             subjects.TRANSCRIPT_PARTIAL.wildcard,
             subjects.TRANSCRIPT_FINAL.wildcard,
             *_dead_letters("transcribe"),

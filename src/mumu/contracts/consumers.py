@@ -43,6 +43,10 @@ TRANSCRIBE_AUDIO: Final = StageConsumer(
 )
 INGEST_QUOTA_ENDS: Final = StageConsumer("ingest", subjects.STREAM_RESULTS, "ingest-quota-ends")
 """Ends of requests (finals, errors): ingest frees their in-flight quota slots."""
+TRANSCRIBE_LIVE: Final = StageConsumer(
+    "transcribe", subjects.STREAM_INGEST, "transcribe-live", (subjects.INGEST_LIVE,)
+)
+"""Live streams' starts: the replica that holds one in progress owns that stream."""
 REASON_TRANSCRIPTS: Final = StageConsumer(
     "reason", subjects.STREAM_RESULTS, "reason-mumu-results", (subjects.TRANSCRIPT_FINAL,)
 )
@@ -54,8 +58,8 @@ PERSIST_RESULTS: Final = StageConsumer(
     (subjects.TRANSCRIPT_FINAL, subjects.ANSWER_FINAL),
 )
 
-DECLARED: Final = (INGEST_AUDIO, TRANSCRIBE_AUDIO, REASON_TRANSCRIPTS, REASON_TEXT,
-                   PERSIST_RESULTS)
+DECLARED: Final = (INGEST_AUDIO, TRANSCRIBE_AUDIO, TRANSCRIBE_LIVE, REASON_TRANSCRIPTS,
+                   REASON_TEXT, PERSIST_RESULTS)
 """Every durable of the stages above (the registry lists them per stage)."""
 
 REPLAY_PATTERNS: Final = tuple(c.replay for c in DECLARED)

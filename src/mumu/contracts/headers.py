@@ -51,3 +51,8 @@ REPLAY_SUBJECT: Final = "Mumu-Replay-Subject"
 subject, which the stage's handler sees."""
 REPLAY_SOURCE: Final = "Mumu-Replay-Source"
 """``<stream>:<sequence>`` the replayed message was read from."""
+
+CHUNK_SEQ: Final = "Mumu-Chunk-Seq"
+"""A live chunk's number in its stream, from 1: gaps and repeats are found by it."""
+STREAM_END: Final = "Mumu-Stream-End"
+"""``true`` on a live stream's last chunk (its body may be empty)."""

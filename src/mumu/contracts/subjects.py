@@ -49,6 +49,8 @@ def last_token(subject: str) -> str:
 
 INGEST_AUDIO: Final = SubjectPattern("mumu.ingest.audio")
 INGEST_TEXT: Final = SubjectPattern("mumu.ingest.text")
+INGEST_LIVE: Final = SubjectPattern("mumu.ingest.live")
+"""Live speech: one ``LiveStart`` per stream; its audio follows on ``live_chunk``."""
 AUDIO_READY: Final = SubjectPattern("mumu.audio.ready")
 TRANSCRIPT_PARTIAL: Final = SubjectPattern("mumu.transcript.partial")
 TRANSCRIPT_FINAL: Final = SubjectPattern("mumu.transcript.final")
@@ -65,6 +67,7 @@ DLQ: Final = SubjectPattern("mumu.dlq")
 ALL_PATTERNS: Final[tuple[SubjectPattern, ...]] = (
     INGEST_AUDIO,
     INGEST_TEXT,
+    INGEST_LIVE,
     AUDIO_READY,
     TRANSCRIPT_PARTIAL,
     TRANSCRIPT_FINAL,
@@ -120,6 +123,18 @@ def replay_pattern(durable: str) -> SubjectPattern:
 def is_replay(subject: str) -> bool:
     """Whether ``subject`` is a replay subject of some stage."""
     return subject.startswith(REPLAY_PREFIX + ".")
+
+
+LIVE_CHUNK_PREFIX: Final = "mumu.ingest.chunk"
+LIVE_CHUNK_WILDCARD: Final = f"{LIVE_CHUNK_PREFIX}.*.*"
+"""Every live stream's chunks: ``mumu.ingest.chunk.<stream id>.<ws>``."""
+
+
+def live_chunk(stream_id: str, workspace: str) -> str:
+    """The chunks of one live stream (binary audio; ``Mumu-Chunk-Seq``, and
+    ``Mumu-Stream-End`` on the last): the stream id is a token, so one ordered consumer
+    reads one stream and the workspace stays the last token."""
+    return f"{LIVE_CHUNK_PREFIX}.{_token(stream_id)}.{_token(workspace)}"
 
 
 def intake_stream(workspace: str) -> str:

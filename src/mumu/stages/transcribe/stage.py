@@ -30,6 +30,7 @@ from mumu.contracts.events import AudioReady, Segment, TranscriptFinal, Transcri
 from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
 from mumu.settings import Settings
 from mumu.stages.transcribe.engine import Job, Result, wav_to_float
+from mumu.stages.transcribe.live.route import LiveRoute
 from mumu.stages.transcribe.settings import TranscribeSettings
 from mumu.stages.transcribe.transcriber import Transcriber, build_transcriber
 
@@ -50,18 +51,21 @@ class TranscribeStage:
         self.transcriber = transcriber
         self._store: ObjectStore | None = None
         self._ctx: StageContext | None = None
+        self.live = LiveRoute(settings.live, transcriber, settings.model)
 
     def routes(self) -> Sequence[Route]:
         return [
             Route(subjects.STREAM_AUDIO, (subjects.AUDIO_READY.wildcard,), self.handle,
                   model=AudioReady, durable=TRANSCRIBE_AUDIO.durable,
-                  concurrency=self.transcriber.concurrency)
+                  concurrency=self.transcriber.concurrency),
+            self.live.route(),
         ]
 
     async def start(self, ctx: StageContext) -> None:
         self._ctx = ctx
         self._store = await open_object_store(ctx.js, subjects.BUCKET_AUDIO)
         await self.transcriber.start()
+        await self.live.start(ctx)
 
     async def stop(self) -> None:
         await self.transcriber.stop()
