@@ -57,7 +57,7 @@ async def test_audio_longer_than_the_workspace_allows_is_refused_after_decoding(
         form = aiohttp.FormData()
         form.add_field("audio", CLIP, filename="q.wav", content_type="audio/wav")
         async with http.post(f"{gw.url}/api/ask", params={"wait": "true"}, data=form,
-                             headers=auth(gw.token(ws_a))) as resp:
+                             headers=auth(await gw.key_token(ws_a))) as resp:
             body = await resp.json()
             assert resp.status == 429, body
             assert body["error"]["code"] == "quota_exceeded"
@@ -104,7 +104,7 @@ async def test_audio_seconds_per_day_stop_raw_producers_and_then_gateway_asks(
         form = aiohttp.FormData()
         form.add_field("audio", CLIP, filename="q.wav", content_type="audio/wav")
         async with http.post(f"{gw.url}/api/ask", data=form,
-                             headers=auth(gw.token(ws))) as resp:
+                             headers=auth(await gw.key_token(ws))) as resp:
             body = await resp.json()
             assert resp.status == 429, body
             assert body["error"]["code"] == "quota_exceeded"

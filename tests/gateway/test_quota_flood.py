@@ -49,7 +49,7 @@ def p99(samples: list[float]) -> float:
 
 async def b_latencies(http: aiohttp.ClientSession, gw: Gateway, ws: str) -> list[float]:
     """B's text asks one after the other, each waited for (``?wait=true``): seconds each."""
-    token = gw.token(ws, "b-session")
+    token = await gw.key_token(ws, "b-session")
     took = []
     for i in range(B_ASKS):
         started = time.perf_counter()
@@ -87,7 +87,7 @@ async def test_a_flooding_workspace_gets_429_and_quota_exceeded_and_b_keeps_its_
     async with serving(cfg) as gw, enforcing(cfg, FastBackend(concurrency=8)):
         flooder = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.gateway.quota_flooder", nats_server.url, str(seed),
-            ws_a, gw.url, gw.token(ws_a, "a-session"), str(FLOOD_RATE), cwd=ROOT,
+            ws_a, gw.url, await gw.key_token(ws_a, "a-session"), str(FLOOD_RATE), cwd=ROOT,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )

@@ -34,8 +34,8 @@ async def test_asks_past_the_per_minute_quota_get_429_with_retry_after_per_works
     ws_b, _ = await workspace("b")
     await set_limit_overrides(admin_conn, ws_a, {"asks_per_minute": 3})
     async with serving(cfg) as gw:
-        a = [await http_ask(http, gw.url, gw.token(ws_a), f"a{i}") for i in range(5)]
-        b = [await http_ask(http, gw.url, gw.token(ws_b), f"b{i}") for i in range(5)]
+        a = [await http_ask(http, gw.url, await gw.key_token(ws_a), f"a{i}") for i in range(5)]
+        b = [await http_ask(http, gw.url, await gw.key_token(ws_b), f"b{i}") for i in range(5)]
     assert [status for status, _, _ in a] == [202, 202, 202, 429, 429]
     for _, body, headers in a[3:]:
         assert body["error"]["code"] == "quota_exceeded"
@@ -55,7 +55,7 @@ async def test_requests_in_flight_are_capped_and_freed_when_their_answer_ends_th
     hold = asyncio.Event()
     backend = FastBackend(concurrency=4, hold=hold)
     async with serving(cfg) as gw, enforcing(cfg, backend):
-        token = gw.token(ws_a)
+        token = await gw.key_token(ws_a)
         first = [await http_ask(http, gw.url, token, f"q{i}") for i in range(2)]
         assert [status for status, _, _ in first] == [202, 202]
         status, body, headers = await http_ask(http, gw.url, token, "one too many")
@@ -103,7 +103,7 @@ async def test_cli_overrides_a_limit_in_postgres_and_the_gateway_enforces_it_and
         "value": 0, "default": 100, "overridden": True}
     assert set_zero["limits"]["longest_audio"]["overridden"] is True
     async with serving(cfg) as gw:
-        token = gw.token(ws)
+        token = await gw.key_token(ws)
         status, body, _ = await http_ask(http, gw.url, token, "refused")
         assert (status, body["error"]["code"]) == (429, "quota_exceeded")
         back = await asyncio.to_thread(
@@ -129,7 +129,7 @@ async def test_websocket_asks_past_the_quota_get_a_quota_exceeded_error_and_the_
     cfg = quota_settings(settings, pg_settings)
     ws, _ = await workspace("a")
     await set_limit_overrides(admin_conn, ws, {"asks_per_minute": 1})
-    async with serving(cfg) as gw, http.ws_connect(gw.ws_url(gw.token(ws))) as sock:
+    async with serving(cfg) as gw, http.ws_connect(gw.ws_url(await gw.key_token(ws))) as sock:
         await receive_until(sock, lambda m: m["type"] == "ready")
         await sock.send_json({"type": "ask", "text": "first"})
         (accepted,) = [m for m in await receive_until(sock, lambda m: m["type"] == "accepted")
@@ -151,7 +151,7 @@ async def test_a_duplicate_ask_of_an_ended_request_holds_no_in_flight_slot(
     ws, _ = await workspace("a")
     await set_limit_overrides(admin_conn, ws, {"concurrent_requests": 1})
     async with serving(cfg) as gw, enforcing(cfg, FastBackend()):
-        token = gw.token(ws)
+        token = await gw.key_token(ws)
 
         async def ask(rid: str, wait: bool) -> tuple[int, dict[str, Any]]:
             params = {"request_id": rid, **({"wait": "true"} if wait else {})}

@@ -25,7 +25,7 @@ async def test_two_gateway_replicas_flooded_at_once_admit_exactly_the_quota(
     await set_limit_overrides(admin_conn, ws, {"asks_per_minute": 10})
     async with serving(cfg) as one, serving(cfg) as two:
         replicas = [one, two]
-        asks = [http_ask(http, replicas[i % 2].url, replicas[i % 2].token(ws), f"q{i}")
+        asks = [http_ask(http, replicas[i % 2].url, await replicas[i % 2].key_token(ws), f"q{i}")
                 for i in range(40)]
         statuses = [status for status, _, _ in await asyncio.gather(*asks)]
     # 40 asks in well under a second: 10 tokens, and at most one more refilled meanwhile
