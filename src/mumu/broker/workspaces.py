@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from nats.aio.client import Client as NATS
 
+from mumu.broker.bounds import check_intake_share
 from mumu.broker.intake import converge_sources, intake_config
 from mumu.broker.jsapi import ERR_STREAM_NAME_IN_USE, JetStreamApiError, api, stream_config
 from mumu.broker.settings import NatsSettings
@@ -61,6 +62,8 @@ async def ensure_workspace(
         raise RuntimeError(
             f"stream {subjects.STREAM_INGEST} does not exist: run `mumu streams apply`"
         )
+    # one workspace reaches MUMU_INGEST only through its intake stream: that bounds its share
+    await check_intake_share(nc, intake_max_bytes)
     # a MUMU_INGEST from before intake streams still captures mumu.ingest.*.*: release it
     await converge_sources(nc)
     config = intake_config(workspace, max_bytes=intake_max_bytes, replicas=replicas)

@@ -74,7 +74,9 @@ class Publisher:
                 out.subject, out.payload, headers=headers, timeout=PUBLISH_TIMEOUT
             )
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-            raise TransientError("internal", f"publish to {out.subject} failed: {exc!r}") from exc
+            # a refusal's reason (a full stream, a subject at its limit) is in str(), not repr()
+            detail = str(exc) if isinstance(exc, nats.js.errors.APIError) else repr(exc)
+            raise TransientError("internal", f"publish to {out.subject} failed: {detail}") from exc
 
     async def publish_all(self, outputs: Sequence[Traced]) -> None:
         """Publish every output; returns once JetStream acknowledged all of them."""

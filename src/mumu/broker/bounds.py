@@ -1,0 +1,102 @@
+"""Storage bounds: how much of a shared stream one workspace may hold, and how full it is.
+
+The rule (``docs/reliability.md``, "Storage bounds"): no workspace can hold more than
+``1/SHARES`` of a shared stream or bucket. Where the bound is a per-workspace stream (the
+intake streams feeding ``MUMU_INGEST``) or per-subject limits with a message size cap
+(``MUMU_AUDIO``, ``MUMU_PERSISTED``, ``MUMU_CONTROL``), it is checked here from the
+configs; ``MUMU_RESULTS`` is bounded per workspace in messages (see the docs for bytes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from mumu.broker.jsapi import api, stream_config
+from mumu.contracts import subjects
+
+SHARES = 4
+"""A workspace holds at most a quarter of any shared stream or bucket it can fill."""
+
+
+class StorageBoundError(RuntimeError):
+    """A configuration that would let one workspace fill a shared stream or bucket."""
+
+
+def workspace_subjects(config: dict[str, Any]) -> int:
+    """How many of the stream's subjects belong to one workspace (``<prefix>.*``)."""
+    return sum(1 for s in config.get("subjects") or [] if s.endswith(".*"))
+
+
+def workspace_share(config: dict[str, Any], max_payload: int) -> int | None:
+    """Bytes one workspace can hold in the stream through its per-subject limits
+    (messages per subject x largest message x the workspace's subjects); None when the
+    stream has no per-subject limit or does not refuse at it (``discard_new_per_subject``)."""
+    per_subject = int(config.get("max_msgs_per_subject", -1))
+    if per_subject <= 0 or not config.get("discard_new_per_subject"):
+        return None
+    size = int(config.get("max_msg_size", -1))
+    largest = size if size > 0 else max_payload
+    return per_subject * largest * workspace_subjects(config)
+
+
+def share_problems(configs: list[dict[str, Any]], max_payload: int) -> list[str]:
+    """The streams of ``configs`` whose per-subject limits let one workspace hold more
+    than ``1/SHARES`` of ``max_bytes`` (streams bounded in messages only are skipped:
+    they have no ``max_msg_size``)."""
+    problems = []
+    for config in configs:
+        share = workspace_share(config, max_payload)
+        total = int(config.get("max_bytes", -1))
+        if share is None or int(config.get("max_msg_size", -1)) <= 0 or total <= 0:
+            continue
+        if share * SHARES > total:
+            problems.append(
+                f"{config['name']}: one workspace may hold {share} bytes, more than "
+                f"1/{SHARES} of max_bytes {total}")
+    return problems
+
+
+async def check_intake_share(nc: NATS, intake_max_bytes: int) -> None:
+    """``StorageBoundError`` when one workspace's intake stream could fill more than
+    ``1/SHARES`` of ``MUMU_INGEST`` (every request reaches it through its intake stream)."""
+    ingest = await stream_config(nc, subjects.STREAM_INGEST)
+    if ingest is None:
+        return
+    total = int(ingest.get("max_bytes", -1))
+    if total > 0 and intake_max_bytes * SHARES > total:
+        raise StorageBoundError(
+            f"intake streams of {intake_max_bytes} bytes (MUMU_NATS__INTAKE_MAX_BYTES) let one "
+            f"workspace fill more than 1/{SHARES} of {subjects.STREAM_INGEST} ({total} bytes): "
+            f"lower it or raise max_bytes in streams/mumu_ingest.json")
+
+
+@dataclass(frozen=True)
+class Fullness:
+    """How full one stream (or the stream under a bucket) is, against its limits."""
+
+    stream: str
+    bytes: int
+    max_bytes: int
+    messages: int
+    max_msgs: int
+
+    @property
+    def ratio(self) -> float:
+        """The fuller of bytes and messages against their limits (0 with no limit)."""
+        parts = [used / limit for used, limit in
+                 ((self.bytes, self.max_bytes), (self.messages, self.max_msgs)) if limit > 0]
+        return max(parts, default=0.0)
+
+
+async def fullness(nc: NATS, stream: str) -> Fullness:
+    """The fullness of ``stream`` (``KV_<bucket>``/``OBJ_<bucket>`` for a bucket)."""
+    info = await api(nc, f"STREAM.INFO.{stream}")
+    config, state = info["config"], info["state"]
+    return Fullness(
+        stream=stream,
+        bytes=int(state.get("bytes", 0)), max_bytes=int(config.get("max_bytes", -1)),
+        messages=int(state.get("messages", 0)), max_msgs=int(config.get("max_msgs", -1)),
+    )

@@ -1,0 +1,198 @@
+"""Storage bounds on a real nats-server: a workspace filling a shared stream is stopped at
+its own limit, and another workspace still gets answers (``docs/reliability.md``).
+
+The limits are the shipped files' with smaller numbers (the test's sizes, not production's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import nats.js.errors
+import pytest
+from nats.aio.client import Client as NATS
+
+from mumu.broker.bounds import SHARES, StorageBoundError, fullness, share_problems
+from mumu.broker.streams import apply_stream, load_bucket_configs, load_stream_configs
+from mumu.broker.workspaces import ensure_workspace
+from mumu.contracts import headers as h
+from mumu.contracts import subjects
+from mumu.contracts.events import AnswerFinal, TextAsk, new_id
+from mumu.runtime.metrics import StageMetrics
+from mumu.settings import Settings
+from mumu.stages.reason.sessions import MAX_VALUE_BYTES
+from mumu.stages.reason.stage import ReasonStage
+from tests.harness import Collector, running
+from tests.reason.echo_backend import EchoBackend
+
+WS_A, WS_B = "ws-fill", "ws-other"
+PER_SUBJECT_ERROR = 10077
+"""JetStream's ``maximum messages per subject exceeded``."""
+
+
+async def limit(nc: NATS, name: str, **overrides: Any) -> dict[str, Any]:
+    """Stream ``name`` as its file declares it, with ``overrides``; the live config."""
+    config = next(c for c in load_stream_configs() if c["name"] == name)
+    await apply_stream(nc, {**config, **overrides})
+    return {**config, **overrides}
+
+
+async def ask(nc: NATS, ws: str, text: str, session: str = "s1") -> TextAsk:
+    rid = new_id()
+    event = TextAsk(event_id=rid, request_id=rid, workspace_id=ws, session_id=session, text=text)
+    await nc.jetstream().publish(subjects.INGEST_TEXT.for_workspace(ws),
+                                 event.model_dump_json().encode(), headers={h.MSG_ID: rid})
+    return event
+
+
+def finals(seen: Collector, ws: str) -> list[AnswerFinal]:
+    return [AnswerFinal.model_validate_json(m.data)
+            for m in seen.on(subjects.ANSWER_FINAL.for_workspace(ws))]
+
+
+async def answered(seen: Collector, event: TextAsk, timeout: float = 30.0) -> AnswerFinal:
+    def done(_: object) -> bool:
+        return any(f.request_id == event.request_id for f in finals(seen, event.workspace_id))
+
+    await seen.wait_for(done, timeout)
+    return next(f for f in finals(seen, event.workspace_id) if f.request_id == event.request_id)
+
+
+async def stored(nc: NATS, stream: str, subject: str) -> int:
+    """Messages ``stream`` holds on ``subject``."""
+    info = await nc.jetstream().stream_info(stream, subjects_filter=subject)
+    return int((info.state.subjects or {}).get(subject, 0))
+
+
+def test_the_shipped_limits_keep_each_workspace_to_a_share_of_every_shared_stream() -> None:
+    configs = load_stream_configs()
+    assert share_problems(configs, max_payload=1 << 20) == []
+    by_name = {c["name"]: c for c in configs}
+    for name in (subjects.STREAM_AUDIO, subjects.STREAM_RESULTS, subjects.STREAM_PERSISTED,
+                 subjects.STREAM_CONTROL):
+        config = by_name[name]
+        assert config["discard"] == "new" and config["discard_new_per_subject"], name
+        assert config["max_msgs_per_subject"] > 0, name
+    # the DLQ refuses rather than dropping its oldest letters
+    assert by_name[subjects.STREAM_DLQ]["discard"] == "new"
+    # a workspace's intake stream (64 MiB by default) is at most a quarter of MUMU_INGEST
+    assert by_name[subjects.STREAM_INGEST]["max_bytes"] >= 64 * 1024 * 1024 * SHARES
+    (kv,) = load_bucket_configs()["key_value"]
+    assert kv["max_bytes"] >= 16 * MAX_VALUE_BYTES * SHARES  # 16 session slots
+    assert kv["max_value_size"] >= MAX_VALUE_BYTES + 1024 and kv["ttl_seconds"] > 0
+    # and the check itself fails a stream that would let one workspace fill it
+    loose = {**by_name[subjects.STREAM_AUDIO], "max_msgs_per_subject": 1_000_000}
+    assert share_problems([loose], max_payload=1 << 20)
+
+
+async def test_an_intake_stream_that_could_fill_mumu_ingest_is_refused(
+    nc: NATS, streams: None
+) -> None:
+    ingest = next(c for c in load_stream_configs() if c["name"] == subjects.STREAM_INGEST)
+    with pytest.raises(StorageBoundError, match="MUMU_INGEST"):
+        await ensure_workspace(nc, WS_A, intake_max_bytes=ingest["max_bytes"] // SHARES + 1)
+    with pytest.raises(nats.js.errors.NotFoundError):  # nothing was created
+        await nc.jetstream().stream_info(subjects.intake_stream(WS_A))
+
+
+async def test_a_workspace_filling_its_intake_is_refused_and_another_still_gets_answers(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    await ensure_workspace(nc, WS_A, intake_max_bytes=16 * 1024)
+    await ensure_workspace(nc, WS_B)
+    refused = None
+    for _ in range(100):  # 16 KiB of 1 KiB asks: refused long before the 100th
+        try:
+            await ask(nc, WS_A, "flood " * 170)
+        except nats.js.errors.APIError as exc:
+            refused = exc
+            break
+    assert refused is not None and "maximum bytes" in str(refused).lower(), refused
+    mine = await fullness(nc, subjects.intake_stream(WS_A))
+    assert mine.bytes <= 16 * 1024
+    async with running(ReasonStage(settings.reason, EchoBackend()), settings), \
+            Collector(nc) as seen:
+        other = await ask(nc, WS_B, "Am I still served?")
+        final = await answered(seen, other)
+    assert final.text == "You asked: Am I still served?"
+    ingest = await fullness(nc, subjects.STREAM_INGEST)
+    assert ingest.bytes < ingest.max_bytes // SHARES  # A holds its intake's worth, no more
+
+
+async def test_a_workspace_filling_mumu_results_is_stopped_at_its_subject_limit(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    cap = 4
+    results = await limit(nc, subjects.STREAM_RESULTS, max_msgs_per_subject=cap)
+    await ensure_workspace(nc, WS_A)
+    await ensure_workspace(nc, WS_B)
+    async with running(ReasonStage(settings.reason, EchoBackend()), settings), \
+            Collector(nc) as seen:
+        flood = [await ask(nc, WS_A, f"flood {n}") for n in range(2 * cap)]
+        # A is stopped: its asks past the limit end as dead letters, refused by the stream
+        letters = await seen.wait_count(subjects.DLQ.token("reason"), 1, timeout=30)
+        assert "maximum messages per subject" in letters[0].headers[h.DLQ_REASON]
+        other = await ask(nc, WS_B, "And me?")
+        final = await answered(seen, other)
+    assert final.text == "You asked: And me?"
+    for pattern in (subjects.ANSWER_DELTA, subjects.ANSWER_FINAL, subjects.ERROR):
+        assert await stored(nc, subjects.STREAM_RESULTS, pattern.for_workspace(WS_A)) <= cap
+    assert len(finals(seen, WS_A)) < len(flood)
+    state = await fullness(nc, subjects.STREAM_RESULTS)
+    assert state.bytes < results["max_bytes"] // 100  # refused at A's limit, not a full stream
+
+
+@pytest.mark.parametrize(("stream", "pattern"), [
+    (subjects.STREAM_AUDIO, subjects.AUDIO_READY),
+    (subjects.STREAM_RESULTS, subjects.TRANSCRIPT_FINAL),
+    (subjects.STREAM_PERSISTED, subjects.PERSISTED),
+    (subjects.STREAM_CONTROL, subjects.CONTROL_CANCEL),
+])
+async def test_each_shared_stream_refuses_one_workspace_at_its_limit_and_takes_another(
+    nc: NATS, streams: None, stream: str, pattern: subjects.SubjectPattern
+) -> None:
+    cap = 5
+    await limit(nc, stream, max_msgs_per_subject=cap)
+    js = nc.jetstream()
+    for n in range(cap):
+        await js.publish(pattern.for_workspace(WS_A), b"{}", headers={h.MSG_ID: f"a{n}"})
+    with pytest.raises(nats.js.errors.APIError) as refused:
+        await js.publish(pattern.for_workspace(WS_A), b"{}", headers={h.MSG_ID: "a-more"})
+    assert refused.value.err_code == PER_SUBJECT_ERROR
+    ack = await js.publish(pattern.for_workspace(WS_B), b"{}", headers={h.MSG_ID: "b0"})
+    assert ack.stream == stream and not ack.duplicate
+    assert await stored(nc, stream, pattern.for_workspace(WS_A)) == cap  # nothing evicted
+    assert await stored(nc, stream, pattern.for_workspace(WS_B)) == 1
+
+
+async def wait_until(check: Any, timeout: float = 20.0) -> None:
+    """Polls server-side or metric state; the bound is the timeout."""
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.02)
+
+
+async def test_a_full_dlq_refuses_a_letter_loudly_and_the_original_is_not_lost(
+    nc: NATS, streams: None, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    await limit(nc, subjects.STREAM_DLQ, max_msgs=1)
+    await ensure_workspace(nc, WS_A)
+    metrics = StageMetrics("reason")
+    refused = metrics.dead_letter_failures.labels("reason", "no_speech")
+    js = nc.jetstream()
+    async with running(ReasonStage(settings.reason, EchoBackend()), settings, metrics=metrics), \
+            Collector(nc) as seen:
+        first = await ask(nc, WS_A, "   ")  # nothing to answer: a dead letter
+        await seen.wait_count(subjects.DLQ.token("reason"), 1)
+        second = await ask(nc, WS_A, "   ")
+        await wait_until(lambda: refused._value.get() >= 1)
+        dlq = await js.stream_info(subjects.STREAM_DLQ)
+        assert (dlq.state.messages, dlq.state.first_seq) == (1, 1), "the old letter is kept"
+        assert any("could not dead-letter" in r.getMessage() and r.levelname == "ERROR"
+                   for r in caplog.records)
+        # room again: the original, never acked, is redelivered and dead-lettered
+        await limit(nc, subjects.STREAM_DLQ, max_msgs=-1)
+        letters = await seen.wait_count(subjects.DLQ.token("reason"), 2)
+    ids = {m.headers.get(f"{h.DLQ_ORIGINAL_PREFIX}{h.MSG_ID}") for m in letters}
+    assert ids == {first.event_id, second.event_id}
