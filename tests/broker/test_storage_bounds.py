@@ -14,14 +14,19 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from mumu.broker.bounds import SHARES, StorageBoundError, fullness, share_problems
-from mumu.broker.streams import apply_stream, load_bucket_configs, load_stream_configs
+from mumu.broker.streams import (
+    apply_buckets,
+    apply_stream,
+    load_bucket_configs,
+    load_stream_configs,
+)
 from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import AnswerFinal, TextAsk, new_id
 from mumu.runtime.metrics import StageMetrics
 from mumu.settings import Settings
-from mumu.stages.reason.sessions import MAX_VALUE_BYTES
+from mumu.stages.reason.sessions import MAX_VALUE_BYTES, SessionStore, check_share
 from mumu.stages.reason.stage import ReasonStage
 from tests.harness import Collector, running
 from tests.reason.echo_backend import EchoBackend
@@ -196,3 +201,39 @@ async def test_a_full_dlq_refuses_a_letter_loudly_and_the_original_is_not_lost(
         letters = await seen.wait_count(subjects.DLQ.token("reason"), 2)
     ids = {m.headers.get(f"{h.DLQ_ORIGINAL_PREFIX}{h.MSG_ID}") for m in letters}
     assert ids == {first.event_id, second.event_id}
+
+
+def turn(ws: str, session: str, text: str) -> AnswerFinal:
+    rid = new_id()
+    return AnswerFinal(event_id=rid, request_id=rid, workspace_id=ws, session_id=session,
+                       question=text, text=text, model="m", total_seconds=0.1)
+
+
+async def test_a_workspace_opening_many_sessions_keeps_to_its_slots_of_the_sessions_kv(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    slots, room = 2, 2_000_000  # A may hold 2 x 200 KB: a fifth of the bucket
+    (spec,) = load_bucket_configs()["key_value"]
+    await apply_buckets(nc, {"key_value": [{**spec, "max_bytes": room}]})
+    kv = await nc.jetstream().key_value(subjects.BUCKET_SESSIONS)
+    with pytest.raises(StorageBoundError, match="session slots"):
+        await check_share(kv, slots=3)  # 3 x 200 KB x 4 > 2 MB
+    await check_share(kv, slots=slots)
+    writer = SessionStore(kv, max_turns=8, turn_ttl=3600, cas_attempts=20, slots=slots)
+    for n in range(40):  # 40 sessions of 60 KB turns: 2.4 MB if each had its own entry
+        await writer.record(turn(WS_A, f"s{n}", "x" * 30_000))
+    newest = await writer.turns(WS_A, "s39")
+    assert len(newest) == 1  # the newest sessions are remembered
+    await writer.record(turn(WS_A, "s39", "y" * MAX_VALUE_BYTES))  # too big on its own
+    assert await writer.turns(WS_A, "s39") == newest  # left out; what was there stays
+    keys = [k for k in await kv.keys() if k.startswith(f"{WS_A}.")]
+    assert len(keys) <= slots
+    bucket = await fullness(nc, f"KV_{subjects.BUCKET_SESSIONS}")
+    assert bucket.bytes <= slots * (MAX_VALUE_BYTES + 1024)
+    reason = settings.reason.model_copy(update={"session_slots": slots})
+    async with running(ReasonStage(reason, EchoBackend()), settings), Collector(nc) as seen:
+        await ensure_workspace(nc, WS_B)
+        first = await answered(seen, await ask(nc, WS_B, "Remember me?", session="b1"))
+        second = await answered(seen, await ask(nc, WS_B, "Again?", session="b1"))
+    assert (first.text, second.text) == ("You asked: Remember me?", "You asked: Again?")
+    assert [t.question for t in await writer.turns(WS_B, "b1")] == ["Remember me?", "Again?"]

@@ -191,26 +191,28 @@ class SessionStore:
 
     def _encode(self, slot: SlotDoc, session_id: str, doc: SessionDoc, key: str) -> bytes:
         """The slot with ``doc`` as its most recent session, within ``MAX_VALUE_BYTES``:
-        other sessions leave (least recently written first), then ``doc``'s oldest turns."""
+        a newest turn too big on its own is left out, ``doc``'s oldest turns go until it
+        fits alone, then the other sessions (least recently written first)."""
+        turns = list(doc.turns)
+        if turns and _size({session_id: SessionDoc(turns=turns[-1:])}) > MAX_VALUE_BYTES:
+            log.warning("session %s: a turn of %s is too big to remember", key, session_id,
+                        extra={"stage": "reason", "request_id": turns[-1].request_id})
+            turns = turns[:-1]
+        while turns and _size({session_id: SessionDoc(turns=turns, quiet=doc.quiet)}) \
+                > MAX_VALUE_BYTES:
+            turns = turns[1:]
+        mine = SessionDoc(turns=turns, quiet=doc.quiet)
         others = {sid: SessionDoc(turns=self._fresh(d.turns), quiet=d.quiet)
                   for sid, d in slot.sessions.items() if sid != session_id}
-        others = {sid: d for sid, d in others.items() if d.turns or d.quiet}
-        turns = list(doc.turns)
-        while True:
-            mine = SessionDoc(turns=turns, quiet=doc.quiet)
-            value = SlotDoc(sessions={**others, session_id: mine}).model_dump_json().encode()
-            if len(value) <= MAX_VALUE_BYTES:
-                return value
-            if others:
-                others.pop(next(iter(others)))
-            elif turns:
-                turns = turns[1:]
-                if not turns:
-                    log.warning("session %s: a turn of %s is too big to remember",
-                                key, session_id, extra={"stage": "reason"})
-            else:
-                return SlotDoc(sessions={session_id: SessionDoc()}).model_dump_json().encode()
+        sessions = {sid: d for sid, d in others.items() if d.turns or d.quiet}
+        sessions[session_id] = mine
+        while len(sessions) > 1 and _size(sessions) > MAX_VALUE_BYTES:
+            sessions.pop(next(iter(sessions)))
+        return SlotDoc(sessions=sessions).model_dump_json().encode()
 
+
+def _size(sessions: dict[str, SessionDoc]) -> int:
+    return len(SlotDoc(sessions=sessions).model_dump_json().encode())
 
 async def check_share(kv: KeyValue, slots: int) -> None:
     """``StorageBoundError`` when ``slots`` entries of ``MAX_VALUE_BYTES`` let one workspace
