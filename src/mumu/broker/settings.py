@@ -84,6 +84,11 @@ class NatsSettings(BaseModel):
         description="bytes each workspace's upload bucket mumu-upload-<ws> may hold "
         "(reserved per workspace)",
     )
+    audio_max_bytes: int = Field(
+        default=128 * 1024 * 1024, gt=0,
+        description="bytes of normalised audio each workspace's bucket mumu-audio-<ws> may "
+        "hold between ingest and transcribe (reserved per workspace; 16 kHz mono is 32 KB/s)",
+    )
     tls: NatsTlsSettings = Field(default_factory=NatsTlsSettings)
     server_tls: NatsServerTlsSettings = Field(default_factory=NatsServerTlsSettings)
     js_cipher: Literal["chachapoly", "aes", "none"] = Field(
