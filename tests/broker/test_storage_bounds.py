@@ -13,7 +13,13 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
 
-from mumu.broker.bounds import SHARES, StorageBoundError, fullness, share_problems
+from mumu.broker.bounds import (
+    SHARES,
+    StorageBoundError,
+    fullness,
+    fullness_all,
+    share_problems,
+)
 from mumu.broker.streams import (
     apply_buckets,
     apply_stream,
@@ -115,7 +121,7 @@ async def test_a_workspace_filling_its_intake_is_refused_and_another_still_gets_
             break
     assert refused is not None and "maximum bytes" in str(refused).lower(), refused
     mine = await fullness(nc, subjects.intake_stream(WS_A))
-    assert mine.bytes <= 16 * 1024
+    assert mine.bytes <= 16 * 1024 and mine.ratio > 0.9  # what the 80 % alert reads
     async with running(ReasonStage(settings.reason, EchoBackend()), settings), \
             Collector(nc) as seen:
         other = await ask(nc, WS_B, "Am I still served?")
@@ -123,6 +129,8 @@ async def test_a_workspace_filling_its_intake_is_refused_and_another_still_gets_
     assert final.text == "You asked: Am I still served?"
     ingest = await fullness(nc, subjects.STREAM_INGEST)
     assert ingest.bytes < ingest.max_bytes // SHARES  # A holds its intake's worth, no more
+    every = {f.stream: f for f in await fullness_all(nc)}
+    assert every[subjects.intake_stream(WS_A)].ratio > 0.9 > every[subjects.STREAM_INGEST].ratio
 
 
 async def test_a_workspace_filling_mumu_results_is_stopped_at_its_subject_limit(

@@ -14,7 +14,7 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 
-from mumu.broker.jsapi import api, stream_config
+from mumu.broker.jsapi import api, stream_config, stream_names
 from mumu.contracts import subjects
 
 SHARES = 4
@@ -100,3 +100,8 @@ async def fullness(nc: NATS, stream: str) -> Fullness:
         bytes=int(state.get("bytes", 0)), max_bytes=int(config.get("max_bytes", -1)),
         messages=int(state.get("messages", 0)), max_msgs=int(config.get("max_msgs", -1)),
     )
+
+
+async def fullness_all(nc: NATS) -> list[Fullness]:
+    """The fullness of every stream on the server (buckets and per-workspace ones too)."""
+    return [await fullness(nc, name) for name in await stream_names(nc)]
