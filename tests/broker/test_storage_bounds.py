@@ -13,6 +13,7 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
 
+from mumu.bench.stream import BENCH_HOPS, STREAM_BENCH, bench_stream_config
 from mumu.broker.bounds import (
     SHARES,
     StorageBoundError,
@@ -35,6 +36,7 @@ from mumu.settings import Settings
 from mumu.stages.reason.sessions import MAX_VALUE_BYTES, SessionStore, check_share
 from mumu.stages.reason.stage import ReasonStage
 from tests.harness import Collector, running
+from tests.passthrough import PassThrough, Ping
 from tests.reason.echo_backend import EchoBackend
 
 WS_A, WS_B = "ws-fill", "ws-other"
@@ -245,3 +247,31 @@ async def test_a_workspace_opening_many_sessions_keeps_to_its_slots_of_the_sessi
         second = await answered(seen, await ask(nc, WS_B, "Again?", session="b1"))
     assert (first.text, second.text) == ("You asked: Remember me?", "You asked: Again?")
     assert [t.question for t in await writer.turns(WS_B, "b1")] == ["Remember me?", "Again?"]
+
+
+async def test_a_batch_stage_still_acks_other_workspaces_when_one_is_at_its_limit(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    """Persist's shape (a batch route publishing confirmations): A's output is refused at
+    its per-subject limit; B's requests of the same batch are published and acked at once."""
+    cap = 2
+    await apply_stream(nc, {**bench_stream_config(), "discard": "new",
+                            "discard_new_per_subject": True, "max_msgs_per_subject": cap})
+    js = nc.jetstream()
+    for n in range(cap):  # A's subject is at its limit already
+        await js.publish(BENCH_HOPS[2].for_workspace(WS_A), b"{}", headers={h.MSG_ID: f"a{n}"})
+    pings = {ws: [Ping(event_id=(rid := new_id()), request_id=rid, workspace_id=ws,
+                       session_id="s1") for _ in range(cap)] for ws in (WS_A, WS_B)}
+    for p in [*pings[WS_A], *pings[WS_B]]:  # waiting before the stage starts: one batch
+        await js.publish(BENCH_HOPS[1].for_workspace(p.workspace_id),
+                         p.model_dump_json().encode(), headers={h.MSG_ID: p.event_id})
+    stage = PassThrough(batched=True)
+    async with Collector(nc) as seen, running(stage, settings):
+        await seen.wait_count(BENCH_HOPS[2].for_workspace(WS_B), cap)
+        letters = await seen.wait_count(subjects.DLQ.token("passthrough"), cap)
+    assert stage.batches[0] == 2 * cap
+    b_ids = {p.request_id for p in pings[WS_B]}
+    assert [d for r, d in stage.calls if r in b_ids] == [1] * cap  # never retried
+    assert {m.headers[f"{h.DLQ_ORIGINAL_PREFIX}{h.MSG_ID}"] for m in letters} == \
+        {p.event_id for p in pings[WS_A]}
+    assert await stored(nc, STREAM_BENCH, BENCH_HOPS[2].for_workspace(WS_A)) == cap
