@@ -148,6 +148,8 @@ async def test_a_workspace_filling_mumu_results_is_stopped_at_its_subject_limit(
         # A is stopped: its asks past the limit end as dead letters, refused by the stream
         letters = await seen.wait_count(subjects.DLQ.token("reason"), 1, timeout=30)
         assert "maximum messages per subject" in letters[0].headers[h.DLQ_REASON]
+        # at once: a retry cannot make room, and would run the model again
+        assert letters[0].headers[h.DLQ_DELIVERIES] == "1"
         other = await ask(nc, WS_B, "And me?")
         final = await answered(seen, other)
     assert final.text == "You asked: And me?"

@@ -251,7 +251,7 @@ class Settler:
         trace: Mapping[str, str] = d.span.headers
         try:
             await self.publisher.publish(letter, trace)
-        except TransientError as exc:
+        except StageError as exc:
             # never lost silently: MUMU_DLQ refuses when full (discard new), the original
             # stays unacked in its stream, and this is counted and logged as an error
             m = self.metrics
@@ -268,6 +268,9 @@ class Settler:
         try:
             if err is not None:
                 await self.publisher.publish(err, trace)
+        except PermanentError as exc:  # its workspace's error subject is at its limit
+            self.log.warning("the error event was refused (%s); the dead letter is stored",
+                             exc.message, extra=self._context(d, code))
         except TransientError:
             self.log.exception("could not publish the error event; will retry",
                                extra=self._context(d, code))
