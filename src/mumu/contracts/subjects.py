@@ -57,6 +57,8 @@ ANSWER_FINAL: Final = SubjectPattern("mumu.answer.final")
 PERSISTED: Final = SubjectPattern("mumu.persisted")
 ERROR: Final = SubjectPattern("mumu.error")
 CONTROL_CANCEL: Final = SubjectPattern("mumu.control.cancel")
+CONTROL_SHRED: Final = SubjectPattern("mumu.control.shred")
+"""The workspace was crypto-shredded: persist replicas drop its cached data keys."""
 DLQ: Final = SubjectPattern("mumu.dlq")
 """Dead letters: the last token is the stage name, not a workspace."""
 
@@ -72,6 +74,7 @@ ALL_PATTERNS: Final[tuple[SubjectPattern, ...]] = (
     ERROR,
     CONTROL_CANCEL,
     DLQ,
+    CONTROL_SHRED,
 )
 
 SHORT_LIVED: Final[tuple[SubjectPattern, ...]] = (TRANSCRIPT_PARTIAL, ANSWER_DELTA)

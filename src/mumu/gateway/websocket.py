@@ -14,9 +14,11 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from mumu.contracts.event_types import EventType
 from mumu.gateway.deps import DEPS
 from mumu.gateway.errors import ApiError
+from mumu.gateway.key_status import KeyStatus
 from mumu.gateway.outbox import Outbox, Sender
 from mumu.gateway.sockets import CLOSE_UNAUTHORIZED, ClientSocket
 from mumu.gateway.tokens import InvalidTokenError, SessionClaims, TokenSigner
+from mumu.logs import log_context
 
 log = logging.getLogger("mumu.gateway.ws")
 
@@ -35,11 +37,12 @@ def outbox(_: web.WebSocketResponse, transport: asyncio.BaseTransport, limit: in
 
 
 async def _first_message_auth(
-    ws: web.WebSocketResponse, signer: TokenSigner, timeout: float
+    ws: web.WebSocketResponse, signer: TokenSigner, timeout: float, keys: KeyStatus
 ) -> SessionClaims | None:
     """Without ``?token=`` the first message must be ``{"type":"auth","token":...}``,
     within ``timeout`` seconds (``MUMU_GATEWAY__AUTH_TIMEOUT``)."""
     reason = "the first message must be {\"type\":\"auth\",\"token\":...}"
+    code = "unauthorized"
     try:
         msg = await ws.receive(timeout=timeout)
     except TimeoutError:
@@ -50,12 +53,16 @@ async def _first_message_auth(
             data = json.loads(msg.data)
             if data.get("type") == "auth" and isinstance(data.get("token"), str):
                 try:
-                    return signer.verify(data["token"])
+                    claims = signer.verify(data["token"])
+                    await keys.require(claims)
+                    return claims
                 except InvalidTokenError as exc:
                     reason = str(exc)
+                except ApiError as exc:
+                    code, reason = exc.code, exc.message
     if not ws.closed:
         await ws.send_json(
-            {"type": EventType.ERROR, "code": "unauthorized", "message": reason, "request_id": None,
+            {"type": EventType.ERROR, "code": code, "message": reason, "request_id": None,
              "cursor": 0, "stage": "gateway"}
         )
         await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unauthorized")
@@ -82,6 +89,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             claims = signer.verify(token)
         except InvalidTokenError as exc:
             raise ApiError(401, "invalid_token", str(exc)) from exc
+        await deps.key_status.require(claims)
     after = _after(request)
     ws = web.WebSocketResponse(
         max_msg_size=gw.max_frame_bytes, heartbeat=gw.heartbeat, compress=False
@@ -92,7 +100,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     deps.metrics.sockets.inc()
     try:
         if claims is None:
-            claims = await _first_message_auth(ws, signer, gw.auth_timeout)
+            claims = await _first_message_auth(ws, signer, gw.auth_timeout, deps.key_status)
             if claims is None:
                 return ws
         if request.transport is None:  # the client went away during the handshake
@@ -100,7 +108,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         sender = request.app.get(SENDER, outbox)(ws, request.transport, gw.client_queue)
         client = ClientSocket(sender, claims, deps)
         sockets[ws] = client
-        await _serve(ws, client, after)
+        with log_context(workspace_id=claims.workspace_id):  # every line of this socket
+            await _serve(ws, client, after)
     finally:
         deps.metrics.sockets.dec()
         sockets.pop(ws, None)

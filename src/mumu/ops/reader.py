@@ -62,6 +62,7 @@ async def stream_of(nc: NATS, subject: str, candidates: list[str]) -> str:
     """The stream (among ``candidates``) whose subjects store ``subject``."""
     for name in candidates:
         config = await stream_config(nc, name)
-        if config and any(covers(f, subject) or covers(subject, f) for f in config["subjects"]):
+        if config and any(covers(f, subject) or covers(subject, f)
+                          for f in config.get("subjects") or []):  # MUMU_INGEST: sources only
             return name
     raise RuntimeError(f"no mumu stream stores {subject}")
