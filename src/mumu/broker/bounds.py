@@ -1,20 +1,20 @@
-"""Storage bounds: how much of a shared stream one workspace may hold, and how full it is.
+"""Storage bounds: how much of a shared stream, bucket or KV one workspace may hold.
 
 The rule (``docs/reliability.md``, "Storage bounds"): no workspace can hold more than
 ``1/SHARES`` of a shared stream or bucket. Where the bound is a per-workspace stream (the
 intake streams feeding ``MUMU_INGEST``) or per-subject limits with a message size cap
 (``MUMU_AUDIO``, ``MUMU_PERSISTED``, ``MUMU_CONTROL``), it is checked here from the
 configs; ``MUMU_RESULTS`` is bounded per workspace in messages (see the docs for bytes).
+How full each stream is: ``mumu.ops.status`` (the exporter's fullness ratio, alerted at 80 %).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client as NATS
 
-from mumu.broker.jsapi import api, stream_config, stream_names
+from mumu.broker.jsapi import stream_config
 from mumu.contracts import subjects
 
 SHARES = 4
@@ -71,37 +71,3 @@ async def check_intake_share(nc: NATS, intake_max_bytes: int) -> None:
             f"intake streams of {intake_max_bytes} bytes (MUMU_NATS__INTAKE_MAX_BYTES) let one "
             f"workspace fill more than 1/{SHARES} of {subjects.STREAM_INGEST} ({total} bytes): "
             f"lower it or raise max_bytes in streams/mumu_ingest.json")
-
-
-@dataclass(frozen=True)
-class Fullness:
-    """How full one stream (or the stream under a bucket) is, against its limits."""
-
-    stream: str
-    bytes: int
-    max_bytes: int
-    messages: int
-    max_msgs: int
-
-    @property
-    def ratio(self) -> float:
-        """The fuller of bytes and messages against their limits (0 with no limit)."""
-        parts = [used / limit for used, limit in
-                 ((self.bytes, self.max_bytes), (self.messages, self.max_msgs)) if limit > 0]
-        return max(parts, default=0.0)
-
-
-async def fullness(nc: NATS, stream: str) -> Fullness:
-    """The fullness of ``stream`` (``KV_<bucket>``/``OBJ_<bucket>`` for a bucket)."""
-    info = await api(nc, f"STREAM.INFO.{stream}")
-    config, state = info["config"], info["state"]
-    return Fullness(
-        stream=stream,
-        bytes=int(state.get("bytes", 0)), max_bytes=int(config.get("max_bytes", -1)),
-        messages=int(state.get("messages", 0)), max_msgs=int(config.get("max_msgs", -1)),
-    )
-
-
-async def fullness_all(nc: NATS) -> list[Fullness]:
-    """The fullness of every stream on the server (buckets and per-workspace ones too)."""
-    return [await fullness(nc, name) for name in await stream_names(nc)]
