@@ -108,6 +108,21 @@ SERVICE_INBOX: Final = "_MUMU_INBOX"
 """Services use ``_MUMU_INBOX.<role>``, a prefix no producer may subscribe to."""
 
 
+REPLAY_PREFIX: Final = "mumu.replay"
+"""``mumu.replay.<durable>.<ws>``: messages replayed to one stage's durable consumer only
+(``mumu replay --to-stage``); the durable's stream stores them, no other consumer reads them."""
+
+
+def replay_pattern(durable: str) -> SubjectPattern:
+    """The replay subjects of one durable consumer (``contracts.consumers``)."""
+    return SubjectPattern(f"{REPLAY_PREFIX}.{_token(durable)}")
+
+
+def is_replay(subject: str) -> bool:
+    """Whether ``subject`` is a replay subject of some stage."""
+    return subject.startswith(REPLAY_PREFIX + ".")
+
+
 def intake_stream(workspace: str) -> str:
     """The intake stream of one workspace."""
     return INTAKE_STREAM_PREFIX + _token(workspace)

@@ -18,6 +18,7 @@ from mumu.logs import MessageLog, reset_context, set_context
 from mumu.runtime.errors import Disposition, PermanentError
 from mumu.runtime.messages import Inbound, Outbound
 from mumu.runtime.publisher import Publisher, Traced
+from mumu.runtime.replayed import handled_subject
 from mumu.runtime.settle import Delivery, Settler, delivery_of, nak_quietly
 from mumu.runtime.stage import Route, StageContext
 
@@ -89,9 +90,10 @@ class Dispatcher:
                 f"delivered {d.deliveries} times (limit {self.max_deliver})",
             )
         msg = d.msg
+        subject = handled_subject(msg.subject, msg.headers or {}, self.route.subjects)
         d.inbound = Inbound(
             event=self._parse(msg), data=msg.data, headers=msg.headers or {},
-            subject=msg.subject, workspace_id=last_token(msg.subject), stream=self.route.stream,
+            subject=subject, workspace_id=last_token(subject), stream=self.route.stream,
             sequence=d.sequence, deliveries=d.deliveries, emit=partial(self._emit, d),
         )
         return d.inbound
