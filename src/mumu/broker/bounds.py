@@ -26,8 +26,12 @@ class StorageBoundError(RuntimeError):
 
 
 def workspace_subjects(config: dict[str, Any]) -> int:
-    """How many of the stream's subjects belong to one workspace (``<prefix>.*``)."""
-    return sum(1 for s in config.get("subjects") or [] if s.endswith(".*"))
+    """How many of the stream's subjects a workspace's traffic writes (``<prefix>.*``).
+
+    Replay subjects (``mumu.replay.<durable>.<ws>``) are left out: only an operator
+    replays, under the same per-subject limit, and no workspace can start one."""
+    return sum(1 for s in config.get("subjects") or []
+               if s.endswith(".*") and not subjects.is_replay(s))
 
 
 def workspace_share(config: dict[str, Any], max_payload: int) -> int | None:
