@@ -153,9 +153,13 @@ def service(
     stage_consumers: Iterable[consumers.StageConsumer] = (),
 ) -> Permissions:
     """The permissions of one service role. ``workspaces``: every provisioned workspace
-    (ingest and the gateway read and write their upload buckets); ``stage_consumers``:
+    (ingest and the gateway read and write their upload buckets; ingest and
+    transcribe their normalised-audio buckets); ``stage_consumers``:
     every stage's durable (the gateway reads their lag; ``stages.registry`` lists them)."""
+    workspaces = list(workspaces)
     uploads = [grant for ws in workspaces for grant in object_store(subjects.upload_bucket(ws))]
+    # each workspace's normalised audio; the shared mumu-audio for audio stored before them
+    audio = [grant for ws in workspaces for grant in object_store(subjects.audio_bucket(ws))]
     if role is Role.INGEST:
         return _service(role, [
             *consume(consumers.INGEST_AUDIO),
@@ -164,6 +168,7 @@ def service(
             subjects.AUDIO_READY.wildcard,
             *_dead_letters("ingest"),
             *object_store(subjects.BUCKET_AUDIO),
+            *audio,
             *uploads,
         ])
     if role is Role.TRANSCRIBE:
@@ -175,6 +180,7 @@ def service(
             subjects.TRANSCRIPT_FINAL.wildcard,
             *_dead_letters("transcribe"),
             *object_store(subjects.BUCKET_AUDIO),
+            *audio,
         ])
     if role is Role.REASON:
         perms = _service(role, [

@@ -95,6 +95,11 @@ class NatsSettings(BaseModel):
         description="nodes of the nats-server `mumu up` starts: 1, or 3 for a local "
         "JetStream cluster on loopback (`mumu up --cluster 3`)",
     )
+    audio_max_bytes: int = Field(
+        default=128 * 1024 * 1024, gt=0,
+        description="bytes of normalised audio each workspace's bucket mumu-audio-<ws> may "
+        "hold between ingest and transcribe (reserved per workspace; 16 kHz mono is 32 KB/s)",
+    )
     tls: NatsTlsSettings = Field(default_factory=NatsTlsSettings)
     server_tls: NatsServerTlsSettings = Field(default_factory=NatsServerTlsSettings)
     js_cipher: Literal["chachapoly", "aes", "none"] = Field(

@@ -62,6 +62,7 @@ async def _workspaces(
     changes = await ensure_workspaces(
         nc, ids, intake_max_bytes=settings.nats.intake_max_bytes,
         upload_max_bytes=settings.nats.upload_max_bytes, replicas=replicas,
+        audio_max_bytes=settings.nats.audio_max_bytes,
     )
     await grant_workspaces(settings, ids)
     return changes

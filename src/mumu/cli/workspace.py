@@ -79,7 +79,8 @@ def ensure_on_broker(settings: Settings, workspaces: list[str]) -> bool:
         return False
     for ws in workspaces:
         print(f"intake: stream {subjects.intake_stream(ws)}, "
-              f"upload bucket {subjects.upload_bucket(ws)}")
+              f"upload bucket {subjects.upload_bucket(ws)}, "
+              f"audio bucket {subjects.audio_bucket(ws)}")
     return True
 
 

@@ -104,6 +104,9 @@ INTAKE_STREAM_PREFIX: Final = "MUMU_INTAKE_"
 workspace can suppress another's message through ``Nats-Msg-Id``; MUMU_INGEST sources it."""
 UPLOAD_BUCKET_PREFIX: Final = "mumu-upload-"
 """``mumu-upload-<ws>``: a producer's large audio, readable and writable by that workspace."""
+AUDIO_BUCKET_PREFIX: Final = "mumu-audio-"
+"""``mumu-audio-<ws>``: one workspace's normalised audio between ingest and transcribe
+(services only); its size is what the workspace can hold (``docs/reliability.md``)."""
 PRODUCER_INBOX: Final = "_INBOX"
 """Producers of workspace ``ws`` use the inbox prefix ``_INBOX.<ws>``."""
 SERVICE_INBOX: Final = "_MUMU_INBOX"
@@ -145,6 +148,11 @@ def intake_stream(workspace: str) -> str:
 def upload_bucket(workspace: str) -> str:
     """The Object Store bucket for one workspace's large uploads."""
     return UPLOAD_BUCKET_PREFIX + _token(workspace)
+
+
+def audio_bucket(workspace: str) -> str:
+    """The Object Store bucket for one workspace's normalised audio."""
+    return AUDIO_BUCKET_PREFIX + _token(workspace)
 
 
 def producer_inbox_prefix(workspace: str) -> str:

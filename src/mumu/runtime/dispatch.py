@@ -191,29 +191,32 @@ class Dispatcher:
     async def _round(self, ready: list[Delivery]) -> list[tuple[Delivery, float]]:
         """One handler call for ``ready``; settles what it can, returns what goes again."""
         again: list[tuple[Delivery, float]] = []
-        outputs: list[Traced] = []
-        done: list[Delivery] = []
+        done: list[tuple[Delivery, list[Traced]]] = []
         for d in ready:
             d.emitted = 0
         for d, result in zip(ready, await self._call_batch(ready), strict=True):
             if not isinstance(result, BaseException):
-                outputs.extend((out, d.span.headers) for out in result)
-                done.append(d)
+                done.append((d, [(out, d.span.headers) for out in result]))
             elif (wait := self.settler.again(d, result)) is not None:
                 again.append((d, wait))
             else:
                 await self.settler.settle(d, result)
-        await self._publish_then_ack(done, outputs)
+        await self._publish_then_ack(done)
         return again
 
-    async def _publish_then_ack(self, done: list[Delivery], outputs: list[Traced]) -> None:
+    async def _publish_then_ack(self, done: list[tuple[Delivery, list[Traced]]]) -> None:
         try:
-            await self.publisher.publish_all(outputs)
+            await self.publisher.publish_all([o for _, outs in done for o in outs])
         except Exception as exc:  # noqa: BLE001 - then nothing of the batch is acked
-            for d in done:
-                await self.settler.settle(d, exc)
+            if len(done) == 1:
+                await self.settler.settle(done[0][0], exc)
+                return
+            # one delivery's output refused (its workspace at its limit on a stream) must
+            # not fail the rest: each again on its own (what was stored dedupes)
+            for d, outs in done:
+                await self._publish_then_ack([(d, outs)])
             return
-        for d in done:
+        for d, _ in done:
             await self.settler.ack(d)
 
     async def _call_batch(self, ready: list[Delivery]) -> BatchResults:

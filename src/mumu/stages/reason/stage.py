@@ -29,7 +29,7 @@ from mumu.stages.reason.backend import Backend, BackendError, BackendInterrupted
 from mumu.stages.reason.cancel import CancelRegistry
 from mumu.stages.reason.prompt import PromptTooLong, build_messages, system_message
 from mumu.stages.reason.quota import TextAskQuota
-from mumu.stages.reason.sessions import SessionStore, SessionStoreError
+from mumu.stages.reason.sessions import SessionStore, SessionStoreError, check_share
 from mumu.stages.reason.settings import ReasonSettings
 from mumu.stages.reason.streaming import Answer, DeltaStream, generate
 
@@ -105,9 +105,10 @@ class ReasonStage:
         self._sessions = self._given_sessions
         if self._sessions is None:
             kv = await ctx.js.key_value(subjects.BUCKET_SESSIONS)
+            await check_share(kv, s.session_slots)
             self._sessions = SessionStore(
                 kv, max_turns=s.max_turns, turn_ttl=s.turn_ttl,
-                cas_attempts=s.session_cas_attempts,
+                cas_attempts=s.session_cas_attempts, slots=s.session_slots,
             )
         await self.cancels.subscribe(ctx.nc)
         log.info(
