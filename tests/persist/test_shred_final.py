@@ -166,8 +166,8 @@ async def test_after_a_shred_replays_and_in_flight_messages_store_nothing_and_na
         await keyadmin.shred(admin_conn, a)
         capsys.readouterr()
         assert await mumu("replay", subjects.TRANSCRIPT_FINAL.for_workspace(a),
-                          "--from-seq", "1", "--tag", "after-shred") == 0
-        assert "replayed 1 messages" in capsys.readouterr().out  # A's stored transcript
+                          "--from-seq", "1", "--to-stage", "persist") == 0
+        assert "replayed 1 of 1 messages" in capsys.readouterr().out  # A's stored transcript
         assert await mumu("dlq", "replay", str(letter_a)) == 0
         await publish(nc, answer(a, "A-SECRET in flight", "A-SECRET racing"))
         await publish(nc, transcript(b, "B-SECRET meanwhile"))
@@ -208,8 +208,8 @@ async def test_after_a_shred_replays_and_in_flight_messages_store_nothing_and_na
 
         # after the purge: nothing left to replay; a late message is dropped the same way
         assert await mumu("replay", subjects.TRANSCRIPT_FINAL.for_workspace(a),
-                          "--from-seq", "1", "--tag", "after-purge") == 0
-        assert "replayed 0 messages" in capsys.readouterr().out
+                          "--from-seq", "1", "--to-stage", "persist") == 0
+        assert "replayed 0 of 0 messages" in capsys.readouterr().out
         sessions = await js.key_value(subjects.BUCKET_SESSIONS)
         await sessions.put(f"{a}.late", b"A-SECRET turn")  # reason records it, then answers
         await publish(nc, answer(a, "A-SECRET late q", "A-SECRET late", session="late"))

@@ -16,6 +16,7 @@ import json
 import re
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,9 +104,11 @@ def plan_of(args: argparse.Namespace) -> Plan:
 
 @contextlib.contextmanager
 def _interruptible(stop: asyncio.Event) -> Iterator[None]:
-    """Ctrl-C (and SIGTERM) ask the replay to stop after the message in hand."""
+    """Ctrl-C (and SIGTERM) ask the replay to stop after the message in hand (only a
+    process's main thread receives signals: run elsewhere, as by a test, it has none)."""
     loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
+    main = threading.current_thread() is threading.main_thread()
+    signals = (signal.SIGINT, signal.SIGTERM) if main else ()
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:
