@@ -209,4 +209,6 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> web.App
     r.add_get("/api/ws", websocket)
     r.add_get("/api/sessions/{id}/history", api.history)
     r.add_post("/v1/audio/transcriptions", openai_compat.transcriptions)
+    r.add_post("/v1/audio/translations", openai_compat.translations)
+    r.add_get("/v1/models", openai_compat.models)
     return app

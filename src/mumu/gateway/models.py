@@ -117,6 +117,24 @@ class TranscriptionForm(BaseModel):
         )
 
 
+class TranslationForm(BaseModel):
+    """``POST /v1/audio/translations`` (OpenAI's form): English text of speech in any
+    language the model knows; unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    file: bytes = Field(description="wav, flac, ogg/opus, mp3, webm or m4a")
+    model: str = Field(description="accepted for compatibility; the gateway's model answers")
+    prompt: Prompt = None
+    response_format: ResponseFormat = "json"
+    temperature: float | None = Field(default=None, ge=0, le=1,
+                                      description="accepted for compatibility")
+
+    def options(self) -> AudioOptions:
+        """A translation into English: the reason stage does not answer it."""
+        return AudioOptions(prompt=self.prompt, task="translate", answer=False)
+
+
 # --- responses ----------------------------------------------------------------------
 
 
@@ -195,3 +213,19 @@ MODELS: tuple[type[BaseModel], ...] = (
     VerboseTranscription,
 )
 """Every model the document names (in ``components/schemas``)."""
+
+
+class ModelCard(BaseModel):
+    """One model of ``GET /v1/models`` (OpenAI's shape)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "mumu"
+
+
+class ModelList(BaseModel):
+    """``GET /v1/models``: the models the OpenAI-compatible routes answer with."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

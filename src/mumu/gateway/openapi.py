@@ -94,6 +94,17 @@ OPERATIONS: tuple[Operation, ...] = (
                           media=("text/plain", "application/x-subrip", "text/vtt"))},
               errors=(400, 401, 403, 413, 415, 422, 429, 502, 503, 504),
               body={_MULTIPART: m.TranscriptionForm}),
+    Operation("post", "/v1/audio/translations", "createTranslation",
+              "OpenAI-compatible translation into English (bearer: workspace API key)",
+              {200: Reply("the English text in the asked format",
+                          (m.Transcription, m.VerboseTranscription),
+                          media=("text/plain", "application/x-subrip", "text/vtt"))},
+              errors=(400, 401, 403, 413, 415, 422, 429, 502, 503, 504),
+              body={_MULTIPART: m.TranslationForm}),
+    Operation("get", "/v1/models", "listModels",
+              "OpenAI-compatible model list (bearer: workspace API key)",
+              {200: Reply("the models `model` may name", m.ModelList)},
+              errors=(401, 429, 503)),
 )
 
 
