@@ -102,11 +102,18 @@ class TranscriptionForm(BaseModel):
     timestamp_granularities: list[Granularity] = Field(
         default_factory=list, alias="timestamp_granularities[]",
     )
+    stream: bool = Field(
+        default=False,
+        description="server-sent events: `transcript.text.delta` per decoded segment, then "
+        "`transcript.text.done` (response_format json or text)",
+    )
 
     @model_validator(mode="after")
     def _words_need_verbose_json(self) -> TranscriptionForm:
         if "word" in self.timestamp_granularities and self.response_format != "verbose_json":
             raise ValueError("word timestamps need response_format=verbose_json")
+        if self.stream and self.response_format not in ("json", "text"):
+            raise ValueError("stream=true sends text events: response_format json or text")
         return self
 
     def options(self) -> AudioOptions:

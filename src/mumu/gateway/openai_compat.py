@@ -28,6 +28,7 @@ from mumu.gateway.models import (
     VerboseTranscription,
     VerboseWord,
 )
+from mumu.gateway.openai_stream import stream_transcription
 from mumu.gateway.waiter import run_and_wait
 
 INVALID = "invalid_request_error"
@@ -80,12 +81,12 @@ def verbose(final: dict[str, Any], words: bool) -> VerboseTranscription:
     )
 
 
-async def transcriptions(request: web.Request) -> web.Response:
+async def transcriptions(request: web.Request) -> web.StreamResponse:
     """``POST /v1/audio/transcriptions``."""
     return await _speech_to_text(request, TranscriptionForm)
 
 
-async def translations(request: web.Request) -> web.Response:
+async def translations(request: web.Request) -> web.StreamResponse:
     """``POST /v1/audio/translations``: English text, whatever the spoken language."""
     return await _speech_to_text(request, TranslationForm)
 
@@ -103,7 +104,7 @@ async def models(request: web.Request) -> web.Response:
 
 async def _speech_to_text(
     request: web.Request, form_model: type[TranscriptionForm] | type[TranslationForm],
-) -> web.Response:
+) -> web.StreamResponse:
     deps = request.app[DEPS]
     workspace_id = await deps.workspace_of(request)
     if request.content_type != "multipart/form-data":
@@ -120,6 +121,8 @@ async def _speech_to_text(
         return await deps.asker.ask_audio(workspace_id, session_id, form.file, content_type,
                                           options)
 
+    if isinstance(form, TranscriptionForm) and form.stream:
+        return await stream_transcription(request, deps, workspace_id, session_id, publish)
     waiter = await run_and_wait(
         deps.hub, deps.nc, workspace_id, session_id,
         terminal=TERMINAL_FOR_TRANSCRIPT, publish=publish,

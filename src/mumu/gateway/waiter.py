@@ -47,6 +47,7 @@ class RequestWaiter:
             return  # another request's, or seen already (live and in a catch-up)
         self._cursors.add(event.cursor)
         self.events.append(event)
+        self.on_event(event)
         self.arrived.setdefault(event.type, time.monotonic() - self.started)
         if event.type in self.terminal:
             self.done.set()
@@ -56,6 +57,9 @@ class RequestWaiter:
         early, self._early = self._early, []
         for event in early:
             self.push(event)
+
+    def on_event(self, event: ResultEvent) -> None:
+        """Each new event of the request, as it is taken (a streaming caller's hook)."""
 
     def first(self, kind: EventType) -> ResultEvent | None:
         return next((e for e in self.events if e.type == kind), None)
@@ -69,10 +73,11 @@ class RequestWaiter:
 @contextlib.asynccontextmanager
 async def waiting(
     hub: Hub, nc: NatsClient, workspace_id: str, session_id: str, terminal: frozenset[EventType],
-    *, audio: bool,
+    *, audio: bool, waiter: RequestWaiter | None = None,
 ) -> AsyncIterator[RequestWaiter]:
-    """Register a waiter for (workspace, session); watch ``audio.ready`` for attribution."""
-    waiter = RequestWaiter(terminal=terminal)
+    """Register a waiter (``waiter``, or a new one) for (workspace, session); watch
+    ``audio.ready`` for attribution."""
+    waiter = waiter or RequestWaiter(terminal=terminal)
     hub.subscribe(workspace_id, session_id, waiter)
     sub = None
     if audio:
