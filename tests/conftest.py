@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,12 @@ pytest_plugins = ["tests.pg_fixtures", "tests.tls_certs"]
 DATA = Path(__file__).parent / "data"
 
 
+BROKER_USERS: ContextVar[AuthDir | None] = ContextVar("broker_users", default=None)
+"""The test's ``broker_users``, for helpers that provision a workspace with only a client."""
+
+
 @pytest.fixture
-def broker_users(tmp_path: Path) -> AuthDir:
+def broker_users(tmp_path: Path) -> Iterator[AuthDir]:
     """The broker's users as `mumu up` makes them: every service role, the operator and
     the system user, each with its own nkey and permissions (no anonymous access)."""
     users = AuthDir(tmp_path / "nats-auth")
@@ -36,10 +41,12 @@ def broker_users(tmp_path: Path) -> AuthDir:
     users.render(STAGES.consumers())
     # the test-only pass-through stage has no role of its own: it runs as the operator
     shutil.copy(users.seed_file(Role.OPERATOR), users.creds / "passthrough.nk")
-    return users
+    token = BROKER_USERS.set(users)
+    yield users
+    BROKER_USERS.reset(token)
 
 
-async def operator_connection(url: str, users: AuthDir, **options: Any) -> NATS:
+async def operator_connection(url: str | list[str], users: AuthDir, **options: Any) -> NATS:
     """A raw nats-py client with the operator's credentials (the SRE's view)."""
     return await nats.connect(
         url, nkeys_seed=str(users.seed_file(Role.OPERATOR)),

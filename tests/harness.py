@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
 
 from mumu.broker.roles import Role
 from mumu.runtime.metrics import StageMetrics
@@ -25,17 +27,22 @@ class Seen:
     subject: str
     data: bytes
     headers: dict[str, str]
+    received: float = field(default_factory=time.monotonic)
+    """``time.monotonic()`` when it arrived."""
 
     def json(self) -> Any:
         return json.loads(self.data)
 
 
 class Collector:
-    """Records every message on ``subject`` (core NATS) from the moment it is opened."""
+    """Records every message on ``subject`` (core NATS) from the moment it is opened;
+    with ``stream``, what that stream stores from then on (an ordered consumer: what the
+    gateway and a client reading the stream see, duplicates dropped by JetStream)."""
 
-    def __init__(self, nc: NATS, subject: str = "mumu.>") -> None:
+    def __init__(self, nc: NATS, subject: str = "mumu.>", stream: str | None = None) -> None:
         self.nc = nc
         self.subject = subject
+        self.stream = stream
         self.messages: list[Seen] = []
         self._changed = asyncio.Condition()
         self._sub: Any = None
@@ -46,7 +53,12 @@ class Collector:
             async with self._changed:
                 self._changed.notify_all()
 
-        self._sub = await self.nc.subscribe(self.subject, cb=on_msg)
+        if self.stream is not None:
+            self._sub = await self.nc.jetstream().subscribe(
+                self.subject, stream=self.stream, cb=on_msg, ordered_consumer=True,
+                deliver_policy=DeliverPolicy.NEW)
+        else:
+            self._sub = await self.nc.subscribe(self.subject, cb=on_msg)
         await self.nc.flush()
         return self
 

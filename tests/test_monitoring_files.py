@@ -36,6 +36,7 @@ def exported_names() -> set[str]:
     stage.redeliveries.labels("ingest", "r").inc()
     stage.held.labels("ingest", "r", "database").set(1)
     stage.dead_letters.labels("ingest", "bad").inc()
+    stage.dead_letter_failures.labels("ingest", "bad").inc()
     stage.consumer_lag.labels("ingest", "c").set(1)
     stage.ack_pending.labels("ingest", "c").set(1)
     stage.output_batches.labels("ingest", "atomic").inc()

@@ -128,7 +128,7 @@ _SECRETS = (
     # a session token in a query string (the websocket's ?token=)
     (re.compile(r"([?&]token=)[^&\s\"']+"), r"\1***"),
     # a workspace API key: its stored prefix names it, the rest is the secret
-    (re.compile(r"\b(mumu_[A-Za-z0-9_-]{6})[A-Za-z0-9_-]{10,}"), r"\1***"),
+    (re.compile(r"\b(mumu_[\w-]{6})[\w-]{10,}", re.ASCII), r"\1***"),
 )
 
 
@@ -177,7 +177,10 @@ def configure_logging(level: str) -> None:
 
 
 def redacted(url: str) -> str:
-    """The URL with its password replaced, for logs, errors and printed settings."""
+    """The URL with its password replaced, for logs, errors and printed settings (each
+    of a comma-separated list of a cluster's servers)."""
+    if "," in url:
+        return ",".join(redacted(part) for part in url.split(","))
     try:
         parts = urlsplit(url)
         password = parts.password

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from mumu.broker.settings import NatsSettings
 from mumu.db.settings import DatabaseSettings
 from mumu.gateway.settings import GatewaySettings
+from mumu.quota.settings import QuotaSettings
 from mumu.stages.ingest.settings import IngestSettings
 from mumu.stages.persist.settings import PersistSettings
 from mumu.stages.reason.settings import ReasonSettings
@@ -97,6 +98,7 @@ class Settings(BaseSettings):
     reason: ReasonSettings = Field(default_factory=ReasonSettings)
     persist: PersistSettings = Field(default_factory=PersistSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    quota: QuotaSettings = Field(default_factory=QuotaSettings)
 
     @model_validator(mode="after")
     def _broker_defaults(self) -> Settings:

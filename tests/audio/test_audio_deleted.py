@@ -14,7 +14,7 @@ from mumu.contracts import subjects
 from mumu.contracts.events import AudioReady, TranscriptFinal, new_id
 from mumu.stages.ingest.stage import IngestStage, normalised_object
 from mumu.stages.transcribe.stage import TranscribeStage
-from tests.audio.conftest import SPEECH, WS, publish_audio
+from tests.audio.conftest import SPEECH, WS, provision, publish_audio
 from tests.harness import Collector
 
 Stages = tuple[IngestStage, TranscribeStage]
@@ -33,9 +33,10 @@ async def test_the_normalised_audio_is_deleted_after_its_final_and_a_redelivery_
     nc: NATS, pipeline: Stages
 ) -> None:
     js = nc.jetstream()
-    store = await js.object_store(subjects.BUCKET_AUDIO)
+    bucket = subjects.audio_bucket(WS)  # the workspace's own, not the shared mumu-audio
     async with Collector(nc) as seen:
         rid = await publish_audio(nc, (SPEECH / "en01.wav").read_bytes())
+        store = await js.object_store(bucket)  # made with the workspace
         (final,) = await seen.wait_count("mumu.transcript.final.", 1, timeout=90)
         assert TranscriptFinal.model_validate_json(final.data).request_id == rid
         (ready_msg,) = seen.on("mumu.audio.ready.")
@@ -48,7 +49,7 @@ async def test_the_normalised_audio_is_deleted_after_its_final_and_a_redelivery_
         marker = await store.get_info(ready.object_name, show_deleted=True)
         assert marker.deleted and marker.size == 0
         chunks = await js.stream_info(
-            f"OBJ_{subjects.BUCKET_AUDIO}", subjects_filter=f"$O.{subjects.BUCKET_AUDIO}.C.>")
+            f"OBJ_{bucket}", subjects_filter=f"$O.{bucket}.C.>")
         assert not chunks.state.subjects, "no audio chunk is left in the bucket"
         assert chunks.state.messages == 1  # only the delete marker (a name, no audio)
 
@@ -63,6 +64,7 @@ async def test_audio_that_is_gone_without_a_final_is_a_dead_letter(
     nc: NATS, pipeline: Stages
 ) -> None:
     js = nc.jetstream()
+    await provision(nc, WS)  # a workspace whose audio bucket exists, without this object
     rid = new_id()
     ready = AudioReady(
         event_id=new_id(), request_id=rid, workspace_id=WS, session_id="sess-1",

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js.object_store import ObjectStore
 
 from mumu.contracts import subjects
 from mumu.contracts.events import AudioReady, TranscriptFinal
@@ -21,19 +22,20 @@ async def test_a_transcription_redelivered_after_the_dedupe_window_has_one_final
     nc: NATS, pipeline: Stages, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     await _short_dedupe_window(nc)  # 1 s instead of 120 s
+    _, transcribe = pipeline
     delete, died = TranscribeStage._delete, list[str]()  # noqa: SLF001
 
-    async def die_before_the_ack(self: TranscribeStage, ready: AudioReady) -> None:
+    async def die_before_the_ack(store: ObjectStore, ready: AudioReady) -> None:
         """The final is published (and recorded); the process dies before the audio is
         deleted and the input acked."""
         if not died:
             died.append(ready.request_id)
-            assert self._ctx is not None  # noqa: SLF001
-            await self._ctx.nc.close()  # noqa: SLF001 - dying: the connection is gone
+            assert transcribe._ctx is not None  # noqa: SLF001
+            await transcribe._ctx.nc.close()  # noqa: SLF001 - dying: the connection is gone
             return
-        await delete(self, ready)
+        await delete(store, ready)
 
-    monkeypatch.setattr(TranscribeStage, "_delete", die_before_the_ack)
+    monkeypatch.setattr(TranscribeStage, "_delete", staticmethod(die_before_the_ack))
     js = nc.jetstream()
     async with Collector(nc, "mumu.transcript.final.>") as client:
         rid = await publish_audio(nc, (SPEECH / "en01.wav").read_bytes())

@@ -37,8 +37,9 @@ def error_of(seen: Seen) -> PipelineError:
     return PipelineError.model_validate_json(seen.data)
 
 
-async def read_object(nc: NATS, name: str) -> bytes:
-    store = await nc.jetstream().object_store(subjects.BUCKET_AUDIO)
+async def read_object(nc: NATS, name: str, ws: str = WS) -> bytes:
+    """Normalised audio, from the workspace's own bucket."""
+    store = await nc.jetstream().object_store(subjects.audio_bucket(ws))
     return (await store.get(name)).data or b""
 
 

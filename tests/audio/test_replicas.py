@@ -76,7 +76,8 @@ class Replica:
             await self._reader
 
 
-async def start_replica(server: EmbeddedNats, model_cache: Path) -> Replica:
+async def start_replica(server: EmbeddedNats, model_cache: Path,
+                        extra_env: dict[str, str] | None = None) -> Replica:
     env = {
         **os.environ,
         **nats_env(server),
@@ -85,6 +86,7 @@ async def start_replica(server: EmbeddedNats, model_cache: Path) -> Replica:
         "MUMU_TRANSCRIBE__CPU_THREADS": "1",
         "MUMU_STAGE__ACK_WAIT": "4",
         "MUMU_STAGE__FETCH_TIMEOUT": "0.2",
+        **(extra_env or {}),
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "mumu", "stage", "transcribe", cwd=ROOT, env=env,

@@ -48,6 +48,15 @@ LONG = (
     "Next week we will share the full plan with every team, and we will ask for your "
     "ideas. Are there any questions before we finish?"
 )
+SHORT = {
+    "q01": "What is two plus two?",
+    "q02": "Where is Paris?",
+    "q03": "Who wrote Hamlet?",
+    "q04": "How tall is a giraffe?",
+}
+"""Short questions (about 1.5 s) for the load, chaos and cluster runs: the product's own
+path at a cost two cores can carry a thousand times."""
+LOAD = HERE / "load"
 OTHER = {
     "de01": ("de", "Guten Morgen, wie geht es dir heute? Ich habe heute viel Arbeit im Büro."),
     "fr01": ("fr", "Bonjour, je voudrais réserver une table pour deux personnes ce soir."),
@@ -142,7 +151,14 @@ def bad_files(src: Path) -> None:
     (BAD / "expected.json").write_text(json.dumps(bad, indent=2) + "\n")
 
 
+def load_clips() -> None:
+    LOAD.mkdir(exist_ok=True)
+    for name, text in SHORT.items():
+        speak(text, "en-us", LOAD / f"{name}.wav", speed=175)
+
+
 def main() -> None:
+    load_clips()
     SPEECH.mkdir(parents=True, exist_ok=True)
     BAD.mkdir(parents=True, exist_ok=True)
     refs: dict[str, dict[str, str]] = {}

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from aiohttp import web
 from nats.aio.client import Client as NATS
@@ -52,12 +53,30 @@ class Gateway:
     url: str
     app: web.Application
     signer: TokenSigner
+    admin_url: str | None = None
+    """The database the gateway checks API keys against (as its owner), if it has one."""
 
     def token(self, workspace: str = WS_A, session: str = "s1", key_id: str | None = None
               ) -> str:
         """A session token; ``key_id`` (the API key's id) is needed where the gateway has
         a database to check it against."""
         return self.signer.issue(workspace, session, key_id=key_id)[0]
+
+    async def key_token(self, workspace: str, session: str = "s1") -> str:
+        """A session token of the workspace's first live API key (what ``POST
+        /api/session`` gives a holder of that key)."""
+        if self.admin_url is None:
+            raise RuntimeError("this gateway has no database: use token()")
+        conn = await asyncpg.connect(self.admin_url)
+        try:
+            key_id = await conn.fetchval(
+                "SELECT id::text FROM mumu.api_keys WHERE workspace_id = $1::uuid "
+                "AND revoked_at IS NULL ORDER BY created_at LIMIT 1", workspace)
+        finally:
+            await conn.close()
+        if key_id is None:
+            raise LookupError(f"workspace {workspace} has no live API key")
+        return self.token(workspace, session, key_id=key_id)
 
     def ws_url(self, token: str | None = None, after: int | None = None) -> str:
         base = "ws" + self.url.removeprefix("http") + "/api/ws"  # https: wss
@@ -104,6 +123,8 @@ async def serving(settings: Settings, *, tracing: Tracing | None = None
         yield Gateway(
             base_url(settings.gateway, "127.0.0.1", port), app,
             TokenSigner(settings.gateway.session_secret, settings.gateway.session_ttl),
+            admin_url=(settings.database_admin_url.get_secret_value()
+                       if settings.database_admin_url is not None else None),
         )
     finally:
         await runner.cleanup()

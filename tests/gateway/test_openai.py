@@ -96,3 +96,59 @@ async def test_openai_client_gets_the_transcript_in_every_format(
     assert worded.words
     assert [w.word.strip(" .,").lower() for w in worded.words][:3] == ["please", "send", "the"]
     assert all(w.end >= w.start for w in worded.words)
+
+
+async def test_openai_client_translates_to_english_and_lists_the_models(
+    nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
+    workspace: WorkspaceFactory, model_cache: Path,
+) -> None:
+    cfg = gateway_settings(pipeline_settings(settings, model_cache), wait_timeout=120.0)
+    cfg = cfg.model_copy(update={"database_url": pg_settings.database_url})
+    ws, api_key = await workspace("openai-translate")
+    async with stages(cfg, reason=False), serving(cfg) as gw, \
+            Collector(nc, f"mumu.transcript.final.{ws}") as finals:
+        client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=api_key, max_retries=0)
+        listed = await client.models.list()
+        assert [m.id for m in listed.data] == ["whisper-1", cfg.transcribe.model]
+        assert all(m.object == "model" and m.owned_by == "mumu" for m in listed.data)
+        # German speech, English text: the task reached the model
+        german = await client.audio.translations.create(
+            model="whisper-1", file=(SPEECH / "de01.wav").open("rb"))
+        verbose = await client.audio.translations.create(
+            model="whisper-1", file=(SPEECH / "de01.wav").open("rb"),
+            response_format="verbose_json")
+        with pytest.raises(openai.AuthenticationError):
+            await openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key="mumu_wrong",
+                                     max_retries=0).models.list()
+    text = words(german.text)
+    assert {"good", "morning"} <= set(text), german.text  # "Guten Morgen, wie geht es dir"
+    assert not {"guten", "morgen"} & set(text), german.text
+    assert getattr(verbose, "task", None) == "translate"
+    assert [TranscriptFinal.model_validate_json(m.data).task for m in finals.messages] == [
+        "translate", "translate"]
+
+
+async def test_openai_client_streams_a_transcription_as_deltas_then_done(
+    nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
+    workspace: WorkspaceFactory, model_cache: Path,
+) -> None:
+    cfg = gateway_settings(pipeline_settings(settings, model_cache), wait_timeout=120.0)
+    cfg = cfg.model_copy(update={"database_url": pg_settings.database_url})
+    ws, api_key = await workspace("openai-stream")
+    async with stages(cfg, reason=False), serving(cfg) as gw, \
+            Collector(nc, f"mumu.transcript.partial.{ws}") as partials:
+        client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=api_key, max_retries=0)
+        stream = await client.audio.transcriptions.create(
+            model="whisper-1", file=(SPEECH / "long_en.flac").open("rb"), stream=True)
+        events = [event async for event in stream]
+        with pytest.raises(openai.BadRequestError):
+            await client.audio.transcriptions.create(
+                model="whisper-1", file=(SPEECH / "en01.wav").open("rb"), stream=True,
+                response_format="srt")
+    kinds = [e.type for e in events]
+    assert kinds[-1] == "transcript.text.done" and kinds.count("transcript.text.done") == 1
+    deltas = [e.delta for e in events if e.type == "transcript.text.delta"]
+    assert len(deltas) >= 2, "one delta per decoded segment, as they were decoded"
+    assert len(deltas) == len(partials.messages)
+    assert "".join(deltas) == events[-1].text
+    assert {"meeting", "budget", "hiring"} <= set(words(events[-1].text))

@@ -15,7 +15,8 @@ from mumu.contracts.options import AudioOptions
 from mumu.stages.transcribe.engine import Engine, wav_to_float
 from mumu.stages.transcribe.live.decoder import LiveDecoder
 from mumu.stages.transcribe.live.endpoint import SAMPLE_RATE, Vad
-from mumu.stages.transcribe.live.stream import Final, LiveSettings, LiveStream, Partial, Update
+from mumu.stages.transcribe.live.settings import LiveSettings
+from mumu.stages.transcribe.live.stream import Final, LiveStream, Partial, Update
 from mumu.stages.transcribe.settings import TranscribeSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

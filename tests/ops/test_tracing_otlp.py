@@ -95,14 +95,17 @@ async def test_spans_reach_an_otlp_http_receiver_as_one_trace_per_request(
         cfg = cfg.model_copy(update={
             "database_url": pg_settings.database_url, "master_keys": pg_settings.master_keys,
             "otlp_endpoint": receiver.url})
-        ws, _ = await workspace("otlp")
+        ws, api_key = await workspace("otlp")
         await provision(cfg, ws)
         async with Collector(nc, "mumu.persisted.>") as persisted:
             async with running(build_reason(cfg), cfg), running(build_persist(cfg), cfg), \
                     serving(cfg) as gw, aiohttp.ClientSession() as http:
+                async with http.post(f"{gw.url}/api/session",
+                                     headers={"Authorization": f"Bearer {api_key}"}) as resp:
+                    token = (await resp.json())["token"]  # its API key is checked
                 async with http.post(
                     f"{gw.url}/api/ask?wait=true", json={"text": "Say hello in one word."},
-                    headers={"Authorization": f"Bearer {gw.token(ws, 'otlp')}"},
+                    headers={"Authorization": f"Bearer {token}"},
                 ) as resp:
                     body = await resp.json()
                 assert resp.status == 200, body

@@ -95,15 +95,19 @@ async def test_one_trace_spans_gateway_ingest_transcribe_reason_persist(
     cfg = gateway_settings(pipeline_settings(settings, model_cache), wait_timeout=120.0)
     cfg = cfg.model_copy(update={
         "database_url": pg_settings.database_url, "master_keys": pg_settings.master_keys})
-    ws, _ = await workspace("traced")
+    ws, api_key = await workspace("traced")
     await provision(cfg, ws)  # its intake stream and upload bucket, as `mumu up` makes them
     async with Collector(nc, "mumu.persisted.>") as persisted, all_stages(cfg, exported), \
             serving(cfg, tracing=Tracing("gateway", None, exporter=exported)) as gw:
         form = aiohttp.FormData()
         form.add_field("audio", (SPEECH / "en03.wav").read_bytes(), filename="q.wav")
         async with aiohttp.ClientSession() as http, http.post(
+            f"{gw.url}/api/session", headers={"Authorization": f"Bearer {api_key}"},
+        ) as resp:
+            token = (await resp.json())["token"]  # a real session: its API key is checked
+        async with aiohttp.ClientSession() as http, http.post(
             f"{gw.url}/api/ask?wait=true", data=form,
-            headers={"Authorization": f"Bearer {gw.token(ws, 'traced')}"},
+            headers={"Authorization": f"Bearer {token}"},
         ) as resp:
             body = await resp.json()
         assert resp.status == 200, body

@@ -19,11 +19,12 @@ from mumu.db.migrate import (
 from mumu.db.urls import with_user
 
 TABLES = ("workspaces", "api_keys", "data_keys", "sessions", "transcripts", "answers",
-          "workspace_shreds")
+          "workspace_limits", "workspace_shreds")
 APP_PRIVILEGES = {
     "workspaces": {"SELECT"}, "api_keys": {"SELECT"}, "requests": {"SELECT"},
     "sessions": {"SELECT", "INSERT"}, "transcripts": {"SELECT", "INSERT"},
     "answers": {"SELECT", "INSERT"}, "data_keys": {"SELECT", "INSERT"},
+    "workspace_limits": {"SELECT"},
     "workspace_shreds": {"SELECT"},
 }
 
@@ -45,7 +46,7 @@ async def test_migrations_are_idempotent_and_leave_the_app_role_least_privilege(
     names = await admin_conn.fetch("SELECT name FROM mumu.schema_migrations ORDER BY name")
     assert [r["name"] for r in names] == [
         "0001_schema", "0002_row_level_security", "0003_requests_view", "0004_least_privilege",
-        "0006_shred_final", "0007_api_key_ids"]
+        "0005_quotas", "0006_shred_final", "0007_api_key_ids"]
     for table in TABLES:
         row = await admin_conn.fetchrow(
             "SELECT relrowsecurity, relforcerowsecurity FROM pg_class "

@@ -95,7 +95,9 @@ async def seed_nats(nc: NATS, ws: str, secret: str) -> int:
                      json.dumps({"text": f"{secret} asked"}).encode())
     uploads = await js.object_store(subjects.upload_bucket(ws))
     await uploads.put(f"{ws}/upload.wav", f"{secret} upload".encode())
-    audio = await js.object_store(subjects.BUCKET_AUDIO)
+    own_audio = await js.object_store(subjects.audio_bucket(ws))  # since storage bounds
+    await own_audio.put(f".norm/{ws}/{new_id()}.wav", f"{secret} audio".encode())
+    audio = await js.object_store(subjects.BUCKET_AUDIO)  # audio stored before them
     await audio.put(f".norm/{ws}/{new_id()}.wav", f"{secret} audio".encode())
     gone = f".norm/{ws}/{new_id()}.wav"  # transcribed already: only its deleted marker
     await audio.put(gone, f"{secret} transcribed".encode())
@@ -164,8 +166,8 @@ async def test_after_a_shred_replays_and_in_flight_messages_store_nothing_and_na
         await keyadmin.shred(admin_conn, a)
         capsys.readouterr()
         assert await mumu("replay", subjects.TRANSCRIPT_FINAL.for_workspace(a),
-                          "--from-seq", "1", "--tag", "after-shred") == 0
-        assert "replayed 1 messages" in capsys.readouterr().out  # A's stored transcript
+                          "--from-seq", "1", "--to-stage", "persist") == 0
+        assert "replayed 1 of 1 messages" in capsys.readouterr().out  # A's stored transcript
         assert await mumu("dlq", "replay", str(letter_a)) == 0
         await publish(nc, answer(a, "A-SECRET in flight", "A-SECRET racing"))
         await publish(nc, transcript(b, "B-SECRET meanwhile"))
@@ -186,7 +188,8 @@ async def test_after_a_shred_replays_and_in_flight_messages_store_nothing_and_na
         before = await everything_stored(nc)
         b_kept = {subjects.intake_stream(b), subjects.STREAM_INGEST, subjects.STREAM_RESULTS,
                   subjects.STREAM_DLQ, subjects.STREAM_CONTROL, f"KV_{subjects.BUCKET_SESSIONS}",
-                  f"OBJ_{subjects.BUCKET_AUDIO}", f"OBJ_{subjects.upload_bucket(b)}"}
+                  f"OBJ_{subjects.BUCKET_AUDIO}", f"OBJ_{subjects.upload_bucket(b)}",
+                  f"OBJ_{subjects.audio_bucket(b)}"}
         assert b_kept <= holding(before, "B-SECRET")
         # A's plaintext is still in intake, buckets, KV...; its results were erased or
         # stored, its letter replayed: the DLQ holds only its shredded letters (no body)
@@ -205,8 +208,8 @@ async def test_after_a_shred_replays_and_in_flight_messages_store_nothing_and_na
 
         # after the purge: nothing left to replay; a late message is dropped the same way
         assert await mumu("replay", subjects.TRANSCRIPT_FINAL.for_workspace(a),
-                          "--from-seq", "1", "--tag", "after-purge") == 0
-        assert "replayed 0 messages" in capsys.readouterr().out
+                          "--from-seq", "1", "--to-stage", "persist") == 0
+        assert "replayed 0 of 0 messages" in capsys.readouterr().out
         sessions = await js.key_value(subjects.BUCKET_SESSIONS)
         await sessions.put(f"{a}.late", b"A-SECRET turn")  # reason records it, then answers
         await publish(nc, answer(a, "A-SECRET late q", "A-SECRET late", session="late"))

@@ -11,6 +11,7 @@ from nats.aio.client import Client as NATS
 from mumu.contracts import subjects
 from mumu.contracts.events import PipelineError
 from mumu.settings import Settings
+from mumu.stages.reason.sessions import SessionStore
 from mumu.stages.reason.stage import build_stage
 from tests.harness import Collector, running
 from tests.reason.asks import WS, ask_text, deltas_of, finals_of, transcript, wait_final
@@ -69,10 +70,11 @@ async def test_second_turn_carries_the_first_and_the_transcript_language(
     ]
     assert one.language == "de"
     kv = await nc.jetstream().key_value(subjects.BUCKET_SESSIONS)
-    entry = await kv.get(f"{WS}.s-two")
+    slot = SessionStore(kv, max_turns=8, turn_ttl=3600, cas_attempts=1).key(WS, "s-two")
+    entry = await kv.get(slot)  # the session's slot entry, <ws>.s<n> (docs/reliability.md)
     assert entry.value is not None
     assert [first.request_id, second.request_id] == [
-        t["request_id"] for t in json.loads(entry.value)["turns"]
+        t["request_id"] for t in json.loads(entry.value)["sessions"]["s-two"]["turns"]
     ]
 
 

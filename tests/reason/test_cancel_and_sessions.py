@@ -13,6 +13,7 @@ from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts import subjects
 from mumu.contracts.events import AnswerFinal, TextAsk, new_id
 from mumu.settings import Settings
+from mumu.stages.reason.sessions import SessionStore
 from mumu.stages.reason.stage import build_stage
 from tests.harness import Collector, running
 from tests.reason.asks import WS, ask_text, cancel, deltas_of, finals_of, wait_final
@@ -86,7 +87,8 @@ async def test_concurrent_asks_of_one_session_keep_every_turn(
         for ask in asks:
             await wait_final(seen, ask.request_id, timeout=30)
     kv = await nc.jetstream().key_value(subjects.BUCKET_SESSIONS)
-    entry = await kv.get(f"{WS}.s-busy")
+    slot = SessionStore(kv, max_turns=8, turn_ttl=3600, cas_attempts=1).key(WS, "s-busy")
+    entry = await kv.get(slot)  # the session's slot entry, <ws>.s<n> (docs/reliability.md)
     assert entry.value is not None
-    stored = {t["request_id"] for t in json.loads(entry.value)["turns"]}
+    stored = {t["request_id"] for t in json.loads(entry.value)["sessions"]["s-busy"]["turns"]}
     assert stored == {a.request_id for a in asks}

@@ -144,8 +144,53 @@ def _gateway(d: dict[str, Any]) -> list[Row]:
     ]
 
 
-COMMANDS = {"runtime-secure": "runtime --secure"}
-"""The `mumu bench` arguments of a result whose name is not the command's."""
+def _replay(d: dict[str, Any]) -> list[Row]:
+    read, pub, floor = d["dry_run_read"], d["to_stage_republish"], d["floor"]
+    n = f"{d['messages'] // 1000}k"
+    return [
+        (
+            f"replay: --dry-run read of {n} stored messages vs a raw nats-py ordered consumer",
+            f"{read['mumu']['msgs_per_s']} vs {read['raw_nats_py']['msgs_per_s']} msg/s",
+            f"{read['ratio']}x (floor {floor['ratio']}, and ≥ "
+            f"{floor['read_msgs_per_s']:.0f} msg/s; rounds {read['ratio_min_max'][0]}-"
+            f"{read['ratio_min_max'][1]})",
+            _yes(d["met"]["read_ratio"] and d["met"]["read_rate"]),
+        ),
+        (
+            f"replay: --to-stage republish of {n} (read + publish) vs raw pipelined publishing",
+            f"{pub['mumu']['msgs_per_s']} vs {pub['raw_nats_py']['msgs_per_s']} msg/s",
+            f"{pub['ratio']}x (floor {floor['ratio']}; rounds {pub['ratio_min_max'][0]}-"
+            f"{pub['ratio_min_max'][1]})",
+            _yes(d["met"]["republish_ratio"]),
+        ),
+    ]
+
+
+def _cluster(d: dict[str, Any]) -> list[Row]:
+    t, n = d["throughput_asks_per_s"], d["requests"]
+    killed = ", ".join(f"{f['stream']} ({f['killed']}, {f['finals_while_down']} answers "
+                       "while it was down)" for f in d["faults"])
+    return [
+        (
+            "cluster: 3 nodes, text asks through the whole pipeline, streams at R3 vs R1",
+            f"{t['r3']} vs {t['r1']} asks/s",
+            f"{t['r3_over_r1']}x (recorded; no floor)",
+            "recorded",
+        ),
+        (
+            f"cluster: {n['sent']} mixed asks, leader of {killed} killed and restarted",
+            f"lost {n['lost']}, duplicated {n['duplicated']}, finals to clients "
+            f"{n['finals_to_clients']}/{n['sent']}",
+            "0 lost, 0 duplicated, every final",
+            _yes(n["lost"] == 0 and n["duplicated"] == 0
+                 and n["finals_to_clients"] == n["sent"]),
+        ),
+    ]
+
+
+COMMANDS = {"runtime-secure": "mumu bench runtime --secure",
+            "cluster": "pytest tests/cluster (a test of the slow suite)"}
+"""What writes a result whose name is not its `mumu bench` command's."""
 
 SUMMARIES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "runtime": _runtime,
@@ -154,6 +199,8 @@ SUMMARIES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "reason": _reason,
     "persist": _persist,
     "gateway": _gateway,
+    "replay": _replay,
+    "cluster": _cluster,
 }
 
 
@@ -165,8 +212,8 @@ def table(results: Path) -> str:
     for name, summarise in SUMMARIES.items():
         path = results / f"{name}.json"
         if not path.exists():
-            command = COMMANDS.get(name, name)
-            lines.append(f"| {name} | not run yet (`mumu bench {command}`) | — | — |")
+            command = COMMANDS.get(name, f"mumu bench {name}")
+            lines.append(f"| {name} | not run yet (`{command}`) | — | — |")
             continue
         data = json.loads(path.read_text())
         lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in summarise(data)]

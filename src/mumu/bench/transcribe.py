@@ -34,6 +34,7 @@ from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import TranscriptFinal
+from mumu.quota.settings import QuotaSettings
 from mumu.runtime.process import run_stage
 from mumu.settings import NatsSettings, Settings, StageRuntimeSettings
 from mumu.stages.ingest.stage import build_stage as build_ingest
@@ -198,6 +199,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                         model=args.model, model_cache_dir=cache, cpu_threads=args.cpu_threads,
                         num_workers=args.workers, batch_window_ms=window,
                         max_batch=args.concurrency, max_inflight=inflight),
+                    # no reason stage runs here to end requests (answer finals), so the
+                    # in-flight quota would fill after --repeat passes; this measures
+                    # transcription, not quotas
+                    quota=QuotaSettings(enabled=False),
                 )
 
             unbatched = settings(0.0, args.concurrency)

@@ -67,6 +67,12 @@ def seed_file(settings: NatsSettings, role: str) -> Path | None:
     return creds
 
 
+def server_list(url: str) -> list[str]:
+    """``url`` as nats-py's servers: a comma-separated list names the seed servers of a
+    cluster (nats-py learns the rest from the servers themselves)."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 async def connect(
     settings: NatsSettings,
     name: str,
@@ -173,7 +179,7 @@ async def connect(
 def _options(settings: NatsSettings, server: str, name: str, role: str) -> dict[str, Any]:
     """nats-py's ``connect()`` options: bounded first attempts, credentials, TLS."""
     options: dict[str, Any] = {
-        "servers": [server],
+        "servers": server_list(server),
         "name": name,
         "connect_timeout": settings.connect_timeout,
         "max_reconnect_attempts": FIRST_ATTEMPTS - 1,

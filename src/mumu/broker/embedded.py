@@ -9,8 +9,11 @@ import logging
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from pydantic import SecretStr
 
 from mumu.broker.settings import NatsServerTlsSettings
 
@@ -67,6 +70,38 @@ def _tls_block(tls: NatsServerTlsSettings | None) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class ClusterMembership:
+    """One node's place in a JetStream cluster on loopback: its unique ``server_name``,
+    the cluster's name, its route port, every node's route port (its own included: the
+    server ignores a route to itself), and the route credentials all nodes share, so
+    nothing else on the machine can join the cluster and read its streams."""
+
+    server_name: str
+    cluster_name: str
+    route_port: int
+    route_ports: tuple[int, ...]
+    route_user: str
+    route_password: SecretStr
+
+    def config_lines(self) -> list[str]:
+        user = self.route_user
+        password = self.route_password.get_secret_value()
+        return [
+            f"server_name: {config_string(self.server_name)}",
+            "cluster {",
+            f"  name: {config_string(self.cluster_name)}",
+            f"  listen: \"127.0.0.1:{self.route_port}\"",
+            f"  authorization {{ user: {config_string(user)}, "
+            f"password: {config_string(password)} }}",
+            "  routes: [",
+            *(f"    \"nats-route://{user}:{password}@127.0.0.1:{port}\""
+              for port in self.route_ports),
+            "  ]",
+            "}",
+        ]
+
+
 class EmbeddedNats:
     """A ``nats-server`` child process on loopback; ``port=0`` picks a free port.
 
@@ -79,6 +114,7 @@ class EmbeddedNats:
         password: str | None = None, auth_file: Path | None = None,
         cipher: Cipher | None = None, key: str | None = None,
         tls: NatsServerTlsSettings | None = None,
+        cluster: ClusterMembership | None = None,
     ) -> None:
         """``auth_file``: the users' file to include (``mumu.broker.credentials``);
         ``user``/``password``: one user instead (an external-server stand-in in tests).
@@ -89,10 +125,13 @@ class EmbeddedNats:
 
         ``tls`` with a ``cert_file``: clients must speak TLS (and, with ``verify``, present a
         certificate signed by its ``ca_file``).
+
+        ``cluster``: this server is one node of a JetStream cluster (``broker.cluster``).
         """
         if (cipher is None) != (key is None):
             raise ValueError("cipher and key go together")
         self.auth_file = auth_file
+        self.cluster = cluster
         self.tls = tls if tls is not None and tls.cert_file is not None else None
         self.data_dir = data_dir
         self.cipher = cipher
@@ -123,6 +162,7 @@ class EmbeddedNats:
             stale.unlink()
         port = self.requested_port if self.requested_port else -1
         config = self.data_dir / "nats-server.conf"
+        config.touch(mode=0o600)  # the cluster's route password is in it
         auth = (
             [f"authorization {{ user: {json.dumps(self.auth[0])}, "
              f"password: {json.dumps(self.auth[1])} }}"]
@@ -137,6 +177,7 @@ class EmbeddedNats:
                 [
                     *auth,
                     *_tls_block(self.tls),
+                    *(self.cluster.config_lines() if self.cluster else []),
                     "host: 127.0.0.1",
                     f"port: {port}",
                     f"max_payload: {self.max_payload}",
@@ -202,6 +243,8 @@ class EmbeddedNats:
                     if files:
                         ports = json.loads(files[0].read_text())
                         self.port = int(ports["nats"][0].rsplit(":", 1)[1])
+                        # a restart keeps the port its clients and peers know
+                        self.requested_port = self.port
                         break
                 await asyncio.sleep(0.02)
         await self._wait_listening(timeout)
@@ -227,6 +270,14 @@ class EmbeddedNats:
         try:
             await asyncio.wait_for(proc.wait(), timeout)
         except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+    async def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would stop it (tests; ``start`` again
+        restarts it on its port and store)."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
             proc.kill()
             await proc.wait()
 

@@ -16,13 +16,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client as NATS
 
 from mumu.broker.jsapi import api, stream_config, stream_names
-from mumu.contracts import subjects
+from mumu.contracts import consumers, subjects
 from mumu.resources import resource_dir
+
+if TYPE_CHECKING:
+    from mumu.broker.streams import StreamChange
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +81,23 @@ NO_SOURCE_DEFAULTS: dict[str, Any] = {
 """What the server gives a stream with neither subjects nor sources."""
 
 
+def ingest_replay_subjects() -> list[str]:
+    """``MUMU_INGEST``'s own subjects: the replay subjects of the durables that read it
+    (``mumu replay --to-stage``); the requests themselves come from the sources."""
+    return [c.replay.wildcard for c in consumers.DECLARED if c.stream == subjects.STREAM_INGEST]
+
+
 def ingest_shape(sources: list[dict[str, Any]]) -> dict[str, Any]:
     """``MUMU_INGEST``'s subjects, sources and dedupe window for ``sources``.
 
-    No subjects of its own, and no dedupe window (0, allowed only on a stream with
-    sources): a sourced message keeps its ``Nats-Msg-Id``, and a window here would drop
-    workspace B's message when A's intake stream held the same id. Each intake stream
-    dedupes its own workspace."""
+    No subjects of its own but the stages' replay subjects, and no dedupe window (0,
+    allowed only on a stream with sources): a sourced message keeps its ``Nats-Msg-Id``,
+    and a window here would drop workspace B's message when A's intake stream held the
+    same id. Each intake stream dedupes its own workspace."""
+    own = ingest_replay_subjects()
     if not sources:
-        return {**NO_SOURCE_DEFAULTS, "sources": []}
-    return {"subjects": [], "sources": sources, "duplicate_window": 0}
+        return {**NO_SOURCE_DEFAULTS, "subjects": own, "sources": []}
+    return {"subjects": own, "sources": sources, "duplicate_window": 0}
 
 
 def _names(sources: list[dict[str, Any]] | None) -> set[str]:
@@ -118,3 +128,35 @@ async def converge_sources(nc: NATS) -> bool:
         wrote = True
     raise RuntimeError(f"{subjects.STREAM_INGEST}: sources did not settle after "
                        f"{MAX_ROUNDS} rounds (intake streams created and removed meanwhile?)")
+
+
+def rescaled(changes: list[StreamChange]) -> bool:
+    """Whether ``changes`` moved ``MUMU_INGEST`` or an intake stream to another replica
+    count (``reseat_sources`` is then due)."""
+    return any(
+        "num_replicas" in change.diff and (
+            change.name == subjects.STREAM_INGEST
+            or change.name.startswith(subjects.INTAKE_STREAM_PREFIX))
+        for change in changes if change.action == "updated"
+    )
+
+
+async def reseat_sources(nc: NATS) -> None:
+    """Remove and re-add each source of ``MUMU_INGEST``, one at a time.
+
+    Measured on nats-server 2.15.1: after a stream and its sources change replicas in
+    place (R1 -> R3), sourcing stops without an error (the source reports lag 0 and goes
+    on not copying). Re-adding a source restarts it where it stopped: the stream finds the
+    last sourced sequence in its own messages, so nothing is copied twice.
+    """
+    live = await stream_config(nc, subjects.STREAM_INGEST)
+    if live is None or not live.get("sources"):
+        return
+    sources: list[dict[str, Any]] = live["sources"]
+    for index, source in enumerate(sources):
+        others = sources[:index] + sources[index + 1:]
+        await api(nc, f"STREAM.UPDATE.{subjects.STREAM_INGEST}",
+                  {**live, **ingest_shape(others)})
+        await api(nc, f"STREAM.UPDATE.{subjects.STREAM_INGEST}",
+                  {**live, **ingest_shape(sources)})
+        log.info("%s re-seated its source %s", subjects.STREAM_INGEST, source["name"])

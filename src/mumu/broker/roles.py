@@ -104,6 +104,17 @@ def object_store(bucket: str) -> list[str]:
     ]
 
 
+def live_chunks() -> list[str]:
+    """Read one live stream's chunks through an ordered consumer on MUMU_INGEST."""
+    stream = subjects.STREAM_INGEST
+    return [
+        f"{JS_API}.CONSUMER.CREATE.{stream}",
+        f"{JS_API}.CONSUMER.CREATE.{stream}.>",
+        f"{JS_API}.CONSUMER.DELETE.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
 def key_value(bucket: str) -> list[str]:
     """Get, create and update keys of one KV bucket."""
     return [*direct_reads(f"KV_{bucket}"), f"$KV.{bucket}.>"]
@@ -125,6 +136,8 @@ def produce(workspace: str) -> Permissions:
         publish=(
             subjects.INGEST_AUDIO.for_workspace(workspace),
             subjects.INGEST_TEXT.for_workspace(workspace),
+            subjects.INGEST_LIVE.for_workspace(workspace),
+            f"{subjects.LIVE_CHUNK_PREFIX}.*.{workspace}",
             *object_store(subjects.upload_bucket(workspace)),
         ),
         subscribe=(
@@ -150,24 +163,34 @@ def service(
     stage_consumers: Iterable[consumers.StageConsumer] = (),
 ) -> Permissions:
     """The permissions of one service role. ``workspaces``: every provisioned workspace
-    (ingest and the gateway read and write their upload buckets); ``stage_consumers``:
+    (ingest and the gateway read and write their upload buckets; ingest and
+    transcribe their normalised-audio buckets); ``stage_consumers``:
     every stage's durable (the gateway reads their lag; ``stages.registry`` lists them)."""
+    workspaces = list(workspaces)
     uploads = [grant for ws in workspaces for grant in object_store(subjects.upload_bucket(ws))]
+    # each workspace's normalised audio; the shared mumu-audio for audio stored before them
+    audio = [grant for ws in workspaces for grant in object_store(subjects.audio_bucket(ws))]
     if role is Role.INGEST:
         return _service(role, [
             *consume(consumers.INGEST_AUDIO),
+            *consume(consumers.INGEST_QUOTA_ENDS),  # frees in-flight quota slots
+            *key_value(subjects.BUCKET_QUOTA),
             subjects.AUDIO_READY.wildcard,
             *_dead_letters("ingest"),
             *object_store(subjects.BUCKET_AUDIO),
+            *audio,
             *uploads,
         ])
     if role is Role.TRANSCRIBE:
         return _service(role, [
             *consume(consumers.TRANSCRIBE_AUDIO),
+            *consume(consumers.TRANSCRIBE_LIVE),
+            *live_chunks(),
             subjects.TRANSCRIPT_PARTIAL.wildcard,
             subjects.TRANSCRIPT_FINAL.wildcard,
             *_dead_letters("transcribe"),
             *object_store(subjects.BUCKET_AUDIO),
+            *audio,
             *once_records(),
         ])
     if role is Role.REASON:
@@ -178,6 +201,7 @@ def service(
             subjects.ANSWER_FINAL.wildcard,
             *_dead_letters("reason"),
             *key_value(subjects.BUCKET_SESSIONS),
+            *key_value(subjects.BUCKET_QUOTA),  # admits raw NATS text asks
             *once_records(),
         ])
         # cancels arrive as plain NATS messages
@@ -222,6 +246,7 @@ def _gateway(
         f"$JS.FC.{results}.>",
         *object_store(subjects.BUCKET_AUDIO),
         *uploads,
+        *key_value(subjects.BUCKET_QUOTA),  # admits asks against the workspace quotas
     ]
     inbox = f"{subjects.service_inbox_prefix(Role.GATEWAY)}.>"
     return Permissions(tuple(publish), (inbox, subjects.AUDIO_READY.wildcard))

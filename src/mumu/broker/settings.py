@@ -84,6 +84,22 @@ class NatsSettings(BaseModel):
         description="bytes each workspace's upload bucket mumu-upload-<ws> may hold "
         "(reserved per workspace)",
     )
+    stream_replicas: int | None = Field(
+        default=None, ge=1, le=5,
+        description="replicas of every stream and bucket `mumu up`, `mumu streams apply` and "
+        "workspace provisioning create (3 on a 3-node cluster); unset: the files' own "
+        "(1), or the embedded cluster's size",
+    )
+    embedded_cluster: int = Field(
+        default=1, ge=1, le=5,
+        description="nodes of the nats-server `mumu up` starts: 1, or 3 for a local "
+        "JetStream cluster on loopback (`mumu up --cluster 3`)",
+    )
+    audio_max_bytes: int = Field(
+        default=128 * 1024 * 1024, gt=0,
+        description="bytes of normalised audio each workspace's bucket mumu-audio-<ws> may "
+        "hold between ingest and transcribe (reserved per workspace; 16 kHz mono is 32 KB/s)",
+    )
     tls: NatsTlsSettings = Field(default_factory=NatsTlsSettings)
     server_tls: NatsServerTlsSettings = Field(default_factory=NatsServerTlsSettings)
     js_cipher: Literal["chachapoly", "aes", "none"] = Field(

@@ -1,4 +1,5 @@
-"""A workspace on the broker: its intake stream, its upload bucket, its source in MUMU_INGEST.
+"""A workspace on the broker: its intake stream, its upload and audio buckets, its source in
+MUMU_INGEST.
 
 ``ensure_workspace`` is idempotent and safe when several processes run it at once (the
 gateway, ``mumu workspace create``, ``mumu streams apply``, ``mumu up``): identical creates
@@ -12,6 +13,7 @@ from collections.abc import Iterable
 
 from nats.aio.client import Client as NATS
 
+from mumu.broker.bounds import check_intake_share
 from mumu.broker.intake import converge_sources, intake_config
 from mumu.broker.jsapi import ERR_STREAM_NAME_IN_USE, JetStreamApiError, api, stream_config
 from mumu.broker.settings import NatsSettings
@@ -22,8 +24,9 @@ log = logging.getLogger(__name__)
 
 INTAKE_MAX_BYTES = 64 * 1024 * 1024
 UPLOAD_MAX_BYTES = 256 * 1024 * 1024
-"""Defaults of ``MUMU_NATS__INTAKE_MAX_BYTES`` / ``MUMU_NATS__UPLOAD_MAX_BYTES``. Each is
-reserved against the server's JetStream store for every workspace (docs/security.md)."""
+AUDIO_MAX_BYTES = 128 * 1024 * 1024
+"""Defaults of ``MUMU_NATS__{INTAKE,UPLOAD,AUDIO}_MAX_BYTES``. Each is reserved against
+the server's JetStream store for every workspace (docs/security.md, docs/reliability.md)."""
 UPLOAD_TTL_SECONDS = 86400
 
 
@@ -34,6 +37,21 @@ def upload_bucket_spec(
     return {
         "bucket": subjects.upload_bucket(workspace),
         "description": f"Large audio uploaded by producers of workspace {workspace}",
+        "ttl_seconds": UPLOAD_TTL_SECONDS,
+        "storage": "file",
+        "max_bytes": max_bytes,
+        "replicas": replicas,
+    }
+
+
+def audio_bucket_spec(
+    workspace: str, max_bytes: int = AUDIO_MAX_BYTES, replicas: int = 1
+) -> dict[str, object]:
+    """The normalised-audio bucket of ``workspace``: services only, emptied by transcribe
+    (what a failed request leaves expires with the TTL)."""
+    return {
+        "bucket": subjects.audio_bucket(workspace),
+        "description": f"Normalised audio of workspace {workspace}, until it is transcribed",
         "ttl_seconds": UPLOAD_TTL_SECONDS,
         "storage": "file",
         "max_bytes": max_bytes,
@@ -54,19 +72,23 @@ async def _apply_intake(nc: NATS, config: dict[str, object]) -> StreamChange:
 async def ensure_workspace(
     nc: NATS, workspace: str, *, intake_max_bytes: int = INTAKE_MAX_BYTES,
     upload_max_bytes: int = UPLOAD_MAX_BYTES, replicas: int | None = None,
+    audio_max_bytes: int = AUDIO_MAX_BYTES,
 ) -> list[StreamChange]:
-    """Create or update the workspace's intake stream and upload bucket, and make
+    """Create or update the workspace's intake stream, upload and audio buckets, and make
     ``MUMU_INGEST`` source the intake stream. Needs ``mumu streams apply`` first."""
     if await stream_config(nc, subjects.STREAM_INGEST) is None:
         raise RuntimeError(
             f"stream {subjects.STREAM_INGEST} does not exist: run `mumu streams apply`"
         )
+    # one workspace reaches MUMU_INGEST only through its intake stream: that bounds its share
+    await check_intake_share(nc, intake_max_bytes)
     # a MUMU_INGEST from before intake streams still captures mumu.ingest.*.*: release it
     await converge_sources(nc)
     config = intake_config(workspace, max_bytes=intake_max_bytes, replicas=replicas)
     changes = [await _apply_intake(nc, config)]
-    spec = upload_bucket_spec(workspace, upload_max_bytes, replicas or 1)
-    changes += await apply_buckets(nc, {"object_stores": [spec]})
+    specs = [upload_bucket_spec(workspace, upload_max_bytes, replicas or 1),
+             audio_bucket_spec(workspace, audio_max_bytes, replicas or 1)]
+    changes += await apply_buckets(nc, {"object_stores": specs})
     await converge_sources(nc)
     for change in changes:
         if change.action != "unchanged":
@@ -77,6 +99,7 @@ async def ensure_workspace(
 async def ensure_workspaces(
     nc: NATS, workspaces: Iterable[str], *, intake_max_bytes: int = INTAKE_MAX_BYTES,
     upload_max_bytes: int = UPLOAD_MAX_BYTES, replicas: int | None = None,
+    audio_max_bytes: int = AUDIO_MAX_BYTES,
 ) -> list[StreamChange]:
     """``ensure_workspace`` for each of ``workspaces``."""
     changes: list[StreamChange] = []
@@ -84,6 +107,7 @@ async def ensure_workspaces(
         changes += await ensure_workspace(
             nc, workspace, intake_max_bytes=intake_max_bytes,
             upload_max_bytes=upload_max_bytes, replicas=replicas,
+            audio_max_bytes=audio_max_bytes,
         )
     return changes
 
@@ -94,15 +118,17 @@ async def ensure_configured(
     """``ensure_workspaces`` with the limits of ``settings`` (``MUMU_NATS__*_MAX_BYTES``)."""
     return await ensure_workspaces(
         nc, workspaces, intake_max_bytes=settings.intake_max_bytes,
-        upload_max_bytes=settings.upload_max_bytes,
+        upload_max_bytes=settings.upload_max_bytes, audio_max_bytes=settings.audio_max_bytes,
+        replicas=settings.stream_replicas,
     )
 
 
 async def remove_workspace(nc: NATS, workspace: str) -> None:
-    """Delete the workspace's intake stream (and its unsourced requests) and upload bucket,
-    and drop it from ``MUMU_INGEST``'s sources. Missing parts are fine."""
+    """Delete the workspace's intake stream (and its unsourced requests), upload and audio
+    buckets, and drop it from ``MUMU_INGEST``'s sources. Missing parts are fine."""
     for stream in (subjects.intake_stream(workspace),
-                   f"OBJ_{subjects.upload_bucket(workspace)}"):
+                   f"OBJ_{subjects.upload_bucket(workspace)}",
+                   f"OBJ_{subjects.audio_bucket(workspace)}"):
         try:
             await api(nc, f"STREAM.DELETE.{stream}")
         except JetStreamApiError as exc:
@@ -110,4 +136,4 @@ async def remove_workspace(nc: NATS, workspace: str) -> None:
                 raise
     if await stream_config(nc, subjects.STREAM_INGEST) is not None:
         await converge_sources(nc)
-    log.info("workspace %s: intake stream and upload bucket removed", workspace)
+    log.info("workspace %s: intake stream, upload and audio buckets removed", workspace)

@@ -9,6 +9,7 @@ from pathlib import Path
 import asyncpg
 from nats.aio.client import Client as NATS
 
+from mumu.broker.intake import rescaled, reseat_sources
 from mumu.broker.jsapi import stream_config
 from mumu.broker.streams import StreamChange, apply_all
 from mumu.broker.workspaces import ensure_workspaces
@@ -31,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     apply.add_argument(
         "--replicas", type=int, default=None,
-        help="replicas of every stream and bucket (3 on a NATS cluster; default: the files)",
+        help="replicas of every stream and bucket (3 on a NATS cluster; default: "
+        "MUMU_NATS__STREAM_REPLICAS, else the files)",
     )
     apply.set_defaults(func=run_apply)
     st = verbs.add_parser(
@@ -60,15 +62,20 @@ async def _workspaces(
     changes = await ensure_workspaces(
         nc, ids, intake_max_bytes=settings.nats.intake_max_bytes,
         upload_max_bytes=settings.nats.upload_max_bytes, replicas=replicas,
+        audio_max_bytes=settings.nats.audio_max_bytes,
     )
     await grant_workspaces(settings, ids)
     return changes
 
 
 def run_apply(args: argparse.Namespace, settings: Settings) -> int:
+    replicas = args.replicas or settings.nats.stream_replicas
+
     async def work(nc: NATS) -> int:
-        changes = await apply_all(nc, args.dir, dry_run=args.check, replicas=args.replicas)
-        changes += await _workspaces(nc, settings, dry_run=args.check, replicas=args.replicas)
+        changes = await apply_all(nc, args.dir, dry_run=args.check, replicas=replicas)
+        changes += await _workspaces(nc, settings, dry_run=args.check, replicas=replicas)
+        if rescaled(changes):
+            await reseat_sources(nc)
         for change in changes:
             print(change.describe())
         drifted = [c for c in changes if c.action in ("drift", "missing")]

@@ -11,7 +11,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 
 from mumu.broker.workspaces import ensure_configured
-from mumu.cli import api_keys, credentials
+from mumu.cli import api_keys, credentials, quota
 from mumu.cli.common import table, with_admin, with_nats
 from mumu.cli.credentials import grant_workspaces
 from mumu.contracts import subjects
@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     key.set_defaults(func=run_key)
     credentials.register(verbs)
     api_keys.register(verbs)
+    quota.register(verbs)
 
 
 def run_create(args: argparse.Namespace, settings: Settings) -> int:
@@ -78,7 +79,8 @@ def ensure_on_broker(settings: Settings, workspaces: list[str]) -> bool:
         return False
     for ws in workspaces:
         print(f"intake: stream {subjects.intake_stream(ws)}, "
-              f"upload bucket {subjects.upload_bucket(ws)}")
+              f"upload bucket {subjects.upload_bucket(ws)}, "
+              f"audio bucket {subjects.audio_bucket(ws)}")
     return True
 
 

@@ -25,6 +25,10 @@ CHANNELS: tuple[Channel, ...] = (
             "Raw audio (wav, flac, ogg/opus, mp3, webm, m4a) with headers; or headers naming "
             "an object in the mumu-audio bucket", binary=True),
     Channel(s.INGEST_TEXT, ev.TextAsk, "A question asked as text"),
+    Channel(s.INGEST_LIVE, ev.LiveStart,
+            "A live stream begins; its PCM16 chunks follow on "
+            "mumu.ingest.chunk.<stream_id>.<ws> (Mumu-Chunk-Seq from 1, Mumu-Stream-End: true "
+            "on the last)"),
     Channel(s.AUDIO_READY, ev.AudioReady, "Normalised 16 kHz mono audio is ready"),
     Channel(s.TRANSCRIPT_PARTIAL, ev.TranscriptPartial, "One decoded segment, as it is decoded"),
     Channel(s.TRANSCRIPT_FINAL, ev.TranscriptFinal, "The whole transcript"),

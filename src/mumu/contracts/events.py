@@ -80,6 +80,20 @@ class TextAsk(Event):
     language: str | None = None
 
 
+class LiveStart(Event):
+    """``mumu.ingest.live.<ws>``: a live stream begins; its audio follows as chunks on
+    ``mumu.ingest.chunk.<stream_id>.<ws>`` (raw PCM16 little-endian, 16 kHz mono).
+
+    Each utterance of the stream becomes a request of its own (request id
+    ``<request_id>-<n>``, n from 0), answered as soon as its final is out. The event's own
+    ``request_id`` names the stream in errors."""
+
+    stream_id: Id
+    format: Literal["pcm16"] = Field(
+        default="pcm16", description="16 kHz mono signed 16-bit little-endian PCM")
+    options: AudioOptions = Field(default_factory=AudioOptions)
+
+
 class AudioReady(Event):
     """``mumu.audio.ready.<ws>``: normalised 16 kHz mono audio is in the Object Store."""
 
@@ -124,10 +138,16 @@ class Segment(BaseModel):
 
 
 class TranscriptPartial(Event):
-    """``mumu.transcript.partial.<ws>``: one segment, as soon as it is decoded."""
+    """``mumu.transcript.partial.<ws>``: one segment, as soon as it is decoded; on a live
+    stream, the utterance so far: ``committed`` text (never taken back: a later partial and
+    the final start with it) and ``tentative`` text (may still change)."""
 
     segment: Segment
     language: str | None = None
+    committed: str | None = None
+    tentative: str | None = None
+    stream_id: Id | None = None
+    utterance: int | None = Field(default=None, ge=0)
 
 
 class TranscriptFinal(Event):
@@ -142,6 +162,9 @@ class TranscriptFinal(Event):
     compute_seconds: float
     task: Task = "transcribe"
     answer: bool = Field(default=True, description="false: transcribe only, no answer")
+    stream_id: Id | None = Field(default=None, description="the live stream it ends an "
+                                 "utterance of")
+    utterance: int | None = Field(default=None, ge=0)
 
 
 class AnswerDelta(Event):
@@ -197,8 +220,10 @@ ErrorCode = Literal[
     "transcribe_failed",
     "persist_failed",
     "max_deliver_exceeded",
+    "quota_exceeded",
     "internal",
     "shredded",
+    "stream_timeout",
 ]
 
 

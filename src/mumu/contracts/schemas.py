@@ -33,7 +33,7 @@ def json_schemas(channels: tuple[Channel, ...] = CHANNELS) -> dict[str, str]:
 
 
 RECEIVED: frozenset[s.SubjectPattern] = frozenset(
-    {s.INGEST_AUDIO, s.INGEST_TEXT, s.CONTROL_CANCEL}
+    {s.INGEST_AUDIO, s.INGEST_TEXT, s.INGEST_LIVE, s.CONTROL_CANCEL}
 )
 """Channels producers and clients publish and mumu receives; mumu sends on every other."""
 

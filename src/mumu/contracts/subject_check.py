@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mumu.contracts.subjects import ALL_PATTERNS, SubjectPattern
+from mumu.contracts.consumers import REPLAY_PATTERNS
+from mumu.contracts.subjects import ALL_PATTERNS, LIVE_CHUNK_PREFIX, SubjectPattern, live_chunk
+
+DECLARED_PATTERNS = (*ALL_PATTERNS, *REPLAY_PATTERNS)
+"""The event subjects and the stages' replay subjects: what ``streams/`` stores."""
 
 
 def covers(filter_subject: str, subject: str) -> bool:
@@ -23,7 +27,7 @@ SAMPLE_WORKSPACE = "x"
 
 
 def subject_problems(
-    configs: list[dict[str, Any]], patterns: tuple[SubjectPattern, ...] = ALL_PATTERNS,
+    configs: list[dict[str, Any]], patterns: tuple[SubjectPattern, ...] = DECLARED_PATTERNS,
     workspace_configs: Sequence[dict[str, Any]] = (),
 ) -> list[str]:
     """Problems of ``configs`` (shared streams, wildcard subjects) together with
@@ -43,7 +47,14 @@ def subject_problems(
         for f in config.get("subjects", []):
             if f not in known:
                 problems.append(f"{config['name']}: subject {f} matches no constant")
+    # live chunks carry the stream id as a token before the workspace
+    chunks = live_chunk("s1", SAMPLE_WORKSPACE)
+    owners = [c["name"] for c in every for f in c.get("subjects", []) if covers(f, chunks)]
+    if workspace_configs and len(owners) != 1:
+        problems.append(f"{LIVE_CHUNK_PREFIX}: stored by {owners or 'no stream'} "
+                        "(want exactly one)")
     per_workspace = {p.token(SAMPLE_WORKSPACE) for p in patterns}
+    per_workspace.add(f"{LIVE_CHUNK_PREFIX}.*.{SAMPLE_WORKSPACE}")
     for config in workspace_configs:
         for f in config.get("subjects", []):
             if f not in per_workspace:

@@ -49,6 +49,8 @@ def last_token(subject: str) -> str:
 
 INGEST_AUDIO: Final = SubjectPattern("mumu.ingest.audio")
 INGEST_TEXT: Final = SubjectPattern("mumu.ingest.text")
+INGEST_LIVE: Final = SubjectPattern("mumu.ingest.live")
+"""Live speech: one ``LiveStart`` per stream; its audio follows on ``live_chunk``."""
 AUDIO_READY: Final = SubjectPattern("mumu.audio.ready")
 TRANSCRIPT_PARTIAL: Final = SubjectPattern("mumu.transcript.partial")
 TRANSCRIPT_FINAL: Final = SubjectPattern("mumu.transcript.final")
@@ -65,6 +67,7 @@ DLQ: Final = SubjectPattern("mumu.dlq")
 ALL_PATTERNS: Final[tuple[SubjectPattern, ...]] = (
     INGEST_AUDIO,
     INGEST_TEXT,
+    INGEST_LIVE,
     AUDIO_READY,
     TRANSCRIPT_PARTIAL,
     TRANSCRIPT_FINAL,
@@ -92,6 +95,8 @@ STREAM_DLQ: Final = "MUMU_DLQ"
 # Buckets (streams/buckets.json)
 BUCKET_AUDIO: Final = "mumu-audio"
 BUCKET_SESSIONS: Final = "mumu-sessions"
+BUCKET_QUOTA: Final = "mumu-quota"
+"""Per-workspace quota usage (asks, in-flight requests, audio seconds): ``mumu.quota``."""
 BUCKET_ONCE: Final = "mumu-once"
 """Idempotency records of outputs published at most once (finals): ``<ws>.<stage>.<msg id>``."""
 
@@ -101,10 +106,40 @@ INTAKE_STREAM_PREFIX: Final = "MUMU_INTAKE_"
 workspace can suppress another's message through ``Nats-Msg-Id``; MUMU_INGEST sources it."""
 UPLOAD_BUCKET_PREFIX: Final = "mumu-upload-"
 """``mumu-upload-<ws>``: a producer's large audio, readable and writable by that workspace."""
+AUDIO_BUCKET_PREFIX: Final = "mumu-audio-"
+"""``mumu-audio-<ws>``: one workspace's normalised audio between ingest and transcribe
+(services only); its size is what the workspace can hold (``docs/reliability.md``)."""
 PRODUCER_INBOX: Final = "_INBOX"
 """Producers of workspace ``ws`` use the inbox prefix ``_INBOX.<ws>``."""
 SERVICE_INBOX: Final = "_MUMU_INBOX"
 """Services use ``_MUMU_INBOX.<role>``, a prefix no producer may subscribe to."""
+
+
+REPLAY_PREFIX: Final = "mumu.replay"
+"""``mumu.replay.<durable>.<ws>``: messages replayed to one stage's durable consumer only
+(``mumu replay --to-stage``); the durable's stream stores them, no other consumer reads them."""
+
+
+def replay_pattern(durable: str) -> SubjectPattern:
+    """The replay subjects of one durable consumer (``contracts.consumers``)."""
+    return SubjectPattern(f"{REPLAY_PREFIX}.{_token(durable)}")
+
+
+def is_replay(subject: str) -> bool:
+    """Whether ``subject`` is a replay subject of some stage."""
+    return subject.startswith(REPLAY_PREFIX + ".")
+
+
+LIVE_CHUNK_PREFIX: Final = "mumu.ingest.chunk"
+LIVE_CHUNK_WILDCARD: Final = f"{LIVE_CHUNK_PREFIX}.*.*"
+"""Every live stream's chunks: ``mumu.ingest.chunk.<stream id>.<ws>``."""
+
+
+def live_chunk(stream_id: str, workspace: str) -> str:
+    """The chunks of one live stream (binary audio; ``Mumu-Chunk-Seq``, and
+    ``Mumu-Stream-End`` on the last): the stream id is a token, so one ordered consumer
+    reads one stream and the workspace stays the last token."""
+    return f"{LIVE_CHUNK_PREFIX}.{_token(stream_id)}.{_token(workspace)}"
 
 
 def intake_stream(workspace: str) -> str:
@@ -115,6 +150,11 @@ def intake_stream(workspace: str) -> str:
 def upload_bucket(workspace: str) -> str:
     """The Object Store bucket for one workspace's large uploads."""
     return UPLOAD_BUCKET_PREFIX + _token(workspace)
+
+
+def audio_bucket(workspace: str) -> str:
+    """The Object Store bucket for one workspace's normalised audio."""
+    return AUDIO_BUCKET_PREFIX + _token(workspace)
 
 
 def producer_inbox_prefix(workspace: str) -> str:

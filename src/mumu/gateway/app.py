@@ -28,6 +28,7 @@ from mumu.gateway.limits import LagMonitor, RateLimiter
 from mumu.gateway.metrics import GatewayMetrics
 from mumu.gateway.models import Health, Readiness
 from mumu.gateway.openapi import openapi_document
+from mumu.gateway.quota import build_quota_gate
 from mumu.gateway.telemetry import Milestones
 from mumu.gateway.tokens import TokenSigner
 from mumu.gateway.transport import TRUSTED_PROXIES, forwarded
@@ -78,7 +79,8 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
             key_failures=FailedKeys(gw.failed_key_per_second, gw.failed_key_burst),
             key_status=app[KEY_STATUS],
             api_keys=app[API_KEYS], hub=hub, nc=nc, feed=feed,
-            asker=Asker(nc, settings.nats, tracing=app[TRACING], milestones=app[MILESTONES]),
+            asker=Asker(nc, settings.nats, build_quota_gate(settings, nc, app[API_KEYS]),
+                        tracing=app[TRACING], milestones=app[MILESTONES]),
             lag=lag,
         )
         tasks = [asyncio.create_task(feed.run(stop)), asyncio.create_task(lag.run(stop)),
@@ -207,4 +209,6 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> web.App
     r.add_get("/api/ws", websocket)
     r.add_get("/api/sessions/{id}/history", api.history)
     r.add_post("/v1/audio/transcriptions", openai_compat.transcriptions)
+    r.add_post("/v1/audio/translations", openai_compat.translations)
+    r.add_get("/v1/models", openai_compat.models)
     return app

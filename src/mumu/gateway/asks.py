@@ -18,7 +18,9 @@ from mumu.contracts import headers as h
 from mumu.contracts.events import CancelRequest, IngestAudioHeaders, TextAsk, derive_id, new_id
 from mumu.contracts.options import AudioOptions
 from mumu.gateway.errors import ApiError
+from mumu.gateway.quota import admit_ask, give_back
 from mumu.gateway.telemetry import Milestones, traced_ask
+from mumu.quota.gate import QuotaGate
 from mumu.runtime.tracing import Tracing
 
 log = logging.getLogger("mumu.gateway.asks")
@@ -91,14 +93,17 @@ class Asker:
     """
 
     def __init__(
-        self, nc: NatsClient, limits: NatsSettings | None = None, *,
+        self, nc: NatsClient, limits: NatsSettings | None = None,
+        quota: QuotaGate | None = None, *,
         tracing: Tracing | None = None, milestones: Milestones | None = None,
     ) -> None:
-        """``tracing``: starts each ask's trace; ``milestones``: the end-to-end latency of
-        the asks this gateway accepts."""
+        """``quota``: the workspace quotas every ask is admitted by first (429);
+        ``tracing``: starts each ask's trace; ``milestones``: the end-to-end latency of the
+        asks this gateway accepts."""
         self._tracing = tracing or Tracing("gateway", None)
         self._milestones = milestones
         self._nc = nc
+        self._quota = quota
         self._js = nc.jetstream()
         self._limits = limits or NatsSettings()
         self._ready: set[str] = set()
@@ -181,12 +186,25 @@ class Asker:
             event_id=derive_id(workspace_id, request_id, STAGE, "text"), request_id=request_id,
             workspace_id=workspace_id, session_id=session_id, text=text, language=language,
         )
+        took = await admit_ask(self._quota, workspace_id, request_id, audio=False)
         with traced_ask(self._tracing, "text", workspace_id, request_id) as trace:
-            ack = await self._publish(
-                workspace_id, subjects.INGEST_TEXT.for_workspace(workspace_id),
-                event.model_dump_json().encode(), {h.MSG_ID: event.event_id, **trace},
-            )
-            return self._accepted(self._asked(request_id, ack, "text"), "text")
+            try:
+                ack = await self._publish(
+                    workspace_id, subjects.INGEST_TEXT.for_workspace(workspace_id),
+                    event.model_dump_json().encode(), {h.MSG_ID: event.event_id, **trace},
+                )
+            except ApiError:
+                if took:
+                    await give_back(self._quota, workspace_id, request_id)
+                raise
+            asked = await self._settled(workspace_id, self._asked(request_id, ack, "text"), took)
+            return self._accepted(asked, "text")
+
+    async def _settled(self, workspace_id: str, asked: Asked, took: bool) -> Asked:
+        """A duplicate starts no request: a slot it took (the first one ended) is freed."""
+        if asked.duplicate and took:
+            await give_back(self._quota, workspace_id, asked.request_id)
+        return asked
 
     async def _upload(self, workspace_id: str, name: str, audio: bytes) -> None:
         """Audio over the payload limit: into the workspace's upload bucket."""
@@ -220,10 +238,17 @@ class Asker:
         workspace's upload bucket (``mumu-upload-<ws>``)."""
         request_id = request_id or new_id()
         options = options or AudioOptions()
+        took = await admit_ask(self._quota, workspace_id, request_id, audio=True)
         with traced_ask(self._tracing, "audio", workspace_id, request_id) as trace:
-            asked = await self._ask_audio(
-                workspace_id, session_id, audio, content_type=content_type, options=options,
-                request_id=request_id, trace=trace)
+            try:
+                asked = await self._ask_audio(
+                    workspace_id, session_id, audio, content_type=content_type,
+                    options=options, request_id=request_id, trace=trace)
+            except ApiError:
+                if took:
+                    await give_back(self._quota, workspace_id, request_id)
+                raise
+            asked = await self._settled(workspace_id, asked, took)
             return self._accepted(asked, "audio", answer=options.answer)
 
     async def _ask_audio(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 
 import nats.errors
@@ -13,6 +12,7 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 
 from mumu.gateway.errors import ApiError
+from mumu.quota.bucket import TokenBucket
 from mumu.stages.registry import STAGES
 
 log = logging.getLogger("mumu.gateway.limits")
@@ -30,6 +30,8 @@ class RateLimiter:
                  ) -> None:
         self.rate = per_second
         self.burst = float(burst)
+        self._bucket = TokenBucket(per_second, float(burst))
+        """The arithmetic, shared with the workspace ask quota (``mumu.quota``)."""
         self.what = what
         """What is limited, for the 429's message."""
         self._buckets: dict[str, tuple[float, float]] = {}
@@ -44,9 +46,9 @@ class RateLimiter:
         """The tokens ``key`` has (at least ``cost``), spending none; else a 429."""
         now = time.monotonic() if now is None else now
         tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        tokens = self._bucket.refill(tokens, last, now)
         if tokens < cost:
-            retry = max(1, math.ceil((cost - tokens) / self.rate))
+            retry = self._bucket.wait(tokens, cost)
             self._buckets[key] = (tokens, now)
             raise ApiError(
                 429, "rate_limited",
@@ -59,7 +61,7 @@ class RateLimiter:
         """Spend what ``key`` has, down to empty, never raising (it already happened)."""
         now = time.monotonic() if now is None else now
         tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        tokens = self._bucket.refill(tokens, last, now)
         self._spend(key, max(0.0, tokens - cost), now)
 
     def _spend(self, key: str, left: float, now: float) -> None:
@@ -71,7 +73,7 @@ class RateLimiter:
         """Buckets refilled to the brim carry no information; drop them."""
         full = [
             key for key, (tokens, last) in self._buckets.items()
-            if tokens + (now - last) * self.rate >= self.burst
+            if self._bucket.refill(tokens, last, now) >= self.burst
         ]
         for key in full:
             del self._buckets[key]

@@ -102,11 +102,18 @@ class TranscriptionForm(BaseModel):
     timestamp_granularities: list[Granularity] = Field(
         default_factory=list, alias="timestamp_granularities[]",
     )
+    stream: bool = Field(
+        default=False,
+        description="server-sent events: `transcript.text.delta` per decoded segment, then "
+        "`transcript.text.done` (response_format json or text)",
+    )
 
     @model_validator(mode="after")
     def _words_need_verbose_json(self) -> TranscriptionForm:
         if "word" in self.timestamp_granularities and self.response_format != "verbose_json":
             raise ValueError("word timestamps need response_format=verbose_json")
+        if self.stream and self.response_format not in ("json", "text"):
+            raise ValueError("stream=true sends text events: response_format json or text")
         return self
 
     def options(self) -> AudioOptions:
@@ -115,6 +122,24 @@ class TranscriptionForm(BaseModel):
             language=self.language, prompt=self.prompt,
             word_timestamps="word" in self.timestamp_granularities, answer=False,
         )
+
+
+class TranslationForm(BaseModel):
+    """``POST /v1/audio/translations`` (OpenAI's form): English text of speech in any
+    language the model knows; unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    file: bytes = Field(description="wav, flac, ogg/opus, mp3, webm or m4a")
+    model: str = Field(description="accepted for compatibility; the gateway's model answers")
+    prompt: Prompt = None
+    response_format: ResponseFormat = "json"
+    temperature: float | None = Field(default=None, ge=0, le=1,
+                                      description="accepted for compatibility")
+
+    def options(self) -> AudioOptions:
+        """A translation into English: the reason stage does not answer it."""
+        return AudioOptions(prompt=self.prompt, task="translate", answer=False)
 
 
 # --- responses ----------------------------------------------------------------------
@@ -195,3 +220,19 @@ MODELS: tuple[type[BaseModel], ...] = (
     VerboseTranscription,
 )
 """Every model the document names (in ``components/schemas``)."""
+
+
+class ModelCard(BaseModel):
+    """One model of ``GET /v1/models`` (OpenAI's shape)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "mumu"
+
+
+class ModelList(BaseModel):
+    """``GET /v1/models``: the models the OpenAI-compatible routes answer with."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -1,4 +1,5 @@
-"""``POST /v1/audio/transcriptions``: the OpenAI audio API, served by ingest → transcribe.
+"""The OpenAI audio API (``/v1/audio/transcriptions``, ``/v1/audio/translations``,
+``/v1/models``), served by ingest → transcribe.
 
 The bearer token is a workspace API key (what the official ``openai`` client sends as
 ``api_key``). Each call is its own session, so it never mixes with a chat session.
@@ -6,6 +7,7 @@ The bearer token is a workspace API key (what the official ``openai`` client sen
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiohttp import web
@@ -17,12 +19,16 @@ from mumu.gateway.binding import form_body
 from mumu.gateway.deps import DEPS
 from mumu.gateway.errors import ApiError
 from mumu.gateway.models import (
+    ModelCard,
+    ModelList,
     Transcription,
     TranscriptionForm,
+    TranslationForm,
     VerboseSegment,
     VerboseTranscription,
     VerboseWord,
 )
+from mumu.gateway.openai_stream import stream_transcription
 from mumu.gateway.waiter import run_and_wait
 
 INVALID = "invalid_request_error"
@@ -75,12 +81,35 @@ def verbose(final: dict[str, Any], words: bool) -> VerboseTranscription:
     )
 
 
-async def transcriptions(request: web.Request) -> web.Response:
+async def transcriptions(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/audio/transcriptions``."""
+    return await _speech_to_text(request, TranscriptionForm)
+
+
+async def translations(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/audio/translations``: English text, whatever the spoken language."""
+    return await _speech_to_text(request, TranslationForm)
+
+
+async def models(request: web.Request) -> web.Response:
+    """``GET /v1/models``: what ``model`` may name (any value is accepted; the gateway's
+    transcription model answers): OpenAI's ``whisper-1`` and the deployment's own name."""
+    deps = request.app[DEPS]
+    await deps.workspace_of(request)
+    created = int(time.time())  # no creation date is known for a local model
+    names = dict.fromkeys(["whisper-1", deps.settings.transcribe.model])
+    return web.json_response(ModelList(
+        data=[ModelCard(id=name, created=created) for name in names]).model_dump())
+
+
+async def _speech_to_text(
+    request: web.Request, form_model: type[TranscriptionForm] | type[TranslationForm],
+) -> web.StreamResponse:
     deps = request.app[DEPS]
     workspace_id = await deps.workspace_of(request)
     if request.content_type != "multipart/form-data":
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data with a `file`")
-    form = await form_body(request, TranscriptionForm, code=INVALID)
+    form = await form_body(request, form_model, code=INVALID)
     content_type = audio_content_type(form.file)
     deps.limiter.take(workspace_id)
     deps.lag.guard()
@@ -92,6 +121,8 @@ async def transcriptions(request: web.Request) -> web.Response:
         return await deps.asker.ask_audio(workspace_id, session_id, form.file, content_type,
                                           options)
 
+    if isinstance(form, TranscriptionForm) and form.stream:
+        return await stream_transcription(request, deps, workspace_id, session_id, publish)
     waiter = await run_and_wait(
         deps.hub, deps.nc, workspace_id, session_id,
         terminal=TERMINAL_FOR_TRANSCRIPT, publish=publish,

@@ -23,7 +23,8 @@ EXAMPLE_SESSION = "demo"
 _ERRORS = {400: "bad input", 401: "missing or invalid credentials", 403: "not yours",
            404: "no such route (e.g. an empty session id)", 410: "crypto-erased (shredded)",
            413: "too large", 415: "unsupported media or audio",
-           422: "no speech in the audio (no_speech)", 429: "rate limited (Retry-After)",
+           422: "no speech in the audio (no_speech)",
+           429: "rate limited or over a workspace quota (Retry-After)",
            502: "a stage failed with an error the gateway does not map",
            503: "unavailable or overloaded (Retry-After)", 504: "a stage did not answer"}
 
@@ -93,6 +94,17 @@ OPERATIONS: tuple[Operation, ...] = (
                           media=("text/plain", "application/x-subrip", "text/vtt"))},
               errors=(400, 401, 403, 413, 415, 422, 429, 502, 503, 504),
               body={_MULTIPART: m.TranscriptionForm}),
+    Operation("post", "/v1/audio/translations", "createTranslation",
+              "OpenAI-compatible translation into English (bearer: workspace API key)",
+              {200: Reply("the English text in the asked format",
+                          (m.Transcription, m.VerboseTranscription),
+                          media=("text/plain", "application/x-subrip", "text/vtt"))},
+              errors=(400, 401, 403, 413, 415, 422, 429, 502, 503, 504),
+              body={_MULTIPART: m.TranslationForm}),
+    Operation("get", "/v1/models", "listModels",
+              "OpenAI-compatible model list (bearer: workspace API key)",
+              {200: Reply("the models `model` may name", m.ModelList)},
+              errors=(401, 429, 503)),
 )
 
 

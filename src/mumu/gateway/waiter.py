@@ -47,6 +47,7 @@ class RequestWaiter:
             return  # another request's, or seen already (live and in a catch-up)
         self._cursors.add(event.cursor)
         self.events.append(event)
+        self.on_event(event)
         self.arrived.setdefault(event.type, time.monotonic() - self.started)
         if event.type in self.terminal:
             self.done.set()
@@ -56,6 +57,9 @@ class RequestWaiter:
         early, self._early = self._early, []
         for event in early:
             self.push(event)
+
+    def on_event(self, event: ResultEvent) -> None:
+        """Each new event of the request, as it is taken (a streaming caller's hook)."""
 
     def first(self, kind: EventType) -> ResultEvent | None:
         return next((e for e in self.events if e.type == kind), None)
@@ -69,10 +73,11 @@ class RequestWaiter:
 @contextlib.asynccontextmanager
 async def waiting(
     hub: Hub, nc: NatsClient, workspace_id: str, session_id: str, terminal: frozenset[EventType],
-    *, audio: bool,
+    *, audio: bool, waiter: RequestWaiter | None = None,
 ) -> AsyncIterator[RequestWaiter]:
-    """Register a waiter for (workspace, session); watch ``audio.ready`` for attribution."""
-    waiter = RequestWaiter(terminal=terminal)
+    """Register a waiter (``waiter``, or a new one) for (workspace, session); watch
+    ``audio.ready`` for attribution."""
+    waiter = waiter or RequestWaiter(terminal=terminal)
     hub.subscribe(workspace_id, session_id, waiter)
     sub = None
     if audio:
@@ -160,6 +165,7 @@ _ERROR_STATUS = {
     "missing_header": 400,
     "unknown_workspace": 403,
     "reason_unavailable": 503,
+    "quota_exceeded": 429,
 }
 
 
@@ -167,5 +173,8 @@ def pipeline_error(event: ResultEvent) -> ApiError:
     code = str(event.body.get("code", "internal"))
     status = _ERROR_STATUS.get(code, 502)
     stage = event.body.get("stage", "pipeline")
+    # a quota refusal after publishing (audio too long, the day's audio spent): the error
+    # event carries no time, so a conservative minute
+    headers = {"Retry-After": "60"} if status == 429 else None
     return ApiError(status, code, f"{stage}: {event.body.get('message', 'failed')}",
-                    request_id=event.request_id)
+                    headers=headers, request_id=event.request_id)

@@ -5,11 +5,12 @@ After the database has destroyed the workspace's data keys (``mumu.db.keyadmin.s
 1. ``mumu.control.shred.<ws>`` tells every persist replica to drop its cached keys;
 2. every stream loses the workspace's messages: a purge with the subject filters
    ``mumu.*.<ws>`` and ``mumu.*.*.<ws>`` (every subject of the contracts ends with the
-   workspace), the whole intake stream ``MUMU_INTAKE_<ws>`` and upload bucket
-   ``mumu-upload-<ws>``, the keys ``<ws>.*`` of the sessions KV and of the runtime's
-   ``mumu-once`` records (ids only), the objects of ``mumu-audio``
-   under a ``<ws>`` path segment, and each dead letter whose original subject names the
-   workspace (``Mumu-Dlq-Subject``; read headers only, deleted by sequence, erased).
+   workspace), the whole intake stream ``MUMU_INTAKE_<ws>``, upload bucket
+   ``mumu-upload-<ws>`` and audio bucket ``mumu-audio-<ws>``, the keys ``<ws>.*`` of the
+   sessions KV and of the runtime's ``mumu-once`` records (ids only), the objects of the
+   shared ``mumu-audio`` under a ``<ws>`` path segment, and each dead letter whose
+   original subject names the workspace (``Mumu-Dlq-Subject``; read headers only,
+   deleted by sequence, erased).
 
 Idempotent: a second run finds nothing more (or what arrived since) and purges it.
 """
@@ -81,7 +82,8 @@ async def _purge(nc: NATS, stream: str, subject: str | None) -> int:
 async def purge_workspace(nc: NATS, workspace: str) -> PurgeReport:
     """Remove every message, object, KV entry and dead letter of ``workspace`` from NATS."""
     report = PurgeReport(workspace)
-    own = {subjects.intake_stream(workspace), f"OBJ_{subjects.upload_bucket(workspace)}"}
+    own = {subjects.intake_stream(workspace), f"OBJ_{subjects.upload_bucket(workspace)}",
+           f"OBJ_{subjects.audio_bucket(workspace)}"}  # its normalised audio (storage bounds)
     for stream in await stream_names(nc):
         if stream in own:
             filters: tuple[str | None, ...] = (None,)

@@ -15,7 +15,7 @@ from mumu.contracts.events import ErrorCode
 
 ABOUT_THE_INPUT: frozenset[str] = frozenset({
     "schema_violation", "unsupported_audio", "empty_audio", "too_long", "too_large",
-    "missing_header", "no_speech", "unknown_workspace",
+    "missing_header", "no_speech", "unknown_workspace", "quota_exceeded", "stream_timeout",
 })
 """Codes whose message says what is wrong with what the client sent."""
 

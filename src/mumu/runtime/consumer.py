@@ -16,6 +16,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from mumu.contracts.consumers import replay_filter
 from mumu.contracts.subjects import last_token
 from mumu.runtime.dispatch import Dispatcher
 from mumu.runtime.fair import FairQueue
@@ -25,6 +26,13 @@ from mumu.runtime.publisher import Publisher
 from mumu.runtime.settle import Settler, nak_quietly
 from mumu.runtime.sharing import share_with_idle_replicas
 from mumu.runtime.stage import Route, StageContext, durable_of
+
+UNAVAILABLE = (
+    nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError,
+)
+"""Fetch failures that pass: a JetStream cluster electing a leader, a reconnect."""
+UNAVAILABLE_PAUSE = 0.5
 
 
 class RouteWorker:
@@ -65,6 +73,9 @@ class RouteWorker:
 
     def consumer_config(self) -> ConsumerConfig:
         subjects = list(self.route.subjects)
+        replay = replay_filter(self.durable)  # `mumu replay --to-stage` reaches this one only
+        if replay is not None and replay not in subjects:
+            subjects.append(replay)
         return ConsumerConfig(
             durable_name=self.durable,
             description=f"mumu stage {self.ctx.name}",
@@ -121,6 +132,14 @@ class RouteWorker:
                         continue
                     except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
                         break
+                    except UNAVAILABLE as exc:
+                        # a clustered consumer between leaders (its node died, an election
+                        # runs) or a server being reconnected: wait, then fetch again
+                        self._log.warning("consumer %s unavailable (%s); fetching again",
+                                          self.durable, type(exc).__name__,
+                                          extra={"stage": self.ctx.name})
+                        await _sleep_or(stop, UNAVAILABLE_PAUSE)
+                        continue
                     fetched = time.monotonic()
                     put = self.waiting.put
                     for msg in msgs:

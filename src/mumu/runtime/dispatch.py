@@ -19,6 +19,7 @@ from mumu.runtime.errors import Disposition, PermanentError
 from mumu.runtime.messages import Inbound, Outbound
 from mumu.runtime.once import OnceRecords
 from mumu.runtime.publisher import Publisher, Traced
+from mumu.runtime.replayed import handled_subject
 from mumu.runtime.settle import Delivery, Settler, delivery_of, nak_quietly
 from mumu.runtime.stage import Route, StageContext
 
@@ -91,9 +92,10 @@ class Dispatcher:
                 f"delivered {d.deliveries} times (limit {self.max_deliver})",
             )
         msg = d.msg
+        subject = handled_subject(msg.subject, msg.headers or {}, self.route.subjects)
         d.inbound = Inbound(
             event=self._parse(msg), data=msg.data, headers=msg.headers or {},
-            subject=msg.subject, workspace_id=last_token(msg.subject), stream=self.route.stream,
+            subject=subject, workspace_id=last_token(subject), stream=self.route.stream,
             sequence=d.sequence, deliveries=d.deliveries, emit=partial(self._emit, d),
         )
         return d.inbound
@@ -199,33 +201,37 @@ class Dispatcher:
     async def _round(self, ready: list[Delivery]) -> list[tuple[Delivery, float]]:
         """One handler call for ``ready``; settles what it can, returns what goes again."""
         again: list[tuple[Delivery, float]] = []
-        outputs: list[Traced] = []
-        done: list[Delivery] = []
+        done: list[tuple[Delivery, list[Traced]]] = []
         for d in ready:
             d.emitted = 0
         for d, result in zip(ready, await self._call_batch(ready), strict=True):
             if not isinstance(result, BaseException):
-                outputs.extend((out, d.span.headers) for out in result)
-                done.append(d)
+                done.append((d, [(out, d.span.headers) for out in result]))
             elif (wait := self.settler.again(d, result)) is not None:
                 again.append((d, wait))
             else:
                 await self.settler.settle(d, result)
-        await self._publish_then_ack(done, outputs)
+        await self._publish_then_ack(done)
         return again
 
-    async def _publish_then_ack(self, done: list[Delivery], outputs: list[Traced]) -> None:
+    async def _publish_then_ack(self, done: list[tuple[Delivery, list[Traced]]]) -> None:
         try:
+            outputs = [o for _, outs in done for o in outs]
             if any(out.once for out, _ in outputs):
                 for out, trace in [o for o in outputs if o[0].once]:
                     await self.once.publish(out, trace)
                 outputs = [o for o in outputs if not o[0].once]
             await self.publisher.publish_all(outputs)
         except Exception as exc:  # noqa: BLE001 - then nothing of the batch is acked
-            for d in done:
-                await self.settler.settle(d, exc)
+            if len(done) == 1:
+                await self.settler.settle(done[0][0], exc)
+                return
+            # one delivery's output refused (its workspace at its limit on a stream) must
+            # not fail the rest: each again on its own (what was stored dedupes)
+            for d, outs in done:
+                await self._publish_then_ack([(d, outs)])
             return
-        for d in done:
+        for d, _ in done:
             await self.settler.ack(d)
 
     async def _call_batch(self, ready: list[Delivery]) -> BatchResults:

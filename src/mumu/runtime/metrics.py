@@ -54,6 +54,13 @@ class StageMetrics:
             ["stage", "code"],
             registry=r,
         )
+        self.dead_letter_failures = Counter(
+            "mumu_stage_dead_letter_failures",
+            "Dead letters JetStream refused (MUMU_DLQ full or unreachable): the original "
+            "stays unacked in its stream, by code",
+            ["stage", "code"],
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "mumu_consumer_lag",
             "Messages pending on the durable consumer",

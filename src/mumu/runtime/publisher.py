@@ -26,7 +26,7 @@ from nats.js.api import PubAck
 
 from mumu.contracts import headers as h
 from mumu.contracts.subjects import SHORT_LIVED
-from mumu.runtime.errors import TransientError
+from mumu.runtime.errors import PermanentError, TransientError
 from mumu.runtime.messages import Outbound
 from mumu.runtime.metrics import StageMetrics
 
@@ -40,6 +40,8 @@ ATOMIC_RETRY_AFTER = 60.0
 than a duplicate (a stream without ``allow_atomic``, a server before 2.12): otherwise
 every batch would be published twice."""
 DUPLICATE_IN_BATCH = 10201
+PER_SUBJECT_LIMIT = 10077
+"""``maximum messages per subject exceeded``: a stream with ``discard_new_per_subject``."""
 
 Traced = tuple[Outbound, Mapping[str, str]]
 """An output and the trace headers of the input it answers."""
@@ -75,7 +77,14 @@ class Publisher:
                 out.subject, out.payload, headers=headers, timeout=PUBLISH_TIMEOUT
             )
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-            raise TransientError("internal", f"publish to {out.subject} failed: {exc!r}") from exc
+            # a refusal's reason (a full stream, a subject at its limit) is in str(), not repr()
+            detail = str(exc) if isinstance(exc, nats.js.errors.APIError) else repr(exc)
+            if getattr(exc, "err_code", None) == PER_SUBJECT_LIMIT:
+                # the workspace is at its own limit on this stream (docs/reliability.md):
+                # retrying within the next seconds cannot help and would re-run the model
+                raise PermanentError("internal", f"publish to {out.subject} refused, the "
+                                     f"workspace is at its limit: {detail}") from exc
+            raise TransientError("internal", f"publish to {out.subject} failed: {detail}") from exc
 
     async def publish_all(self, outputs: Sequence[Traced]) -> None:
         """Publish every output; returns once JetStream acknowledged all of them."""

@@ -259,10 +259,29 @@ class Settler:
         trace: Mapping[str, str] = d.span.headers
         try:
             await self.publisher.publish(letter, trace)
+        except StageError as exc:
+            # never lost silently: MUMU_DLQ refuses when full (discard new), the original
+            # stays unacked in its stream, and this is counted and logged as an error
+            m = self.metrics
+            m.dead_letter_failures.labels(m.stage, code).inc()
+            last = d.deliveries > self.max_deliver  # the consumer delivers it no more
+            self.log.exception(
+                "could not dead-letter (%s); the message stays unacked in %s at sequence %d, %s",
+                exc.message, self.stream, d.sequence,
+                "and is not delivered again: make room in MUMU_DLQ and `mumu replay` it"
+                if last else "and will be retried", extra=self._context(d, code),
+            )
+            await self.nak(d, nak_delay(self.backoff, d.deliveries))
+            return
+        try:
             if err is not None:
                 await self.publisher.publish(err, trace)
+        except PermanentError as exc:  # its workspace's error subject is at its limit
+            self.log.warning("the error event was refused (%s); the dead letter is stored",
+                             exc.message, extra=self._context(d, code))
         except TransientError:
-            self.log.exception("could not dead-letter; will retry", extra=self._context(d, code))
+            self.log.exception("could not publish the error event; will retry",
+                               extra=self._context(d, code))
             await self.nak(d, nak_delay(self.backoff, d.deliveries))
             return
         await self._safely(d, "term", msg.term())

@@ -91,8 +91,9 @@ class Registry:
 
 
 STAGES: Final = Registry((
-    StageSpec("ingest", "mumu.stages.ingest.stage", (c.INGEST_AUDIO,)),
-    StageSpec("transcribe", "mumu.stages.transcribe.stage", (c.TRANSCRIBE_AUDIO,)),
+    StageSpec("ingest", "mumu.stages.ingest.stage", (c.INGEST_AUDIO, c.INGEST_QUOTA_ENDS)),
+    StageSpec("transcribe", "mumu.stages.transcribe.stage",
+              (c.TRANSCRIBE_AUDIO, c.TRANSCRIBE_LIVE)),
     StageSpec("reason", "mumu.stages.reason.stage", (c.REASON_TRANSCRIPTS, c.REASON_TEXT)),
     StageSpec("persist", "mumu.stages.persist.stage", (c.PERSIST_RESULTS,)),
 ))

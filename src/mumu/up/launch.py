@@ -10,16 +10,19 @@ import secrets
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
+from mumu.broker.cluster import EmbeddedCluster, wait_for_jetstream
 from mumu.broker.connect import connect
 from mumu.broker.credentials import AuthDir, write_secret
 from mumu.broker.embedded import EmbeddedNats
+from mumu.broker.intake import rescaled, reseat_sources
 from mumu.broker.reload import publish_users
 from mumu.broker.roles import Role
 from mumu.broker.settings import NatsSettings, NatsTlsSettings
-from mumu.broker.streams import apply_all
+from mumu.broker.streams import StreamChange, apply_all
 from mumu.broker.workspaces import ensure_configured
 from mumu.contracts.subjects import producer_inbox_prefix
 from mumu.db.bootstrap import DevDatabase, bootstrap
@@ -102,13 +105,18 @@ async def _wait_ready(
     return False
 
 
-async def _ensure_workspaces(settings: Settings, nats_url: str, workspaces: list[str]) -> None:
-    """Each workspace's intake stream and upload bucket (the default one's on a first start)."""
+async def _ensure_workspaces(settings: Settings, nats_url: str, workspaces: list[str],
+                             applied: list[StreamChange]) -> None:
+    """Each workspace's intake stream and upload bucket (the default one's on a first start);
+    ``applied``: what ``apply_all`` changed just before."""
     nc = await connect(settings.nats, name="mumu-up", url=nats_url)
     try:
-        for change in await ensure_configured(nc, settings.nats, workspaces):
+        changes = await ensure_configured(nc, settings.nats, workspaces)
+        for change in changes:
             if change.action != "unchanged":
                 log.info("workspaces: %s", change.describe())
+        if rescaled(applied + changes):
+            await reseat_sources(nc)
     finally:
         await nc.drain()
 
@@ -129,13 +137,25 @@ async def _start_nats(
         settings.nats.credentials = auth.creds
     if settings.nats.server_tls.cert_file is not None:
         settings.nats.tls = _embedded_client_tls(settings.nats)
-    encryption = store_key(settings.nats, data_dir, data_dir / "nats" / "jetstream")
+    size = settings.nats.embedded_cluster
+    first_store = data_dir / "nats" / ("nats-1" if size > 1 else "") / "jetstream"
+    encryption = store_key(settings.nats, data_dir, first_store)
     cipher, key = encryption if encryption else (None, None)
+    options: dict[str, Any] = {
+        "max_payload": settings.nats.max_payload, "auth_file": auth.auth_conf,
+        "cipher": cipher, "key": key, "tls": settings.nats.server_tls,
+    }
+    if size > 1:
+        # a JetStream cluster on loopback: every stream and bucket at R<size>
+        cluster = EmbeddedCluster(data_dir / "nats", size, **options)
+        await cluster.start()
+        stack.push_async_callback(cluster.stop)
+        if settings.nats.stream_replicas is None:
+            settings.nats.stream_replicas = size
+        return cluster.url, auth, cluster.node("nats-1")
     server = EmbeddedNats(
-        data_dir / "nats",
-        port=_port_or_free("127.0.0.1", settings.nats.embedded_port),
-        max_payload=settings.nats.max_payload,
-        auth_file=auth.auth_conf, cipher=cipher, key=key, tls=settings.nats.server_tls,
+        data_dir / "nats", port=_port_or_free("127.0.0.1", settings.nats.embedded_port),
+        **options,
     )
     await server.start()
     stack.push_async_callback(server.stop)
@@ -196,8 +216,10 @@ async def up(
         nc = await connect(settings.nats, name="mumu-up", url=nats_url)
         try:
             if server is not None:
+                await wait_for_jetstream(nc)  # a cluster elects its meta leader first
                 await check_store_loaded(nc, server)
-            for change in await apply_all(nc):
+            applied = await apply_all(nc, replicas=settings.nats.stream_replicas)
+            for change in applied:
                 if change.action != "unchanged":
                     log.info("streams: %s", change.describe())
         finally:
@@ -207,7 +229,7 @@ async def up(
         producer_files: list[Path] = []
         if auth is not None:
             producer_files = await _provision_users(settings, auth, database, nats_url)
-        await _ensure_workspaces(settings, nats_url, database.workspaces)
+        await _ensure_workspaces(settings, nats_url, database.workspaces, applied)
 
         host = settings.gateway.host
         port = _port_or_free(host, settings.gateway.port)
@@ -215,6 +237,8 @@ async def up(
             **database.env,
             **(_tls_env(settings.nats.tls) if server is not None and server.tls else {}),
             "MUMU_NATS__URL": nats_url,
+            **({"MUMU_NATS__STREAM_REPLICAS": str(settings.nats.stream_replicas)}
+               if settings.nats.stream_replicas else {}),
             "MUMU_DATA_DIR": str(data_dir),
             "MUMU_GATEWAY__PORT": str(port),
             "MUMU_GATEWAY__SESSION_SECRET": _session_secret(settings, data_dir),

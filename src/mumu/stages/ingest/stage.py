@@ -2,11 +2,12 @@
 
 Consumes ``mumu.ingest.audio.<ws>`` (raw bytes with headers, or headers naming an
 object a producer uploaded to its workspace's bucket ``mumu-upload-<ws>``), decodes with
-PyAV in a thread pool, validates, stores ``.norm/<ws>/<request id>.wav`` in ``mumu-audio``
-and publishes ``mumu.audio.ready.<ws>``. The upload bucket is the one of the workspace of
-the message's *subject*, so no workspace can make ingest read another's upload; the upload
-is deleted once the message is acked (a dead-lettered one keeps it for a replay, until the
-bucket's TTL).
+PyAV in a thread pool, validates, stores ``.norm/<ws>/<request id>.wav`` in the
+workspace's ``mumu-audio-<ws>`` (its size bounds the workspace's audio awaiting
+transcription: docs/reliability.md) and publishes ``mumu.audio.ready.<ws>``. The upload
+bucket is the one of the workspace of the message's *subject*, so no workspace can make
+ingest read another's upload; the upload is deleted once the message is acked (a
+dead-lettered one keeps it for a replay, until the bucket's TTL).
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 
-from mumu.broker.streams import open_object_store
 from mumu.contracts import subjects
 from mumu.contracts.consumers import INGEST_AUDIO
 from mumu.contracts.events import AudioReady, IngestAudioHeaders, derive_id
 from mumu.contracts.ids import is_id
 from mumu.db.owned_pool import OwnedPool
+from mumu.quota.gate import QuotaGate
 from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
 from mumu.settings import Settings
 from mumu.stages.ingest.decode import SAMPLE_RATE, AudioRejectedError, Decoded, Limits, decode
+from mumu.stages.ingest.quota import IngestQuota
 from mumu.stages.ingest.request import check_object_name, parse_headers
 from mumu.stages.ingest.settings import IngestSettings
 from mumu.stages.ingest.workspaces import WorkspaceGate
@@ -53,10 +55,11 @@ class IngestStage:
 
     def __init__(
         self, settings: IngestSettings, workspaces: WorkspaceGate,
-        store: ObjectStore | None = None,
+        store: ObjectStore | None = None, quota: QuotaGate | None = None,
     ) -> None:
-        """``store``: the Object Store of normalised audio (``None``: ``mumu-audio``,
-        opened in ``start``)."""
+        """``store``: the Object Store of normalised audio for every workspace (``None``:
+        each workspace's ``mumu-audio-<ws>``, opened per use); ``quota``: the workspace
+        quotas (``None``: none)."""
         self.settings = settings
         self.limits = Limits(
             max_duration=settings.max_duration,
@@ -66,19 +69,23 @@ class IngestStage:
         self.workspaces = workspaces
         self._executor: ThreadPoolExecutor | None = None
         self._given_store = store
-        self._store = store
         self._js: JetStreamContext | None = None
+        self.quota = IngestQuota(quota) if quota is not None else None
 
     def routes(self) -> Sequence[Route]:
-        return [
+        routes = [
             Route(subjects.STREAM_INGEST, (subjects.INGEST_AUDIO.wildcard,), self.handle,
                   model=None, durable=INGEST_AUDIO.durable, after_ack=self.delete_upload)
         ]
+        if self.quota is not None:
+            routes.append(self.quota.route())
+        return routes
 
     async def start(self, ctx: StageContext) -> None:
         self._js = ctx.js
+        if self.quota is not None:
+            self.quota.gate.bind(ctx.js)
         # opened on every start: after a reconnect, a handle of the old connection is dead
-        self._store = self._given_store or await open_object_store(ctx.js, subjects.BUCKET_AUDIO)
         await self.workspaces.open()
         self._executor = ThreadPoolExecutor(
             max_workers=self.settings.decode_workers, thread_name_prefix="mumu-decode"
@@ -97,10 +104,14 @@ class IngestStage:
             raise PermanentError("schema_violation", f"invalid workspace token {ws!r}")
         hdrs = parse_headers(inbound.headers)
         await self.workspaces.check(ws)
+        if self.quota is not None:  # before any work: asks per minute, requests in flight
+            await self.quota.admit(ws, hdrs.request_id)
         data = await self._audio_bytes(inbound, hdrs)
         decoded = await self._decode(data)
+        if self.quota is not None:  # what only the decode tells: how long the audio is
+            await self.quota.audio(ws, hdrs.request_id, decoded.duration)
         name = normalised_object(ws, hdrs.request_id)
-        await self._put(name, decoded)
+        await self._put(ws, name, decoded)
         ready = AudioReady(
             event_id=derive_id(ws, hdrs.request_id, NAME),
             request_id=hdrs.request_id,
@@ -192,22 +203,36 @@ class IngestStage:
         except AudioRejectedError as exc:
             raise PermanentError(exc.code, exc.message) from exc
 
-    async def _put(self, name: str, decoded: Decoded) -> None:
-        store = self._require_store()
+    async def _put(self, workspace_id: str, name: str, decoded: Decoded) -> None:
+        store = self._given_store or await self._audio(workspace_id)
         loop = asyncio.get_running_loop()
         wav = await loop.run_in_executor(self._executor, decoded.wav_bytes)
         try:
             await store.put(name, wav)
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
-            raise TransientError("internal", f"storing {name}: {exc!r}") from exc
+            # a full mumu-audio-<ws> is this workspace's limit ("maximum bytes exceeded")
+            detail = str(exc) if isinstance(exc, nats.js.errors.APIError) else repr(exc)
+            raise TransientError("internal", f"storing {name}: {detail}") from exc
 
-    def _require_store(self) -> ObjectStore:
-        if self._store is None:
+    async def _audio(self, workspace_id: str) -> ObjectStore:
+        """The workspace's normalised-audio bucket ``mumu-audio-<ws>`` (opened per use,
+        like the upload bucket), whose size bounds what it holds until transcribed."""
+        if self._js is None:
             raise RuntimeError("ingest stage used before start()")
-        return self._store
+        bucket = subjects.audio_bucket(workspace_id)
+        try:
+            return await self._js.object_store(bucket)
+        except nats.js.errors.BucketNotFoundError as exc:
+            raise TransientError(
+                "internal", f"workspace {workspace_id} has no audio bucket {bucket} "
+                "(`mumu streams apply` or `mumu workspace create` makes it)",
+            ) from exc
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            raise TransientError("internal", f"opening {bucket}: {exc!r}") from exc
 
 
 def build_stage(settings: Settings) -> IngestStage:
     pool = OwnedPool.app(settings.database, min_size=1, max_size=4, owner="the ingest stage")
     gate = WorkspaceGate(pool, settings.ingest.workspace_cache_seconds)
-    return IngestStage(settings.ingest, gate)
+    quota = QuotaGate(settings.quota, pool.get if pool.configured else None)
+    return IngestStage(settings.ingest, gate, quota=quota)

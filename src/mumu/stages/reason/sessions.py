@@ -1,8 +1,13 @@
 """Conversation context per session in the JetStream KV bucket ``mumu-sessions``.
 
-The value under ``<workspace>.<session>`` is a JSON document of the session's last
-turns, each the ``AnswerFinal`` that ended it (question, answer, language, usage).
-Writes are compare-and-set on the entry's revision: two requests of one session
+A workspace has at most ``slots`` entries, ``<workspace>.s<n>``: a session lives in the
+slot its id hashes to, and the entry is a JSON document of the slot's sessions, each with
+its last turns (the ``AnswerFinal`` that ended it: question, answer, language, usage).
+So one workspace holds at most ``slots x MAX_VALUE_BYTES`` of the shared bucket however
+many sessions it opens (``docs/reliability.md``, "Storage bounds"): when an entry would
+outgrow ``MAX_VALUE_BYTES``, the sessions written least recently leave it first, then the
+oldest turns of the one being written; a turn too big on its own is not remembered.
+Writes are compare-and-set on the entry's revision: two requests of one slot
 finishing at the same time both land, the loser of the race re-reads and retries.
 A turn is keyed by its request id, so a redelivered request replaces its own turn
 instead of adding a second one, and can re-publish the same final. At least
@@ -17,6 +22,7 @@ when an earlier delivery may have shown the client something.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 from collections.abc import Callable
@@ -27,7 +33,9 @@ import nats.js.errors
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mumu.broker.bounds import SHARES, StorageBoundError
 from mumu.contracts.events import AnswerFinal
+from mumu.contracts.subjects import BUCKET_SESSIONS
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +45,8 @@ REPLAY_TURNS = 8
 """Answers kept per session at least, so a redelivered request is answered once."""
 MAX_QUIET = 64
 """Requests tracked in ``quiet`` per session (the oldest are forgotten first)."""
+SLOTS = 16
+"""Entries per workspace in the bucket (``ReasonSettings.session_slots``)."""
 
 
 class SessionDoc(BaseModel):
@@ -56,38 +66,51 @@ class SessionDoc(BaseModel):
         return delivery > 1 and self.quiet.get(request_id, 0) < delivery - 1
 
 
+class SlotDoc(BaseModel):
+    """The sessions of one slot, the one written least recently first."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    sessions: dict[str, SessionDoc] = Field(default_factory=dict)
+
+
 class SessionStoreError(Exception):
     """The KV bucket is unreachable or the compare-and-set kept losing."""
 
 
 class SessionStore:
-    def __init__(self, kv: KeyValue, *, max_turns: int, turn_ttl: float, cas_attempts: int) -> None:
+    def __init__(
+        self, kv: KeyValue, *, max_turns: int, turn_ttl: float, cas_attempts: int,
+        slots: int = SLOTS,
+    ) -> None:
         self._kv = kv
         self._max_turns = max_turns
         self._ttl = timedelta(seconds=turn_ttl)
         self._attempts = cas_attempts
+        self._slots = slots
 
-    @staticmethod
-    def key(workspace_id: str, session_id: str) -> str:
-        return f"{workspace_id}.{session_id}"
+    def key(self, workspace_id: str, session_id: str) -> str:
+        """The entry of the slot ``session_id`` hashes to (stable across processes)."""
+        digest = hashlib.blake2b(session_id.encode(), digest_size=8).digest()
+        return f"{workspace_id}.s{int.from_bytes(digest) % self._slots}"
 
-    async def _read(self, key: str) -> tuple[SessionDoc, int]:
-        """The document and its revision (0: no entry yet)."""
+    async def _read(self, key: str) -> tuple[SlotDoc, int]:
+        """The slot's document and its revision (0: no entry yet)."""
         try:
             entry = await self._kv.get(key)
         except nats.js.errors.KeyNotFoundError:
-            return SessionDoc(), 0
+            return SlotDoc(), 0
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
             raise SessionStoreError(f"cannot read session {key}: {exc!r}") from exc
         try:
-            doc = SessionDoc.model_validate_json(entry.value or b"{}")
+            doc = SlotDoc.model_validate_json(entry.value or b"{}")
         except ValidationError:
             log.warning(
                 "session %s holds an unreadable value; starting it afresh",
                 key,
                 extra={"stage": "reason"},
             )
-            doc = SessionDoc()
+            doc = SlotDoc()
         return doc, entry.revision or 0
 
     def _fresh(self, turns: list[AnswerFinal]) -> list[AnswerFinal]:
@@ -96,7 +119,8 @@ class SessionStore:
 
     async def load(self, workspace_id: str, session_id: str) -> SessionDoc:
         """The session as stored, expired turns left out."""
-        doc, _ = await self._read(self.key(workspace_id, session_id))
+        slot, _ = await self._read(self.key(workspace_id, session_id))
+        doc = slot.sessions.get(session_id, SessionDoc())
         doc.turns = self._fresh(doc.turns)
         return doc
 
@@ -117,7 +141,7 @@ class SessionStore:
             quiet = {r: n for r, n in doc.quiet.items() if r != turn.request_id}
             return SessionDoc(turns=[*turns, turn][-keep:], quiet=quiet)
 
-        await self._update(self.key(turn.workspace_id, turn.session_id), change)
+        await self._update(turn.workspace_id, turn.session_id, change)
 
     async def note_quiet_failure(
         self, workspace_id: str, session_id: str, request_id: str, delivery: int
@@ -132,16 +156,21 @@ class SessionStore:
             kept = dict(list(quiet.items())[-MAX_QUIET:])
             return SessionDoc(turns=self._fresh(doc.turns), quiet=kept)
 
-        await self._update(self.key(workspace_id, session_id), change)
+        await self._update(workspace_id, session_id, change)
 
-    async def _update(self, key: str, change: Callable[[SessionDoc], SessionDoc | None]) -> None:
-        """Apply ``change`` to the stored document with compare-and-set (None: no write)."""
+    async def _update(
+        self, workspace_id: str, session_id: str,
+        change: Callable[[SessionDoc], SessionDoc | None],
+    ) -> None:
+        """Apply ``change`` to the session's document with compare-and-set on its slot
+        (None: no write)."""
+        key = self.key(workspace_id, session_id)
         for attempt in range(1, self._attempts + 1):
-            doc, revision = await self._read(key)
-            new = change(doc)
+            slot, revision = await self._read(key)
+            new = change(slot.sessions.get(session_id, SessionDoc()))
             if new is None:
                 return
-            value = self._encode(new)
+            value = self._encode(slot, session_id, new, key)
             try:
                 if revision:
                     await self._kv.update(key, value, last=revision)
@@ -160,11 +189,42 @@ class SessionStore:
                 raise SessionStoreError(f"cannot write session {key}: {exc!r}") from exc
         raise SessionStoreError(f"session {key}: {self._attempts} compare-and-set attempts lost")
 
-    @staticmethod
-    def _encode(doc: SessionDoc) -> bytes:
-        turns = doc.turns
-        while True:
-            value = SessionDoc(turns=turns, quiet=doc.quiet).model_dump_json().encode()
-            if len(value) <= MAX_VALUE_BYTES or len(turns) <= 1:
-                return value
+    def _encode(self, slot: SlotDoc, session_id: str, doc: SessionDoc, key: str) -> bytes:
+        """The slot with ``doc`` as its most recent session, within ``MAX_VALUE_BYTES``:
+        a newest turn too big on its own is left out, ``doc``'s oldest turns go until it
+        fits alone, then the other sessions (least recently written first)."""
+        turns = list(doc.turns)
+        if turns and _size({session_id: SessionDoc(turns=turns[-1:])}) > MAX_VALUE_BYTES:
+            log.warning("session %s: a turn of %s is too big to remember", key, session_id,
+                        extra={"stage": "reason", "request_id": turns[-1].request_id})
+            turns = turns[:-1]
+        while turns and _size({session_id: SessionDoc(turns=turns, quiet=doc.quiet)}) \
+                > MAX_VALUE_BYTES:
             turns = turns[1:]
+        mine = SessionDoc(turns=turns, quiet=doc.quiet)
+        others = {sid: SessionDoc(turns=self._fresh(d.turns), quiet=d.quiet)
+                  for sid, d in slot.sessions.items() if sid != session_id}
+        sessions = {sid: d for sid, d in others.items() if d.turns or d.quiet}
+        sessions[session_id] = mine
+        while len(sessions) > 1 and _size(sessions) > MAX_VALUE_BYTES:
+            sessions.pop(next(iter(sessions)))
+        return SlotDoc(sessions=sessions).model_dump_json().encode()
+
+
+def _size(sessions: dict[str, SessionDoc]) -> int:
+    return len(SlotDoc(sessions=sessions).model_dump_json().encode())
+
+async def check_share(kv: KeyValue, slots: int) -> None:
+    """``StorageBoundError`` when ``slots`` entries of ``MAX_VALUE_BYTES`` let one workspace
+    hold more than ``1/SHARES`` of the bucket, or the bucket refuses such an entry."""
+    config = (await kv.status()).stream_info.config
+    total, largest = config.max_bytes or -1, config.max_msg_size or -1
+    if 0 < largest < MAX_VALUE_BYTES + 1024:
+        raise StorageBoundError(
+            f"bucket {BUCKET_SESSIONS}: max_value_size {largest} is below a session entry "
+            f"({MAX_VALUE_BYTES} bytes and its headers)")
+    if total > 0 and slots * MAX_VALUE_BYTES * SHARES > total:
+        raise StorageBoundError(
+            f"bucket {BUCKET_SESSIONS}: {slots} session slots of {MAX_VALUE_BYTES} bytes let one "
+            f"workspace hold more than 1/{SHARES} of its {total} bytes "
+            "(lower MUMU_REASON__SESSION_SLOTS or raise max_bytes in streams/buckets.json)")

@@ -113,6 +113,13 @@ class ReasonSettings(BaseModel):
         description="seconds a turn stays in the session context (the `mumu-sessions` "
         "bucket also expires whole sessions after its own TTL)",
     )
+    session_slots: int = Field(
+        default=16,
+        ge=1,
+        description="entries a workspace may have in the `mumu-sessions` bucket: sessions "
+        "share them by hash, so one workspace holds at most this x 200 KB however many "
+        "sessions it opens",
+    )
     session_cas_attempts: int = Field(
         default=20,
         ge=1,

@@ -28,7 +28,8 @@ from mumu.settings import Settings
 from mumu.stages.reason.backend import Backend, BackendError, BackendInterruptedError, ChatRequest
 from mumu.stages.reason.cancel import CancelRegistry
 from mumu.stages.reason.prompt import PromptTooLong, build_messages, system_message
-from mumu.stages.reason.sessions import SessionStore, SessionStoreError
+from mumu.stages.reason.quota import TextAskQuota
+from mumu.stages.reason.sessions import SessionStore, SessionStoreError, check_share
 from mumu.stages.reason.settings import ReasonSettings
 from mumu.stages.reason.streaming import Answer, DeltaStream, generate
 
@@ -57,16 +58,18 @@ class ReasonStage:
     name = NAME
 
     def __init__(
-        self, settings: ReasonSettings, backend: Backend, sessions: SessionStore | None = None
+        self, settings: ReasonSettings, backend: Backend, sessions: SessionStore | None = None,
+        quota: TextAskQuota | None = None,
     ) -> None:
         """``sessions``: the session context (``None``: the ``mumu-sessions`` bucket,
-        opened in ``start``)."""
+        opened in ``start``); ``quota``: the workspace quotas of text asks (``None``: none)."""
         self.settings = settings
         self.backend = backend
         self.cancels = CancelRegistry(settings.cancel_memory)
         self._given_sessions = sessions
         self._sessions = sessions
         self._ctx: StageContext | None = None
+        self.quota = quota
 
     def routes(self) -> Sequence[Route]:
         # the backend says how many requests it takes at once and how to retry one
@@ -94,15 +97,18 @@ class ReasonStage:
 
     async def start(self, ctx: StageContext) -> None:
         self._ctx = ctx
+        if self.quota is not None:
+            self.quota.bind(ctx.js)
         await self.backend.start()
         s = self.settings
         # opened on every start: after a reconnect, a handle of the old connection is dead
         self._sessions = self._given_sessions
         if self._sessions is None:
             kv = await ctx.js.key_value(subjects.BUCKET_SESSIONS)
+            await check_share(kv, s.session_slots)
             self._sessions = SessionStore(
                 kv, max_turns=s.max_turns, turn_ttl=s.turn_ttl,
-                cas_attempts=s.session_cas_attempts,
+                cas_attempts=s.session_cas_attempts, slots=s.session_slots,
             )
         await self.cancels.subscribe(ctx.nc)
         log.info(
@@ -112,6 +118,8 @@ class ReasonStage:
     async def stop(self) -> None:
         await self.cancels.close()
         await self.backend.close()
+        if self.quota is not None:
+            await self.quota.close()
 
     @property
     def sessions(self) -> SessionStore:
@@ -129,6 +137,9 @@ class ReasonStage:
         if not question:
             raise PermanentError("no_speech", "nothing to answer: the question is empty")
         final_subject = subjects.ANSWER_FINAL.for_workspace(ws)
+        # a raw NATS text ask over its workspace's quota: refused before any work
+        took = (self.quota is not None and isinstance(event, TextAsk)
+                and await self.quota.admit(ws, rid))
         with self.cancels.watch(ws, rid) as cancelled:
             try:
                 session = await self.sessions.load(ws, event.session_id)
@@ -136,6 +147,8 @@ class ReasonStage:
                 raise TransientError("internal", str(exc)) from exc
             done = session.answered(rid)
             if done is not None:  # redelivered after its answer was recorded
+                if took and self.quota is not None:
+                    await self.quota.release(ws, rid)  # it ended already
                 return [Outbound.of(final_subject, done, once=True)]
             request = await self._request(event, self.sessions.context(session))
             restart = session.may_have_streamed(rid, inbound.deliveries)
@@ -272,4 +285,5 @@ class ReasonStage:
 
 
 def build_stage(settings: Settings) -> ReasonStage:
-    return ReasonStage(settings.reason, build_backend(settings.reason))
+    return ReasonStage(settings.reason, build_backend(settings.reason),
+                       quota=TextAskQuota.of(settings))

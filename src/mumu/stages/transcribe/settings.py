@@ -5,6 +5,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from mumu.stages.transcribe.live.settings import LiveSettings
+
 
 class TranscribeSettings(BaseModel):
     model: str = Field(
@@ -52,4 +54,9 @@ class TranscribeSettings(BaseModel):
         description="messages this replica works on at once (and threads of its pool); "
         "unset: num_workers + 1 (one request is prepared while another is inferred), or "
         "max_batch x num_workers when batching; the rest stays for other replicas",
+    )
+    live: LiveSettings = Field(
+        default_factory=LiveSettings,
+        description="live speech (`MUMU_TRANSCRIBE__LIVE__*`): decode steps, endpointing, "
+        "streams per process",
     )

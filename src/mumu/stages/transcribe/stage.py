@@ -5,11 +5,13 @@ thread pool, behind the ``Transcriber`` it is given (the engine, or the micro-ba
 Each decoded segment is published at once on ``mumu.transcript.partial.<ws>``; the whole
 transcript on ``mumu.transcript.final.<ws>``.
 
-The normalised audio is deleted from ``mumu-audio`` once the final is published (and
-acknowledged by JetStream), before the input is acked: audio is not kept at rest longer
-than it takes to transcribe it. A delivery that comes after that (a lost ack, a replay)
-finds the object's delete marker, so it is done already (its final is published) and is
-acked; an object that is simply gone (expired, never stored) is a dead letter.
+The normalised audio is read from the workspace's ``mumu-audio-<ws>`` (the shared
+``mumu-audio`` for audio stored before per-workspace buckets) and deleted once the final
+is published (and acknowledged by JetStream), before the input is acked: audio is not
+kept at rest longer than it takes to transcribe it. A delivery that comes after that (a
+lost ack, a replay) finds the object's delete marker, so it is done already (its final is
+published) and is acked; an object that is simply gone (expired, never stored) is a dead
+letter.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from mumu.contracts.events import AudioReady, Segment, TranscriptFinal, Transcri
 from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
 from mumu.settings import Settings
 from mumu.stages.transcribe.engine import Job, Result, wav_to_float
+from mumu.stages.transcribe.live.route import LiveRoute
 from mumu.stages.transcribe.settings import TranscribeSettings
 from mumu.stages.transcribe.transcriber import Transcriber, build_transcriber
 
@@ -50,18 +53,21 @@ class TranscribeStage:
         self.transcriber = transcriber
         self._store: ObjectStore | None = None
         self._ctx: StageContext | None = None
+        self.live = LiveRoute(settings.live, transcriber, settings.model)
 
     def routes(self) -> Sequence[Route]:
         return [
             Route(subjects.STREAM_AUDIO, (subjects.AUDIO_READY.wildcard,), self.handle,
                   model=AudioReady, durable=TRANSCRIBE_AUDIO.durable,
-                  concurrency=self.transcriber.concurrency)
+                  concurrency=self.transcriber.concurrency),
+            self.live.route(),
         ]
 
     async def start(self, ctx: StageContext) -> None:
         self._ctx = ctx
         self._store = await open_object_store(ctx.js, subjects.BUCKET_AUDIO)
         await self.transcriber.start()
+        await self.live.start(ctx)
 
     async def stop(self) -> None:
         await self.transcriber.stop()
@@ -74,7 +80,7 @@ class TranscribeStage:
                 "schema_violation", f"Mumu-Language {language!r} is not a language of the model"
             )
         try:
-            audio = await self._load(ready)
+            store, audio = await self._load(inbound.workspace_id, ready)
         except AlreadyTranscribedError:
             log.info(
                 "already transcribed (its audio %s was deleted after the final)",
@@ -112,7 +118,7 @@ class TranscribeStage:
         final = self._final(ready, result)
         await inbound.emit(Outbound.of(subjects.TRANSCRIPT_FINAL.for_workspace(ws), final,
                                        once=True))
-        await self._delete(ready)
+        await self._delete(store, ready)
         return []
 
     def _final(self, ready: AudioReady, result: Result) -> TranscriptFinal:
@@ -131,39 +137,56 @@ class TranscribeStage:
             m = self._ctx.metrics
             m.model_seconds.labels(m.stage, self.settings.model).inc(result.compute_seconds)
 
-    async def _load(self, ready: AudioReady) -> np.ndarray:
-        store = self._require_store()
+    async def _stores(self, workspace_id: str) -> list[ObjectStore]:
+        """Where a request's audio may be: its workspace's bucket, then the shared one."""
+        shared = self._require_store()
+        if self._ctx is None:
+            return [shared]
         try:
-            obj = await store.get(ready.object_name)
-        except nats.js.errors.ObjectNotFoundError as exc:
-            if await self._deleted(ready.object_name):
-                raise AlreadyTranscribedError(ready.object_name) from exc
-            raise PermanentError(
-                "transcribe_failed",
-                f"normalised audio {ready.object_name} is gone (expired, or never stored)",
-            ) from exc
+            own = await self._ctx.js.object_store(subjects.audio_bucket(workspace_id))
+        except nats.js.errors.BucketNotFoundError:
+            return [shared]
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
-            raise TransientError("internal", f"reading {ready.object_name}: {exc!r}") from exc
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(None, wav_to_float, obj.data or b"")
-        except (ValueError, EOFError) as exc:
-            raise PermanentError("transcribe_failed", f"{ready.object_name}: {exc}") from exc
+            raise TransientError("internal", f"opening the audio bucket: {exc!r}") from exc
+        return [own, shared]
 
-    async def _deleted(self, name: str) -> bool:
+    async def _load(self, workspace_id: str, ready: AudioReady) -> tuple[ObjectStore, np.ndarray]:
+        """The store holding the request's audio, and the audio."""
+        for store in await self._stores(workspace_id):
+            try:
+                obj = await store.get(ready.object_name)
+            except nats.js.errors.ObjectNotFoundError as exc:
+                if await self._deleted(store, ready.object_name):
+                    raise AlreadyTranscribedError(ready.object_name) from exc
+                continue
+            except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+                raise TransientError("internal", f"reading {ready.object_name}: {exc!r}") from exc
+            loop = asyncio.get_running_loop()
+            try:
+                return store, await loop.run_in_executor(None, wav_to_float, obj.data or b"")
+            except (ValueError, EOFError) as exc:
+                raise PermanentError("transcribe_failed", f"{ready.object_name}: {exc}") from exc
+        raise PermanentError(
+            "transcribe_failed",
+            f"normalised audio {ready.object_name} is gone (expired, or never stored)",
+        )
+
+    @staticmethod
+    async def _deleted(store: ObjectStore, name: str) -> bool:
         """Whether ``name`` has a delete marker (this stage deleted it after its final)."""
         try:
-            info = await self._require_store().get_info(name, show_deleted=True)
+            info = await store.get_info(name, show_deleted=True)
         except nats.js.errors.ObjectNotFoundError:
             return False
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
             raise TransientError("internal", f"reading {name}: {exc!r}") from exc
         return bool(info.deleted)
 
-    async def _delete(self, ready: AudioReady) -> None:
+    @staticmethod
+    async def _delete(store: ObjectStore, ready: AudioReady) -> None:
         """Delete the transcribed audio; if that fails, the bucket's max age removes it."""
         try:
-            await self._require_store().delete(ready.object_name)
+            await store.delete(ready.object_name)
         except nats.js.errors.ObjectNotFoundError:
             pass  # deleted by a concurrent delivery of the same request
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:

@@ -29,6 +29,7 @@ class TimedWord:
     text: str
     start: float
     end: float
+    probability: float = 1.0
 
     @property
     def key(self) -> str:

@@ -22,6 +22,9 @@ class LiveDecoder:
         self.transcriber = transcriber
         self.vad = vad
         self.options = options.model_copy(update={"word_timestamps": True, "vad": False})
+        self.language: str | None = options.language
+        """The language of the last decode (the one asked for, or the one detected)."""
+        self._compute = 0.0
 
     async def decode(self, audio: np.ndarray, prompt: str | None) -> list[TimedWord]:
         options = self.options
@@ -33,10 +36,19 @@ class LiveDecoder:
             return None
 
         result = await self.transcriber.transcribe(Job(audio=audio, options=options), ignore)
+        self.language = result.language
+        if self.options.language is None:  # detected once, kept for the whole stream
+            self.options = self.options.model_copy(update={"language": result.language})
+        self._compute += result.compute_seconds
         return [
-            TimedWord(w.word, w.start, w.end)
+            TimedWord(w.word, w.start, w.end, w.probability)
             for segment in result.segments for w in segment.words or []
         ]
+
+    def take_compute_seconds(self) -> float:
+        """Model seconds spent since the last call (one utterance's, at its final)."""
+        spent, self._compute = self._compute, 0.0
+        return spent
 
     async def detect(self, audio: np.ndarray) -> Speech:
         return await asyncio.to_thread(self.vad.speech, audio)

@@ -16,6 +16,7 @@ import numpy as np
 
 from mumu.stages.transcribe.live.agreement import LocalAgreement, TimedWord, text_of
 from mumu.stages.transcribe.live.endpoint import SAMPLE_RATE, Speech
+from mumu.stages.transcribe.live.settings import LiveSettings
 
 Decode = Callable[[np.ndarray, str | None], Awaitable[list[TimedWord]]]
 """Decode mono 16 kHz audio (with an optional prompt): words with times relative to it."""
@@ -23,21 +24,6 @@ Detect = Callable[[np.ndarray], Awaitable[Speech]]
 """Find the speech in mono 16 kHz audio."""
 
 SENTENCE_END = (".", "?", "!", "\u3002", "\uff1f", "\uff01")  # and CJK full stops
-
-
-@dataclass(frozen=True)
-class LiveSettings:
-    step: float = 1.0
-    """Seconds of new audio between two decodes of the utterance."""
-    silence: float = 0.6
-    """Trailing silence that ends an utterance (the endpoint)."""
-    max_utterance: float = 30.0
-    """An utterance this long ends even if the speaker goes on."""
-    trim_after: float = 12.0
-    """A decode window longer than this starts at the last committed sentence end instead
-    (its words go in as the prompt): each step costs what the last sentences cost."""
-    keep_before_speech: float = 0.3
-    """Audio kept before speech while waiting for it (a soft onset is not cut)."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +121,8 @@ class LiveStream:
                 prompt = text_of(self._agreement.committed)
         words = await self.decode(self._audio[start:end], prompt)
         shift = self._offset + start / SAMPLE_RATE
-        hypothesis = [TimedWord(w.text, w.start + shift, w.end + shift) for w in words]
+        hypothesis = [TimedWord(w.text, w.start + shift, w.end + shift, w.probability)
+                      for w in words]
         if start:  # the committed words before the window are not in this hypothesis
             before = [w for w in self._agreement.committed if w.end <= shift + 0.05]
             hypothesis = before + hypothesis

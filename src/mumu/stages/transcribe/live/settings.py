@@ -1,0 +1,40 @@
+"""Settings of live speech (``MUMU_TRANSCRIBE__LIVE__*``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class LiveSettings(BaseModel):
+    step: float = Field(
+        default=1.0, gt=0, le=10,
+        description="seconds of new audio between two decodes of an utterance (partials)",
+    )
+    silence: float = Field(
+        default=0.6, gt=0, le=10,
+        description="trailing silence (seconds, in the audio) that ends an utterance",
+    )
+    max_utterance: float = Field(
+        default=30.0, gt=1, description="an utterance this long (seconds) ends anyway",
+    )
+    trim_after: float = Field(
+        default=12.0, gt=1,
+        description="a decode window longer than this starts at the last committed sentence "
+        "end (its words go in as the prompt)",
+    )
+    keep_before_speech: float = Field(
+        default=0.3, ge=0, description="seconds kept before speech while waiting for it",
+    )
+    idle_timeout: float = Field(
+        default=30.0, gt=0,
+        description="a stream with no chunk for this long is ended (its last utterance "
+        "is final) with a `stream_timeout` error",
+    )
+    takeover: float = Field(
+        default=6.0, gt=1,
+        description="seconds after which another replica takes over the stream of a replica "
+        "that died (the live route's ack wait; its heartbeat comes every third of it)",
+    )
+    concurrency: int = Field(
+        default=4, ge=1, description="live streams one transcribe process serves at once",
+    )

@@ -1,0 +1,180 @@
+"""The real pipeline on a 3-node JetStream cluster (three nats-server processes from the
+wheel, on loopback): every stage and the gateway run by `mumu up` against it, 1,000 mixed
+text and audio asks, and the leaders of MUMU_INGEST and MUMU_RESULTS killed (SIGKILL) and
+restarted mid-load. Nothing JetStream acknowledged is lost, nothing is stored twice, every
+client gets its final, and answers keep coming while the cluster elects new leaders.
+
+Before that, the same asks at R1 and at R3 measure what replication costs (one run, one
+ratio: ``benchmarks/results/cluster.json``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nats.errors
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.api import StreamInfo
+
+from mumu.broker.cluster import EmbeddedCluster, wait_for_jetstream
+from mumu.broker.credentials import AuthDir
+from mumu.broker.intake import rescaled, reseat_sources
+from mumu.broker.streams import apply_all
+from mumu.broker.workspaces import ensure_workspaces
+from mumu.contracts import subjects
+from tests.conftest import DATA, operator_connection
+from tests.loadgen import (
+    Load,
+    Tenant,
+    acknowledged_requests,
+    judge,
+    stored_rows,
+    wait_stored,
+    write_result,
+)
+from tests.pg_fixtures import WorkspaceFactory
+from tests.test_up import start_up, stop_up
+
+pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(1500)]
+
+RESULTS = Path(__file__).parents[2] / "benchmarks" / "results" / "cluster.json"
+TOTAL = 1000
+MEASURED = 120
+"""Text asks per replication level in the R1/R3 comparison."""
+DOWN_SECONDS = 10.0
+CLIPS = sorted((DATA / "load").glob("q*.wav"))
+
+
+async def stream_info(nc: NATS, stream: str) -> StreamInfo | None:
+    """The stream's info, or None while the cluster does not answer (an election, or this
+    connection reconnecting from a killed node)."""
+    with contextlib.suppress(nats.errors.Error, TimeoutError):
+        return await asyncio.wait_for(nc.jetstream().stream_info(stream), 3)
+    return None
+
+
+async def leader(nc: NATS, stream: str, other_than: str = "", timeout: float = 30.0) -> str:
+    """The server leading ``stream`` (one other than ``other_than``), asked until the
+    cluster answers: the test's own connection may be on the node just killed."""
+    async with asyncio.timeout(timeout):
+        while True:
+            info = await stream_info(nc, stream)
+            if info and info.cluster and info.cluster.leader not in (None, "", other_than):
+                return info.cluster.leader
+            await asyncio.sleep(0.2)
+
+
+async def all_current(nc: NATS, streams: list[str], timeout: float = 60.0) -> None:
+    """Until every replica of ``streams`` is current again (a restarted node caught up)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            infos = [await stream_info(nc, s) for s in streams]
+            if all(i and i.cluster and i.cluster.leader and i.cluster.replicas
+                   and all(r.current and not r.offline for r in i.cluster.replicas)
+                   for i in infos):
+                return
+            await asyncio.sleep(0.5)
+
+
+async def replicate(nc: NATS, workspaces: list[str], replicas: int) -> None:
+    """Every stream and bucket, and the workspaces' intake streams, at ``replicas``."""
+    changes = await apply_all(nc, replicas=replicas)
+    changes += await ensure_workspaces(nc, workspaces, replicas=replicas)
+    assert rescaled(changes)
+    await reseat_sources(nc)  # as `mumu streams apply --replicas 3` does
+    for stream in (subjects.STREAM_INGEST, subjects.STREAM_RESULTS):
+        info = await nc.jetstream().stream_info(stream)
+        assert info.config.num_replicas == replicas
+
+
+async def throughput(gateway: str, tenants: list[Tenant]) -> float:
+    """Text asks answered per second (same clients, same asks)."""
+    load = Load(gateway, tenants, CLIPS, total=MEASURED, clients=8, audio_every=0)
+    started = time.monotonic()
+    outcomes = await load.run()
+    assert all(o.final for o in outcomes), [o.statuses for o in outcomes if not o.final]
+    return MEASURED / (time.monotonic() - started)
+
+
+async def kill_and_restart(cluster: EmbeddedCluster, nc: NATS, stream: str,
+                           load: Load) -> dict[str, object]:
+    """SIGKILL the leader of ``stream``, leave it down, start it again; what happened."""
+    name = await leader(nc, stream)
+    killed_at = time.monotonic()
+    await cluster.node(name).kill()
+    await asyncio.sleep(DOWN_SECONDS)
+    new_leader = await leader(nc, stream, other_than=name)
+    await cluster.node(name).start()
+    restarted_at = time.monotonic()
+    return {"stream": stream, "killed": name, "new_leader": new_leader,
+            "finals_while_down": load.finals_between(killed_at, restarted_at),
+            "down_seconds": round(restarted_at - killed_at, 1)}
+
+
+async def test_the_pipeline_on_a_3_node_cluster_loses_nothing_when_leaders_die(
+    tmp_path: Path, broker_users: AuthDir, pg_admin_url: str, pg_app_url: str,
+    master_keys: str, workspace: WorkspaceFactory,
+) -> None:
+    tenants = [Tenant(*await workspace("cluster-a")), Tenant(*await workspace("cluster-b"))]
+    ids = [t.workspace for t in tenants]
+    cluster = EmbeddedCluster(tmp_path / "cluster", 3, auth_file=broker_users.auth_conf)
+    async with cluster:
+        nc = await operator_connection(cluster.url.split(","), broker_users)
+        await wait_for_jetstream(nc)
+        proc, lines, _ = await start_up(tmp_path / "up" / ".mumu", {
+            "MUMU_NATS__URL": cluster.url, "MUMU_NATS__CREDENTIALS": str(broker_users.creds),
+            "MUMU_NATS__STREAM_REPLICAS": "1", "MUMU_DATABASE_URL": pg_app_url,
+            "MUMU_DATABASE_ADMIN_URL": pg_admin_url, "MUMU_MASTER_KEYS": master_keys,
+            "MUMU_REASON__MAX_TOKENS": "8", "MUMU_GATEWAY__RATE_LIMIT_PER_SECOND": "1000",
+            "MUMU_GATEWAY__RATE_LIMIT_BURST": "1000",
+        })
+        try:
+            gateway = lines["gateway"]
+            # what replication costs: the same asks at R1, then at R3
+            r1 = await throughput(gateway, tenants)
+            await replicate(nc, ids, 3)
+            await all_current(nc, [subjects.STREAM_INGEST, subjects.STREAM_RESULTS])
+            r3 = await throughput(gateway, tenants)
+
+            load = Load(gateway, tenants, CLIPS, total=TOTAL, clients=12, audio_every=8)
+            running = asyncio.create_task(load.run())
+            faults = []
+            for share, stream in ((0.25, subjects.STREAM_INGEST), (0.6, subjects.STREAM_RESULTS)):
+                while load.finals_between(0, float("inf")) < share * TOTAL:
+                    assert not running.done(), running
+                    await asyncio.sleep(0.2)
+                faults.append(await kill_and_restart(cluster, nc, stream, load))
+                await all_current(nc, [stream])
+            outcomes = await running
+            elapsed = time.monotonic() - load.started
+            acked = await acknowledged_requests(nc)
+            asked = {o.request_id for o in outcomes}
+            rows = await wait_stored(pg_admin_url, acked, timeout=120)
+        finally:
+            assert await stop_up(proc) == 0
+            await nc.drain()
+    counts = judge(outcomes, acked, rows)
+    write_result(RESULTS, {
+        "benchmark": "cluster", "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "nodes": 3, "requests": counts.as_json(),
+        "audio_every": 8, "faults": faults, "load_seconds": round(elapsed, 1),
+        "throughput_asks_per_s": {"r1": round(r1, 2), "r3": round(r3, 2),
+                                  "r3_over_r1": round(r3 / r1, 3)},
+    })
+    rows_now = await stored_rows(pg_admin_url)
+    assert counts.sent == TOTAL
+    assert counts.lost == 0, counts
+    assert counts.duplicated == 0, counts
+    assert acked.ids >= asked, "every ask was acknowledged by JetStream"
+    assert all(n == 1 for n in acked.counts.values()), "JetStream deduplicated every retry"
+    assert counts.finals_to_clients == TOTAL, [o for o in outcomes if not o.final][:5]
+    assert all(rows_now["answers"][rid] == 1 for rid in asked)
+    assert all(rows_now["transcripts"][rid] == 1 for rid in asked - acked.text)
+    assert not acked.text & set(rows_now["transcripts"]), "a text ask has no transcript row"
+    for fault in faults:
+        assert fault["finals_while_down"], f"no answer while {fault['killed']} was down"
+        assert fault["new_leader"] != fault["killed"]
