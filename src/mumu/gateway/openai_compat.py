@@ -76,8 +76,16 @@ def verbose(final: dict[str, Any], words: bool) -> VerboseTranscription:
 
 
 async def transcriptions(request: web.Request) -> web.Response:
+    """Holds one of the gateway's waiting places from before the upload is read until
+    the transcript is sent (``gateway.admission``)."""
     deps = request.app[DEPS]
     workspace_id = await deps.workspace_of(request)
+    with deps.admission.waiting.held(workspace_id):
+        return await _transcribe(request, workspace_id)
+
+
+async def _transcribe(request: web.Request, workspace_id: str) -> web.Response:
+    deps = request.app[DEPS]
     if request.content_type != "multipart/form-data":
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data with a `file`")
     form = await form_body(request, TranscriptionForm, code=INVALID)

@@ -13,6 +13,7 @@ Completed``) is never taken for the end of the next one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from types import TracebackType
 
@@ -65,10 +66,8 @@ class PullReader:
     ) -> None:
         sub, self._sub = self._sub, None
         if sub is not None:
-            try:
+            with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
-            except nats.errors.Error:
-                pass
 
     async def next_batch(self) -> list[Msg]:
         """The next messages, at least one; ``TimeoutError`` when JetStream sends none
