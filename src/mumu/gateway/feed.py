@@ -28,7 +28,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mumu.broker.ack_subject import ack_fields, is_ack_subject
 from mumu.contracts import subjects
-from mumu.gateway.pull import PullReader
+from mumu.gateway.pull import ConsumerGoneError, PullReader
 
 log = logging.getLogger("mumu.gateway.feed")
 
@@ -170,6 +170,11 @@ class LiveFeed:
         await self._drop()
 
 
+REPLAY_INACTIVE = 60.0
+"""Seconds without a fetch after which JetStream removes a replay's consumer (its client
+read nothing for that long); the replay then makes another from where it is."""
+
+
 def _replay_config(start: int, filters: list[str], since: datetime | None) -> ConsumerConfig:
     """A pull consumer: JetStream sends only what a fetch asks for."""
     by_time = since is not None
@@ -182,7 +187,7 @@ def _replay_config(start: int, filters: list[str], since: datetime | None) -> Co
         max_deliver=1,
         filter_subjects=filters,
         max_waiting=4,
-        inactive_threshold=60.0,
+        inactive_threshold=REPLAY_INACTIVE,
         mem_storage=True,
         num_replicas=1,
     )
@@ -200,26 +205,37 @@ async def replay(
     slowly) holds at most one batch here (``pull.BATCH`` messages, ``pull.MAX_BYTES``).
     """
     js = nc.jetstream()
+    filters = result_filters(workspace_id)
     consumer: str | None = None
     try:
         info = await js.add_consumer(
-            subjects.STREAM_RESULTS,
-            config=_replay_config(after + 1, result_filters(workspace_id), since),
-        )
-        consumer = info.name
+            subjects.STREAM_RESULTS, config=_replay_config(after + 1, filters, since))
+        consumer, last, expect = info.name, after, 1
         if not info.num_pending:
             return
-        expect = 1
         async with PullReader(nc, subjects.STREAM_RESULTS, consumer, idle=idle) as reader:
             while True:
-                batch = await reader.next_batch()
+                try:
+                    batch = await reader.next_batch()
+                except ConsumerGoneError:
+                    if expect == 1:  # gone again before it delivered anything
+                        raise
+                    # the caller took longer than the consumer's inactive threshold
+                    # (its client read nothing for that long): go on from where we are
+                    info = await js.add_consumer(
+                        subjects.STREAM_RESULTS, config=_replay_config(last + 1, filters, None))
+                    consumer, expect = info.name, 1
+                    reader.bind(consumer)
+                    if not info.num_pending:
+                        return
+                    continue
                 batch.reverse()
                 while batch:
                     msg = batch.pop()
                     _, seq, cseq, _, pending = ack_fields(msg.reply)
                     if cseq != expect:
                         raise RuntimeError("replay lost messages; resume again")
-                    expect += 1
+                    expect, last = expect + 1, seq
                     yield seq, msg
                     if pending == 0:
                         return

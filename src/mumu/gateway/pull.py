@@ -36,6 +36,11 @@ over (other 409s, e.g. a deleted consumer, end the replay)."""
 _ENDS_BATCH = ("Batch Completed", "Message Size Exceeds MaxBytes", "Exceeded MaxRequestMaxBytes")
 
 
+class ConsumerGoneError(RuntimeError):
+    """The consumer no longer exists (JetStream removed it after its inactive threshold
+    without a fetch, or someone deleted it)."""
+
+
 class PullReader:
     """Batches of one consumer; ``async with`` opens and closes its inbox."""
 
@@ -44,13 +49,19 @@ class PullReader:
         batch: int = BATCH, max_bytes: int = MAX_BYTES,
     ) -> None:
         self._nc = nc
-        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._stream = stream
+        self._next = ""
+        self.bind(consumer)
         self._inbox = nc.new_inbox()
         self._idle = idle
         self.batch = batch
         self.max_bytes = max_bytes
         self._requests = 0
         self._sub: Subscription | None = None
+
+    def bind(self, consumer: str) -> None:
+        """Read ``consumer`` from now on (one made again after ``ConsumerGoneError``)."""
+        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{consumer}"
 
     async def __aenter__(self) -> PullReader:
         # the limits are never reached (one batch at a time); they say what one batch is
@@ -105,5 +116,7 @@ class PullReader:
                 continue
             if status in _ENDS_REQUEST and (status != "409" or description in _ENDS_BATCH):
                 break
+            if status == "503" or description == "Consumer Deleted":  # no responders
+                raise ConsumerGoneError(f"JetStream has no consumer for {self._next}")
             raise RuntimeError(f"JetStream ended the read: {status} {description}".strip())
         return got

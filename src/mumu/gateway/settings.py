@@ -101,13 +101,13 @@ class GatewaySettings(BaseModel):
         "gets an error (429 too_many_uploads)",
     )
     max_waiting: int = Field(
-        default=64, ge=1,
+        default=32, ge=1,
         description="requests waiting for their result at once (`?wait=true` and "
         "/v1/audio/transcriptions, each holding up to `max_body_bytes`); the next gets "
         "503 + Retry-After",
     )
     max_waiting_per_workspace: int = Field(
-        default=16, ge=1,
+        default=8, ge=1,
         description="requests of one workspace waiting for their result at once; the next "
         "gets 429 + Retry-After",
     )
