@@ -27,6 +27,7 @@ from mumu.gateway.tokens import TokenSigner
 from mumu.settings import Settings
 from tests.conftest import nats_env
 from tests.gateway.conftest import SECRET, WS_A, WS_B, Results, provision, receive_until, rid
+from tests.gateway.test_http import wav
 from tests.harness import Collector
 
 SLOW_SOCKETS = 200
@@ -211,3 +212,40 @@ async def test_200_slow_sockets_resuming_from_0_stay_within_the_budget_and_other
     # the replays wait on their sockets: none read its history to the end (the kernel's
     # socket buffers, up to 4 MiB each here, hold most of what they did read)
     assert delivered_while_stalled < SLOW_SOCKETS * HISTORY_EVENTS
+
+
+async def test_waiting_audio_asks_hold_at_most_twice_their_body_each(
+    nc: NATS, streams: None, settings: Settings, nats_server: EmbeddedNats
+) -> None:
+    """docs/gateway.md: a waiting request holds at most 2 x its body (the body as read,
+    the audio parsed from it) until it is answered."""
+    await provision(settings, WS_A, WS_B)
+    body = wav(160.0)  # 5.1 MB
+    signer = TokenSigner(SecretStr(SECRET), 3600.0)
+    waiting = 8
+    async with gateway_process(nats_server, MUMU_GATEWAY__WAIT_TIMEOUT="60") as gw, \
+            aiohttp.ClientSession() as http, Collector(nc, "mumu.ingest.audio.>") as seen:
+        token = signer.issue(WS_A, "w")[0]
+
+        async def ask() -> int:
+            form = aiohttp.FormData()
+            form.add_field("audio", body, filename="a.wav", content_type="audio/wav")
+            async with http.post(f"{gw.url}/api/ask?wait=true", data=form,
+                                 headers={"Authorization": f"Bearer {token}"}) as resp:
+                return resp.status
+
+        await asyncio.sleep(0.5)
+        base = gw.sample()
+        asks = [asyncio.create_task(ask()) for _ in range(waiting)]
+        try:
+            await seen.wait_count("mumu.ingest.audio.", waiting, timeout=60)
+            await asyncio.sleep(0.5)
+            held = gw.sample() - base
+        finally:
+            for task in asks:
+                task.cancel()
+            await asyncio.gather(*asks, return_exceptions=True)
+    each = held * 1024 * 1024 / waiting / len(body)
+    print(f"\n{waiting} waiting asks of {len(body) / 1e6:.1f} MB: {held:.1f} MiB, "
+          f"{each:.2f} x the body each")
+    assert each <= 2.0
