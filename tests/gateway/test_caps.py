@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import openai
 import pytest
 from nats.aio.client import Client as NATS
 
@@ -24,7 +25,9 @@ from tests.gateway.conftest import (
     rid,
     serving,
 )
+from tests.gateway.test_http import wav
 from tests.harness import Collector
+from tests.pg_fixtures import WorkspaceFactory
 
 
 def is_type(kind: str):  # type: ignore[no-untyped-def]
@@ -163,3 +166,26 @@ async def test_websocket_audio_uploads_past_the_cap_are_refused_until_a_place_fr
         ("error", "too_many_uploads"), ("pong", None)]
     assert "MUMU_GATEWAY__MAX_AUDIO_BUFFERS_PER_WORKSPACE" in refusal[0]["message"]
     assert [m["type"] for m in accepted] == ["pong"]
+
+
+async def test_openai_transcriptions_past_the_waiting_cap_get_429_with_retry_after(
+    nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
+    workspace: WorkspaceFactory, http: aiohttp.ClientSession,
+) -> None:
+    """No transcribe stage runs: the first request waits, holding the workspace's one
+    place; the official client sees the second refused (it retries nothing here)."""
+    cfg = gateway_settings(settings, max_waiting_per_workspace=1, wait_timeout=30.0)
+    cfg = cfg.model_copy(update={"database_url": pg_settings.database_url})
+    _, api_key = await workspace("oai-cap")
+    async with serving(cfg) as gw, Collector(nc, "mumu.ingest.audio.>") as seen:
+        client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=api_key, max_retries=0)
+        first = asyncio.create_task(client.audio.transcriptions.create(
+            model="whisper-1", file=("a.wav", wav(1.0))))
+        await seen.wait_count("mumu.ingest.audio.", 1)  # published: it is waiting
+        with pytest.raises(openai.RateLimitError) as refused_:
+            await client.audio.transcriptions.create(model="whisper-1", file=("b.wav", wav(1.0)))
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+    response = refused_.value.response
+    assert response.headers["Retry-After"] == "5"
+    assert response.json()["error"]["code"] == "too_many_waiting"
