@@ -48,7 +48,8 @@ ENV PATH=/opt/mumu/bin:$PATH \
 VOLUME ["/models"]
 USER 10001:10001
 WORKDIR /home/mumu
-EXPOSE 8080 8081
+# 8080: the gateway; 8081: a stage's probes and metrics; 9464: `mumu exporter`
+EXPOSE 8080 8081 9464
 # the default command is the gateway (:8080/api/health); a stage container sets
 # MUMU_HEALTH_URL=http://127.0.0.1:8081/ready (as docker-compose.yml does)
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \

@@ -16,6 +16,7 @@ from mumu.broker.roles import Role
 from mumu.runtime.metrics import StageMetrics
 from mumu.runtime.process import run_stage
 from mumu.runtime.stage import Stage
+from mumu.runtime.tracing import Tracing
 from mumu.settings import Settings
 
 
@@ -70,6 +71,7 @@ class Collector:
 @contextlib.asynccontextmanager
 async def running(
     stage: Stage, settings: Settings, timeout: float = 60.0, metrics: StageMetrics | None = None,
+    tracing: Tracing | None = None,
 ) -> AsyncIterator[asyncio.Task[None]]:
     """Run ``stage`` in this event loop until the block ends (then drain it); ``metrics``:
     the runtime's registry for the stage, to read what it counted.
@@ -81,7 +83,8 @@ async def running(
         settings = settings.model_copy(update={"nats": nats})
     stop = asyncio.Event()
     started = asyncio.Event()
-    task = asyncio.create_task(run_stage(stage, settings, stop, started=started, metrics=metrics))
+    task = asyncio.create_task(
+        run_stage(stage, settings, stop, started=started, metrics=metrics, tracing=tracing))
     waiter = asyncio.create_task(started.wait())
     done, _ = await asyncio.wait({task, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     if task in done:

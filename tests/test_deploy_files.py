@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema_rs
 import pytest
 import yaml  # type: ignore[import-untyped]
 
 from mumu.broker.credentials import AuthDir
-from mumu.runtime.metrics import StageMetrics
 from mumu.stages.registry import STAGES
 from tests.tls_certs import Pki
 
@@ -57,7 +59,7 @@ def test_compose_runs_every_stage_the_gateway_and_prometheus_without_inline_secr
         assert services[name]["command"] == ["stage", name]
     text = (ROOT / "docker-compose.yml").read_text()
     for secret in ("MUMU_MASTER_KEYS", "POSTGRES_PASSWORD", "MUMU_GATEWAY__SESSION_SECRET",
-                   "NATS_JS_KEY"):
+                   "NATS_JS_KEY", "GRAFANA_ADMIN_PASSWORD"):
         assert re.search(rf"\${{{secret}:\?", text), f"{secret} must come from the environment"
 
 
@@ -79,7 +81,7 @@ def test_compose_needs_credentials_and_gives_each_service_only_its_own() -> None
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     assert any(v.endswith(":/etc/nats/auth:ro") for v in services["nats"]["volumes"])
     roles = {**{name: name for name in STAGES.names()}, "gateway": "gateway",
-             "setup": "operator"}
+             "setup": "operator", "exporter": "exporter", "transcribe-gpu": "transcribe"}
     for service, role in roles.items():
         seeds = [v for v in services[service]["volumes"] if "/creds/" in v]
         assert seeds == [f"${{MUMU_AUTH_DIR}}/creds/{role}.nk:/etc/mumu/nats.nk:ro"], service
@@ -171,11 +173,84 @@ def test_the_compose_nats_config_is_valid_and_encrypts_its_store_with_a_key_from
     assert unset.returncode != 0 and "NATS_JS_KEY" in unset.stderr, "no key: no server"
 
 
-def test_prometheus_rules_use_metrics_that_exist() -> None:
-    rules = yaml.safe_load((ROOT / "infra" / "prometheus" / "rules.yml").read_text())
-    families = {m.name for m in StageMetrics("x").registry.collect()}
-    counters = {f"{name}_total" for name in families}
-    exprs = " ".join(r["expr"] for g in rules["groups"] for r in g["rules"])
-    used = set(re.findall(r"\b(mumu_[a-z_]+?)(?:_bucket)?\b", exprs))
-    assert used, "rules refer to mumu metrics"
-    assert used <= families | counters, used - families - counters
+COMPOSE_SCHEMA = ROOT / "tests" / "data" / "compose" / "compose-spec.json"
+
+
+def compose_errors(document: object) -> list[str]:
+    """What the Compose Specification's JSON schema (vendored: no network at test time)
+    finds wrong with ``document``."""
+    validator = jsonschema_rs.validator_for(json.loads(COMPOSE_SCHEMA.read_text()))
+    return [str(error) for error in validator.iter_errors(document)]
+
+
+@pytest.mark.parametrize("path", ["docker-compose.yml", "infra/compose.broker-port.yml"])
+def test_compose_files_follow_the_compose_specification(path: str) -> None:
+    document = yaml.safe_load((ROOT / path).read_text())
+    assert compose_errors(document) == []
+    # the check can fail: a misspelt key and a wrong type are caught
+    broken = json.loads(json.dumps(document))
+    next(iter(broken["services"].values()))["portz"] = ["4222:4222"]
+    assert compose_errors(broken)
+    broken = json.loads(json.dumps(document))
+    next(iter(broken["services"].values()))["ports"] = [{"published": {"no": 1}}]
+    assert compose_errors(broken)
+
+
+def test_compose_publishes_no_broker_port_by_default() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert "ports" not in services["nats"]
+    assert "expose" not in services["nats"]
+    override = yaml.safe_load((ROOT / "infra" / "compose.broker-port.yml").read_text())
+    assert override["services"]["nats"]["ports"] == ["4222:4222"]  # only when asked for
+
+
+def test_compose_has_a_gpu_profile_running_transcribe_from_the_cuda_image() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    gpu = services["transcribe-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    assert gpu["build"]["dockerfile"] == "Dockerfile.cuda"
+    assert gpu["command"] == ["stage", "transcribe"]
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["capabilities"] == ["gpu"] and device["driver"] == "nvidia"
+    assert gpu["environment"]["MUMU_TRANSCRIBE__DEVICE"] == "cuda"
+    assert "transcribe" in gpu["networks"]["default"]["aliases"]  # scraped as a stage
+    # no other service needs the profile: the default `up` runs on the CPU
+    assert [name for name, svc in services.items() if "profiles" in svc] == ["transcribe-gpu"]
+
+
+def test_compose_runs_one_exporter_with_its_own_read_only_credentials() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    exporter = services["exporter"]
+    assert exporter["command"][:1] == ["exporter"]
+    assert "deploy" not in exporter or exporter["deploy"].get("replicas", 1) == 1
+
+
+def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last matching pattern wins; ``!`` re-includes."""
+    excluded = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.removeprefix("!").removeprefix("**/")
+        parts = Path(path).parts
+        if any(fnmatch.fnmatch("/".join(parts[i:j]), pattern)
+               for i in range(len(parts)) for j in range(i + 1, len(parts) + 1)):
+            excluded = not negate
+    return excluded
+
+
+def test_dockerignore_keeps_secrets_and_state_out_but_not_what_the_images_copy() -> None:
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    for secret in (".env", ".mumu/master-keys", "auth/creds/operator.nk", "tls/server-key.pem",
+                   ".git/config", ".venv/bin/python"):
+        assert dockerignore_excludes(secret, patterns), secret
+    for dockerfile in ("Dockerfile", "Dockerfile.cuda"):
+        text = (ROOT / dockerfile).read_text()
+        for sources in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
+            for source in sources.split():
+                assert (ROOT / source).exists(), source
+                assert not dockerignore_excludes(source, patterns), (dockerfile, source)
+                for file in (ROOT / source).rglob("*") if (ROOT / source).is_dir() else []:
+                    if "__pycache__" in file.parts:
+                        continue
+                    assert not dockerignore_excludes(str(file.relative_to(ROOT)), patterns), file

@@ -4,6 +4,7 @@ and against an external, authenticated NATS server and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -151,6 +152,20 @@ async def test_up_is_healthy_fast_answers_stops_cleanly_and_reuses_its_data(
         )
         out, _ = await asyncio.wait_for(cli.communicate(), 60)
         assert cli.returncode == 0 and b"MUMU_RESULTS" in out, out
+        # the one exporter of stream fullness and consumer backlogs runs as its own role
+        metrics_url = lines["metrics"].split()[0]
+        async with aiohttp.ClientSession() as http, asyncio.timeout(30):
+            while True:  # ready once it has read the JetStream API
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(metrics_url.replace("/metrics", "/ready")) as resp:
+                        if resp.status == 200:
+                            break
+                await asyncio.sleep(0.2)
+            async with http.get(metrics_url) as resp:
+                exported = await resp.text()
+        assert 'mumu_jetstream_stream_fullness_ratio{kind="stream",stream="MUMU_RESULTS"}' in (
+            exported), exported
+        assert 'mumu_build_info{component="exporter"' in exported
     finally:
         assert await stop_up(proc) == 0
     pids = children(data_dir)
@@ -177,7 +192,7 @@ async def test_up_is_healthy_fast_answers_stops_cleanly_and_reuses_its_data(
 
 @pytest.mark.slow
 async def test_up_uses_an_external_nats_with_a_password_and_an_external_database(
-    tmp_path: Path, pg_admin_url: str, pg_app_url: str
+    tmp_path: Path, pg_admin_url: str, pg_app_url: str, master_keys: str
 ) -> None:
     server = EmbeddedNats(tmp_path / "external-nats", user="mumu", password="s3cret-pw")
     async with server:
@@ -186,6 +201,7 @@ async def test_up_uses_an_external_nats_with_a_password_and_an_external_database
             "MUMU_NATS__URL": server.url, "MUMU_NATS__USER": "mumu",
             "MUMU_NATS__PASSWORD": "s3cret-pw", "MUMU_DATABASE_URL": pg_app_url,
             "MUMU_DATABASE_ADMIN_URL": pg_admin_url,
+            "MUMU_MASTER_KEYS": master_keys,  # an external database needs it
         })
         try:
             assert lines["nats"] == server.url
@@ -193,6 +209,8 @@ async def test_up_uses_an_external_nats_with_a_password_and_an_external_database
                 async with http.get(f"{lines['gateway']}/api/ready") as resp:
                     assert resp.status == 200, await resp.text()
             assert not (data_dir / "nats").exists(), "it started no nats-server of its own"
+            assert not (data_dir / "master-keys").exists(), "no development keyring"
+            assert "cli" not in lines  # nothing embedded to point the CLI at
             assert set(children(data_dir)) >= {"gateway", "ingest", "transcribe"}
         finally:
             assert await stop_up(proc) == 0
@@ -227,8 +245,9 @@ async def test_the_first_screen_shows_only_mumus_lines(tmp_path: Path) -> None:
     proc, lines, _ = await start_up(data_dir)
     try:
         # stdout: exactly what a user needs to start, nothing else before it
-        assert list(lines) == ["gateway", "nats", "workspace", "api key", "operator credentials",
-                               "producer credentials", "logs"]
+        assert list(lines) == ["gateway", "nats", "metrics", "workspace", "api key",
+                               "operator credentials", "producer credentials", "cli", "logs"]
+        assert lines["cli"].startswith(f"export MUMU_DATA_DIR={data_dir.resolve()}  ")
         # stderr up to then: mumu's own JSON log lines (no library warning or command dump)
         screen = (tmp_path / "up.log").read_text().splitlines()
         assert screen, "mumu up logged nothing while starting"

@@ -13,6 +13,7 @@ from nats.aio.client import Client as NATS
 
 from mumu.broker.credentials import AuthDir
 from mumu.broker.embedded import EmbeddedNats
+from mumu.broker.intake import ingest_replay_subjects
 from mumu.broker.jsapi import api, stream_config
 from mumu.broker.streams import apply_all
 from mumu.broker.workspaces import ensure_workspace, remove_workspace
@@ -136,7 +137,8 @@ async def test_a_pre_intake_ingest_stream_is_migrated(nc: NATS) -> None:
     assert changes["MUMU_INGEST"].action == "updated"
     await ensure_workspace(nc, "ws-a")
     live = await stream_config(nc, subjects.STREAM_INGEST)
-    assert live is not None and not live.get("subjects")
+    # the ingest subjects moved to the intake stream; only the replay subjects stay
+    assert live is not None and live.get("subjects") == ingest_replay_subjects()
     assert live.get("duplicate_window", 0) == 0
     ack = await nc.jetstream().publish(subjects.INGEST_TEXT.for_workspace("ws-a"), b"A")
     assert ack.stream == "MUMU_INTAKE_ws-a"

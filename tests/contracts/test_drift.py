@@ -9,11 +9,11 @@ from pathlib import Path
 from pydantic import Field
 
 from mumu.bench.stream import BENCH_HOPS, STREAM_BENCH, bench_stream_config
-from mumu.broker.intake import intake_config
+from mumu.broker.intake import ingest_replay_subjects, intake_config
 from mumu.broker.streams import load_stream_configs
 from mumu.contracts import catalog, events, subjects
 from mumu.contracts.schemas import schema_drift
-from mumu.contracts.subject_check import SAMPLE_WORKSPACE, subject_problems
+from mumu.contracts.subject_check import DECLARED_PATTERNS, SAMPLE_WORKSPACE, subject_problems
 
 ROOT = Path(__file__).parents[2]
 
@@ -66,7 +66,8 @@ def test_every_subject_constant_is_stored_by_exactly_one_stream() -> None:
 def test_ingest_subjects_are_stored_per_workspace_and_ingest_only_sources_them() -> None:
     configs = load_stream_configs(ROOT / "streams")
     ingest = next(c for c in configs if c["name"] == subjects.STREAM_INGEST)
-    assert ingest["subjects"] == [] and ingest["sources"] == []
+    # its own subjects are only the replay subjects of the stages that read it
+    assert ingest["subjects"] == ingest_replay_subjects() and ingest["sources"] == []
     # a sourced Nats-Msg-Id must not be deduped again across workspaces
     assert ingest["duplicate_window"] == 0
     intake = intake_config("ws-a", max_bytes=1234, directory=ROOT / "streams")
@@ -90,7 +91,7 @@ def test_the_bench_subjects_are_stored_by_the_bench_stream_only() -> None:
     assert STREAM_BENCH not in {c["name"] for c in configs}
     assert subject_problems([bench_stream_config()], BENCH_HOPS) == []
     both = [*configs, bench_stream_config()]
-    assert subject_problems(both, (*subjects.ALL_PATTERNS, *BENCH_HOPS),
+    assert subject_problems(both, (*DECLARED_PATTERNS, *BENCH_HOPS),
                             workspace_configs=[_intake()]) == []
     assert not {p.prefix for p in BENCH_HOPS} & {p.prefix for p in subjects.ALL_PATTERNS}
 
@@ -111,8 +112,10 @@ def test_subject_drift_is_detected_on_a_mutated_copy(tmp_path: Path) -> None:
 def test_stream_files_are_jetstream_stream_configs() -> None:
     for config in [*load_stream_configs(ROOT / "streams"), _intake()]:
         assert config["storage"] in {"file", "memory"}
-        # a stream that only sources others leaves dedupe to them (MUMU_INGEST)
-        assert config["duplicate_window"] > 0 or ("sources" in config and not config["subjects"])
+        # a stream that only sources others leaves dedupe to them (MUMU_INGEST; its own
+        # subjects are only the stages' replay subjects, published by the operator)
+        assert config["duplicate_window"] > 0 or (
+            "sources" in config and all(subjects.is_replay(s) for s in config["subjects"]))
         assert config["max_age"] > 0
         assert config["retention"] == "limits"
 

@@ -37,6 +37,7 @@ from mumu.gateway.settings import GatewaySettings
 from mumu.gateway.tokens import TokenSigner
 from mumu.gateway.transport import base_url, ssl_context
 from mumu.runtime.http import serve
+from mumu.runtime.tracing import Tracing
 from mumu.settings import Settings
 from mumu.stages.registry import STAGES
 from tests.pg_fixtures import WorkspaceFactory
@@ -52,8 +53,11 @@ class Gateway:
     app: web.Application
     signer: TokenSigner
 
-    def token(self, workspace: str = WS_A, session: str = "s1") -> str:
-        return self.signer.issue(workspace, session)[0]
+    def token(self, workspace: str = WS_A, session: str = "s1", key_id: str | None = None
+              ) -> str:
+        """A session token; ``key_id`` (the API key's id) is needed where the gateway has
+        a database to check it against."""
+        return self.signer.issue(workspace, session, key_id=key_id)[0]
 
     def ws_url(self, token: str | None = None, after: int | None = None) -> str:
         base = "ws" + self.url.removeprefix("http") + "/api/ws"  # https: wss
@@ -89,10 +93,12 @@ async def provision(settings: Settings, *ids: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[Gateway]:
-    """A gateway; the test workspaces WS_A and WS_B are provisioned first."""
+async def serving(settings: Settings, *, tracing: Tracing | None = None
+                  ) -> AsyncIterator[Gateway]:
+    """A gateway; the test workspaces WS_A and WS_B are provisioned first. ``tracing``:
+    where its spans go."""
     await provision(settings, WS_A, WS_B)
-    app = create_app(settings)
+    app = create_app(settings, tracing=tracing)
     runner, port = await serve(app, "127.0.0.1", 0, ssl_context(settings.gateway))
     try:
         yield Gateway(

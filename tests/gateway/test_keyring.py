@@ -72,4 +72,5 @@ async def test_history_after_the_workspace_is_shredded_is_410(
             body = await resp.json()
     assert resp.status == 410, body
     assert body == {"error": {"code": "shredded",
-                              "message": "this workspace's data was crypto-erased"}}
+                              "message": "this workspace's data was crypto-erased",
+                              "request_id": resp.headers["X-Request-Id"]}}

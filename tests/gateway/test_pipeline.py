@@ -18,6 +18,7 @@ from mumu.settings import Settings
 from mumu.stages.persist.stage import build_stage as build_persist
 from tests.gateway.conftest import WS_A, gateway_settings, receive_until, serving
 from tests.gateway.pipeline import SPEECH, assert_answer_is_the_stages, pipeline_settings, stages
+from tests.gateway.test_tenancy import session
 from tests.harness import Collector, running
 from tests.pg_fixtures import WorkspaceFactory
 
@@ -111,17 +112,18 @@ async def test_ask_and_wait_returns_transcript_and_answer(
     cfg = gateway_settings(pipeline_settings(settings, model_cache), wait_timeout=120.0)
     cfg = cfg.model_copy(update={
         "database_url": pg_settings.database_url, "master_keys": pg_settings.master_keys})
-    ws, _ = await workspace("w")  # with a database, ingest checks the workspace exists
+    _, key = await workspace("w")  # with a database, ingest checks the workspace exists
     async with stages(cfg), running(build_persist(cfg), cfg), serving(
         cfg
     ) as gw, aiohttp.ClientSession() as http:
         async with http.get(f"{gw.url}/api/ready") as resp:  # every stage runs
             assert resp.status == 200, await resp.text()
+        token = (await session(http, gw.url, key, session_id="w"))["token"]
         form = aiohttp.FormData()
         form.add_field("audio", (SPEECH / "en03.wav").read_bytes(), filename="q.wav")
         async with Collector(nc, "mumu.answer.>") as seen, http.post(
             f"{gw.url}/api/ask?wait=true", data=form,
-            headers={"Authorization": f"Bearer {gw.token(ws, 'w')}"},
+            headers={"Authorization": f"Bearer {token}"},
         ) as resp:
             body = await resp.json()
     assert resp.status == 200, body

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from nats.aio.client import Client as NATS
 
@@ -42,6 +43,7 @@ checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "503"]
 async def test_no_5xx_and_every_answer_conforms_to_the_document(
     nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
     workspace: WorkspaceFactory, model_cache: Path, tmp_path: Path,
+    admin_conn: asyncpg.Connection,
 ) -> None:
     cfg = gateway_settings(
         pipeline_settings(settings, model_cache), wait_timeout=60.0, rate_limit_burst=10_000,
@@ -54,7 +56,9 @@ async def test_no_5xx_and_every_answer_conforms_to_the_document(
     ws, api_key = await workspace("fuzz")
     (tmp_path / "schemathesis.toml").write_text(CONFIG)
     async with stages(cfg), running(build_persist(cfg), cfg), serving(cfg) as gw:
-        token = gw.token(ws, EXAMPLE_SESSION)
+        key_id = str(await admin_conn.fetchval(
+            "SELECT id FROM mumu.api_keys WHERE workspace_id = $1", ws))
+        token = gw.token(ws, EXAMPLE_SESSION, key_id)
         await _a_real_history(gw.url, token)
         # session tokens for the client routes, the API key for the two routes that take one
         reports = [

@@ -186,31 +186,39 @@ async def _post_form(http: aiohttp.ClientSession, url: str, token: str, form: ai
         return resp.status, await resp.json()
 
 
-async def test_failed_api_key_attempts_are_rate_limited_per_client_address(
+async def test_failed_api_key_attempts_are_rate_limited_per_client_and_key_prefix(
     nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
     workspace: WorkspaceFactory,
 ) -> None:
     cfg = gateway_settings(settings, failed_key_burst=3, failed_key_per_second=0.01)
     cfg = cfg.model_copy(update={"database_url": pg_settings.database_url})
     _, key = await workspace("a")
+    stale = "mumu_stale1" + "y" * 38
+
+    async def attempt(client: aiohttp.ClientSession, bearer: str) -> tuple[int, str | None]:
+        async with client.post(f"{gw.url}/api/session", headers=auth(bearer)) as resp:
+            return resp.status, resp.headers.get("Retry-After")
+
     async with serving(cfg) as gw, aiohttp.ClientSession() as http:
-        statuses = []
-        for guess in ("mumu_guess1", "mumu_guess2", "mumu_guess3", "mumu_guess4", key):
-            async with http.post(f"{gw.url}/api/session", headers=auth(guess)) as resp:
-                statuses.append(resp.status)
-                retry_after = resp.headers.get("Retry-After")
-        # the right key is refused too while the address is blocked: guessing costs time
-        assert statuses == [401, 401, 401, 429, 429]
+        tries = [await attempt(http, stale) for _ in range(4)]
+        assert [status for status, _ in tries] == [401, 401, 401, 429]
+        retry_after = tries[-1][1]
         assert retry_after is not None and int(retry_after) >= 1
+        # a stale key slows down that key only: the client's good key works
+        assert (await attempt(http, key))[0] == 200
         form = aiohttp.FormData()
         form.add_field("file", b"x", filename="a.wav")
         form.add_field("model", "whisper-1")
         async with http.post(f"{gw.url}/v1/audio/transcriptions", data=form,
-                             headers=auth(key)) as resp:
+                             headers=auth(stale)) as resp:
             assert resp.status == 429
+        # spraying made-up keys hits the client's ceiling (10x the per-key burst), and
+        # then every key of that client waits, the good one too
+        sprayed = [(await attempt(http, f"mumu_{n:02d}spray" + "z" * 38))[0] for n in range(40)]
+        assert 429 in sprayed
+        assert sprayed.count(401) == 3 * 10 - 3  # the stale key's three failures count too
+        assert (await attempt(http, key))[0] == 429
         # another client address is not affected
         other = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
-        async with aiohttp.ClientSession(connector=other) as elsewhere, elsewhere.post(
-            f"{gw.url}/api/session", headers=auth(key)
-        ) as resp:
-            assert resp.status == 200
+        async with aiohttp.ClientSession(connector=other) as elsewhere:
+            assert (await attempt(elsewhere, key))[0] == 200

@@ -85,29 +85,32 @@ async def guesses(http: aiohttp.ClientSession, url: str, forwarded_for: str | No
     return statuses
 
 
-async def test_failed_key_limits_key_on_the_forwarded_client_behind_a_trusted_proxy(
+async def test_failed_key_limits_key_on_the_forwarded_client_and_key_prefix_behind_a_proxy(
     nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
     workspace: WorkspaceFactory,
 ) -> None:
-    """Behind a proxy every request comes from the proxy's address: without X-Forwarded-For
-    one guessing client would lock every other client out."""
+    """Behind a proxy every request comes from the proxy's address: keyed on that, one
+    client with a stale key would lock every other client out. The bucket is the
+    forwarded client *and* the key's prefix."""
     cfg = gateway_settings(settings, failed_key_burst=3, failed_key_per_second=0.01,
                            trusted_proxies=["127.0.0.1/32"])
     cfg = cfg.model_copy(update={"database_url": pg_settings.database_url})
     _, key = await workspace("proxied")
-    wrong = ["mumu_guess1", "mumu_guess2", "mumu_guess3", "mumu_guess4"]
+    stale = "mumu_stale0" + "x" * 38
     async with serving(cfg) as gw, aiohttp.ClientSession() as http:
-        assert await guesses(http, gw.url, "203.0.113.7", wrong) == [401, 401, 401, 429]
-        # another client behind the same proxy is not affected
-        assert await guesses(http, gw.url, "203.0.113.8", [key]) == [200]
+        assert await guesses(http, gw.url, "203.0.113.7", [stale] * 4) == [401, 401, 401, 429]
+        # the same client's good key is not locked out by its stale one
+        assert await guesses(http, gw.url, "203.0.113.7", [key]) == [200]
+        # another client behind the same proxy, even with the same stale key, is not affected
+        assert await guesses(http, gw.url, "203.0.113.8", [stale, key]) == [401, 200]
         # the blocked client cannot get out by writing another address in front of its own
         # (the proxy appends the real one; only the right-most untrusted hop counts)
-        assert await guesses(http, gw.url, "198.51.100.1, 203.0.113.7", [key]) == [429]
+        assert await guesses(http, gw.url, "198.51.100.1, 203.0.113.7", [stale]) == [429]
         # a peer that is not a trusted proxy cannot pick its address with the header
         direct = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
         async with aiohttp.ClientSession(connector=direct) as elsewhere:
             statuses = [
-                (await guesses(elsewhere, gw.url, f"192.0.2.{n}", [f"mumu_guess{n}"]))[0]
+                (await guesses(elsewhere, gw.url, f"192.0.2.{n}", [stale]))[0]
                 for n in range(4)
             ]
             assert statuses == [401, 401, 401, 429]

@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from nats.aio.client import Client as NATS
 
@@ -49,7 +50,7 @@ async def test_dead_letter_is_listed_shown_replayed_and_purged(
         await nc.jetstream().publish(source, bad.model_dump_json().encode(), headers={h.MSG_ID: rid})
         await seen.wait_count("mumu.dlq.", 1)
 
-    code, out = await mumu(nats_server, "dlq", "ls")
+    code, out = await mumu(nats_server, "dlq", "ls", "--each")
     assert code == 0
     row = next(line for line in out.splitlines() if "passthrough" in line)
     seq = row.split()[0]
@@ -58,7 +59,7 @@ async def test_dead_letter_is_listed_shown_replayed_and_purged(
     code, out = await mumu(nats_server, "dlq", "show", seq)
     assert code == 0
     assert f"{h.DLQ_ORIGINAL_PREFIX}{h.MSG_ID}: {rid}" in out
-    assert '"behaviour": "permanent"' in out
+    assert '"behaviour": "permanent"' in out and "body: application/json" in out
 
     before = await count(nc, STREAM_BENCH, source)
     code, out = await mumu(nats_server, "dlq", "replay", seq)
@@ -73,7 +74,7 @@ async def test_dead_letter_is_listed_shown_replayed_and_purged(
 
 
 async def test_replay_republishes_a_range_the_stage_handles_it_and_outputs_dedupe(
-    nats_server: EmbeddedNats, nc: NATS, streams: None, settings: Settings
+    nats_server: EmbeddedNats, nc: NATS, streams: None, settings: Settings, tmp_path: Path
 ) -> None:
     js = nc.jetstream()
     source = BENCH_HOPS[1].for_workspace(WS)
@@ -89,9 +90,12 @@ async def test_replay_republishes_a_range_the_stage_handles_it_and_outputs_dedup
     async with Collector(nc) as seen, running(stage, settings):
         await seen.wait_count("mumu.bench.hop2.", 5)
         assert sorted(rid for rid, _ in stage.calls) == sorted(rids)
+        export = tmp_path / "range.jsonl"
         code, out = await mumu(nats_server, "replay", "mumu.bench.hop1.*", "--from-seq", "2",
-                               "--to-seq", "4")
-        assert code == 0 and "replayed 3 messages from MUMU_BENCH" in out
+                               "--to-seq", "4", "--to-file", str(export))
+        assert code == 0 and "exported 3 of 3 messages read" in out
+        code, out = await mumu(nats_server, "replay", "--from-file", str(export))
+        assert code == 0 and "republished 3 of 3 messages read" in out
         # the stage's own consumer delivered the replays and the stage handled them
         await until(lambda: len(stage.calls) == 8)
         await until_settled(nc, durable, delivered=8)

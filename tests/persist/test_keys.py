@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from datetime import UTC, datetime
@@ -14,7 +15,8 @@ import pytest
 from mumu.cli.main import main
 from mumu.crypto import DecryptionError, Keyring, MasterKey
 from mumu.db import keyadmin
-from mumu.db.datakeys import DataKeys, DataKeyShreddedError
+from mumu.db.bootstrap import STATE_FILE
+from mumu.db.datakeys import DataKeys, DataKeyShreddedError, WorkspaceShreddedError
 from mumu.db.history import session_history
 from mumu.db.pool import workspace_tx
 from mumu.db.records import (
@@ -98,10 +100,14 @@ async def test_shred_makes_exactly_that_workspace_unreadable(
         await session_history(app_pool, keys, a, "s")  # even with the key cached in memory
     assert await texts(app_pool, keyring, b) == ["b secret"]
 
-    # the workspace lives on with a new data key; only what was shredded is gone
-    await write_records(app_pool, keys, a, [said("after shred")])
+    # shred is final: nothing more of the workspace is stored, no new key appears...
+    with pytest.raises(WorkspaceShreddedError, match=f"workspace {a} was shredded"):
+        await write_records(app_pool, keys, a, [said("after shred")])
     assert await admin_conn.fetchval(
-        "SELECT max(version) FROM mumu.data_keys WHERE workspace_id = $1", a) == 2
+        "SELECT max(version) FROM mumu.data_keys WHERE workspace_id = $1", a) == 1
+    # ...until an operator re-enables it: a new data key; only what was shredded is gone
+    assert (await keyadmin.reenable(admin_conn, keys, a)).data_key_version == 2
+    await write_records(app_pool, keys, a, [said("after shred")])
     with pytest.raises(DataKeyShreddedError):
         await session_history(app_pool, keys, a, "s")
     with pytest.raises(LookupError):
@@ -146,7 +152,9 @@ async def test_shred_waits_for_a_writer_holding_the_key_and_counts_its_rows(
     with pytest.raises(DataKeyShreddedError):
         await session_history(app_pool, keys, ws, "s")
 
-    # a writer that reads the key while a shred holds it gets a new key afterwards
+    # a writer that reads the key while a shred holds it stores nothing afterwards
+    # (before shred was final, it made itself a new key v3)
+    await keyadmin.reenable(admin_conn, keys, ws)
     await write_records(app_pool, keys, ws, [said("under v2")])
     async with workspace_tx(admin_conn, ws) as shred_tx:
         await shred_tx.execute("SELECT 1 FROM mumu.data_keys WHERE workspace_id = $1 "
@@ -156,10 +164,14 @@ async def test_shred_waits_for_a_writer_holding_the_key_and_counts_its_rows(
         assert not writing.done()
         await shred_tx.execute("UPDATE mumu.data_keys SET wrapped = NULL, master_key_id = "
                                "NULL, shredded_at = now() WHERE workspace_id = $1", ws)
-    await asyncio.wait_for(writing, 10)
+        await shred_tx.execute("UPDATE mumu.workspace_shreds SET reenabled_at = NULL, "
+                               "shredded_at = now() WHERE workspace_id = $1", ws)
+    with pytest.raises(WorkspaceShreddedError):
+        await asyncio.wait_for(writing, 10)
     assert await admin_conn.fetchval(
-        "SELECT key_version FROM mumu.transcripts WHERE workspace_id = $1 "
-        "ORDER BY occurred_at DESC LIMIT 1", ws) == 3
+        "SELECT max(version) FROM mumu.data_keys WHERE workspace_id = $1", ws) == 2
+    assert await admin_conn.fetchval(
+        "SELECT count(*) FROM mumu.transcripts WHERE workspace_id = $1", ws) == 2
 
 
 def test_cli_workspace_and_keys_commands(
@@ -225,6 +237,12 @@ def test_cli_workspace_and_keys_commands(
     data_dir = tmp_path / "mumu"
     data_dir.mkdir()
     monkeypatch.setenv("MUMU_DATA_DIR", str(data_dir))
+    # the development keyring goes only with `mumu up`'s embedded database: its URLs are
+    # in the data directory's state file, none in the environment
+    monkeypatch.delenv("MUMU_DATABASE_ADMIN_URL")
+    monkeypatch.delenv("MUMU_DATABASE_URL")
+    (data_dir / STATE_FILE).write_text(json.dumps({"admin_url": pg_admin_url,
+                                                   "app_url": pg_app_url}))
     running = f"{second},{master_keys}"  # the keyring the running processes have
     (data_dir / "master-keys").write_text(running + "\n")
     assert main(["keys", "rotate", "--add", "dev2"]) == 0
@@ -245,14 +263,28 @@ def test_cli_workspace_and_keys_commands(
     assert main(["keys", "reencrypt"]) == 0  # readable with the updated file
     capsys.readouterr()
 
-    assert main(["keys", "shred", ws, "--yes"]) == 0
-    out = capsys.readouterr().out
+    # the database half is done; without NATS the shred says it is not final (exit 1)
+    assert main(["keys", "shred", ws, "--yes"]) == 1
+    captured = capsys.readouterr()
+    assert "NOT FINAL: NATS not purged (MUMU_NATS__URL is not set)" in captured.err
+    assert f"run `mumu keys shred {ws} --yes` again" in captured.err
+    out = captured.out
     assert "3 rows (2 transcripts, 1 answers) can no longer be decrypted" in out
     assert "vacuumed mumu.data_keys" in out
     assert "NOT FINAL YET" in out
     assert "wrapped by master key dev2" in out
     assert "backups" in out
     assert main(["keys", "shred", str(uuid.uuid4()), "--yes"]) == 1
+    capsys.readouterr()
+    assert main(["keys", "status"]) == 0
+    assert f"shredded, storing nothing until `mumu keys reenable`: {ws} (since" in \
+        capsys.readouterr().out
+    assert main(["keys", "reenable", ws]) == 0
+    assert f"workspace {ws} re-enabled: new data key v3" in capsys.readouterr().out
+    assert main(["keys", "status"]) == 0
+    assert "storing nothing" not in capsys.readouterr().out
+    assert main(["keys", "reenable", ws]) == 1
+    assert f"workspace {ws} is not shredded" in capsys.readouterr().err
 
 
 async def read_all(app_url: str, keyring: Keyring, ws: str) -> list[str]:

@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from mumu.crypto import Keyring, MasterKey
+from mumu.db.api_keys import live_keys, resolve_key, revoke_key
 from mumu.db.datakeys import DataKeys
 from mumu.db.history import session_history
 from mumu.db.migrate import apply_migrations, ensure_app_login, migrations
@@ -62,6 +63,21 @@ async def test_a_non_superuser_owner_migrates_and_tenants_stay_isolated(
         # the SECURITY DEFINER lookups run as the non-superuser owner
         assert await resolve_api_key(pool, a.api_key) == a.workspace_id
         assert await resolve_api_key(pool, b.api_key) == b.workspace_id
+        # so do the key-id lookups session tokens are checked with, and revoking
+        key_a, key_b = await resolve_key(pool, a.api_key), await resolve_key(pool, b.api_key)
+        assert key_a is not None and key_b is not None
+        assert key_b.workspace_id == b.workspace_id
+        ids = [key_a.key_id, key_b.key_id]
+        assert await live_keys(pool, ids) == {key_a.key_id: a.workspace_id,
+                                              key_b.key_id: b.workspace_id}
+        owner = await asyncpg.connect(managed_pg.owner_url)
+        try:
+            assert await revoke_key(owner, b.workspace_id, key_b.key_id) == [key_b.key_id]
+            assert await revoke_key(owner, a.workspace_id, key_b.key_id) == []  # not A's
+        finally:
+            await owner.close()
+        assert await live_keys(pool, ids) == {key_a.key_id: a.workspace_id}
+        assert await resolve_key(pool, b.api_key) is None
 
         await write_records(pool, keys, a.workspace_id, [said("alpha secret")])
         await write_records(pool, keys, b.workspace_id, [said("bravo secret")])

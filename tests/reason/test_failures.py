@@ -5,6 +5,7 @@ from __future__ import annotations
 from nats.aio.client import Client as NATS
 
 from mumu.contracts.events import PipelineError
+from mumu.runtime.client_errors import FIXED
 from mumu.settings import Settings
 from mumu.stages.reason.stage import build_stage
 from tests.harness import Collector, running
@@ -43,7 +44,9 @@ async def test_a_backend_failing_with_503_is_naked_then_dead_lettered(
             letters = await seen.wait_count("mumu.dlq.", 1)
     err = PipelineError.model_validate_json(errors[0].data)
     assert (err.code, err.request_id, err.stage) == ("reason_unavailable", ask.request_id, "reason")
-    assert "503" in err.message
+    # the client is told the model is unavailable; the backend's answer is the operators'
+    assert err.message == FIXED["reason_unavailable"]
+    assert "503" in letters[0].headers["Mumu-Dlq-Reason"]
     assert letters[0].subject == "mumu.dlq.reason"
     max_deliver = cfg.stage.max_deliver
     assert letters[0].headers["Mumu-Dlq-Deliveries"] == str(max_deliver)

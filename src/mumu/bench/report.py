@@ -144,6 +144,28 @@ def _gateway(d: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _replay(d: dict[str, Any]) -> list[Row]:
+    read, pub, floor = d["dry_run_read"], d["to_stage_republish"], d["floor"]
+    n = f"{d['messages'] // 1000}k"
+    return [
+        (
+            f"replay: --dry-run read of {n} stored messages vs a raw nats-py ordered consumer",
+            f"{read['mumu']['msgs_per_s']} vs {read['raw_nats_py']['msgs_per_s']} msg/s",
+            f"{read['ratio']}x (floor {floor['ratio']}, and ≥ "
+            f"{floor['read_msgs_per_s']:.0f} msg/s; rounds {read['ratio_min_max'][0]}-"
+            f"{read['ratio_min_max'][1]})",
+            _yes(d["met"]["read_ratio"] and d["met"]["read_rate"]),
+        ),
+        (
+            f"replay: --to-stage republish of {n} (read + publish) vs raw pipelined publishing",
+            f"{pub['mumu']['msgs_per_s']} vs {pub['raw_nats_py']['msgs_per_s']} msg/s",
+            f"{pub['ratio']}x (floor {floor['ratio']}; rounds {pub['ratio_min_max'][0]}-"
+            f"{pub['ratio_min_max'][1]})",
+            _yes(d["met"]["republish_ratio"]),
+        ),
+    ]
+
+
 COMMANDS = {"runtime-secure": "runtime --secure"}
 """The `mumu bench` arguments of a result whose name is not the command's."""
 
@@ -154,6 +176,7 @@ SUMMARIES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "reason": _reason,
     "persist": _persist,
     "gateway": _gateway,
+    "replay": _replay,
 }
 
 

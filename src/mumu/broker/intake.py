@@ -21,7 +21,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from mumu.broker.jsapi import api, stream_config, stream_names
-from mumu.contracts import subjects
+from mumu.contracts import consumers, subjects
 from mumu.resources import resource_dir
 
 log = logging.getLogger(__name__)
@@ -78,16 +78,23 @@ NO_SOURCE_DEFAULTS: dict[str, Any] = {
 """What the server gives a stream with neither subjects nor sources."""
 
 
+def ingest_replay_subjects() -> list[str]:
+    """``MUMU_INGEST``'s own subjects: the replay subjects of the durables that read it
+    (``mumu replay --to-stage``); the requests themselves come from the sources."""
+    return [c.replay.wildcard for c in consumers.DECLARED if c.stream == subjects.STREAM_INGEST]
+
+
 def ingest_shape(sources: list[dict[str, Any]]) -> dict[str, Any]:
     """``MUMU_INGEST``'s subjects, sources and dedupe window for ``sources``.
 
-    No subjects of its own, and no dedupe window (0, allowed only on a stream with
-    sources): a sourced message keeps its ``Nats-Msg-Id``, and a window here would drop
-    workspace B's message when A's intake stream held the same id. Each intake stream
-    dedupes its own workspace."""
+    No subjects of its own but the stages' replay subjects, and no dedupe window (0,
+    allowed only on a stream with sources): a sourced message keeps its ``Nats-Msg-Id``,
+    and a window here would drop workspace B's message when A's intake stream held the
+    same id. Each intake stream dedupes its own workspace."""
+    own = ingest_replay_subjects()
     if not sources:
-        return {**NO_SOURCE_DEFAULTS, "sources": []}
-    return {"subjects": [], "sources": sources, "duplicate_window": 0}
+        return {**NO_SOURCE_DEFAULTS, "subjects": own, "sources": []}
+    return {"subjects": own, "sources": sources, "duplicate_window": 0}
 
 
 def _names(sources: list[dict[str, Any]] | None) -> set[str]:

@@ -28,13 +28,17 @@ class Role(StrEnum):
     REASON = "reason"
     PERSIST = "persist"
     GATEWAY = "gateway"
+    EXPORTER = "exporter"
+    """``mumu exporter``: reads stream and consumer state for Prometheus, nothing else."""
     OPERATOR = "operator"
     """The SRE and the CLI: every subject of the application account."""
     SYSTEM = "system"
     """The NATS system account user: reloads the servers' authorization."""
 
 
-SERVICES: Final = (Role.INGEST, Role.TRANSCRIBE, Role.REASON, Role.PERSIST, Role.GATEWAY)
+SERVICES: Final = (
+    Role.INGEST, Role.TRANSCRIBE, Role.REASON, Role.PERSIST, Role.GATEWAY, Role.EXPORTER,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,13 +171,21 @@ def service(
         # cancels arrive as plain NATS messages
         return Permissions(perms.publish, (*perms.subscribe, subjects.CONTROL_CANCEL.wildcard))
     if role is Role.PERSIST:
-        return _service(role, [
+        perms = _service(role, [
             *consume(consumers.PERSIST_RESULTS),
             subjects.PERSISTED.wildcard,
             *_dead_letters("persist"),
+            # a shredded workspace's final that arrives after the shred's purge: erased,
+            # with its session's turns in the sessions KV (a purge by subject)
+            f"{JS_API}.STREAM.MSG.DELETE.{consumers.PERSIST_RESULTS.stream}",
+            f"{JS_API}.STREAM.PURGE.KV_{subjects.BUCKET_SESSIONS}",
         ])
+        # shred notices arrive as plain NATS messages (every replica drops its keys)
+        return Permissions(perms.publish, (*perms.subscribe, subjects.CONTROL_SHRED.wildcard))
     if role is Role.GATEWAY:
         return _gateway(tuple(stage_consumers), uploads)
+    if role is Role.EXPORTER:
+        return _service(role, EXPORTER_READS)
     raise ValueError(f"{role} is not a service role")
 
 
@@ -203,5 +215,19 @@ def _gateway(
     inbox = f"{subjects.service_inbox_prefix(Role.GATEWAY)}.>"
     return Permissions(tuple(publish), (inbox, subjects.AUDIO_READY.wildcard))
 
+
+EXPORTER_READS: Final = (
+    f"{JS_API}.INFO",
+    f"{JS_API}.STREAM.LIST",
+    f"{JS_API}.STREAM.NAMES",
+    f"{JS_API}.STREAM.INFO.*",
+    f"{JS_API}.CONSUMER.LIST.*",
+    f"{JS_API}.CONSUMER.INFO.*.*",
+    # the time of a consumer's oldest unacked message (the body comes along and is dropped:
+    # JetStream has no header-only get)
+    f"{JS_API}.STREAM.MSG.GET.*",
+)
+"""The exporter's JetStream reads: stream and consumer state (``mumu.ops.status``); it
+creates, deletes, acks and publishes nothing."""
 
 OPERATOR_PERMISSIONS: Final = Permissions(publish=(">",), subscribe=(">",))

@@ -6,9 +6,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import asyncpg
 from nats.aio.client import Client as NATS
 
 from mumu.broker.connect import connect
+from mumu.db.bootstrap import admin_url_of
 from mumu.settings import Settings
 
 T = TypeVar("T")
@@ -23,6 +25,19 @@ def with_nats(settings: Settings, name: str, work: Callable[[NATS], Awaitable[T]
             return await work(nc)
         finally:
             await nc.drain()
+
+    return asyncio.run(main())
+
+
+def with_admin(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
+    """Connect to the database as its owner, run ``work``, close."""
+
+    async def main() -> int:
+        conn = await asyncpg.connect(admin_url_of(settings.database, settings.data_dir))
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
 
     return asyncio.run(main())
 

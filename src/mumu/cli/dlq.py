@@ -9,19 +9,22 @@ from nats.aio.client import Client as NATS
 
 from mumu.cli.common import table, with_nats
 from mumu.contracts import headers as h
-from mumu.ops import dlq
+from mumu.ops import dlq, letters
 from mumu.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("dlq", help="list, show, replay or purge dead letters")
     verbs = p.add_subparsers(dest="verb", required=True)
-    ls = verbs.add_parser("ls", help="list dead letters")
+    ls = verbs.add_parser("ls", help="dead letters counted by stage and reason")
     ls.add_argument("--stage", help="only this stage's dead letters")
-    ls.add_argument("--limit", type=int, default=100)
+    ls.add_argument("--each", action="store_true", help="one line per letter instead")
+    ls.add_argument("--limit", type=int, default=100, help="with --each: at most this many")
+    ls.add_argument("--json", action="store_true", help="machine-readable")
     ls.set_defaults(func=run_ls)
-    show = verbs.add_parser("show", help="headers and payload of one dead letter")
+    show = verbs.add_parser("show", help="headers and body of one dead letter")
     show.add_argument("seq", type=int, help="sequence in the MUMU_DLQ stream (from `dlq ls`)")
+    show.add_argument("--json", action="store_true", help="machine-readable")
     show.set_defaults(func=run_show)
     rp = verbs.add_parser("replay", help="publish dead letters back to their original subject")
     group = rp.add_mutually_exclusive_group(required=True)
@@ -36,12 +39,38 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_ls(args: argparse.Namespace, settings: Settings) -> int:
+    if args.each:
+        return _ls_each(args, settings)
+
     async def work(nc: NATS) -> int:
+        groups = await letters.grouped(nc, args.stage)
+        if args.json:
+            print(json.dumps({"total": sum(g.count for g in groups),
+                              "groups": [g.as_dict() for g in groups]}, indent=2))
+            return 0
+        rows = [[g.stage, g.code, g.count, g.first_seq, g.last_seq,
+                 g.as_dict()["last_time"][:19], ", ".join(sorted(g.subjects)),
+                 g.reason[:60]] for g in groups]
+        print(table(["stage", "reason", "count", "first seq", "last seq", "last (UTC)",
+                     "subjects", "latest message"], rows))
+        print(f"{sum(g.count for g in groups)} dead letters")
+        return 0
+
+    return with_nats(settings, "dlq", work)
+
+
+def _ls_each(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(nc: NATS) -> int:
+        found = [s async for s in dlq.letters(nc, args.stage, args.limit)]
+        if args.json:
+            print(json.dumps([{"seq": s.seq, "time": s.time.isoformat(), **s.headers}
+                              for s in found], indent=2))
+            return 0
         rows = [
             [s.seq, s.time.strftime("%Y-%m-%d %H:%M:%S"), s.headers.get(h.DLQ_STAGE, "?"),
              s.headers.get(h.DLQ_CODE, "?"), s.headers.get(h.DLQ_SUBJECT, "?"),
              s.headers.get(h.DLQ_REASON, "")[:70]]
-            async for s in dlq.letters(nc, args.stage, args.limit)
+            for s in found
         ]
         print(table(["seq", "time (UTC)", "stage", "code", "subject", "reason"], rows))
         return 0
@@ -52,14 +81,22 @@ def run_ls(args: argparse.Namespace, settings: Settings) -> int:
 def run_show(args: argparse.Namespace, settings: Settings) -> int:
     async def work(nc: NATS) -> int:
         stored = await dlq.letter(nc, args.seq)
+        body = letters.describe_body(stored.data, stored.headers)
+        if args.json:
+            print(json.dumps({"seq": stored.seq, "subject": stored.subject,
+                              "time": stored.time.isoformat(), "headers": stored.headers,
+                              "body": body}, indent=2))
+            return 0
         print(f"seq: {stored.seq}\nsubject: {stored.subject}")
         for key, value in sorted(stored.headers.items()):
             print(f"{key}: {value}")
-        try:
-            body = json.dumps(json.loads(stored.data), indent=2)
-        except (ValueError, UnicodeDecodeError):
-            body = f"<{len(stored.data)} bytes of binary payload>"
-        print(f"\n{body}")
+        kind = "not kept in the letter" if body["omitted"] else (
+            "binary, not shown" if body.get("binary") else "shown below")
+        print(f"\nbody: {body['content_type']}, {body['size']} bytes ({kind})")
+        if "json" in body:
+            print(json.dumps(body["json"], indent=2))
+        elif "text" in body:
+            print(body["text"])
         return 0
 
     return with_nats(settings, "dlq", work)

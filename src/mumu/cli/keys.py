@@ -1,4 +1,10 @@
-"""``mumu keys generate|status|rotate|reencrypt|shred``: the master keyring and data keys.
+"""``mumu keys generate|status|rotate|reencrypt|shred|reenable``: the master keyring and
+data keys.
+
+``shred`` is final: the database destroys the workspace's data keys and refuses it new
+ones, every persist replica drops its cached keys, and NATS loses every message, object,
+KV entry and dead letter of the workspace (``mumu.ops.shred``). Its later messages are
+dead-lettered without their bodies, never stored, until ``reenable``.
 
 Zero-downtime master-key rotation, in two steps so no process ever meets a data key
 wrapped by a master key it does not have:
@@ -18,9 +24,10 @@ import sys
 import uuid
 
 import asyncpg
+import nats.errors
+from nats.aio.client import Client as NATS
 
-from mumu.cli.common import table
-from mumu.cli.workspace import with_admin
+from mumu.cli.common import table, with_admin, with_nats
 from mumu.crypto import MasterKey
 from mumu.db import keyadmin
 from mumu.db.bootstrap import (
@@ -30,9 +37,10 @@ from mumu.db.bootstrap import (
     promote_dev_master_key,
     uses_dev_keyring,
 )
-from mumu.db.datakeys import DataKeys
+from mumu.db.datakeys import DataKeys, shredded_at
 from mumu.db.pool import workspace_tx
 from mumu.db.workspaces import workspace_ids
+from mumu.ops import shred as nats_shred
 from mumu.settings import Settings
 
 
@@ -75,6 +83,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sh.add_argument("workspace_id", type=uuid.UUID, help="the workspace id (a UUID)")
     sh.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     sh.set_defaults(func=run_shred)
+    ren = verbs.add_parser(
+        "reenable", help="let a shredded workspace store data again, under a new data key "
+        "(what was shredded stays unreadable)",
+    )
+    ren.add_argument("workspace_id", type=uuid.UUID, help="the workspace id (a UUID)")
+    ren.set_defaults(func=run_reenable)
 
 
 def run_generate(args: argparse.Namespace, settings: Settings) -> int:
@@ -85,8 +99,12 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
     async def work(conn: asyncpg.Connection) -> int:
         rows = []
+        closed = []
         for ws in await workspace_ids(conn):
             async with workspace_tx(conn, ws) as tx:
+                when = await shredded_at(tx, ws)
+                if when is not None:
+                    closed.append(f"{ws} (since {when:%Y-%m-%d %H:%M:%S %Z})")
                 for r in await tx.fetch(
                     "SELECT version, coalesce(master_key_id, '-') AS kid, shredded_at "
                     "FROM mumu.data_keys WHERE workspace_id = $1 ORDER BY version", ws
@@ -94,13 +112,15 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
                     state = "shredded" if r["shredded_at"] else "active"
                     rows.append([ws, r["version"], r["kid"], state])
         print(table(["workspace", "data key", "master key", "state"], rows))
+        if closed:
+            print("shredded, storing nothing until `mumu keys reenable`: " + ", ".join(closed))
         return 0
 
     return with_admin(settings, work)
 
 
 def run_rotate(args: argparse.Namespace, settings: Settings) -> int:
-    keyring = keyring_of(settings.master_keys, settings.data_dir)
+    keyring = keyring_of(settings.master_keys, settings.data_dir, settings.database)
     configured_primary = keyring.primary_id
     if args.add:
         return _add(args.add, settings, keyring.key_ids)
@@ -113,7 +133,7 @@ def run_rotate(args: argparse.Namespace, settings: Settings) -> int:
         print(f"rewrapped {report.rewrapped} data keys of {report.workspaces} workspaces "
               f"under master key {report.primary}")
         moved = report.primary != configured_primary
-        if moved and uses_dev_keyring(settings.master_keys, settings.data_dir):
+        if moved and uses_dev_keyring(settings.master_keys, settings.data_dir, settings.database):
             promote_dev_master_key(settings.data_dir, report.primary)
             print(f"{report.primary} is now first in {settings.data_dir / KEYRING_FILE} "
                   "(restart `mumu up` to wrap new data keys with it)")
@@ -132,7 +152,7 @@ def _add(key_id: str, settings: Settings, have: list[str]) -> int:
     if key_id in have:
         raise RuntimeError(f"master key {key_id!r} is already in the keyring")
     new = MasterKey.generate(key_id)
-    if uses_dev_keyring(settings.master_keys, settings.data_dir):
+    if uses_dev_keyring(settings.master_keys, settings.data_dir, settings.database):
         add_dev_master_key(settings.data_dir, new)
         print(f"added master key {key_id} to {settings.data_dir / KEYRING_FILE} "
               "(not primary; nothing rewrapped)")
@@ -147,7 +167,7 @@ def _add(key_id: str, settings: Settings, have: list[str]) -> int:
 
 
 def run_reencrypt(args: argparse.Namespace, settings: Settings) -> int:
-    keys = DataKeys(keyring_of(settings.master_keys, settings.data_dir))
+    keys = DataKeys(keyring_of(settings.master_keys, settings.data_dir, settings.database))
 
     def progress(ws: str, done: int) -> None:
         print(f"\r{ws}: {done} rows re-encrypted", end="", file=sys.stderr, flush=True)
@@ -164,8 +184,10 @@ def run_reencrypt(args: argparse.Namespace, settings: Settings) -> int:
 def run_shred(args: argparse.Namespace, settings: Settings) -> int:
     ws = str(args.workspace_id)
     if not args.yes:
-        answer = input(f"Destroy every data key of workspace {ws}? Its stored "
-                       "transcripts and answers can never be read again. Type 'shred': ")
+        answer = input(f"Destroy every data key of workspace {ws} and purge its messages "
+                       "from NATS? Its stored transcripts and answers can never be read "
+                       "again, and nothing more of it is stored until `mumu keys reenable`. "
+                       "Type 'shred': ")
         if answer.strip() != "shred":
             print("not shredded")
             return 1
@@ -188,6 +210,50 @@ def run_shred(args: argparse.Namespace, settings: Settings) -> int:
                   f"rotate the master key (`mumu keys rotate --add NEW`, deploy, "
                   f"`--promote NEW`), then remove {masters} from every keyring and destroy "
                   "every copy of it.")
+        print(f"workspace {ws} stores nothing more (its messages are dead-lettered "
+              "without their bodies) until `mumu keys reenable` lets it")
+        return 0
+
+    code = with_admin(settings, work)
+    return code or _purge_nats(settings, ws)
+
+
+def _purge_nats(settings: Settings, ws: str) -> int:
+    """The NATS half of a shred; 1 (and how to finish) when NATS cannot be reached."""
+    again = f"run `mumu keys shred {ws} --yes` again with NATS reachable to finish"
+    if not settings.nats.url:
+        print(f"NOT FINAL: NATS not purged (MUMU_NATS__URL is not set): its streams, "
+              f"buckets, KV and dead letters may still hold the workspace's plaintext; "
+              f"{again}", file=sys.stderr)
+        return 1
+
+    async def work(nc: NATS) -> nats_shred.PurgeReport:
+        await nats_shred.announce(nc, ws)
+        return await nats_shred.purge_workspace(nc, ws)
+
+    try:
+        report = with_nats(settings, "keys", work)
+    except (RuntimeError, nats.errors.Error, TimeoutError) as exc:
+        print(f"NOT FINAL: NATS not purged ({exc}); {again}", file=sys.stderr)
+        return 1
+    print("told every persist replica to drop its cached data keys of the workspace")
+    purged = ", ".join(f"{n} from {s}" for s, n in sorted(report.messages.items()))
+    print(f"purged from NATS: {purged or 'no stream messages'}; "
+          f"{report.audio_objects} audio objects; {report.dead_letters} dead letters")
+    return 0
+
+
+def run_reenable(args: argparse.Namespace, settings: Settings) -> int:
+    ws = str(args.workspace_id)
+    keys = DataKeys(keyring_of(settings.master_keys, settings.data_dir, settings.database))
+
+    async def work(conn: asyncpg.Connection) -> int:
+        try:
+            report = await keyadmin.reenable(conn, keys, ws)
+        except (LookupError, ValueError) as exc:
+            raise RuntimeError(str(exc)) from exc
+        print(f"workspace {ws} re-enabled: new data key v{report.data_key_version}; new "
+              "messages are stored again (what was shredded stays unreadable)")
         return 0
 
     return with_admin(settings, work)

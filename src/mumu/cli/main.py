@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "mumu.cli.gateway",
     "mumu.cli.stage",
     "mumu.cli.streams",
+    "mumu.cli.exporter",
     "mumu.cli.schemas",
     "mumu.cli.config",
     "mumu.cli.dlq",

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import asyncpg
 from nats.aio.client import Client as NATS
 
 from mumu.broker.jsapi import stream_config
-from mumu.broker.streams import StreamChange, apply_all, status
+from mumu.broker.streams import StreamChange, apply_all
 from mumu.broker.workspaces import ensure_workspaces
 from mumu.cli.common import table, with_nats
 from mumu.cli.credentials import grant_workspaces
 from mumu.cli.workspace import database_workspaces
 from mumu.contracts import subjects
+from mumu.ops.status import Status, gather
 from mumu.settings import Settings
 
 
@@ -32,7 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="replicas of every stream and bucket (3 on a NATS cluster; default: the files)",
     )
     apply.set_defaults(func=run_apply)
-    st = verbs.add_parser("status", help="messages, bytes, consumers, pending per stream")
+    st = verbs.add_parser(
+        "status", help="per stream: how full; per consumer: pending, ack pending, redelivered, "
+        "ack floor, age of the oldest unacked message, waiting pulls",
+    )
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--all", action="store_true",
+                    help="ephemeral consumers too (the gateway's feeds, replays)")
     st.set_defaults(func=run_status)
 
 
@@ -69,14 +77,35 @@ def run_apply(args: argparse.Namespace, settings: Settings) -> int:
     return with_nats(settings, "streams", work)
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _age(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f}s"
+
+
+def render_status(status: Status) -> str:
+    """The two tables of ``mumu streams status``."""
+    streams = table(
+        ["stream", "kind", "messages", "bytes", "max bytes", "full", "consumers"],
+        [[s.name, s.kind, s.messages, s.bytes, s.max_bytes or "-", _percent(s.fullness),
+          s.consumers] for s in status.streams],
+    )
+    consumers = table(
+        ["stream", "consumer", "pending", "ack pending", "redelivered", "ack floor",
+         "oldest unacked", "waiting pulls"],
+        [[c.stream, c.name, c.pending, c.ack_pending, c.redelivered, c.ack_floor,
+          _age(c.oldest_unacked_age), c.waiting_pulls] for c in status.consumers],
+    )
+    letters = table(["dead letters of", "letters"], [list(row) for row in status.dead_letters])
+    return f"{streams}\n\n{consumers}\n\n{letters}"
+
+
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
     async def work(nc: NATS) -> int:
-        rows = await status(nc)
-        print(table(
-            ["stream", "messages", "bytes", "consumers", "pending", "ack pending", "redelivered"],
-            [[r.name, r.messages, r.bytes, r.consumers, r.pending, r.ack_pending, r.redelivered]
-             for r in rows],
-        ))
+        status = await gather(nc, ephemeral=args.all)
+        print(json.dumps(status.as_json(), indent=2) if args.json else render_status(status))
         return 0
 
     return with_nats(settings, "streams", work)

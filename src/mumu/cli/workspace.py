@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
 
 import asyncpg
 import nats.errors
 from nats.aio.client import Client as NATS
 
 from mumu.broker.workspaces import ensure_configured
-from mumu.cli import credentials
-from mumu.cli.common import table, with_nats
+from mumu.cli import api_keys, credentials
+from mumu.cli.common import table, with_admin, with_nats
 from mumu.cli.credentials import grant_workspaces
 from mumu.contracts import subjects
 from mumu.db.bootstrap import admin_url_of, keyring_of
@@ -37,21 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     key.add_argument("workspace_id", type=uuid.UUID, help="the workspace id (a UUID)")
     key.set_defaults(func=run_key)
     credentials.register(verbs)
-
-
-def with_admin(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
-    async def main() -> int:
-        conn = await asyncpg.connect(admin_url_of(settings.database, settings.data_dir))
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(main())
+    api_keys.register(verbs)
 
 
 def run_create(args: argparse.Namespace, settings: Settings) -> int:
-    keys = DataKeys(keyring_of(settings.master_keys, settings.data_dir))
+    keys = DataKeys(keyring_of(settings.master_keys, settings.data_dir, settings.database))
     made: list[str] = []
 
     async def work(conn: asyncpg.Connection) -> int:

@@ -36,4 +36,6 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(s.DLQ, ev.DeadLetterHeaders,
             "Dead letters: the original payload, its headers (prefixed Mumu-Orig-) and the "
             "reason", binary=True, last_token="stage"),
+    Channel(s.CONTROL_SHRED, ev.WorkspaceShredded,
+            "A workspace was crypto-shredded: drop its cached data keys"),
 )

@@ -198,6 +198,7 @@ ErrorCode = Literal[
     "persist_failed",
     "max_deliver_exceeded",
     "internal",
+    "shredded",
 ]
 
 
@@ -212,6 +213,17 @@ class PipelineError(Event):
 
 class CancelRequest(Event):
     """``mumu.control.cancel.<ws>``: stop the answer for ``request_id``."""
+
+
+class WorkspaceShredded(BaseModel):
+    """``mumu.control.shred.<ws>``: the workspace's data keys were destroyed (``mumu keys
+    shred``); every persist replica drops its cached keys of it at once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    workspace_id: Id
+    occurred_at: datetime = Field(default_factory=utcnow)
 
 
 class DeadLetterHeaders(BaseModel):

@@ -42,3 +42,12 @@ DLQ_BODY_OMITTED: Final = "Mumu-Dlq-Body-Omitted"
 message ``Mumu-Dlq-Sequence`` of stream ``Mumu-Dlq-Stream`` (while that stream keeps it)."""
 DLQ_BODY_SIZE: Final = "Mumu-Dlq-Body-Size"
 """Original headers are kept under this prefix (``Mumu-Orig-Nats-Msg-Id`` ...)."""
+
+# replays (`mumu replay`, `mumu dlq replay`)
+REPLAY: Final = "Mumu-Replay"
+"""On every replayed message: the id of the replay that published it."""
+REPLAY_SUBJECT: Final = "Mumu-Replay-Subject"
+"""On a message replayed to one stage (``mumu.replay.<durable>.<ws>``): its original
+subject, which the stage's handler sees."""
+REPLAY_SOURCE: Final = "Mumu-Replay-Source"
+"""``<stream>:<sequence>`` the replayed message was read from."""

@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mumu.contracts.consumers import REPLAY_PATTERNS
 from mumu.contracts.subjects import ALL_PATTERNS, SubjectPattern
+
+DECLARED_PATTERNS = (*ALL_PATTERNS, *REPLAY_PATTERNS)
+"""The event subjects and the stages' replay subjects: what ``streams/`` stores."""
 
 
 def covers(filter_subject: str, subject: str) -> bool:
@@ -23,7 +27,7 @@ SAMPLE_WORKSPACE = "x"
 
 
 def subject_problems(
-    configs: list[dict[str, Any]], patterns: tuple[SubjectPattern, ...] = ALL_PATTERNS,
+    configs: list[dict[str, Any]], patterns: tuple[SubjectPattern, ...] = DECLARED_PATTERNS,
     workspace_configs: Sequence[dict[str, Any]] = (),
 ) -> list[str]:
     """Problems of ``configs`` (shared streams, wildcard subjects) together with

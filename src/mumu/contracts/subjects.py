@@ -57,6 +57,8 @@ ANSWER_FINAL: Final = SubjectPattern("mumu.answer.final")
 PERSISTED: Final = SubjectPattern("mumu.persisted")
 ERROR: Final = SubjectPattern("mumu.error")
 CONTROL_CANCEL: Final = SubjectPattern("mumu.control.cancel")
+CONTROL_SHRED: Final = SubjectPattern("mumu.control.shred")
+"""The workspace was crypto-shredded: persist replicas drop its cached data keys."""
 DLQ: Final = SubjectPattern("mumu.dlq")
 """Dead letters: the last token is the stage name, not a workspace."""
 
@@ -72,6 +74,7 @@ ALL_PATTERNS: Final[tuple[SubjectPattern, ...]] = (
     ERROR,
     CONTROL_CANCEL,
     DLQ,
+    CONTROL_SHRED,
 )
 
 SHORT_LIVED: Final[tuple[SubjectPattern, ...]] = (TRANSCRIPT_PARTIAL, ANSWER_DELTA)
@@ -100,6 +103,21 @@ PRODUCER_INBOX: Final = "_INBOX"
 """Producers of workspace ``ws`` use the inbox prefix ``_INBOX.<ws>``."""
 SERVICE_INBOX: Final = "_MUMU_INBOX"
 """Services use ``_MUMU_INBOX.<role>``, a prefix no producer may subscribe to."""
+
+
+REPLAY_PREFIX: Final = "mumu.replay"
+"""``mumu.replay.<durable>.<ws>``: messages replayed to one stage's durable consumer only
+(``mumu replay --to-stage``); the durable's stream stores them, no other consumer reads them."""
+
+
+def replay_pattern(durable: str) -> SubjectPattern:
+    """The replay subjects of one durable consumer (``contracts.consumers``)."""
+    return SubjectPattern(f"{REPLAY_PREFIX}.{_token(durable)}")
+
+
+def is_replay(subject: str) -> bool:
+    """Whether ``subject`` is a replay subject of some stage."""
+    return subject.startswith(REPLAY_PREFIX + ".")
 
 
 def intake_stream(workspace: str) -> str:

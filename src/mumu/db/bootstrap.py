@@ -3,7 +3,8 @@
 ``bootstrap(database, master_keys, data_dir)`` uses ``MUMU_DATABASE_ADMIN_URL`` and
 ``MUMU_DATABASE_URL`` when set, otherwise runs an embedded PostgreSQL in
 ``data_dir/postgres``. Without ``MUMU_MASTER_KEYS`` it creates a development keyring
-file (0600). On the very first start it creates the workspace ``default`` and announces
+file (0600), for the embedded database only: an external database needs
+``MUMU_MASTER_KEYS``. On the very first start it creates the workspace ``default`` and announces
 its id and API key.
 """
 
@@ -21,6 +22,7 @@ import asyncpg
 from pydantic import SecretStr
 
 from mumu.crypto import Keyring, MasterKey
+from mumu.crypto.errors import KeyringError
 from mumu.db.datakeys import DataKeys
 from mumu.db.embedded import EmbeddedPostgres
 from mumu.db.migrate import APP_GROUP_ROLE, apply_migrations, ensure_app_login
@@ -116,6 +118,13 @@ async def bootstrap(
         admin_url = database.admin_url.get_secret_value() if database.admin_url else None
         if database.url is None:
             raise RuntimeError("MUMU_DATABASE_ADMIN_URL is set but MUMU_DATABASE_URL is not")
+        if master_keys is None:
+            raise RuntimeError(
+                "MUMU_MASTER_KEYS is not set: an external database (MUMU_DATABASE_URL) needs "
+                "the master keyring from the environment (`mumu keys generate` makes one; keep "
+                "it in a secret store). The development keyring file is only for the "
+                "embedded PostgreSQL of `mumu up`."
+            )
         app_url = database.url.get_secret_value()
     keys = await asyncio.to_thread(keyring_text, master_keys, data_dir)
     keyring = Keyring.parse(keys)
@@ -184,14 +193,33 @@ def admin_url_of(database: DatabaseSettings, data_dir: Path) -> str:
     )
 
 
-def uses_dev_keyring(master_keys: SecretStr | None, data_dir: Path) -> bool:
-    return master_keys is None and (data_dir / KEYRING_FILE).exists()
+def uses_dev_keyring(
+    master_keys: SecretStr | None, data_dir: Path, database: DatabaseSettings
+) -> bool:
+    """True when the CLI works on the embedded database of ``mumu up`` with its development
+    keyring: no ``MUMU_MASTER_KEYS``, no external database, and ``data_dir`` an absolute
+    path holding both (a relative one would depend on where the command runs, and a
+    keyring planted there would wrap new data keys)."""
+    return (master_keys is None and database.url is None and database.admin_url is None
+            and data_dir.is_absolute() and (data_dir / STATE_FILE).exists()
+            and (data_dir / KEYRING_FILE).exists())
 
 
-def keyring_of(master_keys: SecretStr | None, data_dir: Path) -> Keyring:
-    """``MUMU_MASTER_KEYS``, else the development keyring file of ``mumu up``."""
-    if uses_dev_keyring(master_keys, data_dir):
+def keyring_of(
+    master_keys: SecretStr | None, data_dir: Path, database: DatabaseSettings
+) -> Keyring:
+    """``MUMU_MASTER_KEYS``, else the development keyring file of ``mumu up``'s embedded
+    database (see ``uses_dev_keyring``); a clear error otherwise."""
+    if uses_dev_keyring(master_keys, data_dir, database):
         return Keyring.parse(dev_keyring_text(data_dir))
+    if master_keys is None and (data_dir / KEYRING_FILE).exists():
+        why = ("an external database needs MUMU_MASTER_KEYS"
+               if database.url is not None or database.admin_url is not None
+               else f"the CLI reads it only from an absolute MUMU_DATA_DIR (is {data_dir}) "
+               "holding `mumu up`'s embedded database")
+        raise KeyringError(
+            f"MUMU_MASTER_KEYS is not set, and the development keyring "
+            f"{data_dir / KEYRING_FILE} is not used: {why}")
     return Keyring.from_secret(master_keys)
 
 

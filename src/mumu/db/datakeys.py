@@ -3,7 +3,12 @@
 Reads go through row-level security (the caller passes a connection inside
 :func:`mumu.db.pool.workspace_tx`). Unwrapped keys are cached per wrapped blob, so a
 rewrap or a new version is picked up by the next transaction and a shredded key is
-never used again once its row is gone.
+never used again once its row is gone; :meth:`DataKeys.forget` drops a workspace's keys
+from the cache (a shred's broadcast, or a shred found in the database).
+
+A shredded workspace gets no new data key (``sql/0006``): :meth:`DataKeys.active`
+raises :class:`WorkspaceShreddedError` until an operator re-enables it
+(``mumu keys reenable``, :func:`mumu.db.keyadmin.reenable`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -21,6 +27,33 @@ from mumu.crypto.keyring import KEY_BYTES
 
 class DataKeyShreddedError(CryptoError):
     """The data key a row needs was destroyed (crypto-erasure): it can never be read."""
+
+
+class WorkspaceShreddedError(Exception):
+    """The workspace was crypto-shredded: nothing of it may be stored until an operator
+    re-enables it (``mumu keys reenable <ws>``). Not a ``CryptoError``: no key is broken,
+    the data must not be kept."""
+
+    def __init__(self, workspace_id: str, shredded_at: datetime | None) -> None:
+        when = f" at {shredded_at:%Y-%m-%d %H:%M:%S %Z}" if shredded_at is not None else ""
+        super().__init__(
+            f"workspace {workspace_id} was shredded{when}: its data is not stored "
+            "(an operator can re-enable it: `mumu keys reenable <ws>`)"
+        )
+        self.workspace_id = workspace_id
+
+
+SHREDDED_AT = (
+    "SELECT shredded_at FROM mumu.workspace_shreds WHERE workspace_id = $1 "
+    "AND reenabled_at IS NULL"
+)
+"""When the workspace was shredded, if it still is (no row: it is not)."""
+
+
+async def shredded_at(conn: asyncpg.Connection, workspace_id: str) -> datetime | None:
+    """When ``workspace_id`` was shredded, or None when it may store data."""
+    found: datetime | None = await conn.fetchval(SHREDDED_AT, workspace_id)
+    return found
 
 
 @dataclass(frozen=True)
@@ -50,12 +83,32 @@ class DataKeys:
             self._cache.move_to_end(cache_key)
         return key
 
+    def cached(self, workspace_id: str) -> int:
+        """How many unwrapped keys of ``workspace_id`` this process holds in memory."""
+        return sum(1 for k in self._cache if k[0] == workspace_id)
+
+    def forget(self, workspace_id: str) -> int:
+        """Drop every cached key of ``workspace_id`` (it was shredded); returns how many."""
+        gone = [k for k in self._cache if k[0] == workspace_id]
+        for k in gone:
+            del self._cache[k]
+        return len(gone)
+
     async def active(self, conn: asyncpg.Connection, workspace_id: str) -> DataKey:
-        """The newest usable data key of the workspace; the first one is made on demand
-        (also after a shred: the workspace lives on with a new key). Locked as
-        :meth:`newest` says."""
+        """The newest usable data key of the workspace; the first one is made on demand.
+        A shredded workspace gets none: :class:`WorkspaceShreddedError` (and its cached
+        keys are dropped). Locked as :meth:`newest` says."""
         key = await self.newest(conn, workspace_id)
-        return key if key is not None else await self.create(conn, workspace_id)
+        if key is not None:
+            return key
+        await self._refuse_if_shredded(conn, workspace_id)
+        return await self.create(conn, workspace_id)
+
+    async def _refuse_if_shredded(self, conn: asyncpg.Connection, workspace_id: str) -> None:
+        when = await shredded_at(conn, workspace_id)
+        if when is not None:
+            self.forget(workspace_id)
+            raise WorkspaceShreddedError(workspace_id, when)
 
     async def newest(self, conn: asyncpg.Connection, workspace_id: str) -> DataKey | None:
         """The newest usable data key of the workspace, or None (none yet, or all shredded).
@@ -82,11 +135,19 @@ class DataKeys:
         )
         material = secrets.token_bytes(KEY_BYTES)
         kid, wrapped = self.keyring.wrap(material, workspace_id, version)
-        inserted = await conn.fetchval(
-            "INSERT INTO mumu.data_keys (workspace_id, version, master_key_id, wrapped) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING version",
-            workspace_id, version, kid, wrapped,
-        )
+        try:
+            async with conn.transaction():  # a savepoint: the caller's transaction survives
+                inserted = await conn.fetchval(
+                    "INSERT INTO mumu.data_keys (workspace_id, version, master_key_id, "
+                    "wrapped) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING "
+                    "RETURNING version",
+                    workspace_id, version, kid, wrapped,
+                )
+        except asyncpg.InsufficientPrivilegeError:
+            # sql/0006 refused it: the workspace was shredded (by a shred that committed
+            # after this transaction's first look); anything else is re-raised
+            await self._refuse_if_shredded(conn, workspace_id)
+            raise
         if inserted is None:  # another transaction made this version first: use theirs
             return await self.active(conn, workspace_id)
         return self._unwrap(workspace_id, version, wrapped)
@@ -103,6 +164,7 @@ class DataKeys:
         found: dict[int, DataKey | DataKeyShreddedError] = {}
         for row in rows:
             if row["wrapped"] is None:
+                self.forget(workspace_id)
                 found[row["version"]] = DataKeyShreddedError(
                     f"data key v{row['version']} of workspace {workspace_id} was shredded at "
                     f"{row['shredded_at']:%Y-%m-%d %H:%M:%S %Z}; this data can never be "

@@ -1,4 +1,4 @@
-"""Key operations of ``mumu keys``: rewrap, new data keys, re-encrypt, shred.
+"""Key operations of ``mumu keys``: rewrap, new data keys, re-encrypt, shred, re-enable.
 
 All of them run as the owner role, one workspace (and one short transaction) at a
 time, so the stages keep writing while they run.
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from mumu.crypto import DataKey, seal, unseal
-from mumu.db.datakeys import DataKeys, DataKeyShreddedError
+from mumu.db.datakeys import DataKeys, DataKeyShreddedError, shredded_at
 from mumu.db.pool import workspace_tx
 from mumu.db.workspaces import workspace_ids
 
@@ -66,8 +66,8 @@ async def rotate(admin: asyncpg.Connection, data_keys: DataKeys, *, new_data_key
                     ws, row["version"], kid, wrapped,
                 )
                 rewrapped += 1
-            if new_data_keys:
-                await data_keys.create(conn, ws)
+            if new_data_keys and await shredded_at(conn, ws) is None:
+                await data_keys.create(conn, ws)  # a shredded workspace gets none (0006)
                 created += 1
     return RotateReport(len(workspaces), rewrapped, created, keyring.primary_id)
 
@@ -141,7 +141,8 @@ async def _reencrypt_batch(conn: asyncpg.Connection, data_keys: DataKeys, ws: st
 
 async def shred(admin: asyncpg.Connection, workspace_id: str) -> ShredReport:
     """Destroy every data key of the workspace in the database: mumu can never decrypt its
-    rows again.
+    rows again, and it stores nothing more of the workspace (no new data key is made)
+    until :func:`reenable`. Idempotent: a second run finds no key and changes nothing.
 
     Then ``VACUUM mumu.data_keys``, so the old row versions holding the
     wrapped keys leave the live table (a transaction still open may keep them a while).
@@ -162,6 +163,13 @@ async def shred(admin: asyncpg.Connection, workspace_id: str) -> ShredReport:
             "shredded_at = now() WHERE workspace_id = $1 AND wrapped IS NOT NULL",
             workspace_id,
         )
+        # in the same transaction: no writer sees the keys gone and the workspace open
+        await conn.execute(
+            "INSERT INTO mumu.workspace_shreds (workspace_id) VALUES ($1) "
+            "ON CONFLICT (workspace_id) DO UPDATE SET shredded_at = now(), "
+            "reenabled_at = NULL WHERE mumu.workspace_shreds.reenabled_at IS NOT NULL",
+            workspace_id,
+        )
         versions = [r["version"] for r in locked]  # the rows locked are the rows updated
         transcripts = await conn.fetchval(
             "SELECT count(*) FROM mumu.transcripts WHERE workspace_id = $1 "
@@ -174,3 +182,29 @@ async def shred(admin: asyncpg.Connection, workspace_id: str) -> ShredReport:
     await admin.execute("VACUUM mumu.data_keys")
     masters = tuple(sorted({r["master_key_id"] for r in locked}))
     return ShredReport(workspace_id, len(versions), transcripts, answers, masters)
+
+
+@dataclass(frozen=True)
+class ReenableReport:
+    workspace_id: str
+    data_key_version: int
+    """The new data key: rows stored from now on are sealed under it."""
+
+
+async def reenable(admin: asyncpg.Connection, data_keys: DataKeys, workspace_id: str
+                   ) -> ReenableReport:
+    """Let a shredded workspace store data again, under a new data key made now.
+
+    What was shredded stays unreadable. ``LookupError`` when the workspace does not
+    exist; ``ValueError`` when it is not shredded (nothing to re-enable)."""
+    async with workspace_tx(admin, workspace_id) as conn:
+        if not await conn.fetchval("SELECT mumu.workspace_exists($1)", workspace_id):
+            raise LookupError(f"workspace {workspace_id} does not exist")
+        reopened = await conn.fetchval(
+            "UPDATE mumu.workspace_shreds SET reenabled_at = now() WHERE workspace_id = $1 "
+            "AND reenabled_at IS NULL RETURNING workspace_id", workspace_id,
+        )
+        if reopened is None:
+            raise ValueError(f"workspace {workspace_id} is not shredded")
+        key = await data_keys.create(conn, workspace_id)
+    return ReenableReport(workspace_id, key.version)

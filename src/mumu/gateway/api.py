@@ -15,7 +15,6 @@ from pydantic import BaseModel
 from mumu.contracts.event_types import TERMINAL_FOR_ASK, TERMINAL_FOR_TRANSCRIPT, EventType
 from mumu.contracts.events import new_id
 from mumu.gateway.asks import Asked, audio_content_type
-from mumu.gateway.auth import session_claims
 from mumu.gateway.binding import form_body, json_body, query
 from mumu.gateway.deps import DEPS
 from mumu.gateway.errors import ApiError
@@ -41,14 +40,15 @@ def respond(model: BaseModel, status: int = 200) -> web.Response:
 
 async def create_session(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    workspace_id = await deps.workspace_of(request)
+    owner = await deps.key_of(request)
+    workspace_id = owner.workspace_id
     deps.limiter.take(workspace_id)
     wanted = SessionRequest()
     if request.can_read_body and request.content_type == "application/json":
         wanted = await json_body(request, SessionRequest)
     # a given id continues a session of this workspace (ids are per workspace)
     session_id = wanted.session_id or new_id()
-    token, expires = deps.signer.issue(workspace_id, session_id)
+    token, expires = deps.signer.issue(workspace_id, session_id, key_id=owner.key_id)
     return respond(SessionCreated(
         session_id=session_id, token=token,
         expires_at=datetime.fromtimestamp(expires, UTC).isoformat(),
@@ -73,7 +73,7 @@ async def ask(request: web.Request) -> web.Response:
     """A waiting ask (``?wait=true``) holds one of the gateway's waiting places from
     before its body is read until it is answered (``gateway.admission``)."""
     deps = request.app[DEPS]
-    claims = session_claims(request, deps.signer)
+    claims = await deps.session(request)
     asked_for = query(request, AskQuery)
     if asked_for.wait:
         with deps.admission.waiting.held(claims.workspace_id):
@@ -137,7 +137,7 @@ def _full_result(waiter: RequestWaiter, session_id: str) -> AskResult:
 
 async def history(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    claims = session_claims(request, deps.signer)
+    claims = await deps.session(request)
     session_id = request.match_info["id"]
     if session_id != claims.session_id:
         raise ApiError(403, "forbidden", "this token is for another session")

@@ -20,16 +20,20 @@ from mumu.gateway.asks import Asker
 from mumu.gateway.auth import ApiKeys
 from mumu.gateway.deps import DEPS, GatewayDeps
 from mumu.gateway.errors import json_errors
+from mumu.gateway.failed_keys import FailedKeys
 from mumu.gateway.feed import LiveFeed
 from mumu.gateway.hub import Hub
+from mumu.gateway.key_status import KeyStatus
 from mumu.gateway.limits import LagMonitor, RateLimiter
 from mumu.gateway.metrics import GatewayMetrics
 from mumu.gateway.models import Health, Readiness
 from mumu.gateway.openapi import openapi_document
+from mumu.gateway.telemetry import Milestones
 from mumu.gateway.tokens import TokenSigner
 from mumu.gateway.transport import TRUSTED_PROXIES, forwarded
 from mumu.gateway.websocket import SOCKETS, close_all, websocket
 from mumu.runtime.http import health_payload, metrics_response
+from mumu.runtime.tracing import Tracing
 from mumu.settings import Settings
 from mumu.stages.registry import STAGES
 
@@ -39,6 +43,9 @@ STARTED = web.AppKey("started", float)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 SIGNER = web.AppKey("signer", TokenSigner)
 API_KEYS = web.AppKey("api_keys", ApiKeys)
+KEY_STATUS = web.AppKey("key_status", KeyStatus)
+TRACING = web.AppKey("tracing", Tracing)
+MILESTONES = web.AppKey("milestones", Milestones)
 STATIC = Path(__file__).parent / "static"
 
 
@@ -59,7 +66,7 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
         on_violation=lambda subject: violations.labels("gateway", subject).inc(),
     )
     hub = Hub()
-    feed = LiveFeed(nc, hub.on_message)
+    feed = LiveFeed(nc, app[MILESTONES].wrap(hub.on_message))
     lag = LagMonitor(nc, gw.lag_threshold, gw.lag_check_interval)
     stop = asyncio.Event()
     try:
@@ -68,12 +75,14 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
         app[DEPS] = GatewayDeps(
             settings=settings, signer=app[SIGNER], metrics=app[METRICS],
             limiter=RateLimiter(gw.rate_limit_per_second, gw.rate_limit_burst),
-            key_failures=RateLimiter(gw.failed_key_per_second, gw.failed_key_burst,
-                                     "too many failed API key attempts from this address"),
-            api_keys=app[API_KEYS], hub=hub, nc=nc, asker=Asker(nc, settings.nats), feed=feed,
+            key_failures=FailedKeys(gw.failed_key_per_second, gw.failed_key_burst),
+            key_status=app[KEY_STATUS],
+            api_keys=app[API_KEYS], hub=hub, nc=nc, feed=feed,
+            asker=Asker(nc, settings.nats, tracing=app[TRACING], milestones=app[MILESTONES]),
             lag=lag,
         )
-        tasks = [asyncio.create_task(feed.run(stop)), asyncio.create_task(lag.run(stop))]
+        tasks = [asyncio.create_task(feed.run(stop)), asyncio.create_task(lag.run(stop)),
+                 asyncio.create_task(app[KEY_STATUS].run(stop))]
         try:
             yield
         finally:
@@ -139,20 +148,50 @@ async def index(_: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html")
 
 
-def create_app(settings: Settings) -> web.Application:
-    """The gateway; raises ``RuntimeError`` at once when the session secret is missing."""
+def key_status(app: web.Application, settings: Settings) -> KeyStatus:
+    """Checks the API keys of session tokens (none without a database); the websockets of
+    a key found dead are closed."""
+    keys = app[API_KEYS]
+    status = KeyStatus(keys.live if keys.configured else None,
+                       interval=settings.gateway.key_check_interval,
+                       max_age=settings.gateway.key_check_max_age)
+    sockets = app[SOCKETS]
+    status.in_use = lambda: [c.claims.key_id for c in sockets.values() if c is not None]
+
+    def close_sockets(dead: set[str]) -> None:
+        for client in list(sockets.values()):
+            if client is not None and client.claims.key_id in dead:
+                client.end("token_revoked", "the API key of this session was revoked (or its "
+                           "workspace deleted)")
+
+    status.on_dead = close_sockets
+    return status
+
+
+async def _tracing_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await asyncio.to_thread(app[TRACING].shutdown)  # flushes the last spans (blocking I/O)
+
+
+def create_app(settings: Settings, *, tracing: Tracing | None = None) -> web.Application:
+    """The gateway; raises ``RuntimeError`` at once when the session secret is missing.
+    ``tracing``: where the asks' spans go (default: ``MUMU_OTLP_ENDPOINT``)."""
     gw = settings.gateway
     app = web.Application(
         client_max_size=gw.max_body_bytes, middlewares=[forwarded, _count, json_errors]
     )
     app[SETTINGS] = settings
     app[TRUSTED_PROXIES] = tuple(gw.trusted_proxies)
-    app[SIGNER] = TokenSigner(gw.session_secret, gw.session_ttl)
+    app[SIGNER] = TokenSigner(gw.session_secret, gw.session_ttl, gw.session_secret_previous)
     app[METRICS] = GatewayMetrics()
     app[REGISTRY] = app[METRICS].registry
     app[STARTED] = time.monotonic()
     app[API_KEYS] = ApiKeys(settings)
+    app[TRACING] = tracing or Tracing("gateway", settings.otlp_endpoint)
+    app[MILESTONES] = Milestones(app[METRICS].registry)
     app[SOCKETS] = weakref.WeakKeyDictionary()
+    app[KEY_STATUS] = key_status(app, settings)
+    app.cleanup_ctx.append(_tracing_ctx)
     app.cleanup_ctx.append(_database_ctx)
     app.cleanup_ctx.append(_nats_ctx)
     app.on_shutdown.append(close_all)

@@ -18,6 +18,8 @@ from mumu.contracts import headers as h
 from mumu.contracts.events import CancelRequest, IngestAudioHeaders, TextAsk, derive_id, new_id
 from mumu.contracts.options import AudioOptions
 from mumu.gateway.errors import ApiError
+from mumu.gateway.telemetry import Milestones, traced_ask
+from mumu.runtime.tracing import Tracing
 
 log = logging.getLogger("mumu.gateway.asks")
 
@@ -88,7 +90,14 @@ class Asker:
     publish finds no stream (it was removed since), then it tries once more.
     """
 
-    def __init__(self, nc: NatsClient, limits: NatsSettings | None = None) -> None:
+    def __init__(
+        self, nc: NatsClient, limits: NatsSettings | None = None, *,
+        tracing: Tracing | None = None, milestones: Milestones | None = None,
+    ) -> None:
+        """``tracing``: starts each ask's trace; ``milestones``: the end-to-end latency of
+        the asks this gateway accepts."""
+        self._tracing = tracing or Tracing("gateway", None)
+        self._milestones = milestones
         self._nc = nc
         self._js = nc.jetstream()
         self._limits = limits or NatsSettings()
@@ -145,6 +154,12 @@ class Asker:
             log.warning("publish to %s failed: %r", subject, exc)
             raise ApiError(503, "unavailable", "the message bus is not reachable; retry") from exc
 
+    def _accepted(self, asked: Asked, kind: str, *, answer: bool = True) -> Asked:
+        """A new request (not a duplicate) starts its end-to-end clock."""
+        if self._milestones is not None and not asked.duplicate:
+            self._milestones.accepted(asked.request_id, kind, answer=answer)
+        return asked
+
     def _asked(self, request_id: str, ack: PubAck, kind: str) -> Asked:
         asked = Asked(request_id, bool(ack.duplicate))
         if asked.duplicate:
@@ -166,11 +181,12 @@ class Asker:
             event_id=derive_id(workspace_id, request_id, STAGE, "text"), request_id=request_id,
             workspace_id=workspace_id, session_id=session_id, text=text, language=language,
         )
-        ack = await self._publish(
-            workspace_id, subjects.INGEST_TEXT.for_workspace(workspace_id),
-            event.model_dump_json().encode(), {h.MSG_ID: event.event_id},
-        )
-        return self._asked(request_id, ack, "text")
+        with traced_ask(self._tracing, "text", workspace_id, request_id) as trace:
+            ack = await self._publish(
+                workspace_id, subjects.INGEST_TEXT.for_workspace(workspace_id),
+                event.model_dump_json().encode(), {h.MSG_ID: event.event_id, **trace},
+            )
+            return self._accepted(self._asked(request_id, ack, "text"), "text")
 
     async def _upload(self, workspace_id: str, name: str, audio: bytes) -> None:
         """Audio over the payload limit: into the workspace's upload bucket."""
@@ -203,6 +219,17 @@ class Asker:
         """Raw audio on ``mumu.ingest.audio.<ws>``; over the payload limit via the
         workspace's upload bucket (``mumu-upload-<ws>``)."""
         request_id = request_id or new_id()
+        options = options or AudioOptions()
+        with traced_ask(self._tracing, "audio", workspace_id, request_id) as trace:
+            asked = await self._ask_audio(
+                workspace_id, session_id, audio, content_type=content_type, options=options,
+                request_id=request_id, trace=trace)
+            return self._accepted(asked, "audio", answer=options.answer)
+
+    async def _ask_audio(
+        self, workspace_id: str, session_id: str, audio: bytes, *, content_type: str,
+        options: AudioOptions, request_id: str, trace: dict[str, str],
+    ) -> Asked:
         body, audio_object = audio, None
         if len(audio) + HEADER_ROOM > self._nc.max_payload:
             # a name of its own: a duplicate ask must not overwrite the first one's upload
@@ -210,9 +237,10 @@ class Asker:
             await self._upload(workspace_id, audio_object, audio)
         headers = IngestAudioHeaders(
             content_type=content_type, session_id=session_id, request_id=request_id,
-            audio_object=audio_object, **(options or AudioOptions()).model_dump(),
+            audio_object=audio_object, **options.model_dump(),
         ).to_headers()
         headers[h.MSG_ID] = derive_id(workspace_id, request_id, STAGE, "audio")
+        headers.update(trace)
         ack = await self._publish(
             workspace_id, subjects.INGEST_AUDIO.for_workspace(workspace_id), body, headers)
         asked = self._asked(request_id, ack, f"audio ({len(audio)} bytes, {content_type})")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 import asyncpg
 from aiohttp import web
 
+from mumu.db.api_keys import KeyOwner, live_keys, resolve_key
 from mumu.db.owned_pool import OwnedPool
 from mumu.db.pool import UNAVAILABLE
-from mumu.db.workspaces import resolve_api_key
 from mumu.gateway.errors import ApiError
 from mumu.gateway.tokens import InvalidTokenError, SessionClaims, TokenSigner
 from mumu.settings import Settings
@@ -82,6 +83,15 @@ class ApiKeys:
 
     async def resolve(self, key: str) -> str:
         """The workspace of ``key``; 401 when unknown, 503 when the database cannot say."""
+        return (await self.owner(key)).workspace_id
+
+    async def live(self, key_ids: Sequence[str]) -> dict[str, str]:
+        """Which of ``key_ids`` are live, with their workspaces (``KeyStatus``'s lookup)."""
+        return await live_keys(await self._connect(), key_ids)
+
+    async def owner(self, key: str) -> KeyOwner:
+        """The id and workspace of ``key``; 401 when unknown, 503 when the database
+        cannot say."""
         if not self.configured:
             raise ApiError(
                 503, "unavailable",
@@ -89,11 +99,13 @@ class ApiKeys:
             )
         try:
             pool = await self._connect()
-            workspace = await resolve_api_key(pool, key)
-        except asyncpg.UndefinedTableError as exc:
+            owner = await resolve_key(pool, key)
+        except (asyncpg.UndefinedTableError, asyncpg.UndefinedFunctionError) as exc:
+            log.exception("API key lookup failed: the schema is missing or old; run "
+                          "`mumu migrate` on this database")
             raise ApiError(
-                503, "unavailable",
-                "the workspace tables are missing: run `mumu migrate` on this database",
+                503, "unavailable", "the workspace database is not ready; retry later",
+                headers={"Retry-After": "30"},
             ) from exc
         except _LOOKUP_FAILED as exc:
             log.warning("API key lookup failed: %r", exc)
@@ -101,12 +113,12 @@ class ApiKeys:
                 503, "unavailable", "the workspace database is not reachable; retry",
                 headers={"Retry-After": "2"},
             ) from exc
-        if workspace is None:
+        if owner is None:
             raise ApiError(
                 401, "invalid_api_key", "unknown or revoked API key",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        return workspace
+        return owner
 
     async def ping(self) -> str | None:
         """None when the database answers, else the reason."""
@@ -117,5 +129,6 @@ class ApiKeys:
             async with asyncio.timeout(2.0):
                 await pool.fetchval("SELECT 1")
         except Exception as exc:  # noqa: BLE001 - a readiness reason, not a crash
-            return f"database: {exc!r}"
+            log.warning("readiness: database check failed: %r", exc)
+            return "database: not reachable (the gateway's log says why)"
         return None

@@ -10,18 +10,21 @@ from nats.aio.client import Client as NatsClient
 
 from mumu.crypto.errors import KeyringError, UnknownMasterKeyError
 from mumu.crypto.keyring import Keyring
+from mumu.db.api_keys import KeyOwner
 from mumu.db.datakeys import DataKeyShreddedError
 from mumu.db.history import HistoryItem, session_history
 from mumu.db.pool import UNAVAILABLE
 from mumu.gateway.admission import Admission
 from mumu.gateway.asks import Asker
-from mumu.gateway.auth import ApiKeys, bearer
+from mumu.gateway.auth import ApiKeys, bearer, session_claims
 from mumu.gateway.errors import ApiError
+from mumu.gateway.failed_keys import FailedKeys
 from mumu.gateway.feed import LiveFeed
 from mumu.gateway.hub import Hub
+from mumu.gateway.key_status import KeyStatus
 from mumu.gateway.limits import LagMonitor, RateLimiter
 from mumu.gateway.metrics import GatewayMetrics
-from mumu.gateway.tokens import TokenSigner
+from mumu.gateway.tokens import SessionClaims, TokenSigner
 from mumu.settings import Settings
 
 log = logging.getLogger("mumu.gateway")
@@ -39,8 +42,10 @@ class GatewayDeps:
     asker: Asker
     feed: LiveFeed
     lag: LagMonitor
-    key_failures: RateLimiter
-    """Failed API key attempts per client address."""
+    key_failures: FailedKeys
+    """Failed API key attempts per client and key prefix."""
+    key_status: KeyStatus
+    """Whether the API keys behind session tokens are still live."""
     _keyring: Keyring | None = field(default=None, repr=False)
     admission: Admission = field(init=False)
     """The caps on sockets, audio buffers and waiting requests (``gateway.admission``)."""
@@ -58,17 +63,30 @@ class GatewayDeps:
         return self.feed.last_seq
 
     async def workspace_of(self, request: web.Request) -> str:
-        """The workspace of the request's bearer API key; an address that keeps failing
-        gets 429 (with ``Retry-After``) before its keys are even looked at."""
-        address = request.remote or "unknown"
-        self.key_failures.check(address)
+        """The workspace of the request's bearer API key (see ``key_of``)."""
+        return (await self.key_of(request)).workspace_id
+
+    async def key_of(self, request: web.Request) -> KeyOwner:
+        """The API key of the request's bearer header. A client that keeps failing with
+        one key gets 429 (with ``Retry-After``) for that key before it is even looked at;
+        the bucket is the client's address (behind a trusted proxy: the address it
+        forwarded) *and* the key's prefix, so neither the other clients behind the same
+        proxy nor the same client's other keys are locked out."""
+        key = bearer(request)
+        client = request.remote or "unknown"
+        self.key_failures.check(client, key)
         try:
-            return await self.api_keys.resolve(bearer(request))
+            return await self.api_keys.owner(key)
         except ApiError as exc:
             if exc.code == "invalid_api_key":
-                self.key_failures.spend(address)
-                log.info("failed API key attempt", extra={"client": address})
+                self.key_failures.failed(client, key)
             raise
+
+    async def session(self, request: web.Request) -> SessionClaims:
+        """The session of the request's bearer token, whose API key must still be live."""
+        claims = session_claims(request, self.signer)
+        await self.key_status.require(claims)
+        return claims
 
     def keyring(self) -> Keyring:
         """The master keyring (``MUMU_MASTER_KEYS``); 503 when it is missing or malformed."""
@@ -76,7 +94,9 @@ class GatewayDeps:
             try:
                 self._keyring = Keyring.from_secret(self.settings.master_keys)
             except KeyringError as exc:
-                raise ApiError(503, "unavailable", f"no master keyring: {exc}") from exc
+                log.exception("no usable master keyring")
+                raise ApiError(503, "unavailable", "stored history cannot be read right now",
+                               headers={"Retry-After": "30"}) from exc
         return self._keyring
 
     async def history(self, workspace_id: str, session_id: str) -> list[HistoryItem]:

@@ -1,4 +1,6 @@
-"""JSON errors ``{"error": {"code", "message"}}`` with the right status, for every route."""
+"""JSON errors ``{"error": {"code", "message", "request_id"}}`` with the right status, for
+every route. The message is meant for the client; internals (database errors, backend
+URLs, exception text) go to the log only, under the same request id."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from multidict import MultiDictProxy
+
+from mumu.contracts.events import new_id
 
 log = logging.getLogger("mumu.gateway")
 
@@ -32,23 +36,29 @@ class ApiError(Exception):
     """An error the client caused or must know about; rendered as JSON."""
 
     def __init__(
-        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None,
+        *, request_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = dict(headers or {})
+        self.request_id = request_id
+        """The pipeline request the error is about; None: the HTTP request gets an id."""
 
 
-def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    return {"error": {"code": code, "message": message}}
+def error_body(code: str, message: str, request_id: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message, "request_id": request_id}}
 
 
 def error_response(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None,
+    request_id: str | None = None,
 ) -> web.Response:
-    return web.json_response(error_body(code, message), status=status, headers=headers)
+    rid = request_id or new_id()
+    return web.json_response(error_body(code, message, rid), status=status,
+                             headers={**(headers or {}), "X-Request-Id": rid})
 
 
 async def read_form(request: web.Request) -> MultiDictProxy[Any]:
@@ -67,7 +77,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        response = error_response(exc.status, exc.code, exc.message, exc.headers,
+                                  exc.request_id)
+        if exc.status >= 500:
+            log.info("%s %s: %d %s", request.method, request.path, exc.status, exc.code,
+                     extra={"request_id": response.headers["X-Request-Id"], "code": exc.code})
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -79,5 +94,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         return error_response(exc.status, code, message, headers)
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal", "internal error")
+        rid = new_id()
+        log.exception("unhandled error on %s %s", request.method, request.path,
+                      extra={"request_id": rid})
+        return error_response(500, "internal", "internal error; the operators can look it up "
+                              "by its request id", request_id=rid)

@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 from mumu.gateway.hub import ResultEvent
+from mumu.runtime.build_info import register_build_info
 
 DELIVERY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
@@ -20,6 +21,7 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        register_build_info(r, "gateway")
         self.requests = Counter(
             "mumu_gateway_requests", "HTTP requests, by route and status", ["route", "status"],
             registry=r,

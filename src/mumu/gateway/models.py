@@ -14,7 +14,10 @@ from mumu.db.history import HistoryItem
 
 class ErrorDetail(BaseModel):
     code: str = Field(description="machine-readable, e.g. rate_limited, invalid_token")
-    message: str
+    message: str = Field(description="for the client: never internal detail")
+    request_id: str = Field(
+        description="the ask's request id, or this HTTP request's (also in X-Request-Id): "
+        "the operators find the details in the log under it")
 
 
 class ErrorBody(BaseModel):

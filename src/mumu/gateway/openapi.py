@@ -164,7 +164,7 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "mumu gateway", "version": __version__.split("+")[0],
                  "description": "HTTP API of mumu. The websocket /api/ws is described in "
                  "docs/gateway.md (OpenAPI cannot describe websockets). Every error is "
-                 "JSON {\"error\": {\"code\", \"message\"}}; an undocumented path "
+                 "JSON {\"error\": {\"code\", \"message\", \"request_id\"}}; an undocumented path "
                  "is 404, an undocumented method on a documented path 405 (with Allow)."},
         "paths": paths,
         "components": {

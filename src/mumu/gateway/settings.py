@@ -27,6 +27,21 @@ class GatewaySettings(BaseModel):
         default=None,
         description="HMAC secret signing session tokens (required; `mumu up` generates one)",
     )
+    session_secret_previous: SecretStr | None = Field(
+        default=None,
+        description="the session secret before the last rotation: tokens it signed are still "
+        "accepted (new ones are signed with `session_secret`); unset it once they expired",
+    )
+    key_check_interval: float = Field(
+        default=1.0, gt=0,
+        description="seconds between two checks, against PostgreSQL, that the API keys behind "
+        "the session tokens in use are not revoked (open websockets of a revoked key close)",
+    )
+    key_check_max_age: float = Field(
+        default=3.0, gt=0,
+        description="a session token whose API key was last confirmed live longer ago than this "
+        "is checked before it is accepted (503 while the database cannot say)",
+    )
     session_ttl: float = Field(
         default=86_400.0, gt=0, description="seconds a session token stays valid"
     )

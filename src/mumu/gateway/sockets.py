@@ -99,6 +99,12 @@ class ClientSocket:
                    "and reconnect with ?after=<your cursor>")
         self._close("session token expired", CLOSE_UNAUTHORIZED)
 
+    def end(self, code: str, message: str) -> None:
+        """The socket's token no longer works (its API key was revoked): say why and
+        close it (4401)."""
+        self.error(code, message)
+        self._close(message, CLOSE_UNAUTHORIZED)
+
     def _sent(self, event: ResultEvent) -> None:
         self.cursors.sent(event.cursor)
         self.deps.metrics.sent(event)
@@ -153,7 +159,7 @@ class ClientSocket:
         try:
             await handler(message)
         except ApiError as exc:
-            self.error(exc.code, exc.message)
+            self.error(exc.code, exc.message, exc.request_id)
 
     def _admit(self) -> None:
         self.deps.limiter.take(self.claims.workspace_id)
@@ -249,7 +255,7 @@ class ClientSocket:
                             "your cursor")
         except (TimeoutError, RuntimeError, nats.errors.Error, nats.js.errors.Error) as exc:
             log.warning("replay failed: %r", exc)
-            self.error("resume_failed", f"could not replay: {exc}")
+            self.error("resume_failed", "could not replay the missed events")
             self._close("replay failed: reconnect and resume from your cursor")
         finally:
             for event in cursors.end_resume(after, complete=complete):
@@ -276,6 +282,7 @@ class ClientSocket:
             claims = self.deps.signer.verify(token)
         except InvalidTokenError as exc:
             raise ApiError(401, "invalid_token", str(exc)) from exc
+        await self.deps.key_status.require(claims)
         if (claims.workspace_id, claims.session_id) != (
                 self.claims.workspace_id, self.claims.session_id):
             raise ApiError(400, "bad_message", "a new token must be for this socket's session")

@@ -138,6 +138,7 @@ async def run_and_wait(
                 504, "timeout",
                 f"the {stage} stage did not answer within {seconds:g} s "
                 f"(request {waiter.request_id}); is `mumu stage {stage}` running?",
+                request_id=waiter.request_id,
             ) from None
         finally:
             if catching is not None:
@@ -166,4 +167,5 @@ def pipeline_error(event: ResultEvent) -> ApiError:
     code = str(event.body.get("code", "internal"))
     status = _ERROR_STATUS.get(code, 502)
     stage = event.body.get("stage", "pipeline")
-    return ApiError(status, code, f"{stage}: {event.body.get('message', 'failed')}")
+    return ApiError(status, code, f"{stage}: {event.body.get('message', 'failed')}",
+                    request_id=event.request_id)

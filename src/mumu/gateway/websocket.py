@@ -14,9 +14,11 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from mumu.contracts.event_types import EventType
 from mumu.gateway.deps import DEPS
 from mumu.gateway.errors import ApiError
+from mumu.gateway.key_status import KeyStatus
 from mumu.gateway.outbox import Outbox, Sender
 from mumu.gateway.sockets import CLOSE_UNAUTHORIZED, ClientSocket
 from mumu.gateway.tokens import InvalidTokenError, SessionClaims, TokenSigner
+from mumu.logs import log_context
 
 log = logging.getLogger("mumu.gateway.ws")
 
@@ -34,11 +36,12 @@ CLOSE_TOO_MANY = 4429
 
 
 async def _first_message_auth(
-    ws: web.WebSocketResponse, signer: TokenSigner, timeout: float
+    ws: web.WebSocketResponse, signer: TokenSigner, timeout: float, keys: KeyStatus
 ) -> SessionClaims | None:
     """Without ``?token=`` the first message must be ``{"type":"auth","token":...}``,
     within ``timeout`` seconds (``MUMU_GATEWAY__AUTH_TIMEOUT``)."""
     reason = "the first message must be {\"type\":\"auth\",\"token\":...}"
+    code = "unauthorized"
     try:
         msg = await ws.receive(timeout=timeout)
     except TimeoutError:
@@ -49,12 +52,16 @@ async def _first_message_auth(
             data = json.loads(msg.data)
             if data.get("type") == "auth" and isinstance(data.get("token"), str):
                 try:
-                    return signer.verify(data["token"])
+                    claims = signer.verify(data["token"])
+                    await keys.require(claims)
+                    return claims
                 except InvalidTokenError as exc:
                     reason = str(exc)
+                except ApiError as exc:
+                    code, reason = exc.code, exc.message
     if not ws.closed:
         await ws.send_json(
-            {"type": EventType.ERROR, "code": "unauthorized", "message": reason, "request_id": None,
+            {"type": EventType.ERROR, "code": code, "message": reason, "request_id": None,
              "cursor": 0, "stage": "gateway"}
         )
         await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unauthorized")
@@ -84,6 +91,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             claims = signer.verify(token)
         except InvalidTokenError as exc:
             raise ApiError(401, "invalid_token", str(exc)) from exc
+        await deps.key_status.require(claims)
     after = _after(request)
     places = deps.admission.sockets
     joined = claims.workspace_id if claims is not None else None
@@ -98,7 +106,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         deps.metrics.sockets.inc()
         try:
             if claims is None:
-                claims = await _first_message_auth(ws, signer, gw.auth_timeout)
+                claims = await _first_message_auth(
+                    ws, signer, gw.auth_timeout, deps.key_status)
                 if claims is None:
                     return ws
                 try:
@@ -114,7 +123,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                       else Outbox(request.transport, gw.client_queue, gw.client_queue_bytes))
             client = ClientSocket(sender, claims, deps)
             sockets[ws] = client
-            await _serve(ws, client, after)
+            with log_context(workspace_id=claims.workspace_id):  # every line of this socket
+                await _serve(ws, client, after)
         finally:
             deps.metrics.sockets.dec()
             sockets.pop(ws, None)

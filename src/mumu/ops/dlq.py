@@ -10,6 +10,7 @@ from nats.js.errors import NotFoundError
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.ops.reader import Stored, read_range
+from mumu.ops.republish import kept_headers
 
 
 def dlq_subject(stage: str | None) -> str:
@@ -57,8 +58,13 @@ async def replay(nc: NATS, stored: Stored) -> str:
     stream's duplicate window, which would drop it silently).
     """
     subject = stored.headers[h.DLQ_SUBJECT]
-    data, headers = await original(nc, stored)
-    headers[h.MSG_ID] = f"{headers.get(h.MSG_ID, 'dlq')}:replay:{stored.seq}"
+    data, stored_headers = await original(nc, stored)
+    # the server refuses some of its own headers on a publish (a sourced message's
+    # Nats-Stream-Source, batch and expectation headers)
+    headers = kept_headers(stored_headers)
+    headers[h.MSG_ID] = f"{stored_headers.get(h.MSG_ID, 'dlq')}:replay:{stored.seq}"
+    headers[h.REPLAY] = f"dlq-{stored.seq}"
+    headers[h.REPLAY_SOURCE] = f"{subjects.STREAM_DLQ}:{stored.seq}"
     js = nc.jetstream()
     await js.publish(subject, data, headers=headers)
     await js.delete_msg(subjects.STREAM_DLQ, stored.seq)

@@ -1,4 +1,5 @@
-"""Reading a range of a stream without disturbing its consumers (ordered consumer)."""
+"""Reading dead letters one by one (an ordered consumer), and finding the streams a replay
+reads for a stream name or a subject filter."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from datetime import datetime
 from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from mumu.broker.intake import PLACEHOLDER, intake_template
 from mumu.broker.jsapi import stream_config
-from mumu.contracts.subject_check import covers
+from mumu.ops.selection import is_stream_name, overlaps
 
 
 @dataclass
@@ -58,10 +60,30 @@ async def read_range(
         await sub.unsubscribe()
 
 
-async def stream_of(nc: NATS, subject: str, candidates: list[str]) -> str:
-    """The stream (among ``candidates``) whose subjects store ``subject``."""
-    for name in candidates:
-        config = await stream_config(nc, name)
-        if config and any(covers(f, subject) or covers(subject, f) for f in config["subjects"]):
-            return name
-    raise RuntimeError(f"no mumu stream stores {subject}")
+async def stored_subjects(nc: NATS, name: str) -> list[str] | None:
+    """The subjects stream ``name`` stores (its own and, for ``MUMU_INGEST``, those of the
+    intake streams it sources), or None when there is no such stream."""
+    config = await stream_config(nc, name)
+    if config is None:
+        return None
+    own: list[str] = list(config.get("subjects") or [])
+    if config.get("sources"):
+        own += [s.replace(PLACEHOLDER, "*") for s in intake_template()["subjects"]]
+    return own
+
+
+async def streams_for(nc: NATS, target: str, candidates: list[str]) -> list[str]:
+    """The streams to read for ``target``: the stream it names, or every stream (among
+    ``candidates``) storing subjects its filter matches."""
+    if is_stream_name(target):
+        if await stream_config(nc, target) is None:
+            raise RuntimeError(f"no stream named {target}")
+        return [target]
+    found = []
+    for name in dict.fromkeys(candidates):
+        stored = await stored_subjects(nc, name)
+        if stored and any(overlaps(target, f) for f in stored):
+            found.append(name)
+    if not found:
+        raise RuntimeError(f"no mumu stream stores {target}")
+    return found

@@ -1,6 +1,12 @@
 """The stage runtime: the one place that knows how a stage consumes JetStream."""
 
-from mumu.runtime.errors import Disposition, PermanentError, TransientError, UnavailableError
+from mumu.runtime.errors import (
+    Disposition,
+    PermanentError,
+    RedactedError,
+    TransientError,
+    UnavailableError,
+)
 from mumu.runtime.messages import Inbound, Outbound
 from mumu.runtime.stage import RetryPolicy, Route, Stage, StageContext
 
@@ -9,6 +15,7 @@ __all__ = [
     "Inbound",
     "Outbound",
     "PermanentError",
+    "RedactedError",
     "RetryPolicy",
     "Route",
     "Stage",

@@ -14,6 +14,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from mumu.contracts.consumers import replay_filter
 from mumu.runtime.dispatch import Dispatcher
 from mumu.runtime.publisher import Publisher
 from mumu.runtime.settle import Settler
@@ -51,6 +52,9 @@ class RouteWorker:
 
     def consumer_config(self) -> ConsumerConfig:
         subjects = list(self.route.subjects)
+        replay = replay_filter(self.durable)  # `mumu replay --to-stage` reaches this one only
+        if replay is not None and replay not in subjects:
+            subjects.append(replay)
         return ConsumerConfig(
             durable_name=self.durable,
             description=f"mumu stage {self.ctx.name}",

@@ -12,6 +12,7 @@ from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import ErrorCode, Event, PipelineError, derive_id
 from mumu.contracts.ids import id_or_none
+from mumu.runtime.client_errors import client_message
 from mumu.runtime.messages import Outbound
 
 UNKNOWN = "unknown"
@@ -45,9 +46,13 @@ def _header_bytes(headers: Mapping[str, str]) -> int:
 
 def dead_letter(
     msg: Msg, *, stage: str, code: ErrorCode, reason: str, stream: str, sequence: int,
-    deliveries: int, max_payload: int,
+    deliveries: int, max_payload: int, redact: bool = False,
 ) -> Outbound:
     """The original payload with its headers kept under ``Mumu-Orig-`` and the reason added.
+
+    ``redact``: the letter carries neither the body nor the original headers (the
+    message's workspace was shredded: nothing of its content may be kept), marked
+    ``Mumu-Dlq-Body-Omitted: true`` like a letter too large for its body.
 
     A letter that would not fit in ``max_payload`` goes without the body (and, if even
     that is too big, without the original headers): ``Mumu-Dlq-Body-Omitted: true`` and
@@ -66,7 +71,10 @@ def dead_letter(
     }
     headers.update(ours)
     payload = msg.data
-    if len(payload) + _header_bytes(headers) + HEADROOM > max_payload:
+    if redact:
+        headers = {**ours, h.DLQ_BODY_OMITTED: "true", h.DLQ_BODY_SIZE: str(len(payload))}
+        payload = b""
+    elif len(payload) + _header_bytes(headers) + HEADROOM > max_payload:
         omitted = {h.DLQ_BODY_OMITTED: "true", h.DLQ_BODY_SIZE: str(len(payload))}
         headers.update(omitted)
         payload = b""
@@ -84,7 +92,8 @@ def error_event(
     msg: Msg, event: BaseModel | None, *, stage: str, code: ErrorCode, message: str,
     workspace_id: str, sequence: int,
 ) -> Outbound | None:
-    """The ``mumu.error.<ws>`` event, or None when the subject names no valid workspace."""
+    """The ``mumu.error.<ws>`` event, or None when the subject names no valid workspace.
+    Its message is meant for the client (``client_errors``), not ``message`` itself."""
     if id_or_none(workspace_id) is None:
         return None
     request_id, session_id = request_identity(msg, event)
@@ -95,7 +104,7 @@ def error_event(
         session_id=session_id,
         stage=stage,
         code=code,
-        message=message[:1024],
+        message=client_message(code, message),  # the full reason: logs and dead letter only
         subject=msg.subject,
     )
     return Outbound.of(subjects.ERROR.for_workspace(workspace_id), err)

@@ -14,9 +14,11 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 
 from mumu.contracts.subjects import last_token
+from mumu.logs import MessageLog, reset_context, set_context
 from mumu.runtime.errors import Disposition, PermanentError
 from mumu.runtime.messages import Inbound, Outbound
 from mumu.runtime.publisher import Publisher, Traced
+from mumu.runtime.replayed import handled_subject
 from mumu.runtime.settle import Delivery, Settler, delivery_of, nak_quietly
 from mumu.runtime.stage import Route, StageContext
 
@@ -34,6 +36,7 @@ class Dispatcher:
         self.tracing = ctx.tracing
         self.max_deliver = max_deliver
         self._span_name = f"{ctx.name} {route.stream}"
+        self._log = MessageLog(ctx.name, route.stream)  # the log context of each delivery
         m = ctx.metrics
         self._m_outcome = {d: m.messages.labels(m.stage, name, d.value) for d in Disposition}
         self._m_acked = self._m_outcome[Disposition.ACK]  # no enum hashing on the hot path
@@ -61,7 +64,7 @@ class Dispatcher:
         if deliveries > 1:
             self._m_redelivered.inc()
         self.inflight[id(msg)] = (msg, time.monotonic())
-        span = self.tracing.start(self._span_name, msg.headers or {})
+        span = self.tracing.start(self._span_name, msg.headers or {}, msg.subject)
         return Delivery(msg, deliveries, sequence, span)
 
     def _end(self, d: Delivery, started: float) -> None:
@@ -87,9 +90,10 @@ class Dispatcher:
                 f"delivered {d.deliveries} times (limit {self.max_deliver})",
             )
         msg = d.msg
+        subject = handled_subject(msg.subject, msg.headers or {}, self.route.subjects)
         d.inbound = Inbound(
             event=self._parse(msg), data=msg.data, headers=msg.headers or {},
-            subject=msg.subject, workspace_id=last_token(msg.subject), stream=self.route.stream,
+            subject=subject, workspace_id=last_token(subject), stream=self.route.stream,
             sequence=d.sequence, deliveries=d.deliveries, emit=partial(self._emit, d),
         )
         return d.inbound
@@ -103,6 +107,8 @@ class Dispatcher:
         assert self.route.handler is not None
         started = time.perf_counter()
         d = self._begin(msg)
+        # every line logged while handling it carries its workspace, trace id, sequence
+        logged = set_context(self._log, d)
         try:
             inbound = self._inbound(d)
             while True:
@@ -127,6 +133,7 @@ class Dispatcher:
             await self.settler.settle(d, exc)
         finally:
             self._end(d, started)
+            reset_context(logged)
 
     async def _after_ack(self, d: Delivery, inbound: Inbound[Any]) -> None:
         if self.route.after_ack is None:

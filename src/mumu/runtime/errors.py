@@ -5,6 +5,7 @@ owns every retry (``runtime/policy.py``), so a handler only raises:
 
 * ``PermanentError`` (bad audio, schema violation, unknown workspace) → ``term``,
   one dead letter on ``mumu.dlq.<stage>`` and one ``mumu.error.<ws>`` event;
+  ``RedactedError`` (a shredded workspace) the same, with a letter without the body;
 * ``TransientError`` → retried in place while the route's ``RetryPolicy`` allows it and
   the attempt published nothing (``retry``), else ``nak`` with a growing delay (or the
   error's ``delay``, a server's ``Retry-After``), then, on the last delivery, the same as
@@ -46,6 +47,12 @@ class StageError(Exception):
 
 class PermanentError(StageError):
     """Retrying cannot help: dead-letter the message and tell the client."""
+
+
+class RedactedError(PermanentError):
+    """Permanent, and the message's content must not outlive it (its workspace was
+    crypto-shredded): the dead letter carries neither the body nor the original headers,
+    only the reason and where the message was (stage, subject, stream, sequence)."""
 
 
 class TransientError(StageError):

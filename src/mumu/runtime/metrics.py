@@ -6,6 +6,7 @@ from collections.abc import Sized
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from mumu.runtime.build_info import register_build_info
 from mumu.runtime.hot_metrics import HotCounter, HotHistogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -16,6 +17,7 @@ class StageMetrics:
         self.stage = stage
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        register_build_info(r, stage)
         # the per-message families: updated from the event loop only, so without locks
         self.messages = HotCounter(
             "mumu_stage_messages",

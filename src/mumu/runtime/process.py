@@ -38,11 +38,13 @@ async def run_stage(
     *,
     started: asyncio.Event | None = None,
     metrics: StageMetrics | None = None,
+    tracing: Tracing | None = None,
 ) -> None:
     """Run ``stage`` until ``stop`` is set. ``started`` is set once it consumes;
-    ``metrics``: the registry to fill (a fresh one by default)."""
+    ``metrics``: the registry to fill (a fresh one by default); ``tracing``: where its
+    spans go (by default ``MUMU_OTLP_ENDPOINT``; shut down when the stage stops)."""
     name = stage.name
-    tracing = Tracing(name, settings.otlp_endpoint)
+    tracing = tracing or Tracing(name, settings.otlp_endpoint)
     metrics = metrics or StageMetrics(name)
     conn: dict[str, NATS] = {}
     state = {"loaded": False}
@@ -104,7 +106,7 @@ async def run_stage(
                           "reconnecting", extra={"stage": name})
     finally:
         await runner.cleanup()
-        tracing.shutdown()
+        await asyncio.to_thread(tracing.shutdown)  # flushing spans is a blocking export
         log.info("stopped", extra={"stage": name})
 
 

@@ -19,11 +19,14 @@ from pydantic import BaseModel
 
 from mumu.broker.ack_subject import delivery_of_reply
 from mumu.contracts.events import ErrorCode
+from mumu.contracts.headers import TRACEPARENT
 from mumu.contracts.subjects import last_token
+from mumu.logs import trace_id_of
 from mumu.runtime.deadletter import dead_letter, error_event, request_identity
 from mumu.runtime.errors import (
     Disposition,
     PermanentError,
+    RedactedError,
     StageError,
     TransientError,
     UnavailableError,
@@ -105,6 +108,8 @@ class Settler:
         extra: dict[str, object] = {
             "stage": self.stage, "subject": d.msg.subject, "seq": d.sequence,
             "request_id": request_id, "deliveries": d.deliveries,
+            "stream": self.stream, "workspace_id": last_token(d.msg.subject),
+            "trace_id": trace_id_of(d.span.headers.get(TRACEPARENT)),
         }
         if code is not None:
             extra["code"] = code
@@ -221,7 +226,8 @@ class Settler:
     async def settle(self, d: Delivery, exc: BaseException) -> None:
         """What a failure means for the message: ``term`` + dead letter, or ``nak``."""
         if isinstance(exc, PermanentError):
-            await self._reject(d, exc.code, exc.message)
+            await self._reject(d, exc.code, exc.message,
+                               redact=isinstance(exc, RedactedError))
             return
         code: ErrorCode = exc.code if isinstance(exc, StageError) else "internal"
         message = exc.message if isinstance(exc, StageError) else repr(exc)
@@ -236,13 +242,15 @@ class Settler:
         )
         await self.nak(d, delay)
 
-    async def _reject(self, d: Delivery, code: ErrorCode, message: str) -> None:
-        """Dead-letter once, tell the client, then ``term``; if that fails, ``nak``."""
+    async def _reject(self, d: Delivery, code: ErrorCode, message: str, *,
+                      redact: bool = False) -> None:
+        """Dead-letter once (``redact``: without the body), tell the client, then
+        ``term``; if that fails, ``nak``."""
         msg = d.msg
         letter = dead_letter(
             msg, stage=self.stage, code=code, reason=message, stream=self.stream,
             sequence=d.sequence, deliveries=d.deliveries,
-            max_payload=self.publisher.max_payload(),
+            max_payload=self.publisher.max_payload(), redact=redact,
         )
         err = error_event(
             msg, d.event, stage=self.stage, code=code, message=message,

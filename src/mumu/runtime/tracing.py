@@ -1,5 +1,9 @@
 """OpenTelemetry across stages: ``traceparent`` in, span, ``traceparent`` out.
 
+The gateway starts each request's trace (``Tracing.begin``); every stage's span is a
+child of the span before it, so one trace spans gateway -> ingest -> transcribe ->
+reason -> persist.
+
 With an OTLP endpoint configured every handled message gets a real span, child of
 the incoming ``traceparent``. Without one nobody would receive the spans, so the
 runtime only carries the W3C context along (and starts one when a producer sent
@@ -11,6 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -49,8 +54,11 @@ class Tracing:
             self.provider.add_span_processor(BatchSpanProcessor(exporter))
             self._tracer = self.provider.get_tracer("mumu.runtime", __version__)
 
-    def start(self, name: str, incoming: Mapping[str, str]) -> MessageSpan:
-        """A span for one message; ``headers`` go on its outputs, ``end`` closes it."""
+    def start(
+        self, name: str, incoming: Mapping[str, str], subject: str | None = None
+    ) -> MessageSpan:
+        """A span for one message (received on ``subject``); ``headers`` go on its
+        outputs, ``end`` closes it."""
         if self.provider is None:
             parent = incoming.get(h.TRACEPARENT) or new_traceparent()
             out = {h.TRACEPARENT: parent}
@@ -58,7 +66,23 @@ class Tracing:
                 out[h.TRACESTATE] = incoming[h.TRACESTATE]
             return MessageSpan(out)
         context = _PROPAGATOR.extract(carrier=dict(incoming))
-        span = self._tracer.start_span(name, context=context, kind=SpanKind.CONSUMER)
+        attributes = {"messaging.system": "nats"}
+        if subject is not None:  # mumu subjects end with the workspace
+            attributes["messaging.destination.name"] = subject
+            attributes["mumu.workspace_id"] = subject.rsplit(".", 1)[-1]
+        span = self._tracer.start_span(
+            name, context=context, kind=SpanKind.CONSUMER, attributes=attributes)
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier, context=set_span_in_context(span))
+        return MessageSpan(carrier, span)
+
+    def begin(self, name: str, attributes: Mapping[str, str] | None = None) -> MessageSpan:
+        """A new trace for a request entering mumu (the gateway's ask): a root span, whose
+        ``traceparent`` goes on the published message so every stage's span joins it."""
+        if self.provider is None:
+            return MessageSpan({h.TRACEPARENT: new_traceparent()})
+        span = self._tracer.start_span(
+            name, context=Context(), kind=SpanKind.PRODUCER, attributes=dict(attributes or {}))
         carrier: dict[str, str] = {}
         _PROPAGATOR.inject(carrier, context=set_span_in_context(span))
         return MessageSpan(carrier, span)

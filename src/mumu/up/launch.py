@@ -32,6 +32,8 @@ from mumu.up.supervisor import Child, Supervisor
 
 log = logging.getLogger(__name__)
 SESSION_SECRET_FILE = "session-secret"  # noqa: S105 - a file name
+EXPORTER_PORT = 9464
+"""Where ``mumu up``'s exporter serves ``/metrics`` (another free port when taken)."""
 PRODUCER_CREDENTIALS_DIR = "credentials"
 """``<data_dir>/credentials/<ws>.nk``: the default workspace's producer seed (0600)."""
 
@@ -157,6 +159,28 @@ async def _provision_users(
     return sorted(p for p in folder.glob("*.nk") if p.stem in workspaces)
 
 
+def _children(settings: Settings, env: dict[str, str], auth: AuthDir | None, logs: Path,
+              exporter_port: int) -> list[Child]:
+    """Every stage's replicas, the gateway and the exporter, each with only its own
+    credentials."""
+
+    def env_of(role: str) -> dict[str, str]:
+        if auth is None:
+            return env
+        return env | {"MUMU_NATS__CREDENTIALS": str(auth.seed_file(Role(role)))}
+
+    children = [
+        Child(f"{name}-{i}" if settings.stage.replicas > 1 else name, ["stage", name],
+              env_of(name), logs / f"{name}-{i}.log")
+        for name in STAGES.available()
+        for i in range(settings.stage.replicas)
+    ]
+    children.append(Child("gateway", ["gateway"], env_of("gateway"), logs / "gateway.log"))
+    children.append(Child("exporter", ["exporter", "--port", str(exporter_port)],
+                          env_of("exporter"), logs / "exporter.log"))
+    return children
+
+
 async def up(
     settings: Settings,
     stop: asyncio.Event,
@@ -196,20 +220,9 @@ async def up(
             "MUMU_GATEWAY__SESSION_SECRET": _session_secret(settings, data_dir),
         }
         logs = data_dir / "logs"
-
-        def env_of(role: str) -> dict[str, str]:
-            """Each child gets only its own credentials."""
-            if auth is None:
-                return env
-            return env | {"MUMU_NATS__CREDENTIALS": str(auth.seed_file(Role(role)))}
-
-        children = [
-            Child(f"{name}-{i}" if settings.stage.replicas > 1 else name, ["stage", name],
-                  env_of(name), logs / f"{name}-{i}.log")
-            for name in STAGES.available()
-            for i in range(settings.stage.replicas)
-        ]
-        children.append(Child("gateway", ["gateway"], env_of("gateway"), logs / "gateway.log"))
+        # the one exporter of stream fullness and consumer backlogs (docs/ops.md)
+        exporter_port = _port_or_free("127.0.0.1", EXPORTER_PORT)
+        children = _children(settings, env, auth, logs, exporter_port)
         supervisor = Supervisor(children, settings.stage.drain_timeout)
         running = asyncio.create_task(supervisor.run(stop))
         gateway_url = base_url(settings.gateway, host, port)
@@ -223,6 +236,7 @@ async def up(
             log.warning("the gateway is not ready after %.0fs; logs are in %s", ready_timeout, logs)
         announce(f"gateway: {gateway_url}")
         announce(f"nats: {redacted(nats_url)}")
+        announce(f"metrics: http://127.0.0.1:{exporter_port}/metrics  (streams and consumers)")
         for line in database.announce:
             announce(line)
         if auth is not None:
@@ -231,5 +245,8 @@ async def up(
             for path in producer_files:
                 announce(f"producer credentials: {path}  (inbox prefix "
                          f"{producer_inbox_prefix(path.stem)}; see README 'Producers')")
+        if database.server is not None and settings.master_keys is None:
+            announce(f"cli: export MUMU_DATA_DIR={data_dir}  (mumu workspace|keys|migrate find "
+                     "the embedded database and its development keyring there)")
         announce(f"logs: {logs}  (Ctrl-C stops everything)")
         await running

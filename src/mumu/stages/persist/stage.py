@@ -17,7 +17,9 @@ after ``retry_max_delay`` at most) until the database answers, so an outage neve
 dead-letters anything. A workspace whose data key this process cannot unwrap (a master
 key promoted before every process had it): the same, but a hold lasts ``key_hold_limit``
 at most, then the message is dead-lettered (``persist_failed``, the reason names the key),
-so one tenant's key trouble cannot keep the stage's in-flight slots. The stage starts
+so one tenant's key trouble cannot keep the stage's in-flight slots. A shredded workspace
+(``mumu keys shred``): its messages are dead-lettered without their bodies (``shredded``)
+and erased from the stream, never stored (``stages/persist/shred.py``). The stage starts
 without a database connection when the database is down (the pool connects on first
 use); a role that row-level security does not bind is refused at start (or at first use).
 """
@@ -37,7 +39,7 @@ from mumu.contracts import subjects
 from mumu.contracts.consumers import PERSIST_RESULTS
 from mumu.contracts.events import AnswerFinal, Persisted, TranscriptFinal, derive_id
 from mumu.crypto import CryptoError, Keyring
-from mumu.db.datakeys import DataKeys
+from mumu.db.datakeys import DataKeys, WorkspaceShreddedError
 from mumu.db.owned_pool import OwnedPool
 from mumu.db.pool import UNAVAILABLE
 from mumu.db.records import KnownSessions, Record, UnknownWorkspaceError, write_records
@@ -46,6 +48,7 @@ from mumu.runtime import (
     Inbound,
     Outbound,
     PermanentError,
+    RedactedError,
     RetryPolicy,
     Route,
     StageContext,
@@ -56,6 +59,7 @@ from mumu.settings import Settings
 from mumu.stages.persist.metrics import PersistMetrics
 from mumu.stages.persist.records import check_workspace, parse_event, to_record
 from mumu.stages.persist.settings import PersistSettings
+from mumu.stages.persist.shred import ShredListener, redacted
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,7 @@ class PersistStage:
     def __init__(self, settings: PersistSettings, keyring: Keyring, pool: OwnedPool) -> None:
         self.settings = settings
         self.data_keys = DataKeys(keyring)
+        self.shreds = ShredListener(self.data_keys)
         self.known = KnownSessions()
         self._workspaces: dict[str, str] = {}  # subject token -> canonical UUID
         self.pool = pool
@@ -103,11 +108,13 @@ class PersistStage:
 
     async def start(self, ctx: StageContext) -> None:
         self.metrics = PersistMetrics(ctx.metrics.registry)
+        await self.shreds.subscribe(ctx.nc)
         # checks the role now (UnsafeRoleError stops the stage); a database that is down
         # is only logged: the pool connects on first use
         await self.pool.open(tolerate=True)
 
     async def stop(self) -> None:
+        await self.shreds.close()
         await self.pool.close()
 
     async def handle_batch(self, inbounds: Sequence[Inbound[Any]]) -> list[Outcome]:
@@ -131,7 +138,12 @@ class PersistStage:
     async def _write_group(self, ws: str, items: list[_Item]) -> list[BaseException | None]:
         """One workspace's rows of the batch, on one of ``writers`` connections."""
         async with self._writers:
-            return await self._flush(ws, [item.record for item in items])
+            results = await self._flush(ws, [item.record for item in items])
+        if any(isinstance(r, RedactedError) for r in results):
+            await self.shreds.erase((item.inbound, item.event.session_id)
+                                    for item, r in zip(items, results, strict=True)
+                                    if isinstance(r, RedactedError))
+        return results
 
     def _workspace(self, event: TranscriptFinal | AnswerFinal, token: str) -> str:
         """The canonical workspace UUID of the subject (memoised: parsed once per token)."""
@@ -170,6 +182,10 @@ class PersistStage:
                 log.warning("row rejected by the database: %s", exc,
                             extra={"stage": NAME, "workspace_id": ws})
                 return [PermanentError("persist_failed", f"rejected by the database: {exc}")]
+        except WorkspaceShreddedError as exc:  # never stored: dead letters without bodies
+            self._failed("shredded")
+            log.warning("%s", exc, extra={"stage": NAME, "workspace_id": ws})
+            return [redacted(exc)] * len(records)
         except Exception as exc:  # noqa: BLE001 - classified and handed to every message
             reason, failure = _failure(exc, ws, self.settings.key_hold_limit)
             self._failed(reason)

@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from mumu.logs import redacted
 from mumu.runtime import RetryPolicy
 from mumu.stages.reason.backend import (
     BackendInterruptedError,
@@ -66,6 +67,8 @@ class OpenAIBackend:
             max_delay=settings.max_retry_after,
         )
         self._url = settings.base_url.rstrip("/") + "/chat/completions"
+        self._shown = redacted(self._url)
+        """The URL as errors and logs name it (without a password it may carry)."""
         self._session: aiohttp.ClientSession | None = None
         self._one_at_a_time: asyncio.Lock | None = None
         self._free_streams = 0  # open streams started before one-at-a-time began
@@ -129,7 +132,7 @@ class OpenAIBackend:
                     "backend %s cut a stream short while another was open (llama.cpp "
                     "server's interrupt_requests?): sending one request at a time from now "
                     "on; start that server with --interrupt_requests False",
-                    self._url,
+                    self._shown,
                     extra={"stage": STAGE, "request_id": request.request_id},
                 )
                 self._one_at_a_time = asyncio.Lock()
@@ -153,14 +156,14 @@ class OpenAIBackend:
                     yield chunk
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             if request.completion_tokens:
-                raise BackendInterruptedError(f"stream from {self._url} broke: {exc!r}") from exc
-            raise BackendUnavailableError(f"cannot reach {self._url}: {exc!r}") from exc
+                raise BackendInterruptedError(f"stream from {self._shown} broke: {exc!r}") from exc
+            raise BackendUnavailableError(f"cannot reach {self._shown}: {exc!r}") from exc
 
     async def _check_status(self, resp: aiohttp.ClientResponse) -> None:
         if resp.status < 400:
             return
         detail = (await resp.text())[:300]
-        message = f"{self._url} answered {resp.status}: {detail}"
+        message = f"{self._shown} answered {resp.status}: {detail}"
         if resp.status in RETRY_STATUSES or resp.status >= 500:
             retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
             raise BackendUnavailableError(message, retry_after=retry_after)
@@ -190,23 +193,23 @@ class OpenAIBackend:
                     break
                 event = json.loads(data)
                 if "error" in event:
-                    raise BackendInterruptedError(f"{self._url} sent an error: {event['error']}")
+                    raise BackendInterruptedError(f"{self._shown} sent an error: {event['error']}")
                 text = self._take(event, request)
                 if text:
                     request.completion_tokens += 1
                     yield text
         except aiohttp.ClientPayloadError as exc:
-            raise BackendInterruptedError(f"stream from {self._url} broke: {exc!r}") from exc
+            raise BackendInterruptedError(f"stream from {self._shown} broke: {exc!r}") from exc
         except TimeoutError as exc:
             raise BackendInterruptedError(
-                f"stream from {self._url} stalled: no data for {idle:g}s"
+                f"stream from {self._shown} stalled: no data for {idle:g}s"
             ) from exc
         except json.JSONDecodeError as exc:
-            raise BackendInterruptedError(f"{self._url} sent a malformed chunk: {exc}") from exc
+            raise BackendInterruptedError(f"{self._shown} sent a malformed chunk: {exc}") from exc
         if request.finish_reason is None:
             how = "[DONE] without a finish reason" if done else "the end of the stream"
             raise BackendInterruptedError(
-                f"stream from {self._url} was cut short ({how}) after "
+                f"stream from {self._shown} was cut short ({how}) after "
                 f"{request.completion_tokens} chunks",
                 cut_short=done,
             )

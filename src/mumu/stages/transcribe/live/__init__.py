@@ -1,0 +1,1 @@
+"""Live speech: transcribe while the user speaks (LocalAgreement partials, VAD endpoints)."""
