@@ -40,6 +40,8 @@ RESULT_PATTERNS = (
     subjects.ERROR,
 )
 HEARTBEAT = 2.0
+LAST_CONSUMER_SEQ = "Nats-Last-Consumer"
+"""Header of a JetStream idle heartbeat: the last consumer sequence it delivered."""
 LIVE_PENDING_BYTES = 64 * 1024 * 1024
 LIVE_PENDING_MSGS = 200_000
 """What the live feed's subscription may hold undispatched (the event loop fell behind);
@@ -129,10 +131,17 @@ class LiveFeed:
     async def _receive(self, msg: Msg) -> None:
         self._seen = time.monotonic()
         if _is_status(msg):
+            # a heartbeat names the last message the consumer sent: one we never got was
+            # dropped (the subscription's pending limit) with nothing sent after it
+            sent = (msg.headers or {}).get(LAST_CONSUMER_SEQ, "")
+            if sent.isdigit() and int(sent) >= self._expect_cseq and not self._needs_reset.is_set():
+                log.warning("results feed lost messages after %d; re-subscribing", self.last_seq)
+                self._needs_reset.set()
             return
         _, seq, cseq, stamp, _ = ack_fields(msg.reply)
         if cseq != self._expect_cseq:
-            log.warning("results feed gap after %d; re-subscribing", self.last_seq)
+            if not self._needs_reset.is_set():
+                log.warning("results feed gap after %d; re-subscribing", self.last_seq)
             self._needs_reset.set()
             return
         self._expect_cseq += 1
