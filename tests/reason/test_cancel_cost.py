@@ -86,11 +86,13 @@ async def test_a_flood_of_cancels_does_not_hold_up_the_cancel_of_a_running_answe
     stage = build_stage(cfg)
     sub = await nc.subscribe(subjects.ANSWER_FINAL.wildcard, cb=on_final)
     async with running(stage, cfg), Collector(nc) as seen:
-        subject = subjects.CONTROL_CANCEL.for_workspace(WS)
+        # another workspace floods (its own cancel subject fills up at its per-subject
+        # limit in MUMU_CONTROL; every replica still hears each one)
+        subject = subjects.CONTROL_CANCEL.for_workspace("ws-flood")
         for _ in range(60_000):
             rid = new_id()
             await nc.publish(subject, CancelRequest(
-                event_id=rid, request_id=rid, workspace_id=WS, session_id="flood",
+                event_id=rid, request_id=rid, workspace_id="ws-flood", session_id="flood",
             ).model_dump_json().encode())
         await nc.flush()
         ask = await ask_text(nc, "Count from 1 to 300, separated by commas.", session="s-flood")

@@ -20,13 +20,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
 from mumu.contracts import subjects
 from mumu.contracts.events import CancelRequest
+from mumu.runtime.control import ControlListener
 
 log = logging.getLogger(__name__)
 STAGE = "reason"
@@ -34,26 +33,16 @@ MAX_REMEMBERED = 100_000
 """Most cancels remembered for requests not being answered (the oldest go first)."""
 
 
-class CancelRegistry:
+class CancelRegistry(ControlListener):
     def __init__(self, memory: float, max_remembered: int = MAX_REMEMBERED) -> None:
+        super().__init__(subjects.CONTROL_CANCEL.wildcard)
         self._memory = memory
         self._max = max_remembered
         self._active: dict[tuple[str, str], asyncio.Event] = {}
         self._recent: OrderedDict[tuple[str, str], float] = OrderedDict()
         """Remembered cancels, oldest first."""
-        self._sub: Subscription | None = None
 
-    async def subscribe(self, nc: Client) -> None:
-        self._sub = await nc.subscribe(subjects.CONTROL_CANCEL.wildcard, cb=self._on_msg)
-        await nc.flush()
-
-    async def close(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
-
-    async def _on_msg(self, msg: Msg) -> None:
+    async def on_message(self, msg: Msg) -> None:
         workspace = subjects.last_token(msg.subject)
         try:
             request = CancelRequest.model_validate_json(msg.data)
