@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from mumu.gateway.outbox import HIGH_WATER, Outbox, text_frame
+from mumu.gateway.outbox import HIGH_WATER, REPLAY_WATER, Outbox, text_frame
 from mumu.runtime.http import serve
 
 SIZES = [0, 1, 125, 126, 127, 65_535, 65_536, 300_000]
@@ -32,14 +32,16 @@ def test_frame_headers_follow_rfc_6455() -> None:
 
 
 @contextlib.asynccontextmanager
-async def socket_with_outbox(limit: int, work: Work) -> AsyncIterator[str]:
+async def socket_with_outbox(
+    limit: int, work: Work, limit_bytes: int = 1 << 30
+) -> AsyncIterator[str]:
     """A websocket server whose one socket runs ``work`` with an Outbox and its writer."""
 
     async def handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(compress=False)
         await ws.prepare(request)
         assert request.transport is not None
-        outbox = Outbox(request.transport, limit)
+        outbox = Outbox(request.transport, limit, limit_bytes)
         writer = asyncio.create_task(outbox.run())
         try:
             await work(ws, outbox, request)
@@ -113,3 +115,54 @@ async def test_stop_drops_the_queue() -> None:
         await asyncio.wait_for(checked.wait(), 10)
         async for _ in ws:
             pass
+
+
+async def test_a_replay_writes_at_the_clients_pace_holding_little() -> None:
+    """``put`` (a replay) waits while the client reads nothing: the socket then holds
+    at most about ``REPLAY_WATER`` plus one frame, and nothing is queued."""
+    chunk = b"r" * 20_000
+    stalled = asyncio.Event()
+    seen: dict[str, int] = {}
+
+    async def work(ws: web.WebSocketResponse, outbox: Outbox, request: web.Request) -> None:
+        assert request.transport is not None
+        transport = request.transport
+        writes = asyncio.create_task(_put_all(outbox, chunk, 2_000))
+        await asyncio.sleep(1.0)  # the client reads nothing meanwhile
+        seen.update(buffered=transport.get_write_buffer_size(), queued=len(outbox))
+        assert not writes.done()  # the replay waits for the client
+        stalled.set()
+        await writes
+        await ws.receive()
+
+    async with (socket_with_outbox(1_000_000, work) as url, aiohttp.ClientSession() as http,
+                http.ws_connect(url, max_msg_size=0) as ws):
+        await asyncio.wait_for(stalled.wait(), 10)
+        got = [(await ws.receive()).data for _ in range(2_000)]
+        await ws.send_str("done")
+    assert seen["queued"] == 0
+    assert seen["buffered"] <= REPLAY_WATER + len(chunk) + 16
+    assert [int(g[len(chunk):]) for g in got] == list(range(2_000))
+
+
+async def _put_all(outbox: Outbox, chunk: bytes, count: int) -> None:
+    for n in range(count):
+        await outbox.put(chunk + str(n).encode())
+
+
+async def test_the_queue_behind_a_congested_socket_is_bounded_in_bytes() -> None:
+    refused = asyncio.Event()
+    seen: dict[str, int] = {}
+
+    async def work(ws: web.WebSocketResponse, outbox: Outbox, _: web.Request) -> None:
+        sent = 0
+        while outbox.send(b"q" * 100_000):  # the frame count limit is far away
+            sent += 1
+        seen.update(queued=len(outbox))
+        refused.set()
+        await ws.close()
+
+    async with (socket_with_outbox(1_000_000, work, limit_bytes=500_000) as url,
+                aiohttp.ClientSession() as http, http.ws_connect(url, max_msg_size=0)):
+        await asyncio.wait_for(refused.wait(), 10)
+    assert seen["queued"] == 5  # 500 kB of 100 kB frames, then refused

@@ -35,8 +35,8 @@ def is_type(kind: str):  # type: ignore[no-untyped-def]
     return lambda m: m["type"] == kind
 
 
-def test_the_auth_timeout_is_10_seconds_unless_set() -> None:
-    assert GatewaySettings().auth_timeout == 10.0
+def test_the_auth_timeout_is_5_seconds_unless_set() -> None:
+    assert GatewaySettings().auth_timeout == 5.0
     assert GatewaySettings(auth_timeout=0.5).auth_timeout == 0.5
 
 

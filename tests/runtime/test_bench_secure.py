@@ -59,10 +59,10 @@ async def test_the_secure_server_holds_every_production_user_and_one_per_relay(
     creds = secure.nats.credentials
     assert creds is not None
     production = AuthDir(creds.parent)
-    # ingest, transcribe, reason, persist, gateway, operator, a producer; system (SYS);
-    # the three relays
+    # ingest, transcribe, reason, persist, gateway, exporter, operator, a producer; system
+    # (SYS); the three relays
     assert len(production.producers()) == 1
-    assert secure.users == 8 + 3
+    assert secure.users == 9 + 3
     assert sorted(p.name for p in creds.glob("bench-relay*.nk")) == [
         f"{Relay(hop).name}.nk" for hop in range(3)
     ]

@@ -243,6 +243,7 @@ def _gateway(
         f"{JS_API}.CONSUMER.CREATE.{results}",
         f"{JS_API}.CONSUMER.CREATE.{results}.>",
         f"{JS_API}.CONSUMER.DELETE.{results}.>",
+        f"{JS_API}.CONSUMER.MSG.NEXT.{results}.>",  # replays: bounded pull batches
         f"$JS.FC.{results}.>",
         *object_store(subjects.BUCKET_AUDIO),
         *uploads,

@@ -41,7 +41,10 @@ INGEST_AUDIO: Final = StageConsumer(
 TRANSCRIBE_AUDIO: Final = StageConsumer(
     "transcribe", subjects.STREAM_AUDIO, "transcribe-audio", (subjects.AUDIO_READY,)
 )
-INGEST_QUOTA_ENDS: Final = StageConsumer("ingest", subjects.STREAM_RESULTS, "ingest-quota-ends")
+INGEST_QUOTA_ENDS: Final = StageConsumer(
+    "ingest", subjects.STREAM_RESULTS, "ingest-quota-ends",
+    (subjects.ANSWER_FINAL, subjects.TRANSCRIPT_FINAL, subjects.ERROR),
+)
 """Ends of requests (finals, errors): ingest frees their in-flight quota slots."""
 TRANSCRIBE_LIVE: Final = StageConsumer(
     "transcribe", subjects.STREAM_INGEST, "transcribe-live", (subjects.INGEST_LIVE,)
@@ -58,8 +61,8 @@ PERSIST_RESULTS: Final = StageConsumer(
     (subjects.TRANSCRIPT_FINAL, subjects.ANSWER_FINAL),
 )
 
-DECLARED: Final = (INGEST_AUDIO, TRANSCRIBE_AUDIO, TRANSCRIBE_LIVE, REASON_TRANSCRIPTS,
-                   REASON_TEXT, PERSIST_RESULTS)
+DECLARED: Final = (INGEST_AUDIO, INGEST_QUOTA_ENDS, TRANSCRIBE_AUDIO, TRANSCRIBE_LIVE,
+                   REASON_TRANSCRIPTS, REASON_TEXT, PERSIST_RESULTS)
 """Every durable of the stages above (the registry lists them per stage)."""
 
 REPLAY_PATTERNS: Final = tuple(c.replay for c in DECLARED)

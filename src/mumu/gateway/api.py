@@ -28,6 +28,7 @@ from mumu.gateway.models import (
     SessionRequest,
     TextAskBody,
 )
+from mumu.gateway.tokens import SessionClaims
 from mumu.gateway.waiter import RequestWaiter, run_and_wait
 
 log = logging.getLogger("mumu.gateway.api")
@@ -69,9 +70,19 @@ async def _read_ask(request: web.Request) -> TextAskBody | AudioAskForm:
 
 
 async def ask(request: web.Request) -> web.Response:
+    """A waiting ask (``?wait=true``) holds one of the gateway's waiting places from
+    before its body is read until it is answered (``gateway.admission``)."""
     deps = request.app[DEPS]
     claims = await deps.session(request)
     asked_for = query(request, AskQuery)
+    if asked_for.wait:
+        with deps.admission.waiting.held(claims.workspace_id):
+            return await _ask(request, claims, asked_for)
+    return await _ask(request, claims, asked_for)
+
+
+async def _ask(request: web.Request, claims: SessionClaims, asked_for: AskQuery) -> web.Response:
+    deps = request.app[DEPS]
     wait, rid = asked_for.wait, asked_for.request_id
     asked = await _read_ask(request)
     audio = asked if isinstance(asked, AudioAskForm) else None

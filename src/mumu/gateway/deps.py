@@ -14,6 +14,7 @@ from mumu.db.api_keys import KeyOwner
 from mumu.db.datakeys import DataKeyShreddedError
 from mumu.db.history import HistoryItem, session_history
 from mumu.db.pool import UNAVAILABLE
+from mumu.gateway.admission import Admission
 from mumu.gateway.asks import Asker
 from mumu.gateway.auth import ApiKeys, bearer, session_claims
 from mumu.gateway.errors import ApiError
@@ -46,6 +47,17 @@ class GatewayDeps:
     key_status: KeyStatus
     """Whether the API keys behind session tokens are still live."""
     _keyring: Keyring | None = field(default=None, repr=False)
+    admission: Admission = field(init=False)
+    """The caps on sockets, audio buffers and waiting requests (``gateway.admission``)."""
+
+    def __post_init__(self) -> None:
+        gw = self.settings.gateway
+        self.admission = Admission.of(
+            max_sockets=gw.max_sockets, max_sockets_per_workspace=gw.max_sockets_per_workspace,
+            max_audio_buffers=gw.max_audio_buffers,
+            max_audio_buffers_per_workspace=gw.max_audio_buffers_per_workspace,
+            max_waiting=gw.max_waiting, max_waiting_per_workspace=gw.max_waiting_per_workspace,
+        )
 
     def feed_position(self) -> int:
         return self.feed.last_seq

@@ -1,8 +1,13 @@
 """Reading ``MUMU_RESULTS`` in stream order: the live feed and the bounded replay.
 
-Both use an ephemeral push consumer without acks. We keep the last stream sequence
-we saw ourselves, so a gap (a slow-consumer drop, a reconnect, a lost heartbeat)
-recreates the consumer at ``last + 1``: nothing is lost and nothing is replayed twice.
+The live feed is an ephemeral push consumer without acks. We keep the last stream
+sequence we saw ourselves, so a gap (a slow-consumer drop, a reconnect, a lost
+heartbeat) recreates the consumer at ``last + 1``: nothing is lost and nothing is
+replayed twice. Its subscription buffers at most ``LIVE_PENDING_BYTES``: past that
+NATS drops, the gap is seen and the consumer recreated.
+
+A replay is an ephemeral *pull* consumer read in bounded batches at its reader's pace
+(``pull.PullReader``), so a slow reader costs bounded memory.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mumu.broker.ack_subject import ack_fields, is_ack_subject
 from mumu.contracts import subjects
+from mumu.gateway.pull import ConsumerGoneError, PullReader
 
 log = logging.getLogger("mumu.gateway.feed")
 
@@ -34,6 +40,12 @@ RESULT_PATTERNS = (
     subjects.ERROR,
 )
 HEARTBEAT = 2.0
+LAST_CONSUMER_SEQ = "Nats-Last-Consumer"
+"""Header of a JetStream idle heartbeat: the last consumer sequence it delivered."""
+LIVE_PENDING_BYTES = 64 * 1024 * 1024
+LIVE_PENDING_MSGS = 200_000
+"""What the live feed's subscription may hold undispatched (the event loop fell behind);
+past it NATS drops, the feed sees the gap and re-subscribes from its last sequence."""
 
 
 def result_filters(workspace_id: str | None = None) -> list[str]:
@@ -98,7 +110,8 @@ class LiveFeed:
         inbox = self._nc.new_inbox()
         self._expect_cseq = 1
         self._sub = await self._nc.subscribe(
-            inbox, cb=self._receive, pending_msgs_limit=1_000_000, pending_bytes_limit=1 << 30
+            inbox, cb=self._receive, pending_msgs_limit=LIVE_PENDING_MSGS,
+            pending_bytes_limit=LIVE_PENDING_BYTES,
         )
         info = await js.add_consumer(
             subjects.STREAM_RESULTS, config=_config(inbox, self.last_seq + 1, result_filters())
@@ -118,10 +131,17 @@ class LiveFeed:
     async def _receive(self, msg: Msg) -> None:
         self._seen = time.monotonic()
         if _is_status(msg):
+            # a heartbeat names the last message the consumer sent: one we never got was
+            # dropped (the subscription's pending limit) with nothing sent after it
+            sent = (msg.headers or {}).get(LAST_CONSUMER_SEQ, "")
+            if sent.isdigit() and int(sent) >= self._expect_cseq and not self._needs_reset.is_set():
+                log.warning("results feed lost messages after %d; re-subscribing", self.last_seq)
+                self._needs_reset.set()
             return
         _, seq, cseq, stamp, _ = ack_fields(msg.reply)
         if cseq != self._expect_cseq:
-            log.warning("results feed gap after %d; re-subscribing", self.last_seq)
+            if not self._needs_reset.is_set():
+                log.warning("results feed gap after %d; re-subscribing", self.last_seq)
             self._needs_reset.set()
             return
         self._expect_cseq += 1
@@ -159,44 +179,76 @@ class LiveFeed:
         await self._drop()
 
 
+REPLAY_INACTIVE = 60.0
+"""Seconds without a fetch after which JetStream removes a replay's consumer (its client
+read nothing for that long); the replay then makes another from where it is."""
+
+
+def _replay_config(start: int, filters: list[str], since: datetime | None) -> ConsumerConfig:
+    """A pull consumer: JetStream sends only what a fetch asks for."""
+    by_time = since is not None
+    return ConsumerConfig(
+        description="mumu gateway replay",
+        deliver_policy=DeliverPolicy.BY_START_TIME if by_time else DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=None if by_time else max(start, 1),
+        opt_start_time=since,
+        ack_policy=AckPolicy.NONE,
+        max_deliver=1,
+        filter_subjects=filters,
+        max_waiting=4,
+        inactive_threshold=REPLAY_INACTIVE,
+        mem_storage=True,
+        num_replicas=1,
+    )
+
+
 async def replay(
     nc: NatsClient, workspace_id: str, after: int, idle: float = 5.0,
     since: datetime | None = None,
 ) -> AsyncIterator[tuple[int, Msg]]:
     """The workspace's results with sequence > ``after`` (or stored at or after ``since``)
-    that exist now, in order."""
+    that exist now, in order.
+
+    Read at the caller's pace from a pull consumer: the next batch is fetched only when
+    the caller has taken the last one, so a slow caller (a socket whose client reads
+    slowly) holds at most one batch here (``pull.BATCH`` messages, ``pull.MAX_BYTES``).
+    """
     js = nc.jetstream()
-    queue: asyncio.Queue[Msg] = asyncio.Queue()
-    inbox = nc.new_inbox()
-
-    async def put(msg: Msg) -> None:
-        queue.put_nowait(msg)
-
-    sub = await nc.subscribe(inbox, cb=put)
+    filters = result_filters(workspace_id)
     consumer: str | None = None
     try:
         info = await js.add_consumer(
-            subjects.STREAM_RESULTS,
-            config=_config(inbox, after + 1, result_filters(workspace_id), since),
-        )
-        consumer = info.name
+            subjects.STREAM_RESULTS, config=_replay_config(after + 1, filters, since))
+        consumer, last, expect = info.name, after, 1
         if not info.num_pending:
             return
-        expect = 1
-        while True:
-            msg = await asyncio.wait_for(queue.get(), idle)
-            if _is_status(msg):
-                continue
-            _, seq, cseq, _, pending = ack_fields(msg.reply)
-            if cseq != expect:
-                raise RuntimeError("replay lost messages (slow connection); resume again")
-            expect += 1
-            yield seq, msg
-            if pending == 0:
-                return
+        async with PullReader(nc, subjects.STREAM_RESULTS, consumer, idle=idle) as reader:
+            while True:
+                try:
+                    batch = await reader.next_batch()
+                except ConsumerGoneError:
+                    if expect == 1:  # gone again before it delivered anything
+                        raise
+                    # the caller took longer than the consumer's inactive threshold
+                    # (its client read nothing for that long): go on from where we are
+                    info = await js.add_consumer(
+                        subjects.STREAM_RESULTS, config=_replay_config(last + 1, filters, None))
+                    consumer, expect = info.name, 1
+                    reader.bind(consumer)
+                    if not info.num_pending:
+                        return
+                    continue
+                batch.reverse()
+                while batch:
+                    msg = batch.pop()
+                    _, seq, cseq, _, pending = ack_fields(msg.reply)
+                    if cseq != expect:
+                        raise RuntimeError("replay lost messages; resume again")
+                    expect, last = expect + 1, seq
+                    yield seq, msg
+                    if pending == 0:
+                        return
     finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
         if consumer is not None:
             with contextlib.suppress(Exception):
                 await js.delete_consumer(subjects.STREAM_RESULTS, consumer)

@@ -105,8 +105,19 @@ async def models(request: web.Request) -> web.Response:
 async def _speech_to_text(
     request: web.Request, form_model: type[TranscriptionForm] | type[TranslationForm],
 ) -> web.StreamResponse:
+    """Holds one of the gateway's waiting places from before the upload is read until
+    the transcript is sent (``gateway.admission``)."""
     deps = request.app[DEPS]
     workspace_id = await deps.workspace_of(request)
+    with deps.admission.waiting.held(workspace_id):
+        return await _transcribe(request, workspace_id, form_model)
+
+
+async def _transcribe(
+    request: web.Request, workspace_id: str,
+    form_model: type[TranscriptionForm] | type[TranslationForm],
+) -> web.StreamResponse:
+    deps = request.app[DEPS]
     if request.content_type != "multipart/form-data":
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data with a `file`")
     form = await form_body(request, form_model, code=INVALID)

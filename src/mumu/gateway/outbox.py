@@ -25,7 +25,11 @@ from typing import Protocol
 
 HIGH_WATER = 1 << 20
 LOW_WATER = 1 << 18
+REPLAY_WATER = 1 << 18
+QUEUE_BYTES = 1 << 20
+"""Default ``limit_bytes``: bytes queued behind a congested socket."""
 DRAIN_POLL = 0.005
+DRAIN_POLL_MAX = 0.1
 WRITE_BATCH = 256
 """Most frames written at once."""
 
@@ -63,16 +67,22 @@ class Sender(Protocol):
 class Outbox:
     """The frames of one socket; ``run`` is its writer task."""
 
-    def __init__(self, transport: asyncio.BaseTransport, limit: int) -> None:
+    def __init__(
+        self, transport: asyncio.BaseTransport, limit: int, limit_bytes: int = QUEUE_BYTES
+    ) -> None:
         if not isinstance(transport, asyncio.WriteTransport):
             raise TypeError("a websocket needs a writable transport")
         self._transport = transport
         self.limit = limit
+        self.limit_bytes = limit_bytes
         self._queued: deque[bytes] = deque()
+        self._queued_bytes = 0
         self._congested = False
+        self._drain_to = LOW_WATER
         self._ready = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
+        self._idle = asyncio.Event()
+        """Nothing queued and not congested: a replay may write."""
+        self._idle.set()
         self.stopped = False
 
     def __len__(self) -> int:
@@ -85,24 +95,32 @@ class Outbox:
         if not self._queued and not self._congested:
             self._write(text_frame(payload))
             return True
-        if len(self._queued) >= self.limit:
+        if len(self._queued) >= self.limit or (
+                self._queued and self._queued_bytes + len(payload) > self.limit_bytes):
             return False
         self._queued.append(payload)
-        if len(self._queued) >= self.limit:
-            self._room.clear()
+        self._queued_bytes += len(payload)
+        self._idle.clear()
         self._ready.set()
         return True
 
     async def put(self, payload: bytes) -> None:
-        """``send``, waiting for room (a resume replays at the client's pace)."""
-        while not self.send(payload):
-            await self._room.wait()
+        """A replayed frame, at the client's pace: waits until nothing is queued and the
+        socket is not congested, then writes; above ``REPLAY_WATER`` unsent bytes the
+        socket is congested until the client has read it down to a quarter of that."""
+        while not self.stopped and (self._queued or self._congested):
+            self._idle.clear()
+            self._ready.set()
+            await self._idle.wait()
+        if not self.stopped:
+            self._write(text_frame(payload), REPLAY_WATER, REPLAY_WATER // 4)
 
     def stop(self) -> None:
         """Send nothing more (what is queued is dropped); the writer task ends."""
         self.stopped = True
         self._queued.clear()
-        self._room.set()
+        self._queued_bytes = 0
+        self._idle.set()
         self._ready.set()
 
     async def run(self) -> None:
@@ -113,13 +131,14 @@ class Outbox:
             elif self._queued:
                 count = min(WRITE_BATCH, len(self._queued))
                 batch = [self._queued.popleft() for _ in range(count)]
-                self._room.set()
+                self._queued_bytes -= sum(len(p) for p in batch)
                 self._write(b"".join(text_frame(p) for p in batch))
             else:
                 self._ready.clear()
+                self._idle.set()
                 await self._ready.wait()
 
-    def _write(self, frames: bytes) -> None:
+    def _write(self, frames: bytes, high: int = HIGH_WATER, low: int = LOW_WATER) -> None:
         if self._transport.is_closing():
             self.stop()
             return
@@ -128,15 +147,19 @@ class Outbox:
         except RuntimeError:  # the transport was shut for writing underneath us
             self.stop()
             return
-        if self._transport.get_write_buffer_size() > HIGH_WATER:
-            self._congested = True
+        if self._transport.get_write_buffer_size() > high:
+            self._congested, self._drain_to = True, low
+            self._idle.clear()
             self._ready.set()
 
     async def _drain(self) -> None:
         # a transport tells only its protocol (aiohttp's, which keeps its drain waiter
-        # private) when it drains; looking every 5 ms costs nothing next to a client
-        # that is this far behind
-        while (self._transport.get_write_buffer_size() > LOW_WATER  # noqa: ASYNC110
-               and not self._transport.is_closing()):
-            await asyncio.sleep(DRAIN_POLL)
+        # private) when it drains; we look every 5 ms while the client reads, less and
+        # less often (up to DRAIN_POLL_MAX) while it reads nothing
+        pause, left = DRAIN_POLL, self._transport.get_write_buffer_size()
+        while left > self._drain_to and not self._transport.is_closing():
+            await asyncio.sleep(pause)
+            now = self._transport.get_write_buffer_size()
+            pause = DRAIN_POLL if now < left else min(2 * pause, DRAIN_POLL_MAX)
+            left = now
         self._congested = False

@@ -90,12 +90,48 @@ class GatewaySettings(BaseModel):
         "(the client is not reading); a client that falls further behind is closed (1013) "
         "and can resume from its cursor",
     )
+    client_queue_bytes: int = Field(
+        default=1024 * 1024, ge=1024,
+        description="bytes queued per websocket once 1 MiB is waiting unsent in its socket; "
+        "a client further behind is closed (1013) and can resume from its cursor",
+    )
+    max_sockets: int = Field(
+        default=2_000, ge=1,
+        description="open websockets per gateway process (authenticated or not); the next "
+        "one gets 503 + Retry-After",
+    )
+    max_sockets_per_workspace: int = Field(
+        default=500, ge=1,
+        description="open websockets of one workspace per gateway process; the next one gets "
+        "429 + Retry-After (close 4429 when it authenticated by its first message)",
+    )
+    max_audio_buffers: int = Field(
+        default=32, ge=1,
+        description="websockets buffering audio before `audio.end` at once (each up to "
+        "`max_ws_audio_bytes`); the next upload gets an error (503 overloaded)",
+    )
+    max_audio_buffers_per_workspace: int = Field(
+        default=8, ge=1,
+        description="websockets of one workspace buffering audio at once; the next upload "
+        "gets an error (429 too_many_uploads)",
+    )
+    max_waiting: int = Field(
+        default=32, ge=1,
+        description="requests waiting for their result at once (`?wait=true` and "
+        "/v1/audio/transcriptions, each holding up to `max_body_bytes`); the next gets "
+        "503 + Retry-After",
+    )
+    max_waiting_per_workspace: int = Field(
+        default=8, ge=1,
+        description="requests of one workspace waiting for their result at once; the next "
+        "gets 429 + Retry-After",
+    )
     client_api_key: SecretStr | None = Field(
         default=None, description="workspace API key `mumu ask` sends (client side only)"
     )
     heartbeat: float = Field(default=20.0, gt=0, description="websocket ping interval (seconds)")
     auth_timeout: float = Field(
-        default=10.0, gt=0,
+        default=5.0, gt=0,
         description="seconds a websocket opened without ?token= has to send its auth "
         "message before it is closed (4401)",
     )

@@ -20,6 +20,7 @@ import nats.js.errors
 from mumu.contracts.event_types import EventType
 from mumu.contracts.ids import id_or_none
 from mumu.gateway.asks import FORMATS, audio_content_type
+from mumu.gateway.audio_buffer import AudioBuffer
 from mumu.gateway.binding import validated
 from mumu.gateway.client_messages import BAD_MESSAGE, AskMessage, AudioEndMessage
 from mumu.gateway.cursors import REPLAY_PASSES, SocketCursors
@@ -47,7 +48,9 @@ class ClientSocket:
         self.outbox = outbox
         self.cursors: SocketCursors[ResultEvent] = SocketCursors(self.outbox.limit)
         self._resuming: asyncio.Task[None] | None = None
-        self._audio = bytearray()
+        gw = deps.settings.gateway
+        self._audio = AudioBuffer(deps.admission.audio_buffers, claims.workspace_id,
+                                  gw.max_ws_audio_bytes)
         self.going_away = False
         """The gateway is shutting down; ``close_all`` closes this socket (1001)."""
         self.close_reason: str | None = None
@@ -129,12 +132,9 @@ class ClientSocket:
     # --- incoming -------------------------------------------------------------------
 
     async def on_binary(self, data: bytes) -> None:
-        limit = self.deps.settings.gateway.max_ws_audio_bytes
-        if len(self._audio) + len(data) > limit:
-            self._audio.clear()
-            self.error("too_large", f"audio over {limit} bytes before audio.end; discarded")
-            return
-        self._audio.extend(data)
+        refused = self._audio.add(data)
+        if refused is not None:
+            self.error(refused.code, refused.message)
 
     async def on_text(self, text: str) -> None:
         try:
@@ -178,7 +178,9 @@ class ClientSocket:
         self.control("accepted", rid, session_id=self.claims.session_id)
 
     async def _audio_end(self, message: dict[str, Any]) -> None:
-        audio, self._audio = bytes(self._audio), bytearray()
+        audio = self._audio.take()
+        if audio is None:  # refused at its first frame (the client was told then)
+            return
         end = validated(AudioEndMessage, message, BAD_MESSAGE)
         declared = FORMATS.get(end.format.lower()) if end.format else None
         content_type = audio_content_type(audio, declared)
@@ -214,7 +216,8 @@ class ClientSocket:
         await self.resume(after)
 
     async def stop(self) -> None:
-        """The socket is closing: end a running replay."""
+        """The socket is closing: end a running replay, drop buffered audio."""
+        self._audio.release()
         if self._resuming is not None:
             self._resuming.cancel()
             for outcome in await asyncio.gather(self._resuming, return_exceptions=True):

@@ -30,10 +30,9 @@ SOCKETS: web.AppKey[weakref.WeakKeyDictionary[web.WebSocketResponse, ClientSocke
 SenderFactory = Callable[[web.WebSocketResponse, asyncio.BaseTransport, int], Sender]
 SENDER: web.AppKey[SenderFactory] = web.AppKey("sender")
 """How a socket's frames are written (default: ``Outbox``)."""
-
-
-def outbox(_: web.WebSocketResponse, transport: asyncio.BaseTransport, limit: int) -> Sender:
-    return Outbox(transport, limit)
+CLOSE_TOO_MANY = 4429
+"""The workspace has as many sockets open on this gateway as it may
+(``MUMU_GATEWAY__MAX_SOCKETS_PER_WORKSPACE``)."""
 
 
 async def _first_message_auth(
@@ -79,6 +78,9 @@ def _after(request: web.Request) -> int | None:
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
+    """A socket takes one of this process's places before the upgrade (``503`` when none
+    is free) and one of its workspace's as soon as the workspace is known: before the
+    upgrade with ``?token=`` (``429``), after the auth message otherwise (close 4429)."""
     deps = request.app[DEPS]
     signer = deps.signer
     gw = deps.settings.gateway
@@ -91,29 +93,53 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             raise ApiError(401, "invalid_token", str(exc)) from exc
         await deps.key_status.require(claims)
     after = _after(request)
-    ws = web.WebSocketResponse(
-        max_msg_size=gw.max_frame_bytes, heartbeat=gw.heartbeat, compress=False
-    )
-    await ws.prepare(request)
-    sockets = request.app[SOCKETS]
-    sockets[ws] = None
-    deps.metrics.sockets.inc()
+    places = deps.admission.sockets
+    joined = claims.workspace_id if claims is not None else None
+    places.enter(joined)
     try:
-        if claims is None:
-            claims = await _first_message_auth(ws, signer, gw.auth_timeout, deps.key_status)
+        ws = web.WebSocketResponse(
+            max_msg_size=gw.max_frame_bytes, heartbeat=gw.heartbeat, compress=False
+        )
+        await ws.prepare(request)
+        sockets = request.app[SOCKETS]
+        sockets[ws] = None
+        deps.metrics.sockets.inc()
+        try:
             if claims is None:
+                claims = await _first_message_auth(
+                    ws, signer, gw.auth_timeout, deps.key_status)
+                if claims is None:
+                    return ws
+                try:
+                    places.join(claims.workspace_id)
+                except ApiError as exc:
+                    await _refuse(ws, exc, CLOSE_TOO_MANY)
+                    return ws
+                joined = claims.workspace_id
+            if request.transport is None:  # the client went away during the handshake
                 return ws
-        if request.transport is None:  # the client went away during the handshake
-            return ws
-        sender = request.app.get(SENDER, outbox)(ws, request.transport, gw.client_queue)
-        client = ClientSocket(sender, claims, deps)
-        sockets[ws] = client
-        with log_context(workspace_id=claims.workspace_id):  # every line of this socket
-            await _serve(ws, client, after)
+            factory = request.app.get(SENDER)
+            sender = (factory(ws, request.transport, gw.client_queue) if factory is not None
+                      else Outbox(request.transport, gw.client_queue, gw.client_queue_bytes))
+            client = ClientSocket(sender, claims, deps)
+            sockets[ws] = client
+            with log_context(workspace_id=claims.workspace_id):  # every line of this socket
+                await _serve(ws, client, after)
+        finally:
+            deps.metrics.sockets.dec()
+            sockets.pop(ws, None)
+        return ws
     finally:
-        deps.metrics.sockets.dec()
-        sockets.pop(ws, None)
-    return ws
+        places.leave(joined)
+
+
+async def _refuse(ws: web.WebSocketResponse, exc: ApiError, code: int) -> None:
+    if not ws.closed:
+        await ws.send_json(
+            {"type": EventType.ERROR, "code": exc.code, "message": exc.message,
+             "request_id": None, "cursor": 0, "stage": "gateway"}
+        )
+        await ws.close(code=code, message=exc.code.encode())
 
 
 async def _read(ws: web.WebSocketResponse, client: ClientSocket) -> None:

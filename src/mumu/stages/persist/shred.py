@@ -15,7 +15,6 @@ the plaintext the shred purged does not come back through a late message.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -24,7 +23,6 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
@@ -34,6 +32,7 @@ from mumu.contracts.events import WorkspaceShredded
 from mumu.db.datakeys import DataKeys, WorkspaceShreddedError
 from mumu.db.pool import workspace_uuid
 from mumu.runtime import Inbound, RedactedError
+from mumu.runtime.control import ControlListener
 
 log = logging.getLogger(__name__)
 STAGE = "persist"
@@ -45,28 +44,21 @@ def redacted(exc: WorkspaceShreddedError) -> RedactedError:
     return RedactedError("shredded", str(exc))
 
 
-class ShredListener:
+class ShredListener(ControlListener):
     """Drops a workspace's cached keys when its shred is announced."""
 
     def __init__(self, data_keys: DataKeys) -> None:
+        super().__init__(subjects.CONTROL_SHRED.wildcard)
         self._data_keys = data_keys
-        self._sub: Subscription | None = None
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
 
     async def subscribe(self, nc: Client) -> None:
         self._nc = nc
         self._js = nc.jetstream()
-        self._sub = await nc.subscribe(subjects.CONTROL_SHRED.wildcard, cb=self._on_msg)
-        await nc.flush()
+        await super().subscribe(nc)
 
-    async def close(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
-
-    async def _on_msg(self, msg: Msg) -> None:
+    async def on_message(self, msg: Msg) -> None:
         token = subjects.last_token(msg.subject)
         try:
             notice = WorkspaceShredded.model_validate_json(msg.data)

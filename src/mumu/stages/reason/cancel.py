@@ -5,6 +5,10 @@ so whichever replica is answering the request sees the cancel at once. A cancel
 for a request not being answered yet is remembered for a while: if the request
 arrives later (it was queued, or is redelivered), it ends at once as cancelled.
 A cancel only applies within the workspace of its subject.
+
+Each cancel costs O(1) however many are remembered: they are kept in the order they
+came (a re-sent cancel moves to the end), so the ones past ``memory`` seconds are
+always at the front and are dropped from there; at most ``MAX_REMEMBERED`` are kept.
 """
 
 from __future__ import annotations
@@ -13,38 +17,32 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 
-from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
 from mumu.contracts import subjects
 from mumu.contracts.events import CancelRequest
+from mumu.runtime.control import ControlListener
 
 log = logging.getLogger(__name__)
 STAGE = "reason"
+MAX_REMEMBERED = 100_000
+"""Most cancels remembered for requests not being answered (the oldest go first)."""
 
 
-class CancelRegistry:
-    def __init__(self, memory: float) -> None:
+class CancelRegistry(ControlListener):
+    def __init__(self, memory: float, max_remembered: int = MAX_REMEMBERED) -> None:
+        super().__init__(subjects.CONTROL_CANCEL.wildcard)
         self._memory = memory
+        self._max = max_remembered
         self._active: dict[tuple[str, str], asyncio.Event] = {}
-        self._recent: dict[tuple[str, str], float] = {}
-        self._sub: Subscription | None = None
+        self._recent: OrderedDict[tuple[str, str], float] = OrderedDict()
+        """Remembered cancels, oldest first."""
 
-    async def subscribe(self, nc: Client) -> None:
-        self._sub = await nc.subscribe(subjects.CONTROL_CANCEL.wildcard, cb=self._on_msg)
-        await nc.flush()
-
-    async def close(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
-
-    async def _on_msg(self, msg: Msg) -> None:
+    async def on_message(self, msg: Msg) -> None:
         workspace = subjects.last_token(msg.subject)
         try:
             request = CancelRequest.model_validate_json(msg.data)
@@ -69,8 +67,11 @@ class CancelRegistry:
     def cancel(self, workspace_id: str, request_id: str) -> None:
         key = (workspace_id, request_id)
         now = time.monotonic()
-        self._recent = {k: t for k, t in self._recent.items() if now - t < self._memory}
+        self._forget(now)
         self._recent[key] = now
+        self._recent.move_to_end(key)
+        if len(self._recent) > self._max:
+            self._recent.popitem(last=False)
         event = self._active.get(key)
         if event is not None:
             log.info(
@@ -79,6 +80,20 @@ class CancelRegistry:
                 extra={"stage": STAGE, "request_id": request_id},
             )
             event.set()
+
+    def _forget(self, now: float) -> None:
+        """Drop the cancels older than ``memory`` (all at the front): O(1) per cancel,
+        amortised, as each is dropped once."""
+        recent = self._recent
+        while recent:
+            key = next(iter(recent))
+            if now - recent[key] < self._memory:
+                return
+            del recent[key]
+
+    @property
+    def remembered(self) -> int:
+        return len(self._recent)
 
     @contextlib.contextmanager
     def watch(self, workspace_id: str, request_id: str) -> Iterator[asyncio.Event]:

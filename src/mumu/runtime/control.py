@@ -1,0 +1,32 @@
+"""Control notices every replica of a stage must see (cancels, shreds): a plain core NATS
+subscription on a control subject, not a durable consumer, so each replica gets each one."""
+
+from __future__ import annotations
+
+import contextlib
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+
+class ControlListener:
+    """Subscribes to ``subject`` (a wildcard over workspaces); ``on_message`` handles each
+    notice. A subclass sets the subject and implements ``on_message``."""
+
+    def __init__(self, subject: str) -> None:
+        self._subject = subject
+        self._sub: Subscription | None = None
+
+    async def subscribe(self, nc: Client) -> None:
+        self._sub = await nc.subscribe(self._subject, cb=self.on_message)
+        await nc.flush()
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def on_message(self, msg: Msg) -> None:
+        raise NotImplementedError
