@@ -31,9 +31,14 @@ class StageRuntimeSettings(BaseModel):
     batch: int = Field(default=64, ge=1, description="messages asked for per fetch")
     fetch_timeout: float = Field(default=1.0, gt=0, description="seconds a fetch waits")
     fetch_ahead: int = Field(
-        default=64, ge=0,
+        default=128, ge=0,
         description="messages a route fetches beyond its free slots, then serves round-robin "
         "by workspace (fair scheduling; 0: plain stream order)",
+    )
+    fetch_ahead_bytes: int = Field(
+        default=16 * 1024**2, ge=0,
+        description="payload bytes of the messages a route holds waiting for a slot, at most "
+        "(past it, it fetches only for free slots)",
     )
     ack_wait: float = Field(
         default=30.0, gt=0, description="seconds before an unacked message is redelivered"

@@ -8,6 +8,7 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable
 
+import pytest
 from nats.aio.client import Client as NATS
 
 from mumu.bench.stream import BENCH_HOPS
@@ -84,6 +85,26 @@ async def test_without_fetching_ahead_b_waits_behind_the_whole_backlog(
     overtaken, waited = await _overtaken(nc, _settings(settings, ahead=0))
     assert overtaken == BACKLOG - 1, overtaken
     assert waited >= (BACKLOG - 2) * SECONDS, waited
+
+
+@pytest.mark.parametrize(("ahead_bytes", "held"), [(1, 3), (16 * 1024**2, BACKLOG)])
+async def test_fetching_ahead_stops_at_its_byte_bound(
+    nc: NATS, streams: None, settings: Settings, ahead_bytes: int, held: int
+) -> None:
+    """Once the waiting messages hold ``fetch_ahead_bytes``, the route fetches only for
+    free slots: one running and one fetch (``batch`` 2) waiting; the rest of the backlog
+    stays on the server (without the bound, all of it is fetched)."""
+    s = _settings(settings, ahead=64)
+    s = s.model_copy(update={"stage": s.stage.model_copy(
+        update={"fetch_ahead_bytes": ahead_bytes, "batch": 2})})
+    for _ in range(BACKLOG):
+        await _ping(nc, A)
+    stage = PassThrough()
+    async with running(stage, s):
+        await _wait(lambda: len(stage.calls) >= 1)
+        await asyncio.sleep(0.2)
+        info = await nc.jetstream().consumer_info("MUMU_BENCH", "passthrough-mumu-bench")
+        assert info.num_ack_pending == held, info
 
 
 async def test_with_two_replicas_b_waits_behind_at_most_one_item_of_a_per_replica(

@@ -48,7 +48,7 @@ async def runtime_chain(base: Settings, url: str, concurrency: int) -> AsyncIter
 
 async def _pipelined(
     psub: Any, forward: Callable[[Msg], Coroutine[Any, Any, None]], concurrency: int,
-    stop: asyncio.Event, ahead: int = 64,
+    stop: asyncio.Event, ahead: int = 128,
 ) -> None:
     """At most ``concurrency`` messages in flight and ``ahead`` more fetched and waiting
     (the runtime's ``fetch_ahead``, in plain stream order here); fetch again once there
@@ -104,7 +104,7 @@ async def raw_chain(_: Settings, url: str, concurrency: int) -> AsyncIterator[No
 
     Each hop has its own connection, as each stage is its own process in production
     (and each runtime stage here has its own connection too). Pipelined like the
-    runtime: at most ``concurrency`` messages in flight and 64 more fetched ahead (the
+    runtime: at most ``concurrency`` messages in flight and 128 more fetched ahead (the
     runtime's default ``fetch_ahead``), the next fetch going out as soon as there is
     room for half of the slots, while the rest is still being handled.
     """

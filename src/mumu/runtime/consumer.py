@@ -55,6 +55,8 @@ class RouteWorker:
         self._refill = max(1, min(self.batch, self.concurrency) // 2)
         ahead = route.fetch_ahead if route.fetch_ahead is not None else rt.fetch_ahead
         self._limit = self.concurrency + ahead  # messages held: handled + waiting
+        self._ahead_bytes = rt.fetch_ahead_bytes
+        self.waiting_bytes = 0  # payload bytes of the waiting messages
         self._room = asyncio.Event()
         self.busy = 0  # messages being handled
         self.waiting: FairQueue[tuple[Msg, float]] = FairQueue()  # fetched, no slot yet
@@ -120,7 +122,7 @@ class RouteWorker:
                 tg.create_task(share_with_idle_replicas(self, stop))
                 tg.create_task(self._wake_on(stop))
                 while not stop.is_set():
-                    room = self._limit - self.busy - self.waiting.size
+                    room = self.room()
                     if room < self._refill:
                         self._room.clear()
                         await self._room.wait()
@@ -144,6 +146,7 @@ class RouteWorker:
                     put = self.waiting.put
                     for msg in msgs:
                         put(last_token(msg.subject), (msg, fetched))
+                        self.waiting_bytes += len(msg.data)
                     self._pump()
                 self._tg = None  # no more starts; what waits goes back to the server
                 await self._give_back()
@@ -153,11 +156,19 @@ class RouteWorker:
             self._tg = None
             await fetcher.close()
 
+    def room(self) -> int:
+        """Messages the next fetch may ask for: up to the window, or only up to the free
+        slots while the waiting messages hold ``fetch_ahead_bytes`` already."""
+        held = self.busy + self.waiting.size
+        if self.waiting_bytes >= self._ahead_bytes:
+            return self.concurrency - held
+        return self._limit - held
+
     def gave_back(self) -> None:
         """Waiting messages went back for idle replicas: no probe takes them back at once."""
         if self.fetcher is not None:
             self.fetcher.hold_off()
-        if self._limit - self.busy - self.waiting.size >= self._refill:
+        if self.room() >= self._refill:
             self._room.set()
 
     @property
@@ -174,12 +185,14 @@ class RouteWorker:
             handle = self.dispatch.handle
             while waiting.size and self.busy < self.concurrency:
                 msg, since = waiting.take()
+                self.waiting_bytes -= len(msg.data)
                 self._spawn(tg, handle(msg, since), 1)
             return
         free = self.concurrency - self.busy
         if free < self._refill and self.busy:
             return  # a batch worth its round trip, unless the route is idle
         taken = [waiting.take() for _ in range(min(self.batch, free, waiting.size))]
+        self.waiting_bytes -= sum(len(m.data) for m, _ in taken)
         slots = _Slots(self, len(taken))
         work = self.dispatch.handle_batch([m for m, _ in taken], slots.release,
                                           since=min(t for _, t in taken))
@@ -187,6 +200,7 @@ class RouteWorker:
 
     async def _give_back(self) -> None:
         """Stopping: messages still waiting for a slot go back to the server at once."""
+        self.waiting_bytes = 0
         for msg, _ in self.waiting.clear():
             await nak_quietly(msg)
 
@@ -210,7 +224,7 @@ class RouteWorker:
         if self.waiting.size:
             self._pump()
         self._freed.set()
-        if self._limit - self.busy - self.waiting.size >= self._refill:
+        if self.room() >= self._refill:
             self._room.set()
 
     async def _wake_on(self, stop: asyncio.Event) -> None:

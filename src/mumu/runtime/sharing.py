@@ -54,6 +54,7 @@ async def share_with_idle_replicas(worker: RouteWorker, stop: asyncio.Event) -> 
         # replica fetched is split, as if every replica had fetched its part
         share = max(others * worker.concurrency, waiting.size * others // (others + 1))
         shed = waiting.shed(min(waiting.size, share), _redelivered)
+        worker.waiting_bytes -= sum(len(msg.data) for msg, _ in shed)
         for msg, _ in shed:
             await nak_quietly(msg)
         if shed:
