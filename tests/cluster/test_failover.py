@@ -26,6 +26,7 @@ from mumu.broker.intake import rescaled, reseat_sources
 from mumu.broker.streams import apply_all
 from mumu.broker.workspaces import ensure_workspaces
 from mumu.contracts import subjects
+from mumu.stages.registry import STAGES
 from tests.conftest import DATA, operator_connection
 from tests.loadgen import (
     Load,
@@ -121,6 +122,9 @@ async def test_the_pipeline_on_a_3_node_cluster_loses_nothing_when_leaders_die(
 ) -> None:
     tenants = [Tenant(*await workspace("cluster-a")), Tenant(*await workspace("cluster-b"))]
     ids = [t.workspace for t in tenants]
+    # the services' grants on these workspaces' buckets, as `mumu workspace create` gives
+    broker_users.add_workspaces(ids)
+    broker_users.render(STAGES.consumers())
     cluster = EmbeddedCluster(tmp_path / "cluster", 3, auth_file=broker_users.auth_conf)
     async with cluster:
         nc = await operator_connection(cluster.url.split(","), broker_users)
