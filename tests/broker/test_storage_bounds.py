@@ -91,7 +91,7 @@ def test_the_shipped_limits_keep_each_workspace_to_a_share_of_every_shared_strea
     assert by_name[subjects.STREAM_DLQ]["discard"] == "new"
     # a workspace's intake stream (64 MiB by default) is at most a quarter of MUMU_INGEST
     assert by_name[subjects.STREAM_INGEST]["max_bytes"] >= 64 * 1024 * 1024 * SHARES
-    (kv,) = load_bucket_configs()["key_value"]
+    kv = sessions_spec()
     assert kv["max_bytes"] >= 16 * MAX_VALUE_BYTES * SHARES  # 16 session slots
     assert kv["max_value_size"] >= MAX_VALUE_BYTES + 1024 and kv["ttl_seconds"] > 0
     # and the check itself fails a stream that would let one workspace fill it
@@ -220,11 +220,16 @@ def turn(ws: str, session: str, text: str) -> AnswerFinal:
                        question=text, text=text, model="m", total_seconds=0.1)
 
 
+def sessions_spec() -> dict[str, Any]:
+    return next(b for b in load_bucket_configs()["key_value"]
+                if b["bucket"] == subjects.BUCKET_SESSIONS)
+
+
 async def test_a_workspace_opening_many_sessions_keeps_to_its_slots_of_the_sessions_kv(
     nc: NATS, streams: None, settings: Settings
 ) -> None:
     slots, room = 2, 2_000_000  # A may hold 2 x 200 KB: a fifth of the bucket
-    (spec,) = load_bucket_configs()["key_value"]
+    spec = sessions_spec()
     await apply_buckets(nc, {"key_value": [{**spec, "max_bytes": room}]})
     kv = await nc.jetstream().key_value(subjects.BUCKET_SESSIONS)
     with pytest.raises(StorageBoundError, match="session slots"):
