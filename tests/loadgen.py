@@ -54,7 +54,6 @@ class Outcome:
 class Tenant:
     workspace: str
     api_key: str
-    token: str = ""
 
 
 class Load:
@@ -77,11 +76,17 @@ class Load:
         self.outcomes: list[Outcome] = []
         self.started = 0.0
 
-    async def _token(self, http: aiohttp.ClientSession, tenant: Tenant) -> None:
-        async with http.post(f"{self.gateway}/api/session",
-                             headers={"Authorization": f"Bearer {tenant.api_key}"}) as resp:
-            assert resp.status == 200, await resp.text()
-            tenant.token = (await resp.json())["token"]
+    async def _token(self, http: aiohttp.ClientSession, tenant: Tenant) -> str:
+        """A session of its own for each ask, as independent users have: a shared session
+        would make every prompt carry all earlier turns."""
+        while True:
+            async with http.post(f"{self.gateway}/api/session",
+                                 headers={"Authorization": f"Bearer {tenant.api_key}"}) as resp:
+                if resp.status == 200:
+                    token: str = (await resp.json())["token"]
+                    return token
+                assert resp.status in RETRIED, await resp.text()
+            await asyncio.sleep(0.5)
 
     def _plan(self) -> list[Outcome]:
         cycle = itertools.cycle(self.tenants)
@@ -93,6 +98,7 @@ class Load:
 
     async def _send(self, http: aiohttp.ClientSession, out: Outcome, index: int) -> None:
         tenant = next(t for t in self.tenants if t.workspace == out.workspace)
+        token = await self._token(http, tenant)
         url = f"{self.gateway}/api/ask?wait=true&request_id={out.request_id}"
         while out.attempts < self.attempts:
             out.attempts += 1
@@ -106,7 +112,7 @@ class Load:
             retry_after = 0.5
             try:
                 async with http.post(
-                    url, headers={"Authorization": f"Bearer {tenant.token}"}, data=body,
+                    url, headers={"Authorization": f"Bearer {token}"}, data=body,
                     json=None if body is not None else {"text": f"Question {index}: what "
                                                         "is the capital of France?"},
                     timeout=aiohttp.ClientTimeout(total=self.request_timeout),
@@ -133,8 +139,6 @@ class Load:
             queue.put_nowait(item)
         connector = aiohttp.TCPConnector(limit=self.clients * 2)
         async with aiohttp.ClientSession(connector=connector) as http:
-            for tenant in self.tenants:
-                await self._token(http, tenant)
             self.started = time.monotonic()
 
             async def client() -> None:
