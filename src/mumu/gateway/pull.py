@@ -22,7 +22,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from mumu.broker.ack_subject import is_ack_subject
+from mumu.broker.ack_subject import ack_fields, is_ack_subject
 
 BATCH = 64
 """Most messages one replay holds in this process."""
@@ -107,6 +107,8 @@ class PullReader:
                 raise TimeoutError(f"no message from JetStream for {self._idle:g} s") from exc
             if is_ack_subject(msg.reply):
                 got.append(msg)
+                if ack_fields(msg.reply).pending == 0:
+                    break  # nothing more is stored for this consumer: do not wait for it
                 continue
             if msg.subject != reply:  # the late status of an earlier request
                 continue
