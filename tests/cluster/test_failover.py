@@ -153,7 +153,7 @@ async def test_the_pipeline_on_a_3_node_cluster_loses_nothing_when_leaders_die(
             await all_current(nc, [subjects.STREAM_INGEST, subjects.STREAM_RESULTS])
             r3 = await throughput(gateway, tenants)
 
-            load = Load(gateway, tenants, CLIPS, total=TOTAL, clients=8, audio_every=10)
+            load = Load(gateway, tenants, CLIPS, total=TOTAL, clients=8, audio_every=20)
             # (8: no more waiting asks per workspace than the gateway's cap lets wait)
             running = asyncio.create_task(load.run())
             faults = []
@@ -177,7 +177,7 @@ async def test_the_pipeline_on_a_3_node_cluster_loses_nothing_when_leaders_die(
     write_result(recorded, {
         "benchmark": "cluster", "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "nodes": 3, "requests": counts.as_json(),
-        "audio_every": 10, "faults": faults, "load_seconds": round(elapsed, 1),
+        "audio_every": 20, "faults": faults, "load_seconds": round(elapsed, 1),
         "throughput_asks_per_s": {"r1": round(r1, 2), "r3": round(r3, 2),
                                   "r3_over_r1": round(r3 / r1, 3)},
     })
