@@ -120,7 +120,9 @@ async def test_up_is_healthy_fast_answers_stops_cleanly_and_reuses_its_data(
         intake = subjects.intake_stream(lines["workspace"])
         assert (await nc.jetstream().stream_info(intake)).config.subjects == [
             subjects.INGEST_AUDIO.for_workspace(lines["workspace"]),
-            subjects.INGEST_TEXT.for_workspace(lines["workspace"])]
+            subjects.INGEST_TEXT.for_workspace(lines["workspace"]),
+            subjects.INGEST_LIVE.for_workspace(lines["workspace"]),
+            f"{subjects.LIVE_CHUNK_PREFIX}.*.{lines['workspace']}"]
         ingest = await nc.jetstream().stream_info(subjects.STREAM_INGEST)
         assert [s.name for s in ingest.config.sources or []] == [intake]
         await nc.drain()
