@@ -103,7 +103,11 @@ async def gateway_side(stack: contextlib.AsyncExitStack, http: aiohttp.ClientSes
     secret = secrets.token_hex(16)
     env = {"MUMU_NATS__URL": server.url, "MUMU_GATEWAY__SESSION_SECRET": secret,
            "MUMU_GATEWAY__PORT": "0", "MUMU_LOG_LEVEL": "WARNING",
-           "MUMU_GATEWAY__CLIENT_QUEUE": str(max(1024, args.burst * 4))}
+           "MUMU_GATEWAY__CLIENT_QUEUE": str(max(1024, args.burst * 4)),
+           # every benchmark socket is in one workspace: the per-workspace cap would refuse
+           # the load before it measures anything
+           "MUMU_GATEWAY__MAX_SOCKETS_PER_WORKSPACE": "100000",
+           "MUMU_GATEWAY__MAX_SOCKETS": "100000"}
     pid, url = await stack.enter_async_context(child(command, env))
     side = await mumu_side(http, nc, pid, url, signer=TokenSigner(SecretStr(secret), 3600),
                            args=args, padding=PADDING)
