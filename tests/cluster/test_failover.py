@@ -50,7 +50,7 @@ changes what the README quotes."""
 TOTAL = 1000
 MEASURED = 60
 """Text asks per replication level in the R1/R3 comparison."""
-DOWN_SECONDS = 12.0
+DOWN_SECONDS = 20.0
 CLIPS = sorted((DATA / "load").glob("q*.wav"))
 
 
