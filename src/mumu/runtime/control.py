@@ -4,13 +4,14 @@ subscription on a control subject, not a durable consumer, so each replica gets 
 from __future__ import annotations
 
 import contextlib
+from abc import ABC, abstractmethod
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 
-class ControlListener:
+class ControlListener(ABC):
     """Subscribes to ``subject`` (a wildcard over workspaces); ``on_message`` handles each
     notice. A subclass sets the subject and implements ``on_message``."""
 
@@ -28,5 +29,6 @@ class ControlListener:
                 await self._sub.unsubscribe()
             self._sub = None
 
+    @abstractmethod
     async def on_message(self, msg: Msg) -> None:
-        raise NotImplementedError
+        """Handle one notice (never raising: a bad notice is logged and dropped)."""
