@@ -46,6 +46,10 @@ from mumu.gateway.tokens import TokenSigner
 from mumu.settings import NatsSettings, Settings
 
 WORKSPACE = "bench-gateway"
+PER_WORKSPACE_ROUND = 10_000
+"""Events one workspace receives in a measurement: MUMU_RESULTS keeps at most 20,000 per
+workspace subject (issue 14's tenant bound), so the sessions are spread over workspaces
+and every measurement starts on an emptied stream."""
 PADDING = "x" * 200
 P99_FLOOR_MS = 50.0
 RATE_FLOOR = 0.7
@@ -130,7 +134,11 @@ async def measure_all(sides: dict[str, Side], args: argparse.Namespace) -> dict[
                 await sides[name].measure(args.sessions * args.burst, None, 0))
         mumu_rate = sides["mumu"].throughput[-1]["rate_per_s"]
         for name, series in ratios.items():
-            series.append(mumu_rate / sides[name].throughput[-1]["rate_per_s"])
+            other = sides[name].throughput[-1]
+            if not other["rate_per_s"]:
+                raise RuntimeError(f"{name} delivered {other['received']} of "
+                                   f"{other['messages']} messages: no rate to compare")
+            series.append(mumu_rate / other["rate_per_s"])
     summaries = {name: side.summary() for name, side in sides.items()}
     m = summaries["mumu"]
     ratio = statistics.median(ratios["baseline"])
@@ -171,16 +179,19 @@ async def mumu_side(http: aiohttp.ClientSession, nc: Any, pid: int, url: str, *,
 
     clients = Clients(sent_at)
     ws_url = url.replace("http://", "ws://") + "/api/ws?token="
-    await clients.open(http, [ws_url + signer.issue(WORKSPACE, f"s{i}")[0] for i in range(n)],
+    workspaces = [f"{WORKSPACE}-{w}"
+                  for w in range(max(1, -(-n * args.burst // PER_WORKSPACE_ROUND)))]
+    owner = [workspaces[i % len(workspaces)] for i in range(n)]
+    await clients.open(http, [ws_url + signer.issue(owner[i], f"s{i}")[0] for i in range(n)],
                        ready)
     await asyncio.sleep(1.0)
     per_conn = (rss_kib(pid) - before) / n
-    subject = subjects.ANSWER_DELTA.for_workspace(WORKSPACE)
+    subject = [subjects.ANSWER_DELTA.for_workspace(owner[i]) for i in range(n)]
 
     serial = itertools.count()
     # what a stage publishes, serialised once per session (the model's cost is the stage's)
     templates = [
-        AnswerDelta(event_id="EVENTID", request_id=f"r{i}", workspace_id=WORKSPACE,
+        AnswerDelta(event_id="EVENTID", request_id=f"r{i}", workspace_id=owner[i],
                     session_id=f"s{i}", index=0, text=f"SENTAT {padding}").model_dump_json()
         for i in range(n)
     ]
@@ -189,9 +200,12 @@ async def mumu_side(http: aiohttp.ClientSession, nc: Any, pid: int, url: str, *,
         event_id = f"b{next(serial)}"
         payload = templates[k % n].replace("EVENTID", event_id, 1).replace(
             "SENTAT", f"{time.time():.6f}", 1)
-        await nc.publish(subject, payload.encode(), headers={h.MSG_ID: event_id})
+        await nc.publish(subject[k % n], payload.encode(), headers={h.MSG_ID: event_id})
 
-    return Side(clients, send, nc.flush, before, per_conn)
+    async def empty_results() -> None:
+        await nc.jetstream().purge_stream(subjects.STREAM_RESULTS)
+
+    return Side(clients, send, nc.flush, before, per_conn, prepare=empty_results)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:

@@ -158,10 +158,14 @@ class Side:
     memory_per_connection_kib: float
     pids: dict[str, int] = field(default_factory=dict)
     """The processes working for this side (CPU per message is reported for each)."""
+    prepare: Callable[[], Awaitable[None]] | None = None
+    """Run before each measurement, outside its clock."""
     throughput: list[dict[str, float]] = field(default_factory=list)
     latency: dict[str, float] = field(default_factory=dict)
 
     async def measure(self, count: int, rate: float | None, seconds: float) -> dict[str, float]:
+        if self.prepare is not None:
+            await self.prepare()
         before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
         result = await measure(self.clients, count, self.send, flush=self.flush, rate=rate,
                                seconds=seconds)
