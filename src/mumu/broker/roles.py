@@ -155,7 +155,7 @@ def _service(role: Role, publish: Iterable[str]) -> Permissions:
 
 
 def _dead_letters(stage: str) -> list[str]:
-    return [subjects.DLQ.token(stage), subjects.ERROR.wildcard]
+    return [subjects.DLQ.stage(stage).wildcard, subjects.ERROR.wildcard]
 
 
 def service(

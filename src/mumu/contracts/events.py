@@ -252,7 +252,7 @@ class WorkspaceShredded(BaseModel):
 
 
 class DeadLetterHeaders(BaseModel):
-    """Headers of ``mumu.dlq.<stage>``; the body is the original payload, unchanged.
+    """Headers of ``mumu.dlq.<stage>.<ws>``; the body is the original payload, unchanged.
 
     The original headers follow, each prefixed with ``Mumu-Orig-``.
     """
