@@ -223,6 +223,7 @@ ErrorCode = Literal[
     "quota_exceeded",
     "internal",
     "shredded",
+    "workspace_shredded",
     "stream_timeout",
 ]
 
