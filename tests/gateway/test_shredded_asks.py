@@ -33,6 +33,7 @@ from tests.gateway.quota_kit import (
     raw_text_ask,
 )
 from tests.harness import Collector
+from tests.ops.replaying import transcript
 from tests.pg_fixtures import WorkspaceFactory
 
 SPEECH = Path(__file__).parents[1] / "data" / "speech" / "en01.wav"
@@ -90,23 +91,29 @@ async def test_raw_nats_asks_of_a_shredded_workspace_are_dead_lettered_unworked_
             subjects.INGEST_AUDIO.for_workspace(ws_a), SPEECH.read_bytes(),
             headers={h.CONTENT_TYPE: "audio/wav", h.SESSION: "s1", h.REQUEST_ID: audio_rid,
                      h.MSG_ID: f"{ws_a}.{audio_rid}", "X-Secret": secret})
+        # a transcript of A (a live stream, or audio in flight during the shred): no answer
+        heard = transcript(ws_a, f"{secret} heard")
+        await nc.jetstream().publish(
+            subjects.TRANSCRIPT_FINAL.for_workspace(ws_a), heard.model_dump_json().encode(),
+            headers={h.MSG_ID: heard.event_id})
         b_rid = await raw_text_ask(nc, ws_b, "B is served")
-        await seen.wait_for(lambda _: len(error_codes(seen.messages, ws_a)) >= 2
+        await seen.wait_for(lambda _: len(error_codes(seen.messages, ws_a)) >= 3
                             and b_rid in answered(seen.messages, ws_b), timeout=20)
         await asyncio.sleep(0.3)  # nothing more may come of A's asks
-    assert error_codes(seen.messages, ws_a) == {text_rid: "workspace_shredded",
-                                                audio_rid: "workspace_shredded"}
-    letters = {m.subject: m for m in seen.on("mumu.dlq.")}
-    assert set(letters) == {subjects.DLQ.stage("reason").for_workspace(ws_a),
-                            subjects.DLQ.stage("ingest").for_workspace(ws_a)}
-    for letter in letters.values():
+    assert error_codes(seen.messages, ws_a) == dict.fromkeys(
+        (text_rid, audio_rid, heard.request_id), "workspace_shredded")
+    letters = seen.on("mumu.dlq.")
+    assert sorted(m.subject for m in letters) == sorted([
+        subjects.DLQ.stage("ingest").for_workspace(ws_a),
+        *[subjects.DLQ.stage("reason").for_workspace(ws_a)] * 2])
+    for letter in letters:
         assert letter.headers[h.DLQ_CODE] == "workspace_shredded"
         assert letter.headers[h.DLQ_BODY_OMITTED] == "true" and letter.data == b""
         assert secret not in json.dumps(letter.headers)
     # no work: no model call, no audio decoded or stored, no transcript, no answer
     assert backend.started == 1  # B's ask only
     assert not [m for m in seen.messages if m.subject.endswith(f".{ws_a}") and m.subject
-                .startswith(("mumu.audio.", "mumu.transcript.", "mumu.answer."))]
+                .startswith(("mumu.audio.", "mumu.transcript.partial.", "mumu.answer."))]
     audio = await nc.jetstream().object_store(subjects.audio_bucket(ws_a))
     with pytest.raises(nats.js.errors.NotFoundError):  # "no objects found"
         await audio.list(ignore_deletes=True)

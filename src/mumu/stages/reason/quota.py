@@ -48,6 +48,13 @@ class TextAskQuota:
         except QuotaStoreError as exc:
             raise TransientError("internal", f"quota usage store: {exc}") from exc
 
+    async def refuse_shredded(self, workspace_id: str) -> None:
+        """A transcript (an audio or live ask) of a shredded workspace gets no answer."""
+        try:
+            await self.gate.shreds.refuse(workspace_id)
+        except WorkspaceShreddedError as exc:
+            raise RedactedError("workspace_shredded", str(exc)) from exc
+
     async def release(self, workspace_id: str, request_id: str) -> None:
         try:
             await self.gate.release(workspace_id, request_id)
