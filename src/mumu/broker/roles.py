@@ -189,6 +189,7 @@ def service(
             subjects.TRANSCRIPT_PARTIAL.wildcard,
             subjects.TRANSCRIPT_FINAL.wildcard,
             *_dead_letters("transcribe"),
+            *key_value(subjects.BUCKET_QUOTA),  # the workspaces' result budgets
             *object_store(subjects.BUCKET_AUDIO),
             *audio,
             *once_records(),
