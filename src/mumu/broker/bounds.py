@@ -4,7 +4,8 @@ The rule (``docs/reliability.md``, "Storage bounds"): no workspace can hold more
 ``1/SHARES`` of a shared stream or bucket. Where the bound is a per-workspace stream (the
 intake streams feeding ``MUMU_INGEST``) or per-subject limits with a message size cap
 (``MUMU_AUDIO``, ``MUMU_PERSISTED``, ``MUMU_CONTROL``, ``MUMU_DLQ``), it is checked here from the
-configs; ``MUMU_RESULTS`` is bounded per workspace in messages (see the docs for bytes).
+configs; ``MUMU_RESULTS`` is bounded per workspace in messages here and in bytes by the
+stages' result budget (``mumu.runtime.result_budget``).
 How full each stream is: ``mumu.ops.status`` (the exporter's fullness ratio, alerted at 80 %).
 """
 
