@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 DAY: Final = 86_400.0
 CAS_ATTEMPTS: Final = 20
+UNCHECKED_FOR: Final = 30.0
+"""Seconds results go unbudgeted after the KV could not answer (one warning, not one
+failed lookup per publish)."""
 BUDGETED: Final = (subjects.TRANSCRIPT_PARTIAL, subjects.TRANSCRIPT_FINAL,
                    subjects.ANSWER_DELTA, subjects.ANSWER_FINAL)
 """The result subjects whose bytes count (``mumu.error.<ws>`` does not)."""
@@ -66,12 +69,13 @@ class ResultBudget:
         self._kv: KeyValue | None = None
         self._left: dict[str, int] = {}
         self._lock = asyncio.Lock()
+        self._unchecked_until = 0.0
 
     async def spend(self, subject: str, size: int) -> None:
         """Charge ``size`` bytes published on ``subject`` to its workspace;
         ``PermanentError`` (``quota_exceeded``) when the workspace's budget is spent."""
         ws = budgeted_workspace(subject)
-        if ws is None or self.bytes_per_day <= 0:
+        if ws is None or self.bytes_per_day <= 0 or time.monotonic() < self._unchecked_until:
             return
         if self._left.get(ws, 0) >= size:
             self._left[ws] -= size
@@ -112,7 +116,9 @@ class ResultBudget:
                 except nats.js.errors.KeyWrongLastSequenceError:
                     continue
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
-            log.warning("result budget of %s not checked (%r): publishing", ws, exc)
+            log.warning("result budgets not checked for %.0f s (%r): publishing",
+                        UNCHECKED_FOR, exc)
+            self._unchecked_until = time.monotonic() + UNCHECKED_FOR
             return False
         log.warning("result budget of %s still contended after %d attempts: publishing",
                     ws, CAS_ATTEMPTS)
