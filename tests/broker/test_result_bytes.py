@@ -97,7 +97,7 @@ async def test_huge_answers_stop_at_their_workspaces_result_budget_and_b_is_answ
         finals = [await answered(seen, event, timeout=15) for event in medium]
     assert [f.text for f in finals] == ["m" * MEDIUM] * 2
     codes = outcomes(seen, WS_A)
-    refused = [rid for rid, code in codes.items() if code == "quota_exceeded"]
+    refused = [rid for rid, code in codes.items() if code == "result_bytes_exceeded"]
     done = [rid for rid, code in codes.items() if code == "answered"]
     assert done and refused and len(done) + len(refused) == len(huge)
     held = await stored_bytes(nc)

@@ -224,6 +224,7 @@ ErrorCode = Literal[
     "internal",
     "shredded",
     "workspace_shredded",
+    "result_bytes_exceeded",
     "stream_timeout",
 ]
 

@@ -167,6 +167,7 @@ _ERROR_STATUS = {
     "reason_unavailable": 503,
     "quota_exceeded": 429,
     "workspace_shredded": 410,
+    "result_bytes_exceeded": 429,
 }
 
 

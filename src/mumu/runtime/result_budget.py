@@ -16,9 +16,11 @@ them locally, so a stream of small deltas costs one KV write per chunk, not per 
 what a process holds unspent is at most one chunk per workspace, and it counts as spent.
 
 A publish past the budget is refused before it reaches JetStream: ``PermanentError``
-``quota_exceeded`` (the request is dead-lettered at once and the client told; running the
-model again would not make room). A KV that cannot answer lets the result through (logged):
-the stream's own ``max_bytes`` with ``discard: new`` still refuses when it is full.
+``result_bytes_exceeded`` (the request is dead-lettered at once and the client told;
+running the model again would not make room; not ``quota_exceeded``, whose error events
+free no in-flight slot, while this request holds one). A KV that cannot answer lets the
+result through (logged, then unchecked for ``UNCHECKED_FOR``): the stream's own
+``max_bytes`` with ``discard: new`` still refuses when it is full.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 DAY: Final = 86_400.0
 CAS_ATTEMPTS: Final = 20
+MAX_WORKSPACES: Final = 10_000
 UNCHECKED_FOR: Final = 30.0
 """Seconds results go unbudgeted after the KV could not answer (one warning, not one
 failed lookup per publish)."""
@@ -73,7 +76,7 @@ class ResultBudget:
 
     async def spend(self, subject: str, size: int) -> None:
         """Charge ``size`` bytes published on ``subject`` to its workspace;
-        ``PermanentError`` (``quota_exceeded``) when the workspace's budget is spent."""
+        ``PermanentError`` (``result_bytes_exceeded``) when its budget is spent."""
         ws = budgeted_workspace(subject)
         if ws is None or self.bytes_per_day <= 0 or time.monotonic() < self._unchecked_until:
             return
@@ -87,6 +90,8 @@ class ResultBudget:
                 if not await self._reserve(ws, need):
                     return  # the KV cannot answer: let it through (logged)
                 left += need
+            if len(self._left) >= MAX_WORKSPACES and ws not in self._left:
+                self._left.clear()  # unspent reservations count as spent: only ever safe
             self._left[ws] = left - size
 
     async def _reserve(self, ws: str, need: int) -> bool:
@@ -105,7 +110,7 @@ class ResultBudget:
                     rate = self.bytes_per_day / DAY
                     wait = math.ceil((need - tokens) / rate)
                     raise PermanentError(
-                        "quota_exceeded",
+                        "result_bytes_exceeded",
                         f"this workspace's results are at their limit "
                         f"({self.bytes_per_day} bytes a day, MUMU_STAGE__RESULT_BYTES_PER_DAY);"
                         f" room for this one in about {wait} s")
