@@ -18,7 +18,7 @@ from mumu.broker.streams import apply_all, apply_stream, load_stream_configs
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import new_id
-from mumu.ops import letters
+from mumu.ops import dlq, letters
 from mumu.runtime import Inbound, Outbound, PermanentError
 from mumu.runtime.metrics import StageMetrics
 from mumu.settings import Settings
@@ -99,6 +99,9 @@ async def test_a_flood_of_bad_input_fills_only_its_own_dead_letters_and_b_replay
     after = await per_subject(nc)
     assert letter_of(WS_B) not in after  # replayed, so out of the DLQ
     assert after[letter_of(WS_A)] == CAP  # A's letters are untouched by B's replay
+    assert await dlq.purge(nc, workspace=WS_B) == 0  # a purge of one workspace...
+    assert await dlq.purge(nc, workspace=WS_A) == CAP  # ...takes only its letters
+    assert await per_subject(nc) == {}
 
 
 async def test_a_letter_whose_workspace_cannot_be_read_goes_to_the_reserved_token(
