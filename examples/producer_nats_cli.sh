@@ -92,5 +92,5 @@ while [ "$(date +%s)" -lt "$deadline" ]; do
   fi
   sleep 0.2
 done
-echo "no transcript for ${request_id} within ${timeout_s} s (see mumu.dlq.ingest)" >&2
+echo "no transcript for ${request_id} within ${timeout_s} s (see mumu.dlq.ingest.${ws})" >&2
 exit 3

@@ -59,6 +59,12 @@ class StageRuntimeSettings(BaseModel):
         description="seconds partial transcripts and answer deltas stay in MUMU_RESULTS "
         "(per-message TTL; finals stay for the stream's max age)",
     )
+    result_bytes_per_day: int = Field(
+        default=128 * 1024 * 1024, ge=0,
+        description="bytes of transcripts and answers one workspace may publish to "
+        "MUMU_RESULTS per 24 h (a token bucket in `mumu-quota`; twice this is the most it "
+        "holds, at most a quarter of the stream; 0: no limit)",
+    )
 
 
 class Settings(BaseSettings):

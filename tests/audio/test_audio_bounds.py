@@ -42,7 +42,7 @@ async def test_a_workspace_filling_its_audio_bucket_is_refused_and_another_is_tr
         # transcribe is not running yet: A's audio waits in A's bucket, which fills
         async with running(build_ingest(audio_settings), audio_settings):
             flood = [await send(nc, WS_A, clip) for _ in range(3)]
-            letters = await seen.wait_count(subjects.DLQ.token("ingest"), 2, timeout=60)
+            letters = await seen.wait_count(subjects.DLQ.stage("ingest").prefix, 2, timeout=60)
             other = await send(nc, WS_B, clip)
             await seen.wait_for(lambda _: any(
                 AudioReady.model_validate_json(m.data).request_id == other

@@ -89,7 +89,8 @@ async def test_bad_files_get_their_code_one_dead_letter_and_the_consumer_keeps_f
     assert len(letters) == len(expected)  # exactly one dead letter each
     rid_header = h.DLQ_ORIGINAL_PREFIX + h.REQUEST_ID
     assert {m.headers[rid_header]: m.headers[h.DLQ_CODE] for m in letters} == codes
-    assert all(m.subject == "mumu.dlq.ingest" for m in letters)
+    assert all(m.subject == subjects.DLQ.stage("ingest").for_workspace(
+        subjects.last_token(m.headers[h.DLQ_SUBJECT])) for m in letters)
     ready = AudioReady.model_validate_json(seen.on("mumu.audio.ready.")[0].data)
     assert ready.request_id == good_id
 

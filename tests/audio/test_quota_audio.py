@@ -70,7 +70,7 @@ async def test_audio_longer_than_the_workspace_allows_is_refused_after_decoding(
                  if json.loads(m.data)["request_id"] == refused)
     assert "longest audio is 3 s" in error["message"]
     assert ready(seen.messages, ws_b) == {accepted}  # B keeps the default (1800 s)
-    letters = seen.on(subjects.DLQ.token("ingest"))
+    letters = seen.on(subjects.DLQ.stage("ingest").prefix)
     assert [m.headers["Mumu-Dlq-Code"] for m in letters] == ["quota_exceeded"] * 2
 
 

@@ -145,7 +145,7 @@ async def test_a_workspace_filling_mumu_results_is_stopped_at_its_subject_limit(
             Collector(nc) as seen:
         flood = [await ask(nc, WS_A, f"flood {n}") for n in range(2 * cap)]
         # A is stopped: its asks past the limit end as dead letters, refused by the stream
-        letters = await seen.wait_count(subjects.DLQ.token("reason"), 1, timeout=30)
+        letters = await seen.wait_count(subjects.DLQ.stage("reason").prefix, 1, timeout=30)
         assert "maximum messages per subject" in letters[0].headers[h.DLQ_REASON]
         # at once: a retry cannot make room, and would run the model again
         assert letters[0].headers[h.DLQ_DELIVERIES] == "1"
@@ -200,7 +200,7 @@ async def test_a_full_dlq_refuses_a_letter_loudly_and_the_original_is_not_lost(
     async with running(ReasonStage(settings.reason, EchoBackend()), settings, metrics=metrics), \
             Collector(nc) as seen:
         first = await ask(nc, WS_A, "   ")  # nothing to answer: a dead letter
-        await seen.wait_count(subjects.DLQ.token("reason"), 1)
+        await seen.wait_count(subjects.DLQ.stage("reason").prefix, 1)
         second = await ask(nc, WS_A, "   ")
         await wait_until(lambda: refused._value.get() >= 1)
         dlq = await js.stream_info(subjects.STREAM_DLQ)
@@ -209,7 +209,7 @@ async def test_a_full_dlq_refuses_a_letter_loudly_and_the_original_is_not_lost(
                    for r in caplog.records)
         # room again: the original, never acked, is redelivered and dead-lettered
         await limit(nc, subjects.STREAM_DLQ, max_msgs=-1)
-        letters = await seen.wait_count(subjects.DLQ.token("reason"), 2)
+        letters = await seen.wait_count(subjects.DLQ.stage("reason").prefix, 2)
     ids = {m.headers.get(f"{h.DLQ_ORIGINAL_PREFIX}{h.MSG_ID}") for m in letters}
     assert ids == {first.event_id, second.event_id}
 
@@ -274,7 +274,7 @@ async def test_a_batch_stage_still_acks_other_workspaces_when_one_is_at_its_limi
     stage = PassThrough(batched=True)
     async with Collector(nc) as seen, running(stage, settings):
         await seen.wait_count(BENCH_HOPS[2].for_workspace(WS_B), cap)
-        letters = await seen.wait_count(subjects.DLQ.token("passthrough"), cap)
+        letters = await seen.wait_count(subjects.DLQ.stage("passthrough").prefix, cap)
     assert stage.batches[0] == 2 * cap
     b_ids = {p.request_id for p in pings[WS_B]}
     assert [d for r, d in stage.calls if r in b_ids] == [1] * cap  # never retried

@@ -69,7 +69,7 @@ async def fuzz_stage(
     js = nc.jetstream()
     loop = asyncio.get_running_loop()
     sent: list[str] = []
-    async with Collector(nc, subjects.DLQ.token(stage)) as letters:
+    async with Collector(nc, subjects.DLQ.stage(stage).wildcard) as letters:
 
         async def one(payload: bytes) -> None:
             fid = uuid.uuid4().hex
@@ -142,7 +142,7 @@ async def test_bad_audio_ready_events_into_transcribe(
         # a well-formed event naming audio that is not there: dead-lettered as such (the
         # stage answers it, so it is neither crashed nor stalled)
         ready = audio_ready()
-        async with Collector(nc, subjects.DLQ.token("transcribe")) as letters:
+        async with Collector(nc, subjects.DLQ.stage("transcribe").wildcard) as letters:
             await nc.jetstream().publish(subjects.AUDIO_READY.for_workspace(WS),
                                          ready.model_dump_json().encode())
             await letters.wait_for(lambda ms: any(

@@ -49,7 +49,7 @@ async def test_raw_text_asks_past_the_per_minute_quota_are_dead_lettered_unanswe
     assert answered(seen.messages, ws_b) == set(b)
     assert error_codes(seen.messages, ws_b) == {}
     assert backend.started == 3 + 3  # the refused asks never reached the model
-    letters = seen.on(subjects.DLQ.token("reason"))
+    letters = seen.on(subjects.DLQ.stage("reason").prefix)
     assert sorted(m.headers["Mumu-Dlq-Code"] for m in letters) == ["quota_exceeded"] * 3
     assert {json.loads(m.data)["request_id"] for m in letters} == set(a) - done
 

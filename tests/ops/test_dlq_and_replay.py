@@ -65,12 +65,12 @@ async def test_dead_letter_is_listed_shown_replayed_and_purged(
     code, out = await mumu(nats_server, "dlq", "replay", seq)
     assert code == 0 and f"→ {source}" in out
     assert await count(nc, STREAM_BENCH, source) == before + 1  # back on its subject
-    assert await count(nc, subjects.STREAM_DLQ, "mumu.dlq.*") == 0  # and out of the DLQ
+    assert await count(nc, subjects.STREAM_DLQ, subjects.DLQ.wildcard) == 0  # and out of the DLQ
 
-    await nc.jetstream().publish("mumu.dlq.somestage", b"x", headers={h.DLQ_SUBJECT: source})
+    await nc.jetstream().publish("mumu.dlq.somestage.ws-x", b"x", headers={h.DLQ_SUBJECT: source})
     code, out = await mumu(nats_server, "dlq", "purge", "--yes")
     assert code == 0 and "purged 1" in out
-    assert await count(nc, subjects.STREAM_DLQ, "mumu.dlq.*") == 0
+    assert await count(nc, subjects.STREAM_DLQ, subjects.DLQ.wildcard) == 0
 
 
 async def test_replay_republishes_a_range_the_stage_handles_it_and_outputs_dedupe(
@@ -138,8 +138,8 @@ async def test_dlq_replay_all_and_stage_send_letters_back_to_their_stage(
         assert code == 0, out
         assert out.count(f"→ {BENCH_HOPS[0].for_workspace(WS)}") == 2
         await until_count(nc, BENCH_HOPS[1].for_workspace(WS), 2)  # first's outputs
-        assert await count(nc, subjects.STREAM_DLQ, "mumu.dlq.first") == 0
-        assert await count(nc, subjects.STREAM_DLQ, "mumu.dlq.second") == 1  # untouched
+        assert await count(nc, subjects.STREAM_DLQ, "mumu.dlq.first.*") == 0
+        assert await count(nc, subjects.STREAM_DLQ, "mumu.dlq.second.*") == 1  # untouched
         assert await count(nc, STREAM_BENCH, BENCH_HOPS[3].for_workspace(WS)) == 0
         assert len(second.calls) == 1  # the second stage saw no replay
 
@@ -147,7 +147,7 @@ async def test_dlq_replay_all_and_stage_send_letters_back_to_their_stage(
         assert code == 0, out
         assert out.count("→ ") == 1 and f"→ {BENCH_HOPS[2].for_workspace(WS)}" in out
         await until_count(nc, BENCH_HOPS[3].for_workspace(WS), 1)  # second's output
-        assert await count(nc, subjects.STREAM_DLQ, "mumu.dlq.*") == 0
+        assert await count(nc, subjects.STREAM_DLQ, subjects.DLQ.wildcard) == 0
     # each letter came back to its stage as a new message (first delivery), handled once more
     assert [d for _, d in first.calls] == [1, 1, 1, 1]
     assert [d for _, d in second.calls] == [1, 1]

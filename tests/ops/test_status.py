@@ -55,8 +55,9 @@ async def _scene(nc: NATS) -> Backlog:
     await js.add_stream(StreamConfig(name=SMALL, subjects=["status.small"], max_msgs=10))
     for _ in range(9):
         await js.publish("status.small", b"x")
-    for stage in ("ingest", "ingest", "reason"):  # letters kept in MUMU_DLQ
-        await js.publish(subjects.DLQ.token(stage), b"letter")
+    # letters kept in MUMU_DLQ: counted per stage over the workspaces
+    for stage, ws in (("ingest", "ws-a"), ("ingest", "ws-b"), ("reason", "ws-a")):
+        await js.publish(subjects.DLQ.stage(stage).for_workspace(ws), b"letter")
     return Backlog(first.seq)
 
 

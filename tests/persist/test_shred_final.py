@@ -117,7 +117,7 @@ async def seed_nats(nc: NATS, ws: str, secret: str) -> int:
 
 
 def shredded_letters(seen: Collector, ws: str) -> list[Seen]:
-    return [m for m in seen.on(subjects.DLQ.token("persist"))
+    return [m for m in seen.on(subjects.DLQ.stage("persist").prefix)
             if m.headers.get(h.DLQ_CODE) == "shredded"
             and subjects.last_token(m.headers.get(h.DLQ_SUBJECT, "")) == ws]
 

@@ -111,7 +111,7 @@ async def test_unreachable_backend_is_retried_then_dead_lettered(
     err = PipelineError.model_validate_json(errors[0].data)
     assert (err.code, err.request_id) == ("reason_unavailable", ask.request_id)
     assert letters[0].headers["Mumu-Dlq-Deliveries"] == str(cfg.stage.max_deliver)
-    assert letters[0].subject == "mumu.dlq.reason"
+    assert letters[0].subject == subjects.DLQ.stage("reason").for_workspace(err.workspace_id)
     assert elapsed >= sum(cfg.stage.backoff[: cfg.stage.max_deliver - 1])  # growing naks
     assert not seen.on("mumu.answer.")
 

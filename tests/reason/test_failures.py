@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nats.aio.client import Client as NATS
 
+from mumu.contracts import subjects
 from mumu.contracts.events import PipelineError
 from mumu.runtime.client_errors import FIXED
 from mumu.settings import Settings
@@ -47,7 +48,7 @@ async def test_a_backend_failing_with_503_is_naked_then_dead_lettered(
     # the client is told the model is unavailable; the backend's answer is the operators'
     assert err.message == FIXED["reason_unavailable"]
     assert "503" in letters[0].headers["Mumu-Dlq-Reason"]
-    assert letters[0].subject == "mumu.dlq.reason"
+    assert letters[0].subject == subjects.DLQ.stage("reason").for_workspace(err.workspace_id)
     max_deliver = cfg.stage.max_deliver
     assert letters[0].headers["Mumu-Dlq-Deliveries"] == str(max_deliver)
     assert len(fault.seen) == max_deliver  # one call per delivery (no in-process retries here)

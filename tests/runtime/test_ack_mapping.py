@@ -9,6 +9,7 @@ from nats.aio.client import Client as NATS
 
 from mumu.bench.stream import BENCH_HOPS
 from mumu.contracts import headers as h
+from mumu.contracts import subjects
 from mumu.contracts.events import PipelineError, new_id
 from mumu.settings import Settings
 from tests.harness import Collector, running
@@ -89,7 +90,9 @@ async def test_permanent_error_gives_one_dead_letter_with_reason(
         await asyncio.sleep(0.5)  # a second letter or error would have arrived by now
     assert len(seen.on("mumu.dlq.")) == 1 and len(seen.on("mumu.error.")) == 1
     letter = letters[0]
-    assert letter.subject == "mumu.dlq.passthrough"
+    # the letter's subject names its stage and the original's workspace
+    assert letter.subject == subjects.DLQ.stage("passthrough").for_workspace(
+        subjects.last_token(letter.headers[h.DLQ_SUBJECT]))
     assert letter.headers[h.DLQ_CODE] == "unsupported_audio"
     assert "never work" in letter.headers[h.DLQ_REASON]
     assert letter.headers[f"{h.DLQ_ORIGINAL_PREFIX}{h.MSG_ID}"] == bad.event_id

@@ -56,7 +56,7 @@ def relay_permissions(hop: int) -> roles.Permissions:
         publish=(
             *roles.consume(consumer),
             relay.dst.wildcard,
-            subjects.DLQ.token(relay.name),
+            subjects.DLQ.stage(relay.name).wildcard,
             subjects.ERROR.wildcard,
         ),
         subscribe=(f"{subjects.service_inbox_prefix(relay.name)}.>",),

@@ -3,8 +3,9 @@
 The rule (``docs/reliability.md``, "Storage bounds"): no workspace can hold more than
 ``1/SHARES`` of a shared stream or bucket. Where the bound is a per-workspace stream (the
 intake streams feeding ``MUMU_INGEST``) or per-subject limits with a message size cap
-(``MUMU_AUDIO``, ``MUMU_PERSISTED``, ``MUMU_CONTROL``), it is checked here from the
-configs; ``MUMU_RESULTS`` is bounded per workspace in messages (see the docs for bytes).
+(``MUMU_AUDIO``, ``MUMU_PERSISTED``, ``MUMU_CONTROL``, ``MUMU_DLQ``), it is checked here from the
+configs; ``MUMU_RESULTS`` is bounded per workspace in messages here and in bytes by the
+stages' result budget (``mumu.runtime.result_budget``).
 How full each stream is: ``mumu.ops.status`` (the exporter's fullness ratio, alerted at 80 %).
 """
 
@@ -16,6 +17,7 @@ from nats.aio.client import Client as NATS
 
 from mumu.broker.jsapi import stream_config
 from mumu.contracts import subjects
+from mumu.contracts.consumers import DECLARED
 
 SHARES = 4
 """A workspace holds at most a quarter of any shared stream or bucket it can fill."""
@@ -29,9 +31,16 @@ def workspace_subjects(config: dict[str, Any]) -> int:
     """How many of the stream's subjects a workspace's traffic writes (``<prefix>.*``).
 
     Replay subjects (``mumu.replay.<durable>.<ws>``) are left out: only an operator
-    replays, under the same per-subject limit, and no workspace can start one."""
-    return sum(1 for s in config.get("subjects") or []
+    replays, under the same per-subject limit, and no workspace can start one. The dead
+    letters' ``mumu.dlq.*.*`` is one subject per stage (``mumu.dlq.<stage>.<ws>``)."""
+    return sum(stage_count() if s == subjects.DLQ.wildcard else 1
+               for s in config.get("subjects") or []
                if s.endswith(".*") and not subjects.is_replay(s))
+
+
+def stage_count() -> int:
+    """How many stages dead-letter (every stage with a durable consumer)."""
+    return len({consumer.stage for consumer in DECLARED})
 
 
 def workspace_share(config: dict[str, Any], max_payload: int) -> int | None:

@@ -155,7 +155,7 @@ def _service(role: Role, publish: Iterable[str]) -> Permissions:
 
 
 def _dead_letters(stage: str) -> list[str]:
-    return [subjects.DLQ.token(stage), subjects.ERROR.wildcard]
+    return [subjects.DLQ.stage(stage).wildcard, subjects.ERROR.wildcard]
 
 
 def service(
@@ -189,6 +189,7 @@ def service(
             subjects.TRANSCRIPT_PARTIAL.wildcard,
             subjects.TRANSCRIPT_FINAL.wildcard,
             *_dead_letters("transcribe"),
+            *key_value(subjects.BUCKET_QUOTA),  # the workspaces' result budgets
             *object_store(subjects.BUCKET_AUDIO),
             *audio,
             *once_records(),

@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
 from nats.js.object_store import ObjectStore
 
+from mumu.broker.dlq_upgrade import move_legacy_letters, refuse_truncation
 from mumu.broker.intake import ingest_shape, intake_streams, wanted_sources
 from mumu.broker.jsapi import api as _api
 from mumu.broker.jsapi import stream_config
@@ -87,6 +88,7 @@ async def apply_stream(nc: NATS, desired: dict[str, Any], *, dry_run: bool = Fal
             f"stream {name}: {', '.join(sorted(immutable))} cannot change on a live stream; "
             "back it up and recreate it"
         )
+    await refuse_truncation(nc, actual, desired)
     await _api(nc, f"STREAM.UPDATE.{name}", {**actual, **desired})
     return StreamChange(name, "updated", diff)
 
@@ -174,6 +176,10 @@ async def apply_all(
         configs = [{**c, "num_replicas": replicas} for c in configs]
         buckets = {kind: [{**b, "replicas": replicas} for b in specs]
                    for kind, specs in buckets.items()}
+    if not dry_run:  # letters stored on mumu.dlq.<stage> move to mumu.dlq.<stage>.<ws>
+        for cfg in configs:
+            if cfg["name"] == subjects.STREAM_DLQ:
+                await move_legacy_letters(nc, cfg)
     changes = [await apply_stream(nc, await _with_live_sources(nc, cfg), dry_run=dry_run)
                for cfg in configs]
     changes += await apply_buckets(nc, buckets, dry_run=dry_run)

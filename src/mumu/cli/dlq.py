@@ -9,8 +9,12 @@ from nats.aio.client import Client as NATS
 
 from mumu.cli.common import table, with_nats
 from mumu.contracts import headers as h
+from mumu.contracts import subjects
 from mumu.ops import dlq, letters
 from mumu.settings import Settings
+
+WORKSPACE_HELP = (f"only this workspace's dead letters ({subjects.DLQ_NO_WORKSPACE}: those whose "
+                  "message named no valid workspace)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -18,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     verbs = p.add_subparsers(dest="verb", required=True)
     ls = verbs.add_parser("ls", help="dead letters counted by stage and reason")
     ls.add_argument("--stage", help="only this stage's dead letters")
+    ls.add_argument("--workspace", help=WORKSPACE_HELP)
     ls.add_argument("--each", action="store_true", help="one line per letter instead")
     ls.add_argument("--limit", type=int, default=100, help="with --each: at most this many")
     ls.add_argument("--json", action="store_true", help="machine-readable")
@@ -31,9 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     group.add_argument("seq", type=int, nargs="?", help="one dead letter")
     group.add_argument("--all", action="store_true", help="every dead letter (of --stage)")
     rp.add_argument("--stage", help="with --all: only this stage's dead letters")
+    rp.add_argument("--workspace", help="with --all: " + WORKSPACE_HELP)
     rp.set_defaults(func=run_replay)
     purge = verbs.add_parser("purge", help="delete dead letters for good")
     purge.add_argument("--stage", help="only this stage's dead letters")
+    purge.add_argument("--workspace", help=WORKSPACE_HELP)
     purge.add_argument("--yes", action="store_true", help="do not ask")
     purge.set_defaults(func=run_purge)
 
@@ -43,7 +50,7 @@ def run_ls(args: argparse.Namespace, settings: Settings) -> int:
         return _ls_each(args, settings)
 
     async def work(nc: NATS) -> int:
-        groups = await letters.grouped(nc, args.stage)
+        groups = await letters.grouped(nc, args.stage, args.workspace)
         if args.json:
             print(json.dumps({"total": sum(g.count for g in groups),
                               "groups": [g.as_dict() for g in groups]}, indent=2))
@@ -61,18 +68,19 @@ def run_ls(args: argparse.Namespace, settings: Settings) -> int:
 
 def _ls_each(args: argparse.Namespace, settings: Settings) -> int:
     async def work(nc: NATS) -> int:
-        found = [s async for s in dlq.letters(nc, args.stage, args.limit)]
+        found = [s async for s in dlq.letters(nc, args.stage, args.limit, args.workspace)]
         if args.json:
             print(json.dumps([{"seq": s.seq, "time": s.time.isoformat(), **s.headers}
                               for s in found], indent=2))
             return 0
         rows = [
             [s.seq, s.time.strftime("%Y-%m-%d %H:%M:%S"), s.headers.get(h.DLQ_STAGE, "?"),
-             s.headers.get(h.DLQ_CODE, "?"), s.headers.get(h.DLQ_SUBJECT, "?"),
-             s.headers.get(h.DLQ_REASON, "")[:70]]
+             subjects.last_token(s.subject), s.headers.get(h.DLQ_CODE, "?"),
+             s.headers.get(h.DLQ_SUBJECT, "?"), s.headers.get(h.DLQ_REASON, "")[:70]]
             for s in found
         ]
-        print(table(["seq", "time (UTC)", "stage", "code", "subject", "reason"], rows))
+        print(table(["seq", "time (UTC)", "stage", "workspace", "code", "subject", "reason"],
+                    rows))
         return 0
 
     return with_nats(settings, "dlq", work)
@@ -105,7 +113,7 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
 def run_replay(args: argparse.Namespace, settings: Settings) -> int:
     async def work(nc: NATS) -> int:
         if args.all:
-            targets = [s async for s in dlq.letters(nc, args.stage)]
+            targets = [s async for s in dlq.letters(nc, args.stage, workspace=args.workspace)]
         else:
             targets = [await dlq.letter(nc, args.seq)]
         for n, stored in enumerate(targets, 1):
@@ -119,11 +127,12 @@ def run_replay(args: argparse.Namespace, settings: Settings) -> int:
 def run_purge(args: argparse.Namespace, settings: Settings) -> int:
     if not args.yes:
         scope = f"of stage {args.stage}" if args.stage else "of every stage"
+        scope += f" of workspace {args.workspace}" if args.workspace else ""
         if input(f"delete all dead letters {scope}? [y/N] ").strip().lower() != "y":
             return 1
 
     async def work(nc: NATS) -> int:
-        print(f"purged {await dlq.purge(nc, args.stage)} dead letters")
+        print(f"purged {await dlq.purge(nc, args.stage, args.workspace)} dead letters")
         return 0
 
     return with_nats(settings, "dlq", work)

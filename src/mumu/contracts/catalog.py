@@ -18,6 +18,8 @@ class Channel:
     binary: bool = False
     """True when the body is raw bytes and ``model`` describes the headers."""
     last_token: str = "workspace"
+    middle_token: str | None = None
+    """The token between the prefix and the last one, if any (dead letters: the stage)."""
 
 
 CHANNELS: tuple[Channel, ...] = (
@@ -39,7 +41,7 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(s.CONTROL_CANCEL, ev.CancelRequest, "Stop the answer of a request"),
     Channel(s.DLQ, ev.DeadLetterHeaders,
             "Dead letters: the original payload, its headers (prefixed Mumu-Orig-) and the "
-            "reason", binary=True, last_token="stage"),
+            "reason; one subject per stage and workspace", binary=True, middle_token="stage"),
     Channel(s.CONTROL_SHRED, ev.WorkspaceShredded,
             "A workspace was crypto-shredded: drop its cached data keys"),
 )

@@ -223,6 +223,8 @@ ErrorCode = Literal[
     "quota_exceeded",
     "internal",
     "shredded",
+    "workspace_shredded",
+    "result_bytes_exceeded",
     "stream_timeout",
 ]
 
@@ -252,7 +254,7 @@ class WorkspaceShredded(BaseModel):
 
 
 class DeadLetterHeaders(BaseModel):
-    """Headers of ``mumu.dlq.<stage>``; the body is the original payload, unchanged.
+    """Headers of ``mumu.dlq.<stage>.<ws>``; the body is the original payload, unchanged.
 
     The original headers follow, each prefixed with ``Mumu-Orig-``.
     """

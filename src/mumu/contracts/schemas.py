@@ -61,10 +61,11 @@ def asyncapi(channels: tuple[Channel, ...] = CHANNELS) -> dict[str, Any]:
             message["payload"] = {"$ref": f"#/components/schemas/{name}"}
         messages[name] = message
         channel_id = ch.pattern.prefix.replace(".", "_")
+        tokens = [t for t in (ch.middle_token, ch.last_token) if t is not None]
         doc_channels[channel_id] = {
-            "address": f"{ch.pattern.prefix}.{{{ch.last_token}}}",
+            "address": ".".join([ch.pattern.prefix, *(f"{{{t}}}" for t in tokens)]),
             "description": ch.summary,
-            "parameters": {ch.last_token: {"description": f"the {ch.last_token} id"}},
+            "parameters": {t: {"description": f"the {t} id"} for t in tokens},
             "messages": {name: {"$ref": f"#/components/messages/{name}"}},
         }
         action = "receive" if ch.pattern in RECEIVED else "send"

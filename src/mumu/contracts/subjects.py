@@ -42,6 +42,29 @@ def _token(value: str) -> str:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class StagePattern(SubjectPattern):
+    """A family ``<prefix>.<stage>.<workspace>``: one ``SubjectPattern`` per stage
+    (``stage(name)``), whose last token is the workspace (dead letters)."""
+
+    def stage(self, stage: str) -> SubjectPattern:
+        """The subjects of one stage: ``stage(s).for_workspace(ws)``, ``stage(s).wildcard``."""
+        return SubjectPattern(f"{self.prefix}.{_token(stage)}")
+
+    def token(self, last: str) -> str:
+        """The filter of one workspace's subjects of every stage: ``<prefix>.*.<last>``."""
+        return f"{self.prefix}.*.{_token(last)}"
+
+    @property
+    def wildcard(self) -> str:
+        return f"{self.prefix}.*.*"
+
+    def matches(self, subject: str) -> bool:
+        head, _, rest = subject.partition(self.prefix + ".")
+        parts = rest.split(".")
+        return not head and len(parts) == 2 and all(parts)
+
+
 def last_token(subject: str) -> str:
     """The workspace (or stage) a subject belongs to."""
     return subject.rpartition(".")[2]
@@ -61,8 +84,16 @@ ERROR: Final = SubjectPattern("mumu.error")
 CONTROL_CANCEL: Final = SubjectPattern("mumu.control.cancel")
 CONTROL_SHRED: Final = SubjectPattern("mumu.control.shred")
 """The workspace was crypto-shredded: persist replicas drop its cached data keys."""
-DLQ: Final = SubjectPattern("mumu.dlq")
-"""Dead letters: the last token is the stage name, not a workspace."""
+DLQ: Final = StagePattern("mumu.dlq")
+"""Dead letters ``mumu.dlq.<stage>.<ws>``: ``DLQ.stage(stage).for_workspace(ws)``; a
+letter whose workspace cannot be read goes to ``DLQ_NO_WORKSPACE``. The workspace token
+gives each tenant its own per-subject limit in ``MUMU_DLQ`` (``docs/reliability.md``)."""
+DLQ_MAX_LETTER: Final = 1_048_576
+"""Bytes of one dead letter at most (headers and body; ``max_msg_size`` of ``MUMU_DLQ``): a
+letter that would be bigger is stored without its body, which stays in its own stream."""
+DLQ_NO_WORKSPACE: Final = "_unknown"
+"""The workspace token of a dead letter whose subject names no valid workspace (workspace
+ids are UUIDs, so no workspace has this id)."""
 
 ALL_PATTERNS: Final[tuple[SubjectPattern, ...]] = (
     INGEST_AUDIO,

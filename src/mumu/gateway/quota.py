@@ -1,6 +1,6 @@
 """The workspace quotas as gateway clients meet them: 429 ``quota_exceeded`` with
 ``Retry-After`` before an ask is published (``mumu.quota`` keeps the usage every replica
-and stage shares)."""
+and stage shares); before that, 410 ``workspace_shredded`` for a shredded workspace."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from typing import TypeVar
 
 from nats.aio.client import Client as NatsClient
 
+from mumu.db.datakeys import WorkspaceShreddedError
 from mumu.gateway.auth import ApiKeys
 from mumu.gateway.errors import ApiError
 from mumu.quota.errors import QuotaExceededError
 from mumu.quota.gate import QuotaGate
 from mumu.quota.usage import QuotaStoreError
+from mumu.runtime.client_errors import FIXED as CLIENT_MESSAGES
 from mumu.settings import Settings
 
 log = logging.getLogger("mumu.gateway.quota")
@@ -41,6 +43,8 @@ async def enforced(check: Awaitable[T]) -> T:
     except QuotaExceededError as exc:
         raise ApiError(429, "quota_exceeded", exc.message,
                        headers={"Retry-After": str(exc.retry_after)}) from exc
+    except WorkspaceShreddedError as exc:
+        raise ApiError(410, "workspace_shredded", CLIENT_MESSAGES["workspace_shredded"]) from exc
     except QuotaStoreError as exc:
         log.warning("quota check failed: %s", exc)
         raise ApiError(503, "unavailable", "the quota store is not reachable; retry",
@@ -54,6 +58,7 @@ async def admit_ask(gate: QuotaGate | None, workspace_id: str, request_id: str, 
     took a slot (False: its request id is in flight already)."""
     if gate is None:
         return False
+    await enforced(gate.shreds.refuse(workspace_id))  # 410 workspace_shredded, before all
     if audio:
         await enforced(gate.check_audio_left(workspace_id))
     return await enforced(gate.admit(workspace_id, request_id))

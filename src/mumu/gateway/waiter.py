@@ -166,6 +166,8 @@ _ERROR_STATUS = {
     "unknown_workspace": 403,
     "reason_unavailable": 503,
     "quota_exceeded": 429,
+    "workspace_shredded": 410,
+    "result_bytes_exceeded": 429,
 }
 
 

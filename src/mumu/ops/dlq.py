@@ -1,4 +1,5 @@
-"""Dead letters on ``mumu.dlq.<stage>``: list, show, replay to the original subject, purge."""
+"""Dead letters on ``mumu.dlq.<stage>.<ws>``: list, show, replay to the original subject,
+purge; of every stage and workspace, or of one stage and/or one workspace."""
 
 from __future__ import annotations
 
@@ -13,14 +14,20 @@ from mumu.ops.reader import Stored, read_range
 from mumu.ops.republish import kept_headers
 
 
-def dlq_subject(stage: str | None) -> str:
-    return subjects.DLQ.token(stage) if stage else subjects.DLQ.wildcard
+def dlq_subject(stage: str | None, workspace: str | None = None) -> str:
+    """The filter of the letters of ``stage`` and ``workspace`` (None: any)."""
+    if workspace is None:
+        return subjects.DLQ.stage(stage).wildcard if stage else subjects.DLQ.wildcard
+    if stage is None:
+        return subjects.DLQ.for_workspace(workspace)
+    return subjects.DLQ.stage(stage).for_workspace(workspace)
 
 
 async def letters(
-    nc: NATS, stage: str | None = None, limit: int | None = None
+    nc: NATS, stage: str | None = None, limit: int | None = None, workspace: str | None = None,
 ) -> AsyncIterator[Stored]:
-    async for stored in read_range(nc, subjects.STREAM_DLQ, dlq_subject(stage), limit=limit):
+    subject = dlq_subject(stage, workspace)
+    async for stored in read_range(nc, subjects.STREAM_DLQ, subject, limit=limit):
         yield stored
 
 
@@ -71,9 +78,10 @@ async def replay(nc: NATS, stored: Stored) -> str:
     return subject
 
 
-async def purge(nc: NATS, stage: str | None = None) -> int:
+async def purge(nc: NATS, stage: str | None = None, workspace: str | None = None) -> int:
     js = nc.jetstream()
-    info = await js.stream_info(subjects.STREAM_DLQ, subjects_filter=dlq_subject(stage))
+    subject = dlq_subject(stage, workspace)
+    info = await js.stream_info(subjects.STREAM_DLQ, subjects_filter=subject)
     count = sum((info.state.subjects or {}).values())
-    await js.purge_stream(subjects.STREAM_DLQ, subject=dlq_subject(stage))
+    await js.purge_stream(subjects.STREAM_DLQ, subject=subject)
     return count

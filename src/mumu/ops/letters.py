@@ -12,6 +12,7 @@ from nats.aio.client import Client as NATS
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.audio_formats import sniff
+from mumu.ops.dlq import dlq_subject
 from mumu.ops.scan import scan
 from mumu.ops.selection import Selection
 from mumu.ops.sinks import iso
@@ -51,7 +52,7 @@ class Grouper:
     async def put(self, subject: str, data: bytes, headers: dict[str, str] | None, seq: int,
                   ts: int) -> None:
         hdrs = headers or {}
-        stage = hdrs.get(h.DLQ_STAGE) or subjects.last_token(subject)
+        stage = hdrs.get(h.DLQ_STAGE) or subject.split(".")[2]
         code = hdrs.get(h.DLQ_CODE, "unknown")
         group = self.groups.get((stage, code))
         if group is None:
@@ -65,10 +66,11 @@ class Grouper:
         group.subjects[family] = group.subjects.get(family, 0) + 1
 
 
-async def grouped(nc: NATS, stage: str | None = None) -> list[Group]:
-    """Every dead letter (of ``stage``) counted by stage and reason; bodies stay on the
-    server (a headers-only ordered consumer)."""
-    target = subjects.DLQ.token(stage) if stage else subjects.DLQ.wildcard
+async def grouped(nc: NATS, stage: str | None = None, workspace: str | None = None,
+                  ) -> list[Group]:
+    """Every dead letter (of ``stage``, of ``workspace``) counted by stage and reason;
+    bodies stay on the server (a headers-only ordered consumer)."""
+    target = dlq_subject(stage, workspace)
     grouper = Grouper()
     await scan(nc, subjects.STREAM_DLQ, Selection(target), grouper.put, start=1,
                headers_only=True)

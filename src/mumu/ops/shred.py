@@ -8,9 +8,8 @@ After the database has destroyed the workspace's data keys (``mumu.db.keyadmin.s
    workspace), the whole intake stream ``MUMU_INTAKE_<ws>``, upload bucket
    ``mumu-upload-<ws>`` and audio bucket ``mumu-audio-<ws>``, the keys ``<ws>.*`` of the
    sessions KV and of the runtime's ``mumu-once`` records (ids only), the objects of the
-   shared ``mumu-audio`` under a ``<ws>`` path segment, and each dead letter whose
-   original subject names the workspace (``Mumu-Dlq-Subject``; read headers only,
-   deleted by sequence, erased).
+   shared ``mumu-audio`` under a ``<ws>`` path segment, and the workspace's dead letters
+   (``mumu.dlq.*.<ws>``, counted apart).
 
 Idempotent: a second run finds nothing more (or what arrived since) and purges it.
 """
@@ -18,16 +17,12 @@ Idempotent: a second run finds nothing more (or what arrived since) and purges i
 from __future__ import annotations
 
 import base64
-import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import nats.js.errors
 from nats.aio.client import Client as NATS
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from mumu.broker.jsapi import JetStreamApiError, api, stream_names
-from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import WorkspaceShredded
 
@@ -85,6 +80,8 @@ async def purge_workspace(nc: NATS, workspace: str) -> PurgeReport:
     own = {subjects.intake_stream(workspace), f"OBJ_{subjects.upload_bucket(workspace)}",
            f"OBJ_{subjects.audio_bucket(workspace)}"}  # its normalised audio (storage bounds)
     for stream in await stream_names(nc):
+        if stream == subjects.STREAM_DLQ:
+            continue  # its dead letters: counted on their own, below
         if stream in own:
             filters: tuple[str | None, ...] = (None,)
         elif stream in KV_BY_WORKSPACE:
@@ -124,41 +121,5 @@ async def _delete_audio(nc: NATS, workspace: str) -> int:
 
 
 async def _delete_letters(nc: NATS, workspace: str) -> int:
-    """Delete (and erase) each dead letter whose original subject ends with ``workspace``."""
-    js = nc.jetstream()
-    doomed = [seq async for seq, hdrs in _letter_headers(nc)
-              if subjects.last_token(hdrs.get(h.DLQ_SUBJECT, "")) == workspace]
-    for seq in doomed:
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await js.delete_msg(subjects.STREAM_DLQ, seq)
-    return len(doomed)
-
-
-async def _letter_headers(nc: NATS) -> AsyncIterator[tuple[int, dict[str, str]]]:
-    """(sequence, headers) of every dead letter stored now; bodies are not fetched."""
-    js = nc.jetstream()
-    try:
-        info = await js.stream_info(subjects.STREAM_DLQ)
-    except nats.js.errors.NotFoundError:
-        return
-    last = info.state.last_seq
-    if not info.state.messages:
-        return
-    sub = await js.subscribe(
-        subjects.DLQ.wildcard, stream=subjects.STREAM_DLQ, ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, headers_only=True),
-    )
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=2)
-            except TimeoutError:
-                return
-            seq = msg.metadata.sequence.stream
-            if seq > last:
-                return
-            yield seq, dict(msg.headers or {})
-            if seq >= last:
-                return
-    finally:
-        await sub.unsubscribe()
+    """Purge the workspace's dead letters (``mumu.dlq.<stage>.<ws>``, every stage)."""
+    return await _purge(nc, subjects.STREAM_DLQ, subjects.DLQ.for_workspace(workspace))

@@ -88,7 +88,7 @@ class Status:
     streams: tuple[StreamFigures, ...]
     consumers: tuple[ConsumerFigures, ...]
     dead_letters: tuple[tuple[str, int], ...] = ()
-    """Letters in ``MUMU_DLQ`` per stage (``mumu.dlq.<stage>``), by stage name."""
+    """Letters in ``MUMU_DLQ`` per stage (``mumu.dlq.<stage>.*``), by stage name."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -181,9 +181,13 @@ async def gather(nc: NATS, *, ephemeral: bool = False) -> Status:
 
 
 async def _dead_letters(nc: NATS) -> tuple[tuple[str, int], ...]:
-    """Letters per stage: the DLQ stream's message count per subject."""
+    """Letters per stage: the DLQ stream's message count per subject
+    (``mumu.dlq.<stage>.<ws>``), summed over the workspaces."""
     info = await api(nc, f"STREAM.INFO.{subjects.STREAM_DLQ}",
                      {"subjects_filter": subjects.DLQ.wildcard})
     per_subject: dict[str, int] = info["state"].get("subjects") or {}
-    return tuple(sorted((subjects.last_token(subject), int(count))
-                        for subject, count in per_subject.items()))
+    per_stage: dict[str, int] = {}
+    for subject, count in per_subject.items():
+        stage = subject.split(".")[2]
+        per_stage[stage] = per_stage.get(stage, 0) + int(count)
+    return tuple(sorted(per_stage.items()))

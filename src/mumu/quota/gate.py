@@ -21,6 +21,7 @@ from mumu.contracts import subjects
 from mumu.quota.errors import QuotaExceededError
 from mumu.quota.limits import LIMIT_NAMES, Limits, LimitsSource, Pool
 from mumu.quota.settings import QuotaSettings
+from mumu.quota.shreds import ShredWatch
 from mumu.quota.usage import QuotaStoreError, UsageStore, ask_bucket, seconds_to_midnight
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class QuotaGate:
         sees may be in flight already (admitted by the gateway)."""
         self.settings = settings
         self.limits = LimitsSource(settings, pool)
+        self.shreds = ShredWatch(pool, settings.limits_cache_seconds)
+        """A shredded workspace takes no new asks (checked first, quotas on or off)."""
         self._js: JetStreamContext | None = None
         self._usage: UsageStore | None = None
         self._lock = asyncio.Lock()
@@ -84,7 +87,9 @@ class QuotaGate:
 
     async def admit(self, workspace_id: str, request_id: str) -> bool:
         """``QuotaExceededError`` when the workspace may not start ``request_id`` now;
-        True when this call admitted it (False: in flight already, or quotas are off)."""
+        True when this call admitted it (False: in flight already, or quotas are off).
+        ``WorkspaceShreddedError`` before anything when the workspace is shredded."""
+        await self.shreds.refuse(workspace_id)
         if not self.enabled:
             return False
         remembered = self._refused.get(workspace_id)

@@ -27,6 +27,10 @@ FIXED: dict[str, str] = {
     "persist_failed": "the result could not be stored",
     "max_deliver_exceeded": "the request failed after repeated attempts",
     "shredded": "this workspace's data was crypto-erased: nothing of it is stored",
+    "result_bytes_exceeded": "this workspace's results are at their daily size limit; ask "
+                             "again later",
+    "workspace_shredded": "this workspace was crypto-shredded: it takes no new asks until an "
+                          "operator re-enables it",
 }
 FALLBACK = "the request failed"
 LONGEST = 512

@@ -1,4 +1,4 @@
-"""Dead letters (``mumu.dlq.<stage>``) and the client-facing error event."""
+"""Dead letters (``mumu.dlq.<stage>.<ws>``) and the client-facing error event."""
 
 from __future__ import annotations
 
@@ -36,6 +36,12 @@ def request_identity(msg: Msg, event: BaseModel | None) -> tuple[str, str]:
     return request_id or UNKNOWN, session_id or UNKNOWN
 
 
+def letter_workspace(subject: str) -> str:
+    """The workspace token of a dead letter of a message on ``subject``: the subject's
+    last token when it is a valid id, else ``subjects.DLQ_NO_WORKSPACE``."""
+    return id_or_none(subjects.last_token(subject)) or subjects.DLQ_NO_WORKSPACE
+
+
 HEADROOM = 1024
 """Bytes kept free for what the publisher adds (message id, trace context) and framing."""
 
@@ -54,7 +60,8 @@ def dead_letter(
     message's workspace was shredded: nothing of its content may be kept), marked
     ``Mumu-Dlq-Body-Omitted: true`` like a letter too large for its body.
 
-    A letter that would not fit in ``max_payload`` goes without the body (and, if even
+    A letter that would not fit in ``max_payload`` (nor in ``subjects.DLQ_MAX_LETTER``,
+    the stream's ``max_msg_size``) goes without the body (and, if even
     that is too big, without the original headers): ``Mumu-Dlq-Body-Omitted: true`` and
     ``Mumu-Dlq-Body-Size``; the stream and sequence headers say where the original is.
     """
@@ -71,6 +78,7 @@ def dead_letter(
     }
     headers.update(ours)
     payload = msg.data
+    max_payload = min(max_payload, subjects.DLQ_MAX_LETTER)
     if redact:
         headers = {**ours, h.DLQ_BODY_OMITTED: "true", h.DLQ_BODY_SIZE: str(len(payload))}
         payload = b""
@@ -81,7 +89,7 @@ def dead_letter(
         if _header_bytes(headers) + HEADROOM > max_payload:
             headers = {**ours, **omitted}
     return Outbound(
-        subject=subjects.DLQ.token(stage),
+        subject=subjects.DLQ.stage(stage).for_workspace(letter_workspace(msg.subject)),
         payload=payload,
         msg_id=f"dlq:{stage}:{stream}:{sequence}",
         headers=headers,

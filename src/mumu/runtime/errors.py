@@ -4,7 +4,7 @@ The mapping is explicit (``Disposition``), not a scatter of ``try/except``; the 
 owns every retry (``runtime/policy.py``), so a handler only raises:
 
 * ``PermanentError`` (bad audio, schema violation, unknown workspace) → ``term``,
-  one dead letter on ``mumu.dlq.<stage>`` and one ``mumu.error.<ws>`` event;
+  one dead letter on ``mumu.dlq.<stage>.<ws>`` and one ``mumu.error.<ws>`` event;
   ``RedactedError`` (a shredded workspace) the same, with a letter without the body;
 * ``TransientError`` → retried in place while the route's ``RetryPolicy`` allows it and
   the attempt published nothing (``retry``), else ``nak`` with a growing delay (or the

@@ -14,6 +14,7 @@ from mumu.runtime.consumer import RouteWorker
 from mumu.runtime.http import build_probe_app, serve
 from mumu.runtime.metrics import StageMetrics
 from mumu.runtime.publisher import Publisher
+from mumu.runtime.result_budget import ResultBudget
 from mumu.runtime.stage import Stage, StageContext
 from mumu.runtime.tracing import Tracing
 from mumu.settings import Settings
@@ -133,7 +134,8 @@ async def _consume(
     """Start the stage, declare its consumers, consume until ``stop``, stop the stage."""
     await stage.start(ctx)
     try:
-        publisher = Publisher(ctx.nc, ctx.metrics, ctx.settings.stage.live_ttl)
+        publisher = Publisher(ctx.nc, ctx.metrics, ctx.settings.stage.live_ttl, budget=(
+            ResultBudget(ctx.js, ctx.settings.stage.result_bytes_per_day)))
         workers = [RouteWorker(ctx, route, publisher) for route in stage.routes()]
         for worker in workers:
             await worker.ensure_consumer()

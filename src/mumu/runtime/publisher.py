@@ -29,6 +29,7 @@ from mumu.contracts.subjects import SHORT_LIVED
 from mumu.runtime.errors import PermanentError, TransientError
 from mumu.runtime.messages import Outbound
 from mumu.runtime.metrics import StageMetrics
+from mumu.runtime.result_budget import ResultBudget
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,15 @@ Traced = tuple[Outbound, Mapping[str, str]]
 
 class Publisher:
     """``live_ttl``: seconds an output on a ``SHORT_LIVED`` subject (a partial, a delta)
-    stays in its stream (the ``Nats-TTL`` header); ``None``: as long as the stream keeps any."""
+    stays in its stream (the ``Nats-TTL`` header); ``None``: as long as the stream keeps any.
+    ``budget``: the bytes each workspace may put in ``MUMU_RESULTS`` (``result_budget``),
+    spent before a transcript or answer is published."""
 
-    def __init__(self, nc: NATS, metrics: StageMetrics, live_ttl: int | None = None) -> None:
+    def __init__(self, nc: NATS, metrics: StageMetrics, live_ttl: int | None = None, *,
+                 budget: ResultBudget | None = None) -> None:
         self._nc = nc
         self._live_ttl = live_ttl
+        self._budget = budget
         self._js = nc.jetstream()
         self._m_atomic = metrics.output_batches.labels(metrics.stage, "atomic")
         self._m_one_by_one = metrics.output_batches.labels(metrics.stage, "one_by_one")
@@ -69,8 +74,17 @@ class Publisher:
         """The largest message (headers + body) the connected server accepts."""
         return int(self._nc.max_payload)
 
+    async def _spend(self, out: Outbound) -> None:
+        if self._budget is not None:
+            await self._budget.spend(out.subject, len(out.payload) + sum(
+                len(k) + len(v) for k, v in out.headers.items()))
+
     async def publish(self, out: Outbound, trace_headers: Mapping[str, str]) -> PubAck:
         """Publish one output and wait for its PubAck (returned)."""
+        await self._spend(out)
+        return await self._publish(out, trace_headers)
+
+    async def _publish(self, out: Outbound, trace_headers: Mapping[str, str]) -> PubAck:
         headers = self._headers(out, trace_headers)
         try:
             return await self._js.publish(
@@ -88,6 +102,8 @@ class Publisher:
 
     async def publish_all(self, outputs: Sequence[Traced]) -> None:
         """Publish every output; returns once JetStream acknowledged all of them."""
+        for out, _ in outputs:
+            await self._spend(out)
         for start in range(0, len(outputs), ATOMIC_BATCH_MAX):
             chunk = outputs[start : start + ATOMIC_BATCH_MAX]
             if len(chunk) > 1:
@@ -95,7 +111,7 @@ class Publisher:
                     self._m_atomic.inc()
                     continue
                 self._m_one_by_one.inc()
-            await asyncio.gather(*(self.publish(out, trace) for out, trace in chunk))
+            await asyncio.gather(*(self._publish(out, trace) for out, trace in chunk))
 
     async def _atomic(self, chunk: Sequence[Traced]) -> bool:
         """One atomic batch; False when the server did not store it as one."""

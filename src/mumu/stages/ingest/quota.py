@@ -17,10 +17,18 @@ from typing import Any
 
 from mumu.contracts import subjects
 from mumu.contracts.consumers import INGEST_QUOTA_ENDS
+from mumu.db.datakeys import WorkspaceShreddedError
 from mumu.quota.errors import QuotaExceededError
 from mumu.quota.gate import QuotaGate
 from mumu.quota.usage import QuotaStoreError
-from mumu.runtime import Inbound, Outbound, PermanentError, Route, TransientError
+from mumu.runtime import (
+    Inbound,
+    Outbound,
+    PermanentError,
+    RedactedError,
+    Route,
+    TransientError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,12 @@ def stage_error(exc: QuotaExceededError | QuotaStoreError) -> PermanentError | T
     if isinstance(exc, QuotaExceededError):
         return PermanentError("quota_exceeded", exc.message)
     return TransientError("internal", f"quota usage store: {exc}")
+
+
+def shredded(exc: WorkspaceShreddedError) -> RedactedError:
+    """A new ask of a shredded workspace: refused before any work, and nothing of it kept
+    (the dead letter has neither its body nor its headers)."""
+    return RedactedError("workspace_shredded", str(exc))
 
 
 def ends_request(subject: str, body: dict[str, Any]) -> bool:
@@ -62,9 +76,12 @@ class IngestQuota:
                      durable=INGEST_QUOTA_ENDS.durable)
 
     async def admit(self, workspace_id: str, request_id: str) -> None:
-        """Asks per minute and requests in flight, before any work."""
+        """Asks per minute and requests in flight, before any work; a shredded workspace
+        is refused first (``workspace_shredded``, a dead letter without the body)."""
         try:
             await self.gate.admit(workspace_id, request_id)
+        except WorkspaceShreddedError as exc:
+            raise shredded(exc) from exc
         except (QuotaExceededError, QuotaStoreError) as exc:
             raise stage_error(exc) from exc
 

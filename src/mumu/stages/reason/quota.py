@@ -1,17 +1,19 @@
 """The reason stage's part of the workspace quotas (``mumu.quota``): text asks skip ingest,
 so a raw NATS producer's text ask is admitted here (asks per minute, requests in flight)
-before any work; over quota it is dead-lettered with ``quota_exceeded``. An ask the
+before any work; over quota it is dead-lettered with ``quota_exceeded``, and an ask of
+a shredded workspace with ``workspace_shredded`` (without its body). An ask the
 gateway admitted already is in flight and passes at no cost."""
 
 from __future__ import annotations
 
 from nats.js import JetStreamContext
 
+from mumu.db.datakeys import WorkspaceShreddedError
 from mumu.db.owned_pool import OwnedPool
 from mumu.quota.errors import QuotaExceededError
 from mumu.quota.gate import QuotaGate
 from mumu.quota.usage import QuotaStoreError
-from mumu.runtime import PermanentError, TransientError
+from mumu.runtime import PermanentError, RedactedError, TransientError
 from mumu.settings import Settings
 
 
@@ -39,10 +41,19 @@ class TextAskQuota:
         """True when this call took a slot (False: the gateway admitted it already)."""
         try:
             return await self.gate.admit(workspace_id, request_id)
+        except WorkspaceShreddedError as exc:  # nothing of its new asks is worked on or kept
+            raise RedactedError("workspace_shredded", str(exc)) from exc
         except QuotaExceededError as exc:
             raise PermanentError("quota_exceeded", exc.message) from exc
         except QuotaStoreError as exc:
             raise TransientError("internal", f"quota usage store: {exc}") from exc
+
+    async def refuse_shredded(self, workspace_id: str) -> None:
+        """A transcript (an audio or live ask) of a shredded workspace gets no answer."""
+        try:
+            await self.gate.shreds.refuse(workspace_id)
+        except WorkspaceShreddedError as exc:
+            raise RedactedError("workspace_shredded", str(exc)) from exc
 
     async def release(self, workspace_id: str, request_id: str) -> None:
         try:

@@ -137,6 +137,8 @@ class ReasonStage:
         if not question:
             raise PermanentError("no_speech", "nothing to answer: the question is empty")
         final_subject = subjects.ANSWER_FINAL.for_workspace(ws)
+        if self.quota is not None and isinstance(event, TranscriptFinal):
+            await self.quota.refuse_shredded(ws)  # (a text ask: in ``admit``)
         # a raw NATS text ask over its workspace's quota: refused before any work
         took = (self.quota is not None and isinstance(event, TextAsk)
                 and await self.quota.admit(ws, rid))
