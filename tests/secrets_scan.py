@@ -8,21 +8,27 @@ the secret's *label*, never the secret itself, so the report can be printed.
 
 From any test (the chaos run too)::
 
-    from tests.secrets_scan import Secret, distinctive, scan, save_metrics
+    from tests.secrets_scan import Secret, distinctive, scan, save_metrics, secrets_of_up
     bodies = await save_metrics(http, [gateway + "/metrics", ...], folder / "metrics")
-    findings = scan([*log_files, *bodies, *error_files],
-                    [Secret("api key", key), ...], distinctive(words))
-    assert findings == []
+    secrets = [*secrets_of_up(data_dir), Secret("api key", key), Secret("token", t), ...]
+    findings = scan([*log_files, *bodies, *error_files], secrets, distinctive(words))
+    assert [str(f) for f in findings] == []
+
+``secrets_of_up`` reads what a ``mumu up`` data directory keeps (every nkey seed, the
+session secret, the JetStream store key, the development keyring, the embedded database's
+passwords); the secrets only the caller knows (API keys it was shown, tokens it was given,
+``MUMU_MASTER_KEYS`` or database URLs it set) it adds itself.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
@@ -48,6 +54,29 @@ class Finding:
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}: {self.what}"
+
+
+def password_of(url: str) -> list[Secret]:
+    """The password of a database (or any) URL, if it has one."""
+    password = urlsplit(url).password
+    return [Secret(f"password of {urlsplit(url).username}", password)] if password else []
+
+
+def secrets_of_up(data_dir: Path) -> list[Secret]:
+    """The secrets a ``mumu up`` data directory holds (see the module's docstring)."""
+    found = [Secret(f"nkey seed {p.stem}", p.read_text().strip())
+             for folder in (data_dir / "nats" / "auth" / "creds", data_dir / "credentials")
+             for p in sorted(folder.glob("*.nk"))]
+    for name, label in (("session-secret", "session secret"), ("nats-js-key", "store key")):
+        if (data_dir / name).exists():
+            found.append(Secret(label, (data_dir / name).read_text().strip()))
+    if (data_dir / "master-keys").exists():
+        keys = (data_dir / "master-keys").read_text().strip()
+        found += [Secret("master key", k.partition(":")[2]) for k in keys.split(",")]
+    if (data_dir / "database.json").exists():
+        state = json.loads((data_dir / "database.json").read_text())
+        found += [s for url in state.values() if isinstance(url, str) for s in password_of(url)]
+    return found
 
 
 def _forms(secret: Secret) -> Iterator[tuple[str, str]]:

@@ -3,7 +3,7 @@ and each module's attack counts."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,3 +26,13 @@ def tally(request: pytest.FixtureRequest) -> Iterator[Tally]:
     counts = Tally(Path(str(request.module.__file__)).stem.removeprefix("test_"))
     yield counts
     counts.write()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Each test's call report on its item (``rep_call``), for the counts."""
+    report = yield
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+    return report

@@ -3,11 +3,13 @@ scan, B's conversation (the victim's data), and forged tokens."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import asyncpg
@@ -52,7 +54,7 @@ class Client:
         async with self.http.request(method, url, headers=headers, **kw) as resp:
             reply = Reply(resp.status, await resp.text())
         if reply.status >= 400:
-            self.run.error_body(f"{method} {path}", reply.status, reply.text)
+            self.run.error_body(method, reply.status, reply.text)
         return reply
 
     async def session(self, api_key: str, session_id: str | None = None) -> dict[str, Any]:
@@ -91,6 +93,46 @@ class Victim:
             return True
         secret_words = {w for t in self.texts for w in words_of(t) if len(w) >= 7}
         return bool(secret_words & words_of(text))
+
+
+@dataclass
+class Scene:
+    client: Client
+    b: Victim
+    a_token: str
+    a_session: str
+    a_request: str
+    a_key: str
+
+
+def ws_url(run: SecurityRun, token: str | None = None, after: int | None = None) -> str:
+    query = [f"token={quote(token, safe='')}"] if token is not None else []
+    query += [f"after={after}"] if after is not None else []
+    return "ws" + run.gateway.removeprefix("http") + "/api/ws" + ("?" + "&".join(query))
+
+
+async def frames_until(sock: aiohttp.ClientWebSocketResponse, kind: str, *, request: str = ""
+                       ) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = []
+    async with asyncio.timeout(120):
+        while True:
+            msg = await sock.receive()
+            assert msg.type == aiohttp.WSMsgType.TEXT, (msg.type, msg.data, got)
+            got.append(json.loads(msg.data))
+            if got[-1]["type"] == kind and (not request or got[-1].get("request_id") == request):
+                return got
+
+
+async def stored(c: Client, b: Victim, rows: int) -> list[dict[str, Any]]:
+    """B's history once the persist stage stored ``rows`` rows of it."""
+    async with asyncio.timeout(30):
+        while True:
+            reply = await c.call("GET", f"/api/sessions/{b.session_id}/history", b.token)
+            assert reply.status == 200, reply.text
+            items: list[dict[str, Any]] = reply.json()["items"]
+            if len(items) >= rows:
+                return items
+            await asyncio.sleep(0.2)
 
 
 async def api_key_id(run: SecurityRun, workspace: str) -> str:

@@ -33,9 +33,8 @@ from mumu.crypto import Keyring, MasterKey
 from mumu.db.datakeys import DataKeys
 from mumu.db.urls import with_database, with_user
 from mumu.db.workspaces import create_workspace
-from mumu.up.store_key import KEY_FILE
 from tests.pg_fixtures import PgCluster
-from tests.secrets_scan import Secret
+from tests.secrets_scan import Secret, password_of, secrets_of_up
 
 ROOT = Path(__file__).parents[2]
 NAMES = ("A", "B", "PA", "PB")
@@ -64,6 +63,7 @@ class SecurityRun:
     session_secret: str
     workspaces: dict[str, Workspace]
     env: dict[str, str]
+    process: subprocess.Popen[bytes]
     """The environment of a `mumu` CLI command on this run (as an SRE's shell has it)."""
     secrets: list[Secret] = field(default_factory=list)
     words: set[str] = field(default_factory=set)
@@ -78,6 +78,10 @@ class SecurityRun:
     def operator_seed(self) -> Path:
         return self.data_dir / "nats" / "auth" / "creds" / "operator.nk"
 
+    def stop(self) -> int:
+        """Stop the run (every process writes its last lines); its exit status."""
+        return stop(self.process)
+
     def cli(self, *args: str) -> str:
         """``mumu <args>``'s output; fails when it does."""
         return _cli(self.env, *args)
@@ -88,11 +92,12 @@ class SecurityRun:
     def secret(self, label: str, value: str) -> None:
         self.secrets.append(Secret(label, value))
 
-    def error_body(self, where: str, status: int, body: str) -> None:
-        """An error a client received (kept for the scan: no secret, no one's words)."""
+    def error_body(self, method: str, status: int, body: str) -> None:
+        """An error a client received (kept for the scan: no secret, no one's words). The
+        request's path is not kept: attacks put secrets in paths on purpose."""
         self._errors += 1
         self.errors_dir.mkdir(exist_ok=True)
-        (self.errors_dir / f"{self._errors:04d}.txt").write_text(f"{where} {status}\n{body}")
+        (self.errors_dir / f"{self._errors:04d}.txt").write_text(f"{method} {status}\n{body}")
 
     def log_files(self) -> list[Path]:
         """Everything the processes of the run logged: `mumu up`'s stdout and stderr, each
@@ -209,7 +214,7 @@ def security_run(folder: Path, pg: PgCluster, models: Path) -> Iterator[Security
                 folder=folder, data_dir=data_dir, gateway=lines["gateway"], nats=lines["nats"],
                 metrics=lines["metrics"].split()[0], admin_url=admin_url, app_url=app_url,
                 master_keys=master_keys, session_secret=session_secret, workspaces=workspaces,
-                env=cli_env,
+                env=cli_env, process=proc,
             )
             _known_secrets(run, pg)
             yield run
@@ -236,13 +241,10 @@ def _known_secrets(run: SecurityRun, pg: PgCluster) -> None:
         run.secret(f"api key of {ws.name}", ws.api_key)
         if ws.producer_seed is not None:
             run.secret(f"producer seed of {ws.name}", ws.producer_seed.read_text().strip())
-    for seed in sorted((run.data_dir / "nats" / "auth" / "creds").glob("*.nk")):
-        run.secret(f"nkey seed {seed.stem}", seed.read_text().strip())
+    run.secrets += secrets_of_up(run.data_dir)  # seeds, the store key...
     run.secret("master keys", run.master_keys)
     for part in run.master_keys.split(","):
         run.secret("master key", part.partition(":")[2])
     run.secret("database password", pg.app_password)
+    run.secrets += password_of(run.admin_url)
     run.secret("session secret", run.session_secret)
-    store_key = run.data_dir / KEY_FILE
-    if store_key.exists():
-        run.secret("JetStream store key", store_key.read_text().strip())

@@ -9,8 +9,6 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -24,13 +22,14 @@ from tests.secrets_scan import words_of
 from tests.security.counts import Tally
 from tests.security.gateway_kit import (
     Client,
+    Scene,
     Victim,
-    alg_none,
     api_key_id,
-    flipped_signature,
-    signed_with,
-    with_claims,
+    frames_until,
+    stored,
+    ws_url,
 )
+from tests.security.gateway_tables import forged_tokens, tampered_paths
 from tests.security.run import SecurityRun
 
 pytestmark = [pytest.mark.security, pytest.mark.asyncio(loop_scope="module")]
@@ -38,34 +37,6 @@ pytestmark = [pytest.mark.security, pytest.mark.asyncio(loop_scope="module")]
 B_QUESTIONS = ("Is the zanzibarite quokkaville bridge painted blue?",
                "Does the marmaladine velocipede orchestra play tonight?")
 A_QUESTION = "What colour is the xylocarpine lighthouse?"
-
-
-@dataclass
-class Scene:
-    client: Client
-    b: Victim
-    a_token: str
-    a_session: str
-    a_request: str
-    a_key: str
-
-
-def ws_url(run: SecurityRun, token: str | None = None, after: int | None = None) -> str:
-    query = [f"token={quote(token, safe='')}"] if token is not None else []
-    query += [f"after={after}"] if after is not None else []
-    return "ws" + run.gateway.removeprefix("http") + "/api/ws" + ("?" + "&".join(query))
-
-
-async def frames_until(sock: aiohttp.ClientWebSocketResponse, kind: str, *, request: str = ""
-                       ) -> list[dict[str, Any]]:
-    got: list[dict[str, Any]] = []
-    async with asyncio.timeout(120):
-        while True:
-            msg = await sock.receive()
-            assert msg.type == aiohttp.WSMsgType.TEXT, (msg.type, msg.data, got)
-            got.append(json.loads(msg.data))
-            if got[-1]["type"] == kind and (not request or got[-1].get("request_id") == request):
-                return got
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -96,47 +67,6 @@ async def scene(run: SecurityRun, http: aiohttp.ClientSession) -> Scene:
     assert asked.status == 200, asked.text
     return Scene(client, victim, a["token"], a["session_id"], asked.json()["request_id"],
                  await api_key_id(run, run.ws("A").id))
-
-
-async def stored(c: Client, b: Victim, rows: int) -> list[dict[str, Any]]:
-    """B's history once the persist stage stored ``rows`` rows of it."""
-    async with asyncio.timeout(30):
-        while True:
-            reply = await c.call("GET", f"/api/sessions/{b.session_id}/history", b.token)
-            assert reply.status == 200, reply.text
-            items: list[dict[str, Any]] = reply.json()["items"]
-            if len(items) >= rows:
-                return items
-            await asyncio.sleep(0.2)
-
-
-def forged_tokens(run: SecurityRun, s: Scene) -> list[tuple[str, str, str]]:
-    """(attack, token, the error code it must get)."""
-    b, secret = s.b, run.session_secret
-    return [
-        ("B's token, signature flipped", flipped_signature(b.token), "invalid_token"),
-        ("A's token claiming B's workspace", with_claims(s.a_token, ws=b.workspace),
-         "invalid_token"),
-        ("A's token claiming B's session", with_claims(s.a_token, sid=b.session_id),
-         "invalid_token"),
-        ("A's token, expiry pushed out", with_claims(s.a_token, exp=time.time() + 10**6),
-         "invalid_token"),
-        ("alg none JWT of A's claims", alg_none(s.a_token), "invalid_token"),
-        ("A's claims with no signature", s.a_token.partition(".")[0] + ".", "invalid_token"),
-        ("signed with a guessed secret",
-         signed_with("attacker-guess-0123456789", b.workspace, b.session_id, s.a_key),
-         "invalid_token"),
-        ("expired (the real secret)",
-         signed_with(secret, run.ws("A").id, s.a_session, s.a_key, age=7200, ttl=3600),
-         "invalid_token"),
-        ("B's workspace with A's live API key (the real secret)",
-         signed_with(secret, b.workspace, b.session_id, s.a_key), "token_revoked"),
-        ("B's workspace, no API key (the real secret)",
-         signed_with(secret, b.workspace, b.session_id, None), "invalid_token"),
-        ("B's API key as a session token", run.ws("B").api_key, "invalid_token"),
-        ("a token of 2 kB", "x" * 1024 + "." + "y" * 1024, "invalid_token"),
-        ("non-ASCII token", with_claims(s.a_token, ws="é") + "é", "invalid_token"),
-    ]
 
 
 async def test_forged_expired_and_other_workspace_tokens_are_refused_everywhere(
@@ -176,30 +106,6 @@ async def test_tokens_sent_on_an_open_socket_cannot_switch_to_b(
                      and closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
                      and sock.close_code == 4401, leaked=b.leaked(json.dumps(got)))
     assert tally.new_failures() == []
-
-
-def tampered_paths(s: Scene) -> list[tuple[str, str, int, str]]:
-    """(attack, path, status, code) for A's valid token."""
-    b, mine = s.b, s.a_session
-    fullwidth = b.session_id.translate({ord(d): ord(d) + 0xFEE0 for d in "0123456789"})
-    history = "/api/sessions/{}/history"
-    return [
-        ("B's session id", history.format(b.session_id), 403, "forbidden"),
-        ("B's request id", history.format(b.request_ids[0]), 403, "forbidden"),
-        ("B's workspace id", history.format(b.workspace), 403, "forbidden"),
-        ("traversal", f"/api/sessions/{mine}/../{b.session_id}/history", 404, "not_found"),
-        ("encoded traversal", history.format(f"{mine}%2F..%2F{b.session_id}"), 403, "forbidden"),
-        ("double-encoded", history.format(f"{mine}%252F..%252F{b.session_id}"), 403,
-         "forbidden"),
-        ("NUL suffix", history.format(f"{b.session_id}%00"), 403, "forbidden"),
-        ("NUL prefix", history.format(f"{mine}%00{b.session_id}"), 403, "forbidden"),
-        ("upper case", history.format(b.session_id.upper()), 403, "forbidden"),
-        ("padded", history.format(f"%20{b.session_id}"), 403, "forbidden"),
-        ("fullwidth digits", history.format(quote(fullwidth)), 403, "forbidden"),
-        ("wildcard", history.format("%2A"), 403, "forbidden"),
-        ("SQL", history.format(quote(f"{mine}' OR '1'='1")), 403, "forbidden"),
-        ("empty id", "/api/sessions//history", 404, "not_found"),
-    ]
 
 
 async def test_history_path_tampering_never_reaches_b(

@@ -28,7 +28,8 @@ from tests.security.counts import Tally
 from tests.security.nats_table import Attack, table, unknown_names
 from tests.security.run import SecurityRun
 
-pytestmark = [pytest.mark.security, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = pytest.mark.security
+ON_MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
 
 VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]*)"', re.I)
 
@@ -80,10 +81,11 @@ def test_every_name_of_the_subjects_module_is_in_the_attack_table() -> None:
 
 
 async def kv_buckets(operator: NATS) -> set[str]:
-    names = await operator.jetstream().streams_info()
-    return {s.config.name.removeprefix("KV_") for s in names if s.config.name.startswith("KV_")}
+    names = [s.config.name or "" for s in await operator.jetstream().streams_info()]
+    return {name.removeprefix("KV_") for name in names if name.startswith("KV_")}
 
 
+@ON_MODULE_LOOP
 async def test_a_s_producer_is_refused_every_subject_inbox_bucket_and_api_of_others(
     run: SecurityRun, a: Producer, operator: NATS, tally: Tally,
 ) -> None:
@@ -129,6 +131,7 @@ def concrete(subject: str, b: str) -> str:
     return subject.replace(">", f"{b}.x").replace("*", b)
 
 
+@ON_MODULE_LOOP
 async def test_forging_b_s_dedupe_id_does_not_suppress_b_s_ask(
     run: SecurityRun, a: Producer, tally: Tally,
 ) -> None:
@@ -175,6 +178,7 @@ async def test_forging_b_s_dedupe_id_does_not_suppress_b_s_ask(
 @pytest.mark.xfail(strict=True, reason="known disclosure: a producer needs $JS.API.STREAM."
                    "NAMES (nats-py's object store get() looks its stream up), and the answer "
                    "lists every workspace's intake stream and bucket, so their ids")
+@ON_MODULE_LOOP
 async def test_a_s_producer_cannot_list_other_workspaces(
     run: SecurityRun, a: Producer, tally: Tally,
 ) -> None:
