@@ -216,12 +216,12 @@ async def test_a_revoked_key_and_its_tokens_open_nothing(
     out = await asyncio.to_thread(run.cli, "workspace", "api-key", "create", a)
     key = out.split("api key: ")[1].split()[0]
     run.secret("second api key of A", key)
-    token = (await c.session(key))["token"]
-    assert (await c.call("POST", "/api/ask", token, json={"text": "hello"})).status == 202
+    created = await c.session(key)
+    token, mine = created["token"], f"/api/sessions/{created['session_id']}/history"
+    assert (await c.call("GET", mine, token)).status == 200  # it worked before
     await asyncio.to_thread(run.cli, "workspace", "api-key", "revoke", a, key[:11])
     revoked_at = time.monotonic()
-    while (reply := await c.call("GET", f"/api/sessions/{scene.a_session}/history",
-                                 token)).status != 401:
+    while (reply := await c.call("GET", mine, token)).status != 401:
         assert time.monotonic() - revoked_at < 5.0, "the revoked key's token still works"
         await asyncio.sleep(0.1)
     for name, method, path, bearer, code in (
