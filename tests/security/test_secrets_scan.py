@@ -11,8 +11,10 @@ import re
 from pathlib import Path
 
 import aiohttp
+import nats
 import pytest
 
+from mumu.contracts import subjects
 from tests.secrets_scan import Secret, distinctive, save_metrics, scan, words_of
 from tests.security.counts import Tally
 from tests.security.gateway_kit import Client, flipped_signature
@@ -21,6 +23,7 @@ from tests.security.run import SecurityRun
 pytestmark = pytest.mark.security
 
 PROBES = re.compile(r"probes on (http://127\.0\.0\.1:\d+)")
+CONTROL_CANARY = '{"request_id": "r1", "note": "the bathyscaphe passphrase"}'
 QUESTION = "Where does the pumpernickel albatross keep its lanternfish?"
 
 
@@ -63,11 +66,26 @@ async def errors_and_asks(run: SecurityRun, http: aiohttp.ClientSession) -> None
         run.error_body("socket", 0, frame)
 
 
+async def malformed_control_messages(run: SecurityRun) -> None:
+    """Cancels and shred notices that do not parse, as an operator's typo would send them:
+    the stages log that they ignored them, without their bytes."""
+    nc = await nats.connect(run.nats, nkeys_seed=str(run.operator_seed),
+                            inbox_prefix=subjects.service_inbox_prefix("operator"))
+    try:
+        for pattern in (subjects.CONTROL_CANCEL, subjects.CONTROL_SHRED):
+            await nc.publish(pattern.for_workspace(run.ws("B").id), CONTROL_CANARY.encode())
+        await nc.flush()
+    finally:
+        await nc.drain()
+    run.words.update(words_of(CONTROL_CANARY))
+
+
 async def test_no_log_metric_or_error_body_of_the_run_holds_a_secret_or_a_user_s_words(
     run: SecurityRun, tally: Tally, capsys: pytest.CaptureFixture[str],
 ) -> None:
     async with aiohttp.ClientSession() as http:
         await errors_and_asks(run, http)
+        await malformed_control_messages(run)
         urls = [f"{run.gateway}/metrics", run.metrics, *probe_urls(run)]
         bodies = await save_metrics(http, urls, run.folder / "metrics")
     assert len(urls) >= 6  # the gateway, the exporter and the four stages
