@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from pydantic import ValidationError
 
 
 class ControlListener(ABC):
@@ -32,3 +33,10 @@ class ControlListener(ABC):
     @abstractmethod
     async def on_message(self, msg: Msg) -> None:
         """Handle one notice (never raising: a bad notice is logged and dropped)."""
+
+
+def why_invalid(exc: ValidationError) -> str:
+    """What is wrong with a control message, for the log: the fields and the reasons, never
+    the message's own bytes (pydantic's ``str(exc)`` quotes them as ``input_value``)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '<body>'}: {e['msg']}"
+                     for e in exc.errors(include_input=False)[:5])

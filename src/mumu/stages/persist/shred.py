@@ -32,7 +32,7 @@ from mumu.contracts.events import WorkspaceShredded
 from mumu.db.datakeys import DataKeys, WorkspaceShreddedError
 from mumu.db.pool import workspace_uuid
 from mumu.runtime import Inbound, RedactedError
-from mumu.runtime.control import ControlListener
+from mumu.runtime.control import ControlListener, why_invalid
 
 log = logging.getLogger(__name__)
 STAGE = "persist"
@@ -64,7 +64,8 @@ class ShredListener(ControlListener):
             notice = WorkspaceShredded.model_validate_json(msg.data)
             ws = workspace_uuid(token)
         except (ValidationError, ValueError) as exc:
-            log.warning("ignoring a malformed shred notice on %s: %s", msg.subject, exc,
+            why = why_invalid(exc) if isinstance(exc, ValidationError) else str(exc)
+            log.warning("ignoring a malformed shred notice on %s: %s", msg.subject, why,
                         extra={"stage": STAGE, "subject": msg.subject})
             return
         if workspace_uuid(notice.workspace_id) != ws:

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from mumu.contracts import subjects
 from mumu.contracts.events import CancelRequest
-from mumu.runtime.control import ControlListener
+from mumu.runtime.control import ControlListener, why_invalid
 
 log = logging.getLogger(__name__)
 STAGE = "reason"
@@ -50,7 +50,7 @@ class CancelRegistry(ControlListener):
             log.warning(
                 "ignoring a malformed cancel on %s: %s",
                 msg.subject,
-                exc,
+                why_invalid(exc),
                 extra={"stage": STAGE, "subject": msg.subject},
             )
             return
