@@ -27,7 +27,8 @@ MAY_PUBLISH = (subjects.INGEST_AUDIO, subjects.INGEST_TEXT, subjects.INGEST_LIVE
 MAY_READ = tuple(t.pattern for t in EventType)
 """A producer's own client-visible results."""
 
-NOT_SUBJECTS = frozenset({"SubjectPattern", "last_token", "is_replay"})
+NOT_SUBJECTS = frozenset({"SubjectPattern", "StagePattern", "last_token", "is_replay",
+                          "DLQ_MAX_LETTER"})
 """Public names of ``subjects`` that name no subject (a class, predicates)."""
 COLLECTIONS = frozenset({"ALL_PATTERNS", "SHORT_LIVED"})
 """Tuples of patterns, each pattern covered on its own."""
@@ -35,7 +36,7 @@ HELPERS = frozenset({
     "INTAKE_STREAM_PREFIX", "intake_stream", "UPLOAD_BUCKET_PREFIX", "upload_bucket",
     "AUDIO_BUCKET_PREFIX", "audio_bucket", "PRODUCER_INBOX", "producer_inbox_prefix",
     "SERVICE_INBOX", "service_inbox_prefix", "REPLAY_PREFIX", "replay_pattern",
-    "LIVE_CHUNK_PREFIX", "LIVE_CHUNK_WILDCARD", "live_chunk",
+    "LIVE_CHUNK_PREFIX", "LIVE_CHUNK_WILDCARD", "live_chunk", "DLQ_NO_WORKSPACE",
 })
 """Names covered by their own rows below (per-workspace streams, buckets, inboxes...)."""
 
@@ -85,10 +86,14 @@ def unknown_names() -> set[str]:
 
 def _pattern_attacks(a: str, b: str) -> Iterator[Attack]:
     for name, pattern in patterns().items():
-        lasts = STAGES.names() if pattern is subjects.DLQ else [b]
+        if pattern is subjects.DLQ:  # every stage's letters of B, of A, of no workspace
+            lasts = [subjects.DLQ.stage(stage).for_workspace(ws) for stage in STAGES.names()
+                     for ws in (b, a, subjects.DLQ_NO_WORKSPACE)]
+        else:
+            lasts = [pattern.token(b)]
         for last in lasts:
-            yield Attack(name, "publish", pattern.token(last))
-            yield Attack(name, "subscribe", pattern.token(last))
+            yield Attack(name, "publish", last)
+            yield Attack(name, "subscribe", last)
         yield Attack(name, "subscribe", pattern.wildcard)
         if pattern is not subjects.DLQ:
             if pattern not in MAY_PUBLISH:

@@ -165,21 +165,29 @@ async def test_a_producer_cannot_listen_to_inboxes_services_or_another_workspace
 
 
 async def test_a_producer_uses_only_its_own_upload_bucket(
-    producers: tuple[Producer, Producer],
+    producers: tuple[Producer, Producer], nc: NATS,
 ) -> None:
     a, b = producers
     mine = await b.nc.jetstream().object_store(subjects.upload_bucket(WS_B))
     await mine.put("b-question.wav", b"RIFF-b-audio")
     own = await a.nc.jetstream().object_store(subjects.upload_bucket(WS_A))
     await own.put("a-question.wav", b"RIFF" + bytes(300_000))  # several chunks
-    assert (await own.get("a-question.wav")).data == b"RIFF" + bytes(300_000)
+    service = await nc.jetstream().object_store(subjects.upload_bucket(WS_A))
+    assert (await service.get("a-question.wav")).data == b"RIFF" + bytes(300_000)
+    # uploads are write-only for a producer: reading back needs STREAM.NAMES, whose
+    # answer would name every workspace
+    impatient = await a.nc.jetstream(timeout=1).object_store(subjects.upload_bucket(WS_A))
+    with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+        await impatient.get("a-question.wav")
+    await a.refused("$JS.API.STREAM.NAMES")
     with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
         await a.nc.jetstream(timeout=1).object_store(subjects.upload_bucket(WS_B))
     await a.refused(f"$JS.API.STREAM.INFO.OBJ_{subjects.upload_bucket(WS_B)}")
     # writing straight to B's bucket subjects is refused too
     await a.nc.publish(f"$O.{subjects.upload_bucket(WS_B)}.C.x", b"junk")
     await a.refused(f"$O.{subjects.upload_bucket(WS_B)}.C.x")
-    assert (await mine.get("b-question.wav")).data == b"RIFF-b-audio"
+    b_copy = await nc.jetstream().object_store(subjects.upload_bucket(WS_B))
+    assert (await b_copy.get("b-question.wav")).data == b"RIFF-b-audio"
 
 
 async def test_a_producer_cannot_read_sessions_or_manage_streams(

@@ -89,13 +89,23 @@ def direct_reads(stream: str) -> list[str]:
     ]
 
 
+def object_upload(bucket: str) -> list[str]:
+    """Put and delete objects of one bucket (nats-py's object store API), no get: a
+    producer's grant. ``get`` would need ``STREAM.NAMES``, whose answer names every
+    workspace's streams."""
+    stream = f"OBJ_{bucket}"
+    return [
+        *direct_reads(stream),  # put() reads the metadata of an earlier object of its name
+        f"$O.{bucket}.>",  # chunks and metadata (put and delete)
+        f"{JS_API}.STREAM.PURGE.{stream}",  # drops an object's chunks
+    ]
+
+
 def object_store(bucket: str) -> list[str]:
     """Put, get and delete objects of one bucket (nats-py's object store API)."""
     stream = f"OBJ_{bucket}"
     return [
-        *direct_reads(stream),
-        f"$O.{bucket}.>",  # chunks and metadata (put and delete)
-        f"{JS_API}.STREAM.PURGE.{stream}",  # drops an object's chunks
+        *object_upload(bucket),
         f"{JS_API}.STREAM.NAMES",  # get() finds the stream of the chunk subject
         f"{JS_API}.CONSUMER.CREATE.{stream}",  # get(): an ordered consumer on the chunks
         f"{JS_API}.CONSUMER.CREATE.{stream}.>",
@@ -138,7 +148,7 @@ def produce(workspace: str) -> Permissions:
             subjects.INGEST_TEXT.for_workspace(workspace),
             subjects.INGEST_LIVE.for_workspace(workspace),
             f"{subjects.LIVE_CHUNK_PREFIX}.*.{workspace}",
-            *object_store(subjects.upload_bucket(workspace)),
+            *object_upload(subjects.upload_bucket(workspace)),
         ),
         subscribe=(
             f"{subjects.producer_inbox_prefix(workspace)}.>",
