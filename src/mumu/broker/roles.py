@@ -188,6 +188,7 @@ def service(
             *live_chunks(),
             subjects.TRANSCRIPT_PARTIAL.wildcard,
             subjects.TRANSCRIPT_FINAL.wildcard,
+            subjects.CONTROL_CANCEL.wildcard,  # barge-in: a live utterance cancels an answer
             *_dead_letters("transcribe"),
             *object_store(subjects.BUCKET_AUDIO),
             *audio,
