@@ -14,7 +14,7 @@ partial comes one decode step (``step``) into the new utterance, seconds before 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mumu.contracts import subjects
 from mumu.contracts.events import (
@@ -45,12 +45,14 @@ def utterance_request_id(stream_request_id: str, utterance: int) -> str:
 
 class Outputs:
     def __init__(self, inbound: Inbound[LiveStart], started: LiveStart, decoder: LiveDecoder,
-                 model: str, *, barge_in: bool) -> None:
+                 model: str, *, barge_in: bool,
+                 on_final: Callable[[Final], None] | None = None) -> None:
         self.inbound = inbound
         self.started = started
         self.decoder = decoder
         self.model = model
         self.barge_in = barge_in
+        self.on_final = on_final
         self.ws = inbound.workspace_id
         self._partials = 0
         self._spoken = -1
@@ -68,6 +70,8 @@ class Outputs:
                     await self._words_of(update.utterance)
                 await self.inbound.emit(Outbound.of(
                     subjects.TRANSCRIPT_FINAL.for_workspace(self.ws), self._final(update)))
+                if self.on_final is not None:
+                    self.on_final(update)
 
     async def _words_of(self, utterance: int) -> None:
         """Utterance ``utterance`` has words: barge in on the previous one's answer."""

@@ -36,7 +36,7 @@ from mumu.stages.transcribe.live.endpoint import SAMPLE_RATE, Vad
 from mumu.stages.transcribe.live.limits import LiveLimits
 from mumu.stages.transcribe.live.outputs import Outputs, utterance_request_id
 from mumu.stages.transcribe.live.settings import LiveSettings
-from mumu.stages.transcribe.live.stream import LiveStream
+from mumu.stages.transcribe.live.stream import Final, LiveStream
 from mumu.stages.transcribe.transcriber import Transcriber
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ class LiveRoute:
         self._vad: Vad | None = None
         self._ctx: StageContext | None = None
         self._chunks: Counter | None = None
+        self._finals: Counter | None = None
 
     def route(self) -> Route:
         return Route(
@@ -97,6 +98,10 @@ class LiveRoute:
                 "duplicate (a repeat, dropped), late (after its gap was skipped, dropped), "
                 "skipped (never came within gap_wait)", ["stage", "outcome"],
                 registry=ctx.metrics.registry)
+            self._finals = Counter(
+                "mumu_live_finals", "Finals of live utterances, by how: promoted (the newest "
+                "hypothesis covered all the speech: no decode at the end) or decoded",
+                ["stage", "how"], registry=ctx.metrics.registry)
 
     async def stop(self) -> None:
         await self.limits.close()
@@ -111,7 +116,8 @@ class LiveRoute:
                 "schema_violation", f"language {language!r} is not a language of the model")
         decoder = LiveDecoder(self.transcriber, self._vad, started.options)
         stream = LiveStream(decoder.decode, decoder.detect, self.settings)
-        out = Outputs(inbound, started, decoder, self.model, barge_in=self.settings.barge_in)
+        out = Outputs(inbound, started, decoder, self.model, barge_in=self.settings.barge_in,
+                      on_final=self._count_final)
         subject = subjects.live_chunk(started.stream_id, inbound.workspace_id)
         longest = await self.limits.longest_audio(inbound.workspace_id)
         log.info("live stream %s: transcribed here (delivery %d)", started.stream_id,
@@ -125,7 +131,12 @@ class LiveRoute:
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
+
         return []
+
+    def _count_final(self, final: Final) -> None:
+        if self._finals is not None:
+            self._finals.labels(NAME, "promoted" if final.promoted else "decoded").inc()
 
     def count(self, outcome: str, n: int = 1) -> None:
         if self._chunks is not None and n:

@@ -43,6 +43,8 @@ class Final:
     start: float
     end: float
     words: list[TimedWord] = field(default_factory=list)
+    promoted: bool = False
+    """The newest hypothesis covered all the speech: no decode at the end."""
 
 
 Update = Partial | Final
@@ -199,14 +201,15 @@ class LiveStream:
         decoded up to there (no decode), else a last decode up to ``cut``; the next
         utterance starts with the audio after it."""
         end = self._offset + cut / SAMPLE_RATE
-        if self._last is not None and self._covers(cut):
+        promoted = self._last is not None and self._covers(cut)
+        if self._last is not None and promoted:
             self.promoted += 1
             hypothesis = [w for w in self._last[1] if w.start < end]  # none from the silence
         else:
             hypothesis = await self._hypothesis(cut)
         self._agreement.finish(hypothesis)
         words = list(self._agreement.committed)
-        final = Final(self.utterance, text_of(words), self._offset, end, words)
+        final = Final(self.utterance, text_of(words), self._offset, end, words, promoted)
         self.utterance += 1
         self._audio = self._audio[cut:]
         self._offset = end
