@@ -68,10 +68,10 @@ class Outputs:
             elif isinstance(update, Final):
                 if update.text:
                     await self._words_of(update.utterance)
+                if self.on_final is not None:  # (counted as made: before anyone sees it)
+                    self.on_final(update)
                 await self.inbound.emit(Outbound.of(
                     subjects.TRANSCRIPT_FINAL.for_workspace(self.ws), self._final(update)))
-                if self.on_final is not None:
-                    self.on_final(update)
 
     async def _words_of(self, utterance: int) -> None:
         """Utterance ``utterance`` has words: barge in on the previous one's answer."""
