@@ -95,7 +95,9 @@ async def push_to_talk(driver: NatsLiveDriver, rec: Recorder, audio: Any,
     delta = rec.first(rid, "delta")
     return {"rid": rid, "text": final.body["text"], "final_s": final.at - ended,
             "delta_s": (delta.at - ended) if delta else None,
-            "commit_s": commit_latencies(rec, rid, played)}
+            "commit_s": commit_latencies(rec, rid, played),
+            "model_s": float(final.body.get("compute_seconds") or 0.0),
+            "audio_s": played.positions[-1]}
 
 
 async def hands_free(driver: NatsLiveDriver, rec: Recorder, audio: Any,
@@ -138,17 +140,24 @@ async def capacity(driver: NatsLiveDriver, rec: Recorder, clips: list[Any], args
     rounds: dict[str, Any] = {}
     best = 0
     for n in range(1, args.max_streams + 1):
-        async def one_stream() -> list[float]:
-            return [(await push_to_talk(driver, rec, clip, answer=False))["final_s"]
+        async def one_stream() -> list[dict[str, Any]]:
+            return [await push_to_talk(driver, rec, clip, answer=False)
                     for clip in clips[:args.capacity_clips]]
 
         started = time.monotonic()
-        latencies = [x for got in await asyncio.gather(*(one_stream() for _ in range(n)))
-                     for x in got]
+        runs = [x for got in await asyncio.gather(*(one_stream() for _ in range(n)))
+                for x in got]
+        latencies = [r["final_s"] for r in runs]
         summary = ms(latencies)
         kept_up = summary["p50"] is not None and summary["p50"] <= args.keep_up_ms
-        rounds[str(n)] = {"stream_end_to_final_ms": summary, "kept_up": kept_up,
-                          "wall_s": round(time.monotonic() - started, 2)}
+        rounds[str(n)] = {
+            "stream_end_to_final_ms": summary, "kept_up": kept_up,
+            "wall_s": round(time.monotonic() - started, 2),
+            # model seconds per second of audio, per stream (the live decodes of the
+            # last utterance: every step, every pause, the final's if any)
+            "model_seconds_per_audio_second": round(
+                sum(r["model_s"] for r in runs) / max(sum(r["audio_s"] for r in runs), 1e-9), 3),
+        }
         if not kept_up:
             break
         best = n
