@@ -159,6 +159,7 @@ class LiveStream:
             self._audio = self._audio[drop:]
             self._offset += drop / SAMPLE_RATE
         self._last = None
+        self._spoken = False
 
     async def _hypothesis(self, end: int) -> list[TimedWord]:
         """Decode the utterance up to sample ``end``, from the last committed sentence end
