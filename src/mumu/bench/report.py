@@ -188,6 +188,37 @@ def _cluster(d: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _ms(d: dict[str, Any]) -> str:
+    return "—" if d.get("p50") is None else f"{d['p50']:.0f} ms"
+
+
+def _live(d: dict[str, Any]) -> list[Row]:
+    ptt, up, met = d["push_to_talk"], d["upload"], d["met"]
+    hf, w, cap = d["hands_free"]["speech_end_to_final_ms"], d["wer_percent"], d["capacity"]
+    return [
+        (
+            "live: push-to-talk stream.end → transcript.final / → first answer delta (p50)",
+            f"{_ms(ptt['stream_end_to_final_ms'])} / "
+            f"{_ms(ptt['stream_end_to_first_delta_ms'])}; upload path publish → first delta "
+            f"{_ms(up['publish_to_first_delta_ms'])}",
+            "≤ 400 ms / ≤ 700 ms",
+            _yes(met["ptt_final"] and met["ptt_first_delta"]),
+        ),
+        (
+            "live: hands-free end of speech → final; a word's end → committed (p50)",
+            f"{_ms(hf)} (silence {d['silence_s']} s); {_ms(d['word_commit_ms'])}",
+            "≤ silence + 400 ms; ≤ 1,500 ms",
+            _yes(met["hands_free"] and met["word_commit"]),
+        ),
+        (
+            "live: WER of live finals vs whole-file; concurrent real-time streams",
+            f"{w['live']} % vs {w['whole_file']} %; {cap['streams_kept_up']} streams kept up",
+            "≤ +2 points; ≥ 2 streams",
+            _yes(met["wer"] and met["capacity"]),
+        ),
+    ]
+
+
 COMMANDS = {"runtime-secure": "mumu bench runtime --secure",
             "cluster": "MUMU_RECORD_RESULTS=1 pytest tests/cluster/test_failover.py"}
 """What writes a result whose name is not its `mumu bench` command's."""
@@ -201,6 +232,7 @@ SUMMARIES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "gateway": _gateway,
     "replay": _replay,
     "cluster": _cluster,
+    "live": _live,
 }
 
 

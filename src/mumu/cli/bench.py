@@ -15,7 +15,7 @@ from pathlib import Path
 from mumu.bench.report import table, with_table
 from mumu.settings import Settings
 
-BENCHMARKS = ("runtime", "transcribe", "reason", "persist", "gateway", "replay")
+BENCHMARKS = ("runtime", "transcribe", "reason", "persist", "gateway", "replay", "live")
 
 
 def available() -> list[str]:

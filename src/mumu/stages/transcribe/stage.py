@@ -32,6 +32,7 @@ from mumu.contracts.events import AudioReady, Segment, TranscriptFinal, Transcri
 from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext, TransientError
 from mumu.settings import Settings
 from mumu.stages.transcribe.engine import Job, Result, wav_to_float
+from mumu.stages.transcribe.live.limits import LiveLimits
 from mumu.stages.transcribe.live.route import LiveRoute
 from mumu.stages.transcribe.settings import TranscribeSettings
 from mumu.stages.transcribe.transcriber import Transcriber, build_transcriber
@@ -48,12 +49,13 @@ class AlreadyTranscribedError(Exception):
 class TranscribeStage:
     name = NAME
 
-    def __init__(self, settings: TranscribeSettings, transcriber: Transcriber) -> None:
+    def __init__(self, settings: TranscribeSettings, transcriber: Transcriber,
+                 live_limits: LiveLimits | None = None) -> None:
         self.settings = settings
         self.transcriber = transcriber
         self._store: ObjectStore | None = None
         self._ctx: StageContext | None = None
-        self.live = LiveRoute(settings.live, transcriber, settings.model)
+        self.live = LiveRoute(settings.live, transcriber, settings.model, live_limits)
 
     def routes(self) -> Sequence[Route]:
         return [
@@ -70,6 +72,7 @@ class TranscribeStage:
         await self.live.start(ctx)
 
     async def stop(self) -> None:
+        await self.live.stop()
         await self.transcriber.stop()
 
     async def handle(self, inbound: Inbound[AudioReady]) -> Sequence[Outbound]:
@@ -204,4 +207,4 @@ class TranscribeStage:
 
 def build_stage(settings: Settings) -> TranscribeStage:
     s = settings.transcribe
-    return TranscribeStage(s, build_transcriber(s, settings.data_dir))
+    return TranscribeStage(s, build_transcriber(s, settings.data_dir), LiveLimits.of(settings))

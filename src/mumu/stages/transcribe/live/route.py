@@ -4,36 +4,39 @@ keeps it), reads the stream's chunks from ``MUMU_INGEST`` through an ordered con
 publishes partials and one final per utterance. If the replica dies the start is delivered
 again, to another replica, which replays the chunks from the start: the same chunks give
 the same events with the same ids, so what was published already is deduplicated
-(``docs/audio.md``, "Live speech")."""
+(``docs/audio.md``, "Live speech").
+
+Chunks are taken in sequence order (``chunks.py``: repeats dropped, a gap waited for a
+bounded time, then skipped and counted); a stream longer than the workspace's longest
+audio is cut there, its last utterance final, with a ``quota_exceeded`` error
+(``limits.py``); barge-in is in ``outputs.py``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import nats.errors
 import numpy as np
+from prometheus_client import Counter
 
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.consumers import TRANSCRIBE_LIVE
-from mumu.contracts.events import (
-    LiveStart,
-    Segment,
-    TranscriptFinal,
-    TranscriptPartial,
-    Word,
-    derive_id,
-)
-from mumu.contracts.ids import is_id
+from mumu.contracts.events import LiveStart
 from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext
+from mumu.stages.transcribe.live.chunks import Chunk, ChunkOrder
 from mumu.stages.transcribe.live.decoder import LiveDecoder
-from mumu.stages.transcribe.live.endpoint import Vad
+from mumu.stages.transcribe.live.endpoint import SAMPLE_RATE, Vad
+from mumu.stages.transcribe.live.limits import LiveLimits
+from mumu.stages.transcribe.live.outputs import Outputs, utterance_request_id
 from mumu.stages.transcribe.live.settings import LiveSettings
-from mumu.stages.transcribe.live.stream import Final, LiveStream, Partial, Update
+from mumu.stages.transcribe.live.stream import Final, LiveStream
 from mumu.stages.transcribe.transcriber import Transcriber
 
 log = logging.getLogger(__name__)
@@ -41,15 +44,12 @@ log = logging.getLogger(__name__)
 NAME = "transcribe"
 MAX_PENDING_CHUNKS = 2_000
 """Chunks the ordered consumer holds ahead of the decoder (about 8 min at 250 ms)."""
+GAP_MARGIN = 0.25
+"""Seconds a live wait for a missing chunk lasts past ``gap_wait`` (delivery takes time:
+a chunk stored within ``gap_wait`` has arrived by then, so the live decision and a
+replay's, taken on stored times, agree)."""
 
-
-def utterance_request_id(stream_request_id: str, utterance: int) -> str:
-    """The request id of one utterance of a stream (an id of its own for reason, persist
-    and the client)."""
-    candidate = f"{stream_request_id}-{utterance}"
-    if is_id(candidate):
-        return candidate
-    return derive_id("", stream_request_id, NAME, "utterance", utterance)
+__all__ = ["LiveRoute", "pcm16", "utterance_request_id"]
 
 
 def pcm16(data: bytes) -> np.ndarray:
@@ -59,13 +59,25 @@ def pcm16(data: bytes) -> np.ndarray:
     return np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
 
 
+def stored_at(msg: Any) -> float:
+    """When JetStream stored ``msg`` (seconds since the epoch)."""
+    try:
+        return float(msg.metadata.timestamp.timestamp())
+    except (AttributeError, ValueError, TypeError):  # not a JetStream message
+        return time.time()
+
+
 class LiveRoute:
-    def __init__(self, settings: LiveSettings, transcriber: Transcriber, model: str) -> None:
+    def __init__(self, settings: LiveSettings, transcriber: Transcriber, model: str,
+                 limits: LiveLimits | None = None) -> None:
         self.settings = settings
         self.transcriber = transcriber
         self.model = model
+        self.limits = limits or LiveLimits(None)
         self._vad: Vad | None = None
         self._ctx: StageContext | None = None
+        self._chunks: Counter | None = None
+        self._finals: Counter | None = None
 
     def route(self) -> Route:
         return Route(
@@ -80,6 +92,19 @@ class LiveRoute:
     async def start(self, ctx: StageContext) -> None:
         self._ctx = ctx
         self._vad = await asyncio.to_thread(Vad)  # loads the Silero model
+        if self._chunks is None:
+            self._chunks = Counter(
+                "mumu_live_chunks", "Live chunks not taken as they came, by outcome: "
+                "duplicate (a repeat, dropped), late (after its gap was skipped, dropped), "
+                "skipped (never came within gap_wait)", ["stage", "outcome"],
+                registry=ctx.metrics.registry)
+            self._finals = Counter(
+                "mumu_live_finals", "Finals of live utterances, by how: promoted (the newest "
+                "hypothesis covered all the speech: no decode at the end) or decoded",
+                ["stage", "how"], registry=ctx.metrics.registry)
+
+    async def stop(self) -> None:
+        await self.limits.close()
 
     async def handle(self, inbound: Inbound[LiveStart]) -> Sequence[Outbound]:
         if self._ctx is None or self._vad is None:
@@ -91,8 +116,10 @@ class LiveRoute:
                 "schema_violation", f"language {language!r} is not a language of the model")
         decoder = LiveDecoder(self.transcriber, self._vad, started.options)
         stream = LiveStream(decoder.decode, decoder.detect, self.settings)
-        out = _Outputs(inbound, started, decoder, self.model)
+        out = Outputs(inbound, started, decoder, self.model, barge_in=self.settings.barge_in,
+                      on_final=self._count_final)
         subject = subjects.live_chunk(started.stream_id, inbound.workspace_id)
+        longest = await self.limits.longest_audio(inbound.workspace_id)
         log.info("live stream %s: transcribed here (delivery %d)", started.stream_id,
                  inbound.deliveries, extra={"stage": NAME, "request_id": started.request_id})
         sub = await self._ctx.js.subscribe(
@@ -100,90 +127,91 @@ class LiveRoute:
             pending_msgs_limit=MAX_PENDING_CHUNKS,
         )
         try:
-            await self._consume(sub, stream, out, started)
+            await _Consumer(self, stream, out, started, longest).run(sub)
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
+
         return []
 
-    async def _consume(self, sub: Any, stream: LiveStream, out: _Outputs,
-                       started: LiveStart) -> None:
-        last = 0
+    def _count_final(self, final: Final) -> None:
+        if self._finals is not None:
+            self._finals.labels(NAME, "promoted" if final.promoted else "decoded").inc()
+
+    def count(self, outcome: str, n: int = 1) -> None:
+        if self._chunks is not None and n:
+            self._chunks.labels(NAME, outcome).inc(n)
+
+
+class _Consumer:
+    """One stream's chunks: in order, within the longest audio, to ``LiveStream``."""
+
+    def __init__(self, route: LiveRoute, stream: LiveStream, out: Outputs,
+                 started: LiveStart, longest: float) -> None:
+        self.route = route
+        self.s = route.settings
+        self.stream = stream
+        self.out = out
+        self.started = started
+        self.longest = longest
+        self.order = ChunkOrder(self.s.gap_wait, max_ahead=MAX_PENDING_CHUNKS)
+        self._extra = {"stage": NAME, "request_id": started.request_id}
+        self._noted = 0
+        """Gaps of ``order`` logged and counted already."""
+
+    async def run(self, sub: Any) -> None:
         while True:
+            waiting = self.order.waiting
+            timeout = min(self.s.idle_timeout, self.s.gap_wait + GAP_MARGIN) \
+                if waiting else self.s.idle_timeout
             try:
-                msg = await sub.next_msg(timeout=self.settings.idle_timeout)
+                msg = await sub.next_msg(timeout=timeout)
             except nats.errors.TimeoutError:
-                await out.publish(await stream.finish())
+                if waiting:  # the missing chunks did not come: go on without them
+                    if await self._take(self.order.give_up()):
+                        return
+                    continue
+                await self.out.publish(await self.stream.finish())
                 raise PermanentError(
                     "stream_timeout",
-                    f"live stream {started.stream_id}: no audio for "
-                    f"{self.settings.idle_timeout:g} s and no end; what was said is final",
+                    f"live stream {self.started.stream_id}: no audio for "
+                    f"{self.s.idle_timeout:g} s and no end; what was said is final",
                 ) from None
             headers = msg.headers or {}
-            seq = int(headers.get(h.CHUNK_SEQ, last + 1))
-            if seq <= last:
-                continue  # a producer's repeat (after its reconnect)
-            if seq > last + 1:
-                log.warning("live stream %s: chunks %d..%d never arrived", started.stream_id,
-                            last + 1, seq - 1, extra={"stage": NAME,
-                                                      "request_id": started.request_id})
-            last = seq
-            if msg.data:
-                await out.publish(await stream.feed(pcm16(msg.data)))
-            if headers.get(h.STREAM_END, "").lower() == "true":
-                await out.publish(await stream.finish())
+            seq = int(headers.get(h.CHUNK_SEQ, self.order.next))
+            end = headers.get(h.STREAM_END, "").lower() == "true"
+            before = (self.order.duplicates, self.order.late)
+            ready = self.order.add(Chunk(seq, msg.data, end, stored_at(msg)))
+            self.route.count("duplicate", self.order.duplicates - before[0])
+            self.route.count("late", self.order.late - before[1])
+            if await self._take(ready):
                 return
 
+    async def _take(self, chunks: list[Chunk]) -> bool:
+        """Feed chunks in order; True when the stream is over."""
+        self._note_gaps()
+        for chunk in chunks:
+            samples = pcm16(chunk.data)
+            room = int((self.longest - self.stream.position) * SAMPLE_RATE) \
+                if math.isfinite(self.longest) else samples.size
+            if samples.size > room:
+                await self.out.publish(await self.stream.finish(samples[:max(room, 0)]))
+                raise PermanentError(
+                    "quota_exceeded",
+                    f"live stream {self.started.stream_id} is longer than this workspace's "
+                    f"longest audio ({self.longest:g} s): ended there, what was said up to "
+                    "then is final")
+            if chunk.end:
+                await self.out.publish(await self.stream.finish(samples))
+                return True
+            if samples.size:
+                await self.out.publish(await self.stream.feed(samples))
+        return False
 
-class _Outputs:
-    """A stream's updates as events, with ids that depend only on the stream's content (a
-    replay after a takeover publishes the same ids, which JetStream deduplicates)."""
-
-    def __init__(self, inbound: Inbound[LiveStart], started: LiveStart, decoder: LiveDecoder,
-                 model: str) -> None:
-        self.inbound = inbound
-        self.started = started
-        self.decoder = decoder
-        self.model = model
-        self.ws = inbound.workspace_id
-        self._partials = 0
-
-    async def publish(self, updates: Sequence[Update]) -> None:
-        for update in updates:
-            if isinstance(update, Partial):
-                await self.inbound.emit(Outbound.of(
-                    subjects.TRANSCRIPT_PARTIAL.for_workspace(self.ws), self._partial(update)))
-            elif isinstance(update, Final):
-                await self.inbound.emit(Outbound.of(
-                    subjects.TRANSCRIPT_FINAL.for_workspace(self.ws), self._final(update)))
-
-    def _partial(self, p: Partial) -> TranscriptPartial:
-        self._partials += 1
-        s = self.started
-        rid = utterance_request_id(s.request_id, p.utterance)
-        text = f"{p.committed} {p.tentative}".strip()
-        return TranscriptPartial(
-            event_id=derive_id(self.ws, rid, NAME, "live-partial", self._partials),
-            request_id=rid, workspace_id=self.ws, session_id=s.session_id,
-            segment=Segment(id=p.utterance, start=round(p.start, 3), end=round(p.end, 3),
-                            text=text),
-            language=self.decoder.language, committed=p.committed, tentative=p.tentative,
-            stream_id=s.stream_id, utterance=p.utterance,
-        )
-
-    def _final(self, f: Final) -> TranscriptFinal:
-        s = self.started
-        rid = utterance_request_id(s.request_id, f.utterance)
-        words = [Word(start=round(w.start, 3), end=round(w.end, 3), word=w.text,
-                      probability=round(w.probability, 4)) for w in f.words]
-        segment = Segment(id=0, start=round(f.start, 3), end=round(f.end, 3), text=f.text,
-                          words=words if s.options.word_timestamps else None)
-        return TranscriptFinal(
-            event_id=derive_id(self.ws, rid, NAME, "final"), request_id=rid,
-            workspace_id=self.ws, session_id=s.session_id, text=f.text,
-            segments=[segment] if f.text else [], language=self.decoder.language or "en",
-            language_probability=1.0, duration=round(f.end - f.start, 3), model=self.model,
-            compute_seconds=round(self.decoder.take_compute_seconds(), 3),
-            task=s.options.task, answer=s.options.answer, stream_id=s.stream_id,
-            utterance=f.utterance,
-        )
+    def _note_gaps(self) -> None:
+        for gap in self.order.gaps[self._noted:]:
+            log.warning("live stream %s: chunks %d..%d did not come within %g s: skipped",
+                        self.started.stream_id, gap.first, gap.last, self.s.gap_wait,
+                        extra=self._extra)
+            self.route.count("skipped", gap.size)
+        self._noted = len(self.order.gaps)

@@ -35,6 +35,27 @@ class LiveSettings(BaseModel):
         description="seconds after which another replica takes over the stream of a replica "
         "that died (the live route's ack wait; its heartbeat comes every third of it)",
     )
+    endpoint_step: float = Field(
+        default=0.2, gt=0, le=10,
+        description="seconds of new audio between two endpoint checks (VAD over the tail of "
+        "the utterance, no decode): an utterance ends within this much of `silence`",
+    )
+    pause: float = Field(
+        default=0.3, ge=0,
+        description="trailing silence (seconds) after which the utterance is decoded at once "
+        "up to the end of speech, ahead of the next `step`: if the speaker does not go on, "
+        "that hypothesis becomes the final without another decode (0: off)",
+    )
+    gap_wait: float = Field(
+        default=2.0, ge=0,
+        description="seconds (by JetStream's stored times) a chunk past a missing sequence "
+        "number waits for it; then the gap is skipped, logged and counted",
+    )
+    barge_in: bool = Field(
+        default=True,
+        description="the first words of an utterance cancel the answer to the stream's "
+        "previous utterance (a `mumu.control.cancel.<ws>` for its request id)",
+    )
     concurrency: int = Field(
         default=4, ge=1, description="live streams one transcribe process serves at once",
     )

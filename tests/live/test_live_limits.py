@@ -1,0 +1,63 @@
+"""A live stream longer than the workspace's longest audio (the limit an upload gets) is
+cut there: what was said up to the limit is final, then an error ends the stream."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from mumu.bench.live_driver import NatsLiveDriver
+from mumu.contracts.options import AudioOptions
+from mumu.quota.settings import QuotaSettings
+from mumu.settings import Settings
+from mumu.stages.transcribe.settings import TranscribeSettings
+from mumu.stages.transcribe.stage import build_stage
+from tests.conftest import Ensure
+from tests.harness import running
+from tests.live.test_barge_in import play
+from tests.live.test_live_nats import WS, speech_with_pauses
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+LONGEST = 3.0
+
+
+async def test_a_stream_past_the_longest_audio_ends_there_with_a_final_and_an_error(
+    nc: NATS, streams: None, workspaces: Ensure, settings: Settings, tmp_path: Path,
+) -> None:
+    await workspaces(WS)
+    cfg = settings.model_copy(update={
+        "quota": QuotaSettings(longest_audio=LONGEST),
+        "transcribe": TranscribeSettings(model_cache_dir=tmp_path.parent / "models",
+                                         cpu_threads=2)})
+    events: list[tuple[str, dict[str, Any]]] = []
+    ended = asyncio.Event()
+
+    def on_event(kind: str, body: dict[str, Any], at: float) -> None:
+        events.append((kind, body))
+        if kind == "error":
+            ended.set()
+
+    driver = NatsLiveDriver(nc, WS, on_event)
+    await driver.start()
+    audio = speech_with_pauses("en01.wav", "en02.wav")  # about 10 s
+    async with running(build_stage(cfg), cfg):
+        stream = await driver.open("s-limit", AudioOptions(language="en"))
+        await play(stream, audio, last=True)
+        await asyncio.wait_for(ended.wait(), 90)
+        await stream.send(b"\0\0" * 4000)  # a chunk after the end goes nowhere
+    await driver.close()
+    kinds = [k for k, _ in events if k in ("final", "error")]
+    assert kinds == ["final", "error"]  # the final first, then the error; nothing after
+    final = next(b for k, b in events if k == "final")
+    error = next(b for k, b in events if k == "error")
+    assert final["request_id"] == f"{stream.request_id}-0"
+    assert final["segments"][0]["end"] <= LONGEST
+    assert "quick brown" in final["text"].lower()
+    assert "quarterly" not in final["text"].lower()  # said after the limit
+    assert error["code"] == "quota_exceeded" and error["request_id"] == stream.request_id
+    assert "longest audio" in error["message"]
