@@ -56,7 +56,8 @@ class MicroBatcher:
         await self.engine.stop()
 
     async def transcribe(self, job: Job, on_segment: OnSegment) -> Result:
-        if job.options.word_timestamps:  # word timing is per request: decode it on its own
+        if job.options.word_timestamps or job.encoder_margin > 0:
+            # word timing and a short encoder window are per request: decoded on their own
             return await self.engine.transcribe(job, on_segment)
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(job, future))

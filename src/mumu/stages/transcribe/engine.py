@@ -31,6 +31,7 @@ from mumu.stages.transcribe.model import (
     select_placement,
 )
 from mumu.stages.transcribe.settings import TranscribeSettings
+from mumu.stages.transcribe.short_context import ShortContext
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,9 @@ class Job:
     audio: np.ndarray
     options: AudioOptions
     cancelled: threading.Event = field(default_factory=threading.Event)
+    encoder_margin: float = 0.0
+    """> 0: a window of at most 30 s decoded with the encoder on its frames plus this many
+    seconds (``short_context``), not on Whisper's padded 30 s; 0: the usual decode."""
 
 
 def to_segment(index: int, seg: Any) -> Segment:
@@ -110,6 +114,8 @@ class Engine:
         self.placement = placement
         self.concurrency = threads or settings.num_workers + 1
         self.model: Any = None
+        self.short_context: ShortContext | None = None
+        """``ShortContext`` on the loaded model (decodes of jobs with an encoder margin)."""
         # more threads than model workers overlap one request's decoding and features with
         # another's inference; CTranslate2 queues the inference calls themselves
         self._pool_size = max(threads or settings.num_workers, settings.num_workers)
@@ -141,6 +147,7 @@ class Engine:
                 download_root=str(self.cache_dir),
                 local_files_only=True,
             )
+            self.short_context = ShortContext(self.model)
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelError(
                 f"MUMU_TRANSCRIBE__MODEL={self.settings.model}: cannot load ({exc}); mumu never "
@@ -185,6 +192,17 @@ class Engine:
     ) -> Result:
         """Blocking: decode one request, calling ``deliver`` per segment as it is decoded."""
         started = time.perf_counter()
+        if job.encoder_margin > 0 and self.short_context is not None:
+            short = self.short_context.decode(job.audio, job.options, job.encoder_margin)
+            if short is not None:
+                for segment in short.segments:
+                    deliver((segment, short.language))
+                return Result(
+                    segments=short.segments, language=short.language,
+                    language_probability=short.language_probability,
+                    duration=round(job.audio.size / SAMPLE_RATE, 3),
+                    compute_seconds=round(time.perf_counter() - started, 3),
+                )
         segments, info = self.model.transcribe(job.audio, **transcribe_kwargs(job.options))
         out: list[Segment] = []
         for seg in segments:

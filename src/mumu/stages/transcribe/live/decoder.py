@@ -12,14 +12,18 @@ from mumu.contracts.options import AudioOptions
 from mumu.stages.transcribe.engine import Job
 from mumu.stages.transcribe.live.agreement import TimedWord
 from mumu.stages.transcribe.live.endpoint import Speech, Vad
+from mumu.stages.transcribe.live.settings import ENCODER_MARGIN
 from mumu.stages.transcribe.transcriber import Transcriber
 
 
 class LiveDecoder:
     """``decode`` and ``detect`` for ``LiveStream`` with one stream's ``options``."""
 
-    def __init__(self, transcriber: Transcriber, vad: Vad, options: AudioOptions) -> None:
+    def __init__(self, transcriber: Transcriber, vad: Vad, options: AudioOptions,
+                 encoder_margin: float = ENCODER_MARGIN) -> None:
         self.transcriber = transcriber
+        self.encoder_margin = encoder_margin
+        """> 0: the encoder sees the window plus this many seconds, not a padded 30 s."""
         self.vad = vad
         self.options = options.model_copy(update={"word_timestamps": True, "vad": False})
         self.language: str | None = options.language
@@ -35,7 +39,8 @@ class LiveDecoder:
         async def ignore(*_: object) -> None:
             return None
 
-        result = await self.transcriber.transcribe(Job(audio=audio, options=options), ignore)
+        result = await self.transcriber.transcribe(Job(
+            audio=audio, options=options, encoder_margin=self.encoder_margin), ignore)
         self.language = result.language
         if self.options.language is None:  # detected once, kept for the whole stream
             self.options = self.options.model_copy(update={"language": result.language})

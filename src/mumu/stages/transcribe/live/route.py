@@ -114,7 +114,8 @@ class LiveRoute:
         if language is not None and language not in self.transcriber.languages:
             raise PermanentError(
                 "schema_violation", f"language {language!r} is not a language of the model")
-        decoder = LiveDecoder(self.transcriber, self._vad, started.options)
+        decoder = LiveDecoder(self.transcriber, self._vad, started.options,
+                              self.settings.encoder_margin)
         stream = LiveStream(decoder.decode, decoder.detect, self.settings)
         out = Outputs(inbound, started, decoder, self.model, barge_in=self.settings.barge_in,
                       on_final=self._count_final)
