@@ -72,8 +72,8 @@ def test_a_short_context_decode_gives_the_words_with_times_inside_the_window_for
 ) -> None:
     audio = clip("en01.wav")
     duration = audio.size / SAMPLE_RATE
-    decode(engine, audio[: SAMPLE_RATE], 1.0)  # first call pays one-time allocations
-    short, short_cpu = decode(engine, audio, 1.0)
+    decode(engine, audio[: SAMPLE_RATE], ENCODER_MARGIN)  # first call pays one-time allocations
+    short, short_cpu = decode(engine, audio, ENCODER_MARGIN)
     padded, padded_cpu = decode(engine, audio, 0.0)
     words = [w for s in short.segments for w in s.words or []]
     said = REFS["en01.wav"]["text"]
@@ -93,7 +93,7 @@ def test_a_window_near_30_seconds_is_decoded_padded(engine: Engine) -> None:
     audio = np.concatenate([clip("en02.wav"), np.zeros(29 * SAMPLE_RATE - clip("en02.wav").size,
                                                         dtype=np.float32)])
     assert engine.short_context is not None
-    assert engine.short_context.decode(audio, OPTIONS, 1.0) is None
+    assert engine.short_context.decode(audio, OPTIONS, ENCODER_MARGIN) is None
 
 
 async def play(engine: Engine, audio: np.ndarray) -> list[Update]:

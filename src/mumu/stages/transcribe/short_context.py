@@ -1,21 +1,25 @@
 """A decode of one window of at most 30 s with the encoder on the window alone.
 
 ``WhisperModel.transcribe`` pads every window's features to Whisper's 30 s (3,000 frames)
-before the encoder, so a 3 s live step costs a 30 s encoder pass (89 % of its time on
-CPU). Here the encoder gets the window's frames plus ``margin`` seconds of the same
-padding, and the rest is faster-whisper's own pieces in the order ``generate_segments``
-calls them for a first window: ``encode``, language detection on that encoder output,
-``get_prompt``, ``generate_with_fallback`` (temperature fallback, no-speech check),
-``add_word_timestamps`` (CTranslate2's ``align`` on the same short encoder output). The
-decoding options are ``WhisperModel.transcribe``'s defaults, so only the encoder's input
-length differs from the padded decode. The window is one segment: its words carry the
-times, which is what live decoding uses.
+before the encoder, so a 3 s live step pays a 30 s encoder pass (89 % of its CPU). Here
+the encoder gets the window followed by ``margin`` seconds of digital silence (the zero
+samples Whisper pads its audio with), and the rest is faster-whisper's own pieces in the
+order ``generate_segments`` calls them for a first window: ``encode``, language detection
+on that encoder output, ``get_prompt``, ``generate_with_fallback`` (its no-speech check
+kept), ``add_word_timestamps`` (CTranslate2's ``align`` on the same short encoder output).
+The options are ``WhisperModel.transcribe``'s defaults but for the temperature fallback.
+
+A short input does not show Whisper where the audio ends as the padded 30 s does: after
+the window's words it often reads the window again (``<0.00> The doctor said.<2.00>
+<2.00> The doctor said.<4.00>``). ``spoken_tokens`` keeps what comes before that.
+The window is one segment: its words carry the times, which is what live decoding uses.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +27,9 @@ import numpy as np
 
 from mumu.contracts.events import Segment, Word
 from mumu.contracts.options import AudioOptions
+
+MAX_TOKENS_BASE = 16
+MAX_TOKENS_PER_SECOND = 12
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,9 @@ class ShortContext:
                               task=options.task, language=language)
         duration = content * model.feature_extractor.time_per_frame
         topts = _options(tokenizer, options)
+        # a re-reading runs to Whisper's 448 tokens unless bounded: the window's own words
+        # fit in this even at twice the fastest speech (about 6 tokens a second)
+        topts.max_new_tokens = MAX_TOKENS_BASE + math.ceil(MAX_TOKENS_PER_SECOND * duration)
         previous = tokenizer.encode(" " + options.prompt.strip()) if options.prompt else []
         prompt = model.get_prompt(tokenizer, previous, without_timestamps=False)
         result, avg_logprob, _, _ = model.generate_with_fallback(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-ENCODER_MARGIN = 1.0
+ENCODER_MARGIN = 2.0
 """The default ``encoder_margin`` (measured in docs/audio.md, "Short-context decodes")."""
 
 
