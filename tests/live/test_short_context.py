@@ -144,5 +144,9 @@ def test_what_whisper_decodes_after_the_window_is_cut(engine: Engine) -> None:
     assert said(two, 6.0) == "Good morning. The budget is ready."
     past_end = seq(0.0, " Good morning.", 3.2, 3.2, " Thank you.", 6.0)
     assert said(past_end, 3.0) == "Good morning."
+    inside = seq(0.0, " Remind me to call my sister, Remind me to call my sister")
+    assert said(inside, 6.0) == "Remind me to call my sister,"
+    stutter = seq(0.0, " I I I want to go.", 2.0)
+    assert said(stutter, 6.0) == "I I I want to go."
     open_last = seq(0.0, " Good morning.", 2.0, 2.0, " The budget")
     assert said(open_last, 6.0) == "Good morning. The budget"

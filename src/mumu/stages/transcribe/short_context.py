@@ -127,7 +127,20 @@ def spoken_tokens(tokenizer: Any, tokens: list[int], end: int) -> list[int]:
         kept += text
         if stop is not None and stop >= end:
             break
-    return kept
+    return _first_reading(tokenizer, kept)
+
+
+def _first_reading(tokenizer: Any, tokens: list[int]) -> list[int]:
+    """``tokens`` up to where their first three words come again (a re-reading inside one
+    segment: "Remind me to call my sister after lunch, Remind me to call ...")."""
+    words, groups = tokenizer.split_to_word_tokens(tokens)
+    normal = [_words(w) for w in words]
+    spoken = [i for i, w in enumerate(normal) if w]
+    head = [normal[i] for i in spoken[:3]]
+    for at in range(1, len(spoken) - 2):
+        if [normal[i] for i in spoken[at:at + 3]] == head:
+            return [t for group in groups[:spoken[at]] for t in group]
+    return tokens
 
 
 def _segments(tokenizer: Any, tokens: list[int]) -> list[tuple[list[int], int, int | None]]:
