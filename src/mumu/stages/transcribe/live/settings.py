@@ -62,7 +62,7 @@ class LiveSettings(BaseModel):
     encoder_margin: float = Field(
         default=ENCODER_MARGIN, ge=0, le=30,
         description="seconds of padding the Whisper encoder gets after a live decode's "
-        "window (its input is the window plus this, not Whisper's padded 30 s: about 5x less "
+        "window (its input is the window plus this, not Whisper's padded 30 s: 4-6x less "
         "CPU per decode); 0: the padded 30 s",
     )
     concurrency: int = Field(
