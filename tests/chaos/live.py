@@ -122,9 +122,29 @@ def problems(run: LiveRun, partials: list[TranscriptPartial],
             found.append(f"{run.request_id}-{final.utterance}: {final.text!r} lacks {phrase!r}")
         committed = [p.committed or "" for p in partials
                      if p.stream_id == run.stream_id and p.utterance == final.utterance]
-        for earlier, later in zip(committed, committed[1:], strict=False):
-            if not later.startswith(earlier):
-                found.append(f"{final.request_id}: committed {earlier!r} then {later!r}")
-        if committed and not final.text.startswith(committed[-1]):
-            found.append(f"{final.request_id}: final {final.text!r} drops {committed[-1]!r}")
+        # committed text is never changed: a takeover replays the stream and may repeat
+        # earlier partials exactly (docs/audio.md), so every two of them agree, and the
+        # final starts with the longest
+        longest = max(committed, key=len, default="")
+        for text in committed:
+            if not longest.startswith(text):
+                found.append(f"{final.request_id}: committed {text!r} and {longest!r}")
+        if not final.text.startswith(longest):
+            found.append(f"{final.request_id}: final {final.text!r} drops {longest!r}")
     return found
+
+
+def replayed_partials(run: LiveRun, partials: list[TranscriptPartial]) -> int:
+    """Partials whose committed text is shorter than one before them (a takeover's
+    replay repeating earlier ones)."""
+    replayed = 0
+    seen: dict[int | None, str] = {}
+    for p in partials:
+        if p.stream_id != run.stream_id:
+            continue
+        before = seen.get(p.utterance, "")
+        if len(p.committed or "") < len(before):
+            replayed += 1
+        else:
+            seen[p.utterance] = p.committed or ""
+    return replayed
