@@ -11,11 +11,13 @@ import itertools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from nats.aio.client import Client as NATS
 
+from mumu.bench import reliability
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from tests.loadgen import RETRIED, Acked, Load, Outcome, Tenant, judge, request_id_of
@@ -143,3 +145,14 @@ def passed(record: dict[str, Any]) -> bool:
                 and record["dead_lettered"] == 0 and record["client_errors"] == 0
                 and record["acknowledged"] >= record["accepted"]
                 and record["recovery_seconds"] is not None)
+
+
+ROOT = Path(__file__).parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+REPORT = ROOT / "docs" / "reliability.md"
+
+
+def regenerate_report() -> None:
+    """docs/reliability.md's table from the chaos files just written (a run rewrites both,
+    so they agree; commit them together after a real run)."""
+    REPORT.write_text(reliability.with_table(REPORT.read_text(), RESULTS))

@@ -29,13 +29,18 @@ from tests.chaos import live
 from tests.chaos.conftest import Broker, Database
 from tests.chaos.faults import BETWEEN, BURST, LAG_THRESHOLD, Run, hit_by, until
 from tests.chaos.procs import STAGE_NAMES, Pipeline, child_env
-from tests.chaos.scenarios import ChaosLoad, dead_letters, window_record
+from tests.chaos.scenarios import (
+    RESULTS,
+    ChaosLoad,
+    dead_letters,
+    regenerate_report,
+    window_record,
+)
 from tests.conftest import DATA, operator_connection
 from tests.loadgen import Acked, acknowledged_requests, stored_rows, wait_stored, write_result
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(600)]
 
-RESULTS = Path(__file__).parents[2] / "benchmarks" / "results"
 TOTAL = 1000
 CLIENTS = 12
 AUDIO_EVERY = 100
@@ -151,6 +156,7 @@ async def test_one_load_run_through_every_fault_loses_and_duplicates_nothing(
             record["result"] = "fail" if record["live_problems"] else record["result"]
         records.append(record)
         write_result(RESULTS / f"chaos-{fault.scenario}.json", record)
+    regenerate_report()
     print(f"chaos run: {len(everything)} asks + {len(streams)} live streams in "
           f"{load_seconds:.0f} s (test {time.monotonic() - began:.0f} s)")
 

@@ -28,7 +28,7 @@ from mumu.broker.streams import apply_all
 from mumu.broker.workspaces import ensure_workspaces
 from mumu.contracts import subjects
 from mumu.stages.registry import STAGES
-from tests.chaos.scenarios import dead_letters
+from tests.chaos.scenarios import dead_letters, regenerate_report
 from tests.conftest import DATA, operator_connection
 from tests.loadgen import (
     Load,
@@ -202,6 +202,7 @@ async def test_the_pipeline_on_a_3_node_cluster_loses_nothing_when_leaders_die(
         "result": "pass" if counts.lost == counts.duplicated == counts.errors_to_clients == 0
                   and not letters else "fail",
     })
+    regenerate_report()
     rows_now = await stored_rows(pg_admin_url)
     assert counts.sent == TOTAL
     assert counts.lost == 0, counts
