@@ -196,7 +196,7 @@ async def test_the_pipeline_on_a_3_node_cluster_loses_nothing_when_leaders_die(
         "persisted": counts.persisted, "duplicated": counts.duplicated, "lost": counts.lost,
         "dead_lettered": sum(letters.values()), "client_errors": counts.errors_to_clients,
         "finals_to_clients": counts.finals_to_clients,
-        # to a new leader: the stream serves again (its first answer: `faults` below)
+        # to a new leader: the stream serves again (first answers: `node_faults`)
         "recovery_seconds": max(float(str(f["seconds_to_new_leader"])) for f in faults),
         "window_seconds": round(elapsed, 1), "statuses": counts.statuses, "node_faults": faults,
         "result": "pass" if counts.lost == counts.duplicated == counts.errors_to_clients == 0
