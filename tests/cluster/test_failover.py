@@ -33,6 +33,7 @@ from mumu.broker.streams import apply_all
 from mumu.broker.workspaces import ensure_workspaces
 from mumu.contracts import subjects
 from mumu.stages.registry import STAGES
+from tests.chaos.scenarios import dead_letters, regenerate_report
 from tests.conftest import DATA, operator_connection
 from tests.loadgen import (
     Load,
@@ -52,6 +53,8 @@ RESULTS = Path(__file__).parents[2] / "benchmarks" / "results" / "cluster.json"
 """Where a run records its counts with ``MUMU_RECORD_RESULTS=1`` (the README quotes that
 file); any other run writes them into its temporary directory, so a test run never
 changes what the README quotes."""
+CHAOS = RESULTS.with_name("chaos-cluster-node.json")
+"""The chaos report's counts (docs/reliability.md): written on every run."""
 TOTAL = 1000
 MEASURED = 60
 """Text asks per replication level in the R1/R3 comparison."""
@@ -189,6 +192,7 @@ async def test_the_pipeline_on_a_3_node_cluster_loses_nothing_when_leaders_die(
             acked = await acknowledged_requests(nc)
             asked = {o.request_id for o in outcomes}
             rows = await wait_stored(pg_admin_url, acked, timeout=120)
+            letters = await dead_letters(nc)
         finally:
             assert await stop_up(proc) == 0
             await nc.drain()
@@ -202,6 +206,24 @@ async def test_the_pipeline_on_a_3_node_cluster_loses_nothing_when_leaders_die(
         "throughput_asks_per_s": {"r1": round(r1, 2), "r3": round(r3, 2),
                                   "r3_over_r1": round(r3 / r1, 3)},
     })
+    write_result(CHAOS, {
+        "benchmark": "chaos-cluster-node", "scenario": "cluster-node",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load": {"text": sum(o.kind == "text" for o in outcomes),
+                 "audio": sum(o.kind == "audio" for o in outcomes)},
+        "faults": "3-node cluster: SIGKILL the leader of MUMU_INGEST, then of MUMU_RESULTS, "
+                  f"each down {DOWN_SECONDS:.0f} s and restarted",
+        "sent": counts.sent, "accepted": counts.accepted, "acknowledged": counts.acknowledged,
+        "persisted": counts.persisted, "duplicated": counts.duplicated, "lost": counts.lost,
+        "dead_lettered": sum(letters.values()), "client_errors": counts.errors_to_clients,
+        "finals_to_clients": counts.finals_to_clients,
+        # to a new leader: the stream serves again (first answers: `node_faults`)
+        "recovery_seconds": max(float(str(f["seconds_to_new_leader"])) for f in faults),
+        "window_seconds": round(elapsed, 1), "statuses": counts.statuses, "node_faults": faults,
+        "result": "pass" if counts.lost == counts.duplicated == counts.errors_to_clients == 0
+                  and not letters else "fail",
+    })
+    regenerate_report()
     rows_now = await stored_rows(pg_admin_url)
     assert counts.sent == TOTAL
     assert counts.lost == 0, counts
