@@ -32,7 +32,7 @@ _IMMUTABLE = {"storage", "name", "retention"}
 @dataclass
 class StreamChange:
     name: str
-    action: Literal["created", "updated", "unchanged", "drift", "missing"]
+    action: Literal["created", "updated", "recreated", "unchanged", "drift", "missing"]
     diff: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
     def describe(self) -> str:
@@ -83,6 +83,12 @@ async def apply_stream(nc: NATS, desired: dict[str, Any], *, dry_run: bool = Fal
     if dry_run:
         return StreamChange(name, "drift", diff)
     immutable = set(diff) & _IMMUTABLE
+    if immutable == {"storage"} and actual.get("storage") == "memory":
+        # a memory stream is lost on every server restart anyway: recreating it on file
+        # storage loses only what a restart would (MUMU_CONTROL before it was on file)
+        await _api(nc, f"STREAM.DELETE.{name}", {})
+        await _api(nc, f"STREAM.CREATE.{name}", desired)
+        return StreamChange(name, "recreated", diff)
     if immutable:
         raise RuntimeError(
             f"stream {name}: {', '.join(sorted(immutable))} cannot change on a live stream; "
