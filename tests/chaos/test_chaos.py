@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from mumu.broker.roles import Role
 from mumu.broker.streams import apply_all
 from mumu.broker.workspaces import ensure_workspaces
 from mumu.stages.transcribe.model import assemble_bundled
@@ -38,6 +39,7 @@ from tests.chaos.scenarios import (
 )
 from tests.conftest import DATA, operator_connection
 from tests.loadgen import Acked, acknowledged_requests, stored_rows, wait_stored, write_result
+from tests.secrets_scan import Secret, distinctive, password_of, scan, words_of
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -66,6 +68,18 @@ def settings_env(db: Database, data_dir: Path, models: Path, llm: str) -> dict[s
         "MUMU_STAGE__ACK_WAIT": "10", "MUMU_STAGE__FETCH_TIMEOUT": "0.2",
         "MUMU_LOG_LEVEL": "INFO",
     })
+
+
+def run_secrets(pipe: Pipeline, db: Database, broker: Broker) -> list[Secret]:
+    """Every secret the run handed out: API keys, passwords, master keys, the session
+    secret, each service's and producer's nkey seed."""
+    found = [Secret(f"api key of {t.workspace}", t.api_key) for t in db.tenants]
+    found += [*password_of(db.app_url), *password_of(db.admin_url)]
+    found += [Secret("master key", k.partition(":")[2]) for k in db.master_keys.split(",")]
+    found.append(Secret("session secret", pipe.env["MUMU_GATEWAY__SESSION_SECRET"]))
+    seeds = [broker.users.seed_file(role) for role in Role] + list(broker.producer_seeds.values())
+    found += [Secret(f"nkey seed {p.stem}", p.read_text().strip()) for p in seeds if p.exists()]
+    return found
 
 
 async def test_one_load_run_through_every_fault_loses_and_duplicates_nothing(
@@ -180,6 +194,12 @@ async def test_one_load_run_through_every_fault_loses_and_duplicates_nothing(
         *(f"kill-{n}" for n in STAGE_NAMES), "kill-gateway", "nats-restart",
         "postgres-outage", "slow-reason"]
     assert [r["scenario"] for r in records if r["result"] != "pass"] == [], records
+    # no secret and no word of the run in any process's log through all the faults
+    said = [text for o in everything for text in (o.answer, o.transcript) if text]
+    said += [f.text for f in finals]
+    findings = scan([pipe.logs, chaos_nats.server.data_dir / "nats-server.log"],
+                    run_secrets(pipe, chaos_pg, chaos_nats), distinctive(words_of(*said)))
+    assert [str(f) for f in findings] == []
     slow = records[-1]
     assert slow["refused_503_with_retry_after"] > 0
     assert max(slow["peak_lag"].values()) > LAG_THRESHOLD, slow["peak_lag"]
