@@ -1,6 +1,7 @@
-"""Hypothesis-generated bad events into the stages' input subjects, on a real nats-server
-with the real stages: no stage crashes or stalls, every bad message ends as exactly one
-dead letter with a reason, and a valid message after them still flows."""
+"""Hypothesis-generated bad events into the stages' input subjects (reason's text asks and
+transcripts; transcribe's audio-ready events, live starts and live chunks), on a real
+nats-server with the real stages: no stage crashes or stalls, every bad message ends as
+exactly one dead letter with a reason, and a valid message after them still flows."""
 
 from __future__ import annotations
 
@@ -13,21 +14,25 @@ from pydantic import BaseModel
 
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
-from mumu.contracts.events import AudioReady, TextAsk, TranscriptFinal, new_id
+from mumu.contracts.events import AudioReady, LiveStart, TextAsk, TranscriptFinal, new_id
 from mumu.runtime.stage import Stage
 from mumu.settings import Settings
 from mumu.stages.reason.settings import ReasonSettings
 from mumu.stages.reason.stage import build_stage as build_reason
+from mumu.stages.transcribe.live.settings import LiveSettings
 from mumu.stages.transcribe.settings import TranscribeSettings
 from mumu.stages.transcribe.stage import build_stage as build_transcribe
 from tests.conftest import Ensure
 from tests.fuzz.deadletters import fuzz_stage, payloads
+from tests.fuzz.live_chunks import fuzz_live_chunks, start, stream_once
 from tests.fuzz.strategies import invalid_events
 from tests.harness import Collector, running
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.slow, pytest.mark.timeout(600)]
 
 WS = "ws-fuzz"
+IDLE = 2.0
+"""A live stream's idle timeout here: a generated stream without an end ends this soon."""
 
 
 def text_ask(text: str = "What is the capital of France?") -> TextAsk:
@@ -49,11 +54,15 @@ def audio_ready() -> AudioReady:
                       source_content_type="audio/wav")
 
 
+def live_start() -> LiveStart:
+    return start(WS, new_id())
+
+
 def stage_settings(settings: Settings, tmp_path: Path) -> Settings:
     return settings.model_copy(update={
         "reason": ReasonSettings(max_tokens=8),
         "transcribe": TranscribeSettings(model_cache_dir=tmp_path.parent / "models",
-                                         cpu_threads=2),
+                                         cpu_threads=2, live=LiveSettings(idle_timeout=IDLE)),
     })
 
 
@@ -105,8 +114,17 @@ async def test_bad_audio_ready_events_into_transcribe(
             await letters.wait_for(lambda ms: any(
                 m.headers.get(h.DLQ_CODE) == "transcribe_failed" for m in ms), 30)
 
+    async def live_still_flows() -> None:
+        async with Collector(nc, subjects.DLQ.token("transcribe")) as letters:
+            assert await stream_once(nc, WS, [(bytes(3200), "1", True)], letters, IDLE) == []
+
     async def body() -> None:
         await fuzz_stage(nc, "transcribe", subjects.AUDIO_READY.for_workspace(WS),
                          payloads(invalid_events(AudioReady, audio_ready())), still_flows)
+        await fuzz_stage(nc, "transcribe", subjects.INGEST_LIVE.for_workspace(WS),
+                         payloads(invalid_events(LiveStart, live_start())), live_still_flows,
+                         count=25)
+        outcomes = await fuzz_live_chunks(nc, WS, 15, IDLE)
+        assert {"acked", "schema_violation"} <= outcomes, outcomes
 
     await run_fuzz(build_transcribe(cfg), cfg, body)

@@ -120,7 +120,14 @@ class LiveRoute:
                     f"{self.settings.idle_timeout:g} s and no end; what was said is final",
                 ) from None
             headers = msg.headers or {}
-            seq = int(headers.get(h.CHUNK_SEQ, last + 1))
+            seq = _sequence(headers.get(h.CHUNK_SEQ), last)
+            if seq is None:  # a broken producer: no retry can read it another way
+                await out.publish(await stream.finish())
+                raise PermanentError(
+                    "schema_violation",
+                    f"live stream {started.stream_id}: a chunk's {h.CHUNK_SEQ} is "
+                    f"{headers[h.CHUNK_SEQ][:40]!r}, not an integer; what was said is final",
+                )
             if seq <= last:
                 continue  # a producer's repeat (after its reconnect)
             if seq > last + 1:
@@ -133,6 +140,16 @@ class LiveRoute:
             if headers.get(h.STREAM_END, "").lower() == "true":
                 await out.publish(await stream.finish())
                 return
+
+
+def _sequence(raw: str | None, last: int) -> int | None:
+    """A chunk's sequence number (absent: the next one); None when it is no integer."""
+    if raw is None:
+        return last + 1
+    try:
+        return int(raw)
+    except ValueError:
+        return None
 
 
 class _Outputs:
