@@ -10,6 +10,7 @@ over its own socket after every conversation."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,12 +65,14 @@ class Socket:
             self.ended = True
             self.changed.notify_all()
 
-    async def wait(self, kind: str, timeout: float = 20.0, since: int = 0, **match: Any
-                   ) -> dict[str, Any] | None:
-        """The first frame from index ``since`` of type ``kind`` (or an error) matching
-        ``match``; None if the socket ends first."""
+    async def wait(self, kind: str, timeout: float = 20.0, since: int = 0, *,
+                   or_error: bool = True, **match: Any) -> dict[str, Any] | None:
+        """The first frame from index ``since`` of type ``kind`` (or an error, with
+        ``or_error``) matching ``match``; None if the socket ends first."""
+        kinds = (kind, "error") if or_error else (kind,)
+
         def found() -> dict[str, Any] | None:
-            return next((f for f in self.frames[since:] if f["type"] in (kind, "error")
+            return next((f for f in self.frames[since:] if f["type"] in kinds
                          and all(f.get(k) == v for k, v in match.items())), None)
 
         async with asyncio.timeout(timeout), self.changed:
@@ -145,12 +148,13 @@ async def _talk(sock: Socket, conv: Conversation, values: dict[str, Any]) -> Non
         await asyncio.sleep(AUTH_TIMEOUT + 0.5)
     if conv.auth in ("message", "late", "bad_message"):
         token = values["$token"] if conv.auth != "bad_message" else "not-a-token"
-        await ws.send_str(json.dumps({"type": "auth", "token": token}))
+        with contextlib.suppress(ConnectionError):  # too late: the server may have closed it
+            await ws.send_str(json.dumps({"type": "auth", "token": token}))
         authed = conv.auth == "message"
     if conv.auth in ("late", "bad_message"):  # told why, then closed 4401
         told = await sock.wait("error")
         assert told is not None and told["code"] == "unauthorized", sock.frames
-        await sock.wait("never", 10)
+        await sock.wait("never", 10, or_error=False)
         assert sock.ended and ws.close_code == 4401, (ws.close_code, sock.frames)
         return
     bad = 0
@@ -169,7 +173,7 @@ async def _talk(sock: Socket, conv: Conversation, values: dict[str, Any]) -> Non
     if sock.ended:
         return
     await ws.send_str(json.dumps({"type": "ping"}))
-    pong = await sock.wait("pong", 30)
+    pong = await sock.wait("pong", 30, or_error=False)
     if pong is None:  # closed instead: an unauthenticated socket, or a frame over the limit
         assert sock.ended and not (authed and ws.close_code == 1000), sock.frames[-3:]
         return

@@ -69,8 +69,8 @@ ANY_VALUE = st.one_of(NOT_A_STRING, ODD_TEXT, st.sampled_from(PLACEHOLDERS))
 ids = st.one_of(st.builds(new_id), ODD_TEXT, NOT_A_STRING, st.just("$foreign"))
 cursors = st.one_of(st.integers(-3, 10**6), st.just(2**70), st.sampled_from(["$cursor", "$foreign"]),
                     NOT_A_STRING, ODD_TEXT)
-question = st.one_of(st.just("Say hi."), ODD_TEXT, st.sampled_from(["", "   ", "x" * 33_000]),
-                     NOT_A_STRING)
+question = st.one_of(st.sampled_from(["Say hi.", "", "   "]), ODD_TEXT, NOT_A_STRING,
+                     st.integers(33_000, 33_001).map("x".__mul__))  # over MAX_TEXT_CHARS
 options = st.fixed_dictionaries({}, optional={
     "language": st.one_of(st.sampled_from(["en", "xx", "english"]), NOT_A_STRING),
     "task": st.sampled_from(["transcribe", "translate", "sing"]),
@@ -102,7 +102,7 @@ def frames(max_frame: int) -> st.SearchStrategy[Frame]:
             "language": ANY_VALUE, "stream_id": ids})),
         typed("stream.end", st.fixed_dictionaries({}, optional={"stream_id": ids})),
         typed("", st.just({})),
-        st.one_of(ODD_TEXT, NOT_A_STRING).filter(lambda t: t not in KNOWN)
+        st.one_of(ODD_TEXT, NOT_A_STRING).filter(lambda t: not (isinstance(t, str) and t in KNOWN))
         .map(lambda t: text({"type": t})),
     )
     broken = st.one_of(
@@ -112,8 +112,9 @@ def frames(max_frame: int) -> st.SearchStrategy[Frame]:
         st.lists(st.integers(), max_size=3).map(text),
     )
     binary = st.binary(max_size=4096).map(lambda b: Frame("binary", b))
-    huge = st.sampled_from([Frame("binary", b"\0" * (max_frame + 1)),
-                            Frame("text", json.dumps({"type": "ask", "text": "y" * max_frame}))])
+    over = st.integers(max_frame + 1, max_frame + 2)
+    huge = st.one_of(over.map(lambda n: Frame("binary", bytes(n))),
+                     over.map(lambda n: text({"type": "ask", "text": "y" * n})))
     return st.one_of(messages, messages, broken, binary, binary, huge)
 
 
