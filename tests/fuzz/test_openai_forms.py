@@ -29,7 +29,7 @@ from tests.pg_fixtures import WorkspaceFactory
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.slow, pytest.mark.timeout(600)]
 
-EXAMPLES = 40
+EXAMPLES = 25
 ROUTES = ("/v1/audio/transcriptions", "/v1/audio/translations")
 REFUSALS = {400, 413, 415, 422}
 EXPECTED = {"quick", "brown", "fox", "lazy", "dog"}
