@@ -48,7 +48,7 @@ class Socket:
     frames: list[dict[str, Any]] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     ended: bool = False
-    """The server closed it (or it broke) before the client did."""
+    """The socket is closed (by the server, unless the client closed it first)."""
 
     async def read(self) -> None:
         async for msg in self.ws:
@@ -107,7 +107,8 @@ async def good_ask(good: Socket, witness: Witness) -> None:
 
 
 async def converse(gw: Gateway, http: aiohttp.ClientSession, conv: Conversation,
-                   witness: Witness) -> None:
+                   witness: Witness) -> str:
+    """How the conversation ended: "http <status>", "close <code>" or "open"."""
     token, other = gw.token(WS_A, "s-fuzz"), gw.token(WS_B, "s-other")
     values = {"$token": token, "$other": other, "$cursor": witness.cursor,
               "$foreign": witness.foreign_cursor}
@@ -126,11 +127,12 @@ async def converse(gw: Gateway, http: aiohttp.ClientSession, conv: Conversation,
     if refused is not None:  # a bad token or cursor in the query: a 4xx before the upgrade
         assert refused in (400, 401), refused
         assert conv.auth == "bad_query" or conv.after in ("abc", "-1", "1.5"), (conv, refused)
-        return
+        return f"http {refused}"
     sock = Socket(ws)
     reader = asyncio.create_task(sock.read())
     try:
         await _talk(sock, conv, values)
+        server_closed = sock.ended  # before the client closes it
     finally:
         if not ws.closed:
             await ws.close()
@@ -138,8 +140,10 @@ async def converse(gw: Gateway, http: aiohttp.ClientSession, conv: Conversation,
     for frame in sock.frames:
         assert frame.get("request_id") not in witness.foreign_ids, frame  # never another's
         witness.cursor = max(witness.cursor, frame["cursor"])
-    if sock.ended:
+    if server_closed:
         assert ws.close_code in CLOSE_CODES, (ws.close_code, conv, sock.frames[-3:])
+        return f"close {ws.close_code}"
+    return "open"
 
 
 async def _talk(sock: Socket, conv: Conversation, values: dict[str, Any]) -> None:
@@ -190,7 +194,7 @@ async def test_any_conversation_gets_answers_and_another_client_keeps_being_serv
     ).model_copy(update={"reason": ReasonSettings(max_tokens=4)})
     loop = asyncio.get_running_loop()
     witness = Witness()
-    conversations_had = 0
+    ends: list[str] = []
     async with running(build_reason(cfg), cfg) as reason, serving(cfg) as gw, \
             aiohttp.ClientSession() as http:
         good_ws = await http.ws_connect(gw.ws_url(gw.token(WS_B, "s-good")))
@@ -198,9 +202,7 @@ async def test_any_conversation_gets_answers_and_another_client_keeps_being_serv
         good_reader = asyncio.create_task(good.read())
 
         async def one(conv: Conversation) -> None:
-            nonlocal conversations_had
-            await asyncio.wait_for(converse(gw, http, conv, witness), 90)
-            conversations_had += 1
+            ends.append(await asyncio.wait_for(converse(gw, http, conv, witness), 90))
             await good_ask(good, witness)
 
         try:
@@ -210,5 +212,8 @@ async def test_any_conversation_gets_answers_and_another_client_keeps_being_serv
         finally:
             await good_ws.close()
             await asyncio.wait_for(good_reader, 10)
-    assert conversations_had >= EXAMPLES // 2
-    assert len(witness.foreign_ids) == conversations_had
+    assert len(ends) >= EXAMPLES // 2
+    assert len(witness.foreign_ids) == len(ends)  # one answered ask after each
+    # the conversations ended every way: served to the end, refused before the upgrade,
+    # closed as unauthenticated
+    assert {"open", "close 4401"} <= set(ends) and any(e.startswith("http 4") for e in ends), ends
