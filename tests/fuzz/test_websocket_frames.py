@@ -32,7 +32,7 @@ from tests.harness import running
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.slow, pytest.mark.timeout(600)]
 
-EXAMPLES = 20
+EXAMPLES = 15
 MAX_FRAME = 64 * 1024
 AUTH_TIMEOUT = 1.0
 CLOSE_CODES = {1000, 1001, 1009, 1013, 4401, 4429}
