@@ -1,7 +1,8 @@
 """``GET /v1/realtime?intent=transcription``: OpenAI Realtime transcription sessions over
 a websocket, served by a live stream (``gateway.live``) per session.
 
-The bearer token is a workspace API key, as on the other ``/v1`` routes. Audio comes as
+The bearer token is a workspace API key, as on the other ``/v1`` routes. The socket takes
+one of the gateway's socket places, and a running stream one of its audio places. Audio comes as
 base64 PCM16 at 24 kHz (``input_audio_buffer.append``), is resampled to 16 kHz and
 published as the stream's chunks. With ``server_vad`` (the default) each utterance the
 transcribe stage ends is an item: ``speech_started`` at its first partial, deltas as its
@@ -185,8 +186,14 @@ class RealtimeSession:
         if self.out is None:
             self.deps.limiter.take(self.workspace_id)
             self.deps.lag.guard()
-            self.out = await self.deps.live.open(
-                self.workspace_id, self.session_id, self.config.options())
+            places = self.deps.admission.audio_buffers  # held while the stream runs
+            places.enter(self.workspace_id)
+            try:
+                self.out = await self.deps.live.open(
+                    self.workspace_id, self.session_id, self.config.options())
+            except BaseException:
+                places.leave(self.workspace_id)
+                raise
             self._resampler = av.AudioResampler(format="s16", layout="mono", rate=16_000)
             self.items.stream_started(self.out, manual=not self.config.server_vad)
         try:
@@ -230,4 +237,6 @@ class RealtimeSession:
             await out.end()
         except ApiError as exc:
             self.send(error_event(exc.code, exc.message))
+        finally:
+            self.deps.admission.audio_buffers.leave(self.workspace_id)
         self.items.stream_ended(out)
