@@ -1,0 +1,233 @@
+"""The demo page's live mode in headless Debian Chromium, whose fake microphone plays a
+speech clip at the pace of speech: the page streams it as 16 kHz PCM16 frames, and on the
+real gateway, broker and model its words appear while they are still being spoken."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiohttp import web
+from nats.aio.client import Client as NATS
+
+from mumu.gateway.app import STATIC
+from mumu.runtime.http import serve
+from mumu.settings import Settings
+from tests.gateway.cdp import CHROMIUM, Page, chromium
+from tests.gateway.conftest import gateway_settings, serving
+from tests.gateway.pipeline import SPEECH, pipeline_settings, stages
+from tests.gateway.test_demo_page import padded
+from tests.pg_fixtures import WorkspaceFactory
+
+pytestmark = [
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian chromium"),
+]
+CLIP = SPEECH / "en08.wav"
+BEFORE = 0.5
+"""Silence before the clip on the fake microphone."""
+
+
+def pcm_of(path: Path) -> np.ndarray:
+    """The wav's 16-bit samples as floats in [-1, 1]."""
+    raw = path.read_bytes()
+    data = raw[raw.index(b"data") + 8:]
+    return np.frombuffer(data[: len(data) // 2 * 2], "<i2").astype(np.float64) / 32768
+
+
+def best_correlation(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
+    """The normalised cross-correlation of ``a`` and ``b`` at their best lag, and the lag
+    (in samples of ``b`` after ``a``)."""
+    n = 1 << int(np.ceil(np.log2(a.size + b.size)))
+    xc = np.fft.irfft(np.fft.rfft(b, n) * np.conj(np.fft.rfft(a, n)), n)
+    lag = int(np.argmax(np.abs(xc)))
+    shift = lag if lag < n // 2 else lag - n
+    x, y = (a, b[shift:]) if shift >= 0 else (a[-shift:], b)
+    m = min(x.size, y.size)
+    x, y = x[:m], y[:m]
+    return float(abs(np.dot(x, y)) / np.sqrt(np.dot(x, x) * np.dot(y, y))), shift
+
+
+async def press(page: Page, selector: str, kind: str) -> None:
+    """A real mouse ``kind`` ("mousePressed" / "mouseReleased") on the element's centre."""
+    x, y = await page.js(f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
+                         ".getBoundingClientRect(); return [r.x + r.width / 2,"
+                         " r.y + r.height / 2]; })()")
+    await page.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left",
+                    buttons=1 if kind == "mousePressed" else 0, clickCount=1)
+
+
+async def click(page: Page, selector: str) -> None:
+    await press(page, selector, "mousePressed")
+    await press(page, selector, "mouseReleased")
+
+
+@contextlib.asynccontextmanager
+async def static_site() -> AsyncIterator[str]:
+    """The demo page's files alone (no gateway): its URL."""
+    async def index(_: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "index.html")
+
+    app = web.Application()
+    app.router.add_get("/", index)
+    app.router.add_static("/static", STATIC)
+    runner, port = await serve(app, "127.0.0.1", 0, None)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+FAKE_SOCKET = """
+window.sent = [];
+state.ws = { readyState: WebSocket.OPEN, send: (d) => sent.push(typeof d === 'string'
+  ? JSON.parse(d) : btoa(String.fromCharCode(...new Uint8Array(d)))) };
+document.getElementById('ask').hidden = false;
+"""
+"""A socket that keeps what the page sends (text as objects, frames as base64)."""
+
+
+async def test_the_page_streams_the_microphone_as_16khz_pcm16_frames(tmp_path: Path) -> None:
+    fake_mic = tmp_path / "mic.wav"
+    seconds = padded(CLIP, fake_mic, before=BEFORE, after=1.0)
+    async with static_site() as url, chromium(url + "/", tmp_path / "profile", fake_mic) as page:
+        await page.js(FAKE_SOCKET)
+        await page.js("document.getElementById('hands-free').click()")
+        await click(page, "#talk")  # hands-free: a click starts, the next one stops
+        await page.wait_for("sent.length === 1")
+        start = await page.js("sent[0]")
+        await page.js("liveMessage({type: 'stream.started', request_id: 'r', stream_id: 's'})")
+        await page.wait_for(f"live.captured >= {int(seconds * 16000)}", seconds + 20)
+        rate = await page.js("live.ctx.sampleRate")
+        await click(page, "#talk")
+        await page.wait_for("live.phase === 'idle'")
+        sent = await page.js("sent")
+        status = await page.js("document.getElementById('live-status').textContent")
+    assert start == {"type": "stream.start", "format": "pcm16", "sample_rate": 16000}
+    assert sent[-1] == {"type": "stream.end"}
+    frames = [base64.b64decode(f) for f in sent[1:-1]]
+    assert all(isinstance(f, bytes) for f in frames)
+    # 100 ms frames (the last one part-filled), all of it sent, nothing before the start
+    assert {len(f) for f in frames[:-1]} == {3200}, {len(f) for f in frames}
+    audio = np.frombuffer(b"".join(frames), "<i2").astype(np.float64) / 32768
+    assert audio.size >= seconds * 16000
+    assert status.startswith(f"Sent {audio.size / 16000:.1f} s"), status
+    # the clip itself, at 16 kHz: resampled by the page from the audio device's rate
+    clip = pcm_of(CLIP)
+    similarity, lag = best_correlation(clip, audio)
+    assert similarity > 0.95, (similarity, rate)
+    assert abs(lag / 16000 - BEFORE) < 0.1, lag  # the clip where the microphone played it
+
+
+def words(text: str) -> list[str]:
+    return re.sub(r"[^\w\s']", " ", text.lower()).split()
+
+
+def edits(a: list[str], b: list[str]) -> int:
+    """Word-level edit distance."""
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+def speech_end(clip: Path) -> float:
+    """Where the clip's speech ends (the last 20 ms above 2 % of the loudest), in seconds."""
+    audio = pcm_of(clip)
+    win = 320
+    rms = np.sqrt(np.mean(audio[: audio.size // win * win].reshape(-1, win) ** 2, axis=1))
+    return float((np.nonzero(rms > 0.02 * rms.max())[0][-1] + 1) * win / 16000)
+
+
+SHOWN = """
+window.shown = [];
+new MutationObserver(() => {
+  const t = document.querySelector('.request .transcript.live');
+  if (!t) return;
+  const part = (name) => {
+    const el = t.querySelector('.' + name);
+    return el ? [el.textContent, getComputedStyle(el).color, getComputedStyle(el).fontWeight]
+      : null;
+  };
+  const rec = { at: live.captured / 16000, text: t.textContent,
+                committed: part('committed'), tentative: part('tentative') };
+  if (shown.length === 0 || shown.at(-1).text !== rec.text) shown.push(rec);
+}).observe(document.getElementById('requests'),
+           { subtree: true, childList: true, characterData: true });
+"""
+"""Every change of the live transcript: the audio position the page had captured when it
+changed, its text, and its committed and tentative parts (text, colour, weight)."""
+
+FG, MUTED = "rgb(29, 36, 48)", "rgb(107, 116, 132)"
+"""style.css: --fg, --muted."""
+
+
+async def test_words_appear_on_the_demo_page_while_they_are_spoken(
+    nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
+    workspace: WorkspaceFactory, model_cache: Path, tmp_path: Path,
+) -> None:
+    cfg = gateway_settings(pipeline_settings(settings, model_cache), wait_timeout=120.0)
+    cfg = cfg.model_copy(update={
+        "database_url": pg_settings.database_url, "master_keys": pg_settings.master_keys,
+    })
+    _, api_key = await workspace("demo-live")
+    fake_mic = tmp_path / "mic.wav"
+    padded(CLIP, fake_mic, before=BEFORE, after=1.5)
+    spoken_until = BEFORE + speech_end(CLIP)
+    reference = words(json.loads((SPEECH / "references.json").read_text())[CLIP.name]["text"])
+    async with stages(cfg), serving(cfg) as gw, chromium(
+        gw.url + "/", tmp_path / "profile", fake_mic
+    ) as page:
+        await page.call("Emulation.setDeviceMetricsOverride", width=900, height=800,
+                        deviceScaleFactor=1, mobile=False)
+        await page.js(SHOWN)
+        await page.js(f"document.getElementById('api-key').value = {json.dumps(api_key)};"
+                      "document.getElementById('start').click()")
+        await page.wait_for("document.getElementById('status').textContent"
+                            ".startsWith('Connected')")
+        # push-to-talk: hold the button while the clip plays, let go just after its speech
+        await press(page, "#talk", "mousePressed")
+        try:
+            await page.wait_for(f"live.captured >= {int((spoken_until + 0.3) * 16000)}", 30)
+        finally:
+            await press(page, "#talk", "mouseReleased")
+        try:
+            await page.wait_for("!!document.querySelector('.request.done')", timeout=120)
+        except TimeoutError:
+            raise AssertionError(await page.js("JSON.stringify(state.log)")) from None
+        shown = await page.js("shown")
+        cards = await page.js(
+            "Object.values(state.cards).map(c => ({meta: c.el.querySelector('.meta').textContent,"
+            " transcript: c.el.querySelector('.transcript').textContent, streamed: c.answer,"
+            " answer: c.el.querySelector('.answer').textContent}))")
+        await page.screenshot(SCREENSHOT)
+    partials = [s for s in shown if s["committed"] is not None]
+    # words of the clip were on the page before its speech ended (with a frame to spare:
+    # the page counts audio a frame after the microphone plays it)
+    first = next((s for s in partials if set(words(s["text"])) & set(reference)), None)
+    assert first is not None and first["at"] + 0.1 < spoken_until, (spoken_until, shown)
+    # committed words only grow, in the page's normal colour; tentative ones are greyed
+    committed = [s["committed"][0] for s in partials]
+    assert all(b.startswith(a) for a, b in zip(committed, committed[1:], strict=False)), shown
+    assert {tuple(s["committed"][1:]) for s in partials if s["committed"][0]} == {(FG, "400")}
+    assert {s["tentative"][1] for s in partials if s["tentative"][0]} == {MUTED}
+    # one utterance: its final transcript is the clip's words, and its answer streamed in
+    assert len(cards) == 1, cards
+    (card,) = cards
+    assert card["meta"].startswith("live utterance 0"), card
+    assert edits(words(card["transcript"]), reference) <= 1, (card["transcript"], reference)
+    assert card["streamed"] == card["answer"] and card["answer"].strip(), card
+    assert SCREENSHOT.stat().st_size > 10_000
+
+
+SCREENSHOT = Path(__file__).resolve().parents[2] / "tests" / "artifacts" / "demo_live.png"
+"""Saved by every run (git-ignored)."""
