@@ -4,6 +4,7 @@ real gateway, broker and model its words appear while they are still being spoke
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -167,6 +168,18 @@ new MutationObserver(() => {
 """Every change of the live transcript: the audio position the page had captured when it
 changed, its text, and its committed and tentative parts (text, colour, weight)."""
 
+TIMELINE = """
+window.timeline = []; const handle = onMessage;
+onMessage = (m) => {
+  if (m.type.startsWith('stream.') || m.type.startsWith('transcript.'))
+    timeline.push([m.type, live.captured / 16000, Math.round(performance.now()),
+                   m.committed ?? m.text, m.tentative]);
+  handle(m);
+};
+"""
+"""The live messages the page handled: type, captured audio position, page time (ms), text
+(what a failed timing assertion shows)."""
+
 FG, MUTED = "rgb(29, 36, 48)", "rgb(107, 116, 132)"
 """style.css: --fg, --muted."""
 
@@ -190,21 +203,24 @@ async def test_words_appear_on_the_demo_page_while_they_are_spoken(
         await page.call("Emulation.setDeviceMetricsOverride", width=900, height=800,
                         deviceScaleFactor=1, mobile=False)
         await page.js(SHOWN)
+        await page.js(TIMELINE)
         await page.js(f"document.getElementById('api-key').value = {json.dumps(api_key)};"
                       "document.getElementById('start').click()")
         await page.wait_for("document.getElementById('status').textContent"
                             ".startsWith('Connected')")
+        shots = Shots(page)
         # push-to-talk: hold the button while the clip plays, let go just after its speech
         await press(page, "#talk", "mousePressed")
         try:
-            await page.wait_for(f"live.captured >= {int((spoken_until + 0.3) * 16000)}", 30)
+            await shots.wait_for(f"live.captured >= {int((spoken_until + 0.3) * 16000)}", 30)
         finally:
             await press(page, "#talk", "mouseReleased")
         try:
-            await page.wait_for("!!document.querySelector('.request.done')", timeout=120)
+            await shots.wait_for("!!document.querySelector('.request.done')", timeout=120)
         except TimeoutError:
             raise AssertionError(await page.js("JSON.stringify(state.log)")) from None
         shown = await page.js("shown")
+        timeline = await page.js("timeline")
         cards = await page.js(
             "Object.values(state.cards).map(c => ({meta: c.el.querySelector('.meta').textContent,"
             " transcript: c.el.querySelector('.transcript').textContent, streamed: c.answer,"
@@ -214,7 +230,7 @@ async def test_words_appear_on_the_demo_page_while_they_are_spoken(
     # words of the clip were on the page before its speech ended (with a frame to spare:
     # the page counts audio a frame after the microphone plays it)
     first = next((s for s in partials if set(words(s["text"])) & set(reference)), None)
-    assert first is not None and first["at"] + 0.1 < spoken_until, (spoken_until, shown)
+    assert first is not None and first["at"] + 0.1 < spoken_until, (spoken_until, timeline)
     # committed words only grow, in the page's normal colour; tentative ones are greyed
     committed = [s["committed"][0] for s in partials]
     assert all(b.startswith(a) for a, b in zip(committed, committed[1:], strict=False)), shown
@@ -229,5 +245,28 @@ async def test_words_appear_on_the_demo_page_while_they_are_spoken(
     assert SCREENSHOT.stat().st_size > 10_000
 
 
-SCREENSHOT = Path(__file__).resolve().parents[2] / "tests" / "artifacts" / "demo_live.png"
-"""Saved by every run (git-ignored)."""
+ARTIFACTS = Path(__file__).resolve().parents[2] / "tests" / "artifacts"
+SCREENSHOT = ARTIFACTS / "demo_live.png"
+"""The page at the end (saved by every run; git-ignored)."""
+PARTIAL_SCREENSHOT = ARTIFACTS / "demo_live_partial.png"
+"""The page showing committed and greyed tentative words, when a run catches one."""
+
+
+class Shots:
+    """``Page.wait_for`` that also takes the partial screenshot the first time the page
+    shows committed and tentative words together."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.taken = False
+
+    async def wait_for(self, expression: str, timeout: float) -> None:
+        both = ("(() => { const t = document.querySelector('.transcript.live');"
+                " return !!t && !!t.querySelector('.committed')?.textContent"
+                " && !!t.querySelector('.tentative')?.textContent; })()")
+        async with asyncio.timeout(timeout):
+            while not await self.page.js(expression):
+                if not self.taken and await self.page.js(both):
+                    await self.page.screenshot(PARTIAL_SCREENSHOT)
+                    self.taken = True
+                await asyncio.sleep(0.1)

@@ -30,7 +30,7 @@ function liveButton() {
   const on = live.phase === "opening" || live.phase === "live";
   button.classList.toggle("on", on);
   if (on) button.textContent = handsFree() ? "■ Stop listening" : "● Listening — let go to send";
-  else button.textContent = handsFree() ? "🎙 Start listening" : "🎙 Hold to talk";
+  else button.textContent = handsFree() ? "◉ Start listening" : "◉ Hold to talk";
 }
 
 async function liveStart() {
