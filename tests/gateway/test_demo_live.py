@@ -97,7 +97,7 @@ document.getElementById('ask').hidden = false;
 
 async def test_the_page_streams_the_microphone_as_16khz_pcm16_frames(tmp_path: Path) -> None:
     fake_mic = tmp_path / "mic.wav"
-    seconds = padded(CLIP, fake_mic, before=BEFORE, after=1.0)
+    seconds = padded(CLIP, fake_mic, before=BEFORE, after=0.3)
     async with static_site() as url, chromium(url + "/", tmp_path / "profile", fake_mic) as page:
         await page.js(FAKE_SOCKET)
         await page.js("document.getElementById('hands-free').click()")
@@ -227,10 +227,6 @@ async def test_words_appear_on_the_demo_page_while_they_are_spoken(
             " answer: c.el.querySelector('.answer').textContent}))")
         await page.screenshot(SCREENSHOT)
     partials = [s for s in shown if s["committed"] is not None]
-    # words of the clip were on the page before its speech ended (with a frame to spare:
-    # the page counts audio a frame after the microphone plays it)
-    first = next((s for s in partials if set(words(s["text"])) & set(reference)), None)
-    assert first is not None and first["at"] + 0.1 < spoken_until, (spoken_until, timeline)
     # committed words only grow, in the page's normal colour; tentative ones are greyed
     committed = [s["committed"][0] for s in partials]
     assert all(b.startswith(a) for a, b in zip(committed, committed[1:], strict=False)), shown
@@ -243,6 +239,10 @@ async def test_words_appear_on_the_demo_page_while_they_are_spoken(
     assert edits(words(card["transcript"]), reference) <= 1, (card["transcript"], reference)
     assert card["streamed"] == card["answer"] and card["answer"].strip(), card
     assert SCREENSHOT.stat().st_size > 10_000
+    # words of the clip were on the page before its speech ended (with a frame to spare:
+    # the page counts audio a frame after the microphone plays it)
+    first = next((s for s in partials if set(words(s["text"])) & set(reference)), None)
+    assert first is not None and first["at"] + 0.1 < spoken_until, (spoken_until, timeline)
 
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "tests" / "artifacts"
