@@ -19,7 +19,6 @@ const live = {
   streamId: null, pending: [],
   captured: 0,              // samples captured since the start (audio position)
   sent: 0,                  // samples sent
-  startedAt: 0,             // performance.now() when capture started
 };
 
 function liveStatus(text) { $("live-status").textContent = text; }
@@ -41,8 +40,7 @@ async function liveStart() {
   }
   Object.assign(live, {
     phase: "opening", stopWanted: false, ws: state.ws, started: false, flushed: false,
-    streamId: null,
-    pending: [], captured: 0, sent: 0,
+    streamId: null, pending: [], captured: 0, sent: 0,
   });
   liveButton();
   try {
@@ -64,9 +62,12 @@ async function liveStart() {
   // the node writes no output: connected to the destination only so that it is pulled
   live.ctx.createMediaStreamSource(live.media).connect(live.node).connect(live.ctx.destination);
   await live.ctx.resume();
-  live.startedAt = performance.now();
+  if (live.ws !== state.ws || live.ws.readyState !== WebSocket.OPEN) {
+    liveAbort("The connection dropped; no live stream.");
+    return;
+  }
   live.phase = "live";
-  send({ type: "stream.start", format: "pcm16", sample_rate: LIVE_RATE });
+  live.ws.send(JSON.stringify({ type: "stream.start", format: "pcm16", sample_rate: LIVE_RATE }));
   liveStatus("Listening…");
   liveButton();
   if (live.stopWanted) liveStop();
@@ -95,7 +96,7 @@ function sendFrame(pcm) {
 
 // the last frame is out: end the stream and release the microphone
 function finish() {
-  send({ type: "stream.end" });
+  live.ws.send(JSON.stringify({ type: "stream.end" }));
   liveStatus(`Sent ${(live.sent / LIVE_RATE).toFixed(1)} s of audio.`);
   release();
 }
