@@ -130,6 +130,25 @@ async def test_openai_realtime_transcription_session(
             assert committed["previous_item_id"] == completed[1]["item_id"]
             assert words(manual["transcript"])[:3] == ["the", "weather", "today"]
 
+        # the GA connection (no beta header): session events of the GA shape
+        async with client.realtime.connect(extra_query={"intent": "transcription"}) as ga:
+            seen = []
+            await until(ga, seen, lambda s: s)
+            assert seen[0]["type"] == "session.created"
+            assert seen[0]["session"]["type"] == "transcription"
+            await ga.send({"type": "session.update", "session": {
+                "type": "transcription", "audio": {"input": {
+                    "format": {"type": "audio/pcm", "rate": 16000}}}}})
+            await ga.send({"type": "session.update", "session": {
+                "type": "transcription", "audio": {"input": {
+                    "transcription": {"model": "whisper-1", "language": "de"},
+                    "turn_detection": None}}}})
+            await until(ga, seen, lambda s: of(s, "session.updated"))
+            assert of(seen, "error")[0]["error"]["param"] == "session.audio.input.format"
+            audio_in = of(seen, "session.updated")[0]["session"]["audio"]["input"]
+            assert audio_in["transcription"]["language"] == "de"
+            assert audio_in["turn_detection"] is None
+
         with pytest.raises(Exception, match="401|403"):
             async with openai.AsyncOpenAI(
                     base_url=f"{gw.url}/v1", websocket_base_url=ws_base,

@@ -2,8 +2,9 @@
 gateway publishes (the ``LiveStart`` and numbered chunks ending with ``Mumu-Stream-End``),
 and every bad input's clear error while the socket and the other streams go on: frames
 before ``stream.start``, a wrong format, a sample rate other than 16 kHz, a second start,
-an end without a stream, webm that does not decode, a stream past the longest audio, one
-left without an end, a socket closed mid-stream, and the gateway's cap on audio places."""
+an end without a stream, webm that does not decode, a stream past the longest audio or the
+day's audio, one left without an end, a socket closed mid-stream, and the gateway's cap on
+audio places."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ SECOND = 32_000  # bytes of 16 kHz PCM16
 @pytest.fixture
 async def gw(nc: NATS, streams: None, settings: Settings) -> AsyncIterator[Gateway]:
     cfg = gateway_settings(settings, stream_idle_timeout=5.0, max_audio_buffers_per_workspace=2)
-    cfg = cfg.model_copy(update={"quota": cfg.quota.model_copy(update={"longest_audio": 1.0})})
+    quota = cfg.quota.model_copy(update={"longest_audio": 1.0, "audio_seconds_per_day": 2.5})
+    cfg = cfg.model_copy(update={"quota": quota})
     async with serving(cfg) as gateway:
         yield gateway
 
@@ -164,16 +166,28 @@ async def test_live_stream_bad_inputs_get_clear_errors_and_the_streams_go_on(
         await c.send({"type": "ping"})
         await c.next("pong")
 
+        # every stream's seconds counted against the day's audio (2.5 s here): 0.32 + 0.25
+        # + 1 + 0.25 are gone, so this stream may carry what is left, and then none is left
+        await c.send({"type": "stream.start", "format": "pcm16"})
+        last = await c.next("stream.started", 4)
+        await c.ws.send_bytes(b"\x00\x00" * SECOND)
+        spent = await c.next("error", 5)
+        assert spent["code"] == "too_long" and "audio left today (0.68 s)" in spent["message"]
+        assert (await c.next("stream.ended", 4))["seconds"] == 0.68
+        await c.send({"type": "stream.end"})
+        await c.send({"type": "stream.start", "format": "pcm16"})
+        assert (await c.next("error", 6))["code"] == "quota_exceeded"
+
         # the LiveStarts the gateway published: the contract model, one per stream
         js = nc.jetstream()
         sub = await js.subscribe(subjects.INGEST_LIVE.for_workspace(WS_A),
                                  stream=subjects.STREAM_INGEST, ordered_consumer=True)
         starts = [LiveStart.model_validate_json((await sub.next_msg(timeout=10)).data)
-                  for _ in range(5)]
+                  for _ in range(6)]
         await sub.unsubscribe()
         assert {s.stream_id for s in starts} == {
             b_started["stream_id"], a_started["stream_id"], c_started["stream_id"],
-            idle["stream_id"], bad["stream_id"]}
+            idle["stream_id"], bad["stream_id"], last["stream_id"]}
         assert {s.session_id for s in starts} == {"a", "b", "c"}
         for reader in (a.reader, b.reader, c.reader):
             await reader.__aexit__()

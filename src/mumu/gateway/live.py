@@ -15,6 +15,7 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import nats.errors
@@ -30,6 +31,9 @@ from mumu.contracts.options import AudioOptions
 from mumu.gateway.asks import Asker
 from mumu.gateway.errors import ApiError
 from mumu.gateway.quota import enforced
+from mumu.quota.errors import QuotaExceededError
+from mumu.quota.gate import QuotaGate
+from mumu.quota.usage import QuotaStoreError
 
 log = logging.getLogger("mumu.gateway.live")
 
@@ -50,16 +54,25 @@ class StreamOverError(ApiError):
 @dataclass(frozen=True, slots=True)
 class StreamLimits:
     longest_audio: float
-    """Seconds of audio one stream may carry (the workspace's ``longest_audio``)."""
+    """Seconds of audio this stream may carry: the workspace's ``longest_audio``, or what is
+    left of today's ``audio_seconds_per_day`` if that is less."""
     in_flight: int
+    what: str = "longest audio"
+    """Which of the two ``longest_audio`` is, for the error."""
+
+
+Charge = Callable[[str, float], Awaitable[None]]
+"""Charges a stream's seconds to its workspace's audio of the day."""
 
 
 class LiveOut:
     """The publishing side of one stream (see the module doc). ``write`` and ``end`` are
     called from one task at a time."""
 
-    def __init__(self, js: JetStreamContext, start: LiveStart, limits: StreamLimits) -> None:
+    def __init__(self, js: JetStreamContext, start: LiveStart, limits: StreamLimits,
+                 charge: Charge | None = None) -> None:
         self._js = js
+        self._charge = charge
         self.start = start
         self.limits = limits
         self.subject = subjects.live_chunk(start.stream_id, start.workspace_id)
@@ -69,6 +82,8 @@ class LiveOut:
         self.bytes = 0
         """Audio bytes taken (published or pending)."""
         self.ended = False
+        self.over = False
+        """Ended at ``limits.longest_audio``."""
         self.last_audio = time.monotonic()
 
     @property
@@ -90,7 +105,7 @@ class LiveOut:
             return
         self.last_audio = time.monotonic()
         room = int(self.limits.longest_audio * BYTES_PER_SECOND) - self.bytes
-        over = len(pcm) > room
+        over = self.over = len(pcm) > room
         if over:
             pcm = pcm[:max(0, room - room % 2)]
         self.bytes += len(pcm)
@@ -105,7 +120,7 @@ class LiveOut:
             await self.end()
             raise StreamOverError(
                 413, "too_long",
-                f"the stream reached this workspace's longest audio "
+                f"the stream reached this workspace's {self.limits.what} "
                 f"({self.limits.longest_audio:g} s): it was ended there and what was said "
                 "is final", request_id=self.request_id)
 
@@ -123,6 +138,10 @@ class LiveOut:
         except ApiError:
             await self.abandon()
             raise
+        if self._charge is not None and self.bytes:
+            # ended at its limit: all of it (the cut to whole samples leaves a few µs)
+            used = self.limits.longest_audio if self.over else self.seconds
+            await self._charge(self.request_id, used)
 
     async def _chunk(self, data: bytes, *, last: bool) -> None:
         if self.ended and not last:  # ended meanwhile (a timeout while this write waited)
@@ -173,10 +192,14 @@ class LiveIngest:
                    request_id: str | None = None) -> LiveOut:
         """Publish the ``LiveStart`` of a new stream (any of today's audio left, else 429)."""
         gate = self._asker.quota
-        longest = float("inf")
+        limits = StreamLimits(float("inf"), self._in_flight)
+        charge: Charge | None = None
         if gate is not None and gate.enabled:
             await enforced(gate.check_audio_left(workspace_id))
-            longest = (await gate.limits.get(workspace_id)).longest_audio
+            limits = await enforced(self._limits(gate, workspace_id))
+
+            async def charge(request_id: str, seconds: float) -> None:
+                await _charge(gate, workspace_id, request_id, seconds)
         request_id = request_id or new_id()
         stream_id = new_id()
         start = LiveStart(
@@ -188,4 +211,24 @@ class LiveIngest:
             start.model_dump_json().encode(), {h.MSG_ID: start.event_id})
         log.info("live stream %s started", stream_id,
                  extra={"request_id": request_id, "stage": STAGE})
-        return LiveOut(self._js, start, StreamLimits(longest, self._in_flight))
+        return LiveOut(self._js, start, limits, charge)
+
+    async def _limits(self, gate: QuotaGate, workspace_id: str) -> StreamLimits:
+        quota = await gate.limits.get(workspace_id)
+        used = (await (await gate.usage()).audio_day(workspace_id, time.time())).seconds
+        left = quota.audio_seconds_per_day - used
+        if left < quota.longest_audio:
+            return StreamLimits(left, self._in_flight, "audio left today")
+        return StreamLimits(quota.longest_audio, self._in_flight)
+
+
+async def _charge(gate: QuotaGate, workspace_id: str, request_id: str, seconds: float) -> None:
+    """After the stream: its seconds count against today's audio (a race with another
+    stream may pass the quota by what they streamed at once; that is logged, not refused:
+    the audio was transcribed already)."""
+    try:
+        limits = await gate.limits.get(workspace_id)
+        await (await gate.usage()).charge_audio(workspace_id, request_id, seconds, limits,
+                                                time.time())
+    except (QuotaExceededError, QuotaStoreError) as exc:
+        log.warning("live stream %s: %.1f s not charged: %s", request_id, seconds, exc)

@@ -19,6 +19,7 @@ import binascii
 import contextlib
 import json
 import logging
+import time
 from typing import Any
 
 import av
@@ -83,15 +84,20 @@ class RealtimeSession:
         self.out: LiveOut | None = None
         self._resampler: av.AudioResampler | None = None
         self._outgoing: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTGOING)
+        self._too_slow = False
         live = deps.settings.transcribe.live
         self.items = Items(self.send, tail=live.silence + live.step)
 
     def send(self, event: dict[str, Any]) -> None:
+        if self._too_slow:
+            return
         try:
             self._outgoing.put_nowait(event)
-        except asyncio.QueueFull:
+        except asyncio.QueueFull:  # what is queued is dropped; the writer closes the socket
             log.warning("realtime client fell %d events behind; closing", OUTGOING)
-            self._outgoing = asyncio.Queue(1)
+            self._too_slow = True
+            while not self._outgoing.empty():
+                self._outgoing.get_nowait()
             self._outgoing.put_nowait(None)
 
     def push(self, event: ResultEvent) -> None:
@@ -102,6 +108,7 @@ class RealtimeSession:
         self.deps.hub.subscribe(self.workspace_id, self.session_id, self)
         writer = asyncio.create_task(self._write())
         reader = asyncio.create_task(self._read())
+        watchdog = asyncio.create_task(self._watch())
         try:
             kind = "transcription_session.created" if self.beta else "session.created"
             self.send(server_event(kind, session=self._session()))
@@ -109,13 +116,28 @@ class RealtimeSession:
         finally:
             self.deps.hub.unsubscribe(self.workspace_id, self.session_id, self)
             reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+            watchdog.cancel()
+            await asyncio.gather(reader, watchdog, return_exceptions=True)
             await self._end_stream()
             self.items.close()
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
             if not self.ws.closed:
                 await self.ws.close(code=WSCloseCode.OK)
+
+    async def _watch(self) -> None:
+        """A stream without audio for ``stream_idle_timeout`` is ended (its last utterance
+        becomes final) with a ``stream_timeout`` error; the session goes on."""
+        timeout = self.deps.settings.gateway.stream_idle_timeout
+        while True:
+            out = self.out
+            idle = time.monotonic() - out.last_audio if out is not None else 0.0
+            if out is not None and idle >= timeout:
+                self.send(error_event("stream_timeout", f"no audio for {timeout:g} s: the "
+                                      "stream is ended and what was said is final"))
+                await self._end_stream()
+                idle = 0.0
+            await asyncio.sleep(max(0.05, timeout - idle))
 
     def _session(self) -> dict[str, Any]:
         body = self.config.beta() if self.beta else self.config.ga()
@@ -230,9 +252,9 @@ class RealtimeSession:
         out, self.out = self.out, None
         if out is None:
             return
+        tail, self._resampler = self._resample(None), None  # before a new stream may start
         with contextlib.suppress(ApiError):
-            await out.write(self._resample(None))
-        self._resampler = None
+            await out.write(tail)
         try:
             await out.end()
         except ApiError as exc:
