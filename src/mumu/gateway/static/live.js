@@ -67,7 +67,9 @@ async function liveStart() {
     return;
   }
   live.phase = "live";
-  live.ws.send(JSON.stringify({ type: "stream.start", format: "pcm16", sample_rate: LIVE_RATE }));
+  const start = { type: "stream.start", format: "pcm16", sample_rate: LIVE_RATE };
+  if ($("language").value) start.language = $("language").value;
+  live.ws.send(JSON.stringify(start));
   liveStatus("Listening…");
   liveButton();
   if (live.stopWanted) liveStop();
