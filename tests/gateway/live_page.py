@@ -35,7 +35,7 @@ def best_correlation(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
     n = 1 << int(np.ceil(np.log2(a.size + b.size)))
     xc = np.fft.irfft(np.fft.rfft(b, n) * np.conj(np.fft.rfft(a, n)), n)
     lag = int(np.argmax(np.abs(xc)))
-    shift = lag if lag < n // 2 else lag - n
+    shift = lag if lag <= n - a.size else lag - n  # negative lags wrap to the end
     x, y = (a, b[shift:]) if shift >= 0 else (a[-shift:], b)
     m = min(x.size, y.size)
     x, y = x[:m], y[:m]

@@ -51,14 +51,17 @@ async function liveStart() {
     } });
     live.ctx = new AudioContext();
     await live.ctx.audioWorklet.addModule("/static/mic-worklet.js");
-    live.node = new AudioWorkletNode(live.ctx, "mumu-mic", {
-      processorOptions: { rate: LIVE_RATE, frame: (LIVE_RATE * FRAME_MS) / 1000 },
-    });
+    live.node = new AudioWorkletNode(live.ctx, "mumu-mic");
   } catch (e) {
     liveAbort("Microphone unavailable: " + e.message);
     return;
   }
-  live.node.port.onmessage = (ev) => onFrame(ev.data.pcm, ev.data.last);
+  const resampler = new Resampler(live.ctx.sampleRate, LIVE_RATE, (LIVE_RATE * FRAME_MS) / 1000,
+                                  onFrame);
+  live.node.port.onmessage = (ev) => {
+    resampler.write(ev.data.samples);
+    if (ev.data.last) resampler.flush();
+  };
   // the node writes no output: connected to the destination only so that it is pulled
   live.ctx.createMediaStreamSource(live.media).connect(live.node).connect(live.ctx.destination);
   await live.ctx.resume();
