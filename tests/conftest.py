@@ -29,15 +29,15 @@ DATA = Path(__file__).parent / "data"
 
 
 SHARED_GROUPS = {
-    "tests/chaos": "chaos-report",
-    "tests/cluster/test_failover.py": "chaos-report",
+    "tests/chaos": "chaos",
     "tests/security": "security",
 }
-"""Tests that share files or one run, so ``pytest -n`` keeps each group on one worker:
-the chaos run and the cluster failover both rewrite ``benchmarks/results/chaos-*.json``
-and the reliability table that ``tests/chaos/test_reliability_doc.py`` reads; the security
-folder shares one ``mumu up`` and writes ``security.json``."""
-FIRST = ("tests/chaos", "tests/cluster", "tests/security", "tests/live", "tests/gateway")
+"""Tests that share one run, so ``pytest -n`` keeps each group on one worker: the chaos
+folder (its report test reads what the run wrote), the security folder (one ``mumu up``).
+The chaos run and the cluster failover both write ``benchmarks/results/chaos-*.json`` and
+the reliability table, under ``tests.chaos.scenarios.results_lock``."""
+FIRST = ("tests/cluster/test_failover.py", "tests/chaos", "tests/security", "tests/live",
+         "tests/gateway")
 """The longest groups, handed out first so that no worker ends the run alone on one."""
 
 

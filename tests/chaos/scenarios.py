@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import hashlib
 import itertools
+import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +154,19 @@ def passed(record: dict[str, Any]) -> bool:
 ROOT = Path(__file__).parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 REPORT = ROOT / "docs" / "reliability.md"
+
+
+@contextlib.contextmanager
+def results_lock() -> Iterator[None]:
+    """Held while chaos files are written and the table regenerated, or both read: the
+    chaos run and the cluster failover run on two pytest workers at once."""
+    name = hashlib.sha256(str(RESULTS.resolve()).encode()).hexdigest()[:16]
+    with (Path(tempfile.gettempdir()) / f"mumu-chaos-results-{name}.lock").open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def regenerate_report() -> None:

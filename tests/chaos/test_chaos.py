@@ -35,6 +35,7 @@ from tests.chaos.scenarios import (
     ChaosLoad,
     dead_letters,
     regenerate_report,
+    results_lock,
     window_record,
 )
 from tests.conftest import DATA, operator_connection
@@ -169,8 +170,10 @@ async def test_one_load_run_through_every_fault_loses_and_duplicates_nothing(
             record["live_problems"] = [p for s in mine for p in live.problems(s, partials, finals)]
             record["result"] = "fail" if record["live_problems"] else record["result"]
         records.append(record)
-        write_result(RESULTS / f"chaos-{fault.scenario}.json", record)
-    regenerate_report()
+    with results_lock():
+        for record in records:
+            write_result(RESULTS / f"{record['benchmark']}.json", record)
+        regenerate_report()
     print(f"chaos run: {len(everything)} asks + {len(streams)} live streams in "
           f"{load_seconds:.0f} s (test {time.monotonic() - began:.0f} s)")
 

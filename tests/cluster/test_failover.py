@@ -33,7 +33,7 @@ from mumu.broker.streams import apply_all
 from mumu.broker.workspaces import ensure_workspaces
 from mumu.contracts import subjects
 from mumu.stages.registry import STAGES
-from tests.chaos.scenarios import dead_letters, regenerate_report
+from tests.chaos.scenarios import dead_letters, regenerate_report, results_lock
 from tests.conftest import DATA, operator_connection
 from tests.loadgen import (
     Load,
@@ -206,7 +206,7 @@ async def test_the_pipeline_on_a_3_node_cluster_loses_nothing_when_leaders_die(
         "throughput_asks_per_s": {"r1": round(r1, 2), "r3": round(r3, 2),
                                   "r3_over_r1": round(r3 / r1, 3)},
     })
-    write_result(CHAOS, {
+    chaos_record = {
         "benchmark": "chaos-cluster-node", "scenario": "cluster-node",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "load": {"text": sum(o.kind == "text" for o in outcomes),
@@ -222,8 +222,10 @@ async def test_the_pipeline_on_a_3_node_cluster_loses_nothing_when_leaders_die(
         "window_seconds": round(elapsed, 1), "statuses": counts.statuses, "node_faults": faults,
         "result": "pass" if counts.lost == counts.duplicated == counts.errors_to_clients == 0
                   and not letters else "fail",
-    })
-    regenerate_report()
+    }
+    with results_lock():  # the chaos run may write its files on the other worker
+        write_result(CHAOS, chaos_record)
+        regenerate_report()
     rows_now = await stored_rows(pg_admin_url)
     assert counts.sent == TOTAL
     assert counts.lost == 0, counts
