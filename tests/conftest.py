@@ -28,6 +28,42 @@ pytest_plugins = ["tests.pg_fixtures", "tests.tls_certs"]
 DATA = Path(__file__).parent / "data"
 
 
+SHARED_GROUPS = {
+    "tests/chaos": "chaos",
+    "tests/security": "security",
+}
+"""Tests that share one run, so ``pytest -n`` keeps each group on one worker: the chaos
+folder (its report test reads what the run wrote), the security folder (one ``mumu up``).
+The chaos run and the cluster failover both write ``benchmarks/results/chaos-*.json`` and
+the reliability table, under ``tests.chaos.scenarios.results_lock``."""
+FIRST = ("tests/cluster/test_failover.py", "tests/chaos", "tests/security", "tests/live",
+         "tests/gateway")
+"""The longest groups, handed out first so that no worker ends the run alone on one."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``pytest -n N --dist loadgroup``: one group per test file (its module fixtures
+    are set up once), the ``SHARED_GROUPS`` together, the ``FIRST`` ones first."""
+    root = config.rootpath
+
+    def rel(item: pytest.Item) -> str:
+        return item.path.relative_to(root).as_posix()
+
+    def group(item: pytest.Item) -> str:
+        path = rel(item)
+        shared = [g for prefix, g in SHARED_GROUPS.items() if path.startswith(prefix)]
+        return shared[0] if shared else path
+
+    def rank(item: pytest.Item) -> int:
+        path = rel(item)
+        return next((i for i, p in enumerate(FIRST) if path.startswith(p)), len(FIRST))
+
+    items.sort(key=rank)  # stable: the order inside a group is kept
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+
+
 BROKER_USERS: ContextVar[AuthDir | None] = ContextVar("broker_users", default=None)
 """The test's ``broker_users``, for helpers that provision a workspace with only a client."""
 

@@ -44,6 +44,8 @@ class Outcome:
     statuses: list[int] = field(default_factory=list)
     done_at: float | None = None
     """``time.monotonic()`` of the final answer."""
+    refusals: list[tuple[float, int, str | None, str]] = field(default_factory=list)
+    """Each retried refusal: when (``time.monotonic()``), status, Retry-After, body."""
 
     @property
     def final(self) -> bool:
@@ -127,6 +129,9 @@ class Load:
                     if resp.status not in RETRIED:
                         return  # a client error: reported as such, not retried
                     retry_after = float(resp.headers.get("Retry-After", "0.5") or 0.5)
+                    out.refusals.append((time.monotonic(), resp.status,
+                                         resp.headers.get("Retry-After"),
+                                         (await resp.text())[:300]))
             except (aiohttp.ClientError, TimeoutError):
                 out.status = None
                 out.statuses.append(0)

@@ -18,10 +18,11 @@ from mumu.contracts.events import PipelineError
 from mumu.runtime import RetryPolicy
 from mumu.runtime.result_budget import budgeted_workspace
 from mumu.settings import Settings
-from mumu.stages.reason.backend import ChatRequest, estimate_tokens
+from mumu.stages.reason.backend import ChatRequest
 from mumu.stages.reason.stage import ReasonStage
 from tests.broker.test_storage_bounds import answered, ask
 from tests.harness import Collector, running
+from tests.reason.echo_backend import NoServerBackend
 
 WS_A, WS_B = "ws-huge", "ws-small"
 BUDGET = 512 * 1024
@@ -34,22 +35,13 @@ MEDIUM = 100_000
 answers were not stopped at its budget."""
 
 
-class HugeBackend:
+class HugeBackend(NoServerBackend):
     """Answers ``huge ...`` with two 48,000-character chunks, ``medium ...`` with one of
     ``MEDIUM`` characters."""
 
     model = "huge"
     concurrency = 1
     retry = RetryPolicy(in_place=0, first_delay=0.05)
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def count_tokens(self, texts: list[str]) -> list[int]:
-        return [estimate_tokens(t) for t in texts]
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[str, None]:
         question = request.messages[-1].content

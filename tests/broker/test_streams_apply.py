@@ -54,6 +54,31 @@ async def test_changed_config_is_applied_and_drift_reported(nc: NATS, tmp_path: 
     assert {c.action for c in await apply_all(nc, changed)} == {"unchanged"}
 
 
+async def test_every_stream_survives_a_server_restart_and_an_old_memory_stream_moves_to_file(
+    nc: NATS, tmp_path: Path,
+) -> None:
+    """MUMU_CONTROL was a memory stream, gone after every restart of a single server:
+    every shipped stream is on file storage, and apply moves an old memory one over."""
+    old = tmp_path / "streams"
+    shutil.copytree(ROOT / "streams", old)
+    path = old / "mumu_control.json"
+    config = json.loads(path.read_text())
+    assert config["storage"] == "file"
+    config["storage"] = "memory"
+    path.write_text(json.dumps(config))
+    await apply_all(nc, old)
+    live = await stream_config(nc, subjects.STREAM_CONTROL)
+    assert live is not None and live["storage"] == "memory"
+
+    applied = [c for c in await apply_all(nc) if c.action != "unchanged"]
+    assert [(c.name, c.action) for c in applied] == [(subjects.STREAM_CONTROL, "recreated")]
+    live = await stream_config(nc, subjects.STREAM_CONTROL)
+    assert live is not None and live["storage"] == "file"
+    shipped = [json.loads(p.read_text()) for p in (ROOT / "streams").glob("*.json")
+               if p.name != "buckets.json"]
+    assert [c["name"] for c in shipped if c.get("storage", "file") != "file"] == []
+
+
 async def test_status_counts_messages_pending_and_redelivered(nc: NATS) -> None:
     await apply_all(nc)
     js = nc.jetstream()

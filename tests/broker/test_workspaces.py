@@ -55,7 +55,7 @@ async def test_ensure_creates_the_intake_stream_bucket_and_source_once(
     assert intake["subjects"] == ["mumu.ingest.audio.ws-a", "mumu.ingest.text.ws-a",
                                   "mumu.ingest.live.ws-a", "mumu.ingest.chunk.*.ws-a"]
     assert intake["max_bytes"] == 1 << 20
-    assert intake["duplicate_window"] == 120_000_000_000
+    assert intake["duplicate_window"] == 600_000_000_000
     assert await ingest_sources(nc) == ["MUMU_INTAKE_ws-a"]
     again = await ensure_workspace(nc, "ws-a", intake_max_bytes=1 << 20)
     assert {c.action for c in again} == {"unchanged"}

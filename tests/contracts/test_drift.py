@@ -77,7 +77,8 @@ def test_ingest_subjects_are_stored_per_workspace_and_ingest_only_sources_them()
                                   subjects.INGEST_LIVE.for_workspace("ws-a"),
                                   f"{subjects.LIVE_CHUNK_PREFIX}.*.ws-a"]
     assert intake["max_bytes"] == 1234
-    assert intake["duplicate_window"] == 120_000_000_000  # what MUMU_INGEST had before
+    # longer than the gateway's wait (120 s): a retry after a 504 is still a duplicate
+    assert intake["duplicate_window"] == 600_000_000_000
     # without the template, the ingest subjects are stored by no stream
     problems = subject_problems(configs)
     assert "mumu.ingest.audio: stored by no stream (want exactly one)" in problems

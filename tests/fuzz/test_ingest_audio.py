@@ -6,12 +6,10 @@ valid clip after all of it is still normalised."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
-from hypothesis import HealthCheck, given, settings
 from nats.aio.client import Client as NATS
 
 from mumu.contracts import headers as h
@@ -20,55 +18,17 @@ from mumu.contracts.events import new_id
 from mumu.settings import Settings
 from mumu.stages.ingest.stage import build_stage as build_ingest
 from tests.conftest import Ensure
-from tests.fuzz.audio_strategies import REAL, labelled
+from tests.fuzz.audio_strategies import labelled
+from tests.fuzz.deadletters import run_examples
+from tests.fuzz.ingest_outcomes import a_valid_clip_still_flows, ends_once, outcomes
 from tests.gateway.conftest import WS_A, gateway_settings, serving
-from tests.harness import Collector, Seen, running
+from tests.harness import Collector, running
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.slow, pytest.mark.timeout(600)]
 
 EXAMPLES = 60
 CLEAR = {400, 413, 415, 422}
 """What the gateway may answer bad audio with (besides 202: ingest finds out later)."""
-
-
-def outcomes(seen: list[Seen], rid: str) -> list[str]:
-    """What became of request ``rid``: "ready" and/or "letter" entries."""
-    out = []
-    for m in seen:
-        if m.subject.startswith(subjects.AUDIO_READY.prefix) and m.json().get("request_id") == rid:
-            out.append("ready")
-        elif m.headers.get(h.DLQ_ORIGINAL_PREFIX + h.REQUEST_ID) == rid:
-            assert m.headers[h.DLQ_CODE] and m.headers[h.DLQ_REASON]
-            out.append("letter")
-    return out
-
-
-async def ends_once(seen: Collector, rid: str) -> str:
-    await seen.wait_for(lambda ms: bool(outcomes(ms, rid)), timeout=30)
-    await asyncio.sleep(0.05)  # a second outcome would come right after the first
-    ended = outcomes(seen.messages, rid)
-    assert len(ended) == 1, ended
-    return ended[0]
-
-
-def run_examples(loop: asyncio.AbstractEventLoop,
-                 one: Callable[[bytes, str], Awaitable[None]]) -> None:
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
-    @given(labelled)
-    def each(example: tuple[bytes, str]) -> None:
-        asyncio.run_coroutine_threadsafe(one(*example), loop).result(timeout=90)
-
-    each()
-
-
-async def a_valid_clip_still_flows(nc: NATS, seen: Collector, ws: str) -> None:
-    rid = new_id()
-    await nc.jetstream().publish(
-        subjects.INGEST_AUDIO.for_workspace(ws), REAL[-1].read_bytes(),
-        headers={h.CONTENT_TYPE: "audio/wav", h.SESSION: "s", h.REQUEST_ID: rid,
-                 h.MSG_ID: f"{ws}.{rid}"})
-    await seen.wait_for(lambda ms: outcomes(ms, rid) == ["ready"], timeout=60)
 
 
 async def test_generated_audio_into_ingest_over_nats(
@@ -89,7 +49,7 @@ async def test_generated_audio_into_ingest_over_nats(
                 h.MSG_ID: f"{ws}.{rid}"})
             ends.append(await ends_once(seen, rid))
 
-        await asyncio.to_thread(run_examples, loop, one)
+        await asyncio.to_thread(run_examples, loop, labelled, lambda ex: one(*ex), EXAMPLES, 90)
         await a_valid_clip_still_flows(nc, seen, ws)
         assert not task.done()
     # the examples reached both outcomes: real files (whatever their label) and refusals
@@ -121,7 +81,7 @@ async def test_generated_audio_through_the_gateway(
                     return
             await ends_once(seen, rid)
 
-        await asyncio.to_thread(run_examples, loop, one)
+        await asyncio.to_thread(run_examples, loop, labelled, lambda ex: one(*ex), EXAMPLES, 90)
         await a_valid_clip_still_flows(nc, seen, WS_A)
         assert not task.done()
     assert statuses.get(202) and set(statuses) & CLEAR, statuses

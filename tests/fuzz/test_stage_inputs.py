@@ -1,40 +1,38 @@
-"""Hypothesis-generated bad events into the stages' input subjects, on a real nats-server
-with the real stages: no stage crashes or stalls, every bad message ends as exactly one
-dead letter with a reason, and a valid message after them still flows."""
+"""Hypothesis-generated bad events into the stages' input subjects (reason's text asks and
+transcripts; transcribe's audio-ready events, live starts and live chunks), on a real
+nats-server with the real stages: no stage crashes or stalls, every bad message ends as
+exactly one dead letter with a reason, and a valid message after them still flows."""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 from pydantic import BaseModel
 
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
-from mumu.contracts.events import AudioReady, TextAsk, TranscriptFinal, new_id
+from mumu.contracts.events import AudioReady, LiveStart, TextAsk, TranscriptFinal, new_id
 from mumu.runtime.stage import Stage
 from mumu.settings import Settings
 from mumu.stages.reason.settings import ReasonSettings
 from mumu.stages.reason.stage import build_stage as build_reason
+from mumu.stages.transcribe.live.settings import LiveSettings
 from mumu.stages.transcribe.settings import TranscribeSettings
 from mumu.stages.transcribe.stage import build_stage as build_transcribe
 from tests.conftest import Ensure
+from tests.fuzz.deadletters import fuzz_stage, payloads
+from tests.fuzz.live_chunks import fuzz_live_chunks, start, stream_once
 from tests.fuzz.strategies import invalid_events
-from tests.harness import Collector, Seen, running
+from tests.harness import Collector, running
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.slow, pytest.mark.timeout(600)]
 
 WS = "ws-fuzz"
-EXAMPLES = 40
-FUZZ = "Mumu-Fuzz-Id"
-"""A header of our own on each fuzzed message: its dead letter keeps it (``Mumu-Orig-``)."""
+IDLE = 2.0
+"""A live stream's idle timeout here: a generated stream without an end ends this soon."""
 
 
 def text_ask(text: str = "What is the capital of France?") -> TextAsk:
@@ -56,47 +54,15 @@ def audio_ready() -> AudioReady:
                       source_content_type="audio/wav")
 
 
-def fuzz_ids(letters: list[Seen]) -> Counter[str]:
-    return Counter(m.headers.get(h.DLQ_ORIGINAL_PREFIX + FUZZ, "") for m in letters)
-
-
-async def fuzz_stage(
-    nc: NATS, stage: str, subject: str, payloads: st.SearchStrategy[bytes],
-    valid_flows: Callable[[], Awaitable[None]],
-) -> None:
-    """Publish ``EXAMPLES`` generated payloads on ``subject``, each waited for as exactly one
-    dead letter of ``stage``; then ``valid_flows`` must still pass."""
-    js = nc.jetstream()
-    loop = asyncio.get_running_loop()
-    sent: list[str] = []
-    async with Collector(nc, subjects.DLQ.stage(stage).wildcard) as letters:
-
-        async def one(payload: bytes) -> None:
-            fid = uuid.uuid4().hex
-            sent.append(fid)
-            await js.publish(subject, payload, headers={FUZZ: fid, h.MSG_ID: fid})
-            await letters.wait_for(lambda ms: fuzz_ids(ms)[fid] >= 1, timeout=20)
-
-        @settings(max_examples=EXAMPLES, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
-        @given(payloads)
-        def each(payload: bytes) -> None:
-            asyncio.run_coroutine_threadsafe(one(payload), loop).result(timeout=60)
-
-        await asyncio.to_thread(each)
-        await valid_flows()  # the stage neither crashed nor stalled
-        counts = fuzz_ids(letters.messages)
-    assert len(sent) >= EXAMPLES // 2
-    assert {fid: counts[fid] for fid in sent} == dict.fromkeys(sent, 1), "one letter each"
-    for letter in letters.messages:
-        assert letter.headers[h.DLQ_CODE] and letter.headers[h.DLQ_REASON]
+def live_start() -> LiveStart:
+    return start(WS, new_id())
 
 
 def stage_settings(settings: Settings, tmp_path: Path) -> Settings:
     return settings.model_copy(update={
         "reason": ReasonSettings(max_tokens=8),
         "transcribe": TranscribeSettings(model_cache_dir=tmp_path.parent / "models",
-                                         cpu_threads=2),
+                                         cpu_threads=2, live=LiveSettings(idle_timeout=IDLE)),
     })
 
 
@@ -122,11 +88,11 @@ async def test_bad_text_asks_and_transcripts_into_reason(
     async def body() -> None:
         await fuzz_stage(
             nc, "reason", subjects.INGEST_TEXT.for_workspace(WS),
-            invalid_events(TextAsk, text_ask()),
+            payloads(invalid_events(TextAsk, text_ask())),
             lambda: answered(nc, text_ask(), subjects.INGEST_TEXT.for_workspace(WS)))
         await fuzz_stage(
             nc, "reason", subjects.TRANSCRIPT_FINAL.for_workspace(WS),
-            invalid_events(TranscriptFinal, transcript()),
+            payloads(invalid_events(TranscriptFinal, transcript())),
             lambda: answered(nc, transcript(), subjects.TRANSCRIPT_FINAL.for_workspace(WS)))
 
     await run_fuzz(build_reason(cfg), cfg, body)
@@ -148,8 +114,17 @@ async def test_bad_audio_ready_events_into_transcribe(
             await letters.wait_for(lambda ms: any(
                 m.headers.get(h.DLQ_CODE) == "transcribe_failed" for m in ms), 30)
 
+    async def live_still_flows() -> None:
+        async with Collector(nc, subjects.DLQ.token("transcribe")) as letters:
+            assert await stream_once(nc, WS, [(bytes(3200), "1", True)], letters, IDLE) == []
+
     async def body() -> None:
         await fuzz_stage(nc, "transcribe", subjects.AUDIO_READY.for_workspace(WS),
-                         invalid_events(AudioReady, audio_ready()), still_flows)
+                         payloads(invalid_events(AudioReady, audio_ready())), still_flows)
+        await fuzz_stage(nc, "transcribe", subjects.INGEST_LIVE.for_workspace(WS),
+                         payloads(invalid_events(LiveStart, live_start())), live_still_flows,
+                         count=25)
+        outcomes = await fuzz_live_chunks(nc, WS, 15, IDLE)
+        assert {"acked", "schema_violation"} <= outcomes, outcomes
 
     await run_fuzz(build_transcribe(cfg), cfg, body)

@@ -19,11 +19,12 @@ from mumu.quota.settings import QuotaSettings
 from mumu.runtime import RetryPolicy
 from mumu.settings import Settings
 from mumu.stages.ingest.stage import build_stage as build_ingest
-from mumu.stages.reason.backend import ChatRequest, estimate_tokens
+from mumu.stages.reason.backend import ChatRequest
 from mumu.stages.reason.quota import TextAskQuota
 from mumu.stages.reason.stage import ReasonStage
 from tests.gateway.conftest import gateway_settings
 from tests.harness import running
+from tests.reason.echo_backend import NoServerBackend
 
 
 def quota_settings(settings: Settings, pg_settings: Settings, **quota: Any) -> Settings:
@@ -38,7 +39,7 @@ def quota_settings(settings: Settings, pg_settings: Settings, **quota: Any) -> S
     })
 
 
-class FastBackend:
+class FastBackend(NoServerBackend):
     """An instant LLM backend (``You asked: <question>``); ``hold``: answers wait until
     it is set, so requests stay in flight."""
 
@@ -49,15 +50,6 @@ class FastBackend:
         self.concurrency = concurrency
         self.hold = hold
         self.started = 0
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def count_tokens(self, texts: list[str]) -> list[int]:
-        return [estimate_tokens(t) for t in texts]
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[str, None]:
         self.started += 1

@@ -250,6 +250,8 @@ def _gateway(
         *(f"{JS_API}.CONSUMER.LIST.{stream}" for stream in declared),
         subjects.INGEST_AUDIO.wildcard,
         subjects.INGEST_TEXT.wildcard,
+        subjects.INGEST_LIVE.wildcard,  # live streams of websocket and Realtime clients
+        subjects.LIVE_CHUNK_WILDCARD,
         subjects.CONTROL_CANCEL.wildcard,
         *(info for c in stage_consumers for info in consumer_info(c)),
         f"{JS_API}.CONSUMER.CREATE.{results}",

@@ -32,7 +32,7 @@ _IMMUTABLE = {"storage", "name", "retention"}
 @dataclass
 class StreamChange:
     name: str
-    action: Literal["created", "updated", "unchanged", "drift", "missing"]
+    action: Literal["created", "updated", "recreated", "unchanged", "drift", "missing"]
     diff: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
     def describe(self) -> str:
@@ -83,6 +83,12 @@ async def apply_stream(nc: NATS, desired: dict[str, Any], *, dry_run: bool = Fal
     if dry_run:
         return StreamChange(name, "drift", diff)
     immutable = set(diff) & _IMMUTABLE
+    if immutable == {"storage"} and actual.get("storage") == "memory":
+        # a memory stream is lost on every server restart anyway: recreating it on file
+        # storage loses only what a restart would (MUMU_CONTROL before it was on file)
+        await _api(nc, f"STREAM.DELETE.{name}", {})
+        await _api(nc, f"STREAM.CREATE.{name}", desired)
+        return StreamChange(name, "recreated", diff)
     if immutable:
         raise RuntimeError(
             f"stream {name}: {', '.join(sorted(immutable))} cannot change on a live stream; "
@@ -94,11 +100,17 @@ async def apply_stream(nc: NATS, desired: dict[str, Any], *, dry_run: bool = Fal
 
 
 def _bucket_stream_config(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """The limits of a bucket, as keys of its underlying stream config."""
+    """The limits and replicas of a bucket, as keys of its underlying stream config.
+
+    ``num_replicas`` is compared like a stream's: ``--replicas 3`` on a live R1 deployment
+    moves the buckets to R3 as well. Left at R1, a KV bucket (``mumu-quota``, ``mumu-once``,
+    ``mumu-sessions``) lives on one node, and every ask waits for that node while it is
+    down (``docs/ops.md``, "The cluster")."""
     ns = 1_000_000_000
     wanted: dict[str, Any] = {
         "max_age": int(spec.get("ttl_seconds", 0) * ns),
         "max_bytes": spec.get("max_bytes", -1),
+        "num_replicas": spec.get("replicas", 1),
     }
     if kind == "kv":
         wanted["max_msg_size"] = spec.get("max_value_size", -1)

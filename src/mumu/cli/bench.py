@@ -12,6 +12,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+from mumu.bench import reliability
 from mumu.bench.report import table, with_table
 from mumu.settings import Settings
 
@@ -28,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     report = names.add_parser("report", help="the README's table from benchmarks/results/")
     report.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     report.add_argument("--readme", type=Path, help="rewrite the table inside this README")
+    report.add_argument("--reliability", type=Path,
+                        help="rewrite the chaos table (chaos-*.json) inside this document")
     report.set_defaults(func=run_report)
     for name in BENCHMARKS:
         if name not in available():
@@ -39,9 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_report(args: argparse.Namespace, settings: Settings) -> int:
+    if args.reliability:
+        args.reliability.write_text(
+            reliability.with_table(args.reliability.read_text(), args.results))
     if args.readme:
         args.readme.write_text(with_table(args.readme.read_text(), args.results))
-    else:
+    elif not args.reliability:
         print(table(args.results), end="")
     return 0
 

@@ -29,6 +29,7 @@ from mumu.gateway.metrics import GatewayMetrics
 from mumu.gateway.models import Health, Readiness
 from mumu.gateway.openapi import openapi_document
 from mumu.gateway.quota import build_quota_gate
+from mumu.gateway.realtime import realtime
 from mumu.gateway.telemetry import Milestones
 from mumu.gateway.tokens import TokenSigner
 from mumu.gateway.transport import TRUSTED_PROXIES, forwarded
@@ -211,4 +212,5 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> web.App
     r.add_post("/v1/audio/transcriptions", openai_compat.transcriptions)
     r.add_post("/v1/audio/translations", openai_compat.translations)
     r.add_get("/v1/models", openai_compat.models)
+    r.add_get("/v1/realtime", realtime)
     return app

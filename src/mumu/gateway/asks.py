@@ -68,7 +68,8 @@ def audio_content_type(data: bytes, declared: str | None = None) -> str:
 
 
 def _is_ingest(subject: str) -> bool:
-    return subjects.INGEST_TEXT.matches(subject) or subjects.INGEST_AUDIO.matches(subject)
+    return (subjects.INGEST_TEXT.matches(subject) or subjects.INGEST_AUDIO.matches(subject)
+            or subjects.INGEST_LIVE.matches(subject))
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +159,17 @@ class Asker:
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
             log.warning("publish to %s failed: %r", subject, exc)
             raise ApiError(503, "unavailable", "the message bus is not reachable; retry") from exc
+
+    async def publish(self, workspace_id: str, subject: str, payload: bytes,
+                      headers: dict[str, str]) -> PubAck:
+        """Publish one message of ``workspace_id`` (its intake ensured for an ingest
+        subject), JetStream's acknowledgement awaited; failures are ``ApiError`` (503)."""
+        return await self._publish(workspace_id, subject, payload, headers)
+
+    @property
+    def quota(self) -> QuotaGate | None:
+        """The workspace quotas asks are admitted by (None: not enforced here)."""
+        return self._quota
 
     def _accepted(self, asked: Asked, kind: str, *, answer: bool = True) -> Asked:
         """A new request (not a duplicate) starts its end-to-end clock."""

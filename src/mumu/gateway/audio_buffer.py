@@ -47,6 +47,13 @@ class AudioBuffer:
         self._refused = False
         return None if refused else audio
 
+    def discard(self) -> int:
+        """Drop what is buffered (a live stream starts); how many bytes that was."""
+        dropped = len(self._data)
+        self.release()
+        self._refused = False
+        return dropped
+
     def release(self) -> None:
         self._data = bytearray()
         if self._holding:

@@ -47,15 +47,22 @@ async def json_body(request: web.Request, model: type[M], code: str = "bad_reque
 
 
 async def form_body(request: web.Request, model: type[M], code: str = "bad_request") -> M:
-    """The model's fields from a multipart form (files read off the event loop); other
-    form fields are left to the model (ignored or refused, as it says)."""
+    """The model's fields from a multipart form (files read off the event loop); a field
+    that is not a list given twice is a 400; other form fields are left to the model
+    (ignored or refused, as it says)."""
     form = await read_form(request)
     data: dict[str, Any] = {}
     for name, field in model.model_fields.items():
         key = field.alias or name
         values = [await _value(v) for v in form.getall(key, [])]
-        if values:
-            data[key] = values if get_origin(field.annotation) is list else values[0]
+        if not values:
+            continue
+        if get_origin(field.annotation) is list:
+            data[key] = values
+        elif len(values) > 1:  # which one the client meant is anyone's guess
+            raise ApiError(400, code, f"{key}: given {len(values)} times; send it once")
+        else:
+            data[key] = values[0]
     return validated(model, data, code)
 
 

@@ -1,4 +1,5 @@
-"""The websocket's client messages that ask something, as models (``ask``, ``audio.end``).
+"""The websocket's client messages that ask something, as models (``ask``, ``audio.end``,
+``stream.start``, ``stream.end``).
 
 ``audio.end`` carries the same ``AudioOptions`` as the HTTP form and the ingest headers.
 """
@@ -33,3 +34,39 @@ class AudioEndMessage(AudioOptions):
     type: Literal["audio.end"]
     format: str | None = Field(default=None, max_length=16,
                                description="the container (webm, wav ...); sniffed anyway")
+
+
+LIVE_FORMATS = ("pcm16", "webm")
+"""``pcm16``: raw signed 16-bit little-endian PCM, 16 kHz mono; ``webm``: Opus in WebM, as
+a browser's ``MediaRecorder`` records it (decoded to 16 kHz PCM16 by the gateway)."""
+LIVE_SAMPLE_RATE = 16_000
+
+
+class StreamStartMessage(BaseModel):
+    """``{"type": "stream.start", "format": "pcm16" | "webm", "language"?, "prompt"?,
+    "sample_rate"?, "answer"?, "request_id"?}``: a live stream begins; binary frames follow,
+    then ``{"type": "stream.end"}``. The server answers ``stream.started`` (with the
+    stream's ``request_id`` and ``stream_id``); each utterance is a request of its own,
+    ``<request_id>-<n>``, whose partials, final and answer come like any other result."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["stream.start"]
+    format: str = Field(max_length=16, description="pcm16 (16 kHz mono) or webm (Opus)")
+    language: str | None = Field(default=None, max_length=64)
+    prompt: str | None = Field(default=None, max_length=2000)
+    sample_rate: int | None = Field(
+        default=None, description="pcm16 only: must be 16000 if given")
+    answer: bool = Field(default=True, description="false: transcribe only, no answers")
+    request_id: str | None = Field(
+        default=None, max_length=48,
+        description="the client's id for the stream (utterances are <id>-<n>); default new")
+
+
+class StreamEndMessage(BaseModel):
+    """``{"type": "stream.end"}``: the stream's audio is complete; what was said since the
+    last final becomes final. The server answers ``stream.ended``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["stream.end"]

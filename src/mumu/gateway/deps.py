@@ -23,6 +23,7 @@ from mumu.gateway.feed import LiveFeed
 from mumu.gateway.hub import Hub
 from mumu.gateway.key_status import KeyStatus
 from mumu.gateway.limits import LagMonitor, RateLimiter
+from mumu.gateway.live import LiveIngest
 from mumu.gateway.metrics import GatewayMetrics
 from mumu.gateway.tokens import SessionClaims, TokenSigner
 from mumu.settings import Settings
@@ -49,6 +50,8 @@ class GatewayDeps:
     _keyring: Keyring | None = field(default=None, repr=False)
     admission: Admission = field(init=False)
     """The caps on sockets, audio buffers and waiting requests (``gateway.admission``)."""
+    live: LiveIngest = field(init=False)
+    """Opens live streams (websocket ``stream.start``, Realtime sessions)."""
 
     def __post_init__(self) -> None:
         gw = self.settings.gateway
@@ -58,6 +61,7 @@ class GatewayDeps:
             max_audio_buffers_per_workspace=gw.max_audio_buffers_per_workspace,
             max_waiting=gw.max_waiting, max_waiting_per_workspace=gw.max_waiting_per_workspace,
         )
+        self.live = LiveIngest(self.nc, self.asker, gw.stream_in_flight)
 
     def feed_position(self) -> int:
         return self.feed.last_seq

@@ -62,12 +62,14 @@ def error_response(
 
 
 async def read_form(request: web.Request) -> MultiDictProxy[Any]:
-    """The multipart form; a malformed one is the client's 400, not our 500."""
+    """The multipart form; a malformed one (or one cut off: the client went away during
+    the upload) is the client's 400, not our 500."""
     try:
         return await request.post()
     except web.HTTPException:
         raise
-    except (ValueError, TypeError, AssertionError, UnicodeError, HttpProcessingError) as exc:
+    except (ValueError, TypeError, AssertionError, UnicodeError, HttpProcessingError,
+            ConnectionResetError) as exc:
         raise ApiError(400, "bad_request", f"malformed multipart body: {exc}"[:300]) from exc
 
 

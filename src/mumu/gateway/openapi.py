@@ -159,9 +159,22 @@ def _operation(op: Operation) -> dict[str, Any]:
     return doc
 
 
+def _named() -> list[type[BaseModel]]:
+    """``models.MODELS`` and every model an operation names (its body or a reply), so no
+    ``$ref`` of the document is left without its schema."""
+    named = list(m.MODELS)
+    for op in OPERATIONS:
+        replies = [r.model for r in op.replies.values() if r.model is not None]
+        for model in [*op.body.values(),
+                      *(x for r in replies for x in (r if isinstance(r, tuple) else (r,)))]:
+            if model not in named:
+                named.append(model)
+    return named
+
+
 def _schemas() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
-    for model in m.MODELS:
+    for model in _named():
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema

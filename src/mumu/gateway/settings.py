@@ -58,6 +58,16 @@ class GatewaySettings(BaseModel):
         description="audio one websocket may buffer before `audio.end`",
     )
     max_text_chars: int = Field(default=32_000, ge=1, description="longest text question")
+    stream_idle_timeout: float = Field(
+        default=10.0, gt=0,
+        description="a live stream (websocket `stream.start`, Realtime session) that gets no "
+        "audio for this long is ended (its last utterance becomes final) with `stream_timeout`",
+    )
+    stream_in_flight: int = Field(
+        default=16, ge=1,
+        description="chunks of one live stream published and not yet acknowledged by "
+        "JetStream; the client's next frame waits (TCP backpressure)",
+    )
     wait_timeout: float = Field(
         default=120.0, gt=0,
         description="seconds `?wait=true` and /v1/audio/transcriptions wait before a 504",

@@ -28,6 +28,7 @@ from mumu.gateway.deps import GatewayDeps
 from mumu.gateway.errors import ApiError
 from mumu.gateway.feed import replay
 from mumu.gateway.hub import ResultEvent, parse
+from mumu.gateway.live_socket import LiveSocket
 from mumu.gateway.outbox import Sender
 from mumu.gateway.tokens import InvalidTokenError, SessionClaims
 
@@ -51,6 +52,7 @@ class ClientSocket:
         gw = deps.settings.gateway
         self._audio = AudioBuffer(deps.admission.audio_buffers, claims.workspace_id,
                                   gw.max_ws_audio_bytes)
+        self.live = LiveSocket(self, self._audio)
         self.going_away = False
         """The gateway is shutting down; ``close_all`` closes this socket (1001)."""
         self.close_reason: str | None = None
@@ -132,8 +134,10 @@ class ClientSocket:
     # --- incoming -------------------------------------------------------------------
 
     async def on_binary(self, data: bytes) -> None:
-        refused = self._audio.add(data)
-        if refused is not None:
+        refused = None if self.live.running else self._audio.add(data)
+        if self.live.running:  # a live stream's audio
+            await self.live.frame(data)
+        elif refused is not None:
             self.error(refused.code, refused.message)
 
     async def on_text(self, text: str) -> None:
@@ -148,6 +152,8 @@ class ClientSocket:
         handler = {
             "ask": self._ask,
             "audio.end": self._audio_end,
+            "stream.start": self.live.start,
+            "stream.end": self.live.end,
             "resume": self._resume,
             "cancel": self._cancel,
             "ping": self._ping,
@@ -161,7 +167,7 @@ class ClientSocket:
         except ApiError as exc:
             self.error(exc.code, exc.message, exc.request_id)
 
-    def _admit(self) -> None:
+    def admit(self) -> None:
         self.deps.limiter.take(self.claims.workspace_id)
         self.deps.lag.guard()
 
@@ -170,7 +176,7 @@ class ClientSocket:
         limit = self.deps.settings.gateway.max_text_chars
         if len(ask.text) > limit:
             raise ApiError(413, "too_large", f"text longer than {limit} characters")
-        self._admit()
+        self.admit()
         self.deps.metrics.asks.labels("text").inc()
         rid = (await self.deps.asker.ask_text(
             self.claims.workspace_id, self.claims.session_id, ask.text, ask.language
@@ -184,7 +190,7 @@ class ClientSocket:
         end = validated(AudioEndMessage, message, BAD_MESSAGE)
         declared = FORMATS.get(end.format.lower()) if end.format else None
         content_type = audio_content_type(audio, declared)
-        self._admit()
+        self.admit()
         self.deps.metrics.asks.labels("audio").inc()
         rid = (await self.deps.asker.ask_audio(
             self.claims.workspace_id, self.claims.session_id, audio, content_type, end.options()
@@ -216,8 +222,9 @@ class ClientSocket:
         await self.resume(after)
 
     async def stop(self) -> None:
-        """The socket is closing: end a running replay, drop buffered audio."""
+        """The socket is closing: end a running replay and live stream, drop buffered audio."""
         self._audio.release()
+        await self.live.close()
         if self._resuming is not None:
             self._resuming.cancel()
             for outcome in await asyncio.gather(self._resuming, return_exceptions=True):

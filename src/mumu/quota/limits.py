@@ -93,7 +93,7 @@ class LimitsSource:
         return limits
 
     async def _read(self, workspace_id: str, fallback: Limits) -> Limits:
-        if self._pool is None or not _is_uuid(workspace_id):
+        if self._pool is None or not is_uuid(workspace_id):
             return self._defaults  # overrides are stored for database workspaces only
         try:
             overrides = await limit_overrides(await self._pool(), workspace_id)
@@ -104,7 +104,8 @@ class LimitsSource:
         return self._defaults.with_overrides(overrides)
 
 
-def _is_uuid(text: str) -> bool:
+def is_uuid(text: str) -> bool:
+    """Whether ``text`` is a UUID (a workspace id the database can hold)."""
     try:
         uuid.UUID(text)
     except ValueError:

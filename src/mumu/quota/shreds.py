@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from datetime import datetime
 
 from mumu.db.datakeys import WorkspaceShreddedError, shredded_at
 from mumu.db.pool import workspace_tx
-from mumu.quota.limits import Pool
+from mumu.quota.limits import Pool, is_uuid
 
 log = logging.getLogger(__name__)
 MAX_CACHED = 10_000
@@ -43,7 +42,7 @@ class ShredWatch:
             raise WorkspaceShreddedError(workspace_id, when)
 
     async def shredded_at(self, workspace_id: str) -> datetime | None:
-        if self._pool is None or not _is_uuid(workspace_id):
+        if self._pool is None or not is_uuid(workspace_id):
             return None  # workspaces are database rows: without one, none is shredded
         now = time.monotonic()
         cached = self._cache.get(workspace_id)
@@ -67,11 +66,3 @@ class ShredWatch:
             log.warning("reading whether %s is shredded failed (%r): using the last known",
                         workspace_id, exc)
             return fallback
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True

@@ -7,7 +7,9 @@ const state = {
   connected: false, recorder: null, cards: {}, log: [],
 };
 
-const CONTROL = new Set(["ready", "accepted", "resumed", "cancelling", "pong", "authenticated"]);
+const CONTROL = new Set(["ready", "accepted", "resumed", "cancelling", "pong", "authenticated",
+  "stream.started", "stream.ended"]);
+const LIVE_CONTROL = new Set(["stream.started", "stream.ended"]);  // live.js handles them
 const CLOSE_UNAUTHORIZED = 4401;
 
 function setStatus(text) { $("status").textContent = text; }
@@ -100,6 +102,8 @@ function onMessage(m) {
   if (!control && typeof m.cursor === "number" && m.cursor > state.cursor) {
     state.cursor = m.cursor;
   }
+  liveMessage(m);
+  if (LIVE_CONTROL.has(m.type)) return;
   if (!m.request_id) {
     if (m.type === "error") setStatus("Error: " + m.message);
     return;
@@ -112,10 +116,17 @@ function onMessage(m) {
       transcript.textContent = m.bytes ? "(listening to your audio…)" : "";
       break;
     case "transcript.partial":
+      if (c.final) break;  // a late partial never overwrites the final
+      if (m.stream_id) {   // live: the utterance so far, committed then tentative
+        showLive(c, transcript, m);
+        break;
+      }
       c.partial[m.segment.id] = m.segment.text;
       transcript.textContent = c.partial.join("");
       break;
     case "transcript.final":
+      c.final = true;
+      if (m.stream_id) liveMeta(c, m);
       transcript.classList.remove("partial");
       transcript.textContent = m.text;
       break;
@@ -134,6 +145,24 @@ function onMessage(m) {
       c.el.querySelector(".error").textContent = `${m.stage || "gateway"}: ${m.message}`;
       break;
   }
+}
+
+function liveMeta(c, m) {
+  c.el.querySelector(".meta").textContent =
+    `live utterance ${m.utterance ?? "?"} — request ${m.request_id}`;
+}
+
+// committed words in normal weight (never taken back), the tentative rest greyed
+function showLive(c, transcript, m) {
+  liveMeta(c, m);
+  const committed = document.createElement("span");
+  committed.className = "committed";
+  committed.textContent = m.committed || "";
+  const tentative = document.createElement("span");
+  tentative.className = "tentative";
+  tentative.textContent = (m.committed && m.tentative ? " " : "") + (m.tentative || "");
+  transcript.classList.add("live");
+  transcript.replaceChildren(committed, tentative);
 }
 
 function send(obj) { state.ws.send(JSON.stringify(obj)); }

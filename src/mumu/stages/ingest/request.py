@@ -19,10 +19,19 @@ def parse_headers(headers: Mapping[str, str]) -> IngestAudioHeaders:
     """The contract headers (names matched case-insensitively), or a ``PermanentError``.
 
     A required header that is absent is ``missing_header``; one with a bad value is
-    ``schema_violation``. Headers mumu does not know (``traceparent``, ``Nats-Msg-Id``)
+    ``schema_violation``, and so is one given twice (names differ only in case) with two
+    values. Headers mumu does not know (``traceparent``, ``Nats-Msg-Id``)
     are ignored.
     """
-    known = {_ALIASES[k.lower()]: v for k, v in headers.items() if k.lower() in _ALIASES}
+    known: dict[str, str] = {}
+    for k, v in headers.items():
+        name = _ALIASES.get(k.lower())
+        if name is None:
+            continue
+        if known.get(name, v) != v:  # which one the producer meant is anyone's guess
+            raise PermanentError(
+                "schema_violation", f"header {name} given twice, with different values")
+        known[name] = v
     try:
         return IngestAudioHeaders.model_validate(known)
     except ValidationError as exc:

@@ -179,7 +179,14 @@ class _Consumer:
                     f"{self.s.idle_timeout:g} s and no end; what was said is final",
                 ) from None
             headers = msg.headers or {}
-            seq = int(headers.get(h.CHUNK_SEQ, self.order.next))
+            seq = _sequence(headers.get(h.CHUNK_SEQ), self.order.next)
+            if seq is None:  # a broken producer: no retry can read it another way
+                await self.out.publish(await self.stream.finish())
+                raise PermanentError(
+                    "schema_violation",
+                    f"live stream {self.started.stream_id}: a chunk's {h.CHUNK_SEQ} is "
+                    f"{headers[h.CHUNK_SEQ][:40]!r}, not an integer; what was said is final",
+                )
             end = headers.get(h.STREAM_END, "").lower() == "true"
             before = (self.order.duplicates, self.order.late)
             ready = self.order.add(Chunk(seq, msg.data, end, stored_at(msg)))
@@ -216,3 +223,13 @@ class _Consumer:
                         extra=self._extra)
             self.route.count("skipped", gap.size)
         self._noted = len(self.order.gaps)
+
+
+def _sequence(raw: str | None, following: int) -> int | None:
+    """A chunk's sequence number (absent: ``following``); None when it is no integer."""
+    if raw is None:
+        return following
+    try:
+        return int(raw)
+    except ValueError:
+        return None

@@ -1,0 +1,170 @@
+"""A Realtime session's items, from the results of its live streams.
+
+``server_vad``: each utterance of a stream is an item. ``turn_detection: null``: each
+stream (from the first append to the commit) is one item, and its utterances are joined.
+The stage says nothing when a stream's last utterance is out, so a manual item completes at
+the first final after the commit that reaches to within ``tail`` seconds of the stream's end
+(an utterance the stage endpointed earlier leaves no room for another one), or ``grace``
+seconds after the commit (or the stream's last result since) without another result.
+A server-VAD item completes with its utterance's final only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mumu.contracts.event_types import EventType
+from mumu.gateway.hub import ResultEvent
+from mumu.gateway.live import LiveOut
+from mumu.gateway.realtime_events import ItemText, error_event, server_event
+
+DELTA = "conversation.item.input_audio_transcription.delta"
+COMPLETED = "conversation.item.input_audio_transcription.completed"
+GRACE = 15.0
+"""Seconds without a result of a committed manual stream before its item completes (a
+transcribe stage behind on a busy machine takes seconds between two results)."""
+
+
+@dataclass
+class _Item:
+    id: str = field(default_factory=lambda: f"item_{uuid.uuid4().hex[:20]}")
+    text: ItemText = field(default_factory=ItemText)
+    started: bool = False
+    committed: bool = False
+    completed: bool = False
+    seconds: float = 0.0
+
+
+@dataclass
+class _Stream:
+    request_id: str
+    manual: bool
+    items: dict[int, _Item] = field(default_factory=dict)
+    ended: bool = False
+    seconds: float = 0.0
+    timer: asyncio.TimerHandle | None = None
+
+
+class Items:
+    def __init__(self, send: Callable[[dict[str, Any]], None], tail: float,
+                 grace: float = GRACE) -> None:
+        self.send = send
+        self.tail = tail
+        self.grace = grace
+        self._streams: dict[str, _Stream] = {}
+        self._previous: str | None = None
+
+    def stream_started(self, out: LiveOut, *, manual: bool) -> None:
+        """A new stream; server-VAD streams ended earlier whose items are all complete
+        are forgotten (the stage may still send an utterance of an ended stream)."""
+        for stream_id, stream in list(self._streams.items()):
+            if stream.ended and not stream.manual and not stream.items:
+                del self._streams[stream_id]
+        self._streams[out.stream_id] = _Stream(out.request_id, manual)
+
+    def stream_ended(self, out: LiveOut) -> None:
+        stream = self._streams.get(out.stream_id)
+        if stream is None:
+            return
+        stream.ended, stream.seconds = True, out.seconds
+        if stream.manual:
+            self._commit(self._item(stream, 0))
+            self._arm(out.stream_id, stream)
+
+    def forget(self, stream_id: str) -> None:
+        """``input_audio_buffer.clear``: the stream's results are not shown."""
+        stream = self._streams.pop(stream_id, None)
+        if stream is not None and stream.timer is not None:
+            stream.timer.cancel()
+
+    def close(self) -> None:
+        for stream_id in list(self._streams):
+            self.forget(stream_id)
+
+    def _item(self, stream: _Stream, utterance: int) -> _Item:
+        key = 0 if stream.manual else utterance
+        if key not in stream.items:
+            stream.items[key] = _Item()
+        return stream.items[key]
+
+    def _arm(self, stream_id: str, stream: _Stream) -> None:
+        if stream.timer is not None:
+            stream.timer.cancel()
+        loop = asyncio.get_running_loop()
+        stream.timer = loop.call_later(self.grace, self._complete_stream, stream_id)
+
+    def _complete_stream(self, stream_id: str) -> None:
+        stream = self._streams.pop(stream_id, None)
+        if stream is not None:
+            for item in stream.items.values():
+                self._complete(item)
+
+    def on_result(self, event: ResultEvent) -> None:
+        body = event.body
+        stream_id = body.get("stream_id")
+        stream = self._streams.get(stream_id) if isinstance(stream_id, str) else None
+        if event.type is EventType.ERROR:
+            self._error(body)
+            return
+        if stream is None or stream_id is None:
+            return
+        utterance = int(body.get("utterance") or 0)
+        item = self._item(stream, utterance)
+        if event.type is EventType.TRANSCRIPT_PARTIAL:
+            start = float((body.get("segment") or {}).get("start") or 0.0)
+            self._started(item, start)
+            self._delta(item, item.text.delta(str(body.get("committed") or "")))
+        elif event.type is EventType.TRANSCRIPT_FINAL:
+            segments = body.get("segments") or []
+            end = float(segments[-1]["end"]) if segments else None
+            self._started(item, float(segments[0]["start"]) if segments else 0.0)
+            item.seconds += float(body.get("duration") or 0.0)
+            self._delta(item, item.text.finish(str(body.get("text") or "")))
+            if not stream.manual:
+                self.send(server_event("input_audio_buffer.speech_stopped", item_id=item.id,
+                                       audio_end_ms=round((end or 0.0) * 1000)))
+                self._commit(item)
+                self._complete(item)
+                del stream.items[utterance]
+            elif stream.ended and end is not None and end >= stream.seconds - self.tail:
+                self._complete_stream(stream_id)
+                return
+        if stream.manual and stream.ended and stream_id in self._streams:
+            self._arm(stream_id, stream)
+
+    def _started(self, item: _Item, start: float) -> None:
+        if not item.started:
+            item.started = True
+            self.send(server_event("input_audio_buffer.speech_started", item_id=item.id,
+                                   audio_start_ms=round(start * 1000)))
+
+    def _delta(self, item: _Item, delta: str) -> None:
+        if delta:
+            self.send(server_event(DELTA, item_id=item.id, content_index=0, delta=delta))
+
+    def _commit(self, item: _Item) -> None:
+        if not item.committed:
+            item.committed = True
+            self.send(server_event("input_audio_buffer.committed", item_id=item.id,
+                                   previous_item_id=self._previous))
+            self._previous = item.id
+
+    def _complete(self, item: _Item) -> None:
+        if not item.completed:
+            item.completed = True
+            self._commit(item)
+            self.send(server_event(COMPLETED, item_id=item.id, content_index=0,
+                                   transcript=item.text.delivered,
+                                   usage={"type": "duration", "seconds": round(item.seconds, 3)}))
+
+    def _error(self, body: dict[str, Any]) -> None:
+        request_id = str(body.get("request_id") or "")
+        ours = any(request_id == s.request_id or request_id.startswith(f"{s.request_id}-")
+                   for s in self._streams.values())
+        if ours:
+            self.send(error_event(str(body.get("code") or "internal"),
+                                  f"{body.get('stage', 'pipeline')}: {body.get('message', '')}"))
