@@ -36,7 +36,7 @@ SHARED_GROUPS = {
 folder (its report test reads what the run wrote), the security folder (one ``mumu up``).
 The chaos run and the cluster failover both write ``benchmarks/results/chaos-*.json`` and
 the reliability table, under ``tests.chaos.scenarios.results_lock``."""
-FIRST = ("tests/cluster/test_failover.py", "tests/chaos", "tests/security", "tests/live",
+FIRST = ("tests/chaos", "tests/security", "tests/live", "tests/cluster",
          "tests/gateway")
 """The longest groups, handed out first so that no worker ends the run alone on one."""
 

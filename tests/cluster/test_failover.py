@@ -47,7 +47,7 @@ from tests.loadgen import (
 from tests.pg_fixtures import WorkspaceFactory
 from tests.test_up import start_up, stop_up
 
-pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.alone, pytest.mark.timeout(1500)]
 
 RESULTS = Path(__file__).parents[2] / "benchmarks" / "results" / "cluster.json"
 """Where a run records its counts with ``MUMU_RECORD_RESULTS=1`` (the README quotes that
