@@ -72,13 +72,13 @@ async def test_a_flood_of_bad_input_fills_only_its_own_dead_letters_and_b_replay
     await apply_stream(nc, dlq_config(max_msgs_per_subject=CAP))
     stage = Broken()
     metrics = StageMetrics(stage.name)
-    refused = metrics.dead_letter_failures.labels(stage.name, "internal")
+    refused = metrics.dead_letters_over_share.labels(stage.name, "internal")
     async with running(stage, settings, metrics=metrics), Collector(nc) as seen:
         b_first = await send(nc, WS_B)
         await seen.wait_count(letter_of(WS_B), 1, timeout=10)
         for _ in range(3 * CAP):  # A floods: three times what its subject holds
             await send(nc, WS_A)
-        async with asyncio.timeout(20):  # A's letters past its limit are refused...
+        async with asyncio.timeout(20):  # A's letters past its share are counted, not kept...
             while refused._value.get() < 2 * CAP:
                 await asyncio.sleep(0.05)
         b_second = await send(nc, WS_B)  # ...and B's new letter is still taken

@@ -61,6 +61,14 @@ class StageMetrics:
             ["stage", "code"],
             registry=r,
         )
+        self.dead_letters_over_share = Counter(
+            "mumu_stage_dead_letters_over_share",
+            "Dead letters not stored because their workspace's share of MUMU_DLQ is full "
+            "(one tenant's flood of bad input): the client got its error and the message "
+            "was ended, by code",
+            ["stage", "code"],
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "mumu_consumer_lag",
             "Messages pending on the durable consumer",

@@ -257,8 +257,19 @@ class Settler:
             workspace_id=last_token(msg.subject), sequence=d.sequence,
         )
         trace: Mapping[str, str] = d.span.headers
+        stored = True
         try:
             await self.publisher.publish(letter, trace)
+        except PermanentError as exc:
+            stored = False
+            # the workspace's own share of MUMU_DLQ is full (a flood of its bad input): its
+            # letters stay as they are, this one is counted and logged, the client still
+            # gets its error, and the flood does not sit unacked in front of its next asks
+            m = self.metrics
+            m.dead_letters_over_share.labels(m.stage, code).inc()
+            self.log.error(  # noqa: TRY400 - an expected refusal: no traceback
+                "dead letter not stored, the workspace's share of the dead-letter stream is "
+                "full (%s): %s", exc.message, message, extra=self._context(d, code))
         except StageError as exc:
             # never lost silently: MUMU_DLQ refuses when full (discard new), the original
             # stays unacked in its stream, and this is counted and logged as an error
@@ -286,9 +297,10 @@ class Settler:
             return
         await self._safely(d, "term", msg.term())
         d.outcome = Disposition.TERM
-        m = self.metrics
-        m.dead_letters.labels(m.stage, code).inc()
-        self.log.warning("dead-lettered: %s", message, extra=self._context(d, code))
+        if stored:
+            m = self.metrics
+            m.dead_letters.labels(m.stage, code).inc()
+            self.log.warning("dead-lettered: %s", message, extra=self._context(d, code))
 
 
 async def nak_quietly(msg: Msg) -> None:
