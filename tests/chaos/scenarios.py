@@ -36,8 +36,13 @@ class ChaosLoad(Load):
     the prompts short), retry a session request through a dead gateway or database,
     and record when each request was first sent."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, lasting: float = 0.0, **kwargs: Any) -> None:
+        """``lasting``: the load is spread over at least that many seconds (each client
+        starts an ask at most every ``clients * lasting / total`` seconds), so that every
+        fault of the run falls inside it however fast the machine answers."""
         super().__init__(*args, **kwargs)
+        self.interval = self.clients * lasting / max(self.total, 1)
+        self._last_start: dict[int, float] = {}
         self.first_sent: dict[str, float] = {}
         self._tokens: dict[str, list[str]] = {}
         self._turn = itertools.count()
@@ -61,6 +66,12 @@ class ChaosLoad(Load):
             await asyncio.sleep(0.5)
 
     async def _send(self, http: aiohttp.ClientSession, out: Outcome, index: int) -> None:
+        if self.interval:
+            client = id(asyncio.current_task())
+            wait = self._last_start.get(client, 0.0) + self.interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._last_start[client] = time.monotonic()
         self.first_sent.setdefault(out.request_id, time.monotonic())
         await super()._send(http, out, index)
 

@@ -16,7 +16,7 @@ from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.consumers import TRANSCRIBE_LIVE
 from mumu.contracts.events import LiveStart
-from tests.fuzz.deadletters import run_examples
+from tests.fuzz.deadletters import empty_dead_letters, run_examples
 from tests.harness import Collector
 
 GARBAGE_SEQ = ("abc", "-", "1.5", "", "0x2", "\u0663", "NaN")
@@ -102,6 +102,7 @@ async def fuzz_live_chunks(nc: NATS, ws: str, count: int, idle_timeout: float) -
             want = expected_code(chunks)
             assert codes == ([want] if want else []), (chunks, codes)
             outcomes.add(want or "acked")
+            await empty_dead_letters(nc, "transcribe")
 
         await asyncio.to_thread(run_examples, loop, streams, one, count, idle_timeout + 60)
         silence = bytes(3200)
