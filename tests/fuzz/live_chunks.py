@@ -42,18 +42,25 @@ def is_int(raw: str) -> bool:
 
 
 def expected_code(chunks: list[Chunk]) -> str | None:
-    """What the stage must make of the stream (the route's reading of a stream)."""
-    last = 0
+    """What the stage must make of the stream (the route's reading of a stream): chunks in
+    sequence order, a repeat dropped, one after a gap held until the gap fills (the chunks
+    here are published at once, well within ``gap_wait``) and then, the gap given up,
+    taken in order; a sequence number that is no integer ends the stream at once."""
+    following = 1
+    held: dict[int, bool] = {}
     for _, raw, end in chunks:
         if raw is not None and not is_int(raw):
             return "schema_violation"
-        seq = last + 1 if raw is None else int(raw)
-        if seq <= last:
+        seq = following if raw is None else int(raw)
+        if seq < following or seq in held:
             continue  # a repeat
-        last = seq
-        if end:
-            return None
-    return "stream_timeout"
+        held[seq] = end
+        while following in held:  # in order from the next one expected
+            if held.pop(following):
+                return None
+            following += 1
+    # the gap is given up: what is held is taken in order
+    return None if any(held.values()) else "stream_timeout"
 
 
 def start(ws: str, stream_id: str) -> LiveStart:
