@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import pytest
 from nats.aio.client import Client as NATS
 
 from mumu.broker.credentials import AuthDir, write_secret
@@ -68,6 +69,7 @@ async def producer_seed(server: EmbeddedNats, users: AuthDir, ws: str, folder: P
     return seed
 
 
+@pytest.mark.alone  # B's latency is compared, loaded and not: nothing else may run beside
 async def test_a_flooding_workspace_gets_429_and_quota_exceeded_and_b_keeps_its_latency(
     nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
     workspace: WorkspaceFactory, admin_conn: asyncpg.Connection, http: aiohttp.ClientSession,

@@ -37,8 +37,9 @@ async def test_text_ask_streams_deltas_then_one_final(
     order = [m.subject for m in seen.messages if m.subject.startswith("mumu.answer.")]
     assert order[-1] == f"mumu.answer.final.{WS}"
     assert all(s == f"mumu.answer.delta.{WS}" for s in order[:-1])
-    # coalesced: fewer deltas than tokens
-    assert len(deltas) < final.usage.completion_tokens
+    # at most a delta a token (coalescing itself, which depends on how fast tokens come:
+    # tests/reason/test_delta_coalescing.py)
+    assert len(deltas) <= final.usage.completion_tokens
     assert final.model == "smollm2"
     assert final.question == "What is the capital of France?"
     assert final.time_to_first_token is not None

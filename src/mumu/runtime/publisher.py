@@ -41,8 +41,11 @@ ATOMIC_RETRY_AFTER = 60.0
 than a duplicate (a stream without ``allow_atomic``, a server before 2.12): otherwise
 every batch would be published twice."""
 DUPLICATE_IN_BATCH = 10201
-PER_SUBJECT_LIMIT = 10077
-"""``maximum messages per subject exceeded``: a stream with ``discard_new_per_subject``."""
+STORE_FAILED = 10077
+"""JetStream's code of a refused store: ``maximum messages per subject exceeded`` (a
+stream with ``discard_new_per_subject``: the workspace at its own limit) shares it with a
+whole stream full (``maximum messages exceeded``, ``maximum bytes exceeded``)."""
+PER_SUBJECT = "per subject"
 
 Traced = tuple[Outbound, Mapping[str, str]]
 """An output and the trace headers of the input it answers."""
@@ -93,7 +96,7 @@ class Publisher:
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             # a refusal's reason (a full stream, a subject at its limit) is in str(), not repr()
             detail = str(exc) if isinstance(exc, nats.js.errors.APIError) else repr(exc)
-            if getattr(exc, "err_code", None) == PER_SUBJECT_LIMIT:
+            if getattr(exc, "err_code", None) == STORE_FAILED and PER_SUBJECT in detail:
                 # the workspace is at its own limit on this stream (docs/reliability.md):
                 # retrying within the next seconds cannot help and would re-run the model
                 raise PermanentError("internal", f"publish to {out.subject} refused, the "
