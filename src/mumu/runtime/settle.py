@@ -247,25 +247,17 @@ class Settler:
         """Dead-letter once (``redact``: without the body), tell the client, then
         ``term``; if that fails, ``nak``."""
         msg = d.msg
-        letter = dead_letter(
-            msg, stage=self.stage, code=code, reason=message, stream=self.stream,
-            sequence=d.sequence, deliveries=d.deliveries,
-            max_payload=self.publisher.max_payload(), redact=redact,
-        )
-        err = error_event(
-            msg, d.event, stage=self.stage, code=code, message=message,
-            workspace_id=last_token(msg.subject), sequence=d.sequence,
-        )
+        letter = dead_letter(msg, stage=self.stage, code=code, reason=message,
+                             stream=self.stream, sequence=d.sequence, deliveries=d.deliveries,
+                             max_payload=self.publisher.max_payload(), redact=redact)
+        err = error_event(msg, d.event, stage=self.stage, code=code, message=message,
+                          workspace_id=last_token(msg.subject), sequence=d.sequence)
         trace: Mapping[str, str] = d.span.headers
-        stored = True
+        m, stored = self.metrics, True
         try:
             await self.publisher.publish(letter, trace)
-        except PermanentError as exc:
-            stored = False
-            # the workspace's own share of MUMU_DLQ is full (a flood of its bad input): its
-            # letters stay as they are, this one is counted and logged, the client still
-            # gets its error, and the flood does not sit unacked in front of its next asks
-            m = self.metrics
+        except PermanentError as exc:  # the workspace's own share of MUMU_DLQ is full:
+            stored = False  # counted and logged; the client still gets its error below
             m.dead_letters_over_share.labels(m.stage, code).inc()
             self.log.error(  # noqa: TRY400 - an expected refusal: no traceback
                 "dead letter not stored, the workspace's share of the dead-letter stream is "
@@ -273,15 +265,13 @@ class Settler:
         except StageError as exc:
             # never lost silently: MUMU_DLQ refuses when full (discard new), the original
             # stays unacked in its stream, and this is counted and logged as an error
-            m = self.metrics
             m.dead_letter_failures.labels(m.stage, code).inc()
             last = d.deliveries > self.max_deliver  # the consumer delivers it no more
             self.log.exception(
                 "could not dead-letter (%s); the message stays unacked in %s at sequence %d, %s",
                 exc.message, self.stream, d.sequence,
                 "and is not delivered again: make room in MUMU_DLQ and `mumu replay` it"
-                if last else "and will be retried", extra=self._context(d, code),
-            )
+                if last else "and will be retried", extra=self._context(d, code))
             await self.nak(d, nak_delay(self.backoff, d.deliveries))
             return
         try:
@@ -298,7 +288,6 @@ class Settler:
         await self._safely(d, "term", msg.term())
         d.outcome = Disposition.TERM
         if stored:
-            m = self.metrics
             m.dead_letters.labels(m.stage, code).inc()
             self.log.warning("dead-lettered: %s", message, extra=self._context(d, code))
 
