@@ -5,7 +5,6 @@ same updates (what lets another replica rebuild a stream from JetStream)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ from mumu.stages.transcribe.live.decoder import LiveDecoder
 from mumu.stages.transcribe.live.endpoint import SAMPLE_RATE, Vad
 from mumu.stages.transcribe.live.settings import LiveSettings
 from mumu.stages.transcribe.live.stream import Final, LiveStream, Partial, Update
-from mumu.stages.transcribe.settings import TranscribeSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -40,16 +38,6 @@ def norm(text: str) -> list[str]:
     return "".join(c if c.isalnum() or c.isspace() else " " for c in text.lower()).split()
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    """One loaded model for the module (loading is blocking; so is closing)."""
-    cache = tmp_path_factory.mktemp("models")
-    engine = Engine(TranscribeSettings(model_cache_dir=cache, cpu_threads=2), cache)
-    engine.load()
-    try:
-        yield engine
-    finally:
-        engine.close()
 
 
 async def play(engine: Engine, audio: np.ndarray) -> list[tuple[float, Update]]:

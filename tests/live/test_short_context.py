@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,6 @@ from mumu.stages.transcribe.live.decoder import LiveDecoder
 from mumu.stages.transcribe.live.endpoint import SAMPLE_RATE, Vad
 from mumu.stages.transcribe.live.settings import ENCODER_MARGIN, LiveSettings
 from mumu.stages.transcribe.live.stream import Final, LiveStream, Update
-from mumu.stages.transcribe.settings import TranscribeSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -44,15 +42,6 @@ def errors(reference: str, heard: str) -> int:
     return sum(a != b for a, b in zip(said, got, strict=False)) + abs(len(said) - len(got))
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    cache = tmp_path_factory.mktemp("models")
-    engine = Engine(TranscribeSettings(model_cache_dir=cache, cpu_threads=2), cache)
-    engine.load()
-    try:
-        yield engine
-    finally:
-        engine.close()
 
 
 def decode(engine: Engine, audio: np.ndarray, margin: float) -> tuple[Result, float]:

@@ -107,32 +107,27 @@ class SecurityRun:
                        *(self.data_dir / "nats").glob("*.log")])
 
 
-def _make_database(pg: PgCluster) -> tuple[str, str]:
-    name = f"mumu_sec_{uuid.uuid4().hex[:10]}"
-
-    async def create() -> None:
+def _as_superuser(pg: PgCluster, sql: str) -> None:
+    async def run() -> None:
         conn = await asyncpg.connect(pg.superuser_url)
         try:
-            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg.template}"')
+            await conn.execute(sql)
         finally:
             await conn.close()
 
-    asyncio.run(create())
+    asyncio.run(run())
+
+
+def _make_database(pg: PgCluster) -> tuple[str, str]:
+    name = f"mumu_sec_{uuid.uuid4().hex[:10]}"
+    _as_superuser(pg, f'CREATE DATABASE "{name}" TEMPLATE "{pg.template}"')
     admin = with_database(pg.superuser_url, name)
     return admin, with_user(admin, pg.app_user, pg.app_password)
 
 
 def _drop_database(pg: PgCluster, admin_url: str) -> None:
     name = admin_url.rsplit("/", 1)[1].split("?")[0]
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(pg.superuser_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
+    _as_superuser(pg, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _make_workspaces(admin_url: str, keyring: Keyring) -> dict[str, Workspace]:
