@@ -16,9 +16,7 @@ from mumu.stages.transcribe.live.decoder import LiveDecoder
 from mumu.stages.transcribe.live.endpoint import SAMPLE_RATE, Vad
 from mumu.stages.transcribe.live.settings import LiveSettings
 from mumu.stages.transcribe.live.stream import Final, LiveStream
-from tests.live.test_live_stream import CHUNK, clip, engine, silence
-
-__all__ = ["engine"]  # the module-scoped model fixture
+from tests.live.test_live_stream import CHUNK, clip, silence
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
