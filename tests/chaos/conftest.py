@@ -3,15 +3,11 @@ stops and restarts both; no other test shares them), two workspaces."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import secrets
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import asyncpg
 import pytest
 
@@ -27,8 +23,6 @@ from mumu.stages.registry import STAGES
 from tests.chaos.procs import free_port
 from tests.loadgen import Tenant
 from tests.pg_fixtures import pgdata_dir
-
-ROOT = Path(__file__).parents[2]
 
 
 @dataclass
@@ -90,27 +84,3 @@ async def chaos_nats(tmp_path: Path, broker_users: AuthDir,
         yield Broker(server, broker_users, seeds)
     finally:
         await server.stop()
-
-
-@pytest.fixture
-async def echo_llm(tmp_path: Path) -> AsyncIterator[str]:
-    """``tests.chaos.echo_llm`` as a process; its base URL (``.../v1``)."""
-    port = free_port()
-    with (tmp_path / "echo-llm.log").open("ab") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.chaos.echo_llm", "--port", str(port),
-            cwd=ROOT, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        async with aiohttp.ClientSession() as http, asyncio.timeout(30):
-            while True:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"{url}/models") as resp:
-                        if resp.status == 200:
-                            break
-                assert proc.returncode is None, (tmp_path / "echo-llm.log").read_text()
-                await asyncio.sleep(0.1)
-        yield url
-    finally:
-        proc.kill()
-        await proc.wait()

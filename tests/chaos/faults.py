@@ -30,9 +30,9 @@ BURST = 60
 """Asks arriving at once while reason is slowed (another 60 waiting clients)."""
 PG_DOWN = 20.0
 NATS_DOWN = 5.0
-SLOW = {"MUMU_REASON__MAX_TOKENS": "200", "MUMU_STAGE__CONCURRENCY": "2"}
-"""The slowdown, through settings an operator could set: 50 times longer answers (at the
-backend's 10 ms a token), two at a time instead of 16."""
+SLOW = {"MUMU_REASON__MAX_TOKENS": "200", "MUMU_REASON__LLAMA_CPP__CONCURRENCY": "1"}
+"""The slowdown, through settings an operator could set: 50 times longer answers from the
+embedded model, one at a time (two by default)."""
 
 
 def hit_by(stream: live.LiveRun, faults: list[Fault]) -> Fault | None:
@@ -163,7 +163,7 @@ class Run:
             self.bursting = bursting
 
         fault = Fault("slow-reason", "reason restarted with MUMU_REASON__MAX_TOKENS=200 and "
-                      f"MUMU_STAGE__CONCURRENCY=2 plus a burst of {BURST} asks, "
+                      f"MUMU_REASON__LLAMA_CPP__CONCURRENCY=1 plus a burst of {BURST} asks, "
                       "then restarted with its usual settings")
         await self.inject(fault, act)
         await self.pipe.wait_ready()

@@ -119,7 +119,7 @@ def reason_settings(settings: Settings, base_url: str, **overrides: Any) -> Sett
             model="smollm2",
             retries=0,
             retry_backoff=0.1,
-            read_timeout=10.0,
+            read_timeout=60.0,  # a llama.cpp server on a loaded 2-core machine pauses for seconds
             connect_timeout=2.0,
         ),
         max_tokens=48,
