@@ -1,0 +1,126 @@
+"""What `mumu bench live` runs besides the stages: a broker with users, a gateway process,
+and the drivers that measure through them.
+
+The broker is the embedded nats-server with every user `mumu up` creates (an nkey user per
+service role, the operator, the system user) and one producer of the benchmark's workspace:
+no anonymous connection. The stages connect as their roles, the gateway as ``gateway``,
+the benchmark's set-up as the operator and the NATS driver as the workspace's producer.
+
+The gateway is ``mumu gateway`` in a child process (its event loop is not the stages' nor
+the clients'), with a session secret the benchmark signs tokens with, as
+``mumu bench gateway`` does; it has no database, so its tokens need no API key, and no
+quotas (the stages run without them: this measures speech, not admission).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+
+from mumu.bench.gateway_load import child
+from mumu.bench.live_driver import LiveDriver, NatsLiveDriver, OnEvent
+from mumu.bench.live_ws import WsLiveDriver
+from mumu.broker.credentials import AuthDir, write_secret
+from mumu.broker.embedded import EmbeddedNats
+from mumu.broker.settings import NatsSettings
+from mumu.contracts.subjects import producer_inbox_prefix
+from mumu.gateway.tokens import TokenSigner
+from mumu.stages.registry import STAGES
+
+DRIVERS = ("websocket", "nats")
+
+
+@dataclass(frozen=True)
+class Broker:
+    server: EmbeddedNats
+    nats: NatsSettings
+    """URL and the directory of role seeds (each process picks its own)."""
+    producer_seed: Path
+
+
+@contextlib.asynccontextmanager
+async def broker(tmp: Path, workspace: str) -> AsyncIterator[Broker]:
+    users = AuthDir(tmp / "auth")
+    users.ensure_services()
+    users.add_workspaces([workspace])
+    producer_seed = tmp / "producer.nk"
+    write_secret(producer_seed, users.issue_producer(workspace))
+    users.render(STAGES.consumers())
+    async with EmbeddedNats(tmp / "nats", auth_file=users.auth_conf) as server:
+        yield Broker(server, NatsSettings(url=server.url, credentials=users.creds),
+                     producer_seed)
+
+
+@dataclass(frozen=True)
+class Gateway:
+    pid: int
+    url: str
+    signer: TokenSigner
+
+
+@contextlib.asynccontextmanager
+async def gateway(on: Broker, max_streams: int) -> AsyncIterator[Gateway]:
+    """``mumu gateway`` on the broker (its streams applied: it reads ``MUMU_RESULTS``)."""
+    secret = secrets.token_hex(16)
+    places = str(max(8, max_streams + 2))  # the capacity streams hold one each
+    env = {"MUMU_NATS__URL": on.server.url, "MUMU_NATS__CREDENTIALS": str(on.nats.credentials),
+           "MUMU_GATEWAY__SESSION_SECRET": secret, "MUMU_GATEWAY__HOST": "127.0.0.1",
+           "MUMU_GATEWAY__PORT": "0", "MUMU_LOG_LEVEL": "WARNING",
+           "MUMU_QUOTA__ENABLED": "false",
+           "MUMU_GATEWAY__MAX_AUDIO_BUFFERS": places,
+           "MUMU_GATEWAY__MAX_AUDIO_BUFFERS_PER_WORKSPACE": places}
+    async with child(["-m", "mumu", "gateway"], env) as (pid, url):
+        yield Gateway(pid, url, TokenSigner(SecretStr(secret), 86_400.0))
+
+
+@contextlib.asynccontextmanager
+async def driver(name: str, on: Broker, workspace: str, on_event: OnEvent,
+                 max_streams: int) -> AsyncIterator[tuple[LiveDriver, Gateway | None]]:
+    """The ``name`` driver, started; with the gateway it goes through (websocket)."""
+    if name == "nats":
+        nc = await nats.connect(on.server.url,
+                                nkeys_seed=str(on.producer_seed),
+                                inbox_prefix=producer_inbox_prefix(workspace))
+        nats_driver = NatsLiveDriver(nc, workspace, on_event)
+        try:
+            await nats_driver.start()
+            yield nats_driver, None
+        finally:
+            await nats_driver.close()
+            await nc.drain()
+        return
+    async with gateway(on, max_streams) as gw, aiohttp.ClientSession() as http:
+        ws_driver = WsLiveDriver(http, gw.url,
+                                 lambda session: gw.signer.issue(workspace, session)[0],
+                                 on_event)
+        try:
+            yield ws_driver, gw
+        finally:
+            await ws_driver.close()
+
+
+async def gateway_counts(url: str) -> dict[str, Any]:
+    """What the gateway counted (its ``/metrics``): asks by kind, results sent to
+    websockets by type, NATS permission violations."""
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as resp:
+        text = await resp.text()
+    out: dict[str, dict[str, float]] = {"asks": {}, "events_sent": {}}
+    violations = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "mumu_gateway_asks_total":
+                out["asks"][sample.labels["kind"]] = sample.value
+            elif sample.name == "mumu_gateway_events_sent_total":
+                out["events_sent"][sample.labels["type"]] = sample.value
+            elif sample.name == "mumu_nats_permission_violations_total":
+                violations += sample.value
+    return {**out, "permission_violations": violations}
