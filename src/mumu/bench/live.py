@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import tempfile
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from mumu.bench.live_driver import LiveDriver
-from mumu.bench.live_gateway import DRIVERS, broker, driver, gateway_counts
+from mumu.bench.live_gateway import DRIVERS, broker, driver, gateway, gateway_counts
 from mumu.bench.live_measure import Arrived, Played, Recorder, commit_latencies, ms, play
 from mumu.bench.live_report import Runs, result
 from mumu.bench.live_run import pipeline
@@ -67,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="base")
     parser.add_argument("--max-tokens", type=int, default=32,
                         help="answer length (only the first delta is measured)")
+    parser.add_argument("--warm-up", action=argparse.BooleanOptionalAction, default=True,
+                        help="one unmeasured stream and upload first (the first decodes and "
+                        "answers are slow)")
     parser.add_argument("--driver", choices=DRIVERS, default="websocket",
                         help="the way in: a gateway's websocket and POST /api/ask, or the "
                         "NATS producer subjects")
@@ -191,11 +195,16 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 await ensure_workspace(nc, WS)
             finally:
                 await nc.drain()
-            async with driver(args.driver, bench_broker, WS, rec.on_event,
-                              args.max_streams) as (way_in, gw), \
-                    pipeline(bench_broker.nats, Path(tmp), args) as live:
-                await push_to_talk(way_in, rec, audio[names[0]])  # warm-up: every path
-                await upload(way_in, rec, data[names[0]])
+            async with contextlib.AsyncExitStack() as stack:
+                gw = (await stack.enter_async_context(gateway(bench_broker, args.max_streams))
+                      if args.driver == "websocket" else None)
+                live = await stack.enter_async_context(
+                    pipeline(bench_broker.nats, Path(tmp), args))
+                way_in = await stack.enter_async_context(
+                    driver(args.driver, bench_broker, WS, rec.on_event, gw))
+                if args.warm_up:  # every path once
+                    await push_to_talk(way_in, rec, audio[names[0]])
+                    await upload(way_in, rec, data[names[0]])
                 ptt = [await push_to_talk(way_in, rec, audio[n]) for n in names]
                 up = [await upload(way_in, rec, data[n]) for n in names]
                 hf = [await hands_free(way_in, rec, audio[n], live.silence) for n in names]

@@ -14,8 +14,11 @@ quotas (the stages run without them: this measures speech, not admission).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import secrets
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +29,6 @@ import nats
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from mumu.bench.gateway_load import child
 from mumu.bench.live_driver import LiveDriver, NatsLiveDriver, OnEvent
 from mumu.bench.live_ws import WsLiveDriver
 from mumu.broker.credentials import AuthDir, write_secret
@@ -37,6 +39,7 @@ from mumu.gateway.tokens import TokenSigner
 from mumu.stages.registry import STAGES
 
 DRIVERS = ("websocket", "nats")
+"""``--driver``: the gateway's websocket (and ``POST /api/ask``), or the producer subjects."""
 
 
 @dataclass(frozen=True)
@@ -60,11 +63,24 @@ async def broker(tmp: Path, workspace: str) -> AsyncIterator[Broker]:
                      producer_seed)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Gateway:
-    pid: int
-    url: str
+    """A ``mumu gateway`` process: spawned, then ``await started()`` for its URL (so it
+    starts while the stages load the model)."""
+
+    proc: asyncio.subprocess.Process
     signer: TokenSigner
+    url: str = ""
+
+    async def started(self) -> str:
+        if not self.url:
+            if self.proc.stdout is None:
+                raise RuntimeError("the gateway's output is not read")
+            line = (await asyncio.wait_for(self.proc.stdout.readline(), 60)).decode().strip()
+            if ": " not in line:
+                raise RuntimeError(f"the gateway did not start: {line!r}")
+            self.url = line.split(": ", 1)[1]
+        return self.url
 
 
 @contextlib.asynccontextmanager
@@ -78,32 +94,38 @@ async def gateway(on: Broker, max_streams: int) -> AsyncIterator[Gateway]:
            "MUMU_QUOTA__ENABLED": "false",
            "MUMU_GATEWAY__MAX_AUDIO_BUFFERS": places,
            "MUMU_GATEWAY__MAX_AUDIO_BUFFERS_PER_WORKSPACE": places}
-    async with child(["-m", "mumu", "gateway"], env) as (pid, url):
-        yield Gateway(pid, url, TokenSigner(SecretStr(secret), 86_400.0))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mumu", "gateway", env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        yield Gateway(proc, TokenSigner(SecretStr(secret), 86_400.0))
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 30)
 
 
 @contextlib.asynccontextmanager
 async def driver(name: str, on: Broker, workspace: str, on_event: OnEvent,
-                 max_streams: int) -> AsyncIterator[tuple[LiveDriver, Gateway | None]]:
-    """The ``name`` driver, started; with the gateway it goes through (websocket)."""
-    if name == "nats":
-        nc = await nats.connect(on.server.url,
-                                nkeys_seed=str(on.producer_seed),
+                 gw: Gateway | None) -> AsyncIterator[LiveDriver]:
+    """The ``name`` driver, started: through ``gw`` (websocket) or as the producer (nats)."""
+    if gw is None:
+        nc = await nats.connect(on.server.url, nkeys_seed=str(on.producer_seed),
                                 inbox_prefix=producer_inbox_prefix(workspace))
         nats_driver = NatsLiveDriver(nc, workspace, on_event)
         try:
             await nats_driver.start()
-            yield nats_driver, None
+            yield nats_driver
         finally:
             await nats_driver.close()
             await nc.drain()
         return
-    async with gateway(on, max_streams) as gw, aiohttp.ClientSession() as http:
-        ws_driver = WsLiveDriver(http, gw.url,
-                                 lambda session: gw.signer.issue(workspace, session)[0],
+    url = await gw.started()
+    async with aiohttp.ClientSession() as http:
+        ws_driver = WsLiveDriver(http, url, lambda session: gw.signer.issue(workspace, session)[0],
                                  on_event)
         try:
-            yield ws_driver, gw
+            yield ws_driver
         finally:
             await ws_driver.close()
 

@@ -58,6 +58,7 @@ def result(args: Any, names: list[str], refs: dict[str, Any], runs: Runs) -> dic
     return {
         "clips": names, "model": args.model, "cpu_threads": args.cpu_threads,
         "driver": runs.driver, "paths": PATHS[runs.driver], "driver_counts": runs.seen,
+        "warm_up": args.warm_up,
         "silence_s": silence_s,
         "push_to_talk": {"stream_end_to_final_ms": ptt_final,
                          "stream_end_to_first_delta_ms": ptt_delta},
