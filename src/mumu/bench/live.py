@@ -43,6 +43,7 @@ from mumu.bench.live_gateway import DRIVERS, broker, driver, gateway, gateway_co
 from mumu.bench.live_measure import Arrived, Played, Recorder, commit_latencies, ms, play
 from mumu.bench.live_report import Runs, result
 from mumu.bench.live_run import pipeline
+from mumu.bench.live_ws import WsLiveDriver
 from mumu.bench.results import write_result
 from mumu.broker.connect import connect
 from mumu.broker.streams import apply_all
@@ -210,9 +211,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 hf = [await hands_free(way_in, rec, audio[n], live.silence) for n in names]
                 cap = await capacity(way_in, rec, [audio[n] for n in names], args)
                 promoted = live.stream_stats()
-                seen: dict[str, Any] = {"frames_sent": getattr(way_in, "frames_sent", None)}
-                if gw is not None:
-                    seen["gateway"] = await gateway_counts(gw.url)
+                seen: dict[str, Any] = {}
+                if isinstance(way_in, WsLiveDriver) and gw is not None:
+                    seen = {"frames_sent": way_in.frames_sent,
+                            "gateway": await gateway_counts(gw.url)}
     return result(args, names, refs,
                   Runs(way_in.name, ptt, up, hf, cap, live.silence, promoted, seen))
 

@@ -163,8 +163,12 @@ class WsLiveDriver:
                 self.on_event(kind, body, at)
             if kind is None or (kind == "error" and body.get("stage") == "gateway"):
                 socket.control.put_nowait(body)  # the gateway answering the client
-        if socket.ws.close_code not in (None, aiohttp.WSCloseCode.OK):
-            log.warning("gateway closed a benchmark socket: %s", socket.ws.close_code)
+        code = socket.ws.close_code
+        if code not in (None, aiohttp.WSCloseCode.OK):
+            log.warning("the gateway closed a benchmark socket: %s", code)
+        # whoever waits for the gateway's answer on this socket gets none
+        socket.control.put_nowait({"type": EventType.ERROR, "code": "closed",
+                                   "message": f"the socket closed ({code})"})
 
     @staticmethod
     async def _close(socket: _Socket) -> None:
