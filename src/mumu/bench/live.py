@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import tempfile
@@ -39,15 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from mumu.bench.live_driver import LiveDriver
-from mumu.bench.live_gateway import DRIVERS, broker, driver, gateway, gateway_counts
+from mumu.bench.live_gateway import DRIVERS, running
 from mumu.bench.live_measure import Arrived, Played, Recorder, commit_latencies, ms, play
 from mumu.bench.live_report import Runs, result
-from mumu.bench.live_run import pipeline
-from mumu.bench.live_ws import WsLiveDriver
 from mumu.bench.results import write_result
-from mumu.broker.connect import connect
-from mumu.broker.streams import apply_all
-from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts.options import AudioOptions
 from mumu.settings import Settings
 from mumu.stages.transcribe.engine import wav_to_float
@@ -189,32 +183,17 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     audio = {n: wav_to_float(d) for n, d in data.items()}
     rec = Recorder()
     with tempfile.TemporaryDirectory() as tmp:
-        async with broker(Path(tmp), WS) as bench_broker:
-            nc = await connect(bench_broker.nats, name="mumu-bench-live")  # the operator
-            try:
-                await apply_all(nc)
-                await ensure_workspace(nc, WS)
-            finally:
-                await nc.drain()
-            async with contextlib.AsyncExitStack() as stack:
-                gw = (await stack.enter_async_context(gateway(bench_broker, args.max_streams))
-                      if args.driver == "websocket" else None)
-                live = await stack.enter_async_context(
-                    pipeline(bench_broker.nats, Path(tmp), args))
-                way_in = await stack.enter_async_context(
-                    driver(args.driver, bench_broker, WS, rec.on_event, gw))
-                if args.warm_up:  # every path once
-                    await push_to_talk(way_in, rec, audio[names[0]])
-                    await upload(way_in, rec, data[names[0]])
-                ptt = [await push_to_talk(way_in, rec, audio[n]) for n in names]
-                up = [await upload(way_in, rec, data[n]) for n in names]
-                hf = [await hands_free(way_in, rec, audio[n], live.silence) for n in names]
-                cap = await capacity(way_in, rec, [audio[n] for n in names], args)
-                promoted = live.stream_stats()
-                seen: dict[str, Any] = {}
-                if isinstance(way_in, WsLiveDriver) and gw is not None:
-                    seen = {"frames_sent": way_in.frames_sent,
-                            "gateway": await gateway_counts(gw.url)}
+        async with running(Path(tmp), args, WS, rec.on_event) as stack:
+            way_in, live = stack.way_in, stack.live
+            if args.warm_up:  # every path once
+                await push_to_talk(way_in, rec, audio[names[0]])
+                await upload(way_in, rec, data[names[0]])
+            ptt = [await push_to_talk(way_in, rec, audio[n]) for n in names]
+            up = [await upload(way_in, rec, data[n]) for n in names]
+            hf = [await hands_free(way_in, rec, audio[n], live.silence) for n in names]
+            cap = await capacity(way_in, rec, [audio[n] for n in names], args)
+            promoted = live.stream_stats()
+            seen = await stack.counts()
     return result(args, names, refs,
                   Runs(way_in.name, ptt, up, hf, cap, live.silence, promoted, seen))
 

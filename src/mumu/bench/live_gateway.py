@@ -1,5 +1,5 @@
-"""What `mumu bench live` runs besides the stages: a broker with users, a gateway process,
-and the drivers that measure through them.
+"""What `mumu bench live` runs: a broker with users, a gateway process, the stages
+(``live_run``) and the driver that measures through them (``running``).
 
 The broker is the embedded nats-server with every user `mumu up` creates (an nkey user per
 service role, the operator, the system user) and one producer of the benchmark's workspace:
@@ -14,6 +14,7 @@ quotas (the stages run without them: this measures speech, not admission).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -30,10 +31,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from mumu.bench.live_driver import LiveDriver, NatsLiveDriver, OnEvent
+from mumu.bench.live_run import Live, pipeline
 from mumu.bench.live_ws import WsLiveDriver
+from mumu.broker.connect import connect
 from mumu.broker.credentials import AuthDir, write_secret
 from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.settings import NatsSettings
+from mumu.broker.streams import apply_all
+from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts.subjects import producer_inbox_prefix
 from mumu.gateway.tokens import TokenSigner
 from mumu.stages.registry import STAGES
@@ -106,9 +111,9 @@ async def gateway(on: Broker, max_streams: int) -> AsyncIterator[Gateway]:
 
 
 @contextlib.asynccontextmanager
-async def driver(name: str, on: Broker, workspace: str, on_event: OnEvent,
-                 gw: Gateway | None) -> AsyncIterator[LiveDriver]:
-    """The ``name`` driver, started: through ``gw`` (websocket) or as the producer (nats)."""
+async def driver(on: Broker, workspace: str, on_event: OnEvent, gw: Gateway | None
+                 ) -> AsyncIterator[LiveDriver]:
+    """A driver, started: through ``gw`` (websocket), or as the producer without (nats)."""
     if gw is None:
         nc = await nats.connect(on.server.url, nkeys_seed=str(on.producer_seed),
                                 inbox_prefix=producer_inbox_prefix(workspace))
@@ -128,6 +133,41 @@ async def driver(name: str, on: Broker, workspace: str, on_event: OnEvent,
             yield ws_driver
         finally:
             await ws_driver.close()
+
+
+@dataclass(frozen=True)
+class Running:
+    """Everything a run measures with, up."""
+
+    way_in: LiveDriver
+    live: Live
+    gateway: Gateway | None
+
+    async def counts(self) -> dict[str, Any]:
+        """What the way in counted: frames sent and the gateway's counts (websocket)."""
+        if not isinstance(self.way_in, WsLiveDriver) or self.gateway is None:
+            return {}
+        return {"frames_sent": self.way_in.frames_sent,
+                "gateway": await gateway_counts(self.gateway.url)}
+
+
+@contextlib.asynccontextmanager
+async def running(tmp: Path, args: argparse.Namespace, workspace: str, on_event: OnEvent
+                  ) -> AsyncIterator[Running]:
+    """The broker, its streams and the workspace; the gateway (``--driver websocket``,
+    started while the stages load the model), the stages, and the driver."""
+    async with broker(tmp, workspace) as on, contextlib.AsyncExitStack() as stack:
+        nc = await connect(on.nats, name="mumu-bench-live")  # the operator
+        try:
+            await apply_all(nc)
+            await ensure_workspace(nc, workspace)
+        finally:
+            await nc.drain()
+        gw = (await stack.enter_async_context(gateway(on, args.max_streams))
+              if args.driver == "websocket" else None)
+        live = await stack.enter_async_context(pipeline(on.nats, tmp, args))
+        way_in = await stack.enter_async_context(driver(on, workspace, on_event, gw))
+        yield Running(way_in, live, gw)
 
 
 async def gateway_counts(url: str) -> dict[str, Any]:
