@@ -19,7 +19,7 @@ PATHS = {
                   "websocket of the ask's session opened before the upload",
     },
     "nats": {
-        "live": "NATS producer subjects (mumu.ingest.live, mumu.live.chunk), a workspace "
+        "live": "NATS producer subjects (mumu.ingest.live, mumu.ingest.chunk), a workspace "
                 "producer's credentials; results by core NATS subscriptions",
         "upload": "mumu.ingest.audio (the producer's upload path); results as for live",
     },
