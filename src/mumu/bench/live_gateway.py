@@ -71,10 +71,11 @@ async def broker(tmp: Path, workspace: str) -> AsyncIterator[Broker]:
 @dataclass
 class Gateway:
     """A ``mumu gateway`` process: spawned, then ``await started()`` for its URL (so it
-    starts while the stages load the model)."""
+    starts while the stages load the model). Its log (stderr) goes to ``log``."""
 
     proc: asyncio.subprocess.Process
     signer: TokenSigner
+    log: Path
     url: str = ""
 
     async def started(self) -> str:
@@ -83,13 +84,14 @@ class Gateway:
                 raise RuntimeError("the gateway's output is not read")
             line = (await asyncio.wait_for(self.proc.stdout.readline(), 60)).decode().strip()
             if ": " not in line:
-                raise RuntimeError(f"the gateway did not start: {line!r}")
+                tail = self.log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the gateway did not start: {line!r}; its log: {tail}")
             self.url = line.split(": ", 1)[1]
         return self.url
 
 
 @contextlib.asynccontextmanager
-async def gateway(on: Broker, max_streams: int) -> AsyncIterator[Gateway]:
+async def gateway(on: Broker, max_streams: int, log: Path) -> AsyncIterator[Gateway]:
     """``mumu gateway`` on the broker (its streams applied: it reads ``MUMU_RESULTS``)."""
     secret = secrets.token_hex(16)
     places = str(max(8, max_streams + 2))  # the capacity streams hold one each
@@ -99,11 +101,12 @@ async def gateway(on: Broker, max_streams: int) -> AsyncIterator[Gateway]:
            "MUMU_QUOTA__ENABLED": "false",
            "MUMU_GATEWAY__MAX_AUDIO_BUFFERS": places,
            "MUMU_GATEWAY__MAX_AUDIO_BUFFERS_PER_WORKSPACE": places}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mumu", "gateway", env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    with log.open("ab") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mumu", "gateway", env={**os.environ, **env},
+            stdout=asyncio.subprocess.PIPE, stderr=stderr)
     try:
-        yield Gateway(proc, TokenSigner(SecretStr(secret), 86_400.0))
+        yield Gateway(proc, TokenSigner(SecretStr(secret), 86_400.0), log)
     finally:
         if proc.returncode is None:
             proc.terminate()
@@ -163,8 +166,9 @@ async def running(tmp: Path, args: argparse.Namespace, workspace: str, on_event:
             await ensure_workspace(nc, workspace)
         finally:
             await nc.drain()
-        gw = (await stack.enter_async_context(gateway(on, args.max_streams))
-              if args.driver == "websocket" else None)
+        gw = (await stack.enter_async_context(
+            gateway(on, args.max_streams, tmp / "gateway.log"))
+            if args.driver == "websocket" else None)
         live = await stack.enter_async_context(pipeline(on.nats, tmp, args))
         way_in = await stack.enter_async_context(driver(on, workspace, on_event, gw))
         yield Running(way_in, live, gw)
