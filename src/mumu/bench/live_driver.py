@@ -1,10 +1,13 @@
 """How `mumu bench live` (and the live tests) talk to mumu: one small interface, so the
-websocket (`stream.start` / frames / `stream.end`) can replace NATS producer subjects
-without touching the measurements.
+measurements do not depend on the way in. Two drivers: the websocket of a real gateway
+(``live_ws.WsLiveDriver``: `stream.start` / frames / `stream.end`, uploads by
+``POST /api/ask``) and the NATS producer subjects (``NatsLiveDriver``, here).
 
 ``LiveDriver.open`` starts a stream; the ``LiveStreamHandle`` sends PCM16 chunks and the
-end; what comes back (partials, finals, answer deltas and finals, errors) reaches the
-``on_event`` given to the driver as ``(kind, body, monotonic arrival time)``.
+end. ``LiveDriver.upload`` sends a whole recording the upload way. What comes back
+(partials, finals, answer deltas and finals, errors) reaches the ``on_event`` given to the
+driver as ``(kind, body, monotonic arrival time)``; ``release`` lets go of what a session's
+results came by once they are in.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from nats.aio.client import Client as NATS
@@ -38,8 +42,27 @@ class LiveStreamHandle(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Uploaded:
+    request_id: str
+    sent: float
+    """Monotonic time the upload began (before its first byte went out)."""
+
+
 class LiveDriver(Protocol):
+    name: str
+    """What the result file records as the driver."""
+
     async def open(self, session_id: str, options: AudioOptions) -> LiveStreamHandle: ...
+
+    async def upload(self, session_id: str, audio: bytes, options: AudioOptions
+                     ) -> Uploaded:
+        """A whole wav recording, the upload way (its results come to ``on_event``)."""
+        ...
+
+    async def release(self, session_id: str) -> None:
+        """The session's results are in: let go of what carries them."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -79,8 +102,11 @@ class NatsStream:
 
 
 class NatsLiveDriver:
-    """Live streams over NATS producer subjects; results from core NATS subscriptions on
-    the workspace's transcript, answer and error subjects."""
+    """Live streams over NATS producer subjects, uploads on ``mumu.ingest.audio``; results
+    from core NATS subscriptions on the workspace's transcript, answer and error subjects
+    (what a workspace producer's credentials allow)."""
+
+    name = "nats"
 
     def __init__(self, nc: NATS, workspace_id: str, on_event: OnEvent) -> None:
         self.nc = nc
@@ -110,6 +136,21 @@ class NatsLiveDriver:
             subjects.INGEST_LIVE.for_workspace(self.ws), start.model_dump_json().encode(),
             headers={h.MSG_ID: start.event_id})
         return NatsStream(self.nc, self.ws, stream_id, request_id)
+
+    async def upload(self, session_id: str, audio: bytes, options: AudioOptions
+                     ) -> Uploaded:
+        rid = uuid.uuid4().hex
+        headers = {h.CONTENT_TYPE: "audio/wav", h.SESSION: session_id, h.REQUEST_ID: rid,
+                   h.MSG_ID: rid}
+        if options.language:
+            headers[h.LANGUAGE] = options.language
+        sent = time.monotonic()
+        await self.nc.jetstream().publish(
+            subjects.INGEST_AUDIO.for_workspace(self.ws), audio, headers=headers)
+        return Uploaded(rid, sent)
+
+    async def release(self, session_id: str) -> None:
+        """Nothing per session: the subscriptions are the workspace's."""
 
     async def close(self) -> None:
         for sub in self._subs:

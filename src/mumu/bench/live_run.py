@@ -1,5 +1,5 @@
 """The pipeline `mumu bench live` measures: ingest, transcribe and reason (the default
-embedded model) in this process, on the benchmark's nats-server."""
+embedded model) in this process, on the benchmark's nats-server (``live_gateway``)."""
 
 from __future__ import annotations
 
@@ -42,22 +42,24 @@ class Live:
         return out
 
 
-def bench_settings(url: str, tmp: Path, args: argparse.Namespace) -> Settings:
+def bench_settings(nats: NatsSettings, tmp: Path, args: argparse.Namespace) -> Settings:
     return Settings(
-        data_dir=tmp / "mumu", log_level="WARNING", nats=NatsSettings(url=url),
+        data_dir=tmp / "mumu", log_level="WARNING", nats=nats,
         stage=StageRuntimeSettings(fetch_timeout=1.0),
         transcribe=TranscribeSettings(model=args.model, model_cache_dir=tmp / "models",
                                       cpu_threads=args.cpu_threads),
         reason=ReasonSettings(max_tokens=args.max_tokens),
-        # no gateway admits these asks and the capacity streams are not answered: this
-        # measures speech, not quotas
+        # the capacity streams are not answered and the gateway runs without quotas too:
+        # this measures speech, not admission
         quota=QuotaSettings(enabled=False),
     )
 
 
 @contextlib.asynccontextmanager
-async def pipeline(url: str, tmp: Path, args: argparse.Namespace) -> AsyncIterator[Live]:
-    settings = bench_settings(url, tmp, args)
+async def pipeline(nats: NatsSettings, tmp: Path, args: argparse.Namespace
+                   ) -> AsyncIterator[Live]:
+    """The stages, each connected as its own broker role (``nats.credentials``)."""
+    settings = bench_settings(nats, tmp, args)
     metrics = StageMetrics("transcribe")
     stop = asyncio.Event()
     stages: list[tuple[Any, StageMetrics | None]] = [

@@ -197,10 +197,11 @@ def _live(d: dict[str, Any]) -> list[Row]:
     hf, w, cap = d["hands_free"]["speech_end_to_final_ms"], d["wer_percent"], d["capacity"]
     return [
         (
-            "live: push-to-talk stream.end → transcript.final / → first answer delta (p50)",
+            f"live ({d['driver']}): push-to-talk stream.end → transcript.final / → first "
+            "answer delta (p50)",
             f"{_ms(ptt['stream_end_to_final_ms'])} / "
-            f"{_ms(ptt['stream_end_to_first_delta_ms'])}; upload path publish → first delta "
-            f"{_ms(up['publish_to_first_delta_ms'])}",
+            f"{_ms(ptt['stream_end_to_first_delta_ms'])}; upload path upload → first delta "
+            f"{_ms(up['upload_to_first_delta_ms'])}",
             "≤ 400 ms / ≤ 700 ms",
             _yes(met["ptt_final"] and met["ptt_first_delta"]),
         ),

@@ -44,10 +44,11 @@ LIVE_SAMPLE_RATE = 16_000
 
 class StreamStartMessage(BaseModel):
     """``{"type": "stream.start", "format": "pcm16" | "webm", "language"?, "prompt"?,
-    "sample_rate"?, "answer"?, "request_id"?}``: a live stream begins; binary frames follow,
-    then ``{"type": "stream.end"}``. The server answers ``stream.started`` (with the
-    stream's ``request_id`` and ``stream_id``); each utterance is a request of its own,
-    ``<request_id>-<n>``, whose partials, final and answer come like any other result."""
+    "sample_rate"?, "answer"?, "word_timestamps"?, "request_id"?}``: a live stream begins;
+    binary frames follow, then ``{"type": "stream.end"}``. The server answers
+    ``stream.started`` (with the stream's ``request_id`` and ``stream_id``); each utterance
+    is a request of its own, ``<request_id>-<n>``, whose partials, final and answer come
+    like any other result."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -58,6 +59,8 @@ class StreamStartMessage(BaseModel):
     sample_rate: int | None = Field(
         default=None, description="pcm16 only: must be 16000 if given")
     answer: bool = Field(default=True, description="false: transcribe only, no answers")
+    word_timestamps: bool = Field(
+        default=False, description="the finals' segments carry the timing of every word")
     request_id: str | None = Field(
         default=None, max_length=48,
         description="the client's id for the stream (utterances are <id>-<n>); default new")

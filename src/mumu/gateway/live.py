@@ -104,10 +104,12 @@ class LiveOut:
         if self.ended:
             return
         self.last_audio = time.monotonic()
-        room = int(self.limits.longest_audio * BYTES_PER_SECOND) - self.bytes
+        # no limit (quotas off) is infinite room: int() only of a finite one
+        room = self.limits.longest_audio * BYTES_PER_SECOND - self.bytes
         over = self.over = len(pcm) > room
         if over:
-            pcm = pcm[:max(0, room - room % 2)]
+            whole = int(room)
+            pcm = pcm[:max(0, whole - whole % 2)]
         self.bytes += len(pcm)
         self._pending.extend(pcm)
         while len(self._pending) >= MIN_CHUNK_BYTES:

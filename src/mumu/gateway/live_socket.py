@@ -70,7 +70,9 @@ class LiveSocket:
         if start.request_id is not None and not is_id(start.request_id):
             raise ApiError(400, BAD_MESSAGE, "request_id: 1 to 48 of A-Z a-z 0-9 _ -")
         options = validated(AudioOptions, {"language": start.language, "prompt": start.prompt,
-                                           "answer": start.answer}, BAD_MESSAGE)
+                                           "answer": start.answer,
+                                           "word_timestamps": start.word_timestamps},
+                            BAD_MESSAGE)
         client = self.client
         buffered = self._upload.discard()
         if buffered:
