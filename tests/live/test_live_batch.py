@@ -170,7 +170,10 @@ async def test_live_streams_with_batching_on_share_model_calls_and_give_the_same
     heard = {n: [f.text for f in sorted(finals, key=lambda f: f.utterance)
                  if f.stream_id == i] for n, i in zip(STREAMS, ids, strict=True)}
     expected, decodes, _ = one_by_one
-    assert heard == expected
+    # word for word: a window batched with longer ones sees more trailing silence, which
+    # may move punctuation ("dog" against "dog.": docs/audio.md, "What a batch changes")
+    assert {n: [norm(t) for t in ts] for n, ts in heard.items()} == \
+        {n: [norm(t) for t in ts] for n, ts in expected.items()}
     registry = metrics.registry
     calls = registry.get_sample_value(f"{HISTOGRAM}_count", {"stage": "transcribe"})
     batched_decodes = registry.get_sample_value(f"{HISTOGRAM}_sum", {"stage": "transcribe"})
