@@ -108,6 +108,30 @@ def test_a_batch_of_windows_is_one_model_call_with_the_words_and_times_of_single
     assert singles[-1].text == ""
 
 
+def test_windows_batch_only_with_windows_of_the_same_language_task_beam_and_prompt_length(
+    engine: Engine,
+) -> None:
+    """CTranslate2's batched ``generate`` wants one start-of-transcript position, ``align``
+    one start sequence (language and task); a window whose language is not known yet is
+    decoded on its own, where its language is detected."""
+    jobs = [window(clip("en01.wav")), window(clip("en03.wav")),
+            Job(audio=clip("en05.wav"), options=OPTIONS.model_copy(
+                update={"prompt": "A question about a city."}), encoder_margin=ENCODER_MARGIN),
+            Job(audio=clip("de01.wav"), options=OPTIONS.model_copy(update={"language": "de"}),
+                encoder_margin=ENCODER_MARGIN),
+            Job(audio=clip("en02.wav"), options=OPTIONS.model_copy(update={"language": None}),
+                encoder_margin=ENCODER_MARGIN)]
+    calls = engine.model_calls
+    results, sizes = engine.run_windows(jobs)
+    assert sorted(sizes) == [1, 1, 1, 2]
+    assert engine.model_calls - calls == 4
+    assert all(isinstance(r, Result) for r in results), results
+    assert [r.language for r in results if isinstance(r, Result)] == ["en", "en", "en", "de",
+                                                                      "en"]
+    said = [norm(r.text) for r in results if isinstance(r, Result)]
+    assert said[2][-2:] == ["capital", "city"] and said[4][:3] == ["please", "send", "the"]
+
+
 async def play_one_by_one(engine: Engine, audio: np.ndarray) -> tuple[list[Final], int]:
     """A stream decoded as the live route decodes it with batching off: the finals and
     the number of decodes (the last chunk carries the end, as over NATS)."""
