@@ -9,7 +9,8 @@ the same events with the same ids, so what was published already is deduplicated
 Chunks are taken in sequence order (``chunks.py``: repeats dropped, a gap waited for a
 bounded time, then skipped and counted); a stream longer than the workspace's longest
 audio is cut there, its last utterance final, with a ``quota_exceeded`` error
-(``limits.py``); barge-in is in ``outputs.py``."""
+(``limits.py``); barge-in is in ``outputs.py``; with ``batch`` on (default: on CUDA) the
+decodes of the streams it serves go to the model in batches (``batcher.py``)."""
 
 from __future__ import annotations
 
