@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mumu.stages.transcribe.batch_decode import run_batch
-from mumu.stages.transcribe.engine import Engine, Job, OnSegment, Result
+from mumu.stages.transcribe.engine import Batched, Engine, Job, OnSegment, Result
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,10 @@ class MicroBatcher:
     def languages(self) -> frozenset[str]:
         return self.engine.languages
 
+    @property
+    def device(self) -> str:
+        return self.engine.device
+
     async def start(self) -> None:
         """Load the model, then gather and dispatch (an owned task) until ``stop``."""
         await self.engine.start()
@@ -69,6 +73,10 @@ class MicroBatcher:
         for segment in result.segments:
             await on_segment(segment, result.language)
         return result
+
+    async def transcribe_windows(self, jobs: list[Job]) -> Batched:
+        """Live windows are batched by the live route's own collector, not here."""
+        return await self.engine.transcribe_windows(jobs)
 
     async def run(self) -> None:
         """Gather and dispatch until cancelled; every batch task is owned and awaited."""

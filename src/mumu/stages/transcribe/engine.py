@@ -31,13 +31,17 @@ from mumu.stages.transcribe.model import (
     select_placement,
 )
 from mumu.stages.transcribe.settings import TranscribeSettings
-from mumu.stages.transcribe.short_context import ShortContext
+from mumu.stages.transcribe.short_context import Decoded, ShortContext
+from mumu.stages.transcribe.window_batch import Window, decode_windows, group
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
 OnSegment = Callable[[Segment, str], Awaitable[None]]
 """Called with each decoded segment and the request's language."""
+Batched = tuple[list["Result | BaseException"], list[int]]
+"""``Engine.run_windows``' answer: a result (or the error) per job, in order, and the jobs
+of each model call (1 for a job decoded on its own)."""
 
 
 def default_cpu_threads() -> int:
@@ -121,6 +125,8 @@ class Engine:
         self._pool_size = max(threads or settings.num_workers, settings.num_workers)
         self.executor = self._new_pool()
         self._closed = False
+        self._calls = 0
+        self._calls_lock = threading.Lock()
 
     def _new_pool(self) -> ThreadPoolExecutor:
         return ThreadPoolExecutor(max_workers=self._pool_size, thread_name_prefix="mumu-whisper")
@@ -162,6 +168,20 @@ class Engine:
         )
 
     @property
+    def device(self) -> str:
+        """Where the model runs (``cpu``, ``cuda``); known once it is placed."""
+        return self.placement.device if self.placement is not None else self.settings.device
+
+    @property
+    def model_calls(self) -> int:
+        """Decodes that reached the model: one a request, one a batch of windows."""
+        return self._calls
+
+    def _called(self) -> None:
+        with self._calls_lock:  # from the pool's threads
+            self._calls += 1
+
+    @property
     def languages(self) -> frozenset[str]:
         """ISO 639-1 codes the loaded model knows (``en`` only for English-only models)."""
         return frozenset(self.model.supported_languages) if self.model is not None else frozenset()
@@ -192,17 +212,13 @@ class Engine:
     ) -> Result:
         """Blocking: decode one request, calling ``deliver`` per segment as it is decoded."""
         started = time.perf_counter()
+        self._called()
         if job.encoder_margin > 0 and self.short_context is not None:
             short = self.short_context.decode(job.audio, job.options, job.encoder_margin)
             if short is not None:
                 for segment in short.segments:
                     deliver((segment, short.language))
-                return Result(
-                    segments=short.segments, language=short.language,
-                    language_probability=short.language_probability,
-                    duration=round(job.audio.size / SAMPLE_RATE, 3),
-                    compute_seconds=round(time.perf_counter() - started, 3),
-                )
+                return _short_result(short, job, time.perf_counter() - started)
         segments, info = self.model.transcribe(job.audio, **transcribe_kwargs(job.options))
         out: list[Segment] = []
         for seg in segments:
@@ -225,6 +241,46 @@ class Engine:
             async for segment, language in segments:
                 await on_segment(segment, language)
             return await segments.result()
+
+    def run_windows(self, jobs: list[Job]) -> Batched:
+        """Blocking: decode short-context windows (live decodes), those that can share a
+        batch (``window_batch.group``) in one model call a batch, the others one by one."""
+        windows = [Window(j.audio, j.options, j.encoder_margin) for j in jobs]
+        batches, alone = group(self.model, windows)
+        results: list[Result | BaseException] = [RuntimeError("not decoded")] * len(jobs)
+        sizes: list[int] = []
+        for members in batches.values():
+            started = time.perf_counter()
+            self._called()
+            try:
+                decoded = decode_windows(self.model, [windows[i] for i in members])
+                spent = (time.perf_counter() - started) / len(members)
+                for i, one in zip(members, decoded, strict=True):
+                    results[i] = _short_result(one, jobs[i], spent)
+            except Exception as exc:  # noqa: BLE001 - every job of the batch gets the error
+                for i in members:
+                    results[i] = exc
+            sizes.append(len(members))
+        for i in alone:
+            try:
+                results[i] = self.run_one(jobs[i], lambda _: None, jobs[i].cancelled)
+            except Exception as exc:  # noqa: BLE001 - that job's error, not the others'
+                results[i] = exc
+            sizes.append(1)
+        return results, sizes
+
+    async def transcribe_windows(self, jobs: list[Job]) -> Batched:
+        """``run_windows`` in the pool."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self.executor, self.run_windows, jobs)
+
+
+def _short_result(short: Decoded, job: Job, seconds: float) -> Result:
+    return Result(
+        segments=short.segments, language=short.language,
+        language_probability=short.language_probability,
+        duration=round(job.audio.size / SAMPLE_RATE, 3), compute_seconds=round(seconds, 3),
+    )
 
 
 def wav_to_float(data: bytes) -> np.ndarray:

@@ -67,7 +67,7 @@ class ShortContext:
         tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual,
                               task=options.task, language=language)
         duration = content * model.feature_extractor.time_per_frame
-        topts = _options(tokenizer, options)
+        topts = window_options(tokenizer, options)
         # a re-reading runs to Whisper's 448 tokens unless bounded: the window's own words
         # fit in this even at twice the fastest speech (about 6 tokens a second)
         topts.max_new_tokens = MAX_TOKENS_BASE + math.ceil(MAX_TOKENS_PER_SECOND * duration)
@@ -98,6 +98,11 @@ def _segment(model: Any, tokenizer: Any, *, topts: Any, encoder_output: Any, con
         model.add_word_timestamps([[window]], tokenizer, encoder_output, content,
                                   topts.prepend_punctuations, topts.append_punctuations,
                                   last_speech_timestamp=0.0)
+    return window_segment(window, options)
+
+
+def window_segment(window: dict[str, Any], options: AudioOptions) -> Segment:
+    """A window's dict (its words set by ``add_word_timestamps``) as the one segment."""
     words = [Word(start=round(w["start"], 3), end=round(w["end"], 3), word=w["word"],
                   probability=round(float(w["probability"]), 4))
              for w in window.get("words", [])]
@@ -186,7 +191,7 @@ def _language(model: Any, encoder_output: Any, language: str | None) -> tuple[st
     return str(token[2:-2]), round(float(probability), 4)
 
 
-def _options(tokenizer: Any, options: AudioOptions) -> Any:
+def window_options(tokenizer: Any, options: AudioOptions) -> Any:
     """``WhisperModel.transcribe``'s own defaults (read from its signature), with the
     request's beam, prompt and word timing, and no temperature fallback."""
     from faster_whisper import WhisperModel

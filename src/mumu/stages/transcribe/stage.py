@@ -55,7 +55,8 @@ class TranscribeStage:
         self.transcriber = transcriber
         self._store: ObjectStore | None = None
         self._ctx: StageContext | None = None
-        self.live = LiveRoute(settings.live, transcriber, settings.model, live_limits)
+        self.live = LiveRoute(settings.live, transcriber, settings.model, live_limits,
+                              workers=settings.num_workers)
 
     def routes(self) -> Sequence[Route]:
         return [

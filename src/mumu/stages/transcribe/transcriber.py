@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mumu.stages.transcribe.batcher import MicroBatcher
-from mumu.stages.transcribe.engine import Engine, Job, OnSegment, Result
+from mumu.stages.transcribe.engine import Batched, Engine, Job, OnSegment, Result
 from mumu.stages.transcribe.settings import TranscribeSettings
 
 
@@ -25,6 +25,11 @@ class Transcriber(Protocol):
         """Requests worth having in flight at once (the stage's route concurrency)."""
         ...
 
+    @property
+    def device(self) -> str:
+        """Where the model runs (``cpu``, ``cuda``), once started."""
+        ...
+
     async def start(self) -> None:
         """Load the model (before the stage reports ready)."""
         ...
@@ -34,6 +39,11 @@ class Transcriber(Protocol):
     async def transcribe(self, job: Job, on_segment: OnSegment) -> Result:
         """Decode ``job``; ``on_segment`` gets each segment (at once, or when its batch is
         done)."""
+        ...
+
+    async def transcribe_windows(self, jobs: list[Job]) -> Batched:
+        """Decode short-context windows (live decodes of several streams), those that can
+        share a batch in one model call (``Engine.run_windows``)."""
         ...
 
 

@@ -1,25 +1,32 @@
 """The live stream's two collaborators on the transcribe stage's own parts: words from the
-stage's ``Transcriber`` (the engine or the micro-batcher, so live steps of several streams
-batch together on a GPU), speech from the VAD in the stage's thread pool."""
+stage's ``Transcriber`` (or the route's ``LiveBatcher`` in front of it, so live steps of
+several streams go to the model as one batch), speech from the VAD in the stage's thread
+pool."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 import numpy as np
 
 from mumu.contracts.options import AudioOptions
-from mumu.stages.transcribe.engine import Job
+from mumu.stages.transcribe.engine import Job, OnSegment, Result
 from mumu.stages.transcribe.live.agreement import TimedWord
 from mumu.stages.transcribe.live.endpoint import Speech, Vad
 from mumu.stages.transcribe.live.settings import ENCODER_MARGIN
-from mumu.stages.transcribe.transcriber import Transcriber
+
+
+class Decodes(Protocol):
+    """The stage's ``Transcriber``, or a ``LiveBatcher`` in front of it."""
+
+    async def transcribe(self, job: Job, on_segment: OnSegment) -> Result: ...
 
 
 class LiveDecoder:
     """``decode`` and ``detect`` for ``LiveStream`` with one stream's ``options``."""
 
-    def __init__(self, transcriber: Transcriber, vad: Vad, options: AudioOptions,
+    def __init__(self, transcriber: Decodes, vad: Vad, options: AudioOptions,
                  encoder_margin: float = ENCODER_MARGIN) -> None:
         self.transcriber = transcriber
         self.encoder_margin = encoder_margin

@@ -9,7 +9,8 @@ the same events with the same ids, so what was published already is deduplicated
 Chunks are taken in sequence order (``chunks.py``: repeats dropped, a gap waited for a
 bounded time, then skipped and counted); a stream longer than the workspace's longest
 audio is cut there, its last utterance final, with a ``quota_exceeded`` error
-(``limits.py``); barge-in is in ``outputs.py``."""
+(``limits.py``); barge-in is in ``outputs.py``; with ``batch`` on (default: on CUDA) the
+decodes of the streams it serves go to the model in batches (``batcher.py``)."""
 
 from __future__ import annotations
 
@@ -23,13 +24,14 @@ from typing import Any
 
 import nats.errors
 import numpy as np
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.consumers import TRANSCRIBE_LIVE
 from mumu.contracts.events import LiveStart
 from mumu.runtime import Inbound, Outbound, PermanentError, Route, StageContext
+from mumu.stages.transcribe.live.batcher import LiveBatcher, batching
 from mumu.stages.transcribe.live.chunks import Chunk, ChunkOrder
 from mumu.stages.transcribe.live.decoder import LiveDecoder
 from mumu.stages.transcribe.live.endpoint import SAMPLE_RATE, Vad
@@ -48,6 +50,7 @@ GAP_MARGIN = 0.25
 """Seconds a live wait for a missing chunk lasts past ``gap_wait`` (delivery takes time:
 a chunk stored within ``gap_wait`` has arrived by then, so the live decision and a
 replay's, taken on stored times, agree)."""
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 __all__ = ["LiveRoute", "pcm16", "utterance_request_id"]
 
@@ -69,11 +72,16 @@ def stored_at(msg: Any) -> float:
 
 class LiveRoute:
     def __init__(self, settings: LiveSettings, transcriber: Transcriber, model: str,
-                 limits: LiveLimits | None = None) -> None:
+                 limits: LiveLimits | None = None, *, workers: int = 1) -> None:
         self.settings = settings
         self.transcriber = transcriber
         self.model = model
         self.limits = limits or LiveLimits(None)
+        self.workers = workers
+        """Batches of live decodes in the model at once (the engine's model workers)."""
+        self.batcher: LiveBatcher | None = None
+        """Set in ``start`` when live decodes are batched (``settings.batch``)."""
+        self._batches: Histogram | None = None
         self._vad: Vad | None = None
         self._ctx: StageContext | None = None
         self._chunks: Counter | None = None
@@ -102,8 +110,25 @@ class LiveRoute:
                 "mumu_live_finals", "Finals of live utterances, by how: promoted (the newest "
                 "hypothesis covered all the speech: no decode at the end) or decoded",
                 ["stage", "how"], registry=ctx.metrics.registry)
+            self._batches = Histogram(
+                "mumu_live_batch_size", "Live decodes per model call when live decodes are "
+                "batched (MUMU_TRANSCRIBE__LIVE__BATCH): _count is model calls, _sum decodes",
+                ["stage"], buckets=BATCH_BUCKETS, registry=ctx.metrics.registry)
+            self._batches.labels(NAME)  # a zero count says "not batching"
+        if batching(self.settings.batch, self.transcriber.device):
+            sizes = self._batches.labels(NAME) if self._batches is not None else None
+            self.batcher = LiveBatcher(self.transcriber, self.settings.batch_window_ms,
+                                       self.settings.max_batch, workers=self.workers,
+                                       on_batch=sizes.observe if sizes is not None else None)
+            self.batcher.start()
+        log.info("live decodes %s (model on %s)",
+                 "batched" if self.batcher else "one by one", self.transcriber.device,
+                 extra={"stage": NAME})
 
     async def stop(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.stop()
+            self.batcher = None
         await self.limits.close()
 
     async def handle(self, inbound: Inbound[LiveStart]) -> Sequence[Outbound]:
@@ -114,7 +139,7 @@ class LiveRoute:
         if language is not None and language not in self.transcriber.languages:
             raise PermanentError(
                 "schema_violation", f"language {language!r} is not a language of the model")
-        decoder = LiveDecoder(self.transcriber, self._vad, started.options,
+        decoder = LiveDecoder(self.batcher or self.transcriber, self._vad, started.options,
                               self.settings.encoder_margin)
         stream = LiveStream(decoder.decode, decoder.detect, self.settings)
         out = Outputs(inbound, started, decoder, self.model, barge_in=self.settings.barge_in,

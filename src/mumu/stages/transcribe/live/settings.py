@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 ENCODER_MARGIN = 2.0
@@ -67,4 +69,19 @@ class LiveSettings(BaseModel):
     )
     concurrency: int = Field(
         default=4, ge=1, description="live streams one transcribe process serves at once",
+    )
+    batch: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="decode steps of several live streams that fall within `batch_window_ms` "
+        "go to the model as one batched call (one encoder pass, one generate, one align); "
+        "auto: on when the model runs on CUDA, off on CPU (where a batch costs what its "
+        "decodes cost one by one)",
+    )
+    batch_window_ms: float = Field(
+        default=5.0, ge=0, le=1000,
+        description="how long the first live decode of a batch waits for others (decodes "
+        "that queued while the model was busy go in at once)",
+    )
+    max_batch: int = Field(
+        default=8, ge=1, le=64, description="most live decodes in one batched call",
     )
