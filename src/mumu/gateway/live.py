@@ -30,7 +30,7 @@ from mumu.contracts.events import LiveStart, derive_id, new_id
 from mumu.contracts.options import AudioOptions
 from mumu.gateway.asks import Asker
 from mumu.gateway.errors import ApiError
-from mumu.gateway.quota import enforced
+from mumu.gateway.quota import admit_ask, enforced, give_back
 from mumu.quota.errors import QuotaExceededError
 from mumu.quota.gate import QuotaGate
 from mumu.quota.usage import QuotaStoreError
@@ -190,25 +190,32 @@ class LiveIngest:
 
     async def open(self, workspace_id: str, session_id: str, options: AudioOptions,
                    request_id: str | None = None) -> LiveOut:
-        """Publish the ``LiveStart`` of a new stream (any of today's audio left, else 429)."""
+        """Admit a new stream as an ask (asks per minute, a slot in flight, any of today's
+        audio left; else 429 ``quota_exceeded``) and publish its ``LiveStart``. The slot is
+        held until the stream is over: ingest frees it at the stage's ``LiveEnded``."""
         gate = self._asker.quota
         limits = StreamLimits(float("inf"), self._in_flight)
         charge: Charge | None = None
-        if gate is not None and gate.enabled:
-            await enforced(gate.check_audio_left(workspace_id))
-            limits = await enforced(self._limits(gate, workspace_id))
-
-            async def charge(request_id: str, seconds: float) -> None:
-                await _charge(gate, workspace_id, request_id, seconds)
         request_id = request_id or new_id()
-        stream_id = new_id()
-        start = LiveStart(
-            event_id=derive_id(workspace_id, request_id, STAGE, "live"), request_id=request_id,
-            workspace_id=workspace_id, session_id=session_id, stream_id=stream_id,
-            options=options)
-        await self._asker.publish(
-            workspace_id, subjects.INGEST_LIVE.for_workspace(workspace_id),
-            start.model_dump_json().encode(), {h.MSG_ID: start.event_id})
+        took = await admit_ask(gate, workspace_id, request_id, audio=True)
+        try:
+            if gate is not None and gate.enabled:
+                limits = await enforced(self._limits(gate, workspace_id))
+
+                async def charge(request_id: str, seconds: float) -> None:
+                    await _charge(gate, workspace_id, request_id, seconds)
+            stream_id = new_id()
+            start = LiveStart(
+                event_id=derive_id(workspace_id, request_id, STAGE, "live"),
+                request_id=request_id, workspace_id=workspace_id, session_id=session_id,
+                stream_id=stream_id, options=options)
+            await self._asker.publish(
+                workspace_id, subjects.INGEST_LIVE.for_workspace(workspace_id),
+                start.model_dump_json().encode(), {h.MSG_ID: start.event_id})
+        except BaseException:
+            if took:  # not started after all
+                await give_back(gate, workspace_id, request_id)
+            raise
         log.info("live stream %s started", stream_id,
                  extra={"request_id": request_id, "stage": STAGE})
         return LiveOut(self._js, start, limits, charge)
