@@ -1,5 +1,5 @@
 """The end of a live stream, end to end on real servers and the real model: the transcribe
-stage publishes one ``LiveEnded`` (``mumu.transcript.ended.<ws>``) per stream after its
+stage publishes one ``LiveEnded`` (``mumu.stream.ended.<ws>``) per stream after its
 last final, also for a stream that had none, and exactly once even when the stream's start
 is handled a second time (what a replica that takes the stream over does); the websocket
 client gets it as ``stream.ended``, and a Realtime session without turn detection whose
@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 async def markers(nc: NATS, workspace: str) -> list[LiveEnded]:
     """Every ``LiveEnded`` of the workspace stored in ``MUMU_RESULTS``."""
     js = nc.jetstream()
-    subject = subjects.TRANSCRIPT_ENDED.for_workspace(workspace)
+    subject = subjects.STREAM_ENDED.for_workspace(workspace)
     pending = (await js.stream_info(subjects.STREAM_RESULTS, subjects_filter=subject)).state
     count = (pending.subjects or {}).get(subject, 0)
     if not count:

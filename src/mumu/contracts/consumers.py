@@ -44,7 +44,7 @@ TRANSCRIBE_AUDIO: Final = StageConsumer(
 INGEST_QUOTA_ENDS: Final = StageConsumer(
     "ingest", subjects.STREAM_RESULTS, "ingest-quota-ends",
     (subjects.ANSWER_FINAL, subjects.TRANSCRIPT_FINAL, subjects.ERROR,
-     subjects.TRANSCRIPT_ENDED),
+     subjects.STREAM_ENDED),
 )
 """Ends of requests (finals, errors, live streams' ends): ingest frees their in-flight
 quota slots."""

@@ -239,7 +239,7 @@ class PipelineError(Event):
 
 
 class LiveEnded(Event):
-    """``mumu.transcript.ended.<ws>``: a live stream is over. Exactly one per stream, after
+    """``mumu.stream.ended.<ws>``: a live stream is over. Exactly one per stream, after
     its last ``transcript.final`` (a stream that ended in silence has none), whatever ended
     it; ``request_id`` is the stream's (its ``LiveStart``'s). The event id is derived from
     the stream, so a replica that takes the stream over cannot publish a second one."""

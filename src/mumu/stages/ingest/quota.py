@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 END_SUBJECTS = (
     subjects.TRANSCRIPT_FINAL.wildcard, subjects.ANSWER_FINAL.wildcard, subjects.ERROR.wildcard,
-    subjects.TRANSCRIPT_ENDED.wildcard,  # a live stream's slot, held until it is over
+    subjects.STREAM_ENDED.wildcard,  # a live stream's slot, held until it is over
 )
 
 

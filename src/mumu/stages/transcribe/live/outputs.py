@@ -92,7 +92,7 @@ class Outputs:
             stream_id=s.stream_id, utterances=utterances, seconds=round(seconds, 3),
             reason=reason)
         await self.inbound.emit(Outbound.of(
-            subjects.TRANSCRIPT_ENDED.for_workspace(self.ws), marker, once=True))
+            subjects.STREAM_ENDED.for_workspace(self.ws), marker, once=True))
         self.ended = True
 
     async def _words_of(self, utterance: int) -> None:
