@@ -104,6 +104,8 @@ class Items:
         if stream.timer is not None:
             stream.timer.cancel()
         self._over.append(stream.request_id)
+        if stream.manual:  # its one item, also when the end beat the commit's bookkeeping
+            self._item(stream, 0)
         for item in stream.items.values():
             self._complete(item)
 
