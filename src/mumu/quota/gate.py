@@ -117,6 +117,12 @@ class QuotaGate:
         return await (await self.usage()).take_ask(workspace_id, request_id, limits,
                                                    time.time())
 
+    async def hold(self, workspace_id: str, request_id: str) -> bool:
+        """``request_id`` (a live stream) still runs: its slot in flight stays taken."""
+        if not self.enabled:
+            return False
+        return await (await self.usage()).hold(workspace_id, request_id, time.time())
+
     async def check_audio_left(self, workspace_id: str) -> None:
         """Before an audio ask is accepted: is any audio left today?"""
         if not self.enabled:

@@ -214,6 +214,25 @@ class UsageStore:
         await self._change(f"{workspace_id}.flow", change)
         return taken
 
+    async def hold(self, workspace_id: str, request_id: str, now: float) -> bool:
+        """``request_id`` is still running (a live stream whose audio flows): it counts in
+        flight from ``now`` again, so a request longer than ``inflight_timeout`` keeps its
+        slot. Nothing when it is not in flight (ended, or expired). True if it was."""
+        held = False
+
+        def change(raw: bytes | None) -> bytes | None:
+            nonlocal held
+            flow = Flow.load(raw)
+            held = request_id in flow.live(now, self.inflight_timeout)
+            if not held:
+                return None
+            inflight = flow.live(now, self.inflight_timeout)
+            inflight[request_id] = now
+            return Flow(flow.tokens, flow.at, inflight, flow.recent).dump()
+
+        await self._change(f"{workspace_id}.flow", change)
+        return held
+
     async def release(self, workspace_id: str, request_id: str, now: float) -> bool:
         """The request ended: it no longer counts in flight. True if it did."""
         released = False
