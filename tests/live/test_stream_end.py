@@ -67,7 +67,7 @@ async def handled_again(nc: NATS, workspace: str, stream_id: str) -> None:
         await sub.unsubscribe()
     ack = await js.publish(
         TRANSCRIBE_LIVE.replay.for_workspace(workspace), start.data,
-        headers={h.MSG_ID: new_id(), h.REPLAY_SUBJECT: start.subject})
+        headers={h.MSG_ID: new_id(), h.REPLAY: "test", h.REPLAY_SUBJECT: start.subject})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         info = await js.consumer_info(subjects.STREAM_INGEST, TRANSCRIBE_LIVE.durable)

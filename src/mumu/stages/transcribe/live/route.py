@@ -8,9 +8,9 @@ the same events with the same ids, so what was published already is deduplicated
 (``docs/audio.md``, "Live speech").
 
 Chunks are taken in sequence order (``chunks.py``: repeats dropped, a gap waited for a
-bounded time, then skipped and counted); a stream longer than the workspace's longest
-audio is cut there, its last utterance final, with a ``quota_exceeded`` error
-(``limits.py``); barge-in is in ``outputs.py``."""
+bounded time, then skipped and counted); a stream is admitted as an ask, and one longer
+than the workspace's longest audio is cut there, its last utterance final, with a
+``quota_exceeded`` error (``limits.py``); barge-in is in ``outputs.py``."""
 
 from __future__ import annotations
 
@@ -92,6 +92,7 @@ class LiveRoute:
 
     async def start(self, ctx: StageContext) -> None:
         self._ctx = ctx
+        self.limits.bind(ctx.js)
         self._vad = await asyncio.to_thread(Vad)  # loads the Silero model
         if self._chunks is None:
             self._chunks = Counter(
@@ -129,6 +130,8 @@ class LiveRoute:
         """The stream's chunks through ``stream`` until its end (a ``PermanentError``
         when something else ends it, after its last final)."""
         assert self._ctx is not None
+        if h.REPLAY not in inbound.headers:  # (a replayed stream is over: see limits.py)
+            await self.limits.admit(inbound.workspace_id, started.request_id)
         language = started.options.language
         if language is not None and language not in self.transcriber.languages:
             raise PermanentError(
