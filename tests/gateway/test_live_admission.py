@@ -23,8 +23,8 @@ from tests.live.ws_live import Reader
 from tests.pg_fixtures import WorkspaceFactory
 
 pytestmark = pytest.mark.timeout(60)
-TIMEOUT = 1.5
-"""``inflight_timeout`` here: the gateway renews a running stream's slot every 0.5 s."""
+TIMEOUT = 1.0
+"""``inflight_timeout`` here: the gateway renews a running stream's slot every 0.33 s."""
 
 
 async def start(ws: aiohttp.ClientWebSocketResponse, reader: Reader) -> dict[str, Any]:
