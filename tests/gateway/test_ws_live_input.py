@@ -115,9 +115,6 @@ async def test_live_stream_bad_inputs_get_clear_errors_and_the_streams_go_on(
         # b was never disturbed: its stream ends with every byte, numbered
         await b.ws.send_bytes(b_audio[5000:])
         await b.send({"type": "stream.end"})
-        ended = await b.next("stream.ended")
-        assert (ended["stream_id"], ended["reason"], ended["seconds"]) == (
-            b_started["stream_id"], "end", round(len(b_audio) / SECOND, 3))
         got = await chunks(nc, b_started["stream_id"])
         assert_numbered(got)
         assert b"".join(data for _, data in got) == b_audio
@@ -137,7 +134,6 @@ async def test_live_stream_bad_inputs_get_clear_errors_and_the_streams_go_on(
         await c.ws.send_bytes(b"\x00\x00" * SECOND)  # 2 s
         too_long = await c.next("error", 2)
         assert too_long["code"] == "too_long" and "longest audio (1 s)" in too_long["message"]
-        assert (await c.next("stream.ended"))["reason"] == "too_long"
         got = await chunks(nc, c_started["stream_id"])
         assert_numbered(got)
         assert sum(len(d) for _, d in got) == SECOND
@@ -150,7 +146,6 @@ async def test_live_stream_bad_inputs_get_clear_errors_and_the_streams_go_on(
         await c.ws.send_bytes(b"\x00\x00" * 4000)
         timeout = await c.next("error", 3)
         assert timeout["code"] == "stream_timeout"
-        assert (await c.next("stream.ended", 2))["reason"] == "stream_timeout"
         got = await chunks(nc, idle["stream_id"])
         assert_numbered(got)
 
@@ -161,7 +156,6 @@ async def test_live_stream_bad_inputs_get_clear_errors_and_the_streams_go_on(
         await c.send({"type": "stream.end"})
         undecodable = await c.next("error", 4)
         assert undecodable["code"] == "unsupported_audio" and "webm" in undecodable["message"]
-        assert (await c.next("stream.ended", 3))["reason"] == "unsupported_audio"
         assert_numbered(await chunks(nc, bad["stream_id"]))
         await c.send({"type": "ping"})
         await c.next("pong")
@@ -173,7 +167,7 @@ async def test_live_stream_bad_inputs_get_clear_errors_and_the_streams_go_on(
         await c.ws.send_bytes(b"\x00\x00" * SECOND)
         spent = await c.next("error", 5)
         assert spent["code"] == "too_long" and "audio left today (0.68 s)" in spent["message"]
-        assert (await c.next("stream.ended", 4))["seconds"] == 0.68
+        assert round(sum(len(d) for _, d in await chunks(nc, last["stream_id"])) / SECOND, 2) == 0.68
         await c.send({"type": "stream.end"})
         await c.send({"type": "stream.start", "format": "pcm16"})
         assert (await c.next("error", 6))["code"] == "quota_exceeded"
@@ -189,6 +183,8 @@ async def test_live_stream_bad_inputs_get_clear_errors_and_the_streams_go_on(
             b_started["stream_id"], a_started["stream_id"], c_started["stream_id"],
             idle["stream_id"], bad["stream_id"], last["stream_id"]}
         assert {s.session_id for s in starts} == {"a", "b", "c"}
+        # stream.ended is the transcribe stage's (none runs here), never the gateway's
+        assert not [m for r in (a.reader, b.reader, c.reader) for m in r.of_type("stream.ended")]
         for reader in (a.reader, b.reader, c.reader):
             await reader.__aexit__()
         await b.ws.close()

@@ -18,7 +18,7 @@ from nats.aio.client import Client as NATS
 from mumu.broker.embedded import EmbeddedNats
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
-from mumu.contracts.events import LiveStart, TranscriptFinal, TranscriptPartial
+from mumu.contracts.events import LiveEnded, LiveStart, TranscriptFinal, TranscriptPartial
 from mumu.contracts.options import AudioOptions
 from mumu.settings import Settings
 from mumu.stages.transcribe.engine import wav_to_float
@@ -151,7 +151,8 @@ async def test_a_replica_killed_mid_stream_is_replaced_and_nothing_is_lost_or_re
     try:
         await asyncio.wait_for(asyncio.gather(*(r.ready.wait() for r in replicas)), 60)
         stream_id = uuid.uuid4().hex
-        async with Collector(nc, f"mumu.transcript.*.{WS}", subjects.STREAM_RESULTS) as seen:
+        # the transcripts and the stream's end (mumu.stream.ended), in stream order
+        async with Collector(nc, f"mumu.*.*.{WS}", subjects.STREAM_RESULTS) as seen:
             streaming = asyncio.create_task(stream_audio(nc, audio, stream_id=stream_id))
             await seen.wait_count(subjects.TRANSCRIPT_FINAL.prefix, 1, timeout=60)
             owner = next(r for r in replicas
@@ -160,9 +161,15 @@ async def test_a_replica_killed_mid_stream_is_replaced_and_nothing_is_lost_or_re
             assert not streaming.done(), "the kill came after the stream ended"
             await streaming
             await seen.wait_count(subjects.TRANSCRIPT_FINAL.prefix, 3, timeout=90)
+            await seen.wait_count(subjects.STREAM_ENDED.prefix, 1, timeout=30)
             await asyncio.sleep(1.0)  # anything repeated would arrive now
         finals = finals_of(seen)
         assert [f.utterance for f in finals] == [0, 1, 2], [f.text for f in finals]
+        # the replica that took over ended the stream once, after its last final
+        ended = [LiveEnded.model_validate_json(m.data)
+                 for m in seen.on(subjects.STREAM_ENDED.prefix)]
+        assert [(e.stream_id, e.utterances, e.reason) for e in ended] == [(stream_id, 3, "end")]
+        assert seen.messages[-1].subject.startswith(subjects.STREAM_ENDED.prefix)
         assert_committed_only_grows(partials_of(seen), finals)
         # the same stream on one replica that was never killed: the same finals
         async with Collector(nc, f"mumu.transcript.final.{WS}", subjects.STREAM_RESULTS) as again:

@@ -70,6 +70,7 @@ class LiveDriver(Protocol):
 _KINDS = {
     subjects.TRANSCRIPT_PARTIAL.prefix: "partial",
     subjects.TRANSCRIPT_FINAL.prefix: "final",
+    subjects.STREAM_ENDED.prefix: "ended",
     subjects.ANSWER_DELTA.prefix: "delta",
     subjects.ANSWER_FINAL.prefix: "answer",
     subjects.ERROR.prefix: "error",
@@ -122,7 +123,8 @@ class NatsLiveDriver:
                 self.on_event(kind, json.loads(msg.data), at)
 
         for pattern in (subjects.TRANSCRIPT_PARTIAL, subjects.TRANSCRIPT_FINAL,
-                        subjects.ANSWER_DELTA, subjects.ANSWER_FINAL, subjects.ERROR):
+                        subjects.STREAM_ENDED, subjects.ANSWER_DELTA, subjects.ANSWER_FINAL,
+                        subjects.ERROR):
             self._subs.append(await self.nc.subscribe(pattern.for_workspace(self.ws), cb=on_msg))
         await self.nc.flush()
 

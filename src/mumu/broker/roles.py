@@ -198,6 +198,7 @@ def service(
             *live_chunks(),
             subjects.TRANSCRIPT_PARTIAL.wildcard,
             subjects.TRANSCRIPT_FINAL.wildcard,
+            subjects.STREAM_ENDED.wildcard,  # a live stream is over
             subjects.CONTROL_CANCEL.wildcard,  # barge-in: a live utterance cancels an answer
             *_dead_letters("transcribe"),
             *key_value(subjects.BUCKET_QUOTA),  # the workspaces' result budgets

@@ -34,6 +34,8 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(s.AUDIO_READY, ev.AudioReady, "Normalised 16 kHz mono audio is ready"),
     Channel(s.TRANSCRIPT_PARTIAL, ev.TranscriptPartial, "One decoded segment, as it is decoded"),
     Channel(s.TRANSCRIPT_FINAL, ev.TranscriptFinal, "The whole transcript"),
+    Channel(s.STREAM_ENDED, ev.LiveEnded,
+            "A live stream is over: exactly one per stream, after its last final"),
     Channel(s.ANSWER_DELTA, ev.AnswerDelta, "A chunk of the streamed answer"),
     Channel(s.ANSWER_FINAL, ev.AnswerFinal, "The whole answer"),
     Channel(s.PERSISTED, ev.Persisted, "A transcript or answer is stored, encrypted"),

@@ -43,9 +43,11 @@ TRANSCRIBE_AUDIO: Final = StageConsumer(
 )
 INGEST_QUOTA_ENDS: Final = StageConsumer(
     "ingest", subjects.STREAM_RESULTS, "ingest-quota-ends",
-    (subjects.ANSWER_FINAL, subjects.TRANSCRIPT_FINAL, subjects.ERROR),
+    (subjects.ANSWER_FINAL, subjects.TRANSCRIPT_FINAL, subjects.ERROR,
+     subjects.STREAM_ENDED),
 )
-"""Ends of requests (finals, errors): ingest frees their in-flight quota slots."""
+"""Ends of requests (finals, errors, live streams' ends): ingest frees their in-flight
+quota slots."""
 TRANSCRIBE_LIVE: Final = StageConsumer(
     "transcribe", subjects.STREAM_INGEST, "transcribe-live", (subjects.INGEST_LIVE,)
 )

@@ -15,6 +15,8 @@ from mumu.contracts import subjects as s
 class EventType(StrEnum):
     TRANSCRIPT_PARTIAL = "transcript.partial"
     TRANSCRIPT_FINAL = "transcript.final"
+    STREAM_ENDED = "stream.ended"
+    """A live stream is over (``LiveEnded``), after its last final."""
     ANSWER_DELTA = "answer.delta"
     ANSWER_FINAL = "answer.final"
     ERROR = "error"
@@ -32,6 +34,7 @@ class EventType(StrEnum):
 _PATTERNS: Final[dict[EventType, s.SubjectPattern]] = {
     EventType.TRANSCRIPT_PARTIAL: s.TRANSCRIPT_PARTIAL,
     EventType.TRANSCRIPT_FINAL: s.TRANSCRIPT_FINAL,
+    EventType.STREAM_ENDED: s.STREAM_ENDED,
     EventType.ANSWER_DELTA: s.ANSWER_DELTA,
     EventType.ANSWER_FINAL: s.ANSWER_FINAL,
     EventType.ERROR: s.ERROR,

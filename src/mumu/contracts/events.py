@@ -238,6 +238,21 @@ class PipelineError(Event):
     subject: str
 
 
+class LiveEnded(Event):
+    """``mumu.stream.ended.<ws>``: a live stream is over. Exactly one per stream, after
+    its last ``transcript.final`` (a stream that ended in silence has none), whatever ended
+    it; ``request_id`` is the stream's (its ``LiveStart``'s). The event id is derived from
+    the stream, so a replica that takes the stream over cannot publish a second one."""
+
+    stream_id: Id
+    utterances: int = Field(ge=0, description="finals the stream had (utterances 0..n-1)")
+    seconds: float = Field(ge=0, description="seconds of audio the stage took")
+    reason: Literal["end"] | ErrorCode = Field(
+        description="`end`: the producer's last chunk (`Mumu-Stream-End`); else the code of "
+        "the error that ended it (`stream_timeout`, `quota_exceeded` past the longest "
+        "audio, `schema_violation`), published after this event")
+
+
 class CancelRequest(Event):
     """``mumu.control.cancel.<ws>``: stop the answer for ``request_id``."""
 

@@ -77,6 +77,10 @@ INGEST_LIVE: Final = SubjectPattern("mumu.ingest.live")
 AUDIO_READY: Final = SubjectPattern("mumu.audio.ready")
 TRANSCRIPT_PARTIAL: Final = SubjectPattern("mumu.transcript.partial")
 TRANSCRIPT_FINAL: Final = SubjectPattern("mumu.transcript.final")
+STREAM_ENDED: Final = SubjectPattern("mumu.stream.ended")
+"""A live stream is over: one ``LiveEnded`` per stream, after its last final (a subject
+family of events, like the others here; not to be confused with the JetStream stream
+names ``STREAM_*`` below)."""
 ANSWER_DELTA: Final = SubjectPattern("mumu.answer.delta")
 ANSWER_FINAL: Final = SubjectPattern("mumu.answer.final")
 PERSISTED: Final = SubjectPattern("mumu.persisted")
@@ -102,6 +106,7 @@ ALL_PATTERNS: Final[tuple[SubjectPattern, ...]] = (
     AUDIO_READY,
     TRANSCRIPT_PARTIAL,
     TRANSCRIPT_FINAL,
+    STREAM_ENDED,
     ANSWER_DELTA,
     ANSWER_FINAL,
     PERSISTED,

@@ -48,6 +48,13 @@ class ApiError(Exception):
         """The pipeline request the error is about; None: the HTTP request gets an id."""
 
 
+def retry_fields(exc: ApiError) -> dict[str, int]:
+    """``{"retry_after": seconds}`` of a refusal with ``Retry-After`` (429, 503): what a
+    socket's error message carries where an HTTP answer has the header."""
+    retry = exc.headers.get("Retry-After", "")
+    return {"retry_after": int(retry)} if retry.isdigit() else {}
+
+
 def error_body(code: str, message: str, request_id: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message, "request_id": request_id}}
 

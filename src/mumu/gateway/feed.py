@@ -35,6 +35,7 @@ log = logging.getLogger("mumu.gateway.feed")
 RESULT_PATTERNS = (
     subjects.TRANSCRIPT_PARTIAL,
     subjects.TRANSCRIPT_FINAL,
+    subjects.STREAM_ENDED,
     subjects.ANSWER_DELTA,
     subjects.ANSWER_FINAL,
     subjects.ERROR,

@@ -30,7 +30,7 @@ from mumu.contracts.events import LiveStart, derive_id, new_id
 from mumu.contracts.options import AudioOptions
 from mumu.gateway.asks import Asker
 from mumu.gateway.errors import ApiError
-from mumu.gateway.quota import enforced
+from mumu.gateway.quota import admit_ask, enforced, give_back
 from mumu.quota.errors import QuotaExceededError
 from mumu.quota.gate import QuotaGate
 from mumu.quota.usage import QuotaStoreError
@@ -63,6 +63,18 @@ class StreamLimits:
 
 Charge = Callable[[str, float], Awaitable[None]]
 """Charges a stream's seconds to its workspace's audio of the day."""
+Hold = Callable[[str], Awaitable[None]]
+"""Keeps a running stream's slot in flight (``QuotaGate.hold``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SlotKeeper:
+    """While audio flows, the stream's slot in flight is renewed every ``every`` seconds
+    (a third of ``MUMU_QUOTA__INFLIGHT_TIMEOUT``), so a stream longer than that timeout
+    still counts; one whose gateway died stops counting that long after its last audio."""
+
+    hold: Hold
+    every: float
 
 
 class LiveOut:
@@ -70,9 +82,10 @@ class LiveOut:
     called from one task at a time."""
 
     def __init__(self, js: JetStreamContext, start: LiveStart, limits: StreamLimits,
-                 charge: Charge | None = None) -> None:
+                 charge: Charge | None = None, slot: SlotKeeper | None = None) -> None:
         self._js = js
         self._charge = charge
+        self._slot = slot
         self.start = start
         self.limits = limits
         self.subject = subjects.live_chunk(start.stream_id, start.workspace_id)
@@ -85,6 +98,7 @@ class LiveOut:
         self.over = False
         """Ended at ``limits.longest_audio``."""
         self.last_audio = time.monotonic()
+        self._held_at = self.last_audio
 
     @property
     def request_id(self) -> str:
@@ -104,6 +118,9 @@ class LiveOut:
         if self.ended:
             return
         self.last_audio = time.monotonic()
+        if self._slot is not None and self.last_audio - self._held_at >= self._slot.every:
+            self._held_at = self.last_audio
+            await self._slot.hold(self.request_id)
         # no limit (quotas off) is infinite room: int() only of a finite one
         room = self.limits.longest_audio * BYTES_PER_SECOND - self.bytes
         over = self.over = len(pcm) > room
@@ -192,28 +209,43 @@ class LiveIngest:
 
     async def open(self, workspace_id: str, session_id: str, options: AudioOptions,
                    request_id: str | None = None) -> LiveOut:
-        """Publish the ``LiveStart`` of a new stream (any of today's audio left, else 429)."""
+        """Admit a new stream as an ask (asks per minute, a slot in flight, any of today's
+        audio left; else 429 ``quota_exceeded``) and publish its ``LiveStart``. The slot is
+        held until the stream is over: ingest frees it at the stage's ``LiveEnded``."""
         gate = self._asker.quota
         limits = StreamLimits(float("inf"), self._in_flight)
         charge: Charge | None = None
-        if gate is not None and gate.enabled:
-            await enforced(gate.check_audio_left(workspace_id))
-            limits = await enforced(self._limits(gate, workspace_id))
-
-            async def charge(request_id: str, seconds: float) -> None:
-                await _charge(gate, workspace_id, request_id, seconds)
         request_id = request_id or new_id()
-        stream_id = new_id()
-        start = LiveStart(
-            event_id=derive_id(workspace_id, request_id, STAGE, "live"), request_id=request_id,
-            workspace_id=workspace_id, session_id=session_id, stream_id=stream_id,
-            options=options)
-        await self._asker.publish(
-            workspace_id, subjects.INGEST_LIVE.for_workspace(workspace_id),
-            start.model_dump_json().encode(), {h.MSG_ID: start.event_id})
+        took = await admit_ask(gate, workspace_id, request_id, audio=True)
+        slot: SlotKeeper | None = None
+        try:
+            if gate is not None and gate.enabled:
+                limits = await enforced(self._limits(gate, workspace_id))
+
+                async def charge(request_id: str, seconds: float) -> None:
+                    await _charge(gate, workspace_id, request_id, seconds)
+
+                async def hold(request_id: str) -> None:
+                    try:
+                        await gate.hold(workspace_id, request_id)
+                    except QuotaStoreError as exc:  # kept at the next renewal, or ages out
+                        log.warning("live stream %s: slot not renewed: %s", request_id, exc)
+                slot = SlotKeeper(hold, gate.settings.inflight_timeout / 3)
+            stream_id = new_id()
+            start = LiveStart(
+                event_id=derive_id(workspace_id, request_id, STAGE, "live"),
+                request_id=request_id, workspace_id=workspace_id, session_id=session_id,
+                stream_id=stream_id, options=options)
+            await self._asker.publish(
+                workspace_id, subjects.INGEST_LIVE.for_workspace(workspace_id),
+                start.model_dump_json().encode(), {h.MSG_ID: start.event_id})
+        except BaseException:
+            if took:  # not started after all
+                await give_back(gate, workspace_id, request_id)
+            raise
         log.info("live stream %s started", stream_id,
                  extra={"request_id": request_id, "stage": STAGE})
-        return LiveOut(self._js, start, limits, charge)
+        return LiveOut(self._js, start, limits, charge, slot)
 
     async def _limits(self, gate: QuotaGate, workspace_id: str) -> StreamLimits:
         quota = await gate.limits.get(workspace_id)

@@ -1,7 +1,10 @@
 """A websocket's live stream: ``stream.start``, binary frames, ``stream.end``
 (``docs/audio.md``, "Websocket and Realtime").
 
-One stream per socket at a time. While it runs it holds one of the gateway's audio places
+One stream per socket at a time. The client learns that a stream is over (every final of
+it delivered) from the transcribe stage's ``stream.ended`` event, which reaches the
+session's sockets like its finals; an ``error`` says why the gateway ended one early.
+While it runs it holds one of the gateway's audio places
 (``MUMU_GATEWAY__MAX_AUDIO_BUFFERS``), and a watchdog ends it after
 ``MUMU_GATEWAY__STREAM_IDLE_TIMEOUT`` seconds without audio. Every refusal is an ``error``
 message; the socket and the workspace's other streams go on.
@@ -48,6 +51,9 @@ class LiveSocket:
         self._draining = False
         """The server ended the stream (too long, timeout, bad audio): frames are dropped
         and the client's ``stream.end`` is taken quietly."""
+        self._ending = asyncio.Lock()
+        """Held while the server ends a stream: a ``stream.start`` sent on its ``error``
+        waits for that end instead of meeting ``busy``."""
 
     @property
     def running(self) -> bool:
@@ -55,6 +61,8 @@ class LiveSocket:
 
     async def start(self, message: dict[str, Any]) -> None:
         start = validated(StreamStartMessage, message, BAD_MESSAGE)
+        async with self._ending:  # a stream the server is ending is gone after this
+            pass
         if self._out is not None:
             raise ApiError(409, "busy", f"a stream is running (stream_id {self._out.stream_id})"
                            ": send stream.end first", request_id=self._out.request_id)
@@ -129,9 +137,7 @@ class LiveSocket:
             await self._server_end(exc)
             self._draining = False
             return
-        await self._release()
-        self.client.control("stream.ended", out.request_id, stream_id=out.stream_id,
-                            reason="end", seconds=round(out.seconds, 3))
+        await self._release()  # stream.ended comes from the stage, after the last final
 
     async def close(self) -> None:
         """The socket is closing: end the stream (what was said becomes final)."""
@@ -165,21 +171,18 @@ class LiveSocket:
 
     async def _server_end(self, exc: ApiError) -> None:
         """End the stream for the client's sake and say why."""
-        out = self._out
-        if out is None:
-            return
-        self.client.error(exc.code, exc.message, out.request_id)
-        reason = exc.code
-        try:
-            await out.end()
-        except ApiError as failed:
-            await out.abandon()
-            self.client.error(failed.code, failed.message, out.request_id)
-            reason = failed.code
-        self.client.control("stream.ended", out.request_id, stream_id=out.stream_id,
-                            reason=reason, seconds=round(out.seconds, 3))
-        self._draining = True
-        await self._release()
+        async with self._ending:
+            out = self._out
+            if out is None:
+                return
+            self.client.error(exc.code, exc.message, out.request_id)
+            try:
+                await out.end()
+            except ApiError as failed:  # the stage ends it at its idle timeout
+                await out.abandon()
+                self.client.error(failed.code, failed.message, out.request_id)
+            self._draining = True
+            await self._release()
 
     async def _decode(self, decoder: WebmDecoder, out: LiveOut) -> None:
         """The webm stream's pump: decoded audio into the stream."""

@@ -8,7 +8,7 @@ published as the stream's chunks. With ``server_vad`` (the default) each utteran
 transcribe stage ends is an item: ``speech_started`` at its first partial, deltas as its
 committed text grows, then ``speech_stopped``, ``committed`` and ``completed`` at its final.
 With ``turn_detection: null`` each ``input_audio_buffer.commit`` ends the stream and its
-utterances make one item (``realtime_items``).
+utterances make one item, completed at the stage's ``stream.ended`` (``realtime_items``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from mumu.contracts.events import new_id
 from mumu.gateway.deps import DEPS, GatewayDeps
-from mumu.gateway.errors import ApiError
+from mumu.gateway.errors import ApiError, retry_fields
 from mumu.gateway.hub import ResultEvent
 from mumu.gateway.live import LiveOut
 from mumu.gateway.realtime_events import (
@@ -85,8 +85,7 @@ class RealtimeSession:
         self._resampler: av.AudioResampler | None = None
         self._outgoing: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTGOING)
         self._too_slow = False
-        live = deps.settings.transcribe.live
-        self.items = Items(self.send, tail=live.silence + live.step)
+        self.items = Items(self.send)
 
     def send(self, event: dict[str, Any]) -> None:
         if self._too_slow:
@@ -182,8 +181,10 @@ class RealtimeSession:
             await handler(event)
         except ConfigError as exc:
             self.send(error_event("invalid_value", str(exc), client_event, exc.param))
-        except ApiError as exc:
-            self.send(error_event(exc.code, exc.message, client_event))
+        except ApiError as exc:  # a quota refusal says when to retry, as over /api/ws
+            event = error_event(exc.code, exc.message, client_event)
+            event["error"].update(retry_fields(exc))
+            self.send(event)
 
     async def _update(self, event: dict[str, Any]) -> None:
         session = event.get("session")

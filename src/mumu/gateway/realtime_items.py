@@ -1,17 +1,17 @@
 """A Realtime session's items, from the results of its live streams.
 
-``server_vad``: each utterance of a stream is an item. ``turn_detection: null``: each
-stream (from the first append to the commit) is one item, and its utterances are joined.
-The stage says nothing when a stream's last utterance is out, so a manual item completes at
-the first final after the commit that reaches to within ``tail`` seconds of the stream's end
-(an utterance the stage endpointed earlier leaves no room for another one), or ``grace``
-seconds after the commit (or the stream's last result since) without another result.
-A server-VAD item completes with its utterance's final only.
+``server_vad``: each utterance of a stream is an item, completed at its final.
+``turn_detection: null``: each stream (from the first append to the commit) is one item,
+its utterances joined, committed at the commit and completed at the stream's
+``stream.ended`` (the transcribe stage's ``LiveEnded``, published once after the stream's
+last final, also when it had none). ``SAFETY`` is only for a stage that is gone: a stream
+that ended here and got no result at all for that long completes with what arrived.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,9 +24,13 @@ from mumu.gateway.realtime_events import ItemText, error_event, server_event
 
 DELTA = "conversation.item.input_audio_transcription.delta"
 COMPLETED = "conversation.item.input_audio_transcription.completed"
-GRACE = 15.0
-"""Seconds without a result of a committed manual stream before its item completes (a
-transcribe stage behind on a busy machine takes seconds between two results)."""
+SAFETY = 120.0
+"""Seconds without any result of a stream that ended here before its items complete
+anyway: no transcribe replica is left to end it (a live one, however far behind, ends every
+stream with ``stream.ended``)."""
+ENDED_KEPT = 16
+"""Request ids of streams that are over, kept to match the errors published after their
+``stream.ended`` (a stream the stage ended for a reason: the error follows the marker)."""
 
 
 @dataclass
@@ -45,35 +49,31 @@ class _Stream:
     manual: bool
     items: dict[int, _Item] = field(default_factory=dict)
     ended: bool = False
-    seconds: float = 0.0
     timer: asyncio.TimerHandle | None = None
 
 
 class Items:
-    def __init__(self, send: Callable[[dict[str, Any]], None], tail: float,
-                 grace: float = GRACE) -> None:
+    def __init__(self, send: Callable[[dict[str, Any]], None], safety: float = SAFETY
+                 ) -> None:
         self.send = send
-        self.tail = tail
-        self.grace = grace
+        self.safety = safety
         self._streams: dict[str, _Stream] = {}
+        self._over: collections.deque[str] = collections.deque(maxlen=ENDED_KEPT)
         self._previous: str | None = None
 
     def stream_started(self, out: LiveOut, *, manual: bool) -> None:
-        """A new stream; server-VAD streams ended earlier whose items are all complete
-        are forgotten (the stage may still send an utterance of an ended stream)."""
-        for stream_id, stream in list(self._streams.items()):
-            if stream.ended and not stream.manual and not stream.items:
-                del self._streams[stream_id]
         self._streams[out.stream_id] = _Stream(out.request_id, manual)
 
     def stream_ended(self, out: LiveOut) -> None:
+        """The audio ended here (commit, clear, timeout); the stage's ``stream.ended``
+        completes what is open."""
         stream = self._streams.get(out.stream_id)
         if stream is None:
             return
-        stream.ended, stream.seconds = True, out.seconds
+        stream.ended = True
         if stream.manual:
             self._commit(self._item(stream, 0))
-            self._arm(out.stream_id, stream)
+        self._arm(out.stream_id, stream)
 
     def forget(self, stream_id: str) -> None:
         """``input_audio_buffer.clear``: the stream's results are not shown."""
@@ -95,13 +95,19 @@ class Items:
         if stream.timer is not None:
             stream.timer.cancel()
         loop = asyncio.get_running_loop()
-        stream.timer = loop.call_later(self.grace, self._complete_stream, stream_id)
+        stream.timer = loop.call_later(self.safety, self._complete_stream, stream_id)
 
     def _complete_stream(self, stream_id: str) -> None:
         stream = self._streams.pop(stream_id, None)
-        if stream is not None:
-            for item in stream.items.values():
-                self._complete(item)
+        if stream is None:
+            return
+        if stream.timer is not None:
+            stream.timer.cancel()
+        self._over.append(stream.request_id)
+        if stream.manual:  # its one item, also when the end beat the commit's bookkeeping
+            self._item(stream, 0)
+        for item in stream.items.values():
+            self._complete(item)
 
     def on_result(self, event: ResultEvent) -> None:
         body = event.body
@@ -111,6 +117,9 @@ class Items:
             self._error(body)
             return
         if stream is None or stream_id is None:
+            return
+        if event.type is EventType.STREAM_ENDED:  # every final of it is out
+            self._complete_stream(stream_id)
             return
         utterance = int(body.get("utterance") or 0)
         item = self._item(stream, utterance)
@@ -130,10 +139,7 @@ class Items:
                 self._commit(item)
                 self._complete(item)
                 del stream.items[utterance]
-            elif stream.ended and end is not None and end >= stream.seconds - self.tail:
-                self._complete_stream(stream_id)
-                return
-        if stream.manual and stream.ended and stream_id in self._streams:
+        if stream.ended:  # the stage is alive: wait for its stream.ended
             self._arm(stream_id, stream)
 
     def _started(self, item: _Item, start: float) -> None:
@@ -163,8 +169,8 @@ class Items:
 
     def _error(self, body: dict[str, Any]) -> None:
         request_id = str(body.get("request_id") or "")
-        ours = any(request_id == s.request_id or request_id.startswith(f"{s.request_id}-")
-                   for s in self._streams.values())
+        streams = [*(s.request_id for s in self._streams.values()), *self._over]
+        ours = any(request_id == r or request_id.startswith(f"{r}-") for r in streams)
         if ours:
             self.send(error_event(str(body.get("code") or "internal"),
                                   f"{body.get('stage', 'pipeline')}: {body.get('message', '')}"))

@@ -25,7 +25,7 @@ from mumu.gateway.binding import validated
 from mumu.gateway.client_messages import BAD_MESSAGE, AskMessage, AudioEndMessage
 from mumu.gateway.cursors import REPLAY_PASSES, SocketCursors
 from mumu.gateway.deps import GatewayDeps
-from mumu.gateway.errors import ApiError
+from mumu.gateway.errors import ApiError, retry_fields
 from mumu.gateway.feed import replay
 from mumu.gateway.hub import ResultEvent, parse
 from mumu.gateway.live_socket import LiveSocket
@@ -124,8 +124,10 @@ class ClientSocket:
         frame = json.dumps({"type": kind, "request_id": request_id, "cursor": cursor, **fields})
         self.outbox.send(frame.encode())
 
-    def error(self, code: str, message: str, request_id: str | None = None) -> None:
-        self.control(EventType.ERROR, request_id, code=code, message=message, stage="gateway")
+    def error(self, code: str, message: str, request_id: str | None = None,
+              **fields: Any) -> None:
+        self.control(EventType.ERROR, request_id, code=code, message=message, stage="gateway",
+                     **fields)
 
     async def writer(self) -> None:
         """Writes what queued while the client was behind; ends when the socket stops."""
@@ -165,7 +167,7 @@ class ClientSocket:
         try:
             await handler(message)
         except ApiError as exc:
-            self.error(exc.code, exc.message, exc.request_id)
+            self.error(exc.code, exc.message, exc.request_id, **retry_fields(exc))
 
     def admit(self) -> None:
         self.deps.limiter.take(self.claims.workspace_id)

@@ -107,6 +107,22 @@ class QuotaGate:
                 self._refused[workspace_id] = (time.monotonic() + self._memory, exc)
             raise
 
+    async def take_ask(self, workspace_id: str, request_id: str) -> bool:
+        """One ask token for ``request_id``, which holds no slot of its own (an utterance
+        of a live stream after its first: the stream was admitted and holds the slot);
+        ``QuotaExceededError`` when none is left. True when this call took it."""
+        if not self.enabled:
+            return False
+        limits = await self.limits.get(workspace_id)
+        return await (await self.usage()).take_ask(workspace_id, request_id, limits,
+                                                   time.time())
+
+    async def hold(self, workspace_id: str, request_id: str) -> bool:
+        """``request_id`` (a live stream) still runs: its slot in flight stays taken."""
+        if not self.enabled:
+            return False
+        return await (await self.usage()).hold(workspace_id, request_id, time.time())
+
     async def check_audio_left(self, workspace_id: str) -> None:
         """Before an audio ask is accepted: is any audio left today?"""
         if not self.enabled:

@@ -8,7 +8,9 @@ token or its last in-flight slot; the loser reads again and decides again.
 * ``<ws>.flow``: the ask token bucket (``tokens`` at ``at``, wall clock) and the requests
   in flight (request id → accepted at). Admitting a request id that is already in flight
   costs nothing, so an ask the gateway admitted is not charged again by the stage that
-  consumes it, and a redelivery is not charged twice.
+  consumes it, and a redelivery is not charged twice. ``recent``: the last request ids
+  that took a token without a slot of their own (the utterances of a live stream, which
+  holds the slot: ``take_ask``), so a redelivery of one is free too.
 * ``<ws>.audio.<YYYYMMDD>``: seconds of audio decoded on that UTC day, and the last
   request ids charged (a redelivery is not charged twice). The bucket's max age drops
   old days.
@@ -33,6 +35,8 @@ from mumu.quota.limits import Limits
 CAS_ATTEMPTS: Final = 50
 RECENT_AUDIO: Final = 64
 """Request ids remembered per day document (a redelivery of one of these is free)."""
+RECENT_ASKS: Final = 64
+"""Request ids that took a token without a slot, remembered (a redelivery is free)."""
 
 
 class QuotaStoreError(RuntimeError):
@@ -47,6 +51,8 @@ class Flow:
     """``None``: never used, the bucket is full."""
     at: float = 0.0
     inflight: dict[str, float] = field(default_factory=dict)
+    recent: list[str] = field(default_factory=list)
+    """Request ids that took a token without a slot (``UsageStore.take_ask``)."""
 
     @classmethod
     def load(cls, raw: bytes | None) -> Flow:
@@ -54,11 +60,12 @@ class Flow:
             return cls()
         data: dict[str, Any] = json.loads(raw)
         return cls(data.get("tokens"), float(data.get("at", 0.0)),
-                   {str(k): float(v) for k, v in (data.get("inflight") or {}).items()})
+                   {str(k): float(v) for k, v in (data.get("inflight") or {}).items()},
+                   [str(r) for r in data.get("recent") or []])
 
     def dump(self) -> bytes:
         return json.dumps({"tokens": self.tokens, "at": self.at,
-                           "inflight": self.inflight}).encode()
+                           "inflight": self.inflight, "recent": self.recent}).encode()
 
     def live(self, now: float, timeout: float) -> dict[str, float]:
         """The in-flight requests not older than ``timeout`` (a lost end stops counting)."""
@@ -175,10 +182,56 @@ class UsageStore:
                     f"is spent; retry in {bucket.wait(tokens)} s",
                     retry_after=bucket.wait(tokens))
             inflight[request_id] = now
-            return Flow(tokens - 1.0, now, inflight).dump()
+            return Flow(tokens - 1.0, now, inflight, flow.recent).dump()
 
         await self._change(f"{workspace_id}.flow", change)
         return admitted
+
+    async def take_ask(self, workspace_id: str, request_id: str, limits: Limits,
+                       now: float) -> bool:
+        """Take one ask token for ``request_id`` without a slot in flight (an utterance of
+        a live stream, whose stream holds the slot), or raise ``QuotaExceededError``
+        (nothing changes); free when it took one already. True when this call took it."""
+        bucket = ask_bucket(limits)
+        taken = False
+
+        def change(raw: bytes | None) -> bytes | None:
+            nonlocal taken
+            flow = Flow.load(raw)
+            taken = request_id not in flow.recent and request_id not in flow.inflight
+            if not taken:
+                return None
+            tokens = flow.tokens_at(bucket, now)
+            if tokens < 1.0:
+                raise QuotaExceededError(
+                    "asks_per_minute",
+                    f"this workspace's ask quota ({limits.asks_per_minute:g} per minute) "
+                    f"is spent; retry in {bucket.wait(tokens)} s",
+                    retry_after=bucket.wait(tokens))
+            recent = [*flow.recent, request_id][-RECENT_ASKS:]
+            return Flow(tokens - 1.0, now, flow.inflight, recent).dump()
+
+        await self._change(f"{workspace_id}.flow", change)
+        return taken
+
+    async def hold(self, workspace_id: str, request_id: str, now: float) -> bool:
+        """``request_id`` is still running (a live stream whose audio flows): it counts in
+        flight from ``now`` again, so a request longer than ``inflight_timeout`` keeps its
+        slot. Nothing when it is not in flight (ended, or expired). True if it was."""
+        held = False
+
+        def change(raw: bytes | None) -> bytes | None:
+            nonlocal held
+            flow = Flow.load(raw)
+            held = request_id in flow.live(now, self.inflight_timeout)
+            if not held:
+                return None
+            inflight = flow.live(now, self.inflight_timeout)
+            inflight[request_id] = now
+            return Flow(flow.tokens, flow.at, inflight, flow.recent).dump()
+
+        await self._change(f"{workspace_id}.flow", change)
+        return held
 
     async def release(self, workspace_id: str, request_id: str, now: float) -> bool:
         """The request ended: it no longer counts in flight. True if it did."""
@@ -192,7 +245,7 @@ class UsageStore:
             inflight = flow.live(now, self.inflight_timeout)
             inflight.pop(request_id, None)
             released = True
-            return Flow(flow.tokens, flow.at, inflight).dump()
+            return Flow(flow.tokens, flow.at, inflight, flow.recent).dump()
 
         await self._change(f"{workspace_id}.flow", change)
         return released

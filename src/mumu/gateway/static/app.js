@@ -7,8 +7,9 @@ const state = {
   connected: false, recorder: null, cards: {}, log: [],
 };
 
+// stream.ended is an event (the transcribe stage's, with its own cursor), not a control
 const CONTROL = new Set(["ready", "accepted", "resumed", "cancelling", "pong", "authenticated",
-  "stream.started", "stream.ended"]);
+  "stream.started"]);
 const LIVE_CONTROL = new Set(["stream.started", "stream.ended"]);  // live.js handles them
 const CLOSE_UNAUTHORIZED = 4401;
 

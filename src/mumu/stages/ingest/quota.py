@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 END_SUBJECTS = (
     subjects.TRANSCRIPT_FINAL.wildcard, subjects.ANSWER_FINAL.wildcard, subjects.ERROR.wildcard,
+    subjects.STREAM_ENDED.wildcard,  # a live stream's slot, held until it is over
 )
 
 
@@ -56,7 +57,7 @@ def ends_request(subject: str, body: dict[str, Any]) -> bool:
     an error, or the transcript final of a request that wants no answer (a transcription).
     A ``quota_exceeded`` error holds none (a refused request never gets a slot, or gives
     it back before it is refused: ``IngestQuota.audio``), so a flood's refusals cost
-    no lookup here."""
+    no lookup here. A live stream's ``LiveEnded`` ends the stream's request (its slot)."""
     if subjects.TRANSCRIPT_FINAL.matches(subject):
         return body.get("answer") is False
     if subjects.ERROR.matches(subject):

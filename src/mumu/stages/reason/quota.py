@@ -48,6 +48,19 @@ class TextAskQuota:
         except QuotaStoreError as exc:
             raise TransientError("internal", f"quota usage store: {exc}") from exc
 
+    async def take_utterance(self, workspace_id: str, request_id: str) -> None:
+        """An utterance of a live stream after its first takes one ask of the workspace's
+        asks per minute (the first took it when the stream was admitted; the stream holds
+        the slot in flight); past the quota this utterance gets no answer
+        (``quota_exceeded``, with when to retry) and the stream goes on."""
+        try:
+            await self.gate.take_ask(workspace_id, request_id)
+        except QuotaExceededError as exc:
+            raise PermanentError(
+                "quota_exceeded", f"{exc.message} (retry after {exc.retry_after} s)") from exc
+        except QuotaStoreError as exc:
+            raise TransientError("internal", f"quota usage store: {exc}") from exc
+
     async def refuse_shredded(self, workspace_id: str) -> None:
         """A transcript (an audio or live ask) of a shredded workspace gets no answer."""
         try:

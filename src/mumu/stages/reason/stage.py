@@ -139,6 +139,8 @@ class ReasonStage:
         final_subject = subjects.ANSWER_FINAL.for_workspace(ws)
         if self.quota is not None and isinstance(event, TranscriptFinal):
             await self.quota.refuse_shredded(ws)  # (a text ask: in ``admit``)
+            if event.utterance:  # a live stream's second or later utterance: one ask
+                await self.quota.take_utterance(ws, rid)
         # a raw NATS text ask over its workspace's quota: refused before any work
         took = (self.quota is not None and isinstance(event, TextAsk)
                 and await self.quota.admit(ws, rid))

@@ -15,10 +15,13 @@ partial comes one decode step (``step``) into the new utterance, seconds before 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 from mumu.contracts import subjects
 from mumu.contracts.events import (
     CancelRequest,
+    ErrorCode,
+    LiveEnded,
     LiveStart,
     Segment,
     TranscriptFinal,
@@ -57,6 +60,8 @@ class Outputs:
         self._partials = 0
         self._spoken = -1
         """The last utterance that had words (its previous answer is cancelled)."""
+        self.ended = False
+        """The stream's ``LiveEnded`` is out."""
 
     async def publish(self, updates: Sequence[Update]) -> None:
         for update in updates:
@@ -72,6 +77,23 @@ class Outputs:
                     self.on_final(update)
                 await self.inbound.emit(Outbound.of(
                     subjects.TRANSCRIPT_FINAL.for_workspace(self.ws), self._final(update)))
+
+    async def end(self, reason: Literal["end"] | ErrorCode, utterances: int, seconds: float
+                  ) -> None:
+        """The stream is over (after its last final): its one ``LiveEnded``. The id is the
+        stream's, and it is published ``once`` (a record in ``mumu-once``), so a replica
+        that replays the stream after a takeover never publishes a second one."""
+        if self.ended:
+            return
+        s = self.started
+        marker = LiveEnded(
+            event_id=derive_id(self.ws, s.request_id, NAME, "live-ended"),
+            request_id=s.request_id, workspace_id=self.ws, session_id=s.session_id,
+            stream_id=s.stream_id, utterances=utterances, seconds=round(seconds, 3),
+            reason=reason)
+        await self.inbound.emit(Outbound.of(
+            subjects.STREAM_ENDED.for_workspace(self.ws), marker, once=True))
+        self.ended = True
 
     async def _words_of(self, utterance: int) -> None:
         """Utterance ``utterance`` has words: barge in on the previous one's answer."""

@@ -1,16 +1,18 @@
 """The transcribe stage's live route: one ``LiveStart`` per stream on the stage's durable
 consumer; the replica that holds it in progress owns the stream (the runtime's heartbeat
 keeps it), reads the stream's chunks from ``MUMU_INGEST`` through an ordered consumer and
-publishes partials and one final per utterance. If the replica dies the start is delivered
+publishes partials and one final per utterance, then one ``LiveEnded`` (the stream is
+over, whatever ended it: ``Outputs.end``). If the replica dies the start is delivered
 again, to another replica, which replays the chunks from the start: the same chunks give
 the same events with the same ids, so what was published already is deduplicated
 (``docs/audio.md``, "Live speech").
 
 Chunks are taken in sequence order (``chunks.py``: repeats dropped, a gap waited for a
-bounded time, then skipped and counted); a stream longer than the workspace's longest
-audio is cut there, its last utterance final, with a ``quota_exceeded`` error
-(``limits.py``); barge-in is in ``outputs.py``; with ``batch`` on (default: on CUDA) the
-decodes of the streams it serves go to the model in batches (``batcher.py``)."""
+bounded time, then skipped and counted); a stream is admitted as an ask, and one longer
+than the workspace's longest audio is cut there, its last utterance final, with a
+``quota_exceeded`` error (``limits.py``); barge-in is in ``outputs.py``; with ``batch`` on
+(default: on CUDA) the decodes of the streams it serves go to the model in batches
+(``batcher.py``)."""
 
 from __future__ import annotations
 
@@ -99,6 +101,7 @@ class LiveRoute:
 
     async def start(self, ctx: StageContext) -> None:
         self._ctx = ctx
+        self.limits.bind(ctx.js)
         self._vad = await asyncio.to_thread(Vad)  # loads the Silero model
         if self._chunks is None:
             self._chunks = Counter(
@@ -135,15 +138,30 @@ class LiveRoute:
         if self._ctx is None or self._vad is None:
             raise RuntimeError("live route used before start()")
         started = inbound.body()
-        language = started.options.language
-        if language is not None and language not in self.transcriber.languages:
-            raise PermanentError(
-                "schema_violation", f"language {language!r} is not a language of the model")
         decoder = LiveDecoder(self.batcher or self.transcriber, self._vad, started.options,
                               self.settings.encoder_margin)
         stream = LiveStream(decoder.decode, decoder.detect, self.settings)
         out = Outputs(inbound, started, decoder, self.model, barge_in=self.settings.barge_in,
                       on_final=self._count_final)
+        try:
+            await self._transcribe(inbound, started, stream, out)
+        except PermanentError as exc:  # ended for good: what was said is final already
+            await out.end(exc.code, stream.utterance, stream.position)
+            raise
+        await out.end("end", stream.utterance, stream.position)
+        return []
+
+    async def _transcribe(self, inbound: Inbound[LiveStart], started: LiveStart,
+                          stream: LiveStream, out: Outputs) -> None:
+        """The stream's chunks through ``stream`` until its end (a ``PermanentError``
+        when something else ends it, after its last final)."""
+        assert self._ctx is not None
+        if h.REPLAY not in inbound.headers:  # (a replayed stream is over: see limits.py)
+            await self.limits.admit(inbound.workspace_id, started.request_id)
+        language = started.options.language
+        if language is not None and language not in self.transcriber.languages:
+            raise PermanentError(
+                "schema_violation", f"language {language!r} is not a language of the model")
         subject = subjects.live_chunk(started.stream_id, inbound.workspace_id)
         longest = await self.limits.longest_audio(inbound.workspace_id)
         log.info("live stream %s: transcribed here (delivery %d)", started.stream_id,
@@ -157,8 +175,6 @@ class LiveRoute:
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
-
-        return []
 
     def _count_final(self, final: Final) -> None:
         if self._finals is not None:
