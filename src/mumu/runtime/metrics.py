@@ -88,6 +88,12 @@ class StageMetrics:
             ["stage", "mode"],
             registry=r,
         )
+        self.publish_retries = Counter(
+            "mumu_stage_publish_retries",
+            "Output publishes retried in place while their stream had no leader or sent no "
+            "PubAck (an election, a restarting server)",
+            ["stage"], registry=r,
+        )
         self.once = Counter(
             "mumu_stage_once_outputs",
             "Outputs marked once (finals), by outcome: published; already (an earlier "

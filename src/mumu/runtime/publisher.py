@@ -34,6 +34,14 @@ from mumu.runtime.result_budget import ResultBudget
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT = 10.0
+LEADERLESS_FOR = 30.0
+"""Seconds an output's publish is retried in place while its stream answers nothing (no
+responders: no stream leader during an election; no PubAck) before the input is nak'ed.
+In place, because a nak sent while the input's consumer is electing a leader of its own
+can be lost: the input would then wait out the whole ack_wait before it comes back. The
+consumer's heartbeat keeps the input alive meanwhile, and the retries carry the same
+``Nats-Msg-Id``, so a publish stored before its PubAck was lost is not stored twice."""
+RETRY_FIRST, RETRY_MAX = 0.25, 2.0
 ATOMIC_BATCH_MAX = 500
 """Messages per atomic batch (nats-server allows 1,000 by default)."""
 ATOMIC_RETRY_AFTER = 60.0
@@ -66,6 +74,7 @@ class Publisher:
         self._m_atomic = metrics.output_batches.labels(metrics.stage, "atomic")
         self._m_one_by_one = metrics.output_batches.labels(metrics.stage, "one_by_one")
         self._atomic_off_until = 0.0
+        self._m_retries = metrics.publish_retries.labels(metrics.stage)
 
     def _headers(self, out: Outbound, trace: Mapping[str, str]) -> dict[str, str]:
         headers = {**out.headers, **trace, h.MSG_ID: out.msg_id}
@@ -89,19 +98,33 @@ class Publisher:
 
     async def _publish(self, out: Outbound, trace_headers: Mapping[str, str]) -> PubAck:
         headers = self._headers(out, trace_headers)
-        try:
-            return await self._js.publish(
-                out.subject, out.payload, headers=headers, timeout=PUBLISH_TIMEOUT
-            )
-        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-            # a refusal's reason (a full stream, a subject at its limit) is in str(), not repr()
-            detail = str(exc) if isinstance(exc, nats.js.errors.APIError) else repr(exc)
-            if getattr(exc, "err_code", None) == STORE_FAILED and PER_SUBJECT in detail:
-                # the workspace is at its own limit on this stream (docs/reliability.md):
-                # retrying within the next seconds cannot help and would re-run the model
-                raise PermanentError("internal", f"publish to {out.subject} refused, the "
-                                     f"workspace is at its limit: {detail}") from exc
-            raise TransientError("internal", f"publish to {out.subject} failed: {detail}") from exc
+        deadline = time.monotonic() + LEADERLESS_FOR
+        pause = RETRY_FIRST
+        while True:
+            try:
+                return await self._js.publish(
+                    out.subject, out.payload, headers=headers, timeout=PUBLISH_TIMEOUT
+                )
+            except (nats.js.errors.NoStreamResponseError, TimeoutError) as exc:
+                if time.monotonic() + pause >= deadline:
+                    raise TransientError(
+                        "internal", f"publish to {out.subject} failed: {exc!r}") from exc
+                if pause == RETRY_FIRST:
+                    log.warning("publish to %s: no answer from its stream (%r); retrying in "
+                                "place for up to %.0fs", out.subject, exc, LEADERLESS_FOR)
+                self._m_retries.inc()
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, RETRY_MAX)
+            except (nats.errors.Error, nats.js.errors.Error) as exc:
+                # a refusal's reason (a full stream, a subject at its limit) is in str()
+                detail = str(exc) if isinstance(exc, nats.js.errors.APIError) else repr(exc)
+                if getattr(exc, "err_code", None) == STORE_FAILED and PER_SUBJECT in detail:
+                    # the workspace is at its own limit on this stream (docs/reliability.md):
+                    # retrying within the next seconds cannot help and would re-run the model
+                    raise PermanentError("internal", f"publish to {out.subject} refused, the "
+                                         f"workspace is at its limit: {detail}") from exc
+                raise TransientError(
+                    "internal", f"publish to {out.subject} failed: {detail}") from exc
 
     async def publish_all(self, outputs: Sequence[Traced]) -> None:
         """Publish every output; returns once JetStream acknowledged all of them."""
