@@ -15,8 +15,8 @@ embedded nats-server with every user `mumu up` makes (``live_gateway.py``). Meas
 
 - push-to-talk: ``stream.end`` sent (with the last chunk) → ``transcript.final`` and →
   the first answer delta;
-- hands-free: the clip then silence, no end: end of speech (the last word's end, sent) →
-  ``transcript.final``;
+- hands-free: the clip then silence, no end: end of speech (the clip's last audible 10 ms,
+  sent) → ``transcript.final``;
 - word commit latency: a word's end sent → the first partial that commits it;
 - WER of the live finals and of whole-file transcription of the same clips (vs the
   references, and live vs whole-file);
@@ -39,7 +39,15 @@ from typing import Any
 
 from mumu.bench.live_driver import LiveDriver
 from mumu.bench.live_gateway import DRIVERS, running
-from mumu.bench.live_measure import Arrived, Played, Recorder, commit_latencies, ms, play
+from mumu.bench.live_measure import (
+    Arrived,
+    Played,
+    Recorder,
+    audible_end,
+    commit_latencies,
+    ms,
+    play,
+)
 from mumu.bench.live_report import Runs, result
 from mumu.bench.results import write_result
 from mumu.contracts.options import AudioOptions
@@ -128,9 +136,7 @@ async def hands_free(driver: LiveDriver, rec: Recorder, audio: Any,
     finally:
         await driver.release(session)
     final = need(rec.first(rid, "final"))
-    spoken = [w for s in final.body["segments"] for w in (s.get("words") or [])]
-    speech_end = float(spoken[-1]["end"]) if spoken else float(final.body["segments"][0]["end"])
-    return final.at - played.sent_at(speech_end)
+    return final.at - played.sent_at(audible_end(audio))
 
 
 async def upload(driver: LiveDriver, rec: Recorder, data: bytes) -> dict[str, Any]:

@@ -68,6 +68,20 @@ class Played:
         return self.sent[-1]
 
 
+def audible_end(audio: np.ndarray, below_peak_db: float = 40.0) -> float:
+    """Seconds to the end of the last 10 ms window whose loudness is within
+    ``below_peak_db`` of the clip's loudest: where speech ends in a clean clip. Whisper's
+    word times are not used for this: its last word ends 0.1-0.26 s before the sound
+    does on the held-out clips (docs/audio.md, "Hands-free latency")."""
+    window = SAMPLE_RATE // 100
+    frames = audio[:audio.size // window * window].reshape(-1, window)
+    loudness = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))
+    if not loudness.size or loudness.max() == 0:
+        return 0.0
+    loud = np.nonzero(loudness >= loudness.max() * 10 ** (-below_peak_db / 20))[0]
+    return float((loud[-1] + 1) * window / SAMPLE_RATE)
+
+
 def pcm16(samples: np.ndarray) -> bytes:
     data: bytes = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
     return data

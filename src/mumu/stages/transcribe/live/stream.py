@@ -105,7 +105,7 @@ class LiveStream:
         speech = await self.detect(self._audio)
         if not speech.found:
             return []
-        return [await self._final(speech.end or self._audio.size)]
+        return [await self._final(speech.cut)]
 
     def _append(self, part: np.ndarray) -> None:
         self._audio = np.concatenate([self._audio, part.astype(np.float32, copy=False)])
@@ -121,7 +121,7 @@ class LiveStream:
         ended = speech.trailing_silence() >= self.s.silence
         too_long = self._audio.size / SAMPLE_RATE >= self.s.max_utterance
         if ended or too_long:
-            cut = speech.end if ended and speech.end is not None else self._audio.size
+            cut = speech.cut if ended else self._audio.size
             return [await self._final(cut)]
         return self._partial(await self._hypothesis(self._audio.size))
 
@@ -137,7 +137,7 @@ class LiveStream:
         if not tail.found:  # silent for longer than the window: ended
             return await self._step()
         trailing = tail.trailing_silence()
-        end = self._audio.size - window + (tail.end or 0)
+        end = self._audio.size - window + tail.cut
         if trailing >= self.s.silence:
             return [await self._final(end)]
         if 0 < self.s.pause <= trailing and not self._covers(end):
@@ -147,7 +147,7 @@ class LiveStream:
 
     def _covers(self, cut: int) -> bool:
         """The newest hypothesis was decoded up to ``cut`` (all of the speech)."""
-        tolerance = 0.1  # the VAD's padding moves a speech end by about this much
+        tolerance = 0.1  # the VAD's end of speech moves a little as silence follows it
         return self._last is not None and (
             self._last[0] >= self._offset + cut / SAMPLE_RATE - tolerance)
 
