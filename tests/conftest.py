@@ -33,8 +33,8 @@ SHARED_GROUPS = {
     "tests/security": "security",
 }
 """Tests that share one run, so ``pytest -n`` keeps each group on one worker: the chaos
-folder (its report test reads what the run wrote), the security folder (one ``mumu up``).
-The chaos run and the cluster failover both write ``benchmarks/results/chaos-*.json`` and
+folder, the security folder (one ``mumu up``). The chaos run and the cluster failover
+(both ``alone``, run one after the other) write ``benchmarks/results/chaos-*.json`` and
 the reliability table, under ``tests.chaos.scenarios.results_lock``."""
 FIRST = ("tests/chaos", "tests/security", "tests/live", "tests/cluster",
          "tests/gateway")
