@@ -84,7 +84,10 @@ async def test_live_streams_take_asks_and_hold_a_slot_until_the_stage_ends_them(
         # three utterances: the second takes the other ask, the third finds none left
         await send_paced(a, pcm16(three_utterances()), pace=2.0)
         await a.send_json({"type": "stream.end"})
-        await a_reader.wait(lambda _: a_reader.of_type("stream.ended"), 120)
+        # stream.ended is transcribe's (after the last final); the answers and reason's
+        # error for the third utterance come from reason, in their own time
+        await a_reader.wait(lambda _: a_reader.of_type("stream.ended") and len(
+            a_reader.of_type("answer.final") + a_reader.of_type("error")) >= 3, 120)
         msgs = a_reader.messages
         finals = [m["request_id"] for m in msgs if m["type"] == "transcript.final"]
         answers = sorted(m["request_id"] for m in msgs if m["type"] == "answer.final")
