@@ -41,27 +41,38 @@ FIRST = ("tests/chaos", "tests/security", "tests/live", "tests/cluster",
 """The longest groups, handed out first so that no worker ends the run alone on one."""
 
 
+def work_group(nodeid: str) -> str:
+    """The group a test runs in under ``pytest -n``: its file, or its ``SHARED_GROUPS``
+    folder's group."""
+    path = nodeid.split("::", 1)[0]
+    return next((g for prefix, g in SHARED_GROUPS.items() if path.startswith(prefix)), path)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under ``pytest -n N --dist loadgroup``: one group per test file (its module fixtures
-    are set up once), the ``SHARED_GROUPS`` together, the ``FIRST`` ones first."""
+    """The ``FIRST`` groups first (the scheduler hands groups out in collection order)."""
     root = config.rootpath
 
-    def rel(item: pytest.Item) -> str:
-        return item.path.relative_to(root).as_posix()
-
-    def group(item: pytest.Item) -> str:
-        path = rel(item)
-        shared = [g for prefix, g in SHARED_GROUPS.items() if path.startswith(prefix)]
-        return shared[0] if shared else path
-
     def rank(item: pytest.Item) -> int:
-        path = rel(item)
+        path = item.path.relative_to(root).as_posix()
         return next((i for i, p in enumerate(FIRST) if path.startswith(p)), len(FIRST))
 
     items.sort(key=rank)  # stable: the order inside a group is kept
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group(item)))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under ``pytest -n N``: whole groups (``work_group``) to one worker each, so a
+    module's fixtures (a loaded model, one ``mumu up``) are set up once. pytest-xdist's
+    own ``--dist loadgroup`` reads a group from a suffix it writes into ``item._nodeid``,
+    which pytest 9.2 no longer reads: every test went out on its own, and both workers
+    set up the same module fixtures."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return work_group(nodeid)
+
+    return GroupScheduling(config, log)
 
 
 BROKER_USERS: ContextVar[AuthDir | None] = ContextVar("broker_users", default=None)
