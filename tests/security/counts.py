@@ -4,6 +4,7 @@ returned another workspace's data: counted as the attacks run, written to
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from dataclasses import dataclass, field
@@ -42,8 +43,16 @@ class Tally:
         return new
 
     def write(self) -> None:
+        """Merge this module's counts into the file, under a lock (modules of this folder
+        finish on several pytest workers) and replaced whole (a reader never sees it
+        half written)."""
         path = results_file()
         path.parent.mkdir(parents=True, exist_ok=True)
+        with path.with_suffix(".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._merge(path)
+
+    def _merge(self, path: Path) -> None:
         data = json.loads(path.read_text()) if path.exists() else {}
         suites = data.get("suites", {})
         suites[self.suite] = {"attacks": self.attacks, "refused": self.refused,
@@ -56,4 +65,6 @@ class Tally:
             "leaked": sum(s["leaked"] for s in suites.values()),
             "suites": dict(sorted(suites.items())),
         }
-        path.write_text(json.dumps(data, indent=2) + "\n")
+        staged = path.with_suffix(".tmp")
+        staged.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(staged, path)
