@@ -76,8 +76,9 @@ def traps(directory: Path) -> Iterator[Traps]:
         while not stop.is_set():
             for fifo in (t.fifo, directory / t.relative):
                 with suppress(OSError):  # ENXIO: nobody has it open for reading
-                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-                    t.opened.append(str(fifo))
+                    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                    t.opened.append(str(fifo))  # before the reader can go on
+                    os.close(fd)
             with suppress(TimeoutError):
                 conn, peer = server.accept()
                 t.connections.append(peer)

@@ -46,8 +46,9 @@ class LiveSettings(BaseModel):
         "the utterance, no decode): an utterance ends within this much of `silence`",
     )
     pause: float = Field(
-        default=0.3, ge=0,
-        description="trailing silence (seconds) after which the utterance is decoded at once "
+        default=0.4, ge=0,
+        description="trailing silence (seconds, from the unpadded end of speech; 0.3 s from "
+        "the padded end before) after which the utterance is decoded at once "
         "up to the end of speech, ahead of the next `step`: if the speaker does not go on, "
         "that hypothesis becomes the final without another decode (0: off)",
     )
