@@ -101,6 +101,19 @@ def ask_bucket(limits: Limits) -> TokenBucket:
     return TokenBucket(rate=limits.asks_per_minute / 60.0, burst=limits.asks_per_minute)
 
 
+def ask_token(flow: Flow, bucket: TokenBucket, limits: Limits, now: float) -> float:
+    """The workspace's ask tokens at ``now``, at least one (the caller takes one), or
+    ``QuotaExceededError``."""
+    tokens = flow.tokens_at(bucket, now)
+    if tokens < 1.0:
+        raise QuotaExceededError(
+            "asks_per_minute",
+            f"this workspace's ask quota ({limits.asks_per_minute:g} per minute) "
+            f"is spent; retry in {bucket.wait(tokens)} s",
+            retry_after=bucket.wait(tokens))
+    return tokens
+
+
 def day_of(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y%m%d")
 
@@ -174,13 +187,7 @@ class UsageStore:
                     f"{len(inflight)} requests of this workspace are in flight (limit "
                     f"{limits.concurrent_requests:g}); retry when one has finished",
                     retry_after=min(5.0, self.inflight_timeout - (now - oldest)))
-            tokens = flow.tokens_at(bucket, now)
-            if tokens < 1.0:
-                raise QuotaExceededError(
-                    "asks_per_minute",
-                    f"this workspace's ask quota ({limits.asks_per_minute:g} per minute) "
-                    f"is spent; retry in {bucket.wait(tokens)} s",
-                    retry_after=bucket.wait(tokens))
+            tokens = ask_token(flow, bucket, limits, now)
             inflight[request_id] = now
             return Flow(tokens - 1.0, now, inflight, flow.recent).dump()
 
@@ -201,13 +208,7 @@ class UsageStore:
             taken = request_id not in flow.recent and request_id not in flow.inflight
             if not taken:
                 return None
-            tokens = flow.tokens_at(bucket, now)
-            if tokens < 1.0:
-                raise QuotaExceededError(
-                    "asks_per_minute",
-                    f"this workspace's ask quota ({limits.asks_per_minute:g} per minute) "
-                    f"is spent; retry in {bucket.wait(tokens)} s",
-                    retry_after=bucket.wait(tokens))
+            tokens = ask_token(flow, bucket, limits, now)
             recent = [*flow.recent, request_id][-RECENT_ASKS:]
             return Flow(tokens - 1.0, now, flow.inflight, recent).dump()
 
