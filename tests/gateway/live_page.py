@@ -42,6 +42,22 @@ def best_correlation(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
     return float(abs(np.dot(x, y)) / np.sqrt(np.dot(x, x) * np.dot(y, y))), shift
 
 
+def windows_found(a: np.ndarray, b: np.ndarray,
+                  window: int = 8000) -> list[tuple[int, float, int]]:
+    """Each voiced ``window``-sample piece of ``a`` found in ``b`` on its own: where it
+    starts in ``a``, its similarity at its best lag, and where in ``b`` it starts. A starved browser's audio
+    thread can drop or repeat a few milliseconds, which shifts all that follows: pieces
+    found one by one still match where one lag for the whole clip would not."""
+    loud = float(np.max(np.abs(a)))
+    found = []
+    for start in range(0, a.size - window + 1, window):
+        piece = a[start:start + window]
+        if float(np.max(np.abs(piece))) > loud / 4:
+            similarity, lag = best_correlation(piece, b)
+            found.append((start, similarity, lag))
+    return found
+
+
 async def press(page: Page, selector: str, kind: str) -> None:
     """A real mouse ``kind`` ("mousePressed" / "mouseReleased") on the element's centre."""
     x, y = await page.js(f"(() => {{ const r = document.querySelector({json.dumps(selector)})"

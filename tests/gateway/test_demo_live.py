@@ -21,6 +21,7 @@ from tests.gateway.conftest import gateway_settings, serving
 from tests.gateway.live_page import (
     BEFORE,
     best_correlation,
+    windows_found,
     click,
     edits,
     pcm_of,
@@ -75,12 +76,19 @@ async def test_the_page_streams_the_microphone_as_16khz_pcm16_frames(tmp_path: P
     assert audio.size >= seconds * 16000
     assert status.startswith(f"Sent {audio.size / 16000:.1f} s"), status
     # the clip itself, at 16 kHz: resampled by the page from the audio device's rate
-    clip = pcm_of(CLIP)
-    similarity, lag = best_correlation(clip, audio)
-    assert similarity > 0.95, (similarity, rate)
-    # the clip where the microphone played it (the device starts playing a little before
-    # the page's capture is connected: some of the silence in front may be missed)
-    assert 0 <= lag / 16000 <= BEFORE + 0.02, lag
+    # (piece by piece: under load the fake device's audio thread can drop a few
+    # milliseconds, which shifts the rest; a wrong rate or a missing filter spoils every
+    # piece)
+    found = windows_found(pcm_of(CLIP), audio)
+    similarities = sorted(s for _, s, _ in found)
+    assert len(found) >= 5 and similarities[len(found) // 2] > 0.95, (similarities, rate)
+    assert sum(s > 0.9 for s in similarities) >= 0.75 * len(found), (similarities, rate)
+    # in order, where the microphone played them (the device starts playing a little
+    # before the page's capture is connected: some of the silence in front may be missed)
+    starts = [lag for _, s, lag in found if s > 0.9]
+    assert starts == sorted(starts), found
+    offset, _, lag = next(f for f in found if f[1] > 0.9)
+    assert -0.02 <= (lag - offset) / 16000 <= BEFORE + 0.02, found
 
 
 SHOWN = """
