@@ -28,6 +28,9 @@ from mumu.contracts import headers as h
 from mumu.contracts import subjects
 
 RETRIED = {429, 503, 504}
+QUESTION = "What is the capital of France? #{}"
+"""A text ask, its number last: every ask's prompt is the one before it but for a few
+tokens, which llama.cpp does not read again (what is new costs 15 ms a token on 1 thread)."""
 """Statuses a client asks again after (same request id)."""
 
 
@@ -115,8 +118,7 @@ class Load:
             try:
                 async with http.post(
                     url, headers={"Authorization": f"Bearer {token}"}, data=body,
-                    json=None if body is not None else {"text": f"Question {index}: what "
-                                                        "is the capital of France?"},
+                    json=None if body is not None else {"text": QUESTION.format(index)},
                     timeout=aiohttp.ClientTimeout(total=self.request_timeout),
                 ) as resp:
                     out.status = resp.status

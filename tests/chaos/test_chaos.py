@@ -60,7 +60,7 @@ stream is a Whisper decode: slow on a busy 2-core machine)."""
 
 def settings_env(db: Database, data_dir: Path, models: Path) -> dict[str, str]:
     """The product's own settings, made affordable: the default embedded language model
-    (llama.cpp, SmolLM2-135M) with 4-token answers and no remembered turns, Whisper on one
+    (llama.cpp, SmolLM2-135M) with 2-token answers and no remembered turns, Whisper on one
     thread with half the live decode steps."""
     return child_env({
         "MUMU_REASON__LLAMA_CPP__N_THREADS": "1",
@@ -71,7 +71,7 @@ def settings_env(db: Database, data_dir: Path, models: Path) -> dict[str, str]:
         "MUMU_GATEWAY__MAX_WAITING": "200", "MUMU_GATEWAY__MAX_WAITING_PER_WORKSPACE": "100",
         "MUMU_GATEWAY__LAG_THRESHOLD": str(LAG_THRESHOLD),
         "MUMU_GATEWAY__LAG_CHECK_INTERVAL": "0.5",
-        "MUMU_REASON__MAX_TOKENS": "4", "MUMU_REASON__MAX_TURNS": "0",
+        "MUMU_REASON__MAX_TOKENS": "2", "MUMU_REASON__MAX_TURNS": "0",
         "MUMU_TRANSCRIBE__MODEL_CACHE_DIR": str(models), "MUMU_TRANSCRIBE__CPU_THREADS": "1",
         "MUMU_TRANSCRIBE__LIVE__STEP": "2",  # half the decodes of the 1 s default
         "MUMU_STAGE__ACK_WAIT": "10", "MUMU_STAGE__FETCH_TIMEOUT": "0.2",

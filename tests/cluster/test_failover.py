@@ -167,7 +167,7 @@ async def test_the_pipeline_on_a_3_node_cluster_loses_nothing_when_leaders_die(
             "MUMU_NATS__STREAM_REPLICAS": "1", "MUMU_DATABASE_URL": pg_app_url,
             "MUMU_DATABASE_ADMIN_URL": pg_admin_url, "MUMU_MASTER_KEYS": master_keys,
             # the product's own model, kept affordable by its settings (as the chaos run)
-            "MUMU_REASON__MAX_TOKENS": "4", "MUMU_REASON__MAX_TURNS": "0",
+            "MUMU_REASON__MAX_TOKENS": "2", "MUMU_REASON__MAX_TURNS": "0",
             "MUMU_REASON__LLAMA_CPP__N_THREADS": "1", "MUMU_TRANSCRIBE__CPU_THREADS": "1",
             "MUMU_GATEWAY__RATE_LIMIT_PER_SECOND": "1000",
             "MUMU_GATEWAY__RATE_LIMIT_BURST": "1000",

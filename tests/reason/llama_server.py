@@ -70,6 +70,7 @@ def main() -> None:
         model=args.model,
         model_alias="smollm2",
         n_threads=args.n_threads,
+        n_threads_batch=args.n_threads,  # as mumu's embedded backend: no spare spinning threads
         n_ctx=args.n_ctx,
         verbose=False,
     )

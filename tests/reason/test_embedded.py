@@ -9,7 +9,7 @@ from nats.aio.client import Client as NATS
 
 from mumu.contracts import subjects
 from mumu.settings import Settings
-from mumu.stages.reason.llama_backend import default_model_path
+from mumu.stages.reason.llama_backend import LlamaCppBackend, default_model_path
 from mumu.stages.reason.settings import LlamaCppBackendSettings, ReasonSettings
 from mumu.stages.reason.stage import build_stage
 from tests.harness import Collector, running
@@ -89,3 +89,15 @@ async def test_cancelling_a_queued_ask_does_not_wait_for_the_running_answer(
     # within a token or two (a token is ~10 ms here when the machine is quiet, 100+ ms when
     # the parallel run loads both cores): far below the seconds the long answer takes
     assert elapsed < 1.0, f"cancelled final after {1000 * elapsed:.0f} ms"
+
+
+async def test_n_threads_bounds_prompt_reading_too() -> None:
+    """``n_threads`` is every thread the model computes on: llama-cpp-python would read
+    prompts on all cores, whose spinning threads slowed answers 2-20x beside busy stages."""
+    backend = LlamaCppBackend(LlamaCppBackendSettings(n_threads=1), n_ctx=512)
+    await backend.start()
+    try:
+        threads = backend.threads
+    finally:
+        await backend.close()
+    assert threads == (1, 1)

