@@ -20,14 +20,13 @@ from tests.gateway.cdp import CHROMIUM, Page, chromium
 from tests.gateway.conftest import gateway_settings, serving
 from tests.gateway.live_page import (
     BEFORE,
-    best_correlation,
-    windows_found,
     click,
     edits,
     pcm_of,
     press,
     spoken,
     static_site,
+    windows_found,
     words,
 )
 from tests.gateway.pipeline import SPEECH, pipeline_settings, stages
@@ -187,7 +186,12 @@ async def test_words_appear_on_the_demo_page_while_they_are_spoken(
     with wave.open(str(SENT), "wb") as out:  # what the server heard, for a failure's reader
         out.setnchannels(1), out.setsampwidth(2), out.setframerate(16000)
         out.writeframes(sent)
-    heard = best_correlation(pcm_of(fake_mic), np.frombuffer(sent, "<i2") / 32768)
+    # the speech as the page sent it, half-second piece by piece: a starved browser's audio
+    # thread drops or blurs a few milliseconds here and there (the page's own audio path is
+    # checked sample by sample by the test above, on a fake socket)
+    heard = windows_found(pcm_of(fake_mic), np.frombuffer(sent, "<i2") / 32768)
+    blurred = sum(similarity <= 0.9 for _, similarity, _ in heard)
+    assert blurred <= len(heard) // 2, heard
     # committed words only grow, in the page's normal colour; tentative ones are greyed
     committed = [s["committed"][0] for s in partials]
     assert all(b.startswith(a) for a, b in zip(committed, committed[1:], strict=False)), shown
@@ -197,9 +201,9 @@ async def test_words_appear_on_the_demo_page_while_they_are_spoken(
     assert len(cards) == 1, cards
     (card,) = cards
     assert card["meta"].startswith("live utterance 0"), card
-    # (within two words: on a starved machine the browser's audio thread can blur one; the
-    # page's audio path itself is checked sample by sample by the test above)
-    assert edits(words(card["transcript"]), reference) <= 2, (card["transcript"], heard)
+    # (within two words, and one more for each blurred half second of what was heard)
+    assert edits(words(card["transcript"]), reference) <= 2 + blurred, (
+        card["transcript"], heard)
     assert card["streamed"] == card["answer"] and card["answer"].strip(), card
     assert SCREENSHOT.stat().st_size > 10_000
     # words of the clip were on the page before its speech ended (with a frame to spare:

@@ -18,6 +18,7 @@ from mumu.contracts import subjects
 from mumu.contracts.events import CancelRequest, new_id
 from mumu.contracts.options import AudioOptions
 from mumu.settings import Settings
+from mumu.stages.reason.settings import LlamaCppBackendSettings, ReasonSettings
 from mumu.stages.reason.stage import build_stage as build_reason
 from mumu.stages.transcribe.engine import wav_to_float
 from mumu.stages.transcribe.live.endpoint import SAMPLE_RATE
@@ -27,9 +28,6 @@ from mumu.stages.transcribe.stage import build_stage as build_transcribe
 from tests.conftest import Ensure
 from tests.harness import running
 from tests.live.test_live_nats import SPEECH, WS, as_pcm16
-from tests.reason.conftest import ModelServer, model_server, reason_settings
-
-__all__ = ["model_server"]  # the module-scoped llama.cpp server fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
@@ -59,12 +57,16 @@ async def play(stream: Any, audio: np.ndarray, *, last: bool, pace: float = 4.0)
 @pytest.mark.parametrize("barge_in", [True, False])
 async def test_speaking_again_cancels_the_streaming_answer_unless_barge_in_is_off(
     barge_in: bool, nc: NATS, streams: None, workspaces: Ensure, settings: Settings,
-    model_server: ModelServer, tmp_path: Path,
+    tmp_path: Path,
 ) -> None:
     await workspaces(WS)
-    cfg = reason_settings(settings, model_server.base_url, max_tokens=MAX_TOKENS,
-                          system_prompt=LONG_ANSWERS)
-    cfg = cfg.model_copy(update={"transcribe": TranscribeSettings(
+    # the default embedded model: one answer at a time, the next ask waits for it (an HTTP
+    # llama.cpp server with its stock interrupt_requests would cut the first answer short
+    # when the second ask arrives, which is not what barge-in off is to show)
+    reason = ReasonSettings(llama_cpp=LlamaCppBackendSettings(n_threads=1),
+                            max_tokens=MAX_TOKENS, temperature=0.0, context_tokens=2048,
+                            system_prompt=LONG_ANSWERS)
+    cfg = settings.model_copy(update={"reason": reason, "transcribe": TranscribeSettings(
         model_cache_dir=tmp_path.parent / "models", cpu_threads=2,
         live=LiveSettings(barge_in=barge_in))})
     events: list[tuple[str, dict[str, Any], float]] = []
