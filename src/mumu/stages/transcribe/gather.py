@@ -15,11 +15,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from mumu.stages.transcribe.engine import Job, OnSegment, Result
+from mumu.stages.transcribe.engine import Batched, Job, OnSegment, Result
 
 log = logging.getLogger(__name__)
 
-Decode = Callable[[list[Job]], Awaitable[tuple[list[Result | BaseException], list[int]]]]
+Decode = Callable[[list[Job]], Awaitable[Batched]]
 """One batch's jobs to one result (or that job's error) each, in order, and the sizes of
 the model calls that took them."""
 
