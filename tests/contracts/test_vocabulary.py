@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from mumu.broker.ack_subject import ack_fields, delivery_of_reply, is_ack_subject
+from mumu.broker.ack_subject import (
+    ack_fields,
+    delivery_of_reply,
+    feed_position,
+    is_ack_subject,
+)
 from mumu.contracts import subjects as s
 from mumu.contracts.event_types import RESULT_TYPES, EventType
 from mumu.contracts.ids import id_or_none, is_id, json_id_field
@@ -42,12 +47,17 @@ def test_ack_subject_v1_and_v2() -> None:
     assert is_ack_subject(v1) and not is_ack_subject("_INBOX.x") and not is_ack_subject(None)
     # the runtime's narrow reader agrees with the full one
     assert delivery_of_reply(v1) == (3, 120) and delivery_of_reply(v2) == (2, 121)
+    # and so does the gateway feed's (None: a status message, not a stored one)
+    assert feed_position(v1) == (120, 7, f.timestamp)
+    assert feed_position(v2) == (121, 8, f2.timestamp)
+    assert feed_position("") is None
     for bad in ("_INBOX.abc", "$JS.ACK.a.b.c", "$JS.ACK.S.C.x.1.2.3.4",
                 "$JS.ACK.d.h.S.C.1.2.3.4", "$JS.NAK.S.C.1.2.3.4.5"):
         with pytest.raises(ValueError, match="not a JetStream ack subject"):
             ack_fields(bad)
         with pytest.raises(ValueError, match="not a JetStream ack subject"):
             delivery_of_reply(bad)
+        assert feed_position(bad) is None, bad
 
 
 def test_the_hub_finds_ids_in_raw_event_bytes_by_the_same_rule() -> None:

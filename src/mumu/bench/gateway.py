@@ -4,10 +4,10 @@ Both servers run as child processes on this machine, at the same time, in the sa
 Phase 1 (latency): deltas are published to ``MUMU_RESULTS`` at a steady total rate, each
 carrying its publish time; every session's websocket receives its own. The echo baseline
 sends the same payload size at the same rate and times the round trip. Phase 2
-(throughput, paired rounds with alternating order): as many messages as possible, all at
-once; the message rate each side delivers to its clients; the ratio is the median of the
-rounds' ratios. Memory per connection is the server's RSS growth divided by the
-connections.
+(throughput: a warm-up burst each, then paired rounds with alternating order): as many
+messages as possible, all at once; the message rate each side delivers to its clients;
+the ratio is the median of the rounds' ratios. Memory per connection is the server's RSS
+growth divided by the connections.
 
 ``--compare-writer`` (on by default) adds a third side: the same gateway with aiohttp's own
 websocket writer in place of ``Outbox`` (``mumu.bench.gateway_writer``), on its own
@@ -123,6 +123,10 @@ async def gateway_side(stack: contextlib.AsyncExitStack, http: aiohttp.ClientSes
 async def measure_all(sides: dict[str, Side], args: argparse.Namespace) -> dict[str, Any]:
     for side in sides.values():
         side.latency = await side.measure(int(args.rate * args.seconds), args.rate, args.seconds)
+    # one uncounted warm-up burst each: the first burst a process took ran slower on
+    # every side (the first round's ratio was the lowest in every run)
+    for side in sides.values():
+        await side.measure(args.sessions * args.burst, None, 0)
     names = list(sides)
     ratios: dict[str, list[float]] = {name: [] for name in names if name != "mumu"}
     for round_ in range(args.rounds):

@@ -44,6 +44,22 @@ def ack_fields(reply: str) -> AckFields:
         raise ValueError(f"not a JetStream ack subject: {reply!r}") from exc
 
 
+def feed_position(reply: str) -> tuple[int, int, float] | None:
+    """(stream sequence, consumer sequence, stored at) of a push consumer's message, None
+    when ``reply`` is not an ack subject (a status message): the gateway's live feed,
+    per result, without the fields it does not read."""
+    if not reply.startswith(PREFIX):
+        return None
+    t = reply.split(".")
+    i = 5 if len(t) == 9 else 7 if len(t) >= 11 else 0
+    if not i or not t[i - 1].isdigit() or not t[i + 3].isdigit():
+        return None
+    try:
+        return int(t[i]), int(t[i + 1]), int(t[i + 2]) / 1e9
+    except ValueError:
+        return None
+
+
 def delivery_of_reply(reply: str) -> tuple[int, int]:
     """(delivered, stream sequence) only: the stage runtime's per-message need, without
     parsing the other fields (``ValueError`` when ``reply`` is not an ack subject)."""

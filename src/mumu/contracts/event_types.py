@@ -30,6 +30,11 @@ class EventType(StrEnum):
         """The type of a result subject (``mumu.answer.delta.<ws>``), None for others."""
         return _BY_PREFIX.get(subject.rpartition(".")[0])
 
+    @classmethod
+    def of_prefix(cls, prefix: str) -> EventType | None:
+        """The type of a result subject's prefix (``mumu.answer.delta``), None for others."""
+        return _BY_PREFIX.get(prefix)
+
 
 _PATTERNS: Final[dict[EventType, s.SubjectPattern]] = {
     EventType.TRANSCRIPT_PARTIAL: s.TRANSCRIPT_PARTIAL,

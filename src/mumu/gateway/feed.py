@@ -26,7 +26,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from mumu.broker.ack_subject import ack_fields, is_ack_subject
+from mumu.broker.ack_subject import ack_fields, feed_position
 from mumu.contracts import subjects
 from mumu.gateway.pull import ConsumerGoneError, PullReader
 
@@ -79,10 +79,6 @@ def _config(
     )
 
 
-def _is_status(msg: Msg) -> bool:
-    return not is_ack_subject(msg.reply)
-
-
 async def last_sequence(nc: NatsClient) -> int:
     info = await nc.jetstream().stream_info(subjects.STREAM_RESULTS)
     return int(info.state.last_seq)
@@ -131,15 +127,17 @@ class LiveFeed:
 
     async def _receive(self, msg: Msg) -> None:
         self._seen = time.monotonic()
-        if _is_status(msg):
-            # a heartbeat names the last message the consumer sent: one we never got was
-            # dropped (the subscription's pending limit) with nothing sent after it
+        position = feed_position(msg.reply)
+        if position is None:
+            # a status message: a heartbeat names the last message the consumer sent, and
+            # one we never got was dropped (the subscription's pending limit) with nothing
+            # sent after it
             sent = (msg.headers or {}).get(LAST_CONSUMER_SEQ, "")
             if sent.isdigit() and int(sent) >= self._expect_cseq and not self._needs_reset.is_set():
                 log.warning("results feed lost messages after %d; re-subscribing", self.last_seq)
                 self._needs_reset.set()
             return
-        _, seq, cseq, stamp, _ = ack_fields(msg.reply)
+        seq, cseq, stamp = position
         if cseq != self._expect_cseq:
             if not self._needs_reset.is_set():
                 log.warning("results feed gap after %d; re-subscribing", self.last_seq)

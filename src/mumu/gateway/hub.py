@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from nats.aio.msg import Msg
 
-from mumu.contracts import subjects
 from mumu.contracts.event_types import EventType
 from mumu.contracts.ids import json_id_field
 
@@ -24,23 +21,41 @@ _SESSION = json_id_field("session_id")
 _REQUEST = json_id_field("request_id")
 
 
-@dataclass(slots=True)
 class ResultEvent:
     """One client-visible event and its cursor (its ``MUMU_RESULTS`` sequence).
 
-    The body is parsed only when someone needs its fields (waiters, the demo's
-    history); sockets send the raw JSON with ``type`` and ``cursor`` spliced in.
+    Built once per result on the feed's hot path, so only what routing needs is read
+    from the raw JSON up front (the session); the request id and the parsed body are
+    read when someone asks (waiters, the demo's history), and sockets send the raw
+    JSON with ``type`` and ``cursor`` spliced in.
     """
 
-    cursor: int
-    type: EventType
-    workspace_id: str
-    session_id: str
-    request_id: str
-    raw: bytes
-    published_at: float
-    _frame: bytes | None = field(default=None, repr=False)
-    _body: dict[str, Any] | None = field(default=None, repr=False)
+    __slots__ = ("_body", "_frame", "_request_id", "cursor", "published_at", "raw",
+                 "session_id", "type", "workspace_id")
+
+    def __init__(self, cursor: int, type_: EventType, workspace_id: str, session_id: str,
+                 raw: bytes, *, published_at: float = 0.0) -> None:
+        self.cursor = cursor
+        self.type = type_
+        self.workspace_id = workspace_id
+        self.session_id = session_id
+        self.raw = raw
+        self.published_at = published_at
+        self._frame: bytes | None = None
+        self._request_id: str | None = None
+        self._body: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return (f"ResultEvent(cursor={self.cursor}, type={self.type!s}, "
+                f"workspace_id={self.workspace_id!r}, session_id={self.session_id!r})")
+
+    @property
+    def request_id(self) -> str:
+        """The request the event belongs to ("" when the event names none)."""
+        if self._request_id is None:
+            found = _REQUEST.search(self.raw)
+            self._request_id = found[1].decode() if found is not None else ""
+        return self._request_id
 
     @property
     def body(self) -> dict[str, Any]:
@@ -51,28 +66,33 @@ class ResultEvent:
     def frame(self) -> bytes:
         """The websocket text: ``{"type", "cursor", ...every event field}``, UTF-8."""
         if self._frame is None:
-            head = f'{{"type":"{self.type}","cursor":{self.cursor},'.encode()
-            self._frame = head + self.raw[1:]
+            self._frame = b"%b%d,%b" % (_HEADS[self.type], self.cursor, self.raw[1:])
         return self._frame
 
 
+_HEADS: Final = {kind: f'{{"type":"{kind}","cursor":'.encode() for kind in EventType}
+
+
 def parse(sequence: int, msg: Msg, published_at: float = 0.0) -> ResultEvent | None:
+    """The event of a result message, or None (logged) when it is not one."""
+    route = _route(sequence, msg)
+    if route is None:
+        return None
+    kind, workspace, session = route
+    return ResultEvent(sequence, kind, workspace, session, msg.data, published_at=published_at)
+
+
+def _route(sequence: int, msg: Msg) -> tuple[EventType, str, str] | None:
+    """(type, workspace, session) of a result message; None (logged) when it is not an
+    event."""
+    prefix, _, workspace = msg.subject.rpartition(".")
+    kind = EventType.of_prefix(prefix)
     data = msg.data
-    kind = EventType.of_subject(msg.subject)
     session = _SESSION.search(data)
-    request = _REQUEST.search(data)
-    if kind is None or not data.startswith(b"{") or session is None or request is None:
+    if kind is None or session is None or data[:1] != b"{":
         log.warning("result %d on %s is not an event; skipped", sequence, msg.subject)
         return None
-    return ResultEvent(
-        cursor=sequence,
-        type=kind,
-        workspace_id=subjects.last_token(msg.subject),
-        session_id=session[1].decode(),
-        request_id=request[1].decode(),
-        raw=data,
-        published_at=published_at,
-    )
+    return kind, workspace, session[1].decode()
 
 
 class Sink(Protocol):
@@ -81,34 +101,44 @@ class Sink(Protocol):
 
 
 class Hub:
+    """Sinks by (workspace, session), kept as tuples: a subscribe or unsubscribe (rare)
+    replaces the tuple, so a dispatch (every result) iterates without copying."""
+
     def __init__(self) -> None:
-        self._sinks: defaultdict[tuple[str, str], set[Sink]] = defaultdict(set)
+        self._sinks: dict[tuple[str, str], tuple[Sink, ...]] = {}
         self.dispatched = 0
 
     def subscribe(self, workspace_id: str, session_id: str, sink: Sink) -> None:
-        self._sinks[(workspace_id, session_id)].add(sink)
+        key = (workspace_id, session_id)
+        sinks = self._sinks.get(key, ())
+        if sink not in sinks:
+            self._sinks[key] = (*sinks, sink)
 
     def unsubscribe(self, workspace_id: str, session_id: str, sink: Sink) -> None:
         key = (workspace_id, session_id)
-        sinks = self._sinks.get(key)
-        if sinks is None:
-            return
-        sinks.discard(sink)
-        if not sinks:
-            del self._sinks[key]
+        left = tuple(s for s in self._sinks.get(key, ()) if s is not sink)
+        if left:
+            self._sinks[key] = left
+        else:
+            self._sinks.pop(key, None)
 
     @property
     def sessions(self) -> int:
         return len(self._sinks)
 
     def on_message(self, sequence: int, msg: Msg, published_at: float) -> None:
-        """Called by the feed for each result, in stream order."""
-        event = parse(sequence, msg, published_at)
-        if event is None:
+        """Called by the feed for each result, in stream order. The event is built only
+        when a sink of this process wants it (with replicas, most results are another
+        replica's)."""
+        route = _route(sequence, msg)
+        if route is None:
             return
-        sinks = self._sinks.get((event.workspace_id, event.session_id))
-        if not sinks:
+        kind, workspace, session = route
+        sinks = self._sinks.get((workspace, session))
+        if sinks is None:
             return
+        event = ResultEvent(sequence, kind, workspace, session, msg.data,
+                            published_at=published_at)
         self.dispatched += 1
-        for sink in tuple(sinks):
+        for sink in sinks:
             sink.push(event)
