@@ -241,22 +241,17 @@ async def test_ctrl_c_while_starting_stops_everything_promptly(tmp_path: Path) -
     assert [name for name, pid in children(data_dir).items() if alive(pid)] == []
 
 
-@pytest.mark.slow
-async def test_the_first_screen_shows_only_mumus_lines(tmp_path: Path) -> None:
-    data_dir = tmp_path / ".mumu"
-    proc, lines, _ = await start_up(data_dir)
-    try:
-        # stdout: exactly what a user needs to start, nothing else before it
-        assert list(lines) == ["gateway", "nats", "metrics", "workspace", "api key",
-                               "operator credentials", "producer credentials", "cli", "logs"]
-        assert lines["cli"].startswith(f"export MUMU_DATA_DIR={data_dir.resolve()}  ")
-        # stderr up to then: mumu's own JSON log lines (no library warning or command dump)
-        screen = (tmp_path / "up.log").read_text().splitlines()
-        assert screen, "mumu up logged nothing while starting"
-        foreign = [line for line in screen if not _mumu_log_line(line)]
-        assert foreign == []
-    finally:
-        assert await stop_up(proc) == 0
+def assert_the_first_screen_shows_only_mumus_lines(tmp_path: Path, data_dir: Path,
+                                                   lines: dict[str, str]) -> None:
+    # stdout: exactly what a user needs to start, nothing else before it
+    assert list(lines) == ["gateway", "nats", "metrics", "workspace", "api key",
+                           "operator credentials", "producer credentials", "cli", "logs"]
+    assert lines["cli"].startswith(f"export MUMU_DATA_DIR={data_dir.resolve()}  ")
+    # stderr up to then: mumu's own JSON log lines (no library warning or command dump)
+    screen = (tmp_path / "up.log").read_text().splitlines()
+    assert screen, "mumu up logged nothing while starting"
+    foreign = [line for line in screen if not _mumu_log_line(line)]
+    assert foreign == []
 
 
 def _mumu_log_line(line: str) -> bool:
@@ -268,10 +263,13 @@ def _mumu_log_line(line: str) -> bool:
 
 
 @pytest.mark.slow
-async def test_up_restarts_a_stage_that_was_killed(tmp_path: Path) -> None:
+async def test_up_shows_only_its_own_lines_first_and_restarts_a_stage_that_was_killed(
+    tmp_path: Path,
+) -> None:
     data_dir = tmp_path / ".mumu"
     proc, lines, _ = await start_up(data_dir)
     try:
+        assert_the_first_screen_shows_only_mumus_lines(tmp_path, data_dir, lines)
         killed = children(data_dir)["reason"]
         os.kill(killed, signal.SIGKILL)
         async with asyncio.timeout(30):  # restart delay 1 s, then a new process

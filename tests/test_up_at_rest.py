@@ -31,7 +31,7 @@ def readable(root: Path, word: bytes) -> list[Path]:
     return [p for p in files if pattern.search(p.read_bytes())]
 
 
-async def test_up_encrypts_its_store_with_a_private_key_it_keeps_out_of_logs(
+async def test_up_encrypts_its_store_with_a_private_key_it_keeps_out_of_logs_and_needs(
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / ".mumu"
@@ -62,12 +62,12 @@ async def test_up_encrypts_its_store_with_a_private_key_it_keeps_out_of_logs(
         assert "workspace" not in lines, "the store and the database were reused"
     finally:
         assert await stop_up(proc) == 0
+    await refuses_the_store_without_its_key(tmp_path, data_dir)
 
 
-async def test_up_refuses_an_encrypted_store_whose_key_file_is_gone(tmp_path: Path) -> None:
-    data_dir = tmp_path / ".mumu"
-    proc, _, _ = await start_up(data_dir)
-    assert await stop_up(proc) == 0
+async def refuses_the_store_without_its_key(tmp_path: Path, data_dir: Path) -> None:
+    """An encrypted store whose key file is gone: ``mumu up`` stops with a clear error and
+    makes no new key over it."""
     (data_dir / KEY_FILE).unlink()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUMU_")}
     env.update({"MUMU_DATA_DIR": str(data_dir), "MUMU_NATS__EMBEDDED_PORT": "0"})

@@ -173,8 +173,10 @@ async def test_openai_transcriptions_past_the_waiting_cap_get_429_with_retry_aft
     workspace: WorkspaceFactory, http: aiohttp.ClientSession,
 ) -> None:
     """No transcribe stage runs: the first request waits, holding the workspace's one
-    place; the official client sees the second refused (it retries nothing here)."""
-    cfg = gateway_settings(settings, max_waiting_per_workspace=1, wait_timeout=30.0)
+    place; the official client sees the second refused (it retries nothing here). The
+    cancelled first request's handler waits out ``wait_timeout`` before the gateway can
+    stop, so it is short."""
+    cfg = gateway_settings(settings, max_waiting_per_workspace=1, wait_timeout=6.0)
     cfg = cfg.model_copy(update={"database_url": pg_settings.database_url})
     _, api_key = await workspace("oai-cap")
     async with serving(cfg) as gw, Collector(nc, "mumu.ingest.audio.>") as seen:
