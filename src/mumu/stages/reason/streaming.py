@@ -49,6 +49,14 @@ class DeltaStream:
         self._closed = True
         self._wake.set()
 
+    def abort(self) -> None:
+        """Publish nothing more: what is buffered is dropped and ``run`` returns at its
+        next step, even when the cancel of its task was lost (on Python 3.11,
+        ``asyncio.wait_for`` inside nats-py's publish drops a cancel that lands as the
+        PubAck arrives: the task then waited for text that never came)."""
+        self._buffer.clear()
+        self.close()
+
     async def run(self) -> None:
         while True:
             if not self._buffer:
@@ -132,6 +140,7 @@ async def generate(
         if not reader.cancelled():
             reader.result()  # raises the backend's error
     except BaseException:
+        deltas.abort()
         for task in (publisher, reader):
             task.cancel()
         await asyncio.gather(publisher, reader, return_exceptions=True)
