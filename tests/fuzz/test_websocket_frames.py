@@ -173,7 +173,7 @@ async def _talk(sock: Socket, conv: Conversation, values: dict[str, Any]) -> Non
         await sock.wait("never", 10, or_error=False)
         assert sock.ended and ws.close_code == 4401, (ws.close_code, sock.frames)
         return
-    bad = 0
+    bad, sent = 0, []
     for frame in conv.frames:
         if sock.ended:
             break
@@ -183,6 +183,7 @@ async def _talk(sock: Socket, conv: Conversation, values: dict[str, Any]) -> Non
             else:
                 body = fill(frame.data, values)  # type: ignore[arg-type]
                 bad += certainly_bad(body)
+                sent.append(body[:200])
                 await ws.send_str(body)
         except ConnectionError:
             break  # the server closed it meanwhile (a frame over the limit)
@@ -195,7 +196,7 @@ async def _talk(sock: Socket, conv: Conversation, values: dict[str, Any]) -> Non
         assert sock.ended and not (authed and ws.close_code == 1000), sock.frames[-3:]
         return
     if authed:  # every frame no version of the protocol accepts was answered by an error
-        assert sock.errors() >= bad, (bad, sock.frames)
+        assert sock.errors() >= bad, (bad, sent, sock.frames)
 
 
 async def test_any_conversation_gets_answers_and_another_client_keeps_being_served(
