@@ -28,7 +28,7 @@ class EventType(StrEnum):
     @classmethod
     def of_subject(cls, subject: str) -> EventType | None:
         """The type of a result subject (``mumu.answer.delta.<ws>``), None for others."""
-        return _BY_PREFIX.get(subject.rpartition(".")[0])
+        return cls.of_prefix(subject.rpartition(".")[0])
 
     @classmethod
     def of_prefix(cls, prefix: str) -> EventType | None:
