@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 
 import aiohttp
+from aiohappyeyeballs import AddrInfoType
 from nats.aio.client import Client as NATS
 
 from mumu.contracts.event_types import EventType
@@ -195,15 +197,28 @@ async def test_a_socket_never_sees_another_workspace_or_session(
     assert not [m for m in replay if m["type"].startswith("answer")]
 
 
+def small_receive_buffer(addr: AddrInfoType) -> socket.socket:
+    """A client socket whose kernel holds at most ~64 KiB unread: left to autotune, a
+    loopback receive buffer grows up to tcp_rmem's maximum (32 MiB here), enough to take
+    all 19 MB of the test below while the client reads nothing, so the gateway never
+    saw a slow client (a CI failure under load)."""
+    family, type_, proto, _, _ = addr
+    sock = socket.socket(family, type_, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    return sock
+
+
 async def test_a_client_that_falls_behind_is_closed_and_resumes_without_loss(
     nc: NATS, streams: None, settings: Settings, http: aiohttp.ClientSession, results: Results
 ) -> None:
     # a client that reads nothing does not answer pings either: with the tests' 5 s
     # heartbeat a loaded machine (publishing 19 MB takes a while) closed it 1006 instead
-    async with serving(gateway_settings(settings, client_queue=2, heartbeat=120.0)) as gw:
+    async with (serving(gateway_settings(settings, client_queue=2, heartbeat=120.0)) as gw,
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+                    socket_factory=small_receive_buffer)) as slow):
         token = gw.token(WS_A, "slow")
         r = rid()
-        ws = await http.ws_connect(gw.ws_url(token), max_msg_size=0)
+        ws = await slow.ws_connect(gw.ws_url(token), max_msg_size=0)
         await receive_until(ws, is_type("ready"))
         # 300 x 64 KB while the client reads nothing: more than the socket buffers hold,
         # past the gateway's high-water mark, then past its 2-frame queue
