@@ -33,7 +33,7 @@ async def test_a_live_feed_past_its_pending_limit_re_subscribes_and_loses_nothin
     got: list[int] = []
     done = asyncio.Event()
 
-    def on_message(sequence: int, _: Msg, __: float) -> None:
+    async def on_message(sequence: int, _: Msg, __: float) -> None:
         if not got:
             time.sleep(0.3)  # the loop stalls once: the backlog piles up in the subscription
         got.append(sequence)

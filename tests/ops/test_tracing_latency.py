@@ -31,20 +31,24 @@ def counts(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
     return found
 
 
-def feed(milestones: Milestones, *msgs: Msg) -> list[Any]:
+async def feed(milestones: Milestones, *msgs: Msg) -> list[Any]:
     passed: list[Any] = []
-    on_message = milestones.wrap(lambda seq, msg, stamp: passed.append(msg.subject))
+
+    async def on_message(_: int, msg: Msg, __: float) -> None:
+        passed.append(msg.subject)
+
+    wrapped = milestones.wrap(on_message)
     for n, msg in enumerate(msgs):
-        on_message(n, msg, 0.0)
+        await wrapped(n, msg, 0.0)
     return passed
 
 
-def test_each_milestone_of_an_accepted_request_is_observed_once() -> None:
+async def test_each_milestone_of_an_accepted_request_is_observed_once() -> None:
     registry = CollectorRegistry()
     m = Milestones(registry)
     m.accepted("a1", "audio")
     m.accepted("t1", "text")
-    passed = feed(
+    passed = await feed(
         m, result(subjects.TRANSCRIPT_PARTIAL, "a1"), result(subjects.TRANSCRIPT_FINAL, "a1"),
         result(subjects.ANSWER_DELTA, "a1"), result(subjects.ANSWER_DELTA, "a1"),
         result(subjects.ANSWER_DELTA, "t1"), result(subjects.ANSWER_FINAL, "t1"),
@@ -59,12 +63,12 @@ def test_each_milestone_of_an_accepted_request_is_observed_once() -> None:
     assert len(m) == 0  # both ended with their answer
 
 
-def test_a_transcribe_only_request_ends_with_its_transcript_and_an_error_ends_one() -> None:
+async def test_a_transcribe_only_request_ends_with_its_transcript_and_an_error_ends_one() -> None:
     registry = CollectorRegistry()
     m = Milestones(registry)
     m.accepted("a1", "audio", answer=False)
     m.accepted("a2", "audio")
-    feed(m, result(subjects.TRANSCRIPT_FINAL, "a1"), result(subjects.ERROR, "a2"),
+    await feed(m, result(subjects.TRANSCRIPT_FINAL, "a1"), result(subjects.ERROR, "a2"),
          result(subjects.ANSWER_FINAL, "a2"))
     assert counts(registry) == {("audio", "transcript_final"): 1}
     assert len(m) == 0

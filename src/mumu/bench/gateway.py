@@ -8,11 +8,6 @@ sends the same payload size at the same rate and times the round trip. Phase 2
 messages as possible, all at once; the message rate each side delivers to its clients;
 the ratio is the median of the rounds' ratios. Memory per connection is the server's RSS
 growth divided by the connections.
-
-``--compare-writer`` (on by default) adds a third side: the same gateway with aiohttp's own
-websocket writer in place of ``Outbox`` (``mumu.bench.gateway_writer``), on its own
-nats-server so the two gateways never see each other's events, measured in the same
-rounds; ``outbox_gain`` is the median of the rounds' rate ratios outbox / aiohttp writer.
 """
 
 from __future__ import annotations
@@ -53,8 +48,6 @@ and every measurement starts on an emptied stream."""
 PADDING = "x" * 200
 P99_FLOOR_MS = 50.0
 RATE_FLOOR = 0.7
-OUTBOX_GAIN_FLOOR = 1.2
-"""What writing frames past aiohttp's writer must buy to be kept."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,8 +61,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "machine)")
     parser.add_argument("--rounds", type=int, default=7,
                         help="paired throughput rounds (the ratio is their median)")
-    parser.add_argument("--compare-writer", action=argparse.BooleanOptionalAction, default=True,
-                        help="also run the gateway with aiohttp's own websocket writer")
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -86,10 +77,6 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 child(["-m", "mumu.bench.gateway_echo"], {}))
             sides["baseline"] = await echo_side(http, e_pid, e_url, args, PADDING)
             sides["baseline"].pids = {"echo_server": e_pid, "load_generator": os.getpid()}
-            if args.compare_writer:
-                other = await stack.enter_async_context(EmbeddedNats(Path(tmp) / "nats-writer"))
-                sides["aiohttp_writer"] = await gateway_side(
-                    stack, http, other, ["-m", "mumu.bench.gateway_writer"], args)
             try:
                 return await measure_all(sides, args)
             finally:
@@ -160,11 +147,6 @@ async def measure_all(sides: dict[str, Side], args: argparse.Namespace) -> dict[
         "met": {"p99": m["latency"]["p99_ms"] <= P99_FLOOR_MS, "rate": ratio >= RATE_FLOOR,
                 "all_delivered": delivered},
     }
-    if "aiohttp_writer" in ratios:
-        gains = ratios["aiohttp_writer"]
-        result["outbox_gain"] = round(statistics.median(gains), 3)
-        result["outbox_gains"] = [round(g, 3) for g in gains]
-        result["floor"]["outbox_gain"] = OUTBOX_GAIN_FLOOR
     return result
 
 

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -87,7 +87,9 @@ async def last_sequence(nc: NatsClient) -> int:
 class LiveFeed:
     """Every new result, in order, handed to ``on_message(sequence, msg)``."""
 
-    def __init__(self, nc: NatsClient, on_message: Callable[[int, Msg, float], None]) -> None:
+    def __init__(
+        self, nc: NatsClient, on_message: Callable[[int, Msg, float], Awaitable[None]]
+    ) -> None:
         self._nc = nc
         self._on_message = on_message
         self.last_seq = 0
@@ -148,7 +150,7 @@ class LiveFeed:
             return
         self.last_seq = seq
         try:
-            self._on_message(seq, msg, stamp)
+            await self._on_message(seq, msg, stamp)
         except Exception:
             log.exception("dispatching result %d failed", seq)
 

@@ -96,8 +96,9 @@ def _route(sequence: int, msg: Msg) -> tuple[EventType, str, str] | None:
 
 
 class Sink(Protocol):
-    def push(self, event: ResultEvent) -> None:
-        """Take ``event`` without blocking (queue it, or drop the sink)."""
+    async def push(self, event: ResultEvent) -> None:
+        """Take ``event`` without waiting for anyone (write it, queue it, or drop the
+        sink): the feed dispatches every result through here, one after the other."""
 
 
 class Hub:
@@ -126,7 +127,7 @@ class Hub:
     def sessions(self) -> int:
         return len(self._sinks)
 
-    def on_message(self, sequence: int, msg: Msg, published_at: float) -> None:
+    async def on_message(self, sequence: int, msg: Msg, published_at: float) -> None:
         """Called by the feed for each result, in stream order. The event is built only
         when a sink of this process wants it (with replicas, most results are another
         replica's)."""
@@ -141,4 +142,4 @@ class Hub:
                             published_at=published_at)
         self.dispatched += 1
         for sink in sinks:
-            sink.push(event)
+            await sink.push(event)

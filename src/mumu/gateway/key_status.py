@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from mumu.gateway.errors import ApiError
-from mumu.gateway.tokens import SessionClaims
+from mumu.gateway.tokens import InvalidTokenError, SessionClaims, TokenSigner
 
 log = logging.getLogger("mumu.gateway.keys")
 
@@ -60,6 +60,22 @@ class KeyStatus:
         """The key ids of what is open (websockets): checked while open, however idle."""
         self.on_dead: Callable[[set[str]], None] = lambda _: None
         """Told which keys died (revoked or deleted) at each check that finds some."""
+
+    async def renewal(self, signer: TokenSigner, token: object,
+                      current: SessionClaims) -> SessionClaims:
+        """The claims of a new token for ``current``'s session (an ``auth`` message on an
+        open socket); ``ApiError`` when it is no valid token of a live key for it."""
+        if not isinstance(token, str):
+            raise ApiError(400, "bad_message", 'auth needs "token": a session token')
+        try:
+            claims = signer.verify(token)
+        except InvalidTokenError as exc:
+            raise ApiError(401, "invalid_token", str(exc)) from exc
+        await self.require(claims)
+        if (claims.workspace_id, claims.session_id) != (current.workspace_id,
+                                                        current.session_id):
+            raise ApiError(400, "bad_message", "a new token must be for this socket's session")
+        return claims
 
     async def require(self, claims: SessionClaims) -> None:
         """Pass when the token's API key is live; 401 ``token_revoked`` when it is not,

@@ -99,7 +99,7 @@ class RealtimeSession:
                 self._outgoing.get_nowait()
             self._outgoing.put_nowait(None)
 
-    def push(self, event: ResultEvent) -> None:
+    async def push(self, event: ResultEvent) -> None:
         """A hub sink: this session's results."""
         self.items.on_result(event)
 

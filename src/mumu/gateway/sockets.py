@@ -29,8 +29,8 @@ from mumu.gateway.errors import ApiError, retry_fields
 from mumu.gateway.feed import replay
 from mumu.gateway.hub import ResultEvent, parse
 from mumu.gateway.live_socket import LiveSocket
-from mumu.gateway.outbox import Sender
-from mumu.gateway.tokens import InvalidTokenError, SessionClaims
+from mumu.gateway.outbox import Outbox
+from mumu.gateway.tokens import SessionClaims
 
 log = logging.getLogger("mumu.gateway.ws")
 
@@ -43,7 +43,7 @@ class ClientSocket:
     outbox queues them, in order, while it does not. Which event to send, hold or skip
     is ``cursors.SocketCursors``'s call."""
 
-    def __init__(self, outbox: Sender, claims: SessionClaims, deps: GatewayDeps) -> None:
+    def __init__(self, outbox: Outbox, claims: SessionClaims, deps: GatewayDeps) -> None:
         self.claims = claims
         self.deps = deps
         self.outbox = outbox
@@ -56,6 +56,7 @@ class ClientSocket:
         self.going_away = False
         """The gateway is shutting down; ``close_all`` closes this socket (1001)."""
         self.close_reason: str | None = None
+        self.farewell: bytes | None = None  # the error frame sent just before the close
         """Why the gateway closes this socket: the client resumes from its cursor."""
         self.close_code = CLOSE_TRY_AGAIN
         self._expiry: asyncio.TimerHandle | None = None
@@ -70,20 +71,29 @@ class ClientSocket:
         """The feed has dispatched up to ``position``; later events are pushed here."""
         self.cursors.go_live(position)
 
-    def push(self, event: ResultEvent) -> None:
+    async def push(self, event: ResultEvent) -> None:
+        """A hub sink: never waits for the client (the outbox writes or queues)."""
         if not self.cursors.live(event) or self.outbox.stopped:
             return
-        if self.outbox.send(event.frame()):
+        if await self.outbox.send(event.frame()):
             self._sent(event)
             return
+        self._too_slow()
+
+    def _too_slow(self) -> None:  # its outbox refused a frame
         self.deps.metrics.slow_clients.inc()
         log.warning("websocket fell %d events behind; closing", self.outbox.limit)
         self._close("client too slow: reconnect and resume from your cursor")
 
-    def _close(self, reason: str, code: int = CLOSE_TRY_AGAIN) -> None:
-        """Stop sending (what is queued is dropped); the socket closes with ``code``."""
+    def _close(self, reason: str, code: int = CLOSE_TRY_AGAIN,
+               error: tuple[str, str] | None = None) -> None:
+        """Stop sending (what is queued is dropped); the socket closes with ``code``, after
+        the ``error`` (code, message) that says why, if the client is not behind."""
         if self.close_reason is None:
             self.close_reason, self.close_code = reason, code
+            if error is not None:
+                self.farewell = self._frame(EventType.ERROR, None, code=error[0],
+                                            message=error[1], stage="gateway")
         self.outbox.stop()
 
     def watch_expiry(self) -> None:
@@ -97,15 +107,14 @@ class ClientSocket:
             self._expiry = asyncio.get_running_loop().call_later(left, self.watch_expiry)
             return
         self._expiry = None
-        self.error("token_expired", "session token expired: get a new one (POST /api/session) "
-                   "and reconnect with ?after=<your cursor>")
-        self._close("session token expired", CLOSE_UNAUTHORIZED)
+        self._close("session token expired", CLOSE_UNAUTHORIZED, (
+            "token_expired", "session token expired: get a new one (POST /api/session) and "
+            "reconnect with ?after=<your cursor>"))
 
     def end(self, code: str, message: str) -> None:
         """The socket's token no longer works (its API key was revoked): say why and
         close it (4401)."""
-        self.error(code, message)
-        self._close(message, CLOSE_UNAUTHORIZED)
+        self._close(message, CLOSE_UNAUTHORIZED, (code, message))
 
     def _sent(self, event: ResultEvent) -> None:
         self.cursors.sent(event.cursor)
@@ -120,18 +129,18 @@ class ClientSocket:
         self.outbox.stop()
 
     def control(self, kind: str, request_id: str | None = None, **fields: Any) -> None:
+        if not self.outbox.queue(self._frame(kind, request_id, **fields)):
+            self._too_slow()
+
+    def _frame(self, kind: str, request_id: str | None, **fields: Any) -> bytes:
         cursor = self.cursors.control_cursor
-        frame = json.dumps({"type": kind, "request_id": request_id, "cursor": cursor, **fields})
-        self.outbox.send(frame.encode())
+        return json.dumps({"type": kind, "request_id": request_id, "cursor": cursor,
+                           **fields}).encode()
 
     def error(self, code: str, message: str, request_id: str | None = None,
               **fields: Any) -> None:
         self.control(EventType.ERROR, request_id, code=code, message=message, stage="gateway",
                      **fields)
-
-    async def writer(self) -> None:
-        """Writes what queued while the client was behind; ends when the socket stops."""
-        await self.outbox.run()
 
     # --- incoming -------------------------------------------------------------------
 
@@ -218,8 +227,8 @@ class ClientSocket:
         try:
             self.deps.limiter.take(self.claims.workspace_id)
         except ApiError as exc:
-            self.error(exc.code, exc.message)
-            self._close(f"{exc.message}: reconnect and resume from your cursor later")
+            self._close(f"{exc.message}: reconnect and resume from your cursor later",
+                        error=(exc.code, exc.message))
             return
         await self.resume(after)
 
@@ -264,11 +273,11 @@ class ClientSocket:
                             "your cursor")
         except (TimeoutError, RuntimeError, nats.errors.Error, nats.js.errors.Error) as exc:
             log.warning("replay failed: %r", exc)
-            self.error("resume_failed", "could not replay the missed events")
-            self._close("replay failed: reconnect and resume from your cursor")
+            self._close("replay failed: reconnect and resume from your cursor",
+                        error=("resume_failed", "could not replay the missed events"))
         finally:
             for event in cursors.end_resume(after, complete=complete):
-                self.push(event)
+                await self.push(event)
         if complete:
             self.control("resumed", None, after=after, replayed=replayed)
 
@@ -284,17 +293,8 @@ class ClientSocket:
 
     async def _auth_again(self, message: dict[str, Any]) -> None:
         """A new token for this socket's session: the socket stays open until it expires."""
-        token = message.get("token")
-        if not isinstance(token, str):
-            raise ApiError(400, "bad_message", 'auth needs "token": a session token')
-        try:
-            claims = self.deps.signer.verify(token)
-        except InvalidTokenError as exc:
-            raise ApiError(401, "invalid_token", str(exc)) from exc
-        await self.deps.key_status.require(claims)
-        if (claims.workspace_id, claims.session_id) != (
-                self.claims.workspace_id, self.claims.session_id):
-            raise ApiError(400, "bad_message", "a new token must be for this socket's session")
+        claims = await self.deps.key_status.renewal(self.deps.signer, message.get("token"),
+                                                    self.claims)
         self.claims = claims
         self.watch_expiry()
         self.control("authenticated", None, expires_at=claims.expires_at)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
@@ -126,12 +126,12 @@ class Milestones:
             del self._open[request_id]
 
     def wrap(
-        self, on_message: Callable[[int, Msg, float], None]
-    ) -> Callable[[int, Msg, float], None]:
+        self, on_message: Callable[[int, Msg, float], Awaitable[None]]
+    ) -> Callable[[int, Msg, float], Awaitable[None]]:
         """The feed's callback: milestones first, then ``on_message``."""
 
-        def both(sequence: int, msg: Msg, published_at: float) -> None:
+        async def both(sequence: int, msg: Msg, published_at: float) -> None:
             self.on_result(msg)
-            on_message(sequence, msg, published_at)
+            await on_message(sequence, msg, published_at)
 
         return both

@@ -39,7 +39,11 @@ class RequestWaiter:
     _early: list[ResultEvent] = field(default_factory=list)
     _cursors: set[int] = field(default_factory=set)
 
-    def push(self, event: ResultEvent) -> None:
+    async def push(self, event: ResultEvent) -> None:
+        """A hub sink."""
+        self.take(event)
+
+    def take(self, event: ResultEvent) -> None:
         if self.request_id is None:  # published but the id not known yet: keep for later
             self._early.append(event)
             return
@@ -56,7 +60,7 @@ class RequestWaiter:
         self.request_id = request_id
         early, self._early = self._early, []
         for event in early:
-            self.push(event)
+            self.take(event)
 
     def on_event(self, event: ResultEvent) -> None:
         """Each new event of the request, as it is taken (a streaming caller's hook)."""
@@ -115,7 +119,7 @@ async def catch_up(
             after = seq
             event = parse(seq, msg)
             if event is not None:
-                waiter.push(event)
+                waiter.take(event)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(waiter.done.wait(), CATCH_UP_POLL)
 

@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import weakref
-from collections.abc import Callable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -15,7 +14,7 @@ from mumu.contracts.event_types import EventType
 from mumu.gateway.deps import DEPS
 from mumu.gateway.errors import ApiError
 from mumu.gateway.key_status import KeyStatus
-from mumu.gateway.outbox import Outbox, Sender
+from mumu.gateway.outbox import Outbox
 from mumu.gateway.sockets import CLOSE_UNAUTHORIZED, ClientSocket
 from mumu.gateway.tokens import InvalidTokenError, SessionClaims, TokenSigner
 from mumu.logs import log_context
@@ -27,9 +26,6 @@ SOCKETS: web.AppKey[weakref.WeakKeyDictionary[web.WebSocketResponse, ClientSocke
     web.AppKey("sockets")
 )
 """Open websockets, with their client once authenticated (closed on shutdown)."""
-SenderFactory = Callable[[web.WebSocketResponse, asyncio.BaseTransport, int], Sender]
-SENDER: web.AppKey[SenderFactory] = web.AppKey("sender")
-"""How a socket's frames are written (default: ``Outbox``)."""
 CLOSE_TOO_MANY = 4429
 """The workspace has as many sockets open on this gateway as it may
 (``MUMU_GATEWAY__MAX_SOCKETS_PER_WORKSPACE``)."""
@@ -118,10 +114,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 joined = claims.workspace_id
             if request.transport is None:  # the client went away during the handshake
                 return ws
-            factory = request.app.get(SENDER)
-            sender = (factory(ws, request.transport, gw.client_queue) if factory is not None
-                      else Outbox(request.transport, gw.client_queue, gw.client_queue_bytes))
-            client = ClientSocket(sender, claims, deps)
+            outbox = Outbox(ws, request, gw.client_queue, gw.client_queue_bytes)
+            client = ClientSocket(outbox, claims, deps)
             sockets[ws] = client
             with log_context(workspace_id=claims.workspace_id):  # every line of this socket
                 await _serve(ws, client, after)
@@ -160,7 +154,7 @@ async def _serve(ws: web.WebSocketResponse, client: ClientSocket, after: int | N
     client.go_live(deps.feed_position())
     deps.hub.subscribe(claims.workspace_id, claims.session_id, client)
     client.watch_expiry()
-    writer = asyncio.create_task(client.writer())
+    writer = asyncio.create_task(client.outbox.run())  # what queued while the client was behind
     reader: asyncio.Task[None] | None = None
     try:
         if after is not None:  # replayed before ready: ready's cursor covers the replay
@@ -182,6 +176,8 @@ async def _serve(ws: web.WebSocketResponse, client: ClientSocket, after: int | N
         if client.going_away:  # close_all closes it too: whoever comes first
             await ws.close(code=WSCloseCode.GOING_AWAY, message=GOING_AWAY)
         elif client.close_reason is not None:
+            if client.farewell is not None:
+                await client.outbox.last(client.farewell)
             await ws.close(code=client.close_code, message=client.close_reason.encode()[:120])
         elif not ws.closed:
             await ws.close(code=WSCloseCode.OK)
