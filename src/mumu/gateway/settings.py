@@ -96,13 +96,13 @@ class GatewaySettings(BaseModel):
     )
     client_queue: int = Field(
         default=1_024, ge=1,
-        description="events queued per websocket once 1 MiB is waiting unsent in its socket "
+        description="events queued per websocket once 128 KiB is waiting unsent in its socket "
         "(the client is not reading); a client that falls further behind is closed (1013) "
         "and can resume from its cursor",
     )
     client_queue_bytes: int = Field(
         default=1024 * 1024, ge=1024,
-        description="bytes queued per websocket once 1 MiB is waiting unsent in its socket; "
+        description="bytes queued per websocket once 128 KiB is waiting unsent in its socket; "
         "a client further behind is closed (1013) and can resume from its cursor",
     )
     max_sockets: int = Field(
