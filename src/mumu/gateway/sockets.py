@@ -56,8 +56,8 @@ class ClientSocket:
         self.going_away = False
         """The gateway is shutting down; ``close_all`` closes this socket (1001)."""
         self.close_reason: str | None = None
-        self.farewell: bytes | None = None  # the error frame sent just before the close
         """Why the gateway closes this socket: the client resumes from its cursor."""
+        self.farewell: bytes | None = None  # the error frame sent just before the close
         self.close_code = CLOSE_TRY_AGAIN
         self._expiry: asyncio.TimerHandle | None = None
 
