@@ -28,9 +28,12 @@ pytest_plugins = ["tests.pg_fixtures", "tests.tls_certs"]
 DATA = Path(__file__).parent / "data"
 
 
-FIRST = ("tests/chaos", "tests/security", "tests/live", "tests/cluster",
-         "tests/gateway")
-"""The longest tests, handed out first so that no worker ends the run alone on one."""
+FIRST = ("tests/gateway/test_memory_budget.py", "tests/test_up", "tests/audio/test_replicas.py",
+         "tests/audio/test_bench.py", "tests/chaos", "tests/security", "tests/live",
+         "tests/cluster", "tests/gateway")
+"""The longest tests, handed out first so that no worker ends the run alone on one (the
+single tests of 45-85 s first: `mumu up` and its data directory, the memory budget's 200
+sockets, the transcribe replicas and benchmark; sorted by path they came last)."""
 
 
 @pytest.hookimpl(tryfirst=True)
