@@ -92,27 +92,46 @@ async def ask(gateway: str, api_key: str, question: str) -> dict[str, object]:
             return result
 
 
+async def health_and_readiness(gateway: str) -> dict[str, object]:
+    """``/api/health``'s body, once it and ``/api/ready`` answer 200."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{gateway}/api/health") as resp:
+            assert resp.status == 200, await resp.text()
+            health: dict[str, object] = await resp.json()
+        async with http.get(f"{gateway}/api/ready") as resp:
+            assert resp.status == 200, await resp.text()
+    assert set(health) == {"status", "version", "uptime", "hostname"}
+    assert health["status"] == "ok"
+    assert isinstance(health["uptime"], float)
+    return health
+
+
 @pytest.mark.slow
-async def test_up_is_healthy_fast_answers_stops_cleanly_and_reuses_its_data(
-    tmp_path: Path,
-) -> None:
+@pytest.mark.alone  # a start-up time: measured with nothing beside it (.ci/run's quiet step)
+async def test_up_on_a_fresh_directory_is_healthy_and_ready_within_15_s(tmp_path: Path) -> None:
+    """A first start (a new store key, ``initdb``, the migrations, the bundled model
+    reassembled, six processes) is healthy in under 15 s, the README's promise. Timed
+    alone: under the parallel run's model tests on two cores it took 15.6 s once."""
     data_dir = tmp_path / ".mumu"
     proc, lines, started = await start_up(data_dir)
+    try:
+        await health_and_readiness(lines["gateway"])
+        elapsed = time.monotonic() - started
+        assert elapsed < 15, f"healthy and ready in {elapsed:.1f} s, not within 15 s"
+    finally:
+        assert await stop_up(proc) == 0
+
+
+@pytest.mark.slow
+async def test_up_answers_stops_cleanly_and_reuses_its_data(tmp_path: Path) -> None:
+    data_dir = tmp_path / ".mumu"
+    proc, lines, _ = await start_up(data_dir)
     try:
         gateway = lines["gateway"]
         assert gateway.startswith("http://127.0.0.1:")
         assert lines["nats"].startswith("nats://127.0.0.1:")
         assert lines["workspace"] and lines["api key"]  # the first start makes a workspace
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"{gateway}/api/health") as resp:
-                health = await resp.json()
-                assert resp.status == 200
-            async with http.get(f"{gateway}/api/ready") as resp:
-                assert resp.status == 200, await resp.text()
-        assert time.monotonic() - started < 15, "healthy and ready within 15 s"
-        assert set(health) == {"status", "version", "uptime", "hostname"}
-        assert health["status"] == "ok"
-        assert isinstance(health["uptime"], float)
+        await health_and_readiness(gateway)
         # the default workspace's intake exists before any ask: a raw producer can publish
         nc = await nats.connect(lines["nats"],
                                 nkeys_seed=lines["operator credentials"].split()[0],

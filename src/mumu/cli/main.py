@@ -17,38 +17,33 @@ from mumu import __version__
 from mumu.logs import configure_logging
 from mumu.settings import Settings
 
-COMMAND_MODULES = (
-    "mumu.cli.up",
-    "mumu.cli.gateway",
-    "mumu.cli.stage",
-    "mumu.cli.streams",
-    "mumu.cli.exporter",
-    "mumu.cli.schemas",
-    "mumu.cli.config",
-    "mumu.cli.dlq",
-    "mumu.cli.replay",
-    "mumu.cli.bench",
-    "mumu.cli.migrate",
-    "mumu.cli.workspace",
-    "mumu.cli.keys",
-    "mumu.cli.auth",
-    "mumu.cli.ask",
-)
+COMMANDS = ("up", "gateway", "stage", "streams", "exporter", "schemas", "config", "dlq",
+            "replay", "bench", "migrate", "workspace", "keys", "auth", "ask")
+"""Every command; ``mumu.cli.<command>`` registers it."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser of the command ``argv`` names, or of every command (``--help``, a typo).
+
+    Only the named command's module is imported: a stage process does not pay for the
+    gateway's, the benchmarks' and `mumu up`'s imports (`mumu up` starts six such
+    processes at once; on two cores their imports were most of its start-up).
+    """
     parser = argparse.ArgumentParser(
         prog="mumu", description="mumu: voice questions in, transcripts and answers out."
     )
     parser.add_argument("--version", action="version", version=f"mumu {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    named = [argv[0]] if argv and argv[0] in COMMANDS else COMMANDS
+    for name in named:
+        importlib.import_module(f"mumu.cli.{name}").register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         settings = Settings()
