@@ -56,7 +56,7 @@ changes what the README quotes."""
 CHAOS = RESULTS.with_name("chaos-cluster-node.json")
 """The chaos report's counts (docs/reliability.md): written on every run."""
 TOTAL = 1000
-MEASURED = 60
+MEASURED = 40
 """Text asks per replication level in the R1/R3 comparison."""
 DOWN_SECONDS = 20.0
 FLOWING_WITHIN = 10.0
