@@ -58,11 +58,15 @@ CHAOS = RESULTS.with_name("chaos-cluster-node.json")
 TOTAL = 1000
 MEASURED = 40
 """Text asks per replication level in the R1/R3 comparison."""
-DOWN_SECONDS = 20.0
-FLOWING_WITHIN = 10.0
+DOWN_SECONDS = 30.0
+FLOWING_WITHIN = 15.0
 """The longest silence allowed while a killed node is down, from the election of the
 stream's new leader (as the test sees it) to the node's restart: no two answers further
-apart, and the first one no later after the election."""
+apart, and the first one no later after the election. The stream's election is only the
+first: each consumer and bucket the node led elects its own leader, after a random 4-9 s
+raft timeout, and answers in flight take 3-15 s on this loaded machine, so the measured
+silences were 2.5-11.0 s. Without failover nothing flows until the restart, a silence of
+about 24 s (the down time less the election's 6 s): the bound tells the two apart."""
 CLIPS = sorted((DATA / "load").glob("q*.wav"))
 
 

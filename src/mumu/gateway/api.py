@@ -18,6 +18,7 @@ from mumu.gateway.asks import Asked, audio_content_type
 from mumu.gateway.binding import form_body, json_body, query
 from mumu.gateway.deps import DEPS
 from mumu.gateway.errors import ApiError
+from mumu.gateway.hangup import connection_of
 from mumu.gateway.models import (
     AskAccepted,
     AskQuery,
@@ -108,6 +109,7 @@ async def _ask(request: web.Request, claims: SessionClaims, asked_for: AskQuery)
         deps.hub, deps.nc, ws, sid,
         terminal=TERMINAL_FOR_TRANSCRIPT if transcript_only else TERMINAL_FOR_ASK,
         publish=publish, seconds=deps.settings.gateway.wait_timeout, audio=audio is not None,
+        connected=connection_of(request),
     )
     return respond(_full_result(waiter, sid))
 

@@ -18,6 +18,7 @@ from mumu.gateway.asks import Asked, audio_content_type
 from mumu.gateway.binding import form_body
 from mumu.gateway.deps import DEPS
 from mumu.gateway.errors import ApiError
+from mumu.gateway.hangup import connection_of
 from mumu.gateway.models import (
     ModelCard,
     ModelList,
@@ -138,6 +139,7 @@ async def _transcribe(
         deps.hub, deps.nc, workspace_id, session_id,
         terminal=TERMINAL_FOR_TRANSCRIPT, publish=publish,
         seconds=deps.settings.gateway.wait_timeout, audio=True,
+        connected=connection_of(request),
     )
     final = waiter.first(EventType.TRANSCRIPT_FINAL)
     body = final.body if final else {}

@@ -16,6 +16,7 @@ from aiohttp import web
 from mumu.contracts.event_types import TERMINAL_FOR_TRANSCRIPT, EventType
 from mumu.gateway.asks import Asked
 from mumu.gateway.deps import GatewayDeps
+from mumu.gateway.hangup import ClientGoneError, Connected, connection_of, within
 from mumu.gateway.hub import ResultEvent
 from mumu.gateway.waiter import RequestWaiter, catch_up, pipeline_error, waiting
 
@@ -53,7 +54,8 @@ async def stream_transcription(
     publish: Callable[[], Awaitable[Asked]],
 ) -> web.StreamResponse:
     """Publish, then stream the request's segments and its final as SSE; a pipeline
-    error or a timeout ends the stream with an ``error`` event."""
+    error or a timeout ends the stream with an ``error`` event; a client that hangs up
+    ends it (and its waiting place) at once."""
     waiter = StreamingWaiter(terminal=TERMINAL_FOR_TRANSCRIPT)
     async with waiting(deps.hub, deps.nc, workspace_id, session_id, TERMINAL_FOR_TRANSCRIPT,
                        audio=True, waiter=waiter):
@@ -66,7 +68,10 @@ async def stream_transcription(
             "X-Request-Id": asked.request_id})
         await response.prepare(request)
         try:
-            await _relay(response, waiter, deps.settings.gateway.wait_timeout)
+            await _relay(response, waiter, deps.settings.gateway.wait_timeout,
+                         connection_of(request))
+        except ClientGoneError:
+            return response  # no one to end the stream for
         finally:
             if catching is not None:
                 catching.cancel()
@@ -75,12 +80,14 @@ async def stream_transcription(
         return response
 
 
-async def _relay(response: web.StreamResponse, waiter: StreamingWaiter, seconds: float) -> None:
+async def _relay(response: web.StreamResponse, waiter: StreamingWaiter, seconds: float,
+                 connected: Connected) -> None:
     deadline = time.monotonic() + seconds
     text = DeltaText()
     while True:
         try:
-            event = await asyncio.wait_for(waiter.queue.get(), deadline - time.monotonic())
+            event = await within(waiter.queue.get(), deadline - time.monotonic(), connected,
+                                 waiter.request_id)
         except TimeoutError:
             await response.write(sse({"type": "error", "error": {
                 "code": "timeout", "message": f"no transcript within {seconds:g} s",

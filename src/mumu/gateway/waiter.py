@@ -22,6 +22,7 @@ from mumu.contracts.event_types import EventType
 from mumu.gateway.asks import Asked
 from mumu.gateway.errors import ApiError
 from mumu.gateway.feed import replay
+from mumu.gateway.hangup import Connected, always, within
 from mumu.gateway.hub import Hub, ResultEvent, parse
 
 
@@ -127,12 +128,13 @@ async def catch_up(
 async def run_and_wait(
     hub: Hub, nc: NatsClient, workspace_id: str, session_id: str, *,
     terminal: frozenset[EventType], publish: Callable[[], Awaitable[Asked]], seconds: float,
-    audio: bool, dedupe_window: float = 120.0,
+    audio: bool, dedupe_window: float = 120.0, connected: Connected = always,
 ) -> RequestWaiter:
     """Publish (via ``publish``) and wait for a terminal event. A duplicate ask waits for
     the existing request's result (``catch_up``) instead of a new one.
 
-    A pipeline error becomes the client's error; silence becomes a 504 naming the stage.
+    A pipeline error becomes the client's error; silence becomes a 504 naming the stage;
+    a client that hangs up (``connected``) ends the wait (``hangup``).
     """
     async with waiting(hub, nc, workspace_id, session_id, terminal, audio=audio) as waiter:
         asked = await publish()
@@ -140,7 +142,7 @@ async def run_and_wait(
         catching = (asyncio.create_task(catch_up(nc, waiter, workspace_id, dedupe_window))
                     if asked.duplicate else None)
         try:
-            await asyncio.wait_for(waiter.done.wait(), seconds)
+            await within(waiter.done.wait(), seconds, connected, waiter.request_id)
         except TimeoutError:
             stage = waiter.missing_stage(audio)
             raise ApiError(
