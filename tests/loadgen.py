@@ -45,6 +45,8 @@ class Outcome:
     answer: str | None = None
     transcript: str | None = None
     statuses: list[int] = field(default_factory=list)
+    first_sent_at: float | None = None
+    """``time.monotonic()`` of the first attempt."""
     done_at: float | None = None
     """``time.monotonic()`` of the final answer."""
     refusals: list[tuple[float, int, str | None, str]] = field(default_factory=list)
@@ -105,6 +107,7 @@ class Load:
         tenant = next(t for t in self.tenants if t.workspace == out.workspace)
         token = await self._token(http, tenant)
         url = f"{self.gateway}/api/ask?wait=true&request_id={out.request_id}"
+        out.first_sent_at = time.monotonic()
         while out.attempts < self.attempts:
             out.attempts += 1
             body: Any

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from mumu.stages.transcribe.stage import TranscribeStage
 from mumu.stages.transcribe.stage import build_stage as build_transcribe
 from tests.conftest import BROKER_USERS
 from tests.harness import running
+from tests.text import words as word_list
 
 DATA = Path(__file__).parents[1] / "data"
 SPEECH = DATA / "speech"
@@ -37,8 +37,9 @@ def references() -> dict[str, dict[str, str]]:
 
 
 def words(text: str) -> str:
-    """Lower-cased, punctuation stripped (the WER normalisation of the issue)."""
-    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+    """Lower-cased, punctuation stripped (the WER normalisation of the issue), as one
+    string."""
+    return " ".join(word_list(text))
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,50 +166,83 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
+Made = tuple[subjects.SubjectPattern, Event]
+"""An event and the subject pattern it is published on."""
+
+
+def _ids(ws: str, session: str, request_id: str, stage: str, *parts: str | int
+         ) -> dict[str, str]:
+    return {"event_id": derive_id(ws, request_id, stage, *parts), "request_id": request_id,
+            "workspace_id": ws, "session_id": session}
+
+
+def partial_event(ws: str, session: str, rid: str, n: int, text: str) -> Made:
+    """Transcribe's ``n``-th partial of a request, as the stage makes it (same id)."""
+    seg = Segment(id=n, start=float(n), end=n + 1.0, text=text)
+    return subjects.TRANSCRIPT_PARTIAL, TranscriptPartial(
+        **_ids(ws, session, rid, "transcribe", "partial", n), segment=seg, language="en")
+
+
+def transcript_event(ws: str, session: str, rid: str, text: str, *extra: str) -> Made:
+    """Transcribe's final of a request; ``extra`` id parts: another event for the same
+    request (a spoof, a duplicate)."""
+    seg = Segment(id=0, start=0.0, end=1.0, text=text)
+    return subjects.TRANSCRIPT_FINAL, TranscriptFinal(
+        **_ids(ws, session, rid, "transcribe", "final", *extra), text=text, segments=[seg],
+        language="en", language_probability=0.99, duration=1.0, model="test",
+        compute_seconds=0.1)
+
+
+def delta_event(ws: str, session: str, rid: str, n: int, text: str) -> Made:
+    """Reason's ``n``-th answer delta of a request."""
+    return subjects.ANSWER_DELTA, AnswerDelta(
+        **_ids(ws, session, rid, "reason", "delta", n), index=n, text=text)
+
+
+def final_event(ws: str, session: str, rid: str, text: str, *extra: str,
+                question: str = "q") -> Made:
+    """Reason's final answer of a request; ``extra`` as for ``transcript_event``."""
+    return subjects.ANSWER_FINAL, AnswerFinal(
+        **_ids(ws, session, rid, "reason", "final", *extra), question=question, text=text,
+        model="test", total_seconds=0.1)
+
+
 class Results:
     """Publishes client-visible events as the stages do (same subjects, ids, headers)."""
 
     def __init__(self, nc: NATS) -> None:
         self.js = nc.jetstream()
 
-    async def _pub(self, pattern: subjects.SubjectPattern, event: Event) -> int:
+    async def _pub(self, made: Made) -> int:
+        pattern, event = made
         ack = await self.js.publish(
             pattern.for_workspace(event.workspace_id), event.model_dump_json().encode(),
             headers={h.MSG_ID: event.event_id},
         )
         return int(ack.seq)
 
-    def _ids(self, ws: str, request_id: str, stage: str, *parts: str | int) -> dict[str, str]:
-        return {"event_id": derive_id(ws, request_id, stage, *parts), "request_id": request_id}
-
     async def partial(self, ws: str, session: str, rid: str, n: int, text: str) -> int:
-        seg = Segment(id=n, start=float(n), end=n + 1.0, text=text)
-        return await self._pub(subjects.TRANSCRIPT_PARTIAL, TranscriptPartial(
-            **self._ids(ws, rid, "transcribe", "partial", n), workspace_id=ws, session_id=session,
-            segment=seg, language="en"))
+        return await self._pub(partial_event(ws, session, rid, n, text))
 
     async def transcript(self, ws: str, session: str, rid: str, text: str, *extra: str) -> int:
         """``extra`` id parts: another event for the same request (a spoof, a duplicate)."""
-        seg = Segment(id=0, start=0.0, end=1.0, text=text)
-        return await self._pub(subjects.TRANSCRIPT_FINAL, TranscriptFinal(
-            **self._ids(ws, rid, "transcribe", "final", *extra), workspace_id=ws, session_id=session,
-            text=text, segments=[seg], language="en", language_probability=0.99, duration=1.0,
-            model="test", compute_seconds=0.1))
+        return await self._pub(transcript_event(ws, session, rid, text, *extra))
 
     async def delta(self, ws: str, session: str, rid: str, n: int, text: str) -> int:
-        return await self._pub(subjects.ANSWER_DELTA, AnswerDelta(
-            **self._ids(ws, rid, "reason", "delta", n), workspace_id=ws, session_id=session,
-            index=n, text=text))
+        return await self._pub(delta_event(ws, session, rid, n, text))
 
     async def final(self, ws: str, session: str, rid: str, text: str, *extra: str) -> int:
-        return await self._pub(subjects.ANSWER_FINAL, AnswerFinal(
-            **self._ids(ws, rid, "reason", "final", *extra), workspace_id=ws, session_id=session,
-            question="q", text=text, model="test", total_seconds=0.1))
+        return await self._pub(final_event(ws, session, rid, text, *extra))
 
 
 @pytest.fixture
 def results(nc: NATS) -> Results:
     return Results(nc)
+
+
+def is_type(kind: str) -> Callable[[dict[str, Any]], bool]:
+    """A stop of ``receive_until``: the message is of type ``kind``."""
+    return lambda m: m["type"] == kind
 
 
 async def receive_until(

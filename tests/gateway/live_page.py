@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from mumu.gateway.app import STATIC
 from mumu.runtime.http import serve
 from tests.gateway.cdp import Page
 from tests.gateway.pipeline import SPEECH
+from tests.text import words
 
 BEFORE = 0.5
 """Silence before the speech on the fake microphone."""
@@ -86,10 +86,6 @@ async def static_site() -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
-
-
-def words(text: str) -> list[str]:
-    return re.sub(r"[^\w\s']", " ", text.lower()).split()
 
 
 def edits(a: list[str], b: list[str]) -> int:

@@ -21,6 +21,7 @@ from tests.gateway.conftest import (
     Gateway,
     Results,
     gateway_settings,
+    is_type,
     receive_until,
     rid,
     serving,
@@ -28,10 +29,6 @@ from tests.gateway.conftest import (
 from tests.gateway.test_http import wav
 from tests.harness import Collector
 from tests.pg_fixtures import WorkspaceFactory
-
-
-def is_type(kind: str):  # type: ignore[no-untyped-def]
-    return lambda m: m["type"] == kind
 
 
 @contextlib.asynccontextmanager
@@ -174,8 +171,7 @@ async def test_openai_transcriptions_past_the_waiting_cap_get_429_with_retry_aft
 ) -> None:
     """No transcribe stage runs: the first request waits, holding the workspace's one
     place; the official client sees the second refused (it retries nothing here). The
-    cancelled first request's handler waits out ``wait_timeout`` before the gateway can
-    stop, so it is short."""
+    cancelled first request hangs up, which ends its handler (``tests/gateway/test_hangup.py``)."""
     cfg = gateway_settings(settings, max_waiting_per_workspace=1, wait_timeout=6.0)
     cfg = cfg.model_copy(update={"database_url": pg_settings.database_url})
     _, api_key = await workspace("oai-cap")

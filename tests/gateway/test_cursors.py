@@ -52,13 +52,11 @@ class ForgetsClaims(SocketCursors[Ev]):
     of another socket ran ahead of the feed)."""
 
     def live(self, event: Ev) -> bool:
-        self._live_upto = max(self._live_upto, event.cursor)
-        if event.cursor in self._replayed:
-            return False
-        if self._held is not None:
-            self._hold(event)
-            return False
-        return True
+        claimed, self._claimed = self._claimed, 0  # cursors start at 1: none is claimed
+        try:
+            return super().live(event)
+        finally:
+            self._claimed = claimed
 
 
 class ForgetsReplays(SocketCursors[Ev]):

@@ -14,19 +14,20 @@ from mumu.broker.streams import apply_all, load_stream_configs, stream_config
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.event_types import EventType
-from mumu.contracts.events import (
-    AnswerDelta,
-    AnswerFinal,
-    Event,
-    Segment,
-    TranscriptFinal,
-    TranscriptPartial,
-    derive_id,
-)
 from mumu.runtime.messages import Outbound
 from mumu.runtime.metrics import StageMetrics
 from mumu.runtime.publisher import Publisher
-from tests.gateway.conftest import WS_A, Gateway, receive_until, rid
+from tests.gateway.conftest import (
+    WS_A,
+    Gateway,
+    Made,
+    delta_event,
+    final_event,
+    partial_event,
+    receive_until,
+    rid,
+    transcript_event,
+)
 
 TTL = 1
 SESSION = "s-ttl"
@@ -36,25 +37,14 @@ async def publish_answer(nc: NATS, request_id: str) -> dict[str, int]:
     """What transcribe and reason publish for one request, through the stages' publisher
     with a one-second live TTL: name → stream sequence."""
     publisher = Publisher(nc, StageMetrics("test"), live_ttl=TTL)
-    ids = {"request_id": request_id, "workspace_id": WS_A, "session_id": SESSION}
-    seg = Segment(id=0, start=0.0, end=1.0, text="Is it raining?")
-    events: dict[str, tuple[subjects.SubjectPattern, Event]] = {
-        "partial": (subjects.TRANSCRIPT_PARTIAL, TranscriptPartial(
-            event_id=derive_id(WS_A, request_id, "transcribe", "partial", 0), **ids,
-            segment=seg, language="en")),
-        "transcript": (subjects.TRANSCRIPT_FINAL, TranscriptFinal(
-            event_id=derive_id(WS_A, request_id, "transcribe", "final"), **ids,
-            text=seg.text, segments=[seg], language="en", language_probability=0.99,
-            duration=1.0, model="test", compute_seconds=0.1)),
-        "delta0": (subjects.ANSWER_DELTA, AnswerDelta(
-            event_id=derive_id(WS_A, request_id, "reason", "delta", 0), **ids, index=0,
-            text="No, ")),
-        "delta1": (subjects.ANSWER_DELTA, AnswerDelta(
-            event_id=derive_id(WS_A, request_id, "reason", "delta", 1), **ids, index=1,
-            text="it is sunny.")),
-        "answer": (subjects.ANSWER_FINAL, AnswerFinal(
-            event_id=derive_id(WS_A, request_id, "reason", "final"), **ids, question=seg.text,
-            text="No, it is sunny.", model="test", total_seconds=0.1)),
+    question = "Is it raining?"
+    events: dict[str, Made] = {
+        "partial": partial_event(WS_A, SESSION, request_id, 0, question),
+        "transcript": transcript_event(WS_A, SESSION, request_id, question),
+        "delta0": delta_event(WS_A, SESSION, request_id, 0, "No, "),
+        "delta1": delta_event(WS_A, SESSION, request_id, 1, "it is sunny."),
+        "answer": final_event(WS_A, SESSION, request_id, "No, it is sunny.",
+                              question=question),
     }
     js = nc.jetstream()
     before = (await js.stream_info(subjects.STREAM_RESULTS)).state.last_seq

@@ -17,13 +17,10 @@ from tests.gateway.conftest import gateway_settings, serving
 from tests.gateway.pipeline import SPEECH, pipeline_settings, stages
 from tests.harness import Collector
 from tests.pg_fixtures import WorkspaceFactory
+from tests.text import split_words
 
 pytestmark = pytest.mark.timeout(240)
 TIMESTAMP = re.compile(r"(\d\d):(\d\d):(\d\d)[,.](\d{3}) --> (\d\d):(\d\d):(\d\d)[,.](\d{3})")
-
-
-def words(text: str) -> list[str]:
-    return re.sub(r"[^\w\s]", " ", text.lower()).split()
 
 
 async def test_openai_client_gets_the_transcript_in_every_format(
@@ -34,7 +31,7 @@ async def test_openai_client_gets_the_transcript_in_every_format(
     cfg = cfg.model_copy(update={"database_url": pg_settings.database_url})
     _, api_key = await workspace("openai")
     clip = SPEECH / "en02.wav"
-    expected = words("Please send the quarterly report to the finance team by Friday.")
+    expected = split_words("Please send the quarterly report to the finance team by Friday.")
     async with stages(cfg, reason=False), serving(cfg) as gw, Collector(nc, "mumu.transcript.final.>") as finals:
         client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=api_key, max_retries=0)
         tx = client.audio.transcriptions
@@ -75,17 +72,17 @@ async def test_openai_client_gets_the_transcript_in_every_format(
     # transcriptions are marked transcribe-only: the reason stage will not answer them
     assert finals.messages
     assert all(TranscriptFinal.model_validate_json(m.data).answer is False for m in finals.messages)
-    assert words(as_json.text) == expected
-    assert words(str(as_text)) == expected
+    assert split_words(as_json.text) == expected
+    assert split_words(str(as_text)) == expected
     srt, vtt = str(as_srt), str(as_vtt)
     assert srt.startswith("1\n")
     srt_stamp, vtt_stamp = TIMESTAMP.search(srt), TIMESTAMP.search(vtt)
     assert srt_stamp and "," in srt_stamp[0]
     assert vtt.startswith("WEBVTT")
     assert vtt_stamp and "." in vtt_stamp[0]
-    assert words(" ".join(line for line in srt.splitlines()
-                          if line and not line.isdigit() and "-->" not in line)) == expected
-    assert words(verbose.text) == expected
+    assert split_words(" ".join(line for line in srt.splitlines()
+                                if line and not line.isdigit() and "-->" not in line)) == expected
+    assert split_words(verbose.text) == expected
     assert verbose.language == "en"
     assert verbose.duration
     assert verbose.duration > 1.0
@@ -120,7 +117,7 @@ async def test_openai_client_translates_to_english_and_lists_the_models(
         with pytest.raises(openai.AuthenticationError):
             await openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key="mumu_wrong",
                                      max_retries=0).models.list()
-    text = words(german.text)
+    text = split_words(german.text)
     assert {"good", "morning"} <= set(text), german.text  # "Guten Morgen, wie geht es dir"
     assert not {"guten", "morgen"} & set(text), german.text
     assert getattr(verbose, "task", None) == "translate"
@@ -151,4 +148,4 @@ async def test_openai_client_streams_a_transcription_as_deltas_then_done(
     assert len(deltas) >= 2, "one delta per decoded segment, as they were decoded"
     assert len(deltas) == len(partials.messages)
     assert "".join(deltas) == events[-1].text
-    assert {"meeting", "budget", "hiring"} <= set(words(events[-1].text))
+    assert {"meeting", "budget", "hiring"} <= set(split_words(events[-1].text))

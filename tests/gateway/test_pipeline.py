@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,9 @@ from tests.gateway.pipeline import SPEECH, assert_answer_is_the_stages, pipeline
 from tests.gateway.test_tenancy import session
 from tests.harness import Collector, running
 from tests.pg_fixtures import WorkspaceFactory
+from tests.text import split_words as words  # test_tls_pipeline imports it from here
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def words(text: str) -> list[str]:
-    return re.sub(r"[^\w\s]", " ", text.lower()).split()
 
 
 def of(request_id: str, got: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -17,10 +17,11 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from mumu.settings import Settings
-from tests.gateway.conftest import gateway_settings, serving
+from tests.gateway.conftest import Gateway, gateway_settings, serving
 from tests.gateway.pipeline import pipeline_settings, stages
-from tests.live.ws_live import clip, noise, two_utterances, words
+from tests.live.ws_live import clip, noise, two_utterances
 from tests.pg_fixtures import WorkspaceFactory
+from tests.text import words
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 DELTA = "conversation.item.input_audio_transcription.delta"
@@ -60,6 +61,19 @@ def of(seen: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [e for e in seen if e["type"] == kind]
 
 
+def realtime_client(gw: Gateway, api_key: str, **options: Any) -> openai.AsyncOpenAI:
+    """The official client on the gateway's /v1, its Realtime websocket included."""
+    return openai.AsyncOpenAI(base_url=f"{gw.url}/v1",
+                              websocket_base_url="ws" + gw.url.removeprefix("http") + "/v1",
+                              api_key=api_key, **options)
+
+
+def transcription_session(client: openai.AsyncOpenAI) -> Any:
+    """A beta Realtime connection of a transcription session (``async with`` it)."""
+    return client.beta.realtime.connect(model="whisper-1",
+                                        extra_query={"intent": "transcription"})
+
+
 async def test_openai_realtime_transcription_session(
     nc: NATS, streams: None, settings: Settings, pg_settings: Settings,
     workspace: WorkspaceFactory, model_cache: Path,
@@ -68,11 +82,8 @@ async def test_openai_realtime_transcription_session(
     cfg = cfg.model_copy(update={"database_url": pg_settings.database_url})
     _, api_key = await workspace("realtime")
     async with stages(cfg, reason=False), serving(cfg) as gw:
-        ws_base = "ws" + gw.url.removeprefix("http") + "/v1"
-        client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", websocket_base_url=ws_base,
-                                    api_key=api_key, max_retries=0)
-        async with client.beta.realtime.connect(
-                model="whisper-1", extra_query={"intent": "transcription"}) as conn:
+        client = realtime_client(gw, api_key, max_retries=0)
+        async with transcription_session(client) as conn:
             seen: list[dict[str, Any]] = []
             await until(conn, seen, lambda s: s)
             assert seen[0]["type"] == "transcription_session.created"
@@ -150,8 +161,5 @@ async def test_openai_realtime_transcription_session(
             assert audio_in["turn_detection"] is None
 
         with pytest.raises(Exception, match="401|403"):
-            async with openai.AsyncOpenAI(
-                    base_url=f"{gw.url}/v1", websocket_base_url=ws_base,
-                    api_key="mumu_not_a_key").beta.realtime.connect(
-                    model="whisper-1", extra_query={"intent": "transcription"}) as bad:
+            async with transcription_session(realtime_client(gw, "mumu_not_a_key")) as bad:
                 await bad.recv()

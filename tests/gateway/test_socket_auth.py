@@ -25,14 +25,11 @@ from tests.gateway.conftest import (
     Gateway,
     Results,
     gateway_settings,
+    is_type,
     receive_until,
     rid,
     serving,
 )
-
-
-def is_type(kind: str):  # type: ignore[no-untyped-def]
-    return lambda m: m["type"] == kind
 
 
 def test_the_auth_timeout_is_5_seconds_unless_set() -> None:

@@ -7,7 +7,7 @@ import json
 import socket
 
 import aiohttp
-from aiohappyeyeballs import AddrInfoType
+from aiohttp import AddrInfoType
 from nats.aio.client import Client as NATS
 
 from mumu.contracts.event_types import EventType
@@ -20,15 +20,12 @@ from tests.gateway.conftest import (
     Gateway,
     Results,
     gateway_settings,
+    is_type,
     receive_until,
     rid,
     serving,
 )
 from tests.harness import Collector
-
-
-def is_type(kind: str):  # type: ignore[no-untyped-def]
-    return lambda m: m["type"] == kind
 
 
 async def test_ask_is_published_and_results_stream_back_in_order(

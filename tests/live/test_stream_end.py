@@ -16,7 +16,6 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-import openai
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -29,9 +28,18 @@ from mumu.settings import Settings
 from tests.conftest import Ensure
 from tests.gateway.conftest import gateway_settings, serving
 from tests.gateway.pipeline import pipeline_settings, stages
-from tests.gateway.test_realtime import COMPLETED, append, at_24k, of, until
-from tests.live.ws_live import Reader, clip, live_settings, noise, pcm16, send_paced, words
+from tests.gateway.test_realtime import (
+    COMPLETED,
+    append,
+    at_24k,
+    of,
+    realtime_client,
+    transcription_session,
+    until,
+)
+from tests.live.ws_live import Reader, clip, live_settings, noise, pcm16, send_paced
 from tests.pg_fixtures import WorkspaceFactory
+from tests.text import words
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -96,11 +104,8 @@ async def test_every_live_stream_ends_with_one_marker_after_its_last_final(
     async with stages(cfg, reason=False), serving(cfg) as gw, aiohttp.ClientSession() as http:
         # 1. Realtime, no turn detection: speech, then silence the stage endpoints (its
         # final is out before the commit), then the commit: the item completes at once
-        ws_base = "ws" + gw.url.removeprefix("http") + "/v1"
-        client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", websocket_base_url=ws_base,
-                                    api_key=api_key, max_retries=0)
-        async with client.beta.realtime.connect(
-                model="whisper-1", extra_query={"intent": "transcription"}) as conn:
+        client = realtime_client(gw, api_key, max_retries=0)
+        async with transcription_session(client) as conn:
             seen: list[dict[str, Any]] = []
             await conn.transcription_session.update(session={
                 "turn_detection": None,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +15,10 @@ import numpy as np
 
 from mumu.settings import Settings
 from mumu.stages.transcribe.engine import wav_to_float
+from tests.text import words as words  # re-exported: test_ws_stream imports it from here
 
 SPEECH = Path(__file__).parents[1] / "data" / "speech"
 RATE = 16_000
-
-
-def words(text: str) -> list[str]:
-    return re.sub(r"[^\w\s']", " ", text.lower()).split()
 
 
 def noise(seconds: float, seed: int = 5) -> np.ndarray:

@@ -22,18 +22,11 @@ from mumu.db.pool import workspace_tx
 from mumu.db.records import (
     INSERT_TRANSCRIPTS,
     AnswerRecord,
-    TranscriptRecord,
     encrypt_columns,
     write_records,
 )
+from tests.persist.conftest import said
 from tests.pg_fixtures import WorkspaceFactory
-
-
-def said(text: str) -> TranscriptRecord:
-    return TranscriptRecord(
-        event_id=uuid.uuid4(), request_id=uuid.uuid4().hex, session_id="s", text=text,
-        language="en", duration=1.0, model="tiny", occurred_at=datetime.now(UTC),
-    )
 
 
 def answered(question: str, text: str) -> AnswerRecord:
@@ -84,12 +77,11 @@ async def test_rows_before_and_after_rotation_decrypt(
 
 
 async def test_shred_makes_exactly_that_workspace_unreadable(
-    app_pool: asyncpg.Pool, admin_conn: asyncpg.Connection, keyring: Keyring,
+    app_pool: asyncpg.Pool, admin_conn: asyncpg.Connection, keys: DataKeys, keyring: Keyring,
     workspace: WorkspaceFactory,
 ) -> None:
     a, _ = await workspace("A")
     b, _ = await workspace("B")
-    keys = DataKeys(keyring)
     await write_records(app_pool, keys, a, [said("a secret"), answered("a q", "a answer")])
     await write_records(app_pool, keys, b, [said("b secret")])
 
@@ -115,12 +107,11 @@ async def test_shred_makes_exactly_that_workspace_unreadable(
 
 
 async def test_reencrypt_skips_a_shredded_workspace_without_making_it_a_key(
-    app_pool: asyncpg.Pool, admin_conn: asyncpg.Connection, keyring: Keyring,
+    app_pool: asyncpg.Pool, admin_conn: asyncpg.Connection, keys: DataKeys,
     workspace: WorkspaceFactory,
 ) -> None:
     gone, _ = await workspace("gone")
     kept, _ = await workspace("kept")
-    keys = DataKeys(keyring)
     await write_records(app_pool, keys, gone, [said("erased")])
     await write_records(app_pool, keys, kept, [said("kept")])
     await keyadmin.shred(admin_conn, gone)
@@ -133,13 +124,12 @@ async def test_reencrypt_skips_a_shredded_workspace_without_making_it_a_key(
 
 
 async def test_shred_waits_for_a_writer_holding_the_key_and_counts_its_rows(
-    app_pool: asyncpg.Pool, admin_conn: asyncpg.Connection, keyring: Keyring,
+    app_pool: asyncpg.Pool, admin_conn: asyncpg.Connection, keys: DataKeys,
     workspace: WorkspaceFactory,
 ) -> None:
     """A persist transaction that read the key before the shred commits its rows before
     the shred counts: the report is exact and no row lands under a key already shredded."""
     ws, _ = await workspace()
-    keys = DataKeys(keyring)
     async with workspace_tx(app_pool, ws) as conn:
         key = await keys.active(conn, ws)
         shredding = asyncio.create_task(keyadmin.shred(admin_conn, ws))
@@ -321,12 +311,11 @@ def test_cli_workspace_key_of_an_unknown_workspace(
 
 
 async def test_ciphertext_moved_between_rows_or_workspaces_in_the_database_fails(
-    app_pool: asyncpg.Pool, admin_conn: asyncpg.Connection, keyring: Keyring,
+    app_pool: asyncpg.Pool, admin_conn: asyncpg.Connection, keys: DataKeys,
     workspace: WorkspaceFactory,
 ) -> None:
     a, _ = await workspace("A")
     b, _ = await workspace("B")
-    keys = DataKeys(keyring)
     first, second = said("first"), said("second")
     await write_records(app_pool, keys, a, [first, second])
     await write_records(app_pool, keys, b, [said("bravo")])

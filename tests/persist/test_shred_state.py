@@ -3,37 +3,28 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
-from mumu.crypto import Keyring
 from mumu.db import keyadmin
 from mumu.db.datakeys import DataKeys, WorkspaceShreddedError
 from mumu.db.migrate import migrations
 from mumu.db.pool import workspace_tx
-from mumu.db.records import TranscriptRecord, write_records
+from mumu.db.records import write_records
+from tests.persist.conftest import said
 from tests.pg_fixtures import WorkspaceFactory
 
 INSERT_KEY = ("INSERT INTO mumu.data_keys (workspace_id, version, master_key_id, wrapped) "
               "VALUES ($1, 9, 'k1', '\\x00'::bytea)")
 
 
-def said(text: str) -> TranscriptRecord:
-    return TranscriptRecord(
-        event_id=uuid.uuid4(), request_id=uuid.uuid4().hex, session_id="s", text=text,
-        language="en", duration=1.0, model="tiny", occurred_at=datetime.now(UTC),
-    )
-
-
 async def test_the_database_refuses_a_data_key_for_a_shredded_workspace(
-    app_pool: asyncpg.Pool, admin_conn: asyncpg.Connection, keyring: Keyring,
+    app_pool: asyncpg.Pool, admin_conn: asyncpg.Connection, keys: DataKeys,
     workspace: WorkspaceFactory,
 ) -> None:
     gone, _ = await workspace("gone")
     kept, _ = await workspace("kept")
-    keys = DataKeys(keyring)
     await keyadmin.shred(admin_conn, gone)
     # not only the code: the database itself refuses the stages' role the key
     with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
@@ -68,14 +59,13 @@ async def test_the_database_refuses_a_data_key_for_a_shredded_workspace(
 
 
 async def test_a_workspace_shredded_before_the_migration_stays_shredded(
-    app_pool: asyncpg.Pool, admin_conn: asyncpg.Connection, keyring: Keyring,
+    app_pool: asyncpg.Pool, admin_conn: asyncpg.Connection, keys: DataKeys,
     workspace: WorkspaceFactory,
 ) -> None:
     """Before 0006 a shred left no state: a workspace whose every key is shredded is
     marked by the migration; one that made itself a new key since is left alone."""
     old, _ = await workspace("shredded long ago")
     revived, _ = await workspace("wrote after its shred")
-    keys = DataKeys(keyring)
     for ws in (old, revived):
         await keyadmin.shred(admin_conn, ws)
     await admin_conn.execute("DELETE FROM mumu.workspace_shreds")  # as before 0006
