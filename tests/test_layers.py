@@ -57,3 +57,10 @@ def test_a_forbidden_import_breaks_a_contract(
     done = lint_imports(src)
     assert done.returncode == 1, done.stdout
     assert broken in done.stdout
+
+
+def test_no_module_is_over_300_lines() -> None:
+    """Small modules named for their role (STYLE.md): none grows past 300 lines."""
+    long = {str(path.relative_to(ROOT)): n for path in (ROOT / "src").rglob("*.py")
+            if (n := len(path.read_text().splitlines())) > 300}
+    assert long == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,25 @@ def test_the_id_rule_is_spelled_only_in_contracts_ids() -> None:
         if "A-Za-z0-9_-" in path.read_text()
     }
     assert spelled == {"contracts/ids.py", "crypto/keyring.py"}
+
+
+def spelled_event_types(root: Path) -> dict[str, list[str]]:
+    """Where a module outside ``contracts`` writes a dotted event type as a string
+    literal ("transcript.final" …; "error" is too common a word to tell)."""
+    dotted = {kind.value for kind in EventType if "." in kind.value}
+    found: dict[str, list[str]] = {}
+    for path in root.rglob("*.py"):
+        if "contracts" in path.relative_to(root).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in dotted:
+                found.setdefault(str(path.relative_to(root)), []).append(str(node.value))
+    return found
+
+
+def test_event_types_are_spelled_only_in_contracts(tmp_path: Path) -> None:
+    assert spelled_event_types(SRC) == {}
+    # the check finds a second vocabulary where one is added
+    (tmp_path / "gateway").mkdir()
+    (tmp_path / "gateway" / "hub.py").write_text('FINAL = "transcript.final"\n')
+    assert spelled_event_types(tmp_path) == {"gateway/hub.py": ["transcript.final"]}
