@@ -136,9 +136,10 @@ def _gateway(d: dict[str, Any]) -> list[Row]:
             "gateway: message rate vs bare aiohttp echo",
             f"{m['throughput']['rate_per_s']:.0f} vs {b['throughput']['rate_per_s']:.0f} msg/s; "
             f"{m['memory_per_connection_kib']} vs {b['memory_per_connection_kib']} KiB/connection",
-            f"{d['rate_ratio']}x (floor 0.7; median of {d.get('rounds', 1)} rounds"
-            + (f", {d['rate_ratio_min_max'][0]}-{d['rate_ratio_min_max'][1]})"
-               if "rate_ratio_min_max" in d else ")"),
+            f"{d['rate_ratio']}x (floor {d['floor']['rate_ratio']}, no round below "
+            f"{d['floor'].get('rate_ratio_round', d['floor']['rate_ratio'])}; median of "
+            f"{d.get('rounds', 1)} rounds, {d['rate_ratio_min_max'][0]}-"
+            f"{d['rate_ratio_min_max'][1]})",
             _yes(d["met"]["rate"]),
         ),
     ]
