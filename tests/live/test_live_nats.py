@@ -127,6 +127,31 @@ async def test_a_live_stream_gives_partials_while_speaking_and_a_final_per_utter
     assert sent[-1] - started > first_speech_end  # (the stream really was paced)
 
 
+async def test_a_live_stream_of_silence_and_noise_gives_no_text_and_ends(
+    nc: NATS, streams: None, workspaces: Ensure, live_settings: Settings,
+) -> None:
+    """Through the stage and JetStream, not the engine alone: digital silence, then 3 s of
+    white noise, then near-silence; the stream ends with its ``stream.ended`` and no
+    transcript at all (Whisper's "Thank you." on silence is what this guards against)."""
+    await workspaces(WS)
+    rng = np.random.default_rng(3)
+    audio = np.concatenate([
+        np.zeros(2 * SAMPLE_RATE, dtype=np.float32),
+        (rng.standard_normal(3 * SAMPLE_RATE) * 0.05).astype(np.float32),
+        (rng.standard_normal(2 * SAMPLE_RATE) * 0.002).astype(np.float32),
+    ])
+    async with running(build_stage(live_settings), live_settings), \
+            Collector(nc, f"mumu.*.*.{WS}", subjects.STREAM_RESULTS) as seen:
+        request_id, _ = await stream_audio(nc, audio, pace=4.0)
+        await seen.wait_count(subjects.STREAM_ENDED.prefix, 1, timeout=60)
+    ended = [LiveEnded.model_validate_json(m.data)
+             for m in seen.on(subjects.STREAM_ENDED.prefix)]
+    assert [e.request_id for e in ended] == [request_id]
+    texts = [p.committed or p.tentative or p.segment.text for p in partials_of(seen)]
+    assert [t for t in texts if t and t.strip()] == []
+    assert finals_of(seen) == []
+
+
 def arrivals(collector: Collector) -> list[float]:
     return [m.received for m in collector.on(subjects.TRANSCRIPT_PARTIAL.prefix)]
 
