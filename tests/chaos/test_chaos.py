@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from mumu.broker.roles import Role
@@ -40,7 +41,7 @@ from tests.chaos.scenarios import (
 )
 from tests.conftest import DATA, operator_connection
 from tests.loadgen import Acked, acknowledged_requests, stored_rows, wait_stored, write_result
-from tests.secrets_scan import Secret, distinctive, password_of, scan, words_of
+from tests.secrets_scan import Secret, distinctive, password_of, save_metrics, scan, words_of
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.alone, pytest.mark.timeout(600)]
 # ``alone``: a load run on the product's own models, timed under faults; beside the
@@ -150,6 +151,8 @@ async def test_one_load_run_through_every_fault_loses_and_duplicates_nothing(
             partials += p
             finals += f
         letters = await dead_letters(nc)
+        async with aiohttp.ClientSession() as http:  # what the gateway exports after it all
+            metrics = await save_metrics(http, [f"{pipe.gateway}/metrics"], tmp_path / "metrics")
     finally:
         for producer in producers.values():
             await producer.drain()
@@ -207,10 +210,14 @@ async def test_one_load_run_through_every_fault_loses_and_duplicates_nothing(
         *(f"kill-{n}" for n in STAGE_NAMES), "kill-gateway", "nats-restart",
         "postgres-outage", "slow-reason"]
     assert [r["scenario"] for r in records if r["result"] != "pass"] == [], records
-    # no secret and no word of the run in any process's log through all the faults
+    # no secret and no word of the run in any process's log, the gateway's /metrics or
+    # an error body a client got, through all the faults
     said = [text for o in everything for text in (o.answer, o.transcript) if text]
     said += [f.text for f in finals]
-    findings = scan([pipe.logs, chaos_nats.server.data_dir / "nats-server.log"],
+    refusals = tmp_path / "refusals.txt"  # every error body a client was sent
+    refusals.write_text("\n".join(body for o in everything for *_, body in o.refusals))
+    findings = scan([pipe.logs, chaos_nats.server.data_dir / "nats-server.log", *metrics,
+                     refusals],
                     run_secrets(pipe, chaos_pg, chaos_nats), distinctive(words_of(*said)))
     assert [str(f) for f in findings] == []
     slow = records[-1]
