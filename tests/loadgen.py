@@ -104,10 +104,10 @@ class Load:
         ]
 
     async def _send(self, http: aiohttp.ClientSession, out: Outcome, index: int) -> None:
+        out.first_sent_at = time.monotonic()
         tenant = next(t for t in self.tenants if t.workspace == out.workspace)
         token = await self._token(http, tenant)
         url = f"{self.gateway}/api/ask?wait=true&request_id={out.request_id}"
-        out.first_sent_at = time.monotonic()
         while out.attempts < self.attempts:
             out.attempts += 1
             body: Any

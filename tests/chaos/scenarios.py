@@ -43,7 +43,6 @@ class ChaosLoad(Load):
         super().__init__(*args, **kwargs)
         self.interval = self.clients * lasting / max(self.total, 1)
         self._last_start: dict[int, float] = {}
-        self.first_sent: dict[str, float] = {}
         self._tokens: dict[str, list[str]] = {}
         self._turn = itertools.count()
 
@@ -72,7 +71,6 @@ class ChaosLoad(Load):
             if wait > 0:
                 await asyncio.sleep(wait)
             self._last_start[client] = time.monotonic()
-        self.first_sent.setdefault(out.request_id, time.monotonic())
         await super()._send(http, out, index)
 
     def first_final_after(self, at: float) -> float | None:
@@ -121,11 +119,12 @@ async def dead_letters(nc: NATS) -> Counter[str]:
 
 
 def window_record(
-    fault: Fault, end: float, outcomes: list[Outcome], first_sent: dict[str, float],
+    fault: Fault, end: float, outcomes: list[Outcome],
     acked: Acked, rows: dict[str, Counter[str]], letters: Counter[str], live: dict[str, Any],
 ) -> dict[str, Any]:
     """The counts of the requests first sent in [``fault.injected``, ``end``)."""
-    mine = [o for o in outcomes if fault.injected <= first_sent.get(o.request_id, -1) < end]
+    mine = [o for o in outcomes
+            if o.first_sent_at is not None and fault.injected <= o.first_sent_at < end]
     ids = {o.request_id for o in mine}
     window = Acked(Counter({rid: n for rid, n in acked.counts.items() if rid in ids}),
                    acked.text & ids)

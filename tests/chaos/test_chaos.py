@@ -160,7 +160,6 @@ async def test_one_load_run_through_every_fault_loses_and_duplicates_nothing(
         await nc.drain()
 
     everything = outcomes + burst_outcomes
-    first_sent = load.first_sent | burst.first_sent
     live_problems = [p for s in streams for p in live.problems(s, partials, finals)]
     ends = [f.injected for f in run.faults[1:]] + [float("inf")]
     records = []
@@ -177,7 +176,7 @@ async def test_one_load_run_through_every_fault_loses_and_duplicates_nothing(
         } if mine else {}
         record = {"benchmark": f"chaos-{fault.scenario}",
                   "when": datetime.now(UTC).isoformat(timespec="seconds"),
-                  **window_record(fault, end, everything, first_sent, acked, rows, letters,
+                  **window_record(fault, end, everything, acked, rows, letters,
                                   live_counts)}
         if mine:
             record["live_problems"] = [p for s in mine for p in live.problems(s, partials, finals)]
