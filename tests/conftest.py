@@ -107,22 +107,30 @@ async def streams(nc: NATS) -> None:
 Ensure = Callable[..., Awaitable[None]]
 
 
+async def provision(nc: NATS, *ids: str, users: AuthDir | None = None,
+                    nats: NatsSettings | None = None) -> None:
+    """What `mumu workspace create` does: the workspaces' intake streams and buckets, and
+    the services' rights on them (ingest and the gateway use the upload buckets, ingest
+    and transcribe the audio buckets, transcribe and reason the once records). ``users``:
+    the broker's users, by default the ``broker_users`` fixture's; ``nats``: how to reach
+    the broker to publish them, by default ``nc``'s URL with their credentials."""
+    await ensure_workspaces(nc, ids)
+    users = users or BROKER_USERS.get()
+    if users is None or not users.add_workspaces(ids):
+        return
+    if nats is None:
+        assert nc.connected_url is not None
+        nats = NatsSettings(url=nc.connected_url.geturl(), credentials=users.creds)
+    await publish_users(nats, users, STAGES.consumers())
+
+
 @pytest.fixture
-def workspaces(
-    nc: NATS, streams: None, nats_server: EmbeddedNats, broker_users: AuthDir
-) -> Ensure:
-    """``await workspaces("ws-a", "ws-b")``: their intake streams and upload buckets exist,
-    and the broker's users know them (ingest and the gateway may use their upload
-    buckets), as `mumu up` provisions a workspace; raw publishes on
+def workspaces(nc: NATS, streams: None, broker_users: AuthDir) -> Ensure:
+    """``await workspaces("ws-a", "ws-b")``: ``provision``; raw publishes on
     ``mumu.ingest.*.<ws>`` land."""
 
     async def ensure(*ids: str) -> None:
-        await ensure_workspaces(nc, ids)
-        if broker_users.add_workspaces(ids):
-            await publish_users(
-                NatsSettings(url=nats_server.url, credentials=broker_users.creds),
-                broker_users, STAGES.consumers(),
-            )
+        await provision(nc, *ids)
 
     return ensure
 

@@ -9,20 +9,16 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NATS
 
-from mumu.broker.reload import publish_users
-from mumu.broker.settings import NatsSettings
-from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import new_id
 from mumu.settings import Settings
 from mumu.stages.ingest.stage import IngestStage
 from mumu.stages.ingest.stage import build_stage as build_ingest
-from mumu.stages.registry import STAGES
 from mumu.stages.transcribe.settings import TranscribeSettings
 from mumu.stages.transcribe.stage import TranscribeStage
 from mumu.stages.transcribe.stage import build_stage as build_transcribe
-from tests.conftest import BROKER_USERS
+from tests.conftest import provision
 from tests.harness import running
 from tests.text import words as word_list
 
@@ -67,17 +63,6 @@ async def pipeline(
     transcribe = build_transcribe(audio_settings)
     async with running(ingest, audio_settings), running(transcribe, audio_settings):
         yield ingest, transcribe
-
-
-async def provision(nc: NATS, ws: str) -> None:
-    """What `mumu workspace create` does: the workspace's intake stream and buckets, and
-    the services' rights on its buckets (ingest and transcribe use its audio bucket)."""
-    await ensure_workspace(nc, ws)
-    users = BROKER_USERS.get()
-    if users is not None and nc.connected_url is not None and users.add_workspaces([ws]):
-        url = nc.connected_url.geturl()
-        await publish_users(NatsSettings(url=url, credentials=users.creds), users,
-                            STAGES.consumers())
 
 
 async def publish_audio(

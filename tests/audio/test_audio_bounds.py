@@ -14,7 +14,8 @@ from mumu.contracts.events import AudioReady, TranscriptFinal, new_id
 from mumu.settings import Settings
 from mumu.stages.ingest.stage import build_stage as build_ingest
 from mumu.stages.transcribe.stage import build_stage as build_transcribe
-from tests.audio.conftest import SPEECH, provision
+from tests.audio.conftest import SPEECH
+from tests.conftest import provision
 from tests.harness import Collector, running
 
 WS_A, WS_B = "ws-loud", "ws-quiet"

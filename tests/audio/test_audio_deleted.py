@@ -14,7 +14,8 @@ from mumu.contracts import subjects
 from mumu.contracts.events import AudioReady, TranscriptFinal, new_id
 from mumu.stages.ingest.stage import IngestStage, normalised_object
 from mumu.stages.transcribe.stage import TranscribeStage
-from tests.audio.conftest import SPEECH, WS, provision, publish_audio
+from tests.audio.conftest import SPEECH, WS, publish_audio
+from tests.conftest import provision
 from tests.harness import Collector
 
 Stages = tuple[IngestStage, TranscribeStage]

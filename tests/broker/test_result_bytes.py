@@ -12,7 +12,6 @@ from nats.aio.client import Client as NATS
 
 from mumu.broker.bounds import SHARES
 from mumu.broker.streams import apply_stream, load_stream_configs
-from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts import subjects
 from mumu.contracts.events import PipelineError
 from mumu.runtime import RetryPolicy
@@ -21,6 +20,7 @@ from mumu.settings import Settings
 from mumu.stages.reason.backend import ChatRequest
 from mumu.stages.reason.stage import ReasonStage
 from tests.broker.test_storage_bounds import answered, ask
+from tests.conftest import provision
 from tests.harness import Collector, running
 from tests.reason.echo_backend import NoServerBackend
 
@@ -78,7 +78,7 @@ async def test_huge_answers_stop_at_their_workspaces_result_budget_and_b_is_answ
 ) -> None:
     await apply_stream(nc, results_config(max_bytes=STREAM_BYTES))
     for ws in (WS_A, WS_B):
-        await ensure_workspace(nc, ws)
+        await provision(nc, ws)
     stage_settings = settings.stage.model_copy(update={"result_bytes_per_day": BUDGET})
     cfg = settings.model_copy(update={"stage": stage_settings})
     async with running(ReasonStage(cfg.reason, HugeBackend()), cfg), Collector(nc) as seen:

@@ -30,6 +30,7 @@ from mumu.runtime.metrics import StageMetrics
 from mumu.settings import Settings
 from mumu.stages.reason.sessions import MAX_VALUE_BYTES, SessionStore, check_share
 from mumu.stages.reason.stage import ReasonStage
+from tests.conftest import provision
 from tests.harness import Collector, running
 from tests.passthrough import PassThrough, Ping
 from tests.reason.echo_backend import EchoBackend
@@ -113,7 +114,7 @@ async def test_a_workspace_filling_its_intake_is_refused_and_another_still_gets_
     nc: NATS, streams: None, settings: Settings
 ) -> None:
     await ensure_workspace(nc, WS_A, intake_max_bytes=16 * 1024)
-    await ensure_workspace(nc, WS_B)
+    await provision(nc, WS_B)
     refused = None
     for _ in range(100):  # 16 KiB of 1 KiB asks: refused long before the 100th
         try:
@@ -139,8 +140,8 @@ async def test_a_workspace_filling_mumu_results_is_stopped_at_its_subject_limit(
 ) -> None:
     cap = 4
     results = await limit(nc, subjects.STREAM_RESULTS, max_msgs_per_subject=cap)
-    await ensure_workspace(nc, WS_A)
-    await ensure_workspace(nc, WS_B)
+    await provision(nc, WS_A)
+    await provision(nc, WS_B)
     async with running(ReasonStage(settings.reason, EchoBackend()), settings), \
             Collector(nc) as seen:
         flood = [await ask(nc, WS_A, f"flood {n}") for n in range(2 * cap)]
@@ -193,7 +194,7 @@ async def test_a_full_dlq_refuses_a_letter_loudly_and_the_original_is_not_lost(
     nc: NATS, streams: None, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     await limit(nc, subjects.STREAM_DLQ, max_msgs=1)
-    await ensure_workspace(nc, WS_A)
+    await provision(nc, WS_A)
     metrics = StageMetrics("reason")
     refused = metrics.dead_letter_failures.labels("reason", "no_speech")
     js = nc.jetstream()
@@ -248,7 +249,7 @@ async def test_a_workspace_opening_many_sessions_keeps_to_its_slots_of_the_sessi
     assert bucket.bytes <= slots * (MAX_VALUE_BYTES + 1024)
     reason = settings.reason.model_copy(update={"session_slots": slots})
     async with running(ReasonStage(reason, EchoBackend()), settings), Collector(nc) as seen:
-        await ensure_workspace(nc, WS_B)
+        await provision(nc, WS_B)
         first = await answered(seen, await ask(nc, WS_B, "Remember me?", session="b1"))
         second = await answered(seen, await ask(nc, WS_B, "Again?", session="b1"))
     assert (first.text, second.text) == ("You asked: Remember me?", "You asked: Again?")

@@ -13,6 +13,7 @@ from nats.aio.client import Client as NATS
 
 from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.jsapi import stream_config
+from mumu.broker.workspaces import own_streams
 from mumu.contracts import subjects
 from tests.conftest import nats_env
 from tests.pg_fixtures import WorkspaceFactory
@@ -43,8 +44,8 @@ async def test_workspace_create_makes_its_intake_and_upload_bucket(
     assert code == 0, err
     ws = re.search(r"^workspace: (\S+)$", out, re.M).group(1)  # type: ignore[union-attr]
     assert f"intake: stream MUMU_INTAKE_{ws}, upload bucket mumu-upload-{ws}" in out
-    assert await stream_config(nc, subjects.intake_stream(ws)) is not None
-    assert await stream_config(nc, f"OBJ_{subjects.upload_bucket(ws)}") is not None
+    for stream in own_streams(ws):  # intake, upload, audio, once records
+        assert await stream_config(nc, stream) is not None, stream
     assert await sources(nc) == {subjects.intake_stream(ws)}
     ack = await nc.jetstream().publish(subjects.INGEST_TEXT.for_workspace(ws), b"{}")
     assert ack.stream == subjects.intake_stream(ws)

@@ -49,7 +49,7 @@ async def test_ensure_creates_the_intake_stream_bucket_and_source_once(
     first = await ensure_workspace(nc, "ws-a", intake_max_bytes=1 << 20)
     assert [(c.name, c.action) for c in first] == [
         ("MUMU_INTAKE_ws-a", "created"), ("OBJ_mumu-upload-ws-a", "created"),
-        ("OBJ_mumu-audio-ws-a", "created")]
+        ("OBJ_mumu-audio-ws-a", "created"), ("KV_mumu-once-ws-a", "created")]
     intake = await stream_config(nc, subjects.intake_stream("ws-a"))
     assert intake is not None
     assert intake["subjects"] == ["mumu.ingest.audio.ws-a", "mumu.ingest.text.ws-a",

@@ -24,8 +24,7 @@ from nats.js.kv import KeyValue
 from mumu.broker.cluster import EmbeddedCluster, wait_for_jetstream
 from mumu.broker.credentials import AuthDir
 from mumu.broker.streams import apply_all, load_bucket_configs
-from mumu.broker.workspaces import ensure_workspaces
-from mumu.contracts import subjects
+from mumu.broker.workspaces import ensure_workspaces, own_streams
 from tests.conftest import operator_connection
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(120)]
@@ -42,7 +41,7 @@ def bucket_streams() -> list[str]:
     return [
         *(f"OBJ_{b['bucket']}" for b in shipped["object_stores"]),
         *(f"KV_{b['bucket']}" for b in shipped["key_value"]),
-        f"OBJ_{subjects.upload_bucket(WS)}", f"OBJ_{subjects.audio_bucket(WS)}",
+        *own_streams(WS)[1:],  # its buckets (the first is its intake stream)
     ]
 
 

@@ -19,8 +19,6 @@ from pydantic import SecretStr
 from mumu.broker.connect import connect
 from mumu.broker.credentials import AuthDir
 from mumu.broker.jsapi import stream_config
-from mumu.broker.reload import publish_users
-from mumu.broker.workspaces import ensure_workspaces
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import (
@@ -40,7 +38,7 @@ from mumu.gateway.transport import base_url, ssl_context
 from mumu.runtime.http import serve
 from mumu.runtime.tracing import Tracing
 from mumu.settings import Settings
-from mumu.stages.registry import STAGES
+from tests.conftest import provision as provision_on
 from tests.pg_fixtures import WorkspaceFactory
 
 SECRET = "gateway-test-secret-0123456789"
@@ -95,20 +93,17 @@ def gateway_settings(settings: Settings, **overrides: Any) -> Settings:
 
 
 async def provision(settings: Settings, *ids: str) -> None:
-    """The test workspaces ``ids`` on the broker, as `mumu up` provisions a workspace:
-    intake stream, upload bucket, the broker's users (nothing when the streams are not
-    applied: such a test asks nothing)."""
+    """The test workspaces ``ids`` on the broker, as `mumu up` provisions a workspace
+    (``tests.conftest.provision``; nothing when the streams are not applied: such a test
+    asks nothing)."""
     creds = settings.nats.credentials
     users = AuthDir(creds.parent) if creds is not None and creds.is_dir() else None
     nc = await connect(settings.nats, name="test-provision")
     try:
-        if await stream_config(nc, subjects.STREAM_INGEST) is None:
-            return
-        await ensure_workspaces(nc, ids)
+        if await stream_config(nc, subjects.STREAM_INGEST) is not None:
+            await provision_on(nc, *ids, users=users, nats=settings.nats)
     finally:
         await nc.close()
-    if users is not None and users.add_workspaces(ids):
-        await publish_users(settings.nats, users, STAGES.consumers())
 
 
 @contextlib.asynccontextmanager

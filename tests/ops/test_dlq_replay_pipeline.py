@@ -10,13 +10,13 @@ import asyncpg
 from nats.aio.client import Client as NATS
 
 from mumu.broker.embedded import EmbeddedNats
-from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import Persisted, TextAsk, new_id
 from mumu.settings import Settings
 from mumu.stages.persist.stage import build_stage as build_persist
 from mumu.stages.reason.stage import build_stage as build_reason
+from tests.conftest import provision
 from tests.harness import Collector, running
 from tests.ops.replaying import mumu, mumu_json
 from tests.persist.events import merged
@@ -32,7 +32,7 @@ async def test_a_replayed_dead_letter_is_answered_and_persisted(
     model_server: ModelServer,
 ) -> None:
     ws, _ = await workspace("dlq")
-    await ensure_workspace(nc, ws)
+    await provision(nc, ws)
     down = [(503, None)] * settings.stage.max_deliver  # every delivery meets a dead backend
     fault = FaultProxy(model_server.base_url, down)
     async with serving(fault) as url:

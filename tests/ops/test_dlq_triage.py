@@ -9,7 +9,6 @@ from pathlib import Path
 from nats.aio.client import Client as NATS
 
 from mumu.broker.embedded import EmbeddedNats
-from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import new_id
@@ -17,6 +16,7 @@ from mumu.settings import Settings
 from mumu.stages.ingest.stage import build_stage as build_ingest
 from mumu.stages.reason.stage import ReasonStage
 from tests.audio.conftest import publish_audio
+from tests.conftest import provision
 from tests.harness import Collector, running
 from tests.ops.replaying import mumu, mumu_json
 from tests.reason.echo_backend import EchoBackend
@@ -35,7 +35,7 @@ async def _letters(nc: NATS, settings: Settings) -> dict[str, str]:
             Collector(nc) as seen:
         for name in expected:
             rids[name] = await publish_audio(nc, (BAD / name).read_bytes())
-        await ensure_workspace(nc, WS)
+        await provision(nc, WS)
         rid = new_id()
         await nc.jetstream().publish(subjects.INGEST_TEXT.for_workspace(WS),
                                      b'{"request_id": "' + rid.encode() + b'"}',

@@ -10,7 +10,6 @@ import asyncpg
 from nats.aio.client import Client as NATS
 
 from mumu.broker.embedded import EmbeddedNats
-from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts import consumers
 from mumu.contracts import headers as h
 from mumu.contracts.events import TextAsk, new_id
@@ -26,6 +25,7 @@ from mumu.gateway.feed import result_filters
 from mumu.settings import Settings
 from mumu.stages.persist.stage import build_stage as build_persist
 from mumu.stages.reason.stage import ReasonStage
+from tests.conftest import provision
 from tests.harness import Collector, running
 from tests.ops.replaying import consumer_states, mumu_json, store, transcript
 from tests.persist.events import merged
@@ -58,6 +58,7 @@ async def test_transcripts_replayed_into_persist_reach_only_persist(
 ) -> None:
     cfg = merged(settings, pg_settings, batch_rows=8, writers=1)
     ws, _ = await workspace("replay")
+    await provision(nc, ws)
     backend = EchoBackend()
     events = [transcript(ws, f"question {i}") for i in range(N)]
     async with running(build_persist(cfg), cfg), running(ReasonStage(cfg.reason, backend), cfg):
@@ -108,7 +109,7 @@ async def test_a_text_ask_replayed_to_reason_reaches_reason_alone_and_no_second_
     nats_server: EmbeddedNats, nc: NATS, streams: None, settings: Settings,
 ) -> None:
     ws = "ws-text"
-    await ensure_workspace(nc, ws)
+    await provision(nc, ws)
     backend = EchoBackend()
     js = nc.jetstream()
     async with running(ReasonStage(settings.reason, backend), settings), Collector(nc) as seen:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from nats.aio.client import Client as NATS
 
-from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.events import (
@@ -17,6 +16,7 @@ from mumu.contracts.events import (
     derive_id,
     new_id,
 )
+from tests.conftest import provision
 from tests.harness import Collector
 
 WS = "ws-reason"
@@ -34,7 +34,7 @@ async def ask_text(
         text=text,
         language=language,
     )
-    await ensure_workspace(nc, WS)  # what `mumu workspace create` does: its intake stream
+    await provision(nc, WS)  # what `mumu workspace create` does: its intake stream
     await nc.jetstream().publish(
         subjects.INGEST_TEXT.for_workspace(WS),
         ask.model_dump_json().encode(),

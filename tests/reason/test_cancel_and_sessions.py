@@ -9,12 +9,12 @@ import time
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts import subjects
 from mumu.contracts.events import AnswerFinal, TextAsk, new_id
 from mumu.settings import Settings
 from mumu.stages.reason.sessions import SessionStore
 from mumu.stages.reason.stage import build_stage
+from tests.conftest import provision
 from tests.harness import Collector, running
 from tests.reason.asks import WS, ask_text, cancel, deltas_of, finals_of, wait_final
 from tests.reason.conftest import ModelServer, reason_settings
@@ -66,7 +66,7 @@ async def test_cancel_before_the_request_arrives_ends_it_at_once(
         await cancel(nc, rid)
         await asyncio.sleep(0.05)
         ask = TextAsk(event_id=rid, request_id=rid, workspace_id=WS, session_id="s1", text="Hello?")
-        await ensure_workspace(nc, WS)
+        await provision(nc, WS)
         await nc.jetstream().publish(
             subjects.INGEST_TEXT.for_workspace(WS), ask.model_dump_json().encode()
         )

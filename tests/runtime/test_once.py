@@ -16,6 +16,7 @@ from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 
 from mumu.broker.jsapi import stream_config
+from mumu.broker.workspaces import ensure_workspace
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.consumers import REASON_TEXT
@@ -87,8 +88,8 @@ async def _one_final_after_a_late_redelivery(
 
 
 async def _record(nc: NATS, msg_id: str) -> bytes:
-    kv = await nc.jetstream().key_value(subjects.BUCKET_ONCE)
-    return (await kv.get(f"{WS}.reason.{msg_id}")).value or b""
+    kv = await nc.jetstream().key_value(subjects.once_bucket(WS))
+    return (await kv.get(f"reason.{msg_id}")).value or b""
 
 
 async def test_a_redelivery_after_the_dedupe_window_publishes_no_second_final(
@@ -134,25 +135,104 @@ async def test_a_death_between_the_pub_ack_and_the_record_is_recovered_from_the_
     assert (await _record(nc, stored[0])).startswith(b"stored:MUMU_RESULTS:")
 
 
+def _once(nc: NATS) -> tuple[OnceRecords, StageMetrics]:
+    metrics = StageMetrics("reason")
+    once = OnceRecords(nc, "reason", Publisher(nc, metrics), metrics,
+                       logging.getLogger("mumu.stage"))
+    return once, metrics
+
+
+def _count(metrics: StageMetrics, outcome: str) -> float:
+    return metrics.registry.get_sample_value(
+        "mumu_stage_once_outputs_total", {"stage": "reason", "outcome": outcome}) or 0.0
+
+
+def _final(ws: str) -> Outbound:
+    return Outbound(subjects.ANSWER_FINAL.for_workspace(ws), b"{}", new_id(), once=True)
+
+
 async def test_a_shred_purges_the_workspace_once_records_and_no_other(
     nc: NATS, streams: None,
 ) -> None:
-    """The records are ids only, but their keys name the workspace (``mumu keys shred``)."""
-    metrics = StageMetrics("reason")
-    publisher = Publisher(nc, metrics)
-    once = OnceRecords(nc, "reason", publisher, metrics, logging.getLogger("mumu.stage"))
-    finals = {ws: Outbound(subjects.ANSWER_FINAL.for_workspace(ws), b"{}", new_id(), once=True)
-              for ws in ("ws-shredded", "ws-kept")}
-    for out in finals.values():
+    """The records are ids only, but they are the workspace's (``mumu keys shred``)."""
+    once, metrics = _once(nc)
+    finals = {ws: _final(ws) for ws in ("ws-shredded", "ws-kept")}
+    for ws, out in finals.items():
+        await ensure_workspace(nc, ws)
         await once.publish(out, {})
         await once.publish(out, {})  # the second finds the record: published once
-    kv = await nc.jetstream().key_value(subjects.BUCKET_ONCE)
-    for out in finals.values():
+    js = nc.jetstream()
+    for ws, out in finals.items():
+        kv = await js.key_value(subjects.once_bucket(ws))
         assert ((await kv.get(once.key(out))).value or b"").startswith(b"stored:")
     report = await purge_workspace(nc, "ws-shredded")
-    assert report.messages[f"KV_{subjects.BUCKET_ONCE}"] == 1
+    assert report.messages[f"KV_{subjects.once_bucket('ws-shredded')}"] == 1
     with pytest.raises(nats.js.errors.KeyNotFoundError):
-        await kv.get(once.key(finals["ws-shredded"]))
-    assert (await kv.get(once.key(finals["ws-kept"]))).value
-    assert metrics.registry.get_sample_value(
-        "mumu_stage_once_outputs_total", {"stage": "reason", "outcome": "already"}) == 2
+        await (await js.key_value(subjects.once_bucket("ws-shredded"))).get(
+            once.key(finals["ws-shredded"]))
+    assert (await (await js.key_value(subjects.once_bucket("ws-kept"))).get(
+        once.key(finals["ws-kept"]))).value
+    assert _count(metrics, "already") == 2
+
+
+ROOM = 4096
+"""The filling workspace's once bucket in this test: a few dozen records (production's is
+``MUMU_NATS__ONCE_MAX_BYTES``, 32 MiB)."""
+
+
+async def test_a_workspace_filling_its_once_records_costs_no_other_workspace_its_records(
+    nc: NATS, streams: None,
+) -> None:
+    """Each workspace's records are in a bucket of its own (``docs/reliability.md``,
+    "Storage bounds"): A's finals fill A's bucket, which refuses further records; A's
+    finals are still published (the dedupe window their only guard), and B's are still
+    recorded, so a redelivery of B's input past the window publishes nothing."""
+    full, kept = "ws-fills-once", "ws-keeps-once"
+    await ensure_workspace(nc, full, once_max_bytes=ROOM)
+    await ensure_workspace(nc, kept)
+    once, metrics = _once(nc)
+    flood = [_final(full) for _ in range(120)]
+    for out in flood:
+        await once.publish(out, {})
+    js = nc.jetstream()
+    state = (await js.stream_info(f"KV_{subjects.once_bucket(full)}")).state
+    assert state.bytes <= ROOM
+    recorded, unrecorded = _count(metrics, "published"), _count(metrics, "unrecorded")
+    assert unrecorded > 0 and recorded + unrecorded == len(flood), (recorded, unrecorded)
+    assert state.messages == recorded  # one record per final recorded; none for the rest
+    stored = (await js.stream_info(
+        subjects.STREAM_RESULTS, subjects_filter=subjects.ANSWER_FINAL.for_workspace(full)))
+    assert stored.state.subjects == {subjects.ANSWER_FINAL.for_workspace(full): len(flood)}
+
+    theirs = _final(kept)
+    await once.publish(theirs, {})
+    await once.publish(theirs, {})  # as a redelivery past the dedupe window would
+    kv = await js.key_value(subjects.once_bucket(kept))
+    assert ((await kv.get(once.key(theirs))).value or b"").startswith(b"stored:MUMU_RESULTS:")
+    assert _count(metrics, "already") == 1
+    assert _count(metrics, "unrecorded") == unrecorded  # B's final was not one of them
+
+
+async def test_a_workspace_without_its_bucket_gets_its_finals_and_costs_one_lookup(
+    nc: NATS, streams: None, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A workspace never provisioned on the broker (no ``mumu-once-<ws>``, or no grant on
+    it: then each lookup waits out the request timeout): its finals are published without
+    records, and its bucket is looked up once per ``LOOKUP_RETRY``, not once per final."""
+    once, metrics = _once(nc)
+    js = once._js  # noqa: SLF001 - counting its lookups
+    lookups: list[str] = []
+    key_value = js.key_value
+
+    async def counted(bucket: str) -> KeyValue:
+        lookups.append(bucket)
+        return await key_value(bucket)
+
+    monkeypatch.setattr(js, "key_value", counted)
+    outs = [_final("ws-unprovisioned") for _ in range(5)]
+    for out in outs:
+        await once.publish(out, {})
+    assert lookups == [subjects.once_bucket("ws-unprovisioned")]
+    assert _count(metrics, "unrecorded") == len(outs)
+    stored = await js.stream_info(subjects.STREAM_RESULTS, subjects_filter=outs[0].subject)
+    assert stored.state.subjects == {outs[0].subject: len(outs)}

@@ -34,7 +34,7 @@ COLLECTIONS = frozenset({"ALL_PATTERNS", "SHORT_LIVED"})
 """Tuples of patterns, each pattern covered on its own."""
 HELPERS = frozenset({
     "INTAKE_STREAM_PREFIX", "intake_stream", "UPLOAD_BUCKET_PREFIX", "upload_bucket",
-    "AUDIO_BUCKET_PREFIX", "audio_bucket", "PRODUCER_INBOX", "producer_inbox_prefix",
+    "AUDIO_BUCKET_PREFIX", "audio_bucket", "ONCE_BUCKET_PREFIX", "once_bucket", "PRODUCER_INBOX", "producer_inbox_prefix",
     "SERVICE_INBOX", "service_inbox_prefix", "REPLAY_PREFIX", "replay_pattern",
     "LIVE_CHUNK_PREFIX", "LIVE_CHUNK_WILDCARD", "live_chunk", "DLQ_NO_WORKSPACE",
 })
@@ -152,6 +152,8 @@ def table(a: str, b: str, kv_buckets: set[str]) -> list[Attack]:
     rows += _objects("upload_bucket", subjects.upload_bucket(b))
     rows += _objects("audio_bucket", subjects.audio_bucket(b))
     rows += _objects("audio_bucket (A's: services only)", subjects.audio_bucket(a))
+    rows += _kv("once_bucket", subjects.once_bucket(b), a, b)
+    rows += _kv("once_bucket (A's: services only)", subjects.once_bucket(a), a, b)
     for durable in (c.durable for c in consumers.DECLARED):
         for ws in (a, b):
             rows.append(Attack("replay_pattern", "publish",

@@ -130,11 +130,12 @@ def key_value(bucket: str) -> list[str]:
     return [*direct_reads(f"KV_{bucket}"), f"$KV.{bucket}.>"]
 
 
-def once_records() -> list[str]:
-    """The runtime's records of finals published at most once (``runtime/once.py``): the
-    ``mumu-once`` bucket, and finding an earlier copy of a final in MUMU_RESULTS."""
+def once_records(workspaces: Iterable[str]) -> list[str]:
+    """The runtime's records of finals published at most once (``runtime/once.py``): each
+    workspace's ``mumu-once-<ws>`` KV, and finding an earlier copy of a final in
+    MUMU_RESULTS."""
     return [
-        *key_value(subjects.BUCKET_ONCE),
+        *(grant for ws in workspaces for grant in key_value(subjects.once_bucket(ws))),
         *direct_reads(subjects.STREAM_RESULTS),
         f"{JS_API}.STREAM.NAMES",
     ]
@@ -174,7 +175,8 @@ def service(
 ) -> Permissions:
     """The permissions of one service role. ``workspaces``: every provisioned workspace
     (ingest and the gateway read and write their upload buckets; ingest and
-    transcribe their normalised-audio buckets); ``stage_consumers``:
+    transcribe their normalised-audio buckets; transcribe and reason their once records);
+    ``stage_consumers``:
     every stage's durable (the gateway reads their lag; ``stages.registry`` lists them)."""
     workspaces = list(workspaces)
     uploads = [grant for ws in workspaces for grant in object_store(subjects.upload_bucket(ws))]
@@ -204,7 +206,7 @@ def service(
             *key_value(subjects.BUCKET_QUOTA),  # the workspaces' result budgets
             *object_store(subjects.BUCKET_AUDIO),
             *audio,
-            *once_records(),
+            *once_records(workspaces),
         ])
     if role is Role.REASON:
         perms = _service(role, [
@@ -215,7 +217,7 @@ def service(
             *_dead_letters("reason"),
             *key_value(subjects.BUCKET_SESSIONS),
             *key_value(subjects.BUCKET_QUOTA),  # admits raw NATS text asks
-            *once_records(),
+            *once_records(workspaces),
         ])
         # cancels arrive as plain NATS messages
         return Permissions(perms.publish, (*perms.subscribe, subjects.CONTROL_CANCEL.wildcard))

@@ -100,6 +100,13 @@ class NatsSettings(BaseModel):
         description="bytes of normalised audio each workspace's bucket mumu-audio-<ws> may "
         "hold between ingest and transcribe (reserved per workspace; 16 kHz mono is 32 KB/s)",
     )
+    once_max_bytes: int = Field(
+        default=32 * 1024 * 1024, gt=0,
+        description="bytes each workspace's KV mumu-once-<ws> (the stages' records of finals "
+        "published at most once, about 120 bytes each, 24 h) may hold (reserved per "
+        "workspace; a full one costs only that workspace the record: its finals are then "
+        "guarded by the 120 s dedupe window alone)",
+    )
     tls: NatsTlsSettings = Field(default_factory=NatsTlsSettings)
     server_tls: NatsServerTlsSettings = Field(default_factory=NatsServerTlsSettings)
     js_cipher: Literal["chachapoly", "aes", "none"] = Field(

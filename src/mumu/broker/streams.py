@@ -103,7 +103,7 @@ def _bucket_stream_config(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     """The limits and replicas of a bucket, as keys of its underlying stream config.
 
     ``num_replicas`` is compared like a stream's: ``--replicas 3`` on a live R1 deployment
-    moves the buckets to R3 as well. Left at R1, a KV bucket (``mumu-quota``, ``mumu-once``,
+    moves the buckets to R3 as well. Left at R1, a KV bucket (``mumu-quota``, ``mumu-once-<ws>``,
     ``mumu-sessions``) lives on one node, and every ask waits for that node while it is
     down (``docs/ops.md``, "The cluster")."""
     ns = 1_000_000_000

@@ -12,7 +12,7 @@ from nats.aio.client import Client as NATS
 from mumu.broker.intake import rescaled, reseat_sources
 from mumu.broker.jsapi import stream_config
 from mumu.broker.streams import StreamChange, apply_all
-from mumu.broker.workspaces import ensure_workspaces
+from mumu.broker.workspaces import ensure_configured
 from mumu.cli.common import table, with_nats
 from mumu.cli.credentials import grant_workspaces
 from mumu.cli.workspace import database_workspaces
@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 async def _workspaces(
     nc: NATS, settings: Settings, *, dry_run: bool, replicas: int | None
 ) -> list[StreamChange]:
-    """Every workspace of the database gets its intake stream and upload bucket (with
+    """Every workspace of the database gets its intake stream and buckets (with
     ``dry_run``: missing ones are reported); skipped, with the reason, without a database."""
     try:
         ids = await database_workspaces(settings)
@@ -59,11 +59,7 @@ async def _workspaces(
     if dry_run:
         return [StreamChange(subjects.intake_stream(ws), "missing") for ws in ids
                 if await stream_config(nc, subjects.intake_stream(ws)) is None]
-    changes = await ensure_workspaces(
-        nc, ids, intake_max_bytes=settings.nats.intake_max_bytes,
-        upload_max_bytes=settings.nats.upload_max_bytes, replicas=replicas,
-        audio_max_bytes=settings.nats.audio_max_bytes,
-    )
+    changes = await ensure_configured(nc, settings.nats, ids, replicas=replicas)
     await grant_workspaces(settings, ids)
     return changes
 

@@ -80,7 +80,8 @@ def ensure_on_broker(settings: Settings, workspaces: list[str]) -> bool:
     for ws in workspaces:
         print(f"intake: stream {subjects.intake_stream(ws)}, "
               f"upload bucket {subjects.upload_bucket(ws)}, "
-              f"audio bucket {subjects.audio_bucket(ws)}")
+              f"audio bucket {subjects.audio_bucket(ws)}, "
+              f"once records {subjects.once_bucket(ws)}")
     return True
 
 

@@ -133,8 +133,6 @@ BUCKET_AUDIO: Final = "mumu-audio"
 BUCKET_SESSIONS: Final = "mumu-sessions"
 BUCKET_QUOTA: Final = "mumu-quota"
 """Per-workspace quota usage (asks, in-flight requests, audio seconds): ``mumu.quota``."""
-BUCKET_ONCE: Final = "mumu-once"
-"""Idempotency records of outputs published at most once (finals): ``<ws>.<stage>.<msg id>``."""
 
 # Per workspace (created with the workspace; docs/security.md says why)
 INTAKE_STREAM_PREFIX: Final = "MUMU_INTAKE_"
@@ -145,6 +143,10 @@ UPLOAD_BUCKET_PREFIX: Final = "mumu-upload-"
 AUDIO_BUCKET_PREFIX: Final = "mumu-audio-"
 """``mumu-audio-<ws>``: one workspace's normalised audio between ingest and transcribe
 (services only); its size is what the workspace can hold (``docs/reliability.md``)."""
+ONCE_BUCKET_PREFIX: Final = "mumu-once-"
+"""KV ``mumu-once-<ws>``: the runtime's idempotency records of one workspace's outputs
+published at most once (finals), key ``<stage>.<msg id>``, services only
+(``runtime/once.py``); its size is what the workspace can hold."""
 PRODUCER_INBOX: Final = "_INBOX"
 """Producers of workspace ``ws`` use the inbox prefix ``_INBOX.<ws>``."""
 SERVICE_INBOX: Final = "_MUMU_INBOX"
@@ -191,6 +193,11 @@ def upload_bucket(workspace: str) -> str:
 def audio_bucket(workspace: str) -> str:
     """The Object Store bucket for one workspace's normalised audio."""
     return AUDIO_BUCKET_PREFIX + _token(workspace)
+
+
+def once_bucket(workspace: str) -> str:
+    """The KV bucket of one workspace's once records (finals published at most once)."""
+    return ONCE_BUCKET_PREFIX + _token(workspace)
 
 
 def producer_inbox_prefix(workspace: str) -> str:

@@ -6,10 +6,10 @@ After the database has destroyed the workspace's data keys (``mumu.db.keyadmin.s
 2. every stream loses the workspace's messages: a purge with the subject filters
    ``mumu.*.<ws>`` and ``mumu.*.*.<ws>`` (every subject of the contracts ends with the
    workspace), the whole intake stream ``MUMU_INTAKE_<ws>``, upload bucket
-   ``mumu-upload-<ws>`` and audio bucket ``mumu-audio-<ws>``, the keys ``<ws>.*`` of the
-   sessions KV and of the runtime's ``mumu-once`` records (ids only), the objects of the
-   shared ``mumu-audio`` under a ``<ws>`` path segment, and the workspace's dead letters
-   (``mumu.dlq.*.<ws>``, counted apart).
+   ``mumu-upload-<ws>``, audio bucket ``mumu-audio-<ws>`` and the runtime's once records
+   ``mumu-once-<ws>`` (ids only), the keys ``<ws>.*`` of the sessions KV, the objects of
+   the shared ``mumu-audio`` under a ``<ws>`` path segment, and the workspace's dead
+   letters (``mumu.dlq.*.<ws>``, counted apart).
 
 Idempotent: a second run finds nothing more (or what arrived since) and purges it.
 """
@@ -23,12 +23,12 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 
 from mumu.broker.jsapi import JetStreamApiError, api, stream_names
+from mumu.broker.workspaces import own_streams
 from mumu.contracts import subjects
 from mumu.contracts.events import WorkspaceShredded
 
 KV_SESSIONS_STREAM = f"KV_{subjects.BUCKET_SESSIONS}"
-KV_BY_WORKSPACE = {f"KV_{b}": b for b in (subjects.BUCKET_SESSIONS, subjects.BUCKET_ONCE)}
-"""KV buckets whose keys begin with the workspace."""
+"""The one shared KV whose keys begin with the workspace."""
 AUDIO_OBJECTS_STREAM = f"OBJ_{subjects.BUCKET_AUDIO}"
 
 
@@ -77,15 +77,14 @@ async def _purge(nc: NATS, stream: str, subject: str | None) -> int:
 async def purge_workspace(nc: NATS, workspace: str) -> PurgeReport:
     """Remove every message, object, KV entry and dead letter of ``workspace`` from NATS."""
     report = PurgeReport(workspace)
-    own = {subjects.intake_stream(workspace), f"OBJ_{subjects.upload_bucket(workspace)}",
-           f"OBJ_{subjects.audio_bucket(workspace)}"}  # its normalised audio (storage bounds)
+    own = set(own_streams(workspace))
     for stream in await stream_names(nc):
         if stream == subjects.STREAM_DLQ:
             continue  # its dead letters: counted on their own, below
         if stream in own:
             filters: tuple[str | None, ...] = (None,)
-        elif stream in KV_BY_WORKSPACE:
-            filters = (f"$KV.{KV_BY_WORKSPACE[stream]}.{workspace}.>",)
+        elif stream == KV_SESSIONS_STREAM:
+            filters = (f"$KV.{subjects.BUCKET_SESSIONS}.{workspace}.>",)
         elif stream.startswith(("KV_", "OBJ_")):
             continue  # other buckets' subjects never name a workspace
         else:

@@ -98,7 +98,7 @@ class StageMetrics:
             "mumu_stage_once_outputs",
             "Outputs marked once (finals), by outcome: published; already (an earlier "
             "delivery published it, nothing sent); recovered (found in its stream after "
-            "a delivery died mid-way); unrecorded (the mumu-once bucket was unusable: "
+            "a delivery died mid-way); unrecorded (the workspace's mumu-once-<ws> was unusable: "
             "published with the dedupe window as its only guard)",
             ["stage", "outcome"],
             registry=r,

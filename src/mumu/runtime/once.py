@@ -3,7 +3,8 @@ input is redelivered after the stream's dedupe window.
 
 ``Nats-Msg-Id`` dedupes a republished output only inside the stream's
 ``duplicate_window`` (120 s). For an output marked ``once`` the runtime also keeps an
-idempotency record in the KV bucket ``mumu-once``, key ``<ws>.<stage>.<msg_id>``:
+idempotency record in the workspace's KV bucket ``mumu-once-<ws>`` (created with the
+workspace, ``broker/workspaces.py``), key ``<stage>.<msg_id>``:
 
 1. ``create`` the key as ``claimed:<unix ns>`` before publishing (atomic: an existing
    key is read instead);
@@ -15,8 +16,10 @@ for the message id in the output stream, among the messages of the output's subj
 stored since the claim (JetStream direct gets by subject and start time), and
 publishes only if it is not there. The record expires with the bucket's max age (24 h,
 as long as the input streams keep a message). When the bucket cannot be used (down,
-full), the output is published anyway, with the dedupe window as its only guard, and a
-warning says so: a final is never lost for the sake of its record.
+full, missing), the output is published anyway, with the dedupe window as its only
+guard, and a warning says so: a final is never lost for the sake of its record. The
+bucket is the workspace's own, so a workspace whose finals fill it costs no other
+workspace its records.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from nats.js.kv import KeyValue
 
 from mumu.broker.roles import JS_API
 from mumu.contracts import headers as h
-from mumu.contracts.subjects import BUCKET_ONCE, last_token
+from mumu.contracts.subjects import last_token, once_bucket
 from mumu.runtime.messages import Outbound
 from mumu.runtime.metrics import StageMetrics
 from mumu.runtime.publisher import Publisher
@@ -45,11 +48,20 @@ publishes (a possible duplicate rather than a lost final) and says so."""
 CLOCK_MARGIN_NS = 60 * 10**9
 """The look starts this long before the claim: the claim's time is this process's clock,
 the stream's timestamps are the server's (clocks a minute apart still find the copy)."""
+LOOKUP_RETRY = 30.0
+"""Seconds a workspace whose bucket could not be opened is not looked up again (its finals
+are published unrecorded meanwhile): a missing bucket or grant costs one lookup (up to the
+request timeout), not one per final."""
 _ERRORS = (nats.errors.Error, nats.js.errors.Error, TimeoutError)
 
 
+class BucketUnavailableError(Exception):
+    """The workspace's bucket could not be opened a moment ago."""
+
+
 class OnceRecords:
-    """Publishes ``once`` outputs of one stage, guarded by their records in ``mumu-once``."""
+    """Publishes ``once`` outputs of one stage, guarded by their records in the
+    workspaces' ``mumu-once-<ws>``."""
 
     def __init__(self, nc: NATS, stage: str, publisher: Publisher,
                  metrics: StageMetrics, log: logging.Logger) -> None:
@@ -58,21 +70,25 @@ class OnceRecords:
         self._stage = stage
         self._publisher = publisher
         self._log = log
-        self._kv: KeyValue | None = None
+        self._buckets: dict[str, KeyValue] = {}
+        """Workspace -> its bucket, once found (one lookup per workspace and process)."""
+        self._retry_at: dict[str, float] = {}
+        """Workspace -> when to look for its bucket again, after a lookup failed."""
         m = metrics
         self._count = {o: m.once.labels(m.stage, o)
                        for o in ("published", "already", "recovered", "unrecorded")}
 
     def key(self, out: Outbound) -> str:
-        return f"{last_token(out.subject)}.{self._stage}.{out.msg_id}"
+        """The record's key in its workspace's bucket."""
+        return f"{self._stage}.{out.msg_id}"
 
     async def publish(self, out: Outbound, trace: Mapping[str, str]) -> None:
         """Publish ``out`` unless its record says an earlier delivery did."""
         key = self.key(out)
         try:
-            kv = await self._bucket()
+            kv = await self._bucket(last_token(out.subject))
             claimed = await self._claim(kv, key)
-        except _ERRORS as exc:
+        except (*_ERRORS, BucketUnavailableError) as exc:
             self._unrecorded(out, exc)
             await self._publisher.publish(out, trace)
             return
@@ -90,10 +106,20 @@ class OnceRecords:
         await self._mark(kv, key, f"stored:{ack.stream}:{ack.seq}")
         self._count["published"].inc()
 
-    async def _bucket(self) -> KeyValue:
-        if self._kv is None:
-            self._kv = await self._js.key_value(BUCKET_ONCE)
-        return self._kv
+    async def _bucket(self, workspace: str) -> KeyValue:
+        kv = self._buckets.get(workspace)
+        if kv is not None:
+            return kv
+        if time.monotonic() < self._retry_at.get(workspace, 0.0):
+            raise BucketUnavailableError(f"{once_bucket(workspace)} could not be opened lately")
+        try:
+            kv = await self._js.key_value(once_bucket(workspace))
+        except _ERRORS:
+            self._retry_at[workspace] = time.monotonic() + LOOKUP_RETRY
+            raise
+        self._buckets[workspace] = kv
+        self._retry_at.pop(workspace, None)
+        return kv
 
     async def _claim(self, kv: KeyValue, key: str) -> str | None:
         """Create ``key`` as claimed now; None if created, else the value it holds."""

@@ -81,7 +81,7 @@ class Outputs:
     async def end(self, reason: Literal["end"] | ErrorCode, utterances: int, seconds: float
                   ) -> None:
         """The stream is over (after its last final): its one ``LiveEnded``. The id is the
-        stream's, and it is published ``once`` (a record in ``mumu-once``), so a replica
+        stream's, and it is published ``once`` (a record in ``mumu-once-<ws>``), so a replica
         that replays the stream after a takeover never publishes a second one."""
         if self.ended:
             return
