@@ -6,6 +6,7 @@ source tree with one forbidden import added.
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -64,3 +65,28 @@ def test_no_module_is_over_300_lines() -> None:
     long = {str(path.relative_to(ROOT)): n for path in (ROOT / "src").rglob("*.py")
             if (n := len(path.read_text().splitlines())) > 300}
     assert long == {}
+
+
+def nats_msg_imports(package: Path) -> list[str]:
+    """Modules under ``package`` that import nats-py's ``Msg`` (``nats.aio.msg``, or
+    ``nats.Msg``). import-linter cannot forbid a module inside an external package, so
+    this reads the imports itself."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [f"{node.module}.{a.name}" for a in node.names]
+                     if isinstance(node, ast.ImportFrom) and node.module else [])
+            if any(n.startswith("nats.aio.msg") or n in ("nats.Msg", "nats.aio.Msg")
+                   for n in names):
+                found.append(str(path.relative_to(package)))
+    return found
+
+
+def test_no_stage_handles_a_nats_msg(tmp_path: Path) -> None:
+    """Stage code gets ``Inbound`` (stage messages) and ``(subject, data)`` (control
+    notices, ``runtime.control``) from the runtime, never nats-py's message (issue 12)."""
+    assert nats_msg_imports(ROOT / "src" / "mumu" / "stages") == []
+    for line in ("from nats.aio.msg import Msg", "import nats.aio.msg", "from nats import Msg"):
+        (tmp_path / "handler.py").write_text(f"{line}\n")
+        assert nats_msg_imports(tmp_path) == ["handler.py"], line

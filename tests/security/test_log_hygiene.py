@@ -9,7 +9,6 @@ import logging
 from typing import Any
 
 import pytest
-from nats.aio.msg import Msg
 
 from mumu.contracts import subjects
 from mumu.crypto import Keyring, MasterKey
@@ -33,7 +32,7 @@ async def test_a_malformed_control_message_is_logged_without_its_bytes(
 ) -> None:
     subject = pattern.for_workspace(WS)
     with caplog.at_level(logging.WARNING):
-        await listener().on_message(Msg(_client=None, subject=subject, data=CANARY))  # type: ignore[arg-type]
+        await listener().on_notice(subject, CANARY)
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "malformed" in lines[0] and subject in lines[0], lines
     assert "bathyscaphe" not in lines[0] and "hunter2" not in lines[0]

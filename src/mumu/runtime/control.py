@@ -1,5 +1,7 @@
 """Control notices every replica of a stage must see (cancels, shreds): a plain core NATS
-subscription on a control subject, not a durable consumer, so each replica gets each one."""
+subscription on a control subject, not a durable consumer, so each replica gets each one.
+A stage handles a notice as its subject and bytes (``on_notice``), never as a ``nats.Msg``
+(the import contract "Stages never handle a nats.Msg", ``pyproject.toml``)."""
 
 from __future__ import annotations
 
@@ -13,15 +15,15 @@ from pydantic import ValidationError
 
 
 class ControlListener(ABC):
-    """Subscribes to ``subject`` (a wildcard over workspaces); ``on_message`` handles each
-    notice. A subclass sets the subject and implements ``on_message``."""
+    """Subscribes to ``subject`` (a wildcard over workspaces); ``on_notice`` handles each
+    notice. A subclass sets the subject and implements ``on_notice``."""
 
     def __init__(self, subject: str) -> None:
         self._subject = subject
         self._sub: Subscription | None = None
 
     async def subscribe(self, nc: Client) -> None:
-        self._sub = await nc.subscribe(self._subject, cb=self.on_message)
+        self._sub = await nc.subscribe(self._subject, cb=self._deliver)
         await nc.flush()
 
     async def close(self) -> None:
@@ -30,8 +32,11 @@ class ControlListener(ABC):
                 await self._sub.unsubscribe()
             self._sub = None
 
+    async def _deliver(self, msg: Msg) -> None:
+        await self.on_notice(msg.subject, msg.data)
+
     @abstractmethod
-    async def on_message(self, msg: Msg) -> None:
+    async def on_notice(self, subject: str, data: bytes) -> None:
         """Handle one notice (never raising: a bad notice is logged and dropped)."""
 
 

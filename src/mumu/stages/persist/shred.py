@@ -22,7 +22,6 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
@@ -58,20 +57,20 @@ class ShredListener(ControlListener):
         self._js = nc.jetstream()
         await super().subscribe(nc)
 
-    async def on_message(self, msg: Msg) -> None:
-        token = subjects.last_token(msg.subject)
+    async def on_notice(self, subject: str, data: bytes) -> None:
+        token = subjects.last_token(subject)
         try:
-            notice = WorkspaceShredded.model_validate_json(msg.data)
+            notice = WorkspaceShredded.model_validate_json(data)
             ws = workspace_uuid(token)
         except (ValidationError, ValueError) as exc:
             why = why_invalid(exc) if isinstance(exc, ValidationError) else str(exc)
-            log.warning("ignoring a malformed shred notice on %s: %s", msg.subject, why,
-                        extra={"stage": STAGE, "subject": msg.subject})
+            log.warning("ignoring a malformed shred notice on %s: %s", subject, why,
+                        extra={"stage": STAGE, "subject": subject})
             return
         if workspace_uuid(notice.workspace_id) != ws:
             log.warning("ignoring a shred notice for workspace %s sent on %s",
-                        notice.workspace_id, msg.subject,
-                        extra={"stage": STAGE, "subject": msg.subject})
+                        notice.workspace_id, subject,
+                        extra={"stage": STAGE, "subject": subject})
             return
         dropped = self._data_keys.forget(ws)
         log.info("workspace %s was shredded: dropped %d cached data keys", ws, dropped,

@@ -20,7 +20,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from mumu.contracts import subjects
@@ -42,24 +41,24 @@ class CancelRegistry(ControlListener):
         self._recent: OrderedDict[tuple[str, str], float] = OrderedDict()
         """Remembered cancels, oldest first."""
 
-    async def on_message(self, msg: Msg) -> None:
-        workspace = subjects.last_token(msg.subject)
+    async def on_notice(self, subject: str, data: bytes) -> None:
+        workspace = subjects.last_token(subject)
         try:
-            request = CancelRequest.model_validate_json(msg.data)
+            request = CancelRequest.model_validate_json(data)
         except ValidationError as exc:
             log.warning(
                 "ignoring a malformed cancel on %s: %s",
-                msg.subject,
+                subject,
                 why_invalid(exc),
-                extra={"stage": STAGE, "subject": msg.subject},
+                extra={"stage": STAGE, "subject": subject},
             )
             return
         if request.workspace_id != workspace:
             log.warning(
                 "ignoring a cancel for workspace %s sent on %s",
                 request.workspace_id,
-                msg.subject,
-                extra={"stage": STAGE, "request_id": request.request_id, "subject": msg.subject},
+                subject,
+                extra={"stage": STAGE, "request_id": request.request_id, "subject": subject},
             )
             return
         self.cancel(workspace, request.request_id)
