@@ -1,7 +1,7 @@
 """Control notices every replica of a stage must see (cancels, shreds): a plain core NATS
 subscription on a control subject, not a durable consumer, so each replica gets each one.
 A stage handles a notice as its subject and bytes (``on_notice``), never as a ``nats.Msg``
-(the import contract "Stages never handle a nats.Msg", ``pyproject.toml``)."""
+(``tests/test_layers.py::test_no_stage_handles_a_nats_msg``)."""
 
 from __future__ import annotations
 
