@@ -52,6 +52,10 @@ LOOKUP_RETRY = 30.0
 """Seconds a workspace whose bucket could not be opened is not looked up again (its finals
 are published unrecorded meanwhile): a missing bucket or grant costs one lookup (up to the
 request timeout), not one per final."""
+TIMEOUT = 2.0
+"""Seconds a record's read or write may take (JetStream's default is 5): while the
+bucket elects a leader (a node of a cluster died) each final waits this long at most
+before it is published without its record."""
 _ERRORS = (nats.errors.Error, nats.js.errors.Error, TimeoutError)
 
 
@@ -66,7 +70,7 @@ class OnceRecords:
     def __init__(self, nc: NATS, stage: str, publisher: Publisher,
                  metrics: StageMetrics, log: logging.Logger) -> None:
         self._nc = nc
-        self._js = nc.jetstream()
+        self._js = nc.jetstream(timeout=TIMEOUT)
         self._stage = stage
         self._publisher = publisher
         self._log = log
