@@ -10,6 +10,8 @@ from pathlib import Path
 import nats
 import pytest
 
+from mumu.broker import cluster as cluster_module
+from mumu.broker.cluster import EmbeddedCluster
 from mumu.contracts import subjects
 from tests.test_up import ask, log_tail, start_up, stop_up
 
@@ -53,3 +55,17 @@ def test_the_cli_flag_sets_the_cluster_size() -> None:
     out = subprocess.run([sys.executable, "-m", "mumu", "up", "--cluster", "9"],
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode != 0 and "--cluster takes 1 to 5 nodes" in out.stderr + out.stdout
+
+
+def test_every_port_of_a_cluster_is_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Route and client ports are picked in one go: the kernel may hand a port it gave
+    out a moment ago out again (simulated here: every pick starts at the same port), and
+    a CI run once had a node with one port for its clients and its routes, which then
+    could not listen."""
+    monkeypatch.setattr(cluster_module, "free_ports", lambda count: list(range(40000, 40000 + count)))
+    cluster = EmbeddedCluster(tmp_path / "cluster", 3)
+    ports = [p for node in cluster.nodes.values() for p in (
+        node.requested_port, node.cluster.route_port if node.cluster else 0)]
+    assert sorted(ports) == list(range(40000, 40006)), ports

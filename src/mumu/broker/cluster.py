@@ -59,10 +59,12 @@ class EmbeddedCluster:
         if size < 2:
             raise ValueError("a cluster has at least two nodes (three for a quorum)")
         self.data_dir = data_dir
-        route_ports = free_ports(size)
+        # one call: ports picked by two calls can coincide (the first call's sockets are
+        # closed, and the kernel may hand a port out again), and a node then cannot listen
+        ports = free_ports(2 * size)
+        route_ports, client_ports = ports[:size], ports[size:]
         password = _route_secret(data_dir)
         self.nodes: dict[str, EmbeddedNats] = {}
-        client_ports = free_ports(size)
         for index in range(size):
             name = f"nats-{index + 1}"
             membership = ClusterMembership(
