@@ -40,7 +40,9 @@ async def test_up_with_tls_on_nats_and_the_gateway(tmp_path: Path, pki: Pki) -> 
             # reached the nats-server over TLS with a client certificate
             assert resp.status == 200, await resp.text()
         without_cert = NatsSettings(connect_timeout=2.0, tls=NatsTlsSettings(ca_file=pki.ca))
-        with pytest.raises(NatsUnreachable, match="CERTIFICATE_REQUIRED"):
+        # TLS 1.3: the server refuses the missing certificate after the handshake, so the
+        # client reads its alert or, when the close wins the race, a reset (seen in CI)
+        with pytest.raises(NatsUnreachable, match="CERTIFICATE_REQUIRED|Connection reset"):
             await connect(without_cert, name="stranger", url=lines["nats"])
         # the operator's credentials (authentication) over a client certificate (TLS)
         operator = Path(lines["operator credentials"].split()[0])
