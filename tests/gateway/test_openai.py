@@ -142,6 +142,12 @@ async def test_openai_client_streams_a_transcription_as_deltas_then_done(
             await client.audio.transcriptions.create(
                 model="whisper-1", file=(SPEECH / "en01.wav").open("rb"), stream=True,
                 response_format="srt")
+        # audio the pipeline cannot decode is refused with its own status, as without
+        # stream (not a 200 whose stream holds only the error)
+        with pytest.raises(openai.APIStatusError) as undecodable:
+            await client.audio.transcriptions.create(
+                model="whisper-1", file=("clip.wav", b"fLaC", "audio/wav"), stream=True)
+    assert (undecodable.value.status_code, undecodable.value.code) == (415, "unsupported_audio")
     kinds = [e.type for e in events]
     assert kinds[-1] == "transcript.text.done" and kinds.count("transcript.text.done") == 1
     deltas = [e.delta for e in events if e.type == "transcript.text.delta"]

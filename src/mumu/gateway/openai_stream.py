@@ -1,6 +1,10 @@
 """``stream=true`` on ``/v1/audio/transcriptions``: OpenAI's server-sent events, one
 ``transcript.text.delta`` per decoded segment as the transcribe stage publishes it, then
-one ``transcript.text.done`` with the whole text (the deltas, joined, are that text)."""
+one ``transcript.text.done`` with the whole text (the deltas, joined, are that text).
+
+The response starts with the request's first event, not before: audio the pipeline
+refuses (undecodable, too long) is answered with the error's own status and JSON body,
+as without ``stream``, rather than a 200 whose stream holds only an error."""
 
 from __future__ import annotations
 
@@ -53,9 +57,10 @@ async def stream_transcription(
     request: web.Request, deps: GatewayDeps, workspace_id: str, session_id: str,
     publish: Callable[[], Awaitable[Asked]],
 ) -> web.StreamResponse:
-    """Publish, then stream the request's segments and its final as SSE; a pipeline
-    error or a timeout ends the stream with an ``error`` event; a client that hangs up
-    ends it (and its waiting place) at once."""
+    """Publish, then stream the request's segments and its final as SSE. A pipeline error
+    before the first segment is the response (its status, JSON); after it, or a timeout,
+    it ends the stream as an ``error`` event. A client that hangs up ends it (and its
+    waiting place) at once."""
     waiter = StreamingWaiter(terminal=TERMINAL_FOR_TRANSCRIPT)
     async with waiting(deps.hub, deps.nc, workspace_id, session_id, TERMINAL_FOR_TRANSCRIPT,
                        audio=True, waiter=waiter):
@@ -66,9 +71,8 @@ async def stream_transcription(
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
             "X-Request-Id": asked.request_id})
-        await response.prepare(request)
         try:
-            await _relay(response, waiter, deps.settings.gateway.wait_timeout,
+            await _relay(request, response, waiter, deps.settings.gateway.wait_timeout,
                          connection_of(request))
         except ClientGoneError:
             return response  # no one to end the stream for
@@ -80,30 +84,38 @@ async def stream_transcription(
         return response
 
 
-async def _relay(response: web.StreamResponse, waiter: StreamingWaiter, seconds: float,
-                 connected: Connected) -> None:
+async def _relay(request: web.Request, response: web.StreamResponse, waiter: StreamingWaiter,
+                 seconds: float, connected: Connected) -> None:
+    """Events as SSE until the final; an error before anything was sent is raised (the
+    route answers it with its status), after that it is the stream's last event."""
     deadline = time.monotonic() + seconds
     text = DeltaText()
+
+    async def send(payload: dict[str, Any]) -> None:
+        if not response.prepared:
+            await response.prepare(request)
+        await response.write(sse(payload))
+
     while True:
         try:
             event = await within(waiter.queue.get(), deadline - time.monotonic(), connected,
                                  waiter.request_id)
         except TimeoutError:
-            await response.write(sse({"type": "error", "error": {
+            await send({"type": "error", "error": {
                 "code": "timeout", "message": f"no transcript within {seconds:g} s",
-                "request_id": waiter.request_id}}))
+                "request_id": waiter.request_id}})
             return
         if event.type is EventType.TRANSCRIPT_PARTIAL:
             delta = text.delta(str(event.body.get("segment", {}).get("text", "")))
             if delta is not None:
-                await response.write(sse({"type": "transcript.text.delta", "delta": delta}))
+                await send({"type": "transcript.text.delta", "delta": delta})
         elif event.type is EventType.TRANSCRIPT_FINAL:
-            await response.write(sse({"type": "transcript.text.done",
-                                      "text": str(event.body.get("text", ""))}))
+            await send({"type": "transcript.text.done", "text": str(event.body.get("text", ""))})
             return
         elif event.type is EventType.ERROR:
             error = pipeline_error(event)
-            await response.write(sse({"type": "error", "error": {
-                "code": error.code, "message": error.message,
-                "request_id": waiter.request_id}}))
+            if not response.prepared:
+                raise error
+            await send({"type": "error", "error": {
+                "code": error.code, "message": error.message, "request_id": waiter.request_id}})
             return
