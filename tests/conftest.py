@@ -8,7 +8,6 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 
@@ -69,12 +68,15 @@ def broker_users(tmp_path: Path) -> Iterator[AuthDir]:
     BROKER_USERS.reset(token)
 
 
-async def operator_connection(url: str | list[str], users: AuthDir, **options: Any) -> NATS:
+async def operator_connection(url: str | list[str], users: AuthDir,
+                              client_class: type[NATS] = NATS, **options: Any) -> NATS:
     """A raw nats-py client with the operator's credentials (the SRE's view)."""
-    return await nats.connect(
+    client = client_class()
+    await client.connect(
         url, nkeys_seed=str(users.seed_file(Role.OPERATOR)),
         inbox_prefix=service_inbox_prefix(Role.OPERATOR), **options,
     )
+    return client
 
 
 @pytest.fixture

@@ -81,8 +81,10 @@ async def connect(
     role: str = "operator",
     on_violation: Callable[[str], None] | None = None,
     on_closed: Callable[[], None] | None = None,
+    client: Callable[[], NATS] = NATS,
 ) -> NATS:
-    """Connect to ``url`` or the configured server as ``role``.
+    """Connect to ``url`` or the configured server as ``role`` (``client`` makes the
+    nats-py client: ``broker.direct.DirectClient`` for the gateway's results feed).
 
     ``role`` picks the nkey seed (see ``seed_file``) and the private inbox prefix
     (``_MUMU_INBOX.<role>``, which no producer may subscribe to). ``on_violation`` is
@@ -99,7 +101,7 @@ async def connect(
         )
     options = _options(settings, server, name, role)
 
-    nc = NATS()
+    nc = client()
     last_error: list[BaseException] = []
     closing: list[asyncio.Future[None]] = []  # owned here: the close started on refusal
     connected_once = False

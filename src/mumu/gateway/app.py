@@ -13,6 +13,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
 from mumu.broker.connect import connect
+from mumu.broker.direct import DirectClient
 from mumu.broker.jsapi import stream_config
 from mumu.broker.streams import load_stream_configs
 from mumu.gateway import api, openai_compat
@@ -59,16 +60,29 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
-    """NATS, the live results feed and the lag monitor: opened before serving, closed after."""
+    """NATS, the live results feed and the lag monitor: opened before serving, closed after.
+
+    The feed has a connection of its own, read from its read loop (``DirectClient``): if
+    the gateway falls behind the results, the server holds them on that connection (and
+    past its limit closes it; the feed resumes from its last sequence) while asks are
+    still published on the other."""
     settings = app[SETTINGS]
     gw = settings.gateway
     violations = app[METRICS].permission_violations
-    nc = await connect(
-        settings.nats, name="mumu-gateway", role="gateway",
-        on_violation=lambda subject: violations.labels("gateway", subject).inc(),
-    )
+
+    def violated(subject: str) -> None:
+        violations.labels("gateway", subject).inc()
+
+    nc = await connect(settings.nats, name="mumu-gateway", role="gateway",
+                       on_violation=violated)
+    try:
+        feed_nc = await connect(settings.nats, name="mumu-gateway-feed", role="gateway",
+                                on_violation=violated, client=DirectClient)
+    except BaseException:
+        await nc.close()
+        raise
     hub = Hub()
-    feed = LiveFeed(nc, app[MILESTONES].wrap(hub.on_message))
+    feed = LiveFeed(feed_nc, app[MILESTONES].wrap(hub.on_message))
     lag = LagMonitor(nc, gw.lag_threshold, gw.lag_check_interval)
     stop = asyncio.Event()
     try:
@@ -92,6 +106,7 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
             stop.set()
             await asyncio.gather(*tasks)
     finally:
+        await feed_nc.drain()
         await nc.drain()
 
 

@@ -3,8 +3,10 @@
 The live feed is an ephemeral push consumer without acks. We keep the last stream
 sequence we saw ourselves, so a gap (a slow-consumer drop, a reconnect, a lost
 heartbeat) recreates the consumer at ``last + 1``: nothing is lost and nothing is
-replayed twice. Its subscription buffers at most ``LIVE_PENDING_BYTES``: past that
-NATS drops, the gap is seen and the consumer recreated.
+replayed twice. On a ``DirectClient`` (the gateway's) results are handled from the
+connection's read loop (``broker/direct.py``); on a plain client its subscription
+buffers at most ``LIVE_PENDING_BYTES``: past that NATS drops, the gap is seen and the
+consumer recreated.
 
 A replay is an ephemeral *pull* consumer read in bounded batches at its reader's pace
 (``pull.PullReader``), so a slow reader costs bounded memory.
@@ -27,6 +29,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mumu.broker.ack_subject import ack_fields, feed_position
+from mumu.broker.direct import DirectClient
 from mumu.contracts import subjects
 from mumu.gateway.pull import ConsumerGoneError, PullReader
 
@@ -84,12 +87,15 @@ async def last_sequence(nc: NatsClient) -> int:
     return int(info.state.last_seq)
 
 
-class LiveFeed:
-    """Every new result, in order, handed to ``on_message(sequence, msg)``."""
+OnResult = Callable[[int, str, bytes, float], Awaitable[None]]
+"""``(stream sequence, subject, body, stored at)`` of one result."""
 
-    def __init__(
-        self, nc: NatsClient, on_message: Callable[[int, Msg, float], Awaitable[None]]
-    ) -> None:
+
+class LiveFeed:
+    """Every new result, in order, handed to ``on_message(sequence, subject, data,
+    stored_at)``."""
+
+    def __init__(self, nc: NatsClient, on_message: OnResult) -> None:
         self._nc = nc
         self._on_message = on_message
         self.last_seq = 0
@@ -112,6 +118,8 @@ class LiveFeed:
             inbox, cb=self._receive, pending_msgs_limit=LIVE_PENDING_MSGS,
             pending_bytes_limit=LIVE_PENDING_BYTES,
         )
+        if isinstance(self._nc, DirectClient):
+            self._nc.direct(self._sub, self._deliver)
         info = await js.add_consumer(
             subjects.STREAM_RESULTS, config=_config(inbox, self.last_seq + 1, result_filters())
         )
@@ -121,6 +129,8 @@ class LiveFeed:
     async def _drop(self) -> None:
         sub, consumer, self._sub, self._consumer = self._sub, self._consumer, None, None
         if sub is not None:
+            if isinstance(self._nc, DirectClient):
+                self._nc.undirect(sub)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         if consumer is not None:
@@ -128,16 +138,24 @@ class LiveFeed:
                 await self._nc.jetstream().delete_consumer(subjects.STREAM_RESULTS, consumer)
 
     async def _receive(self, msg: Msg) -> None:
+        """What nats-py's own path delivers: status messages, and on a plain client every
+        result."""
+        if feed_position(msg.reply) is not None:
+            await self._deliver(msg.subject, msg.reply, msg.data)
+            return
         self._seen = time.monotonic()
-        position = feed_position(msg.reply)
+        # a status message: a heartbeat names the last message the consumer sent, and one
+        # we never got was dropped (the subscription's pending limit) with nothing after it
+        sent = (msg.headers or {}).get(LAST_CONSUMER_SEQ, "")
+        if sent.isdigit() and int(sent) >= self._expect_cseq and not self._needs_reset.is_set():
+            log.warning("results feed lost messages after %d; re-subscribing", self.last_seq)
+            self._needs_reset.set()
+
+    async def _deliver(self, subject: str, reply: str, data: bytes) -> None:
+        """One result (``reply``: its ``$JS.ACK`` subject, its position)."""
+        self._seen = time.monotonic()
+        position = feed_position(reply)
         if position is None:
-            # a status message: a heartbeat names the last message the consumer sent, and
-            # one we never got was dropped (the subscription's pending limit) with nothing
-            # sent after it
-            sent = (msg.headers or {}).get(LAST_CONSUMER_SEQ, "")
-            if sent.isdigit() and int(sent) >= self._expect_cseq and not self._needs_reset.is_set():
-                log.warning("results feed lost messages after %d; re-subscribing", self.last_seq)
-                self._needs_reset.set()
             return
         seq, cseq, stamp = position
         if cseq != self._expect_cseq:
@@ -150,7 +168,7 @@ class LiveFeed:
             return
         self.last_seq = seq
         try:
-            await self._on_message(seq, msg, stamp)
+            await self._on_message(seq, subject, data, stamp)
         except Exception:
             log.exception("dispatching result %d failed", seq)
 

@@ -75,22 +75,21 @@ _HEADS: Final = {kind: f'{{"type":"{kind}","cursor":'.encode() for kind in Event
 
 def parse(sequence: int, msg: Msg, published_at: float = 0.0) -> ResultEvent | None:
     """The event of a result message, or None (logged) when it is not one."""
-    route = _route(sequence, msg)
+    route = _route(sequence, msg.subject, msg.data)
     if route is None:
         return None
     kind, workspace, session = route
     return ResultEvent(sequence, kind, workspace, session, msg.data, published_at=published_at)
 
 
-def _route(sequence: int, msg: Msg) -> tuple[EventType, str, str] | None:
+def _route(sequence: int, subject: str, data: bytes) -> tuple[EventType, str, str] | None:
     """(type, workspace, session) of a result message; None (logged) when it is not an
     event."""
-    prefix, _, workspace = msg.subject.rpartition(".")
+    prefix, _, workspace = subject.rpartition(".")
     kind = EventType.of_prefix(prefix)
-    data = msg.data
     session = _SESSION.search(data)
     if kind is None or session is None or data[:1] != b"{":
-        log.warning("result %d on %s is not an event; skipped", sequence, msg.subject)
+        log.warning("result %d on %s is not an event; skipped", sequence, subject)
         return None
     return kind, workspace, session[1].decode()
 
@@ -127,18 +126,19 @@ class Hub:
     def sessions(self) -> int:
         return len(self._sinks)
 
-    async def on_message(self, sequence: int, msg: Msg, published_at: float) -> None:
+    async def on_message(self, sequence: int, subject: str, data: bytes,
+                         published_at: float) -> None:
         """Called by the feed for each result, in stream order. The event is built only
         when a sink of this process wants it (with replicas, most results are another
         replica's)."""
-        route = _route(sequence, msg)
+        route = _route(sequence, subject, data)
         if route is None:
             return
         kind, workspace, session = route
         sinks = self._sinks.get((workspace, session))
         if sinks is None:
             return
-        event = ResultEvent(sequence, kind, workspace, session, msg.data,
+        event = ResultEvent(sequence, kind, workspace, session, data,
                             published_at=published_at)
         self.dispatched += 1
         for sink in sinks:

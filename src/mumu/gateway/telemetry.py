@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry, Histogram
 
 from mumu.contracts import headers as h
 from mumu.contracts import subjects
 from mumu.contracts.ids import json_id_field
+from mumu.gateway.feed import OnResult
 from mumu.logs import log_context, trace_id_of
 from mumu.runtime.tracing import Tracing
 
@@ -100,14 +100,14 @@ class Milestones:
                 return
             del open_[oldest]
 
-    def on_result(self, msg: Msg) -> None:
+    def on_result(self, subject: str, data: bytes) -> None:
         """A result from the feed: a milestone if it is the next one of an open request."""
         if not self._open:
             return
-        milestone = _MILESTONES.get(msg.subject[:msg.subject.rfind(".") + 1], "")
+        milestone = _MILESTONES.get(subject[:subject.rfind(".") + 1], "")
         if milestone == "":  # a partial, or not a result
             return
-        found = _REQUEST.search(msg.data)
+        found = _REQUEST.search(data)
         if found is None:
             return
         request_id = found[1].decode()
@@ -125,13 +125,11 @@ class Milestones:
         if milestone == ANSWER_FINAL or (milestone == TRANSCRIPT_FINAL and not request.answer):
             del self._open[request_id]
 
-    def wrap(
-        self, on_message: Callable[[int, Msg, float], Awaitable[None]]
-    ) -> Callable[[int, Msg, float], Awaitable[None]]:
+    def wrap(self, on_message: OnResult) -> OnResult:
         """The feed's callback: milestones first, then ``on_message``."""
 
-        async def both(sequence: int, msg: Msg, published_at: float) -> None:
-            self.on_result(msg)
-            await on_message(sequence, msg, published_at)
+        async def both(sequence: int, subject: str, data: bytes, published_at: float) -> None:
+            self.on_result(subject, data)
+            await on_message(sequence, subject, data, published_at)
 
         return both
