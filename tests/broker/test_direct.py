@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
@@ -20,7 +21,7 @@ HEARTBEAT = "Nats-Last-Consumer"
 
 
 async def test_a_directed_subscription_gets_its_results_direct_and_the_rest_as_before(
-    nats_server: EmbeddedNats, broker_users: AuthDir, nc: NATS,
+    nats_server: EmbeddedNats, broker_users: AuthDir, nc: NATS, caplog: pytest.LogCaptureFixture,
 ) -> None:
     js = nc.jetstream()
     await js.add_stream(StreamConfig(name="DIRECT_TEST", subjects=["direct.test.>"]))
@@ -34,6 +35,8 @@ async def test_a_directed_subscription_gets_its_results_direct_and_the_rest_as_b
 
         async def handler(subject: str, reply: str, data: bytes) -> None:
             direct.append((subject, reply, data))
+            if data == b'{"n":7}':
+                raise RuntimeError("a handler that fails once")  # logged; the rest go on
 
         async def on_queued(msg: Msg) -> None:
             queued.append(msg)
@@ -62,6 +65,7 @@ async def test_a_directed_subscription_gets_its_results_direct_and_the_rest_as_b
         # only status messages took nats-py's path: heartbeats, with their headers parsed
         assert queued and all(not m.data and m.headers for m in queued)
         assert [m.data for m in plain] == [b"not jetstream"]
+        assert client.is_connected and "a handler that fails once" in caplog.text
 
         client.undirect(sub)
         await nc.publish("direct.test.w0", b'{"n":50}')

@@ -9,25 +9,28 @@ the feed reads none of it but the subject, the reply (its stream position) and t
 
 ``DirectClient.direct(sub, handler)`` routes the messages of subscription ``sub`` whose
 reply is a ``$JS.ACK`` subject to ``await handler(subject, reply, data)``, in the order
-they arrive, before the next message is read. Everything else (status messages: idle
-heartbeats, flow control; other subscriptions) takes nats-py's own path. The handler
-must not wait for anything slow: while it runs, this connection reads nothing (the
-server holds what comes meanwhile, and past its limit closes the connection as a slow
-consumer; the feed then resumes from its last sequence).
+they arrive, before the next message is read (an exception it raises is logged).
+Everything else (status messages: idle heartbeats, flow control; other subscriptions)
+takes nats-py's own path. The handler must not wait for anything slow: while it runs,
+this connection reads nothing (the server holds what comes meanwhile, and past its limit
+closes the connection as a slow consumer; the feed then resumes from its last sequence).
 
-This overrides ``Client._process_msg``, a private method of nats-py (its signature has
-not changed since 2.0); ``tests/broker/test_direct.py`` runs it against a real server, so
-a nats-py that changes it fails there, not in production.
+This overrides ``Client._process_msg``, a private method of nats-py (2.16 here);
+``tests/broker/test_direct.py`` runs it against a real server, so a nats-py that changes
+it fails there, not in production.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
 from mumu.broker.ack_subject import PREFIX
+
+log = logging.getLogger(__name__)
 
 DirectHandler = Callable[[str, str, bytes], Awaitable[None]]
 _ACK = PREFIX.encode()
@@ -54,4 +57,7 @@ class DirectClient(Client):
         stats = self.stats
         stats["in_msgs"] += 1
         stats["in_bytes"] += len(data)
-        await handler(subject.decode(), reply.decode(), data)
+        try:
+            await handler(subject.decode(), reply.decode(), data)
+        except Exception:  # never into nats-py's read loop, which would drop the connection
+            log.exception("handling a message of subscription %d failed", sid)

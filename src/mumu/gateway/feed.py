@@ -28,7 +28,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from mumu.broker.ack_subject import ack_fields, feed_position
+from mumu.broker.ack_subject import ack_fields, feed_position, is_ack_subject
 from mumu.broker.direct import DirectClient
 from mumu.contracts import subjects
 from mumu.gateway.pull import ConsumerGoneError, PullReader
@@ -140,7 +140,7 @@ class LiveFeed:
     async def _receive(self, msg: Msg) -> None:
         """What nats-py's own path delivers: status messages, and on a plain client every
         result."""
-        if feed_position(msg.reply) is not None:
+        if is_ack_subject(msg.reply):
             await self._deliver(msg.subject, msg.reply, msg.data)
             return
         self._seen = time.monotonic()
