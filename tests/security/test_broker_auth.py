@@ -325,6 +325,32 @@ async def test_a_service_whose_credentials_are_rotated_reconnects_and_loses_noth
                            allow_reconnect=False, connect_timeout=2)
 
 
+class ClosedOnItsOwn(NATS):
+    """nats-py's own close won the race: after the server's -ERR in a reconnect handshake
+    it closes without callbacks, and the close asked for afterwards returns at once."""
+
+    async def close(self) -> None:
+        await self._close(NATS.CLOSED, do_cbs=False)
+
+
+async def test_a_connection_closed_for_refused_credentials_is_reported_whoever_closed_it(
+    nats_server: EmbeddedNats, broker_users: AuthDir, settings: Settings,
+) -> None:
+    """The stage reconnects with a rotated seed only once its connection is reported
+    closed (``on_closed``). A CI run once stayed stuck after "closing to reconnect": the
+    report hung on nats-py's ``closed_cb``, which the losing close never calls."""
+    env = {**nats_env(nats_server), "MUMU_NATS__AUTH_DIR": str(broker_users.path)}
+    lost = asyncio.Event()
+    service = await connect(settings.nats, name="test-ingest", role=Role.INGEST,
+                            on_closed=lost.set, client=ClosedOnItsOwn)
+    try:
+        code, out = await mumu_cli(env, "auth", "rotate", "ingest")
+        assert code == 0, out
+        await asyncio.wait_for(lost.wait(), 15)
+    finally:
+        await service.close()
+
+
 async def test_a_producer_asks_with_its_credentials_and_receives_only_its_own_answer(
     producers: tuple[Producer, Producer], settings: Settings,
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import ssl
@@ -89,8 +90,8 @@ async def connect(
     ``role`` picks the nkey seed (see ``seed_file``) and the private inbox prefix
     (``_MUMU_INBOX.<role>``, which no producer may subscribe to). ``on_violation`` is
     called with the subject of each permission violation the server reports;
-    ``on_closed`` when the connection closes for good (for example its credentials were
-    revoked: nats-py does not reconnect after an authorization error).
+    ``on_closed`` once, when the connection closes for good (for example its credentials
+    were revoked: nats-py does not reconnect after an authorization error).
     The first connection is bounded (``NatsUnreachable`` after a few attempts); once
     connected, reconnects go on forever.
     """
@@ -103,16 +104,12 @@ async def connect(
 
     nc = client()
     last_error: list[BaseException] = []
-    closing: list[asyncio.Future[None]] = []  # owned here: the close started on refusal
+    closing = _Closing(nc, on_closed)
     connected_once = False
 
     async def disconnected() -> None:
         if not (nc.is_closed or nc.is_draining):
             log.warning("NATS disconnected", extra={"stage": name})
-
-    async def closed() -> None:
-        if on_closed is not None:
-            on_closed()
 
     tls_wanted = wants_tls(settings.tls, server)
 
@@ -147,20 +144,20 @@ async def connect(
         # before the first connection the failure is reported once, by NatsUnreachable
         level = logging.WARNING if connected_once else logging.DEBUG
         log.log(level, "NATS error on %s: %r", redacted(server), exc, extra={"stage": name})
-        if on_closed is not None and connected_once and _refused(exc) and not closing:
+        if on_closed is not None and connected_once and _refused(exc) and not closing.started:
             # nats-py keeps the public key of the seed it first read, so it cannot come
             # back with a rotated seed: close, and let the owner connect afresh
             log.error("NATS refused the credentials of %s as %s; closing to reconnect "
                       "with whatever the credentials file holds now", name, role,
                       extra={"stage": name})
-            closing.append(asyncio.ensure_future(nc.close()))
+            closing.start()
 
     try:
         await _unless_tls_refused(nc.connect(
             **options,
             disconnected_cb=disconnected,
             reconnected_cb=reconnected,
-            closed_cb=closed,
+            closed_cb=closing.closed,
             error_cb=error,
         ), tls_refused)
     except (OSError, TimeoutError, nats.errors.Error) as exc:
@@ -176,6 +173,38 @@ async def connect(
     nc.options["max_reconnect_attempts"] = -1
     connected_once = True
     return nc
+
+
+class _Closing:
+    """Tells the owner once that the connection closed for good, whoever closed it."""
+
+    def __init__(self, nc: NATS, on_closed: Callable[[], None] | None) -> None:
+        self._nc = nc
+        self._on_closed = on_closed
+        self._reported = False
+        self._task: asyncio.Future[None] | None = None  # owned here: the close we started
+
+    @property
+    def started(self) -> bool:
+        return self._task is not None
+
+    async def closed(self) -> None:
+        """nats-py's ``closed_cb``."""
+        if self._on_closed is not None and not self._reported:
+            self._reported = True
+            self._on_closed()
+
+    def start(self) -> None:
+        """Close the connection (its credentials were refused)."""
+        self._task = asyncio.ensure_future(self._close())
+
+    async def _close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._nc.close()
+        # nats-py calls ``closed_cb`` only from the close that did the closing: when the
+        # server's -ERR arrives during a reconnect handshake, nats-py closes on its own
+        # without callbacks, and this close returns at once, so report it here
+        await self.closed()
 
 
 def _options(settings: NatsSettings, server: str, name: str, role: str) -> dict[str, Any]:
