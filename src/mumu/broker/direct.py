@@ -11,7 +11,8 @@ the feed reads none of it but the subject, the reply (its stream position) and t
 reply is a ``$JS.ACK`` subject to ``await handler(subject, reply, data)``, in the order
 they arrive, before the next message is read (an exception it raises is logged).
 Everything else (status messages: idle heartbeats, flow control; other subscriptions)
-takes nats-py's own path. The handler must not wait for anything slow: while it runs,
+takes nats-py's own path; the subscription's own counters (``delivered``, pending) do not
+count the directed messages. The handler must not wait for anything slow: while it runs,
 this connection reads nothing (the server holds what comes meanwhile, and past its limit
 closes the connection as a slow consumer; the feed then resumes from its last sequence).
 
