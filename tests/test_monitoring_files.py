@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mumu.gateway.metrics import GatewayMetrics
 from mumu.gateway.telemetry import Milestones
 from mumu.ops.exporter import StatusCollector, exporter_registry
-from mumu.ops.status import ConsumerFigures, Status, StreamFigures
+from mumu.ops.status import ConsumerFigures, SourceFigures, Status, StreamFigures
 from mumu.runtime.metrics import StageMetrics
 
 ROOT = Path(__file__).parents[1]
@@ -57,6 +57,7 @@ def exported_names() -> set[str]:
         (StreamFigures("MUMU_DLQ", "stream", 1, 10, 100, 1000, 1, "new"),),
         (ConsumerFigures("MUMU_RESULTS", "persist", True, 1, 1, 0, 5, 2.0, 1),),
         (("ingest", 2),),
+        (SourceFigures("MUMU_INGEST", "MUMU_INTAKE_ws", 0, 0.5, ""),),
     ))
     names: set[str] = set()
     for registry in (stage.registry, gateway.registry, exporter_registry(collector)):

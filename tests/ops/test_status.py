@@ -21,6 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from mumu.broker.connect import connect
 from mumu.broker.embedded import EmbeddedNats
 from mumu.broker.streams import apply_all
+from mumu.broker.workspaces import ensure_workspaces
+from mumu.cli.streams import render_status
 from mumu.contracts import subjects
 from mumu.ops.exporter import run_exporter
 from mumu.ops.status import Status, gather
@@ -281,3 +283,51 @@ async def test_the_exporter_counts_failed_readings_when_nats_is_gone_and_says_no
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
+
+
+async def test_a_source_that_stops_shows_in_status_and_in_the_exporter(
+    nc: NATS, streams: None, settings: Settings
+) -> None:
+    """``MUMU_INGEST`` sources each workspace's intake stream and hears from each every
+    second while sourcing works; one that stops (here: its intake stream is deleted) goes
+    silent, with the server's error: what `MumuSourceStalled` watches."""
+    kept, lost = "ws-src-kept", "ws-src-lost"
+    await ensure_workspaces(nc, [kept, lost])
+    stop, started, bound = asyncio.Event(), asyncio.Event(), []
+    task = asyncio.create_task(run_exporter(
+        settings, "127.0.0.1", 0, 0.2, stop, started=started, bound=bound))
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        url = f"http://127.0.0.1:{bound[0]}/metrics"
+
+        def silent(got: dict[tuple[str, tuple[tuple[str, str], ...]], float], ws: str
+                   ) -> float | None:
+            labels = (("source", subjects.intake_stream(ws)), ("stream", subjects.STREAM_INGEST))
+            return got.get(("mumu_jetstream_source_silent_seconds", labels))
+
+        async with asyncio.timeout(10):  # both heard from: sourcing works
+            while True:
+                got = await _scrape(url)
+                if all((s := silent(got, ws)) is not None and s < 2 for ws in (kept, lost)):
+                    break
+                await asyncio.sleep(0.2)
+        await nc.jetstream().delete_stream(subjects.intake_stream(lost))
+        async with asyncio.timeout(30):
+            while (silent(got := await _scrape(url), lost) or 0) < 4:
+                await asyncio.sleep(0.2)
+        assert (silent(got, kept) or 99) < 2
+        lag = (("source", subjects.intake_stream(kept)), ("stream", subjects.STREAM_INGEST))
+        assert got[("mumu_jetstream_source_lag", lag)] == 0
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    async with asyncio.timeout(30):  # the server names the cause once it retried
+        while not (status := await gather(nc)).sources or not any(
+                f.error for f in status.sources if f.source == subjects.intake_stream(lost)):
+            await asyncio.sleep(0.5)
+    by_source = {f.source: f for f in status.sources}
+    assert by_source[subjects.intake_stream(lost)].error == "stream not found"
+    assert by_source[subjects.intake_stream(kept)].error == ""
+    table = render_status(status)
+    assert f"{subjects.STREAM_INGEST}  {subjects.intake_stream(lost)}" in table
+    assert "stream not found" in table

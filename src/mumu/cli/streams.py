@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     apply.set_defaults(func=run_apply)
     st = verbs.add_parser(
         "status", help="per stream: how full; per consumer: pending, ack pending, redelivered, "
-        "ack floor, age of the oldest unacked message, waiting pulls",
+        "ack floor, age of the oldest unacked message, waiting pulls; per source (of "
+        "MUMU_INGEST): lag and when it was last heard from",
     )
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--all", action="store_true",
@@ -102,7 +103,12 @@ def render_status(status: Status) -> str:
           _age(c.oldest_unacked_age), c.waiting_pulls] for c in status.consumers],
     )
     letters = table(["dead letters of", "letters"], [list(row) for row in status.dead_letters])
-    return f"{streams}\n\n{consumers}\n\n{letters}"
+    sources = table(
+        ["stream", "source", "lag", "last heard", "error"],
+        [[f.stream, f.source, f.lag, _age(f.silent_seconds), f.error or "-"]
+         for f in status.sources],
+    )
+    return f"{streams}\n\n{consumers}\n\n{letters}\n\n{sources}"
 
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:

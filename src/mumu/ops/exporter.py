@@ -34,6 +34,7 @@ ROLE = "exporter"
 
 _STREAM = ["stream", "kind"]
 _CONSUMER = ["stream", "consumer"]
+_SOURCE = ["stream", "source"]
 
 
 class StatusCollector(Collector):
@@ -52,6 +53,7 @@ class StatusCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._stream_families()
         yield from self._consumer_families()
+        yield from self._source_families()
         letters = GaugeMetricFamily(
             "mumu_dlq_letters", "Dead letters kept in MUMU_DLQ, by stage", labels=["stage"])
         for stage, count in self.status.dead_letters if self.status else ():
@@ -114,6 +116,20 @@ class StatusCollector(Collector):
             oldest.add_metric(labels, c.oldest_unacked_age or 0.0)
             waiting.add_metric(labels, c.waiting_pulls)
         yield from (pending, ack_pending, redelivered, ack_floor, oldest, waiting)
+
+    def _source_families(self) -> Iterator[Metric]:
+        lag = GaugeMetricFamily("mumu_jetstream_source_lag",
+                                "Messages of a stream's source not yet copied", labels=_SOURCE)
+        silent = GaugeMetricFamily(
+            "mumu_jetstream_source_silent_seconds",
+            "Seconds since the stream last heard from its source (under 1 while sourcing "
+            "works)", labels=_SOURCE)
+        for f in self.status.sources if self.status else ():
+            labels = [f.stream, f.source]
+            lag.add_metric(labels, f.lag)
+            if f.silent_seconds is not None:
+                silent.add_metric(labels, f.silent_seconds)
+        yield from (lag, silent)
 
 
 def exporter_registry(collector: StatusCollector) -> CollectorRegistry:

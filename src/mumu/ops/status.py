@@ -83,12 +83,31 @@ class ConsumerFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceFigures:
+    """A stream's source (``MUMU_INGEST`` sources every workspace's intake stream)."""
+
+    stream: str
+    source: str
+    lag: int
+    """Messages of the source not yet copied."""
+    silent_seconds: float | None
+    """Seconds since the stream last heard from the source: under a second while sourcing
+    works (heartbeats), growing while it does not; ``None``: never heard from."""
+    error: str
+    """The server's last error setting the source up ("" when none)."""
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     taken_at: datetime
     streams: tuple[StreamFigures, ...]
     consumers: tuple[ConsumerFigures, ...]
     dead_letters: tuple[tuple[str, int], ...] = ()
     """Letters in ``MUMU_DLQ`` per stage (``mumu.dlq.<stage>.*``), by stage name."""
+    sources: tuple[SourceFigures, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -96,6 +115,7 @@ class Status:
             "streams": [s.as_json() for s in self.streams],
             "consumers": [c.as_json() for c in self.consumers],
             "dead_letters": dict(self.dead_letters),
+            "sources": [s.as_json() for s in self.sources],
         }
 
 
@@ -118,6 +138,22 @@ def _stream_figures(info: dict[str, Any]) -> StreamFigures:
         max_messages=_limit(config.get("max_msgs")), max_bytes=_limit(config.get("max_bytes")),
         consumers=int(state.get("consumer_count", 0)), discard=str(config.get("discard", "old")),
     )
+
+
+def _source_figures(info: dict[str, Any]) -> list[SourceFigures]:
+    """From a stream's info: ``active`` is nanoseconds since the source was last heard
+    from, -1 for never."""
+    found = []
+    for source in info.get("sources") or []:
+        active = int(source.get("active", -1))
+        error = source.get("error") or {}
+        found.append(SourceFigures(
+            stream=info["config"]["name"], source=str(source["name"]),
+            lag=int(source.get("lag", 0)),
+            silent_seconds=None if active < 0 else round(active / 1e9, 3),
+            error=str(error.get("description", "")) if isinstance(error, dict) else str(error),
+        ))
+    return found
 
 
 def _filters(config: dict[str, Any]) -> list[str]:
@@ -163,10 +199,12 @@ async def gather(nc: NATS, *, ephemeral: bool = False) -> Status:
     now = datetime.now(UTC)
     streams: list[StreamFigures] = []
     consumers: list[ConsumerFigures] = []
+    sources: list[SourceFigures] = []
     for info in sorted(await _pages(nc, "STREAM.LIST", "streams"),
                        key=lambda i: str(i["config"]["name"])):
         figures = _stream_figures(info)
         streams.append(figures)
+        sources += sorted(_source_figures(info), key=lambda f: f.source)
         if not figures.consumers:
             continue
         first_seq = int(info["state"].get("first_seq", 0))
@@ -177,7 +215,7 @@ async def gather(nc: NATS, *, ephemeral: bool = False) -> Status:
             consumers.append(_consumer_figures(c, await _oldest_unacked(nc, c, first_seq, now)))
     letters = await _dead_letters(nc) if any(
         s.name == subjects.STREAM_DLQ for s in streams) else ()
-    return Status(now, tuple(streams), tuple(consumers), letters)
+    return Status(now, tuple(streams), tuple(consumers), letters, tuple(sources))
 
 
 async def _dead_letters(nc: NATS) -> tuple[tuple[str, int], ...]:
