@@ -186,17 +186,27 @@ async def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
         return _samples(await resp.text())
 
 
+@contextlib.asynccontextmanager
+async def exporter(settings: Settings) -> AsyncIterator[tuple[str, asyncio.Task[None]]]:
+    """``mumu exporter`` on a free port, reading every 0.2 s: (its base URL, its task)."""
+    stop, started, bound = asyncio.Event(), asyncio.Event(), list[int]()
+    task = asyncio.create_task(run_exporter(
+        settings, "127.0.0.1", 0, 0.2, stop, started=started, bound=bound))
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        yield f"http://127.0.0.1:{bound[0]}", task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
 async def test_the_exporter_serves_every_consumer_and_stream_as_gauges(
     nc: NATS, streams: None, settings: Settings
 ) -> None:
     await _scene(nc)
     await _take_two(nc)
-    stop, started, bound = asyncio.Event(), asyncio.Event(), []
-    task = asyncio.create_task(run_exporter(
-        settings, "127.0.0.1", 0, 0.2, stop, started=started, bound=bound))
-    try:
-        await asyncio.wait_for(started.wait(), 10)
-        url = f"http://127.0.0.1:{bound[0]}/metrics"
+    async with exporter(settings) as (base, _):
+        url = f"{base}/metrics"
         got = await _scrape(url)
         consumer = (("consumer", DURABLE), ("stream", subjects.STREAM_RESULTS))
         assert got[("mumu_jetstream_consumer_pending", consumer)] == 3
@@ -221,9 +231,6 @@ async def test_the_exporter_serves_every_consumer_and_stream_as_gauges(
             while (await _scrape(url))[("mumu_jetstream_stream_fullness_ratio", small)] < 1:
                 await asyncio.sleep(0.1)
         assert (await _scrape(url))[("mumu_exporter_poll_errors_total", ())] == 0
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
 
 
 async def test_the_exporters_nats_user_only_reads(settings: Settings, streams: None) -> None:
@@ -257,12 +264,7 @@ async def test_the_exporter_counts_failed_readings_when_nats_is_gone_and_says_no
         await apply_all(own)
     finally:
         await own.close()
-    stop, started, bound = asyncio.Event(), asyncio.Event(), []
-    task = asyncio.create_task(run_exporter(
-        settings, "127.0.0.1", 0, 0.2, stop, started=started, bound=bound))
-    try:
-        await asyncio.wait_for(started.wait(), 10)
-        base = f"http://127.0.0.1:{bound[0]}"
+    async with exporter(settings) as (base, task):
         before = await _scrape(f"{base}/metrics")
         assert before[("mumu_exporter_poll_errors_total", ())] == 0
         await nats_server.stop()
@@ -280,9 +282,6 @@ async def test_the_exporter_counts_failed_readings_when_nats_is_gone_and_says_no
             assert resp.status == 503
             assert "nats: not connected" in (await resp.json())["reasons"]
         assert not task.done()  # it keeps trying
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
 
 
 async def test_a_source_that_stops_shows_in_status_and_in_the_exporter(
@@ -293,12 +292,8 @@ async def test_a_source_that_stops_shows_in_status_and_in_the_exporter(
     silent, with the server's error: what `MumuSourceStalled` watches."""
     kept, lost = "ws-src-kept", "ws-src-lost"
     await ensure_workspaces(nc, [kept, lost])
-    stop, started, bound = asyncio.Event(), asyncio.Event(), []
-    task = asyncio.create_task(run_exporter(
-        settings, "127.0.0.1", 0, 0.2, stop, started=started, bound=bound))
-    try:
-        await asyncio.wait_for(started.wait(), 10)
-        url = f"http://127.0.0.1:{bound[0]}/metrics"
+    async with exporter(settings) as (base, _):
+        url = f"{base}/metrics"
 
         def silent(got: dict[tuple[str, tuple[tuple[str, str], ...]], float], ws: str
                    ) -> float | None:
@@ -318,9 +313,6 @@ async def test_a_source_that_stops_shows_in_status_and_in_the_exporter(
         assert (silent(got, kept) or 99) < 2
         lag = (("source", subjects.intake_stream(kept)), ("stream", subjects.STREAM_INGEST))
         assert got[("mumu_jetstream_source_lag", lag)] == 0
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
     async with asyncio.timeout(30):  # the server names the cause once it retried
         while not (status := await gather(nc)).sources or not any(
                 f.error for f in status.sources if f.source == subjects.intake_stream(lost)):
