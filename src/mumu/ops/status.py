@@ -146,12 +146,11 @@ def _source_figures(info: dict[str, Any]) -> list[SourceFigures]:
     found = []
     for source in info.get("sources") or []:
         active = int(source.get("active", -1))
-        error = source.get("error") or {}
         found.append(SourceFigures(
             stream=info["config"]["name"], source=str(source["name"]),
             lag=int(source.get("lag", 0)),
             silent_seconds=None if active < 0 else round(active / 1e9, 3),
-            error=str(error.get("description", "")) if isinstance(error, dict) else str(error),
+            error=str((source.get("error") or {}).get("description", "")),
         ))
     return found
 
